@@ -1,0 +1,21 @@
+# The user-facing image: a normal multi-stage build for machines that can pull images.
+# (On machines without a registry, see scripts/ for building a FROM-scratch image from
+# a host-built binary.)
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY examples ./examples
+COPY benches ./benches
+RUN cargo build --release --locked --bin sluicegate --example echo_agent
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --no-create-home sluicegate
+COPY --from=build /src/target/release/sluicegate /usr/local/bin/sluicegate
+COPY --from=build /src/target/release/examples/echo_agent /usr/local/bin/echo_agent
+COPY config/routes.toml /etc/sluicegate/routes.toml
+USER 10001
+EXPOSE 8080
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["/usr/local/bin/sluicegate"]
+CMD ["run", "-c", "/etc/sluicegate/routes.toml"]

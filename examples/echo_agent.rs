@@ -1,0 +1,96 @@
+//! Standalone echo agent: the upstream used by sluicegate's Docker images and
+//! manual testing. All behaviour lives in `sluicegate::echo_agent`; this file
+//! only parses flags, runs the runtime and handles signals.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use sluicegate::echo_agent::{self, EchoConfig};
+
+/// How long shutdown may take before we exit anyway; connections are dropped,
+/// not drained, so this is only a safety net.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// HTTP/1.1 + h2c echo upstream for sluicegate tests and demos.
+#[derive(Debug, Parser)]
+#[command(name = "echo_agent", version)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "AGENT_LISTEN", default_value = "0.0.0.0:8080")]
+    listen: SocketAddr,
+    /// Agent name reported in `x-agent` [default: $HOSTNAME, else "echo"].
+    #[arg(long, env = "AGENT_NAME")]
+    name: Option<String>,
+    /// Version reported in `x-agent-version` (`--version` is clap's own).
+    #[arg(long, env = "AGENT_VERSION", default_value = "v1")]
+    agent_version: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("echo_agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    // Logging is opt-in via RUST_LOG; a second init (never here) would only be ignored.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    let name = args
+        .name
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "echo".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let config = EchoConfig {
+            name,
+            version: args.agent_version,
+        };
+        let agent = echo_agent::spawn(listener, config.clone());
+        println!(
+            "echo_agent {} {} listening on {}",
+            config.name,
+            config.version,
+            agent.addr()
+        );
+        wait_for_signal().await?;
+        agent.shutdown();
+        // Best effort: the process is exiting either way.
+        let _ = tokio::time::timeout(STOP_GRACE, agent.stopped()).await;
+        Ok(())
+    })
+}
+
+/// Resolves on ctrl-c, or SIGTERM on unix (what `docker stop` sends).
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        tokio::select! {
+            res = tokio::signal::ctrl_c() => res.context("waiting for ctrl-c"),
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.context("waiting for ctrl-c")
+    }
+}

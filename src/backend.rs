@@ -1,0 +1,243 @@
+//! Per-backend runtime state that outlives snapshots.
+//!
+//! A [`BackendState`] is created once per (pool, address) by the controller's registry
+//! and shared by every snapshot that contains that backend, so in-flight counts,
+//! latency estimates, health flags and pooled upstream connections survive a config
+//! change. Everything here is atomics: the request path never locks.
+//!
+//! This module does not decide *which* backend to use (see `balance`) nor probe health.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::upstream::ConnPool;
+
+/// A backend as one snapshot sees it: static facts plus the shared runtime state.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    pub addr: SocketAddr,
+    /// Configured weight, 1 ..= `MAX_WEIGHT`.
+    pub weight: u32,
+    pub backup: bool,
+    pub state: Arc<BackendState>,
+}
+
+/// Live state of one backend, shared across snapshots.
+#[derive(Debug)]
+pub struct BackendState {
+    addr: SocketAddr,
+    inflight: AtomicU32,
+    healthy: AtomicBool,
+    draining: AtomicBool,
+    ejected: AtomicBool,
+    ewma: PeakEwma,
+    conns: ConnPool,
+}
+
+impl BackendState {
+    /// A fresh backend: healthy, not draining, no load, no latency history.
+    pub fn new(addr: SocketAddr) -> Self {
+        BackendState {
+            addr,
+            inflight: AtomicU32::new(0),
+            healthy: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
+            ewma: PeakEwma::new(),
+            conns: ConnPool::new(addr),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The one eligibility rule: healthy, not ejected, not draining.
+    #[inline]
+    pub fn is_eligible(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && !self.ejected.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Requests (and tunnels, and streaming bodies) currently using this backend.
+    #[inline]
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
+    /// Peak-EWMA latency estimate in nanoseconds (decayed to now).
+    #[inline]
+    pub fn latency_estimate_ns(&self) -> f64 {
+        self.ewma.estimate_ns()
+    }
+
+    /// Feeds one observed response latency into the estimate.
+    pub fn observe_latency(&self, rtt: Duration) {
+        self.ewma.observe(rtt);
+    }
+
+    /// Pooled keep-alive connections to this backend.
+    pub fn conns(&self) -> &ConnPool {
+        &self.conns
+    }
+
+    /// Counts one unit of load until the returned guard is dropped.
+    ///
+    /// The guard is meant to live as long as the response body (or tunnel), so a
+    /// long SSE stream keeps counting as load while it streams.
+    pub fn start_request(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard {
+            state: Arc::clone(self),
+        }
+    }
+}
+
+/// Decrements the backend's in-flight count when dropped.
+#[derive(Debug)]
+pub struct InflightGuard {
+    state: Arc<BackendState>,
+}
+
+impl InflightGuard {
+    pub fn backend(&self) -> &Arc<BackendState> {
+        &self.state
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.state.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Decay window of the latency estimate (tower's `peak_ewma` uses the same idea).
+const EWMA_DECAY_NS: f64 = 10_000_000_000.0;
+/// Estimate for a backend with no observation yet: optimistic so it gets tried.
+const EWMA_DEFAULT_NS: f64 = 1_000_000.0;
+
+/// Peak-sensitive exponentially weighted moving average of response latency.
+///
+/// A sample above the current estimate replaces it at once (peak); lower samples
+/// decay it with a weight that depends on the time since the last update. Two racing
+/// writers may lose one sample: acceptable for a load estimate, and it keeps the path
+/// lock-free.
+#[derive(Debug)]
+struct PeakEwma {
+    /// f64 bits of the estimate in nanoseconds.
+    value: AtomicU64,
+    /// Nanoseconds since [`epoch`] of the last update.
+    stamp: AtomicU64,
+}
+
+impl PeakEwma {
+    fn new() -> Self {
+        PeakEwma {
+            value: AtomicU64::new(EWMA_DEFAULT_NS.to_bits()),
+            stamp: AtomicU64::new(now_ns()),
+        }
+    }
+
+    fn estimate_ns(&self) -> f64 {
+        let value = f64::from_bits(self.value.load(Ordering::Relaxed));
+        let elapsed = now_ns().saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
+        // Decay toward zero while idle so a once-slow backend is retried eventually.
+        value * (-elapsed / EWMA_DECAY_NS).exp()
+    }
+
+    fn observe(&self, rtt: Duration) {
+        let sample = rtt.as_nanos() as f64;
+        let now = now_ns();
+        let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
+        let elapsed = now.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
+        let next = if sample > prev {
+            sample
+        } else {
+            let w = (-elapsed / EWMA_DECAY_NS).exp();
+            prev * w + sample * (1.0 - w)
+        };
+        self.value.store(next.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now, Ordering::Relaxed);
+    }
+}
+
+/// Nanoseconds since the first call in this process (monotonic).
+fn now_ns() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    Instant::now().saturating_duration_since(epoch).as_nanos() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> Arc<BackendState> {
+        Arc::new(BackendState::new("127.0.0.1:1".parse().unwrap()))
+    }
+
+    #[test]
+    fn guard_counts_until_dropped() {
+        let s = state();
+        let a = s.start_request();
+        let b = s.start_request();
+        assert_eq!(s.inflight(), 2);
+        drop(a);
+        assert_eq!(s.inflight(), 1);
+        drop(b);
+        assert_eq!(s.inflight(), 0);
+    }
+
+    #[test]
+    fn eligibility_needs_healthy_not_ejected_not_draining() {
+        let s = state();
+        assert!(s.is_eligible());
+        s.set_draining(true);
+        assert!(!s.is_eligible());
+        s.set_draining(false);
+        s.set_ejected(true);
+        assert!(!s.is_eligible());
+        s.set_ejected(false);
+        s.set_healthy(false);
+        assert!(!s.is_eligible());
+        s.set_healthy(true);
+        assert!(s.is_eligible());
+    }
+
+    #[test]
+    fn ewma_takes_peaks_at_once() {
+        let s = state();
+        s.observe_latency(Duration::from_millis(50));
+        let est = s.latency_estimate_ns();
+        assert!(est > 40_000_000.0 && est <= 50_000_000.0, "{est}");
+    }
+}

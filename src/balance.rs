@@ -1,0 +1,195 @@
+//! Load balancing: choosing one backend inside one pool.
+//!
+//! A [`Balancer`] is built at snapshot time from the pool's backends (one for the
+//! primaries, one for the backups) and picked from on the request path. Building may
+//! allocate and take its time; [`Balancer::pick`] never locks and never allocates: it
+//! uses only atomics, the backends' shared state and `fastrand`'s thread-local RNG.
+//!
+//! This module does not decide *whether* a backend may be used: the caller passes a
+//! `usable(i)` predicate that applies eligibility (`BackendState::is_eligible`) and
+//! excludes backends already tried by a retry. Nor does it choose the pool (that is
+//! the route's split) or extract the hash key from the request (see [`key_hash`]).
+//!
+//! Cost of one pick, `n` = backends in the slice (details in each file's header):
+//!
+//! | policy        | all usable   | worst case (few or none usable)        |
+//! |---------------|--------------|----------------------------------------|
+//! | `round_robin` | O(1)         | O(cycle length), cycle ≤ 65 536        |
+//! | `least_conn`  | O(n)         | O(n)                                   |
+//! | `p2c`         | O(1)         | O(n)                                   |
+//! | `hash`        | O(log ring)  | O(ring), ring ≤ ~200 000; O(n) if none |
+
+mod hash;
+mod least_conn;
+mod p2c;
+mod round_robin;
+
+pub use hash::HashRing;
+pub use least_conn::LeastConn;
+pub use p2c::P2c;
+pub use round_robin::RoundRobin;
+
+use crate::backend::Backend;
+use crate::config::spec::Balance;
+
+/// The selection table of one set of backends, one variant per policy.
+#[derive(Debug)]
+pub enum Balancer {
+    /// Smooth weighted round robin (nginx), precomputed as one cycle.
+    RoundRobin(RoundRobin),
+    /// Fewest in-flight requests relative to weight.
+    LeastConn(LeastConn),
+    /// Power of two random choices over latency × load.
+    P2c(P2c),
+    /// Consistent hash ring with virtual nodes.
+    Hash(HashRing),
+}
+
+impl Balancer {
+    /// Builds the selection table for `backends` (the pool's primaries OR its backups,
+    /// one balancer each).
+    pub fn build(policy: &Balance, backends: &[Backend]) -> Balancer {
+        match policy {
+            Balance::RoundRobin => Balancer::RoundRobin(RoundRobin::build(backends)),
+            Balance::LeastConn => Balancer::LeastConn(LeastConn::build(backends)),
+            Balance::P2c => Balancer::P2c(P2c::build(backends)),
+            // Which request property is hashed matters to the caller, not to the ring.
+            Balance::Hash(_) => Balancer::Hash(HashRing::build(backends)),
+        }
+    }
+
+    /// Picks the index of a backend in `backends` (the same slice given to
+    /// [`build`](Self::build)) for which `usable(i)` is true.
+    ///
+    /// `key` is the request's hash key (see [`key_hash`]) and is only used by
+    /// [`Balancer::Hash`]; without one, the hash ring picks a random usable backend.
+    /// Returns `None` when no index is usable (or the slice is empty).
+    #[inline]
+    pub fn pick<F: Fn(usize) -> bool>(
+        &self,
+        backends: &[Backend],
+        key: Option<u64>,
+        usable: F,
+    ) -> Option<usize> {
+        match self {
+            Balancer::RoundRobin(rr) => rr.pick(backends, &usable),
+            Balancer::LeastConn(lc) => lc.pick(backends, &usable),
+            Balancer::P2c(p2c) => p2c.pick(backends, &usable),
+            Balancer::Hash(ring) => ring.pick(backends, key, &usable),
+        }
+    }
+}
+
+/// Fixed-seed 64-bit hash of a key's bytes: FNV-1a followed by splitmix64's finaliser.
+///
+/// Stable across restarts, builds and platforms (no `RandomState`), so the same key
+/// reaches the same backend after a restart or on another gateway replica. FNV-1a
+/// alone mixes short, similar keys (`user-1`, `user-2`) poorly into the high bits; the
+/// finaliser spreads every input bit over the whole word, which the ring relies on.
+pub fn key_hash(bytes: &[u8]) -> u64 {
+    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut h = FNV_OFFSET;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(FNV_PRIME);
+    }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// True when no index in `0..n` is usable.
+///
+/// Table-walking policies call this once after `n` misses: it turns the "whole pool
+/// is down" case from a walk over the full table into O(n), while a walk that merely
+/// has to skip a few unusable entries is left alone (it keeps proportions exact).
+fn none_usable(n: usize, usable: impl Fn(usize) -> bool) -> bool {
+    !(0..n).any(usable)
+}
+
+/// Backends `10.0.0.{i+1}:8080` with the given weights, all eligible and idle.
+#[cfg(test)]
+fn test_backends(weights: &[u32]) -> Vec<Backend> {
+    use std::sync::Arc;
+
+    use crate::backend::BackendState;
+
+    weights
+        .iter()
+        .enumerate()
+        .map(|(i, &weight)| {
+            let addr =
+                std::net::SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250 + 1) as u8], 8080));
+            Backend {
+                addr,
+                weight,
+                backup: false,
+                state: Arc::new(BackendState::new(addr)),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::spec::HashKey;
+
+    fn all_policies() -> [Balance; 4] {
+        [
+            Balance::RoundRobin,
+            Balance::LeastConn,
+            Balance::P2c,
+            Balance::Hash(HashKey::ClientIp),
+        ]
+    }
+
+    #[test]
+    fn key_hash_is_pinned() {
+        // Golden values (cross-checked with an independent Python FNV-1a + splitmix64):
+        // changing them re-maps every sticky key and ring point in every deployment.
+        assert_eq!(key_hash(b""), 0xf52a_15e9_a9b5_e89b);
+        assert_eq!(key_hash(b"user-1"), 0xc499_b5f8_a721_df58);
+        assert_eq!(key_hash(b"10.0.0.1:8080#0"), 0x5e71_d853_6458_55d8);
+    }
+
+    #[test]
+    fn key_hash_spreads_similar_keys_over_high_bits() {
+        // Top 4 bits of 16 000 sequential keys: each of the 16 buckets within ±10 %.
+        let mut buckets = [0u32; 16];
+        for k in 0..16_000 {
+            buckets[(key_hash(format!("user-{k}").as_bytes()) >> 60) as usize] += 1;
+        }
+        for b in buckets {
+            assert!((900..=1100).contains(&b), "{buckets:?}");
+        }
+    }
+
+    #[test]
+    fn every_policy_returns_none_for_empty_or_unusable() {
+        let backends = test_backends(&[1, 2, 3]);
+        for policy in all_policies() {
+            let empty = Balancer::build(&policy, &[]);
+            assert_eq!(empty.pick(&[], Some(7), |_| true), None, "{policy:?}");
+            let b = Balancer::build(&policy, &backends);
+            assert_eq!(b.pick(&backends, Some(7), |_| false), None, "{policy:?}");
+            assert_eq!(b.pick(&backends, None, |_| false), None, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn every_policy_finds_the_single_usable_backend() {
+        fastrand::seed(11);
+        let backends = test_backends(&[4, 1, 2, 7, 1]);
+        for policy in all_policies() {
+            let b = Balancer::build(&policy, &backends);
+            for k in 0..200u64 {
+                let key = (k % 2 == 0).then(|| key_hash(&k.to_le_bytes()));
+                assert_eq!(b.pick(&backends, key, |i| i == 3), Some(3), "{policy:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! Consistent hashing on a ring of virtual nodes (Karger et al.; ketama-style).
+//!
+//! Each backend owns `100 × weight` points on a 64-bit ring, placed at
+//! `key_hash("<addr>#<i>")`. A request key is served by the first point clockwise of
+//! it whose backend is usable. Because points depend only on the backend's address
+//! and weight (never on its position in the slice or on the other backends), a
+//! restart or a reordered config maps every key identically, and removing one backend
+//! moves only the keys it owned; marking it unusable moves exactly the same keys to
+//! exactly the same places, so a flapping health check does not reshuffle the rest.
+//!
+//! The ring is capped near [`MAX_POINTS`]: when `Σ 100 × weight` exceeds it, every
+//! backend's point count is shifted right by the same power of two. A shift (rather
+//! than an exact ratio) only changes when the total crosses a power of two, so adding
+//! or removing one backend rarely rescales the others.
+//!
+//! Pick cost: O(log ring) binary search plus a short clockwise walk past unusable
+//! points; O(ring) worst case while some backend is usable, O(n) when none is (one
+//! check after `n` misses). Without a key, a random point is used: a random usable
+//! backend, weighted by ring share.
+
+use std::fmt::Write as _;
+
+use crate::backend::Backend;
+
+/// Virtual nodes per unit of weight: ±10 % key share per backend at weight 1.
+const POINTS_PER_WEIGHT: u64 = 100;
+/// Rough upper bound on ring points (16 bytes each, so ~3 MiB).
+const MAX_POINTS: u64 = 200_000;
+
+/// A sorted ring of `(point, backend index)`.
+#[derive(Debug)]
+pub struct HashRing {
+    /// Sorted by point, then by backend address (a tie-break independent of order).
+    ring: Box<[(u64, u32)]>,
+    /// Length of the slice this was built for (every index is below it).
+    backends: usize,
+}
+
+impl HashRing {
+    /// Places every backend's virtual nodes and sorts the ring.
+    pub fn build(backends: &[Backend]) -> HashRing {
+        let wanted = |b: &Backend| POINTS_PER_WEIGHT * u64::from(b.weight.max(1));
+        let total: u64 = backends.iter().map(wanted).sum();
+        let mut shift = 0;
+        while total >> shift > MAX_POINTS {
+            shift += 1;
+        }
+        let mut ring = Vec::with_capacity((total >> shift) as usize + backends.len());
+        let mut label = String::new();
+        for (index, backend) in backends.iter().enumerate() {
+            let index = u32::try_from(index).expect("pool holds fewer than 2^32 backends");
+            for vnode in 0..(wanted(backend) >> shift).max(1) {
+                label.clear();
+                write!(label, "{}#{}", backend.addr, vnode).expect("writing to a String");
+                ring.push((super::key_hash(label.as_bytes()), index));
+            }
+        }
+        // 64-bit collisions are astronomically rare, but break them by address anyway
+        // so not even those depend on slice order.
+        ring.sort_unstable_by(|a, b| {
+            let addr = |i: u32| backends[i as usize].addr;
+            a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
+        });
+        HashRing {
+            ring: ring.into_boxed_slice(),
+            backends: backends.len(),
+        }
+    }
+
+    /// The first usable backend clockwise of `key` (of a random point without one).
+    pub fn pick(
+        &self,
+        backends: &[Backend],
+        key: Option<u64>,
+        usable: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let len = self.ring.len();
+        if len == 0 || backends.is_empty() {
+            return None;
+        }
+        debug_assert_eq!(
+            self.backends,
+            backends.len(),
+            "pick with the slice given to build"
+        );
+        let point = key.unwrap_or_else(|| fastrand::u64(..));
+        // First point ≥ key; past the last point the ring wraps to the first.
+        let start = self.ring.partition_point(|&(p, _)| p < point);
+        for step in 0..len {
+            let i = self.ring[(start + step) % len].1 as usize;
+            if usable(i) {
+                return Some(i);
+            }
+            if step + 1 == backends.len() && super::none_usable(backends.len(), &usable) {
+                return None;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{key_hash, test_backends};
+    use super::*;
+    use std::net::SocketAddr;
+
+    const KEYS: u64 = 10_000;
+
+    fn key(k: u64) -> u64 {
+        key_hash(format!("session-{k}").as_bytes())
+    }
+
+    /// The address each key maps to, so rings over different slices compare.
+    fn owners(backends: &[Backend], usable: impl Fn(usize) -> bool) -> Vec<SocketAddr> {
+        let ring = HashRing::build(backends);
+        (0..KEYS)
+            .map(|k| backends[ring.pick(backends, Some(key(k)), &usable).unwrap()].addr)
+            .collect()
+    }
+
+    #[test]
+    fn hash_moves_only_removed_keys() {
+        let all = test_backends(&[1; 10]);
+        let removed = all[4].addr;
+        let rest: Vec<Backend> = all.iter().filter(|b| b.addr != removed).cloned().collect();
+        let before = owners(&all, |_| true);
+        let after = owners(&rest, |_| true);
+        let mut moved = 0;
+        for (b, a) in before.iter().zip(&after) {
+            if *b == removed {
+                moved += 1;
+                assert_ne!(*a, removed);
+            } else {
+                assert_eq!(b, a, "a key not on the removed backend moved");
+            }
+        }
+        // One backend of ten owns about a tenth of the keys (100 points: σ ≈ 10 % of that).
+        let share = moved as f64 / KEYS as f64;
+        assert!((0.05..=0.15).contains(&share), "moved share {share}");
+    }
+
+    #[test]
+    fn hash_rebuild_in_any_order_maps_keys_identically() {
+        let backends = test_backends(&[1, 2, 1, 3, 1, 1]);
+        let mut shuffled = backends.clone();
+        shuffled.reverse();
+        shuffled.swap(0, 3);
+        assert_eq!(owners(&backends, |_| true), owners(&shuffled, |_| true));
+    }
+
+    #[test]
+    fn hash_unusable_backend_moves_only_its_keys() {
+        let backends = test_backends(&[1; 10]);
+        let down = backends[7].addr;
+        let before = owners(&backends, |_| true);
+        let during = owners(&backends, |i| i != 7);
+        for (b, d) in before.iter().zip(&during) {
+            assert_ne!(*d, down);
+            if *b != down {
+                assert_eq!(b, d);
+            }
+        }
+        // Same places as if it had been removed from the config.
+        let rest: Vec<Backend> = backends
+            .iter()
+            .filter(|b| b.addr != down)
+            .cloned()
+            .collect();
+        assert_eq!(during, owners(&rest, |_| true));
+    }
+
+    #[test]
+    fn hash_shares_follow_weights() {
+        // Weights 1 : 3 → key shares 25 % / 75 % (±5 points).
+        let backends = test_backends(&[1, 3]);
+        let light = owners(&backends, |_| true)
+            .iter()
+            .filter(|a| **a == backends[0].addr)
+            .count();
+        let share = light as f64 / KEYS as f64;
+        assert!((0.20..=0.30).contains(&share), "light share {share}");
+    }
+
+    #[test]
+    fn hash_without_key_spreads_over_usable() {
+        // No key: a random point, so shares follow ring shares: 25 % ± ~2.5 per backend,
+        // plus whatever arcs of the unusable one fall to each. Stated band: 20..45 %,
+        // and never the unusable backend.
+        fastrand::seed(10);
+        let backends = test_backends(&[1; 4]);
+        let ring = HashRing::build(&backends);
+        let mut counts = [0usize; 4];
+        for _ in 0..KEYS {
+            counts[ring.pick(&backends, None, |i| i != 1).unwrap()] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        for c in [counts[0], counts[2], counts[3]] {
+            assert!((2_000..=4_500).contains(&c), "{counts:?}");
+        }
+    }
+
+    #[test]
+    fn hash_ring_is_capped() {
+        let backends = test_backends(&[1_000_000, 999_999, 1]);
+        let ring = HashRing::build(&backends);
+        assert!(
+            ring.ring.len() as u64 <= MAX_POINTS + 3,
+            "{}",
+            ring.ring.len()
+        );
+        assert!(ring.ring.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(
+            ring.ring.iter().any(|&(_, i)| i == 2),
+            "light backend kept a point"
+        );
+    }
+
+    #[test]
+    fn hash_none_when_nothing_usable() {
+        let backends = test_backends(&[1, 1]);
+        let ring = HashRing::build(&backends);
+        assert_eq!(ring.pick(&backends, Some(key(1)), |_| false), None);
+        assert_eq!(HashRing::build(&[]).pick(&[], Some(key(1)), |_| true), None);
+    }
+}

@@ -1,0 +1,185 @@
+//! The validated, typed form of `routes.toml`.
+//!
+//! A [`Spec`] is what `validate` produces from the raw file (or, later, from admin API
+//! bodies and Docker labels). Everything here is already checked: names are unique,
+//! split pools exist, durations are positive. Nothing on the request path reads a
+//! `Spec`; the snapshot builder turns it into runtime tables.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+
+/// Name of a pool, as written in `[[pools]].name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolName(pub Arc<str>);
+
+/// Name of a route, as written in `[[routes]].name`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RouteName(pub Arc<str>);
+
+impl PoolName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl RouteName {
+    /// The name as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for PoolName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for RouteName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub listen: ListenSpec,
+    /// Pools in file order.
+    pub pools: Vec<PoolSpec>,
+    /// Routes in file order (precedence is decided by the route table, not here).
+    pub routes: Vec<RouteSpec>,
+}
+
+/// `[listen]`.
+#[derive(Clone, Debug)]
+pub struct ListenSpec {
+    pub http: SocketAddr,
+    /// `None` means unlimited.
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Duration,
+}
+
+/// `[[pools]]`.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub name: PoolName,
+    pub balance: Balance,
+    /// Static backends in file order; duplicates were rejected.
+    pub backends: Vec<BackendSpec>,
+}
+
+/// The balancing policy inside one pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx).
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConn,
+    /// Power of two choices over peak-EWMA latency x load.
+    P2c,
+    /// Consistent hashing on a request property.
+    Hash(HashKey),
+}
+
+/// What `balance = "hash"` hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HashKey {
+    /// `header:NAME`
+    Header(HeaderName),
+    /// `cookie:NAME`
+    Cookie(Arc<str>),
+    /// `client_ip`
+    ClientIp,
+}
+
+/// One static backend of a pool.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub addr: SocketAddr,
+    /// 1 ..= [`MAX_WEIGHT`].
+    pub weight: u32,
+    /// Used only when no primary backend of the pool is eligible.
+    pub backup: bool,
+}
+
+/// Largest backend or split weight accepted.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+
+/// `[[routes]]`.
+#[derive(Clone, Debug)]
+pub struct RouteSpec {
+    pub name: RouteName,
+    pub matcher: MatchSpec,
+    /// Pools in the order written; weights sum to more than 0.
+    pub split: Vec<SplitSpec>,
+    pub sticky: Option<StickySpec>,
+    /// Extra attempts on another backend.
+    pub retries: u32,
+    pub timeouts: Timeouts,
+}
+
+/// `match = { … }` of a route.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MatchSpec {
+    pub host: HostMatch,
+    /// Always starts with `/`; `/` matches everything.
+    pub path_prefix: String,
+    /// All must be present with exactly these values.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Empty means any method.
+    pub methods: Vec<Method>,
+}
+
+/// How a route matches the request's host (without port, lower-cased).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum HostMatch {
+    #[default]
+    Any,
+    /// `agents.local`
+    Exact(String),
+    /// `*.agents.local` stored as the suffix `.agents.local`.
+    Wildcard(String),
+}
+
+/// One entry of a route's split.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SplitSpec {
+    pub pool: PoolName,
+    pub weight: u32,
+}
+
+/// `sticky = { cookie = "…" }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StickySpec {
+    pub cookie: Arc<str>,
+}
+
+/// `timeouts = { connect, response_header, idle }`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect to a backend.
+    pub connect: Duration,
+    /// From the request being sent until the response head arrives.
+    pub response_header: Duration,
+    /// Longest gap between two body chunks from the backend.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(2),
+            response_header: Duration::from_secs(60),
+            idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Default `[listen].header_read_timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

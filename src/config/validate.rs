@@ -1,0 +1,349 @@
+//! Raw `routes.toml` → [`Spec`], collecting every error with its key path.
+//!
+//! Owns the rules of the file: names, references between routes and pools,
+//! ranges, and which keys are planned but not supported yet. It works in two
+//! passes so that one mistake never hides another:
+//!
+//! 1. *shape*: each section (`listen`, every `pools[i]`, every `routes[i]`) is
+//!    deserialized on its own with `serde_path_to_error`, so a type error or an
+//!    unknown key is reported at its full path and the other elements are still
+//!    checked;
+//! 2. *meaning*: everything that deserialized is checked and converted (`pool`,
+//!    `route`; single values in `values`).
+//!
+//! Errors come out section by section; [`super::parse`] puts them in file order.
+//! This module does not read files or parse TOML text.
+
+mod pool;
+mod route;
+mod values;
+
+pub(super) use values::key_path;
+
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+
+use super::raw::{RawListen, RawPool, RawRoute};
+use super::spec::{ListenSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::{ConfigError, ConfigErrors};
+use pool::check_pool;
+use route::check_route;
+use values::{check_duration, socket_addr};
+
+/// Top-level keys that DESIGN.md describes but this version does not implement.
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[
+    ("admin", "`admin` is not supported in this version; remove the [admin] table"),
+    (
+        "discovery",
+        "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
+    ),
+    (
+        "tls",
+        "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
+    ),
+];
+
+/// `[listen]` keys that are planned but not supported yet.
+const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
+    "https",
+    "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
+)];
+
+/// `[[pools]]` keys that are planned but not supported yet.
+const POOL_UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "health",
+        "`health` is not supported in this version; remove [pools.health]",
+    ),
+    (
+        "outlier",
+        "`outlier` is not supported in this version; remove [pools.outlier]",
+    ),
+    (
+        "slow_start",
+        "`slow_start` is not supported in this version; remove it",
+    ),
+    ("hold", "`hold` is not supported in this version; remove it"),
+];
+
+/// `sticky` keys that are planned but not supported yet.
+const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
+    (
+        "learn_header",
+        "sticky.learn_header is not supported in this version; use sticky.cookie",
+    ),
+    (
+        "idle",
+        "sticky.idle is not supported in this version; use sticky.cookie",
+    ),
+];
+
+/// Collects errors while validating.
+#[derive(Default)]
+pub(super) struct Report {
+    errors: Vec<ConfigError>,
+}
+
+impl Report {
+    /// Records one problem at `path`.
+    pub(super) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Validates a parsed `routes.toml` document and builds the [`Spec`].
+///
+/// On failure every problem found is returned, grouped by section (listen,
+/// other top-level keys, pools in order, routes in order).
+pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
+    let mut report = Report::default();
+    let listen = doc.remove("listen");
+    let pools = doc.remove("pools");
+    let routes = doc.remove("routes");
+    take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
+    for key in doc.keys() {
+        report.add(
+            values::key_path("", key),
+            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes"),
+        );
+    }
+
+    let listen = match listen {
+        Some(value) => {
+            let raw = table_of(value, "listen", "[listen]", &mut report).and_then(|mut table| {
+                take_unsupported(&mut table, "listen", LISTEN_UNSUPPORTED, &mut report);
+                shape::<RawListen>(table, "listen", &mut report)
+            });
+            raw.and_then(|raw| check_listen(raw, &mut report))
+        }
+        None => {
+            report.add(
+                "listen",
+                r#"missing [listen]; add it with `http = "0.0.0.0:8080"`"#,
+            );
+            None
+        }
+    };
+
+    let pool_tables = elements(pools, "pools", &mut report);
+    // Names straight from the tables, so a pool with a typo elsewhere still
+    // counts as defined and routes naming it get no misleading error.
+    let pool_names = names_of(&pool_tables);
+    let mut pool_specs = Vec::new();
+    for (i, table) in pool_tables.into_iter().enumerate() {
+        let path = format!("pools[{i}]");
+        check_unique(&pool_names, i, "pool", "pools", &mut report);
+        let Some(mut table) = table else { continue };
+        take_unsupported(&mut table, &path, POOL_UNSUPPORTED, &mut report);
+        if let Some(spec) = shape::<RawPool>(table, &path, &mut report)
+            .and_then(|raw| check_pool(&path, raw, &mut report))
+        {
+            pool_specs.push(spec);
+        }
+    }
+
+    let defined: Vec<&str> = unique(pool_names.iter().flatten().map(String::as_str));
+    let route_tables = elements(routes, "routes", &mut report);
+    let route_names = names_of(&route_tables);
+    let mut route_specs = Vec::new();
+    for (i, table) in route_tables.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        check_unique(&route_names, i, "route", "routes", &mut report);
+        let Some(mut table) = table else { continue };
+        if let Some(toml::Value::Table(sticky)) = table.get_mut("sticky") {
+            let before = sticky.len();
+            take_unsupported(
+                sticky,
+                &format!("{path}.sticky"),
+                STICKY_UNSUPPORTED,
+                &mut report,
+            );
+            if sticky.is_empty() && before > 0 {
+                // Only unsupported keys were given; they are reported already.
+                table.remove("sticky");
+            }
+        }
+        if let Some(spec) = shape::<RawRoute>(table, &path, &mut report)
+            .and_then(|raw| check_route(&path, raw, &defined, &mut report))
+        {
+            route_specs.push(spec);
+        }
+    }
+
+    match listen {
+        Some(listen) if report.errors.is_empty() => Ok(Spec {
+            listen,
+            pools: pool_specs,
+            routes: route_specs,
+        }),
+        _ => Err(ConfigErrors(report.errors)),
+    }
+}
+
+/// Removes planned-but-unsupported keys from `table`, reporting each one.
+fn take_unsupported(
+    table: &mut toml::Table,
+    prefix: &str,
+    unsupported: &[(&str, &str)],
+    report: &mut Report,
+) {
+    for (key, message) in unsupported {
+        if table.remove(*key).is_some() {
+            report.add(values::key_path(prefix, key), *message);
+        }
+    }
+}
+
+/// `value` as a table, or an error naming what was expected.
+fn table_of(
+    value: toml::Value,
+    path: &str,
+    looks_like: &str,
+    report: &mut Report,
+) -> Option<toml::Table> {
+    match value {
+        toml::Value::Table(table) => Some(table),
+        other => {
+            report.add(
+                path,
+                format!(
+                    "expected a table ({looks_like}), found {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The tables of an array of tables (`[[pools]]`); `None` marks a broken element.
+fn elements(
+    value: Option<toml::Value>,
+    key: &str,
+    report: &mut Report,
+) -> Vec<Option<toml::Table>> {
+    match value {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| table_of(item, &format!("{key}[{i}]"), &format!("[[{key}]]"), report))
+            .collect(),
+        Some(other) => {
+            report.add(
+                key,
+                format!(
+                    "expected an array of tables, found {}; write [[{key}]] (double brackets) before each entry",
+                    other.type_str()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Deserializes one section, reporting shape errors at their full paths.
+///
+/// serde stops at the first error, so after each one the offending top-level
+/// key of the section is removed and the rest is tried again: every bad key of
+/// the section is reported, but a section with any shape error yields `None`
+/// (its meaning is not checked, to avoid errors caused by the removed keys).
+fn shape<T: DeserializeOwned>(
+    mut table: toml::Table,
+    prefix: &str,
+    report: &mut Report,
+) -> Option<T> {
+    let mut removed: Vec<String> = Vec::new();
+    loop {
+        let error = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
+            Ok(value) => return removed.is_empty().then_some(value),
+            Err(error) => error,
+        };
+        let mut path = prefix.to_owned();
+        for segment in error.path().iter() {
+            values::push_segment(&mut path, segment);
+        }
+        let message = error.inner().message();
+        let caused_by_removal = removed
+            .iter()
+            .any(|key| message == format!("missing field `{key}`"));
+        if !caused_by_removal {
+            let (path, message) = values::explain(path, message);
+            report.add(path, message);
+        }
+        match error.path().iter().next() {
+            Some(Segment::Map { key }) if table.remove(key).is_some() => removed.push(key.clone()),
+            _ => return None,
+        }
+    }
+}
+
+/// The `name` string of each element, where it has one.
+fn names_of(tables: &[Option<toml::Table>]) -> Vec<Option<String>> {
+    let name = |t: &toml::Table| t.get("name")?.as_str().map(str::to_owned);
+    tables.iter().map(|t| t.as_ref().and_then(name)).collect()
+}
+
+/// Reports element `i` if its name was used by an earlier element.
+fn check_unique(names: &[Option<String>], i: usize, kind: &str, key: &str, report: &mut Report) {
+    let Some(name) = names[i].as_deref() else {
+        return;
+    };
+    if let Some(first) = names[..i].iter().position(|n| n.as_deref() == Some(name)) {
+        report.add(
+            format!("{key}[{i}].name"),
+            format!(
+                "duplicate {kind} name {name:?} (first defined at {key}[{first}]); {kind} names must be unique"
+            ),
+        );
+    }
+}
+
+/// `items` without repeats, first occurrence kept.
+fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut out: Vec<&str> = Vec::new();
+    for item in items {
+        if !out.contains(&item) {
+            out.push(item);
+        }
+    }
+    out
+}
+
+fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
+    let http = socket_addr(
+        &raw.http,
+        "listen.http",
+        "0.0.0.0:8080",
+        r#"listen needs an IP address, e.g. "0.0.0.0:8080" (all interfaces) or "127.0.0.1:8080""#,
+        report,
+    );
+    let max_connections = match raw.max_connections {
+        None => Some(None),
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if n >= 1 => Some(Some(n)),
+            _ => {
+                report.add(
+                    "listen.max_connections",
+                    format!("must be at least 1, got {n}; remove it for no limit"),
+                );
+                None
+            }
+        },
+    };
+    let header_read_timeout = match &raw.header_read_timeout {
+        None => Some(DEFAULT_HEADER_READ_TIMEOUT),
+        Some(d) => check_duration(d, "listen.header_read_timeout", report),
+    };
+    Some(ListenSpec {
+        http: http?,
+        max_connections: max_connections?,
+        header_read_timeout: header_read_timeout?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

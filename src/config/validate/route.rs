@@ -1,0 +1,304 @@
+//! Checks of one `[[routes]]` entry: its match rule, split, sticky cookie,
+//! retries and timeouts.
+//!
+//! Split pools are checked against the names of every `[[pools]]` table that had
+//! one, including pools that failed their own checks, so a typo in a pool does
+//! not also show up as "no pool named …" here. Name uniqueness is checked by the
+//! parent module.
+
+use std::net::Ipv6Addr;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use super::values::{check_duration, check_name, cookie_name_ok, key_path};
+use super::Report;
+use crate::config::raw::{RawMatch, RawMethods, RawRoute};
+use crate::config::spec::{
+    HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, StickySpec, Timeouts,
+    MAX_WEIGHT,
+};
+
+/// Largest `retries` accepted.
+const MAX_RETRIES: i64 = 10;
+
+/// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
+pub(super) fn check_route(
+    path: &str,
+    raw: RawRoute,
+    pools: &[&str],
+    report: &mut Report,
+) -> Option<RouteSpec> {
+    let name_ok = check_name(&raw.name, &format!("{path}.name"), "route", report);
+    let matcher = check_match(&raw.matcher, &format!("{path}.match"), report);
+    let split = check_split(path, &raw, pools, report);
+    let sticky = match &raw.sticky {
+        None => Some(None),
+        Some(sticky) if cookie_name_ok(&sticky.cookie) => Some(Some(StickySpec {
+            cookie: sticky.cookie.as_str().into(),
+        })),
+        Some(sticky) => {
+            report.add(
+                format!("{path}.sticky.cookie"),
+                format!(
+                    "{:?} is not a valid cookie name; use letters, digits, '-', '_' and '.', e.g. \"sg_pool\"",
+                    sticky.cookie
+                ),
+            );
+            None
+        }
+    };
+    let retries = match raw.retries.unwrap_or(0) {
+        n @ 0..=MAX_RETRIES => u32::try_from(n).ok(),
+        n => {
+            report.add(
+                format!("{path}.retries"),
+                format!("retries must be between 0 and {MAX_RETRIES}, got {n}"),
+            );
+            None
+        }
+    };
+    let defaults = Timeouts::default();
+    let mut timeout = |value: &Option<_>, key: &str, default| match value {
+        None => Some(default),
+        Some(d) => check_duration(d, &format!("{path}.timeouts.{key}"), report),
+    };
+    let connect = timeout(&raw.timeouts.connect, "connect", defaults.connect);
+    let response_header = timeout(
+        &raw.timeouts.response_header,
+        "response_header",
+        defaults.response_header,
+    );
+    let idle = timeout(&raw.timeouts.idle, "idle", defaults.idle);
+
+    let spec = RouteSpec {
+        name: RouteName(raw.name.as_str().into()),
+        matcher: matcher?,
+        split: split?,
+        sticky: sticky?,
+        retries: retries?,
+        timeouts: Timeouts {
+            connect: connect?,
+            response_header: response_header?,
+            idle: idle?,
+        },
+    };
+    name_ok.then_some(spec)
+}
+
+fn check_split(
+    path: &str,
+    raw: &RawRoute,
+    pools: &[&str],
+    report: &mut Report,
+) -> Option<Vec<SplitSpec>> {
+    if raw.split.is_empty() {
+        report.add(
+            format!("{path}.split"),
+            r#"split is empty; add at least one entry like { pool = "NAME", weight = 100 }"#,
+        );
+        return None;
+    }
+    let mut ok = true;
+    let mut split = Vec::with_capacity(raw.split.len());
+    for (j, entry) in raw.split.iter().enumerate() {
+        let at = format!("{path}.split[{j}]");
+        if !pools.contains(&entry.pool.as_str()) {
+            let message = if pools.is_empty() {
+                format!(
+                    "no pool named {:?}; no pools are defined, add a [[pools]] entry",
+                    entry.pool
+                )
+            } else {
+                format!(
+                    "no pool named {:?}; defined pools: {}",
+                    entry.pool,
+                    pools.join(", ")
+                )
+            };
+            report.add(format!("{at}.pool"), message);
+            ok = false;
+        } else if let Some(first) = raw.split[..j].iter().position(|e| e.pool == entry.pool) {
+            report.add(
+                format!("{at}.pool"),
+                format!(
+                    "pool {:?} appears twice in this split (first at {path}.split[{first}]); merge the two entries",
+                    entry.pool
+                ),
+            );
+            ok = false;
+        }
+        match u32::try_from(entry.weight) {
+            Ok(weight) if weight <= MAX_WEIGHT => split.push(SplitSpec {
+                pool: PoolName(entry.pool.as_str().into()),
+                weight,
+            }),
+            _ => {
+                report.add(
+                    format!("{at}.weight"),
+                    format!(
+                        "weight must be between 0 and {MAX_WEIGHT}, got {}",
+                        entry.weight
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    if split.len() == raw.split.len() && split.iter().all(|s| s.weight == 0) {
+        report.add(
+            format!("{path}.split"),
+            "all weights are 0: the route could never send traffic; give at least one pool a weight above 0",
+        );
+        ok = false;
+    }
+    ok.then_some(split)
+}
+
+/// `match = { … }`; `path` is the route's `….match`.
+fn check_match(raw: &RawMatch, path: &str, report: &mut Report) -> Option<MatchSpec> {
+    let host = check_host(raw.host.as_deref(), &format!("{path}.host"), report);
+    let path_prefix = check_path_prefix(
+        raw.path_prefix.as_deref(),
+        &format!("{path}.path_prefix"),
+        report,
+    );
+
+    let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::new();
+    let mut headers_ok = true;
+    for (name, value) in &raw.headers {
+        let at = key_path(&format!("{path}.headers"), name);
+        let parsed_name = HeaderName::from_bytes(name.as_bytes());
+        let parsed_value = HeaderValue::from_str(value);
+        if parsed_name.is_err() {
+            report.add(
+                &at,
+                format!("{name:?} is not a valid header name; write e.g. \"x-canary\""),
+            );
+        }
+        if parsed_value.is_err() {
+            report.add(
+                &at,
+                format!("header value {value:?} contains control characters; remove them"),
+            );
+        }
+        match (parsed_name, parsed_value) {
+            (Ok(n), Ok(_)) if headers.iter().any(|(seen, _)| *seen == n) => {
+                report.add(
+                    &at,
+                    format!("header {n} is listed twice (header names ignore case); keep one"),
+                );
+                headers_ok = false;
+            }
+            (Ok(n), Ok(v)) => headers.push((n, v)),
+            _ => headers_ok = false,
+        }
+    }
+
+    let methods = check_methods(raw.method.as_ref(), &format!("{path}.method"), report);
+    Some(MatchSpec {
+        host: host?,
+        path_prefix: path_prefix?,
+        headers: headers_ok.then_some(headers)?,
+        methods: methods?,
+    })
+}
+
+/// `agents.local`, `*.agents.local` or `*` (any), lower-cased, without a port.
+fn check_host(host: Option<&str>, path: &str, report: &mut Report) -> Option<HostMatch> {
+    let Some(host) = host else {
+        return Some(HostMatch::Any);
+    };
+    let lower = host.to_ascii_lowercase();
+    if lower == "*" {
+        return Some(HostMatch::Any);
+    }
+    if let Some(inner) = lower.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        if inner.parse::<Ipv6Addr>().is_ok() {
+            return Some(HostMatch::Exact(lower));
+        }
+    }
+    let (wildcard, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let labels_ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    let message = if host.is_empty() {
+        r#"host is empty; remove it (or write "*") to match any host"#.to_owned()
+    } else if name.contains(':') {
+        r#"host must not include a port; write only the name, e.g. "agents.local" (any port matches)"#
+            .to_owned()
+    } else if name.contains('*') {
+        r#"'*' is only allowed as the whole first label, as in "*.agents.local""#.to_owned()
+    } else if !labels_ok {
+        format!("{host:?} is not a valid host name; use letters, digits, '-' and '.', e.g. \"agents.local\"")
+    } else if wildcard {
+        return Some(HostMatch::Wildcard(format!(".{name}")));
+    } else {
+        return Some(HostMatch::Exact(name.to_owned()));
+    };
+    report.add(path, message);
+    None
+}
+
+fn check_path_prefix(prefix: Option<&str>, path: &str, report: &mut Report) -> Option<String> {
+    let prefix = prefix.unwrap_or("/");
+    let message = if !prefix.starts_with('/') {
+        format!("path_prefix must start with '/'; write \"/{prefix}\"")
+    } else if prefix.contains(['?', '#']) {
+        "path_prefix must not contain '?' or '#'; only the path is matched".to_owned()
+    } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        "path_prefix must not contain spaces or control characters; percent-encode them (%20)"
+            .to_owned()
+    } else {
+        return Some(prefix.to_owned());
+    };
+    report.add(path, message);
+    None
+}
+
+/// `method = "GET"` or `["GET", "HEAD"]`, upper-cased; absent means any method.
+fn check_methods(raw: Option<&RawMethods>, path: &str, report: &mut Report) -> Option<Vec<Method>> {
+    let written: Vec<(String, &str)> = match raw {
+        None => return Some(Vec::new()),
+        Some(RawMethods::One(m)) => vec![(path.to_owned(), m.as_str())],
+        Some(RawMethods::Many(ms)) if ms.is_empty() => {
+            report.add(
+                path,
+                r#"method list is empty, so nothing would match; remove `method` to match any method"#,
+            );
+            return None;
+        }
+        Some(RawMethods::Many(ms)) => ms
+            .iter()
+            .enumerate()
+            .map(|(k, m)| (format!("{path}[{k}]"), m.as_str()))
+            .collect(),
+    };
+    let mut methods = Vec::with_capacity(written.len());
+    let mut ok = true;
+    for (at, text) in written {
+        match Method::from_bytes(text.to_ascii_uppercase().as_bytes()) {
+            Ok(m) if methods.contains(&m) => {
+                report.add(at, format!("method {m} is listed twice; keep one"));
+                ok = false;
+            }
+            Ok(m) => methods.push(m),
+            Err(_) => {
+                report.add(
+                    at,
+                    format!("{text:?} is not an HTTP method; write e.g. \"GET\" or \"POST\""),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some(methods)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,243 @@
+//! Error kinds of `[[routes]]`: exact path and a fragment of the message for
+//! each.
+
+use crate::config::tests::{assert_one, errors, with_pools, with_route, LISTEN, ROUTE};
+
+#[test]
+fn missing_split() {
+    assert_one(
+        &with_route(""),
+        "routes[0].split",
+        "missing required key `split`",
+    );
+}
+
+#[test]
+fn empty_split() {
+    assert_one(
+        &with_route("split = []"),
+        "routes[0].split",
+        "split is empty",
+    );
+}
+
+#[test]
+fn unknown_split_pool_lists_defined_pools() {
+    let text = with_route(
+        r#"split = [{ pool = "agent-blue", weight = 1 }, { pool = "agent-gren", weight = 1 }]"#,
+    );
+    assert_one(
+        &text,
+        "routes[0].split[1].pool",
+        r#"no pool named "agent-gren"; defined pools: agent-blue, agent-green"#,
+    );
+}
+
+#[test]
+fn split_pool_twice() {
+    let text = with_route(
+        r#"split = [{ pool = "agent-blue", weight = 1 }, { pool = "agent-blue", weight = 1 }]"#,
+    );
+    assert_one(&text, "routes[0].split[1].pool", "appears twice");
+}
+
+#[test]
+fn split_weight_range() {
+    let text = with_route(r#"split = [{ pool = "agent-blue", weight = -1 }]"#);
+    assert_one(&text, "routes[0].split[0].weight", "between 0 and 1000000");
+}
+
+#[test]
+fn split_all_zero_weights() {
+    let text = with_route(
+        r#"split = [{ pool = "agent-blue", weight = 0 }, { pool = "agent-green", weight = 0 }]"#,
+    );
+    assert_one(
+        &text,
+        "routes[0].split",
+        "all weights are 0: the route could never send traffic",
+    );
+}
+
+#[test]
+fn split_to_broken_pool_is_not_reported_missing() {
+    let text = format!(
+        "{LISTEN}[[pools]]\nname = \"agent-blue\"\nbackends = [{{ addr = 9001 }}]\n{ROUTE}"
+    );
+    assert_one(
+        &text,
+        "pools[0].backends[0].addr",
+        "expected a string, found integer",
+    );
+}
+
+#[test]
+fn duplicate_route_name() {
+    let text = with_pools(&format!("{ROUTE}{ROUTE}"));
+    assert_one(
+        &text,
+        "routes[1].name",
+        "duplicate route name \"agents\" (first defined at routes[0])",
+    );
+}
+
+#[test]
+fn host_rules() {
+    let split = r#"split = [{ pool = "agent-blue", weight = 1 }]"#;
+    let host = |h: &str| with_route(&format!("match = {{ host = \"{h}\" }}\n{split}"));
+    assert_one(
+        &host("agents.local:8080"),
+        "routes[0].match.host",
+        "must not include a port",
+    );
+    assert_one(
+        &host("agents.*.local"),
+        "routes[0].match.host",
+        "only allowed as the whole first label",
+    );
+    assert_one(
+        &host("agents..local"),
+        "routes[0].match.host",
+        "not a valid host name",
+    );
+    assert_one(&host(""), "routes[0].match.host", "host is empty");
+}
+
+#[test]
+fn path_prefix_must_start_with_slash() {
+    let text = with_route(
+        "match = { path_prefix = \"api\" }\nsplit = [{ pool = \"agent-blue\", weight = 1 }]",
+    );
+    assert_one(
+        &text,
+        "routes[0].match.path_prefix",
+        "must start with '/'; write \"/api\"",
+    );
+}
+
+#[test]
+fn header_name_and_value_rules() {
+    let header = |h: &str| {
+        with_route(&format!(
+            "match = {{ headers = {{ {h} }} }}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+        ))
+    };
+    assert_one(
+        &header(r#""x canary" = "1""#),
+        r#"routes[0].match.headers."x canary""#,
+        "not a valid header name",
+    );
+    assert_one(
+        &header(r#""x-canary" = "a\u0001b""#),
+        "routes[0].match.headers.x-canary",
+        "control characters",
+    );
+    assert_one(
+        &header(r#""X-Canary" = "1", "x-canary" = "2""#),
+        "routes[0].match.headers.x-canary",
+        "listed twice",
+    );
+}
+
+#[test]
+fn method_rules() {
+    let method = |m: &str| {
+        with_route(&format!(
+            "match = {{ method = {m} }}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+        ))
+    };
+    assert_one(
+        &method(r#""GE T""#),
+        "routes[0].match.method",
+        "not an HTTP method",
+    );
+    assert_one(
+        &method(r#"["GET", "(x)"]"#),
+        "routes[0].match.method[1]",
+        "not an HTTP method",
+    );
+    assert_one(
+        &method("[]"),
+        "routes[0].match.method",
+        "method list is empty",
+    );
+    assert_one(
+        &method(r#"["get", "GET"]"#),
+        "routes[0].match.method[1]",
+        "listed twice",
+    );
+    assert_one(
+        &method(r#"["GET", 1]"#),
+        "routes[0].match.method[1]",
+        "expected a string, found integer",
+    );
+    assert_one(
+        &method("true"),
+        "routes[0].match.method",
+        r#"expected a method like "GET""#,
+    );
+}
+
+#[test]
+fn unknown_match_key() {
+    let text =
+        with_route("match = { hots = \"a\" }\nsplit = [{ pool = \"agent-blue\", weight = 1 }]");
+    assert_one(
+        &text,
+        "routes[0].match.hots",
+        "accepted keys: host, path_prefix, headers, method",
+    );
+}
+
+#[test]
+fn sticky_cookie_name() {
+    let text = with_route(
+        "sticky = { cookie = \"sg pool\" }\nsplit = [{ pool = \"agent-blue\", weight = 1 }]",
+    );
+    assert_one(&text, "routes[0].sticky.cookie", "not a valid cookie name");
+}
+
+#[test]
+fn sticky_learn_header_not_supported() {
+    let text = with_route("sticky = { learn_header = \"mcp-session-id\", idle = \"30m\" }\nsplit = [{ pool = \"agent-blue\", weight = 1 }]");
+    let errors = errors(&text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["routes[0].sticky.learn_header", "routes[0].sticky.idle"]
+    );
+    assert_eq!(
+        errors[0].message,
+        "sticky.learn_header is not supported in this version; use sticky.cookie"
+    );
+}
+
+#[test]
+fn retries_range() {
+    let text = with_route("retries = 11\nsplit = [{ pool = \"agent-blue\", weight = 1 }]");
+    assert_one(&text, "routes[0].retries", "between 0 and 10, got 11");
+}
+
+#[test]
+fn timeout_rules() {
+    let timeouts = |t: &str| {
+        with_route(&format!(
+            "timeouts = {{ {t} }}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+        ))
+    };
+    assert_one(
+        &timeouts(r#"connect = "0ms""#),
+        "routes[0].timeouts.connect",
+        "greater than 0",
+    );
+    assert_one(
+        &timeouts(r#"idle = "1 parsec""#),
+        "routes[0].timeouts.idle",
+        "is not a duration",
+    );
+    assert_one(
+        &timeouts(r#"total = "1s""#),
+        "routes[0].timeouts.total",
+        "accepted keys: connect, response_header, idle",
+    );
+}

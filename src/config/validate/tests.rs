@@ -1,0 +1,283 @@
+//! Error kinds of the top level, `[listen]` and `[[pools]]`: exact path and a
+//! fragment of the message for each.
+
+use crate::config::tests::{assert_one, errors, with_pool, with_pools, LISTEN, POOLS};
+
+#[test]
+fn unknown_top_level_key_lists_accepted() {
+    assert_one(
+        &format!("{LISTEN}[listne]\nx = 1\n"),
+        "listne",
+        "accepted top-level keys: listen, pools, routes",
+    );
+}
+
+#[test]
+fn planned_top_level_keys_say_not_supported() {
+    for key in ["admin", "discovery", "tls"] {
+        let text = format!("{LISTEN}[{key}]\nx = 1\n");
+        assert_one(
+            &text,
+            key,
+            &format!("`{key}` is not supported in this version"),
+        );
+    }
+}
+
+#[test]
+fn missing_listen() {
+    assert_one(POOLS, "listen", "missing [listen]");
+}
+
+#[test]
+fn listen_hostname_and_missing_port() {
+    assert_one(
+        "[listen]\nhttp = \"localhost:8080\"\n",
+        "listen.http",
+        "names a host, not an IP address",
+    );
+    assert_one(
+        "[listen]\nhttp = \"0.0.0.0\"\n",
+        "listen.http",
+        "has no port",
+    );
+    assert_one(
+        "[listen]\nhttp = \"0.0.0.0:99999\"\n",
+        "listen.http",
+        "not a port number",
+    );
+}
+
+#[test]
+fn listen_max_connections_at_least_one() {
+    assert_one(
+        &format!("{LISTEN}max_connections = 0\n"),
+        "listen.max_connections",
+        "at least 1",
+    );
+}
+
+#[test]
+fn listen_header_read_timeout_positive_duration() {
+    assert_one(
+        &format!("{LISTEN}header_read_timeout = \"0s\"\n"),
+        "listen.header_read_timeout",
+        "greater than 0",
+    );
+    assert_one(
+        &format!("{LISTEN}header_read_timeout = \"ten\"\n"),
+        "listen.header_read_timeout",
+        "is not a duration",
+    );
+    assert_one(
+        &format!("{LISTEN}header_read_timeout = 10\n"),
+        "listen.header_read_timeout",
+        "expected a duration string",
+    );
+}
+
+#[test]
+fn listen_https_not_supported() {
+    assert_one(
+        &format!("{LISTEN}https = \"0.0.0.0:8443\"\n"),
+        "listen.https",
+        "`https` is not supported in this version",
+    );
+}
+
+#[test]
+fn pools_must_be_array_of_tables() {
+    assert_one(
+        &format!("{LISTEN}[pools]\nname = \"a\"\n"),
+        "pools",
+        "[[pools]]",
+    );
+    assert_one(
+        &format!("pools = [\"a\"]\n{LISTEN}"),
+        "pools[0]",
+        "expected a table",
+    );
+}
+
+#[test]
+fn wrong_type_has_full_path() {
+    let text = with_pool(r#"backends = [{ addr = "127.0.0.1:9001", weight = "heavy" }]"#);
+    assert_one(
+        &text,
+        "pools[0].backends[0].weight",
+        "expected an integer, found string",
+    );
+}
+
+#[test]
+fn unknown_field_names_key_and_lists_accepted() {
+    let text = with_pool(r#"backends = [{ addr = "127.0.0.1:9001", wieght = 2 }]"#);
+    assert_one(
+        &text,
+        "pools[0].backends[0].wieght",
+        "unknown key `wieght`; accepted keys: addr, weight, backup",
+    );
+}
+
+#[test]
+fn missing_required_key_points_at_key() {
+    assert_one(
+        &format!("{LISTEN}[[pools]]\nbackends = []\n"),
+        "pools[0].name",
+        "missing required key `name`",
+    );
+}
+
+#[test]
+fn pool_name_charset_and_length() {
+    assert_one(
+        &format!("{LISTEN}[[pools]]\nname = \"agent blue\"\n"),
+        "pools[0].name",
+        "contains ' '",
+    );
+    assert_one(
+        &format!("{LISTEN}[[pools]]\nname = \"\"\n"),
+        "pools[0].name",
+        "empty",
+    );
+    let long = "a".repeat(65);
+    assert_one(
+        &format!("{LISTEN}[[pools]]\nname = \"{long}\"\n"),
+        "pools[0].name",
+        "at most 64",
+    );
+}
+
+#[test]
+fn duplicate_pool_name_points_at_second() {
+    let text = with_pools("[[pools]]\nname = \"agent-blue\"\n");
+    assert_one(
+        &text,
+        "pools[2].name",
+        "duplicate pool name \"agent-blue\" (first defined at pools[0])",
+    );
+}
+
+#[test]
+fn unknown_balance_lists_policies() {
+    assert_one(
+        &with_pool("balance = \"fastest\""),
+        "pools[0].balance",
+        "use one of: round_robin, least_conn, p2c, hash",
+    );
+}
+
+#[test]
+fn hash_without_hash_key() {
+    assert_one(
+        &with_pool("balance = \"hash\""),
+        "pools[0].hash_key",
+        "needs hash_key",
+    );
+}
+
+#[test]
+fn hash_key_without_hash() {
+    let text = with_pool("balance = \"p2c\"\nhash_key = \"client_ip\"");
+    assert_one(
+        &text,
+        "pools[0].hash_key",
+        "only applies to balance = \"hash\"",
+    );
+    assert_one(
+        &with_pool("hash_key = \"client_ip\""),
+        "pools[0].hash_key",
+        "\"round_robin\"",
+    );
+}
+
+#[test]
+fn bad_hash_keys() {
+    let bad = |key: &str| with_pool(&format!("balance = \"hash\"\nhash_key = \"{key}\""));
+    assert_one(&bad("session"), "pools[0].hash_key", "is not a hash key");
+    assert_one(
+        &bad("header:x session"),
+        "pools[0].hash_key",
+        "not a valid header name",
+    );
+    assert_one(
+        &bad("cookie:a;b"),
+        "pools[0].hash_key",
+        "not a valid cookie name",
+    );
+}
+
+#[test]
+fn backend_hostname_suggests_ip_or_docker() {
+    let text = with_pool(r#"backends = [{ addr = "agent-blue:9001" }]"#);
+    assert_one(&text, "pools[0].backends[0].addr", "Docker discovery");
+}
+
+#[test]
+fn backend_weight_range() {
+    let text = with_pool(r#"backends = [{ addr = "127.0.0.1:9001", weight = 0 }]"#);
+    assert_one(
+        &text,
+        "pools[0].backends[0].weight",
+        "between 1 and 1000000",
+    );
+    let text = with_pool(r#"backends = [{ addr = "127.0.0.1:9001", weight = 1000001 }]"#);
+    assert_one(&text, "pools[0].backends[0].weight", "got 1000001");
+}
+
+#[test]
+fn duplicate_backend_addr() {
+    let text = with_pool(
+        r#"backends = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9001", backup = true }]"#,
+    );
+    assert_one(
+        &text,
+        "pools[0].backends[1].addr",
+        "duplicate backend 127.0.0.1:9001 (first at pools[0].backends[0])",
+    );
+}
+
+#[test]
+fn planned_pool_keys_say_not_supported() {
+    let text = with_pool("slow_start = \"30s\"\nhold = { timeout = \"2s\" }\n[pools.health]\npath = \"/health\"\n[pools.outlier]\nconsecutive_failures = 5");
+    let errors = errors(&text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "pools[0].health",
+            "pools[0].outlier",
+            "pools[0].slow_start",
+            "pools[0].hold"
+        ]
+    );
+    assert!(errors[0]
+        .message
+        .contains("`health` is not supported in this version"));
+}
+
+#[test]
+fn every_bad_key_of_one_element_is_reported() {
+    let text = format!(
+        "{LISTEN}[[pools]]\nname = \"p\"\ncolour = \"blue\"\nbalance = \"fastest\"\nbackends = [{{ addr = 1 }}]\n"
+    );
+    let errors = errors(&text);
+    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "pools[0].backends[0].addr",
+            "pools[0].balance",
+            "pools[0].colour"
+        ]
+    );
+}
+
+#[test]
+fn wrong_type_of_required_key_is_not_also_missing() {
+    assert_one(
+        &format!("{LISTEN}[[pools]]\nname = 5\n"),
+        "pools[0].name",
+        "expected a string, found integer",
+    );
+}

@@ -1,0 +1,311 @@
+//! The request path: route → split → balance → forward → stream back.
+//!
+//! [`Proxy::handle`] loads the current snapshot once, finds the route, picks a pool
+//! and a backend, and forwards the request on a pooled keep-alive connection. Bodies
+//! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
+//! own short answers (see [`error`]). Retries go to a different backend: always when
+//! the request never left, otherwise only for idempotent requests without a body.
+//!
+//! No lock is taken here: the snapshot is an `ArcSwap` load, backend state is atomics,
+//! and the connection pool is a lock-free queue.
+
+pub mod body;
+pub mod error;
+pub mod headers;
+mod tunnel;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::{Backend, InflightGuard};
+use crate::config::spec::Timeouts;
+use crate::controller::SharedSnapshot;
+use crate::route::{host_without_port, RequestView};
+use crate::snapshot::Tried;
+use crate::upstream::Sender;
+use body::{RequestBody, ResponseBody, UpstreamBody};
+use error::ProxyError;
+
+/// The data plane shared by all connections of a listener.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: SharedSnapshot,
+    scheme: &'static str,
+    tunnels: TaskTracker,
+}
+
+/// What a failed attempt leaves: the error, and the request if it was never sent.
+struct Failed {
+    error: ProxyError,
+    unsent: Option<Request<RequestBody>>,
+}
+
+/// The head of a bodiless idempotent request, kept to replay it after a send failure.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+impl Proxy {
+    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`).
+    pub fn new(snapshot: SharedSnapshot, scheme: &'static str) -> Self {
+        Proxy {
+            snapshot,
+            scheme,
+            tunnels: TaskTracker::new(),
+        }
+    }
+
+    /// Tunnels (upgraded connections) still open; graceful shutdown waits on these.
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
+    }
+
+    /// Serves one request; never fails (errors become responses).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        match self.forward(req, client).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
+                err.into_response()
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let snapshot = self.snapshot.load_full();
+        let host = request_host(&req);
+        let view = RequestView {
+            host: host.map(host_without_port),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
+        let choice = route
+            .split
+            .pick(req.headers())
+            .ok_or(ProxyError::NoHealthyBackend)?;
+        let pool = choice.pool;
+        let set_cookie = choice.set_cookie.cloned();
+        let key = pool.request_key(req.headers(), client.ip());
+        let forwarded_host = host.and_then(|h| HeaderValue::from_str(h).ok());
+
+        let upgrade =
+            req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 upstream needs Host; h2 clients send :authority instead.
+            if let Some(h) = forwarded_host.clone() {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        headers::add_forwarding(&mut parts.headers, client.ip(), self.scheme, forwarded_host);
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        let replay = (route.retries > 0
+            && !upgrade
+            && is_idempotent(&parts.method)
+            && http_body::Body::is_end_stream(&body))
+        .then(|| Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
+        let mut req = Request::from_parts(parts, RequestBody::Client(body));
+
+        let mut tried = Tried::default();
+        let mut last_error = None;
+        loop {
+            let Some(backend) = pool.pick(key, &tried) else {
+                return Err(last_error.unwrap_or(ProxyError::NoHealthyBackend));
+            };
+            let guard = backend.state.start_request();
+            let started = Instant::now();
+            match send(backend, req, &route.timeouts).await {
+                Ok((resp, sender)) => {
+                    backend.state.observe_latency(started.elapsed());
+                    return self.respond(
+                        resp,
+                        sender,
+                        guard,
+                        client_upgrade,
+                        set_cookie,
+                        route.timeouts.idle,
+                    );
+                }
+                Err(failed) => {
+                    tracing::debug!(backend = %backend.addr, err = %failed.error, "attempt failed");
+                    tried.add(backend);
+                    let next = match failed.unsent {
+                        Some(unsent) => Some(unsent),
+                        None if failed.error.retryable_after_send() => {
+                            replay.as_ref().map(Replay::request)
+                        }
+                        None => None,
+                    };
+                    match next {
+                        Some(next) if tried.len() <= route.retries as usize => req = next,
+                        _ => return Err(failed.error),
+                    }
+                    last_error = Some(failed.error);
+                }
+            }
+        }
+    }
+
+    /// Turns a backend's response into the client's.
+    fn respond(
+        &self,
+        mut resp: Response<Incoming>,
+        sender: Sender,
+        guard: InflightGuard,
+        client_upgrade: Option<OnUpgrade>,
+        set_cookie: Option<HeaderValue>,
+        idle: Duration,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            self.tunnels
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
+            drop(sender);
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        if let Some(cookie) = set_cookie {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
+        let body = UpstreamBody::new(body, guard, sender, idle);
+        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    }
+}
+
+/// One attempt on one backend: a pooled (or new) connection, then the request.
+async fn send(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    timeouts: &Timeouts,
+) -> Result<(Response<Incoming>, Sender), Failed> {
+    let pool = backend.state.conns();
+    let mut conn = match pool.checkout(timeouts.connect).await {
+        Ok(conn) => conn,
+        Err(error) => {
+            return Err(Failed {
+                error,
+                unsent: Some(req),
+            })
+        }
+    };
+    let mut req = req;
+    loop {
+        let ready = match tokio::time::timeout(timeouts.connect, conn.sender.ready()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(_)) | Err(_) => false,
+        };
+        if ready {
+            let sent = conn.sender.try_send_request(req);
+            match tokio::time::timeout(timeouts.response_header, sent).await {
+                Ok(Ok(resp)) => return Ok((resp, conn.sender)),
+                Err(_) => {
+                    return Err(Failed {
+                        error: ProxyError::ResponseTimeout,
+                        unsent: None,
+                    })
+                }
+                Ok(Err(mut err)) => match err.take_message() {
+                    Some(unsent) if conn.reused => req = unsent,
+                    Some(unsent) => {
+                        return Err(Failed {
+                            error: ProxyError::NotSent(err.into_error()),
+                            unsent: Some(unsent),
+                        })
+                    }
+                    None => {
+                        return Err(Failed {
+                            error: ProxyError::Upstream(err.into_error()),
+                            unsent: None,
+                        })
+                    }
+                },
+            }
+        } else if !conn.reused {
+            let error = ProxyError::Connect(std::io::Error::other("new connection not ready"));
+            return Err(Failed {
+                error,
+                unsent: Some(req),
+            });
+        }
+        // A pooled connection the backend had closed: the request never left, so try
+        // once more on a fresh connection to the same backend.
+        conn = match pool.connect(timeouts.connect).await {
+            Ok(sender) => crate::upstream::Conn {
+                sender,
+                reused: false,
+            },
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(req),
+                })
+            }
+        };
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host field.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })
+}
+
+/// Path and query only, as an HTTP/1.1 origin server expects.
+fn origin_form(uri: &Uri) -> Uri {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(pq)
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}

@@ -1,0 +1,221 @@
+//! Body types that stream through the gateway without buffering.
+//!
+//! [`RequestBody`] is what is sent upstream: the client's body as it arrives, or
+//! nothing (a retry of a bodiless request). [`ResponseBody`] is what the client
+//! receives: the backend's body frame by frame, or a short body of the gateway's own.
+//!
+//! The upstream variant owns the request's [`InflightGuard`], so a backend counts as
+//! loaded until its body ends (SSE streams included), and returns the keep-alive
+//! connection to its pool only after a clean end of stream.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use crate::backend::InflightGuard;
+use crate::upstream::Sender;
+
+/// Errors a streamed body can end with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body sent to a backend.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// The client's body, streamed as it arrives.
+    Client(Incoming),
+    /// No body (used to replay a bodiless request on retry).
+    Empty,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Empty => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The backend stopped sending body frames for longer than the route's idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend sent nothing for {0:?} (idle timeout)")]
+pub struct IdleTimeout(pub Duration);
+
+pin_project! {
+    /// A backend's response body on its way to the client.
+    pub struct UpstreamBody {
+        inner: Incoming,
+        // Held until the body ends or is dropped.
+        guard: Option<InflightGuard>,
+        // The connection the body arrives on; back to the pool at clean end of stream.
+        conn: Option<Sender>,
+        idle_timeout: Duration,
+        #[pin]
+        idle: Sleep,
+    }
+}
+
+impl UpstreamBody {
+    /// Wraps a backend body; a body that is already complete releases at once.
+    pub fn new(
+        inner: Incoming,
+        guard: InflightGuard,
+        conn: Sender,
+        idle_timeout: Duration,
+    ) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            guard: Some(guard),
+            conn: Some(conn),
+            idle_timeout,
+            idle: tokio::time::sleep(idle_timeout),
+        };
+        if body.inner.is_end_stream() {
+            release(&mut body.guard, &mut body.conn);
+        }
+        body
+    }
+}
+
+/// Ends the request's accounting and returns its connection to the pool.
+fn release(guard: &mut Option<InflightGuard>, conn: &mut Option<Sender>) {
+    if let Some(guard) = guard.take() {
+        if let Some(conn) = conn.take() {
+            guard.backend().conns().checkin(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    release(this.guard, this.conn);
+                } else {
+                    this.idle
+                        .as_mut()
+                        .reset(Instant::now() + *this.idle_timeout);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => {
+                // A broken body means a broken connection: never pool it.
+                this.conn.take();
+                this.guard.take();
+                Poll::Ready(Some(Err(err.into())))
+            }
+            Poll::Ready(None) => {
+                release(this.guard, this.conn);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.idle.poll(cx));
+                this.conn.take();
+                this.guard.take();
+                Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// The body the client receives.
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        /// Streamed from a backend.
+        Upstream { #[pin] body: UpstreamBody },
+        /// The gateway's own (error pages, 101 responses): sent in one frame.
+        Full { data: Option<Bytes> },
+    }
+}
+
+impl ResponseBody {
+    /// A body of the gateway's own.
+    pub fn full(data: Bytes) -> Self {
+        ResponseBody::Full { data: Some(data) }
+    }
+
+    /// An empty body.
+    pub fn empty() -> Self {
+        ResponseBody::Full { data: None }
+    }
+
+    /// A backend's body.
+    pub fn upstream(body: UpstreamBody) -> Self {
+        ResponseBody::Upstream { body }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+            ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Full { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { body } => body.size_hint(),
+            ResponseBody::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The one error type of the data path and its one mapping to an HTTP response.
+//!
+//! Every failure a client can see from the gateway itself is a [`ProxyError`]; its
+//! status code, its stable `sluicegate-error` token and whether a retry may follow are
+//! methods here, so the proxy loop never decides them ad hoc.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use super::body::ResponseBody;
+
+/// Name of the response header that carries [`ProxyError::cause`].
+pub const ERROR_HEADER: &str = "sluicegate-error";
+
+/// Why the gateway answered instead of a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("no backend of pool is available")]
+    NoHealthyBackend,
+    #[error("connecting to the backend failed: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("connecting to the backend timed out")]
+    ConnectTimeout,
+    /// The backend connection failed before the request was written (a pooled
+    /// keep-alive connection the backend had just closed): safe to retry.
+    #[error("the backend connection closed before the request was sent: {0}")]
+    NotSent(#[source] hyper::Error),
+    #[error("the backend failed while answering: {0}")]
+    Upstream(#[source] hyper::Error),
+    #[error("the backend sent no response head in time")]
+    ResponseTimeout,
+    #[error("the backend answered an upgrade request without switching protocols, or the reverse")]
+    BadUpgrade,
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect(_)
+            | ProxyError::NotSent(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable machine-readable token for the `sluicegate-error` header.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "no_route",
+            ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::Connect(_) => "connect_failed",
+            ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::NotSent(_) => "connection_closed",
+            ProxyError::Upstream(_) => "backend_failed",
+            ProxyError::ResponseTimeout => "response_timeout",
+            ProxyError::BadUpgrade => "bad_upgrade",
+        }
+    }
+
+    /// True when the request never reached the backend, so any method may be retried
+    /// elsewhere with the same (untouched) body.
+    pub fn request_unsent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_)
+        )
+    }
+
+    /// True when the backend itself misbehaved (used for retry decisions of requests
+    /// that were sent): timeouts are not retried, as the next backend would likely
+    /// make the client wait just as long.
+    pub fn retryable_after_send(&self) -> bool {
+        matches!(self, ProxyError::Upstream(_))
+    }
+
+    /// The gateway's own short answer.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let cause = self.cause();
+        let mut body = String::with_capacity(64);
+        body.push_str(self.status().canonical_reason().unwrap_or("error"));
+        body.push_str(": ");
+        body.push_str(cause);
+        body.push('\n');
+        let mut resp = Response::new(ResponseBody::full(Bytes::from(body)));
+        *resp.status_mut() = self.status();
+        let headers = resp.headers_mut();
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(cause));
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_maps_to_the_documented_status() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (ProxyError::NoRoute, 404, "no_route"),
+            (ProxyError::NoHealthyBackend, 503, "no_healthy_backend"),
+            (ProxyError::Connect(io()), 502, "connect_failed"),
+            (ProxyError::ConnectTimeout, 504, "connect_timeout"),
+            (ProxyError::ResponseTimeout, 504, "response_timeout"),
+            (ProxyError::BadUpgrade, 502, "bad_upgrade"),
+        ];
+        for (err, status, cause) in cases {
+            let resp = err.into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            assert_eq!(resp.headers()[ERROR_HEADER], cause);
+        }
+    }
+
+    #[test]
+    fn only_unsent_requests_are_always_retryable() {
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert!(ProxyError::Connect(io).request_unsent());
+        assert!(ProxyError::ConnectTimeout.request_unsent());
+        assert!(!ProxyError::ResponseTimeout.request_unsent());
+        assert!(!ProxyError::ResponseTimeout.retryable_after_send());
+    }
+}

@@ -1,0 +1,176 @@
+//! The gateway's own answers (502/503/504 with `sluicegate-error`) and retries.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+use crate::support::{agents, get, send, TestGateway};
+
+/// An address where nothing listens (bound, then released).
+async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    addr
+}
+
+/// A backend that reads a request head and closes without answering.
+async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut head = Vec::new();
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn config(backends: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+[[pools]]
+name = "p"
+backends = {backends}
+[[routes]]
+name = "all"
+split = [{{ pool = "p", weight = 1 }}]
+{extra_route}
+"#
+    )
+}
+
+#[tokio::test]
+async fn refused_connection_is_502_connect_failed() {
+    let dead = dead_addr().await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{dead}\" }}]"), "")).await;
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error(), "connect_failed");
+    assert!(!r.body.is_empty());
+}
+
+#[tokio::test]
+async fn empty_pool_is_503_no_healthy_backend() {
+    let gw = TestGateway::start(&config("[]", "")).await;
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.error(), "no_healthy_backend");
+}
+
+#[tokio::test]
+async fn slow_backend_is_504_response_timeout() {
+    let a = agents("slow", "v1", 1).await;
+    let gw = TestGateway::start(&config(
+        &format!("[{{ addr = \"{}\" }}]", a[0].addr()),
+        "timeouts = { response_header = \"200ms\" }",
+    ))
+    .await;
+    let started = tokio::time::Instant::now();
+    let r = get(gw.addr, "/slow?ms=3000", &[]).await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.error(), "response_timeout");
+    assert!(started.elapsed() < std::time::Duration::from_millis(2000));
+    // The next request is served normally.
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn backend_closing_without_answer_is_502_backend_failed() {
+    let (addr, _) = closer().await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{addr}\" }}]"), "")).await;
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.error(), "backend_failed");
+}
+
+#[tokio::test]
+async fn retries_hide_a_dead_backend_for_gets_and_unsent_posts() {
+    let live = agents("live", "v1", 2).await;
+    let dead = dead_addr().await;
+    let gw = TestGateway::start(&config(
+        &format!(
+            "[{{ addr = \"{dead}\" }}, {{ addr = \"{}\" }}, {{ addr = \"{}\" }}]",
+            live[0].addr(),
+            live[1].addr()
+        ),
+        "retries = 1",
+    ))
+    .await;
+    for i in 0..60 {
+        let r = get(gw.addr, "/", &[]).await;
+        assert_eq!(r.status, 200, "GET {i}: {:?}", r.error());
+        // A refused connect means the POST never left: it is retried too.
+        let post = Request::post("/submit")
+            .header("host", "test.local")
+            .body(Full::new(Bytes::from_static(b"payload")))
+            .unwrap();
+        let r = send(gw.addr, post).await;
+        assert_eq!(r.status, 200, "POST {i}: {:?}", r.error());
+        assert_eq!(r.json()["body_bytes"], 7);
+    }
+    assert_eq!(live[0].requests() + live[1].requests(), 120);
+}
+
+#[tokio::test]
+async fn sent_gets_are_retried_but_sent_posts_are_not() {
+    let live = agents("live", "v1", 1).await;
+    let (bad, bad_seen) = closer().await;
+    let gw = TestGateway::start(&config(
+        &format!(
+            "[{{ addr = \"{bad}\" }}, {{ addr = \"{}\" }}]",
+            live[0].addr()
+        ),
+        "retries = 1",
+    ))
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+    }
+    let gets_at_bad = bad_seen.load(Ordering::SeqCst);
+    assert!(
+        gets_at_bad >= 3,
+        "round robin should have tried the bad backend"
+    );
+
+    let mut failed = 0;
+    for _ in 0..10 {
+        let post = Request::post("/submit")
+            .header("host", "test.local")
+            .body(Full::new(Bytes::from_static(b"once")))
+            .unwrap();
+        let r = send(gw.addr, post).await;
+        if r.status == 502 {
+            assert_eq!(r.error(), "backend_failed");
+            failed += 1;
+        }
+    }
+    // Every POST that reached the bad backend failed; none was sent twice.
+    assert_eq!(bad_seen.load(Ordering::SeqCst) - gets_at_bad, failed);
+    assert!(
+        failed >= 3,
+        "round robin should have sent POSTs to the bad backend"
+    );
+}

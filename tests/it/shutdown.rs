@@ -1,0 +1,132 @@
+//! Graceful shutdown of the real binary: SIGTERM lets in-flight requests finish.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::Command;
+
+use crate::support::{agents, get, WAIT};
+
+#[tokio::test]
+async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    let a = agents("a", "v1", 1).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[listen]
+http = "127.0.0.1:{port}"
+[[pools]]
+name = "p"
+backends = [{{ addr = "{}" }}]
+[[routes]]
+name = "all"
+split = [{{ pool = "p", weight = 1 }}]
+"#,
+            a[0].addr()
+        ),
+    )
+    .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .args(["--drain-timeout", "10s"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sluicegate");
+    let pid = child.id().expect("pid");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("serving") {
+                return;
+            }
+        }
+        panic!("sluicegate exited before serving");
+    })
+    .await
+    .expect("gateway started in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500", &[]).await });
+    // Wait (bounded) until the agent has the request, so it is truly in flight.
+    tokio::time::timeout(WAIT, async {
+        while a[0].requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("request reached the agent");
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+
+    // New connections are refused while the slow request is still running.
+    tokio::time::timeout(WAIT, async {
+        while TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("listener closed after SIGTERM");
+    assert!(
+        !slow.is_finished(),
+        "slow request ended before the listener closed"
+    );
+
+    let reply = slow.await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.agent(), "a-1");
+    let exit = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test]
+async fn drain_waits_for_an_open_sse_stream() {
+    let a = agents("a", "v1", 1).await;
+    let gw = crate::support::TestGateway::start(&format!(
+        r#"
+[[pools]]
+name = "p"
+backends = [{{ addr = "{}" }}]
+[[routes]]
+name = "all"
+split = [{{ pool = "p", weight = 1 }}]
+"#,
+        a[0].addr()
+    ))
+    .await;
+    let addr = gw.addr;
+    let stream = tokio::spawn(async move { get(addr, "/sse?events=3&interval_ms=300", &[]).await });
+    tokio::time::timeout(WAIT, async {
+        while a[0].requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("stream started");
+    let drained = gw.stop().await;
+    assert_eq!(drained, sluicegate::server::Drained::Clean);
+    let reply = stream.await.unwrap();
+    assert_eq!(reply.status, 200);
+    let events = reply.body.windows(5).filter(|w| w == b"data:").count();
+    assert_eq!(events, 3, "the stream was cut during the drain");
+}

@@ -1,0 +1,151 @@
+//! Shared helpers: start a gateway and echo agents on 127.0.0.1, send requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use sluicegate::echo_agent::{self, EchoHandle};
+use sluicegate::gateway::Gateway;
+use sluicegate::server::Drained;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// A gateway serving in this process.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Drained>>,
+}
+
+impl TestGateway {
+    /// Starts a gateway from `toml` (its `[listen]` section is supplied here).
+    pub async fn start(toml: &str) -> TestGateway {
+        let text = format!("[listen]\nhttp = \"127.0.0.1:0\"\n{toml}");
+        let spec = sluicegate::config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let gateway = Gateway::bind(spec).await.expect("bind");
+        let addr = gateway.local_addr().expect("addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(
+            async move {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(5),
+        ));
+        TestGateway {
+            addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops accepting and waits for the drain.
+    pub async fn stop(mut self) -> Drained {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("drain within bound")
+            .expect("serve task")
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// Starts `n` echo agents named `{prefix}-{i}` reporting `version`.
+pub async fn agents(prefix: &str, version: &str, n: usize) -> Vec<EchoHandle> {
+    let mut out = Vec::with_capacity(n);
+    for i in 1..=n {
+        out.push(
+            echo_agent::spawn_local(&format!("{prefix}-{i}"), version)
+                .await
+                .expect("agent"),
+        );
+    }
+    out
+}
+
+/// `[{ addr = "…" }, …]` for a pool's backends.
+pub fn backends(agents: &[EchoHandle]) -> String {
+    let list: Vec<String> = agents
+        .iter()
+        .map(|a| format!("{{ addr = \"{}\" }}", a.addr()))
+        .collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    /// The `x-agent` header (which replica answered), or "" for gateway answers.
+    pub fn agent(&self) -> &str {
+        self.headers
+            .get("x-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `sluicegate-error` header, or "".
+    pub fn error(&self) -> &str {
+        self.headers
+            .get("sluicegate-error")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The echo agent's JSON body.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+/// Sends one HTTP/1.1 request on a new connection and reads the whole response.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Reply {
+    tokio::time::timeout(WAIT, async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    })
+    .await
+    .expect("request finished in time")
+}
+
+/// `GET path` with `headers`.
+pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::get(path).header("host", "test.local");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    send(addr, req.body(Full::new(Bytes::new())).expect("request")).await
+}
