@@ -87,7 +87,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
          curl -s http://{addr}/hello                        # 90 % blue (v1), 10 % green (v2)\n  \
          curl -s -H 'x-canary: always' http://{addr}/hello  # always green\n  \
          curl -si http://{addr}/hello | grep -i set-cookie  # the sticky cookie\n  \
-         curl -sN http://{addr}/sse?events=5&interval_ms=500  # a streamed SSE response\n  \
+         curl -sN 'http://{addr}/sse?events=5&interval_ms=500'  # a streamed SSE response\n  \
          for i in $(seq 20); do curl -s http://{addr}/ | grep -o '\"agent\":\"[a-z0-9-]*\"'; done | sort | uniq -c\n\
          \nCtrl-C stops it."
     );

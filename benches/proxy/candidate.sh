@@ -34,4 +34,4 @@ name = "all"
 split = [{ pool = "bench", weight = 1 }]
 TOML
 export RUST_LOG=${RUST_LOG:-warn}
-exec "$root/target/release/sluicegate" run -c "$cfg"
+exec "${SLUICEGATE_BIN:-$root/target/release/sluicegate}" run -c "$cfg"
