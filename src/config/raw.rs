@@ -47,9 +47,10 @@ pub struct RawListen {
 pub struct RawPool {
     /// Unique pool name.
     pub name: String,
-    /// Balancing policy; `round_robin` when absent.
-    #[serde(default)]
-    pub balance: RawBalance,
+    /// Balancing policy (see [`RawBalance::parse`]); `round_robin` when absent.
+    /// Kept as text so an unknown policy is a value error of this pool, reported
+    /// together with the pool's other errors.
+    pub balance: Option<String>,
     /// `header:NAME`, `cookie:NAME` or `client_ip`; only with `balance = "hash"`.
     pub hash_key: Option<String>,
     /// Static backends; discovery may add more later.
@@ -73,6 +74,18 @@ pub enum RawBalance {
 }
 
 impl RawBalance {
+    /// The policy spelled `s` in the file, if any.
+    pub fn parse(s: &str) -> Option<RawBalance> {
+        [
+            RawBalance::RoundRobin,
+            RawBalance::LeastConn,
+            RawBalance::P2c,
+            RawBalance::Hash,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+    }
+
     /// The spelling used in the file.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -249,8 +249,9 @@ fn elements(
 ///
 /// serde stops at the first error, so after each one the offending top-level
 /// key of the section is removed and the rest is tried again: every bad key of
-/// the section is reported, but a section with any shape error yields `None`
-/// (its meaning is not checked, to avoid errors caused by the removed keys).
+/// the section is reported, and what remains is returned so its values are
+/// checked too (no spec is built while any error stands). A section missing a
+/// required key yields `None`.
 fn shape<T: DeserializeOwned>(
     mut table: toml::Table,
     prefix: &str,
@@ -259,7 +260,7 @@ fn shape<T: DeserializeOwned>(
     let mut removed: Vec<String> = Vec::new();
     loop {
         let error = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
-            Ok(value) => return removed.is_empty().then_some(value),
+            Ok(value) => return Some(value),
             Err(error) => error,
         };
         let mut path = prefix.to_owned();

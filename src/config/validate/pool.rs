@@ -12,16 +12,30 @@ use crate::config::spec::{BackendSpec, Balance, PoolName, PoolSpec, MAX_WEIGHT};
 pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Option<PoolSpec> {
     let name_ok = check_name(&raw.name, &format!("{path}.name"), "pool", report);
     let key_path = format!("{path}.hash_key");
-    let balance = match (raw.balance, raw.hash_key) {
-        (RawBalance::Hash, Some(key)) => check_hash_key(&key, &key_path, report).map(Balance::Hash),
-        (RawBalance::Hash, None) => {
+    let kind = match raw.balance.as_deref() {
+        None => Some(RawBalance::RoundRobin),
+        Some(s) => RawBalance::parse(s).or_else(|| {
+            report.add(
+                format!("{path}.balance"),
+                format!("unknown value {s:?}; use one of: round_robin, least_conn, p2c, hash"),
+            );
+            None
+        }),
+    };
+    let balance = match (kind, raw.hash_key) {
+        // The policy itself is wrong (reported above): hash_key cannot be judged.
+        (None, _) => None,
+        (Some(RawBalance::Hash), Some(key)) => {
+            check_hash_key(&key, &key_path, report).map(Balance::Hash)
+        }
+        (Some(RawBalance::Hash), None) => {
             report.add(
                 key_path,
                 r#"balance = "hash" needs hash_key: "header:NAME", "cookie:NAME" or "client_ip""#,
             );
             None
         }
-        (other, Some(_)) => {
+        (Some(other), Some(_)) => {
             report.add(
                 key_path,
                 format!(
@@ -31,9 +45,9 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
             );
             None
         }
-        (RawBalance::RoundRobin, None) => Some(Balance::RoundRobin),
-        (RawBalance::LeastConn, None) => Some(Balance::LeastConn),
-        (RawBalance::P2c, None) => Some(Balance::P2c),
+        (Some(RawBalance::RoundRobin), None) => Some(Balance::RoundRobin),
+        (Some(RawBalance::LeastConn), None) => Some(Balance::LeastConn),
+        (Some(RawBalance::P2c), None) => Some(Balance::P2c),
     };
 
     let mut backends = Vec::with_capacity(raw.backends.len());

@@ -267,8 +267,8 @@ fn every_bad_key_of_one_element_is_reported() {
         paths,
         [
             "pools[0].backends[0].addr",
-            "pools[0].balance",
-            "pools[0].colour"
+            "pools[0].colour",
+            "pools[0].balance"
         ]
     );
 }
