@@ -173,15 +173,20 @@ pub async fn http_probe(addr: SocketAddr, path: Uri, host: Option<HeaderValue>) 
     headers.insert(USER_AGENT, HeaderValue::from_static("sluicegate-health"));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     let mut conn = std::pin::pin!(conn);
-    // The connection future must be polled for the request to make progress; the
-    // response head is all we need, so both are dropped (closing it) afterwards.
-    tokio::select! {
+    let mut sent = std::pin::pin!(sender.send_request(req));
+    // The connection future must be polled for the request to make progress. With
+    // `Connection: close` it may finish in the same poll that delivers the response,
+    // so when it ends first the response future is still asked (it then resolves at
+    // once, with the response or an error). Only the status is looked at; both are
+    // dropped afterwards, closing the connection.
+    let resp = tokio::select! {
         biased;
-        resp = sender.send_request(req) => match resp {
-            Ok(resp) => ProbeOutcome::Status(resp.status().as_u16()),
-            Err(_) => ProbeOutcome::Broken,
-        },
-        _ = &mut conn => ProbeOutcome::Broken,
+        resp = &mut sent => resp,
+        _ = &mut conn => sent.await,
+    };
+    match resp {
+        Ok(resp) => ProbeOutcome::Status(resp.status().as_u16()),
+        Err(_) => ProbeOutcome::Broken,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The integration test binary: a real gateway and real echo agents on 127.0.0.1.
 
 mod errors;
+mod health;
 mod proxying;
 mod routing;
 mod shutdown;
