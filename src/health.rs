@@ -47,8 +47,11 @@ pub const EVENT_CAPACITY: usize = 1024;
 /// One change of a backend's health.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthEvent {
+    /// Pool of the backend.
     pub pool: PoolName,
+    /// The backend's address.
     pub addr: SocketAddr,
+    /// What happened to it.
     pub change: HealthChange,
 }
 
@@ -57,12 +60,19 @@ pub struct HealthEvent {
 pub enum HealthChange {
     /// The active probe moved the backend between statuses.
     Status {
+        /// Status before the probe.
         from: HealthStatus,
+        /// Status after it.
         to: HealthStatus,
     },
     /// Real traffic ejected the backend until `until`; `level` is how many ejections
     /// in a row this is (1 = the first, lasting `base_ejection`).
-    Ejected { until: Instant, level: u32 },
+    Ejected {
+        /// When the ejection ends (probation starts).
+        until: Instant,
+        /// Ejections in a row, this one included.
+        level: u32,
+    },
     /// A request on probation succeeded: the ejection history is cleared.
     Restored,
 }
@@ -97,6 +107,7 @@ impl PoolHealth {
         PoolHealth::new(name, broadcast::channel(1).0)
     }
 
+    /// The pool's name.
     pub fn name(&self) -> &PoolName {
         &self.name
     }

@@ -26,10 +26,13 @@ use crate::snapshot::{Pool, Tried};
 /// Why a held request gives up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum HoldError {
+    /// `max_queued` requests were already waiting.
     #[error("{0} requests are already waiting for a backend of this pool")]
     QueueFull(usize),
     #[error("no backend became usable within the hold timeout")]
+    /// The request waited `timeout` in total.
     TimedOut,
+    /// A reload removed the pool.
     #[error("the pool was removed while the request waited")]
     PoolGone,
 }

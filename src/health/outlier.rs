@@ -32,7 +32,9 @@ use crate::snapshot::Pool;
 /// What one attempt on a backend says about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
+    /// An answer that counts as healthy: clears the failure streak, ends probation.
     Success,
+    /// A connect error, timeout, broken response (or 5xx with `count_5xx`).
     Failure,
 }
 

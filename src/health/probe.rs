@@ -42,6 +42,7 @@ const MAX_FIRST_DELAY: Duration = Duration::from_secs(1);
 /// What [`record`] made of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Recorded {
+    /// Whether the probe passed (`expect_status`).
     pub passed: bool,
     /// `Some((from, to))` when the status changed.
     pub change: Option<(HealthStatus, HealthStatus)>,
@@ -88,8 +89,11 @@ pub fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -
 /// One backend to probe.
 #[derive(Clone, Debug)]
 pub struct ProbeTarget {
+    /// The pool's runtime (events, held requests).
     pub pool: Arc<PoolHealth>,
+    /// The backend's state the results go to.
     pub state: Arc<BackendState>,
+    /// Settings of the probe.
     pub spec: Arc<ProbeSpec>,
 }
 

@@ -74,7 +74,9 @@ pub enum ProbeOutcome {
 /// The last probe of a backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProbeResult {
+    /// When it finished.
     pub at: Instant,
+    /// What it found.
     pub outcome: ProbeOutcome,
     /// Whether it counted as a pass.
     pub passed: bool,

@@ -34,6 +34,7 @@ pub struct ProbeSpec {
     pub path: PathAndQuery,
     /// `Host` header; the backend's `ip:port` when `None`.
     pub host: Option<HeaderValue>,
+    /// Time between the starts of two probes.
     pub interval: Duration,
     /// Always shorter than `interval`.
     pub timeout: Duration,
@@ -43,17 +44,23 @@ pub struct ProbeSpec {
     pub fall: u32,
     /// Failures of a backend younger than this that never passed do not count.
     pub start_period: Duration,
+    /// Statuses that pass.
     pub expect_status: StatusRange,
+    /// Status before the first probe.
     pub initial: InitialHealth,
 }
 
 /// Default `[pools.health]` values.
 impl ProbeSpec {
+    /// `path` when absent.
     pub const DEFAULT_PATH: &'static str = "/health";
+    /// `interval` when absent.
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
     /// The timeout default is this or half the interval, whichever is shorter.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+    /// `rise` when absent.
     pub const DEFAULT_RISE: u32 = 2;
+    /// `fall` when absent.
     pub const DEFAULT_FALL: u32 = 3;
 }
 
@@ -83,7 +90,9 @@ impl InitialHealth {
 /// An inclusive range of HTTP status codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StatusRange {
+    /// Lowest passing status.
     pub lo: u16,
+    /// Highest passing status.
     pub hi: u16,
 }
 
@@ -124,9 +133,13 @@ pub struct OutlierSpec {
 
 /// Default `[pools.outlier]` values.
 impl OutlierSpec {
+    /// `consecutive_failures` when absent.
     pub const DEFAULT_CONSECUTIVE_FAILURES: u32 = 5;
+    /// `base_ejection` when absent.
     pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(10);
+    /// `max_ejection` when absent (or `base_ejection`, if longer).
     pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
+    /// `max_ejected_percent` when absent.
     pub const DEFAULT_MAX_EJECTED_PERCENT: u8 = 50;
 }
 
@@ -141,6 +154,8 @@ pub struct HoldSpec {
 
 /// Default `hold` values.
 impl HoldSpec {
+    /// `timeout` when absent.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// `max_queued` when absent.
     pub const DEFAULT_MAX_QUEUED: usize = 1000;
 }

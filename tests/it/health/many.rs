@@ -45,8 +45,17 @@ async fn probe_tasks_follow_the_pool_size_without_leaking() {
     let mut events = controller.subscribe_health();
     probes_become(&controller, 100).await;
     let started = Instant::now();
+    let snapshot = controller.shared().load_full();
+    let healthy = || {
+        snapshot.pools()[0]
+            .backends()
+            .filter(|b| b.state.health().status() == HealthStatus::Healthy)
+            .count()
+    };
+    // Events wake the wait; the states are the truth (a probe may pass before the
+    // subscription above was taken).
     let mut healthy_at = Vec::new();
-    while healthy_at.len() < 100 {
+    while healthy() < 100 {
         let event = tokio::time::timeout(WAIT, events.recv())
             .await
             .expect("all pass in time")
@@ -63,6 +72,7 @@ async fn probe_tasks_follow_the_pool_size_without_leaking() {
     }
     let spread = healthy_at.iter().max().copied().unwrap_or_default()
         - healthy_at.iter().min().copied().unwrap_or_default();
+    drop(snapshot);
 
     controller.apply(many(&addrs[..10], health));
     probes_become(&controller, 10).await;
