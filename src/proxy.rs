@@ -8,8 +8,10 @@
 //! Every attempt's outcome is reported to the pool (passive ejection), and a pool with
 //! `hold` parks a request that finds no usable backend instead of failing it.
 //!
-//! No lock is taken here: the snapshot is an `ArcSwap` load, backend state is atomics,
-//! and the connection pool is a lock-free queue.
+//! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
+//! load, backend state (health included) is atomics, and the connection pool is a
+//! lock-free queue. Only the rare paths touch tokio's short internal locks: a held
+//! request registering on its pool's `Notify`, and an ejection publishing its event.
 
 pub mod body;
 pub mod error;
