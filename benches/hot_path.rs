@@ -102,6 +102,7 @@ fn spec_with_routes(n: usize) -> Spec {
             name: pool,
             balance: Balance::RoundRobin,
             backends: vec![],
+            health: Default::default(),
         }],
         routes,
     }

@@ -5,7 +5,9 @@
 //! latency estimates, health flags and pooled upstream connections survive a config
 //! change. Everything here is atomics: the request path never locks.
 //!
-//! This module does not decide *which* backend to use (see `balance`) nor probe health.
+//! Health (probe status, ejection, slow-start ramp) is a [`BackendHealth`] owned
+//! here and driven by `crate::health`; this module only folds it into the one
+//! eligibility rule. It does not decide *which* backend to use (see `balance`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -14,6 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::health::{BackendHealth, HealthStatus};
 use crate::upstream::ConnPool;
 
 /// A backend as one snapshot sees it: static facts plus the shared runtime state.
@@ -31,9 +34,10 @@ pub struct Backend {
 pub struct BackendState {
     addr: SocketAddr,
     inflight: AtomicU32,
-    healthy: AtomicBool,
+    /// Attempts started on this backend (including failed ones).
+    requests: AtomicU64,
     draining: AtomicBool,
-    ejected: AtomicBool,
+    health: BackendHealth,
     ewma: PeakEwma,
     conns: ConnPool,
 }
@@ -44,9 +48,9 @@ impl BackendState {
         BackendState {
             addr,
             inflight: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
             draining: AtomicBool::new(false),
-            ejected: AtomicBool::new(false),
+            health: BackendHealth::new(),
             ewma: PeakEwma::new(),
             conns: ConnPool::new(addr),
         }
@@ -57,11 +61,15 @@ impl BackendState {
     }
 
     /// The one eligibility rule: healthy, not ejected, not draining.
+    ///
+    /// Read on every pick, so any change of the three takes effect on the next
+    /// pick. Three relaxed loads; the clock is read only while an ejection flag is
+    /// set (to tell a running ejection from probation).
     #[inline]
     pub fn is_eligible(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-            && !self.ejected.load(Ordering::Relaxed)
+        self.health.is_healthy()
             && !self.draining.load(Ordering::Relaxed)
+            && !self.health.is_ejected()
     }
 
     /// Requests (and tunnels, and streaming bodies) currently using this backend.
@@ -70,12 +78,30 @@ impl BackendState {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Attempts started on this backend since it was created (for metrics and tests).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
+    /// Health status, probe counters, ejection and ramp of this backend.
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
+    }
+
+    /// Whether the health status is `Healthy` (ejection and draining aside).
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+
+    /// Sets the health status to healthy or unhealthy (probes do this themselves; for
+    /// other sources of health, like Docker's).
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        let status = if healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        self.health.set_status(status);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -86,12 +112,9 @@ impl BackendState {
         self.draining.store(draining, Ordering::Relaxed);
     }
 
+    /// Whether an outlier ejection is running (see `health::outlier`).
     pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed)
-    }
-
-    pub fn set_ejected(&self, ejected: bool) {
-        self.ejected.store(ejected, Ordering::Relaxed);
+        self.health.is_ejected()
     }
 
     /// Peak-EWMA latency estimate in nanoseconds (decayed to now).
@@ -116,6 +139,7 @@ impl BackendState {
     /// long SSE stream keeps counting as load while it streams.
     pub fn start_request(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard {
             state: Arc::clone(self),
         }
@@ -224,9 +248,6 @@ mod tests {
         s.set_draining(true);
         assert!(!s.is_eligible());
         s.set_draining(false);
-        s.set_ejected(true);
-        assert!(!s.is_eligible());
-        s.set_ejected(false);
         s.set_healthy(false);
         assert!(!s.is_eligible());
         s.set_healthy(true);

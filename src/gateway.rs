@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::config::spec::Spec;
 use crate::controller::{Controller, SharedSnapshot};
+use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::server::{self, Drained, Limits};
 
@@ -50,6 +51,11 @@ impl Gateway {
     /// The snapshot the data plane reads.
     pub fn snapshot(&self) -> SharedSnapshot {
         self.controller.shared()
+    }
+
+    /// Every health transition from now on (probe status changes, ejections).
+    pub fn subscribe_health(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.controller.subscribe_health()
     }
 
     /// Serves until `shutdown` resolves, then drains for at most `drain_timeout`.

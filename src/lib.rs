@@ -3,7 +3,8 @@
 //! Requests flow `route` (which route) → `split` (which pool, i.e. version) →
 //! `balance` (which backend) → `proxy` (forward and stream back). The `controller`
 //! is the single writer of the immutable `snapshot` that every request reads;
-//! `backend` holds the per-backend atomics that survive snapshot swaps.
+//! `backend` holds the per-backend atomics that survive snapshot swaps; `health`
+//! drives their health (probes, ejection, slow start, hold).
 #![forbid(unsafe_code)]
 
 pub mod backend;
@@ -14,6 +15,7 @@ pub mod controller;
 pub mod demo;
 pub mod echo_agent;
 pub mod gateway;
+pub mod health;
 pub mod proxy;
 pub mod route;
 pub mod server;

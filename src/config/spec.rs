@@ -12,6 +12,10 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
+mod health;
+
+pub use health::*;
+
 /// Name of a pool, as written in `[[pools]].name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolName(pub Arc<str>);
@@ -72,6 +76,8 @@ pub struct PoolSpec {
     pub balance: Balance,
     /// Static backends in file order; duplicates were rejected.
     pub backends: Vec<BackendSpec>,
+    /// Probes, ejection, slow start, panic threshold, hold.
+    pub health: PoolHealthSpec,
 }
 
 /// The balancing policy inside one pool.

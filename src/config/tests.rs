@@ -266,6 +266,11 @@ fn example_config_is_valid() {
     assert_eq!(weights, [90, 10]);
     assert_eq!(agents.retries, 2);
     assert!(agents.sticky.is_some());
+    let blue = &spec.pools[0].health;
+    assert_eq!(blue.probe.as_ref().map(|p| (p.rise, p.fall)), Some((2, 3)));
+    assert_eq!(blue.outlier.map(|o| o.max_ejected_percent), Some(50));
+    assert_eq!(blue.slow_start, Some(Duration::from_secs(30)));
+    assert_eq!(spec.pools[1].health, PoolHealthSpec::default());
 }
 
 #[test]

@@ -14,6 +14,7 @@
 //! Errors come out section by section; [`super::parse`] puts them in file order.
 //! This module does not read files or parse TOML text.
 
+mod health;
 mod pool;
 mod route;
 mod values;
@@ -48,23 +49,6 @@ const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
     "https",
     "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
 )];
-
-/// `[[pools]]` keys that are planned but not supported yet.
-const POOL_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "health",
-        "`health` is not supported in this version; remove [pools.health]",
-    ),
-    (
-        "outlier",
-        "`outlier` is not supported in this version; remove [pools.outlier]",
-    ),
-    (
-        "slow_start",
-        "`slow_start` is not supported in this version; remove it",
-    ),
-    ("hold", "`hold` is not supported in this version; remove it"),
-];
 
 /// `sticky` keys that are planned but not supported yet.
 const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
@@ -136,8 +120,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     for (i, table) in pool_tables.into_iter().enumerate() {
         let path = format!("pools[{i}]");
         check_unique(&pool_names, i, "pool", "pools", &mut report);
-        let Some(mut table) = table else { continue };
-        take_unsupported(&mut table, &path, POOL_UNSUPPORTED, &mut report);
+        let Some(table) = table else { continue };
         if let Some(spec) = shape::<RawPool>(table, &path, &mut report)
             .and_then(|raw| check_pool(&path, raw, &mut report))
         {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod errors;
+mod health;
 mod proxying;
 mod routing;
 mod shutdown;

@@ -7,11 +7,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use sluicegate::controller::SharedSnapshot;
 use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
+use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in a test.
@@ -20,6 +22,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A gateway serving in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The snapshot its requests read (to inspect backend state).
+    pub snapshot: SharedSnapshot,
+    /// Its health events since start.
+    pub events: broadcast::Receiver<HealthEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Drained>>,
 }
@@ -31,6 +37,8 @@ impl TestGateway {
         let spec = sluicegate::config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let gateway = Gateway::bind(spec).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
+        let snapshot = gateway.snapshot();
+        let events = gateway.subscribe_health();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(
             async move {
@@ -40,6 +48,8 @@ impl TestGateway {
         ));
         TestGateway {
             addr,
+            snapshot,
+            events,
             stop: Some(stop),
             task: Some(task),
         }

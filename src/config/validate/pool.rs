@@ -1,8 +1,10 @@
 //! Checks of one `[[pools]]` entry: its name, balancing policy and static
-//! backends. Name uniqueness is checked by the parent module.
+//! backends (the health keys are in `health`). Name uniqueness is checked by the
+//! parent module.
 
 use std::collections::HashMap;
 
+use super::health::check_health;
 use super::values::{check_hash_key, check_name, socket_addr};
 use super::Report;
 use crate::config::raw::{RawBalance, RawPool};
@@ -11,6 +13,7 @@ use crate::config::spec::{BackendSpec, Balance, PoolName, PoolSpec, MAX_WEIGHT};
 /// Checks and converts pool `path` (`pools[i]`).
 pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Option<PoolSpec> {
     let name_ok = check_name(&raw.name, &format!("{path}.name"), "pool", report);
+    let health = check_health(path, &raw, report);
     let key_path = format!("{path}.hash_key");
     let kind = match raw.balance.as_deref() {
         None => Some(RawBalance::RoundRobin),
@@ -97,10 +100,11 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         }
     }
 
-    let balance = balance?;
+    let (balance, health) = (balance?, health?);
     (name_ok && backends_ok).then(|| PoolSpec {
         name: PoolName(raw.name.as_str().into()),
         balance,
         backends,
+        health,
     })
 }

@@ -238,25 +238,6 @@ fn duplicate_backend_addr() {
 }
 
 #[test]
-fn planned_pool_keys_say_not_supported() {
-    let text = with_pool("slow_start = \"30s\"\nhold = { timeout = \"2s\" }\n[pools.health]\npath = \"/health\"\n[pools.outlier]\nconsecutive_failures = 5");
-    let errors = errors(&text);
-    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "pools[0].health",
-            "pools[0].outlier",
-            "pools[0].slow_start",
-            "pools[0].hold"
-        ]
-    );
-    assert!(errors[0]
-        .message
-        .contains("`health` is not supported in this version"));
-}
-
-#[test]
 fn every_bad_key_of_one_element_is_reported() {
     let text = format!(
         "{LISTEN}[[pools]]\nname = \"p\"\ncolour = \"blue\"\nbalance = \"fastest\"\nbackends = [{{ addr = 1 }}]\n"
