@@ -91,6 +91,7 @@ balance = "hash"
 
 [admin]
 listen = "127.0.0.1:9901"
+token_env = "1BAD"
 
 [[routes]]
 name = "agents"
@@ -105,7 +106,7 @@ retries = 99
             "listen.http",
             "pools[0].backends[0].weight",
             "pools[1].hash_key",
-            "admin",
+            "admin.token_env",
             "routes[0].split[0].pool",
             "routes[0].retries",
         ]
@@ -176,7 +177,9 @@ timeouts = { connect = "1s", idle = "90s" }
         BackendSpec {
             addr: "127.0.0.1:9009".parse().expect("literal"),
             weight: 1,
-            backup: true
+            backup: true,
+            draining: false,
+            source: Source::File,
         }
     );
     assert_eq!(
