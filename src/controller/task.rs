@@ -371,7 +371,9 @@ fn load_overrides(path: &std::path::Path, file: &Spec) -> Overrides {
     let persisted = match state_file::load(path) {
         Ok(persisted) => persisted,
         Err(err) => {
-            let aside = path.with_extension("corrupt");
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".corrupt");
+            let aside = PathBuf::from(aside);
             let kept = match std::fs::rename(path, &aside) {
                 Ok(()) => format!("kept as {}", aside.display()),
                 Err(e) => format!("could not be set aside: {e}"),

@@ -1,7 +1,11 @@
 //! The integration test binary: a real gateway and real echo agents on 127.0.0.1.
 
+mod admin_cli;
+mod cutover;
 mod errors;
+mod live;
 mod proxying;
+mod removal;
 mod routing;
 mod shutdown;
 mod support;
