@@ -269,6 +269,25 @@ fn example_config_is_valid() {
     assert_eq!(weights, [90, 10]);
     assert_eq!(agents.retries, 2);
     assert!(agents.sticky.is_some());
+    let admin = spec.admin.expect("[admin]");
+    assert_eq!(admin.listen, "127.0.0.1:9901".parse().expect("literal"));
+    assert_eq!(admin.token_env, None);
+}
+
+#[test]
+fn example_config_commented_options_are_valid() {
+    let text = include_str!("../../config/routes.toml")
+        .replace("# stream_close_delay = ", "stream_close_delay = ")
+        .replace("# token_env = ", "token_env = ")
+        .replace("# state_file = ", "state_file = ");
+    let spec = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.listen.stream_close_delay, Duration::from_secs(300));
+    let admin = spec.admin.expect("[admin]");
+    assert_eq!(admin.token_env.as_deref(), Some("SLUICEGATE_ADMIN_TOKEN"));
+    assert_eq!(
+        admin.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/sluicegate/state.json"))
+    );
 }
 
 #[test]

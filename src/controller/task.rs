@@ -11,6 +11,7 @@
 //! for closing streams of removed backends.
 
 mod change;
+mod file;
 
 use std::path::PathBuf;
 
@@ -26,6 +27,7 @@ use crate::config::{ConfigError, ConfigErrors, Spec};
 use crate::overrides::Overrides;
 use crate::plan::Plan;
 use crate::state_file::{self, StateFileError};
+use file::load_overrides;
 
 /// Queue length of the update channel; senders wait when it is full.
 const QUEUE: usize = 64;
@@ -267,33 +269,6 @@ impl Task {
         }
     }
 
-    /// A valid file replaced the old one: keep what applies, publish.
-    fn reload(&mut self, mut spec: Spec) {
-        keep_listeners(&self.file, &mut spec);
-        for route in self.overrides.splits().keys() {
-            let split_of = |s: &Spec| {
-                s.routes
-                    .iter()
-                    .find(|r| &r.name == route)
-                    .map(|r| r.split.clone())
-            };
-            if split_of(&self.file) != split_of(&spec) {
-                tracing::info!(%route, "the file's split of this route changed, but an admin override is in force; `sluicegate ctl split {route} --reset` returns it to the file");
-            }
-        }
-        let dropped = self.overrides.prune(&spec);
-        for d in &dropped {
-            tracing::warn!(override = %d.what, why = %d.why, "admin override dropped on reload");
-        }
-        self.file = spec;
-        if !dropped.is_empty() {
-            self.persist_or_log();
-        }
-        self.publish();
-        self.counters.send_modify(|c| c.reloads_ok += 1);
-        tracing::info!(generation = self.controller.generation(), "config reloaded");
-    }
-
     /// TTL expiries and stream closes that are due.
     fn tick(&mut self, now: Instant) {
         let expired = self.overrides.expire(now);
@@ -345,58 +320,4 @@ impl Task {
         let running = self.controller.shared.load_full();
         crate::plan::plan(running.spec(), &self.file, &self.overrides, next)
     }
-}
-
-/// Listener settings cannot change without a restart: keep the running ones (and
-/// say so). `stream_close_delay` is not a listener setting and does change.
-fn keep_listeners(running: &Spec, next: &mut Spec) {
-    let (old, new) = (&running.listen, &mut next.listen);
-    if (old.http, old.max_connections, old.header_read_timeout)
-        != (new.http, new.max_connections, new.header_read_timeout)
-    {
-        tracing::warn!("[listen] changed in the file; listener settings apply at the next restart");
-        new.http = old.http;
-        new.max_connections = old.max_connections;
-        new.header_read_timeout = old.header_read_timeout;
-    }
-    if running.admin != next.admin {
-        tracing::warn!("[admin] changed in the file; admin settings apply at the next restart");
-        next.admin.clone_from(&running.admin);
-    }
-}
-
-/// The persisted overrides for `file`; a bad state file is logged loudly and
-/// ignored (set aside as `<file>.corrupt`) so the gateway starts from the file.
-fn load_overrides(path: &std::path::Path, file: &Spec) -> Overrides {
-    let persisted = match state_file::load(path) {
-        Ok(persisted) => persisted,
-        Err(err) => {
-            let mut aside = path.as_os_str().to_owned();
-            aside.push(".corrupt");
-            let aside = PathBuf::from(aside);
-            let kept = match std::fs::rename(path, &aside) {
-                Ok(()) => format!("kept as {}", aside.display()),
-                Err(e) => format!("could not be set aside: {e}"),
-            };
-            tracing::error!(
-                %err,
-                "STATE FILE IGNORED: starting from the config file alone, WITHOUT the admin overrides (splits, drains, registered backends) it held; the bad file was {kept}"
-            );
-            return Overrides::default();
-        }
-    };
-    let (overrides, skipped) = state_file::restore(&persisted, file, Instant::now());
-    for d in &skipped {
-        tracing::warn!(override = %d.what, why = %d.why, "persisted admin override skipped");
-    }
-    if !overrides.is_empty() {
-        tracing::info!(
-            splits = overrides.splits().len(),
-            drains = overrides.drains().len(),
-            backends = overrides.backends().len(),
-            state_file = %path.display(),
-            "admin overrides restored"
-        );
-    }
-    overrides
 }
