@@ -78,6 +78,7 @@ impl Controller {
         self.registry = registry;
         let at = Instant::now() + delay;
         for (key, state) in old {
+            state.conns().clear_idle();
             if state.inflight() > 0 {
                 tracing::info!(
                     pool = %key.0, backend = %key.1, inflight = state.inflight(), ?delay,

@@ -137,6 +137,12 @@ impl ConnPool {
         });
     }
 
+    /// Closes every idle connection (the backend left the config; connections in
+    /// use are left to finish).
+    pub fn clear_idle(&self) {
+        while self.idle.pop().is_some() {}
+    }
+
     fn pop_idle(&self) -> Option<Sender> {
         while let Some(idle) = self.idle.pop() {
             if idle.sender.is_closed() || idle.since.elapsed() > MAX_IDLE_AGE {

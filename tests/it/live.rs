@@ -265,3 +265,38 @@ async fn reload_keeps_backend_state_and_overrides_of_unchanged_pools() {
         0
     );
 }
+
+#[tokio::test]
+async fn readyz_answers_503_while_the_gateway_drains() {
+    let a = agents("a", "v1", 1).await;
+    let body = format!(
+        "[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\n",
+        backends(&a)
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    assert_eq!(gw.api(Method::GET, "/readyz", None).await.status, 200);
+    let addr = gw.addr;
+    let slow = tokio::spawn(async move { get(addr, "/slow?ms=1000", &[]).await });
+    tokio::time::timeout(WAIT, async {
+        while a[0].requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("in flight");
+    let admin = gw.admin;
+    let stopping = tokio::spawn(gw.stop());
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let r = crate::support::live::api(admin, Method::GET, "/readyz", None, None).await;
+            if r.status == 503 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("readyz went 503 during the drain");
+    assert_eq!(slow.await.expect("slow").status, 200);
+    stopping.await.expect("stopped");
+}

@@ -111,7 +111,7 @@ async fn registered_backend_serves_until_its_ttl_lapses() {
         backends(&a[..1])
     );
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
-    let register = format!(r#"{{"addr": "{}", "ttl": "500ms"}}"#, a[1].addr());
+    let register = format!(r#"{{"addr": "{}", "ttl": "1500ms"}}"#, a[1].addr());
     let r = gw
         .api(Method::POST, "/api/v1/pools/p/backends", Some(&register))
         .await;
@@ -132,7 +132,7 @@ async fn registered_backend_serves_until_its_ttl_lapses() {
     let reg = state
         .backend("p", &a[1].addr().to_string())
         .expect("registered");
-    assert!(reg.ttl_remaining_ms.is_some_and(|ms| ms > 300), "{reg:?}");
+    assert!(reg.ttl_remaining_ms.is_some_and(|ms| ms > 1000), "{reg:?}");
 
     // No more heartbeats: it lapses and gets no traffic.
     gw.wait_counters(|c| c.generation > generation).await;
