@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::health::{BackendHealth, HealthStatus};
 use crate::upstream::ConnPool;
@@ -40,11 +41,15 @@ pub struct BackendState {
     health: BackendHealth,
     ewma: PeakEwma,
     conns: ConnPool,
+    /// Cancelled when the backend was removed from the config and its
+    /// `stream_close_delay` ran out: its upstream connections and tunnels close.
+    closed: CancellationToken,
 }
 
 impl BackendState {
     /// A fresh backend: healthy, not draining, no load, no latency history.
     pub fn new(addr: SocketAddr) -> Self {
+        let closed = CancellationToken::new();
         BackendState {
             addr,
             inflight: AtomicU32::new(0),
@@ -52,7 +57,8 @@ impl BackendState {
             draining: AtomicBool::new(false),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
-            conns: ConnPool::new(addr),
+            conns: ConnPool::new(addr, closed.clone()),
+            closed,
         }
     }
 
@@ -126,6 +132,17 @@ impl BackendState {
     /// Feeds one observed response latency into the estimate.
     pub fn observe_latency(&self, rtt: Duration) {
         self.ewma.observe(rtt);
+    }
+
+    /// Closes every connection and tunnel to this backend (streams still running on
+    /// a removed backend once its `stream_close_delay` ran out). Not reversible.
+    pub fn close_streams(&self) {
+        self.closed.cancel();
+    }
+
+    /// Resolves once [`close_streams`](Self::close_streams) was called.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
     }
 
     /// Pooled keep-alive connections to this backend.

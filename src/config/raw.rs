@@ -21,6 +21,8 @@ use serde::Deserialize;
 pub struct RawConfig {
     /// `[listen]`.
     pub listen: RawListen,
+    /// `[admin]`.
+    pub admin: Option<RawAdmin>,
     /// `[[pools]]`, in file order.
     #[serde(default)]
     pub pools: Vec<RawPool>,
@@ -39,6 +41,20 @@ pub struct RawListen {
     pub max_connections: Option<i64>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Option<RawDuration>,
+    /// How long streams on a removed backend may run before they are closed.
+    pub stream_close_delay: Option<RawDuration>,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` of the admin API.
+    pub listen: String,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// Path of the JSON file that persists admin overrides.
+    pub state_file: Option<String>,
 }
 
 /// One `[[pools]]` entry.

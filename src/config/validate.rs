@@ -14,26 +14,28 @@
 //! Errors come out section by section; [`super::parse`] puts them in file order.
 //! This module does not read files or parse TOML text.
 
+mod api;
 mod health;
+mod listen;
 mod pool;
 mod route;
 mod values;
 
+pub use api::{validate_backend, validate_split, ApiBackend};
 pub(super) use values::key_path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::raw::{RawListen, RawPool, RawRoute};
-use super::spec::{ListenSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
+use super::spec::Spec;
 use super::{ConfigError, ConfigErrors};
+use listen::{check_admin, check_listen};
 use pool::check_pool;
 use route::check_route;
-use values::{check_duration, socket_addr};
 
 /// Top-level keys that DESIGN.md describes but this version does not implement.
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    ("admin", "`admin` is not supported in this version; remove the [admin] table"),
     (
         "discovery",
         "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
@@ -85,13 +87,14 @@ impl Report {
 pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let mut report = Report::default();
     let listen = doc.remove("listen");
+    let admin = doc.remove("admin");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes"),
+            format!("unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes"),
         );
     }
 
@@ -111,6 +114,13 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             None
         }
     };
+
+    // `None`: no [admin]; `Some(None)`: an [admin] with errors (already reported).
+    let admin = admin.map(|value| {
+        table_of(value, "admin", "[admin]", &mut report)
+            .and_then(|table| shape::<RawAdmin>(table, "admin", &mut report))
+            .and_then(|raw| check_admin(raw, listen.as_ref(), &mut report))
+    });
 
     let pool_tables = elements(pools, "pools", &mut report);
     // Names straight from the tables, so a pool with a typo elsewhere still
@@ -156,9 +166,16 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match listen {
-        Some(listen) if report.errors.is_empty() => Ok(Spec {
+    match (listen, admin) {
+        (Some(listen), Some(Some(admin))) if report.errors.is_empty() => Ok(Spec {
             listen,
+            admin: Some(admin),
+            pools: pool_specs,
+            routes: route_specs,
+        }),
+        (Some(listen), None) if report.errors.is_empty() => Ok(Spec {
+            listen,
+            admin: None,
             pools: pool_specs,
             routes: route_specs,
         }),
@@ -295,38 +312,6 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     out
-}
-
-fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
-    let http = socket_addr(
-        &raw.http,
-        "listen.http",
-        "0.0.0.0:8080",
-        r#"listen needs an IP address, e.g. "0.0.0.0:8080" (all interfaces) or "127.0.0.1:8080""#,
-        report,
-    );
-    let max_connections = match raw.max_connections {
-        None => Some(None),
-        Some(n) => match usize::try_from(n) {
-            Ok(n) if n >= 1 => Some(Some(n)),
-            _ => {
-                report.add(
-                    "listen.max_connections",
-                    format!("must be at least 1, got {n}; remove it for no limit"),
-                );
-                None
-            }
-        },
-    };
-    let header_read_timeout = match &raw.header_read_timeout {
-        None => Some(DEFAULT_HEADER_READ_TIMEOUT),
-        Some(d) => check_duration(d, "listen.header_read_timeout", report),
-    };
-    Some(ListenSpec {
-        http: http?,
-        max_connections: max_connections?,
-        header_read_timeout: header_read_timeout?,
-    })
 }
 
 #[cfg(test)]

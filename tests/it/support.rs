@@ -1,5 +1,7 @@
 //! Shared helpers: start a gateway and echo agents on 127.0.0.1, send requests.
 
+pub mod live;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
