@@ -28,6 +28,7 @@ fn backends(n: usize) -> Vec<Backend> {
                 weight: 1 + (i % 3) as u32,
                 backup: false,
                 state: Arc::new(BackendState::new(addr)),
+                metrics: Default::default(),
             }
         })
         .collect()
@@ -107,6 +108,7 @@ fn spec_with_routes(n: usize) -> Spec {
             health: Default::default(),
         }],
         routes,
+        log: Default::default(),
     }
 }
 

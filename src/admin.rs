@@ -10,6 +10,9 @@
 //! not need the secret):
 //! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
 //!   traffic listener serving (503 while shutting down);
+//! - `GET /metrics` — Prometheus text (behind the token when one is set): the
+//!   exporter's counters and histograms plus gauges sampled from the current
+//!   snapshot at that moment (see `crate::metrics`);
 //! - `GET /api/v1/state`;
 //! - `PUT|DELETE /api/v1/routes/{route}/split`;
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
@@ -30,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
+use crate::controller::SharedSnapshot;
+use crate::metrics::Exporter;
 use auth::Token;
 
 /// Why the admin API could not start.
@@ -57,6 +62,16 @@ struct AdminState {
     control: ControlHandle,
     token: Option<Token>,
     ready: Arc<AtomicBool>,
+    metrics: MetricsSource,
+}
+
+/// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
+#[derive(Clone, Debug)]
+pub struct MetricsSource {
+    /// The process's Prometheus exporter.
+    pub exporter: Exporter,
+    /// The snapshot the data plane reads.
+    pub snapshot: SharedSnapshot,
 }
 
 /// A bound admin listener, ready to serve.
@@ -68,11 +83,12 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
-    /// reports.
+    /// reports; `metrics` what `/metrics` serves.
     pub async fn bind(
         spec: &AdminSpec,
         control: ControlHandle,
         ready: Arc<AtomicBool>,
+        metrics: MetricsSource,
     ) -> Result<AdminServer, AdminError> {
         let token = resolve_token(spec)?;
         if token.is_none() {
@@ -88,6 +104,7 @@ impl AdminServer {
             control,
             token,
             ready,
+            metrics,
         };
         Ok(AdminServer {
             listener,

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::{BackendHealth, HealthStatus};
+use crate::metrics::BackendMetrics;
 use crate::upstream::ConnPool;
 
 /// A backend as one snapshot sees it: static facts plus the shared runtime state.
@@ -28,6 +29,8 @@ pub struct Backend {
     pub weight: u32,
     pub backup: bool,
     pub state: Arc<BackendState>,
+    /// Metric handles of this backend in this snapshot (per route of its pool).
+    pub metrics: Arc<BackendMetrics>,
 }
 
 /// Live state of one backend, shared across snapshots.

@@ -150,6 +150,7 @@ fn test_backends(weights: &[u32]) -> Vec<Backend> {
                 weight,
                 backup: false,
                 state: Arc::new(BackendState::new(addr)),
+                metrics: Default::default(),
             }
         })
         .collect()

@@ -1,5 +1,5 @@
 //! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listener, admin API and file reload.
+//! traffic listener, admin API (with `/metrics`), file reload and metrics upkeep.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
@@ -16,11 +16,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{AdminError, AdminServer};
+use crate::admin::{AdminError, AdminServer, MetricsSource};
 use crate::config::spec::Spec;
 use crate::controller::task::{ControlHandle, Task};
 use crate::controller::SharedSnapshot;
 use crate::health::HealthEvent;
+use crate::metrics::{Exporter, MetricsError};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
 use crate::server::{self, Drained, Limits};
@@ -47,6 +48,8 @@ pub enum GatewayError {
     Admin(AdminError),
     #[error(transparent)]
     Reload(ReloadError),
+    #[error(transparent)]
+    Metrics(MetricsError),
 }
 
 /// A gateway whose listeners are bound but not yet serving.
@@ -61,6 +64,8 @@ pub struct Gateway {
     admin: Option<AdminServer>,
     reloader: Option<Reloader>,
     ready: Arc<AtomicBool>,
+    /// Present when metrics are on (with `[admin]`).
+    exporter: Option<Exporter>,
 }
 
 impl Gateway {
@@ -80,16 +85,28 @@ impl Gateway {
             max_connections: spec.listen.max_connections,
         };
         let admin_spec = spec.admin.clone();
+        // Before the first snapshot: its metric handles register with the recorder.
+        let exporter = if spec.metrics_enabled() {
+            Some(crate::metrics::install().map_err(GatewayError::Metrics)?)
+        } else {
+            None
+        };
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshot), "http"));
         let ready = Arc::new(AtomicBool::new(false));
-        let admin = match &admin_spec {
-            Some(a) => Some(
-                AdminServer::bind(a, control.clone(), Arc::clone(&ready))
-                    .await
-                    .map_err(GatewayError::Admin)?,
-            ),
-            None => None,
+        let admin = match (&admin_spec, &exporter) {
+            (Some(a), Some(exporter)) => {
+                let metrics = MetricsSource {
+                    exporter: exporter.clone(),
+                    snapshot: Arc::clone(&snapshot),
+                };
+                Some(
+                    AdminServer::bind(a, control.clone(), Arc::clone(&ready), metrics)
+                        .await
+                        .map_err(GatewayError::Admin)?,
+                )
+            }
+            _ => None,
         };
         let reloader = match &options.config_path {
             Some(path) => Some(
@@ -108,6 +125,7 @@ impl Gateway {
             admin,
             reloader,
             ready,
+            exporter,
         })
     }
 
@@ -158,6 +176,7 @@ impl Gateway {
             admin,
             reloader,
             ready,
+            exporter,
         } = self;
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -167,6 +186,9 @@ impl Gateway {
         }
         if let Some(reloader) = reloader {
             tasks.spawn(reloader.run(background.clone()));
+        }
+        if let Some(exporter) = exporter {
+            tasks.spawn(exporter.run_upkeep(background.clone()));
         }
         tasks.close();
         ready.store(true, Ordering::Release);

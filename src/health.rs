@@ -35,6 +35,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
 use crate::config::spec::PoolName;
+use crate::metrics::{self, names};
 
 pub use hold::HoldError;
 pub use outlier::Outcome;
@@ -123,8 +124,19 @@ impl PoolHealth {
         self.wake.notify_waiters();
     }
 
-    /// Publishes a change of backend `addr` (dropped when nobody listens).
+    /// Publishes a change of backend `addr` (dropped when nobody listens), and counts
+    /// the ones that take a backend out of rotation (`backend_ejections_total`).
     pub(crate) fn publish(&self, addr: SocketAddr, change: HealthChange) {
+        match change {
+            HealthChange::Ejected { .. } => {
+                metrics::count_ejection(self.name.as_str(), addr, names::REASON_OUTLIER);
+            }
+            HealthChange::Status {
+                from: HealthStatus::Healthy,
+                to: HealthStatus::Unhealthy,
+            } => metrics::count_ejection(self.name.as_str(), addr, names::REASON_PROBE),
+            HealthChange::Status { .. } | HealthChange::Restored => {}
+        }
         let event = HealthEvent {
             pool: self.name.clone(),
             addr,

@@ -7,6 +7,7 @@
 //! drives their health (probes, ejection, slow start, hold).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod backend;
 pub mod balance;
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod echo_agent;
 pub mod gateway;
 pub mod health;
+pub mod metrics;
 pub mod overrides;
 pub mod plan;
 pub mod proxy;

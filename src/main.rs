@@ -8,10 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use sluicegate::config::spec::{AccessLog, LogSpec};
 use sluicegate::ctl::{self, AdminClient};
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
-use sluicegate::{check, config, demo, server::Drained};
+use sluicegate::{access_log, check, config, demo, server::Drained};
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -118,18 +123,44 @@ enum CtlCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // `run` takes its access-log settings from the config. A file that does not load
+    // is reported by `dispatch` (with the logger up); here it just means no access log.
+    let log = match &cli.command {
+        Command::Run { config, .. } => config::load(config).map(|s| s.log).unwrap_or_default(),
+        _ => LogSpec::default(),
+    };
+    // Flushes the access log's queue when dropped, at the end of main.
+    let _access_log = init_logging(log);
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("sluicegate: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Logs on stderr (`RUST_LOG`, default `info`); with `[log] access = "stdout"`, the
+/// access log on stdout through a non-blocking writer whose guard is returned.
+fn init_logging(log: LogSpec) -> Option<WorkerGuard> {
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Access lines never go to stderr, whatever RUST_LOG says about `sluicegate`.
+    if let Ok(off) = format!("{}=off", access_log::TARGET).parse() {
+        filter = filter.add_directive(off);
+    }
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let registry = tracing_subscriber::registry().with(stderr);
+    match log.access {
+        AccessLog::Off => {
+            registry.init();
+            None
+        }
+        AccessLog::Stdout => {
+            let (layer, guard) = access_log::layer(log.format);
+            registry.with(layer).init();
+            Some(guard)
         }
     }
 }

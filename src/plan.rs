@@ -81,6 +81,9 @@ pub fn plan(running: &Spec, file: &Spec, overrides: &Overrides, next: &Spec) -> 
     if running.admin != next.admin {
         notes.push("[admin] changes apply only at the next restart".into());
     }
+    if running.log != next.log {
+        notes.push("[log] changes apply only at the next restart".into());
+    }
     Plan {
         changes,
         dropped,

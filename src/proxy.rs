@@ -8,6 +8,9 @@
 //! Every attempt's outcome is reported to the pool (passive ejection), and a pool with
 //! `hold` parks a request that finds no usable backend instead of failing it.
 //!
+//! Each request leaves a [`trail`]: its metrics (pre-resolved handles, atomic adds)
+//! and, with `[log] access` on, its access-log line.
+//!
 //! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
 //! load, backend state (health included) is atomics, and the connection pool is a
 //! lock-free queue. Only the rare paths touch tokio's short internal locks: a held
@@ -16,6 +19,7 @@
 pub mod body;
 pub mod error;
 pub mod headers;
+mod trail;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -34,10 +38,11 @@ use crate::config::spec::Timeouts;
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::route::{host_without_port, RequestView};
-use crate::snapshot::Tried;
+use crate::snapshot::{Snapshot, Tried};
 use crate::upstream::Sender;
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
+use trail::Trail;
 
 /// The data plane shared by all connections of a listener.
 #[derive(Debug)]
@@ -91,21 +96,25 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
-        match self.forward(req, client).await {
-            Ok(resp) => resp,
+        let snapshot = self.snapshot.load_full();
+        let mut trail = Trail::start(&snapshot, &req, request_host(&req), client);
+        match self.forward(&snapshot, req, client, &mut trail).await {
+            Ok(resp) => trail.finish(resp, None),
             Err(err) => {
                 tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
-                err.into_response()
+                let cause = err.cause();
+                trail.finish(err.into_response(), Some(cause))
             }
         }
     }
 
-    async fn forward(
+    async fn forward<'s>(
         &self,
+        snapshot: &'s Snapshot,
         mut req: Request<Incoming>,
         client: SocketAddr,
+        trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let snapshot = self.snapshot.load_full();
         let host = request_host(&req);
         let view = RequestView {
             host: host.map(host_without_port),
@@ -114,10 +123,12 @@ impl Proxy {
             headers: req.headers(),
         };
         let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
+        trail.route(route);
         let choice = route
             .split
             .pick(req.headers())
             .ok_or(ProxyError::NoHealthyBackend)?;
+        trail.pool(route, choice.index);
         // Owned, so a hold can swap in the latest snapshot's version of the pool.
         let mut pool = Arc::clone(choice.pool);
         let set_cookie = choice.set_cookie.cloned();
@@ -137,6 +148,7 @@ impl Proxy {
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::add_forwarding(&mut parts.headers, client.ip(), self.scheme, forwarded_host);
+        trail.request_id(parts.headers.get(&headers::X_REQUEST_ID));
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
         let replay = (route.retries > 0
@@ -175,11 +187,14 @@ impl Proxy {
                     }
                 }
             };
+            trail.attempt(backend, &route.name.0);
             let guard = backend.state.start_request();
             let started = Instant::now();
             match send(backend, req, &route.timeouts).await {
                 Ok((resp, sender)) => {
-                    backend.state.observe_latency(started.elapsed());
+                    let upstream = started.elapsed();
+                    backend.state.observe_latency(upstream);
+                    trail.answered(upstream);
                     pool.report_response(backend, resp.status());
                     return self.respond(
                         resp,
@@ -192,6 +207,9 @@ impl Proxy {
                 }
                 Err(failed) => {
                     tracing::debug!(backend = %backend.addr, err = %failed.error, "attempt failed");
+                    if failed.error.is_connect_failure() {
+                        backend.metrics.connect_errors.increment(1);
+                    }
                     pool.report_error(backend, &failed.error);
                     tried.add(backend);
                     failures += 1;

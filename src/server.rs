@@ -97,7 +97,9 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let conn = graceful.watch(conn);
+        let open = crate::metrics::connection_opened();
         tokio::spawn(async move {
+            let _open = open;
             if let Err(err) = conn.await {
                 tracing::debug!(client = %peer, %err, "client connection ended with an error");
             }

@@ -23,6 +23,8 @@ use crate::config::spec::{
 };
 use crate::config::MatchSpec;
 use crate::health::{PoolHealth, FULL_RAMP};
+use crate::metrics::handles::RouteMetrics;
+use crate::metrics::{BackendMetrics, PairMetrics, Registrar};
 use crate::route::{self, RequestView};
 use crate::split::{cookie_value, Split};
 
@@ -33,6 +35,8 @@ pub struct Snapshot {
     routes: Box<[Route]>,
     pools: Box<[Arc<Pool>]>,
     spec: Arc<Spec>,
+    /// Metrics of requests no route matched (`route=""`, `pool=""`).
+    unrouted: PairMetrics,
 }
 
 /// A route as the request path sees it.
@@ -43,6 +47,8 @@ pub struct Route {
     pub split: Split,
     pub retries: u32,
     pub timeouts: Timeouts,
+    /// Metric handles per split entry (same order).
+    pub metrics: RouteMetrics,
 }
 
 /// A pool as the request path sees it.
@@ -80,9 +86,17 @@ impl Snapshot {
         mut state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         mut health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
     ) -> Snapshot {
+        let reg = Registrar::new(spec.metrics_enabled());
         let mut by_name: HashMap<&PoolName, Arc<Pool>> = HashMap::new();
         let mut pools = Vec::with_capacity(spec.pools.len());
         for p in &spec.pools {
+            // The routes whose split includes this pool: its backends count per route.
+            let serves: Vec<Arc<str>> = spec
+                .routes
+                .iter()
+                .filter(|r| r.split.iter().any(|s| s.pool == p.name))
+                .map(|r| Arc::clone(&r.name.0))
+                .collect();
             let backends = p
                 .backends
                 .iter()
@@ -91,6 +105,7 @@ impl Snapshot {
                     weight: b.weight,
                     backup: b.backup,
                     state: state_for(p, b),
+                    metrics: Arc::new(BackendMetrics::new(reg, &p.name.0, b.addr, &serves)),
                 })
                 .collect();
             let hash_key = match &p.balance {
@@ -112,18 +127,21 @@ impl Snapshot {
             .into_iter()
             .map(|i| {
                 let r = &spec.routes[i];
-                let split = r
+                let split: Vec<(Arc<Pool>, u32)> = r
                     .split
                     .iter()
                     // Validation guarantees every split pool exists.
                     .filter_map(|s| by_name.get(&s.pool).map(|p| (Arc::clone(p), s.weight)))
                     .collect();
+                let metrics =
+                    RouteMetrics::new(reg, &r.name.0, split.iter().map(|(p, _)| &p.name.0));
                 Route {
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
                     split: Split::new(split, r.sticky.as_ref().map(|s| s.cookie.clone())),
                     retries: r.retries,
                     timeouts: r.timeouts,
+                    metrics,
                 }
             })
             .collect();
@@ -131,6 +149,7 @@ impl Snapshot {
             routes,
             pools: pools.into(),
             spec,
+            unrouted: PairMetrics::new(reg, "".into(), "".into(), false),
         }
     }
 
@@ -158,6 +177,11 @@ impl Snapshot {
     /// The spec this snapshot was built from.
     pub fn spec(&self) -> &Arc<Spec> {
         &self.spec
+    }
+
+    /// Metric handles of requests no route matched.
+    pub fn unrouted(&self) -> &PairMetrics {
+        &self.unrouted
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Split {
 #[derive(Debug)]
 pub struct Choice<'a> {
     pub pool: &'a Arc<Pool>,
+    /// Position of the chosen entry in [`Split::entries`].
+    pub index: usize,
     /// `Set-Cookie` to add to the response: the client was (re)assigned.
     pub set_cookie: Option<&'a HeaderValue>,
 }
@@ -74,35 +76,39 @@ impl Split {
     pub fn pick(&self, headers: &HeaderMap) -> Option<Choice<'_>> {
         if let Some(name) = &self.sticky_cookie {
             if let Some(wanted) = cookie_value(headers, name) {
-                if let Some(e) = self
+                if let Some((index, e)) = self
                     .entries
                     .iter()
-                    .find(|e| e.weight > 0 && e.pool.name.as_str() == wanted)
+                    .enumerate()
+                    .find(|(_, e)| e.weight > 0 && e.pool.name.as_str() == wanted)
                 {
                     return Some(Choice {
                         pool: &e.pool,
+                        index,
                         set_cookie: None,
                     });
                 }
             }
         }
-        let entry = self.pick_weighted(fastrand::u64(..self.total.max(1)))?;
+        let (index, entry) = self.pick_weighted(fastrand::u64(..self.total.max(1)))?;
         Some(Choice {
             pool: &entry.pool,
+            index,
             set_cookie: entry.set_cookie.as_ref(),
         })
     }
 
-    /// The entry whose cumulative weight range holds `r` (0 ≤ r < total).
-    fn pick_weighted(&self, r: u64) -> Option<&SplitEntry> {
+    /// The entry (and its position) whose cumulative weight range holds `r`
+    /// (0 ≤ r < total).
+    fn pick_weighted(&self, r: u64) -> Option<(usize, &SplitEntry)> {
         if self.total == 0 {
             return None;
         }
         let mut acc = 0u64;
-        for e in self.entries.iter() {
+        for (i, e) in self.entries.iter().enumerate() {
             acc += u64::from(e.weight);
             if r < acc {
-                return Some(e);
+                return Some((i, e));
             }
         }
         None

@@ -42,9 +42,16 @@ pub(super) fn router(state: AdminState) -> Router {
             state.clone(),
             auth::require_token,
         ));
+    let metrics = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(metrics)
         .nest("/api/v1", api)
         .fallback(|| async {
             error_response(
@@ -105,6 +112,20 @@ async fn apply(state: &AdminState, change: Change) -> Response {
         Ok(value) => Json(value).into_response(),
         Err(err) => change_error(err),
     }
+}
+
+/// `GET /metrics`: gauges sampled from the current snapshot, then the exporter's text.
+async fn metrics_handler(State(state): State<AdminState>) -> Response {
+    let snapshot = state.metrics.snapshot.load();
+    let text = state.metrics.exporter.render(&snapshot);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {

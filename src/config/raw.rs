@@ -29,6 +29,18 @@ pub struct RawConfig {
     /// `[[routes]]`, in file order.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[log]`.
+    pub log: Option<RawLog>,
+}
+
+/// `[log]`. Values stay text so a wrong one is explained with the accepted ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `off` or `stdout`.
+    pub access: Option<String>,
+    /// `json` or `text`.
+    pub format: Option<String>,
 }
 
 /// `[listen]`.

@@ -62,6 +62,43 @@ pub struct Spec {
     pub pools: Vec<PoolSpec>,
     /// Routes in file order (precedence is decided by the route table, not here).
     pub routes: Vec<RouteSpec>,
+    /// `[log]`; all defaults (access log off) when the file has none.
+    pub log: LogSpec,
+}
+
+impl Spec {
+    /// Metrics are recorded when the admin listener, which serves `GET /metrics`,
+    /// is configured; without a reader they would only cost.
+    pub fn metrics_enabled(&self) -> bool {
+        self.admin.is_some()
+    }
+}
+
+/// `[log]`: the access log. Read at start; a reload keeps the running settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogSpec {
+    pub access: AccessLog,
+    pub format: LogFormat,
+}
+
+/// `access = "…"` of `[log]`: where access-log lines go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// No access log (the default: the request path builds no record).
+    #[default]
+    Off,
+    /// One line per request on standard output (other logs stay on stderr).
+    Stdout,
+}
+
+/// `format = "…"` of `[log]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default).
+    #[default]
+    Json,
+    /// `key=value` pairs, for reading in a terminal.
+    Text,
 }
 
 /// `[listen]`.

@@ -17,6 +17,7 @@
 mod api;
 mod health;
 mod listen;
+mod log;
 mod pool;
 mod route;
 mod values;
@@ -27,7 +28,7 @@ pub(super) use values::key_path;
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
+use super::raw::{RawAdmin, RawListen, RawLog, RawPool, RawRoute};
 use super::spec::Spec;
 use super::{ConfigError, ConfigErrors};
 use listen::{check_admin, check_listen};
@@ -90,11 +91,14 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let admin = doc.remove("admin");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
+    let log = doc.remove("log");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes"),
+            format!(
+                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes"
+            ),
         );
     }
 
@@ -121,6 +125,14 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             .and_then(|table| shape::<RawAdmin>(table, "admin", &mut report))
             .and_then(|raw| check_admin(raw, listen.as_ref(), &mut report))
     });
+
+    // `None`: [log] had errors (already reported).
+    let log = match log {
+        None => Some(Default::default()),
+        Some(value) => table_of(value, "log", "[log]", &mut report)
+            .and_then(|table| shape::<RawLog>(table, "log", &mut report))
+            .and_then(|raw| log::check_log(raw, &mut report)),
+    };
 
     let pool_tables = elements(pools, "pools", &mut report);
     // Names straight from the tables, so a pool with a typo elsewhere still
@@ -166,18 +178,20 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match (listen, admin) {
-        (Some(listen), Some(Some(admin))) if report.errors.is_empty() => Ok(Spec {
+    match (listen, admin, log) {
+        (Some(listen), Some(Some(admin)), Some(log)) if report.errors.is_empty() => Ok(Spec {
             listen,
             admin: Some(admin),
             pools: pool_specs,
             routes: route_specs,
+            log,
         }),
-        (Some(listen), None) if report.errors.is_empty() => Ok(Spec {
+        (Some(listen), None, Some(log)) if report.errors.is_empty() => Ok(Spec {
             listen,
             admin: None,
             pools: pool_specs,
             routes: route_specs,
+            log,
         }),
         _ => Err(ConfigErrors(report.errors)),
     }

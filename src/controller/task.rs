@@ -253,6 +253,7 @@ impl Task {
             }
             Update::FileInvalid { errors } => {
                 tracing::debug!(%errors, "invalid config counted");
+                crate::metrics::count_reload(false);
                 self.counters.send_modify(|c| c.reloads_failed += 1);
             }
             Update::Change { change, reply } => {

@@ -134,3 +134,17 @@ fn listener_changes_are_noted_not_planned() {
         ]
     );
 }
+
+#[test]
+fn log_changes_are_noted_not_planned() {
+    let file = parse(FILE).expect("valid");
+    let next = parse(&format!("{FILE}\n[log]\naccess = \"stdout\"\n")).expect("valid");
+    let p = plan(&file, &file, &Overrides::default(), &next);
+    assert_eq!(
+        lines(&p),
+        [
+            "No changes: the running gateway already matches this file.",
+            "note: [log] changes apply only at the next restart"
+        ]
+    );
+}

@@ -6,7 +6,9 @@
 //!
 //! The upstream variant owns the request's [`InflightGuard`], so a backend counts as
 //! loaded until its body ends (SSE streams included), and returns the keep-alive
-//! connection to its pool only after a clean end of stream.
+//! connection to its pool only after a clean end of stream. With the access log on it
+//! also carries the request's pending line, counts the bytes sent, and writes the
+//! line when the body ends (or is dropped: the client went away).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,6 +21,7 @@ use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::PendingLine;
 use crate::backend::InflightGuard;
 use crate::upstream::Sender;
 
@@ -79,6 +82,8 @@ pin_project! {
         idle_timeout: Duration,
         #[pin]
         idle: Sleep,
+        // The access-log line, when the log is on.
+        log: PendingLine,
     }
 }
 
@@ -96,11 +101,21 @@ impl UpstreamBody {
             conn: Some(conn),
             idle_timeout,
             idle: tokio::time::sleep(idle_timeout),
+            log: PendingLine::default(),
         };
         if body.inner.is_end_stream() {
             release(&mut body.guard, &mut body.conn);
         }
         body
+    }
+
+    /// Carries the request's access-log line until the body ends.
+    pub fn attach_log(&mut self, mut line: PendingLine) {
+        if self.inner.is_end_stream() {
+            line.finish(true);
+        } else {
+            self.log = line;
+        }
     }
 }
 
@@ -124,8 +139,12 @@ impl Body for UpstreamBody {
         let mut this = self.project();
         match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.log.add_bytes(data.len());
+                }
                 if this.inner.is_end_stream() {
                     release(this.guard, this.conn);
+                    this.log.finish(true);
                 } else {
                     this.idle
                         .as_mut()
@@ -137,16 +156,19 @@ impl Body for UpstreamBody {
                 // A broken body means a broken connection: never pool it.
                 this.conn.take();
                 this.guard.take();
+                this.log.finish(false);
                 Poll::Ready(Some(Err(err.into())))
             }
             Poll::Ready(None) => {
                 release(this.guard, this.conn);
+                this.log.finish(true);
                 Poll::Ready(None)
             }
             Poll::Pending => {
                 ready!(this.idle.poll(cx));
                 this.conn.take();
                 this.guard.take();
+                this.log.finish(false);
                 Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))
             }
         }

@@ -72,6 +72,12 @@ impl ProxyError {
         )
     }
 
+    /// True when no connection to the backend could be made (refused, unreachable,
+    /// timed out): `upstream_connect_errors_total` counts these.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout)
+    }
+
     /// True when the backend itself misbehaved (used for retry decisions of requests
     /// that were sent): timeouts are not retried, as the next backend would likely
     /// make the client wait just as long.

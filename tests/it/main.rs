@@ -1,5 +1,6 @@
 //! The integration test binary: a real gateway and real echo agents on 127.0.0.1.
 
+mod access_log;
 mod admin_api;
 mod admin_cli;
 mod cli;
@@ -7,6 +8,7 @@ mod cutover;
 mod errors;
 mod health;
 mod live;
+mod metrics;
 mod proxying;
 mod removal;
 mod routing;

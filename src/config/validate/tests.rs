@@ -8,7 +8,7 @@ fn unknown_top_level_key_lists_accepted() {
     assert_one(
         &format!("{LISTEN}[listne]\nx = 1\n"),
         "listne",
-        "accepted top-level keys: listen, admin, pools, routes",
+        "accepted top-level keys: listen, admin, log, pools, routes",
     );
 }
 

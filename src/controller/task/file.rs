@@ -1,7 +1,7 @@
 //! What comes from files: a reloaded `routes.toml` and, at start, the state file.
 //!
 //! A reload keeps the overrides that still apply (dropping and logging the rest),
-//! keeps the running listener settings (they need a restart), and publishes. A
+//! keeps the running listener and log settings (they need a restart), and publishes. A
 //! state file that cannot be read is set aside and reported loudly; the gateway
 //! then starts from `routes.toml` alone rather than refusing to start.
 
@@ -38,6 +38,7 @@ impl Task {
             self.persist_or_log();
         }
         self.publish();
+        crate::metrics::count_reload(true);
         self.counters.send_modify(|c| c.reloads_ok += 1);
         tracing::info!(generation = self.controller.generation(), "config reloaded");
     }
@@ -58,6 +59,10 @@ fn keep_listeners(running: &Spec, next: &mut Spec) {
     if running.admin != next.admin {
         tracing::warn!("[admin] changed in the file; admin settings apply at the next restart");
         next.admin.clone_from(&running.admin);
+    }
+    if running.log != next.log {
+        tracing::warn!("[log] changed in the file; log settings apply at the next restart");
+        next.log = running.log;
     }
 }
 

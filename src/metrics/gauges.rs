@@ -1,0 +1,77 @@
+//! Gauges sampled from the current snapshot at scrape time.
+//!
+//! Every gauge sluicegate exports is *derived* state (a backend's health and load,
+//! a route's split weight, the open connection count), so it is not kept up to date
+//! on the request path: `GET /metrics` calls [`sample`] just before rendering, and
+//! the values are exactly those of the snapshot being served.
+//!
+//! Removed backends (and pools, routes) must not leave gauges behind. The exporter
+//! is built with an idle timeout for gauges only ([`GAUGE_IDLE`]): a gauge nobody
+//! set for that long is deleted at the next render. Since every scrape sets the
+//! gauges of everything the snapshot holds, what disappeared from the snapshot
+//! disappears from the output at the first scrape more than [`GAUGE_IDLE`] after the
+//! previous one. No gauge handle is ever cached (a cached handle of a deleted gauge
+//! would update nothing): [`sample`] looks each one up, once per scrape.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use super::names::{self, label};
+use crate::snapshot::Snapshot;
+
+/// A gauge not set for this long is deleted at the next render. Longer than the gap
+/// between a scrape's sampling and its render, and than the gap between two
+/// concurrent scrapes (each sets its gauges before rendering).
+pub const GAUGE_IDLE: Duration = Duration::from_secs(2);
+
+/// Client connections open now, on every traffic listener of the process.
+static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts one open client connection until dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard(());
+
+/// Counts a client connection as open until the guard is dropped.
+pub fn connection_opened() -> ConnectionGuard {
+    OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    ConnectionGuard(())
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Client connections open now.
+pub fn open_connections() -> i64 {
+    OPEN_CONNECTIONS.load(Ordering::Relaxed)
+}
+
+/// Sets every gauge from `snapshot` (and the process-wide connection count).
+pub fn sample(snapshot: &Snapshot) {
+    metrics::gauge!(names::BUILD_INFO, label::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!(names::ACTIVE_CONNECTIONS).set(open_connections() as f64);
+    for pool in snapshot.pools() {
+        let pool_name = pool.name.as_str().to_owned();
+        for backend in pool.backends() {
+            let labels = [
+                (label::POOL, pool_name.clone()),
+                (label::BACKEND, backend.addr.to_string()),
+            ];
+            let state = &backend.state;
+            let healthy = state.is_healthy() && !state.is_ejected();
+            metrics::gauge!(names::BACKEND_HEALTHY, &labels).set(f64::from(u8::from(healthy)));
+            metrics::gauge!(names::BACKEND_INFLIGHT, &labels).set(f64::from(state.inflight()));
+        }
+    }
+    for route in snapshot.routes() {
+        for entry in route.split.entries() {
+            let labels = [
+                (label::ROUTE, route.name.as_str().to_owned()),
+                (label::POOL, entry.pool.name.as_str().to_owned()),
+            ];
+            metrics::gauge!(names::SPLIT_WEIGHT, &labels).set(f64::from(entry.weight));
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Metric handles resolved when a snapshot is built, so a request only increments.
+//!
+//! Registering a series (building its label set, looking it up in the registry)
+//! allocates; a request must not. So the snapshot builder creates, per route × pool,
+//! a [`PairMetrics`] (duration histogram, retry counter, gateway answers) and, per
+//! backend, a [`BackendMetrics`] (connect errors and one [`ClassCounters`] per route
+//! whose split includes the pool). A request then does a few atomic adds.
+//!
+//! Series a config makes certain (each backend's five status classes, each pair's
+//! histogram and retries, each backend's connect errors) are registered *eagerly*, so
+//! they exist at 0 before the first event (`rate()` sees the first error). Series only
+//! failures create (gateway answers with `backend=""`, `pool=""`, `route=""`) are
+//! registered on first use, once per snapshot, through a `OnceLock`.
+//!
+//! With metrics off (no `[admin]`), every handle is a no-op.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http::StatusCode;
+use metrics::{Counter, Histogram, SharedString};
+
+use super::names::{self, label, CODE_CLASSES};
+
+/// Creates handles, or no-op handles when metrics are off for this gateway.
+#[derive(Clone, Copy, Debug)]
+pub struct Registrar {
+    enabled: bool,
+}
+
+impl Registrar {
+    /// `enabled`: whether this gateway records metrics at all.
+    pub fn new(enabled: bool) -> Self {
+        Registrar { enabled }
+    }
+
+    /// A registrar whose handles do nothing (unit tests, benches).
+    pub fn off() -> Self {
+        Registrar { enabled: false }
+    }
+
+    fn counter(self, name: &'static str, labels: Vec<metrics::Label>) -> Counter {
+        if self.enabled {
+            metrics::counter!(name, labels)
+        } else {
+            Counter::noop()
+        }
+    }
+
+    fn histogram(self, name: &'static str, labels: Vec<metrics::Label>) -> Histogram {
+        if self.enabled {
+            metrics::histogram!(name, labels)
+        } else {
+            Histogram::noop()
+        }
+    }
+}
+
+fn lbl(key: &'static str, value: &SharedString) -> metrics::Label {
+    metrics::Label::new(key, value.clone())
+}
+
+/// `requests_total` of one (route, pool, backend), one counter per status class.
+#[derive(Debug)]
+pub struct ClassCounters {
+    reg: Registrar,
+    /// route, pool, backend.
+    labels: [SharedString; 3],
+    counters: [OnceLock<Counter>; 5],
+}
+
+impl ClassCounters {
+    /// Counters for these labels; `eager` registers all five classes now.
+    pub fn new(reg: Registrar, labels: [SharedString; 3], eager: bool) -> Self {
+        let c = ClassCounters {
+            reg,
+            labels,
+            counters: Default::default(),
+        };
+        if eager {
+            for i in 0..CODE_CLASSES.len() {
+                c.get(i);
+            }
+        }
+        c
+    }
+
+    fn get(&self, class: usize) -> &Counter {
+        self.counters[class].get_or_init(|| {
+            let [route, pool, backend] = &self.labels;
+            self.reg.counter(
+                names::REQUESTS,
+                vec![
+                    lbl(label::ROUTE, route),
+                    lbl(label::POOL, pool),
+                    lbl(label::BACKEND, backend),
+                    metrics::Label::from_static_parts(label::CODE_CLASS, CODE_CLASSES[class]),
+                ],
+            )
+        })
+    }
+
+    /// Counts one request answered with `status`.
+    #[inline]
+    pub fn increment(&self, status: StatusCode) {
+        self.get(names::class_index(status)).increment(1);
+    }
+}
+
+/// Handles of one (route, pool) pair; `pool` is "" when no pool was chosen and both
+/// are "" for requests no route matched.
+#[derive(Debug)]
+pub struct PairMetrics {
+    reg: Registrar,
+    /// route, pool.
+    labels: [SharedString; 2],
+    duration: OnceLock<Histogram>,
+    retries: OnceLock<Counter>,
+    /// Requests the gateway answered without a backend (`backend=""`).
+    gateway: ClassCounters,
+}
+
+impl PairMetrics {
+    /// Handles for `route` × `pool`; `eager` registers the histogram and retry
+    /// counter now (the class counters of gateway answers always wait for use).
+    pub fn new(reg: Registrar, route: SharedString, pool: SharedString, eager: bool) -> Self {
+        let gateway = ClassCounters::new(reg, [route.clone(), pool.clone(), "".into()], false);
+        let pair = PairMetrics {
+            reg,
+            labels: [route, pool],
+            duration: OnceLock::new(),
+            retries: OnceLock::new(),
+            gateway,
+        };
+        if eager {
+            pair.duration();
+            pair.retries();
+        }
+        pair
+    }
+
+    fn labels(&self) -> Vec<metrics::Label> {
+        let [route, pool] = &self.labels;
+        vec![lbl(label::ROUTE, route), lbl(label::POOL, pool)]
+    }
+
+    fn duration(&self) -> &Histogram {
+        self.duration
+            .get_or_init(|| self.reg.histogram(names::REQUEST_DURATION, self.labels()))
+    }
+
+    fn retries(&self) -> &Counter {
+        self.retries
+            .get_or_init(|| self.reg.counter(names::RETRIES, self.labels()))
+    }
+
+    /// Records one finished request: its duration, its retries, and (when no
+    /// backend was tried) its status under `backend=""`.
+    #[inline]
+    pub fn record(
+        &self,
+        status: StatusCode,
+        backend: Option<&ClassCounters>,
+        elapsed: Duration,
+        retries: u32,
+    ) {
+        backend.unwrap_or(&self.gateway).increment(status);
+        self.duration().record(elapsed.as_secs_f64());
+        if retries > 0 {
+            self.retries().increment(u64::from(retries));
+        }
+    }
+
+    /// The route label.
+    pub fn route(&self) -> &SharedString {
+        &self.labels[0]
+    }
+
+    /// The pool label.
+    pub fn pool(&self) -> &SharedString {
+        &self.labels[1]
+    }
+}
+
+/// The pairs of one route: one per split entry (same order), and one for requests
+/// the route matched but no pool took (every weight 0).
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pairs: Box<[PairMetrics]>,
+    no_pool: PairMetrics,
+}
+
+impl RouteMetrics {
+    /// Handles for `route` and its split's `pools`, in split order.
+    pub fn new<'a>(
+        reg: Registrar,
+        route: &Arc<str>,
+        pools: impl IntoIterator<Item = &'a Arc<str>>,
+    ) -> Self {
+        let name: SharedString = Arc::clone(route).into();
+        let pairs = pools
+            .into_iter()
+            .map(|pool| PairMetrics::new(reg, name.clone(), Arc::clone(pool).into(), true))
+            .collect();
+        RouteMetrics {
+            pairs,
+            no_pool: PairMetrics::new(reg, name, "".into(), false),
+        }
+    }
+
+    /// The pair of split entry `index`.
+    #[inline]
+    pub fn pair(&self, index: usize) -> &PairMetrics {
+        self.pairs.get(index).unwrap_or(&self.no_pool)
+    }
+
+    /// The route's requests that found no pool.
+    pub fn no_pool(&self) -> &PairMetrics {
+        &self.no_pool
+    }
+}
+
+/// Handles of one backend of one pool in one snapshot.
+#[derive(Debug)]
+pub struct BackendMetrics {
+    reg: Registrar,
+    pool: SharedString,
+    addr: SharedString,
+    /// `upstream_connect_errors_total{pool,backend}`.
+    pub connect_errors: Counter,
+    /// `requests_total` per route whose split includes the pool.
+    routes: Box<[(Arc<str>, Arc<ClassCounters>)]>,
+}
+
+impl Default for BackendMetrics {
+    /// Handles that do nothing.
+    fn default() -> Self {
+        BackendMetrics {
+            reg: Registrar::off(),
+            pool: "".into(),
+            addr: "".into(),
+            connect_errors: Counter::noop(),
+            routes: Box::new([]),
+        }
+    }
+}
+
+impl BackendMetrics {
+    /// Handles for backend `addr` of `pool`, used by `routes`.
+    pub fn new(reg: Registrar, pool: &Arc<str>, addr: SocketAddr, routes: &[Arc<str>]) -> Self {
+        let pool: SharedString = Arc::clone(pool).into();
+        let addr: SharedString = addr.to_string().into();
+        let connect_errors = reg.counter(
+            names::CONNECT_ERRORS,
+            vec![lbl(label::POOL, &pool), lbl(label::BACKEND, &addr)],
+        );
+        let routes = routes
+            .iter()
+            .map(|route| {
+                let labels = [Arc::clone(route).into(), pool.clone(), addr.clone()];
+                (
+                    Arc::clone(route),
+                    Arc::new(ClassCounters::new(reg, labels, true)),
+                )
+            })
+            .collect();
+        BackendMetrics {
+            reg,
+            pool,
+            addr,
+            connect_errors,
+            routes,
+        }
+    }
+
+    /// Handles that do nothing (backends built outside a snapshot: tests, benches).
+    pub fn off() -> Self {
+        BackendMetrics::default()
+    }
+
+    /// The `requests_total` counters of this backend under `route`.
+    ///
+    /// Normally a pointer comparison on the first entry. A request held across a
+    /// reload may come back with a backend of a newer snapshot whose pool no longer
+    /// serves its route: then the counters are registered now (rare, allocates).
+    #[inline]
+    pub fn responses(&self, route: &Arc<str>) -> Arc<ClassCounters> {
+        let found = self
+            .routes
+            .iter()
+            .find(|(r, _)| Arc::ptr_eq(r, route))
+            .or_else(|| self.routes.iter().find(|(r, _)| r == route));
+        match found {
+            Some((_, counters)) => Arc::clone(counters),
+            None => Arc::new(ClassCounters::new(
+                self.reg,
+                [
+                    Arc::clone(route).into(),
+                    self.pool.clone(),
+                    self.addr.clone(),
+                ],
+                false,
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disabled_handles_do_nothing_and_never_panic() {
+        let reg = Registrar::off();
+        let route: Arc<str> = Arc::from("r");
+        let pool: Arc<str> = Arc::from("p");
+        let b = BackendMetrics::new(
+            reg,
+            &pool,
+            "127.0.0.1:1".parse().unwrap(),
+            std::slice::from_ref(&route),
+        );
+        b.connect_errors.increment(1);
+        let pair = PairMetrics::new(reg, route.clone().into(), pool.into(), true);
+        let counters = b.responses(&route);
+        pair.record(StatusCode::OK, Some(&counters), Duration::from_millis(3), 1);
+        pair.record(StatusCode::SERVICE_UNAVAILABLE, None, Duration::ZERO, 0);
+    }
+
+    #[test]
+    fn responses_are_found_by_route_name_across_snapshots() {
+        let reg = Registrar::off();
+        let pool: Arc<str> = Arc::from("p");
+        let built: Arc<str> = Arc::from("agents");
+        let b = BackendMetrics::new(
+            reg,
+            &pool,
+            "127.0.0.1:1".parse().unwrap(),
+            std::slice::from_ref(&built),
+        );
+        let same = b.responses(&built);
+        // Another snapshot's Arc with the same name finds the same counters.
+        let other: Arc<str> = Arc::from("agents");
+        assert!(Arc::ptr_eq(&same, &b.responses(&other)));
+        // A route the pool does not serve gets fresh counters.
+        assert!(!Arc::ptr_eq(&same, &b.responses(&Arc::from("elsewhere"))));
+    }
+}

@@ -1,0 +1,150 @@
+//! The names, help texts, buckets and label values of every series sluicegate exports.
+//!
+//! One place, so the dashboard, the alert rules and the code agree. Label values are
+//! bounded by construction: route and pool names come from the config, backend
+//! addresses from the config or discovery, `code_class` is one of five strings
+//! ([`code_class`]), `reason`/`result`/`action` are fixed tokens. Nothing from a
+//! request (path, Host, headers) ever becomes a label.
+
+use http::StatusCode;
+
+/// `requests_total{route,pool,backend,code_class}`: requests answered.
+pub const REQUESTS: &str = "sluicegate_requests_total";
+/// `request_duration_seconds{route,pool}`: arrival to response head.
+pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
+/// `upstream_connect_errors_total{pool,backend}`.
+pub const CONNECT_ERRORS: &str = "sluicegate_upstream_connect_errors_total";
+/// `retries_total{route,pool}`.
+pub const RETRIES: &str = "sluicegate_retries_total";
+/// `backend_ejections_total{pool,backend,reason}`.
+pub const EJECTIONS: &str = "sluicegate_backend_ejections_total";
+/// `backend_healthy{pool,backend}` (0/1).
+pub const BACKEND_HEALTHY: &str = "sluicegate_backend_healthy";
+/// `backend_inflight{pool,backend}`.
+pub const BACKEND_INFLIGHT: &str = "sluicegate_backend_inflight";
+/// `pool_split_weight{route,pool}`.
+pub const SPLIT_WEIGHT: &str = "sluicegate_pool_split_weight";
+/// `config_reloads_total{result}`.
+pub const CONFIG_RELOADS: &str = "sluicegate_config_reloads_total";
+/// `docker_events_total{action}` (incremented by Docker discovery).
+pub const DOCKER_EVENTS: &str = "sluicegate_docker_events_total";
+/// `active_connections`: client connections open now.
+pub const ACTIVE_CONNECTIONS: &str = "sluicegate_active_connections";
+/// `build_info{version}`: always 1.
+pub const BUILD_INFO: &str = "sluicegate_build_info";
+/// `access_log_dropped_total`: access-log lines dropped because the writer lagged.
+pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+
+/// Label names.
+pub mod label {
+    /// Route name from the config ("" when no route matched).
+    pub const ROUTE: &str = "route";
+    /// Pool name from the config ("" when no pool was chosen).
+    pub const POOL: &str = "pool";
+    /// Backend `ip:port` ("" when the gateway answered without trying one).
+    pub const BACKEND: &str = "backend";
+    /// `1xx` … `5xx`.
+    pub const CODE_CLASS: &str = "code_class";
+    /// Why a backend left rotation: [`super::REASON_OUTLIER`] or [`super::REASON_PROBE`].
+    pub const REASON: &str = "reason";
+    /// `ok` or `error`.
+    pub const RESULT: &str = "result";
+    /// A Docker event action (`start`, `die`, …).
+    pub const ACTION: &str = "action";
+    /// The crate version.
+    pub const VERSION: &str = "version";
+}
+
+/// Ejection reason: passive outlier detection on real traffic.
+pub const REASON_OUTLIER: &str = "outlier";
+/// Ejection reason: the active probe turned a healthy backend unhealthy.
+pub const REASON_PROBE: &str = "probe";
+/// Reload result: applied.
+pub const RESULT_OK: &str = "ok";
+/// Reload result: the file was invalid (or unreadable); nothing changed.
+pub const RESULT_ERROR: &str = "error";
+
+/// Histogram buckets of `request_duration_seconds`: 1 ms … 60 s. Agent traffic
+/// spans cached answers (ms) to long model calls (tens of seconds).
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+];
+
+/// The values of `code_class`, indexed by [`class_index`].
+pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Index into [`CODE_CLASSES`]. Codes of 600 and above (which `http` accepts but no
+/// RFC defines) count as `5xx`: a backend sending one is misbehaving.
+#[inline]
+pub fn class_index(status: StatusCode) -> usize {
+    (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
+}
+
+/// The `code_class` label value of `status`.
+pub fn code_class(status: StatusCode) -> &'static str {
+    CODE_CLASSES[class_index(status)]
+}
+
+/// Help text of every series, in the order they are described.
+pub const HELP: &[(&str, Kind, &str)] = &[
+    (REQUESTS, Kind::Counter, "Requests answered, by route, pool, the backend that answered (or was tried last; \"\" when none was) and status class. Gateway answers count too: no_route has route=\"\" and pool=\"\"."),
+    (REQUEST_DURATION, Kind::Histogram, "Time from request arrival to the response head being handed to the client connection (retries and hold waits included, body streaming excluded), per route and pool."),
+    (CONNECT_ERRORS, Kind::Counter, "Failed attempts to connect to a backend (refused, unreachable, connect timeout)."),
+    (RETRIES, Kind::Counter, "Extra attempts on another backend after a failed one, per route and pool."),
+    (EJECTIONS, Kind::Counter, "Backends taken out of rotation by health: reason=outlier (passive, real traffic) or reason=probe (active probe turned healthy to unhealthy)."),
+    (BACKEND_HEALTHY, Kind::Gauge, "1 when the backend passes its health checks and is not ejected (draining does not count), else 0. Sampled at scrape; removed backends disappear."),
+    (BACKEND_INFLIGHT, Kind::Gauge, "Requests, streams and tunnels using the backend now. Sampled at scrape."),
+    (SPLIT_WEIGHT, Kind::Gauge, "The route's current split weight for the pool (file, admin override or rollout). Sampled at scrape."),
+    (CONFIG_RELOADS, Kind::Counter, "Config file reloads: result=ok (applied) or result=error (invalid file, nothing changed)."),
+    (DOCKER_EVENTS, Kind::Counter, "Docker events received by discovery, by action."),
+    (ACTIVE_CONNECTIONS, Kind::Gauge, "Client connections open on the traffic listeners."),
+    (BUILD_INFO, Kind::Gauge, "Always 1; the version label says which build runs."),
+    (ACCESS_LOG_DROPPED, Kind::Counter, "Access-log lines dropped because the log writer could not keep up (the request path never waits for it)."),
+];
+
+/// The kind of a series (for describing it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_classes_cover_every_status_http_accepts() {
+        let class = |n: u16| code_class(StatusCode::from_u16(n).expect("valid"));
+        assert_eq!(class(100), "1xx");
+        assert_eq!(class(101), "1xx");
+        assert_eq!(class(200), "2xx");
+        assert_eq!(class(299), "2xx");
+        assert_eq!(class(308), "3xx");
+        assert_eq!(class(404), "4xx");
+        assert_eq!(class(499), "4xx");
+        assert_eq!(class(500), "5xx");
+        assert_eq!(class(503), "5xx");
+        assert_eq!(class(599), "5xx");
+        assert_eq!(class(600), "5xx");
+        assert_eq!(class(999), "5xx");
+    }
+
+    #[test]
+    fn every_series_is_described_once_with_the_prefix() {
+        for (i, (name, _, help)) in HELP.iter().enumerate() {
+            assert!(name.starts_with("sluicegate_"), "{name}");
+            assert!(!help.is_empty());
+            assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
+        }
+        assert_eq!(HELP.len(), 13);
+    }
+
+    #[test]
+    fn buckets_rise_from_one_millisecond_to_a_minute() {
+        assert_eq!(DURATION_BUCKETS.first(), Some(&0.001));
+        assert_eq!(DURATION_BUCKETS.last(), Some(&60.0));
+        assert!(DURATION_BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+}

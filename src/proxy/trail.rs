@@ -1,0 +1,124 @@
+//! What one request leaves behind: its metrics and, when on, its access-log line.
+//!
+//! [`Proxy::handle`](super::Proxy::handle) starts a [`Trail`] when the request
+//! arrives; `forward` notes the route, the pool and each attempt as they happen; and
+//! [`Trail::finish`] records the outcome once, whatever way the request ended. The
+//! metric handles come from the snapshot the request loaded (resolved at build time),
+//! so the common path is atomic adds: one request counter, one histogram sample, and
+//! retries when there were some. The access-log record exists only with
+//! `[log] access` on; it rides in the response body and is written when the body ends.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use tokio::time::Instant;
+
+use super::body::ResponseBody;
+use crate::access_log::{AccessRecord, PendingLine};
+use crate::backend::Backend;
+use crate::config::spec::AccessLog;
+use crate::metrics::{ClassCounters, PairMetrics};
+use crate::snapshot::{Route, Snapshot};
+
+/// The accounting of one request in flight.
+pub(super) struct Trail<'s> {
+    started: Instant,
+    /// Route × pool as far as known (starts as "no route").
+    pair: &'s PairMetrics,
+    /// Counters of the backend tried last (the one that answered, or failed last).
+    backend: Option<Arc<ClassCounters>>,
+    attempts: u32,
+    log: Option<Box<AccessRecord>>,
+}
+
+impl<'s> Trail<'s> {
+    /// A request that just arrived (`host` as the client sent it).
+    pub(super) fn start<B>(
+        snapshot: &'s Snapshot,
+        req: &Request<B>,
+        host: Option<&str>,
+        client: SocketAddr,
+    ) -> Self {
+        let log = (snapshot.spec().log.access != AccessLog::Off).then(|| {
+            Box::new(AccessRecord::new(
+                client,
+                req.method().clone(),
+                host.unwrap_or(""),
+                req.uri().path(),
+            ))
+        });
+        Trail {
+            started: Instant::now(),
+            pair: snapshot.unrouted(),
+            backend: None,
+            attempts: 0,
+            log,
+        }
+    }
+
+    /// A route matched.
+    pub(super) fn route(&mut self, route: &'s Route) {
+        self.pair = route.metrics.no_pool();
+    }
+
+    /// The route's split chose entry `index`.
+    pub(super) fn pool(&mut self, route: &'s Route, index: usize) {
+        self.pair = route.metrics.pair(index);
+    }
+
+    /// The request id sent upstream (only kept for the access log).
+    pub(super) fn request_id(&mut self, id: Option<&HeaderValue>) {
+        if let (Some(log), Some(id)) = (&mut self.log, id) {
+            log.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+        }
+    }
+
+    /// An attempt on `backend` starts (for `route`).
+    pub(super) fn attempt(&mut self, backend: &Backend, route: &Arc<str>) {
+        self.attempts += 1;
+        self.backend = Some(backend.metrics.responses(route));
+        if let Some(log) = &mut self.log {
+            log.backend = Some(backend.addr);
+        }
+    }
+
+    /// The backend's response head arrived `upstream` after the request was sent.
+    pub(super) fn answered(&mut self, upstream: Duration) {
+        if let Some(log) = &mut self.log {
+            log.upstream = Some(upstream);
+        }
+    }
+
+    /// Records the outcome; `cause` is the `sluicegate-error` of a gateway answer.
+    pub(super) fn finish(
+        self,
+        mut resp: Response<ResponseBody>,
+        cause: Option<&'static str>,
+    ) -> Response<ResponseBody> {
+        let status = resp.status();
+        let retries = self.attempts.saturating_sub(1);
+        self.pair.record(
+            status,
+            self.backend.as_deref(),
+            self.started.elapsed(),
+            retries,
+        );
+        if let Some(mut log) = self.log {
+            log.status = status;
+            log.route = self.pair.route().to_string();
+            log.pool = self.pair.pool().to_string();
+            log.retries = retries;
+            log.error = cause.unwrap_or("");
+            match resp.body_mut() {
+                ResponseBody::Upstream { body } => body.attach_log(PendingLine::new(log)),
+                ResponseBody::Full { data } => {
+                    log.bytes = data.as_ref().map_or(0, |d| d.len() as u64);
+                    log.emit(true);
+                }
+            }
+        }
+        resp
+    }
+}

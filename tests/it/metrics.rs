@@ -1,0 +1,304 @@
+//! `GET /metrics` after known traffic: exact counts per route, pool, backend and
+//! status class; histogram counts; gauges after a health flip, a split change and a
+//! backend removal; reload counters. Series are told apart by unique backend
+//! addresses and route/pool names (other tests share the process-wide recorder).
+
+mod scrape;
+
+use std::time::Duration;
+
+use http::Method;
+use scrape::Scrape;
+
+use crate::health::probe;
+use crate::support::live::{config_text, LiveGateway};
+use crate::support::{agents, get, WAIT};
+
+/// Polls `/metrics` (bounded) until `done` holds; returns that scrape.
+async fn scrape_until(gw: &LiveGateway, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let s = Scrape::get(gw).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            s.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_counts_requests_exactly_per_route_pool_backend_and_class() {
+    let ags = agents("m", "v1", 3).await;
+    let (a1, a2, a3) = (ags[0].addr(), ags[1].addr(), ags[2].addr());
+    // Refused connections: a port that was bound and released.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
+    let body = format!(
+        r#"
+[[pools]]
+name = "mc-blue"
+backends = [{{ addr = "{a1}" }}]
+[[pools]]
+name = "mc-green"
+backends = [{{ addr = "{a2}" }}]
+[[pools]]
+name = "mc-retry"
+backends = [{{ addr = "{dead}" }}, {{ addr = "{a3}" }}]
+[[routes]]
+name = "mc-blue-r"
+match = {{ headers = {{ "x-to" = "blue" }} }}
+split = [{{ pool = "mc-blue", weight = 1 }}]
+[[routes]]
+name = "mc-green-r"
+match = {{ headers = {{ "x-to" = "green" }} }}
+split = [{{ pool = "mc-green", weight = 1 }}]
+[[routes]]
+name = "mc-retry-r"
+match = {{ headers = {{ "x-to" = "retry" }} }}
+split = [{{ pool = "mc-retry", weight = 1 }}]
+retries = 1
+"#
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let before = Scrape::get(&gw).await;
+    let unrouted = |s: &Scrape| {
+        s.value(
+            "sluicegate_requests_total",
+            &[
+                ("route", ""),
+                ("pool", ""),
+                ("backend", ""),
+                ("code_class", "4xx"),
+            ],
+        )
+        .unwrap_or(0.0)
+    };
+
+    let blue = [("x-to", "blue")];
+    for path in [
+        "/status/200",
+        "/status/200",
+        "/status/201",
+        "/status/404",
+        "/status/418",
+    ] {
+        get(gw.addr, path, &blue).await;
+    }
+    assert_eq!(get(gw.addr, "/status/503", &blue).await.status, 503);
+    for _ in 0..4 {
+        assert_eq!(get(gw.addr, "/", &[("x-to", "green")]).await.status, 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(get(gw.addr, "/", &[("x-to", "retry")]).await.status, 200);
+    }
+    assert_eq!(get(gw.addr, "/", &[]).await.error(), "no_route");
+
+    let s = Scrape::get(&gw).await;
+    let req = |route: &str, pool: &str, backend: &str, class: &str| {
+        let labels = [
+            ("route", route),
+            ("pool", pool),
+            ("backend", backend),
+            ("code_class", class),
+        ];
+        s.value("sluicegate_requests_total", &labels)
+    };
+    let (a1, a2, a3, dead) = (
+        a1.to_string(),
+        a2.to_string(),
+        a3.to_string(),
+        dead.to_string(),
+    );
+    assert_eq!(
+        req("mc-blue-r", "mc-blue", &a1, "2xx"),
+        Some(3.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(req("mc-blue-r", "mc-blue", &a1, "4xx"), Some(2.0));
+    assert_eq!(req("mc-blue-r", "mc-blue", &a1, "5xx"), Some(1.0));
+    // Known backends' classes exist from the start, at 0.
+    assert_eq!(req("mc-blue-r", "mc-blue", &a1, "1xx"), Some(0.0));
+    assert_eq!(req("mc-blue-r", "mc-blue", &a1, "3xx"), Some(0.0));
+    assert_eq!(req("mc-green-r", "mc-green", &a2, "2xx"), Some(4.0));
+    assert_eq!(req("mc-retry-r", "mc-retry", &a3, "2xx"), Some(4.0));
+    assert_eq!(req("mc-retry-r", "mc-retry", &dead, "5xx"), Some(0.0));
+    assert!(unrouted(&s) >= unrouted(&before) + 1.0);
+
+    let count = |route: &str, pool: &str| {
+        s.value(
+            "sluicegate_request_duration_seconds_count",
+            &[("route", route), ("pool", pool)],
+        )
+    };
+    assert_eq!(count("mc-blue-r", "mc-blue"), Some(6.0));
+    assert_eq!(count("mc-green-r", "mc-green"), Some(4.0));
+    assert_eq!(count("mc-retry-r", "mc-retry"), Some(4.0));
+    let le_minute = [("route", "mc-green-r"), ("pool", "mc-green"), ("le", "60")];
+    assert_eq!(
+        s.value("sluicegate_request_duration_seconds_bucket", &le_minute),
+        Some(4.0)
+    );
+
+    // Smooth round robin tries the first backend (dead) first: at least one retry,
+    // and every connect error on it was followed by exactly one retry.
+    let refused = s
+        .value(
+            "sluicegate_upstream_connect_errors_total",
+            &[("pool", "mc-retry"), ("backend", &dead)],
+        )
+        .expect("connect errors series");
+    assert!(refused >= 1.0, "{}", s.text);
+    let retries = [("route", "mc-retry-r"), ("pool", "mc-retry")];
+    assert_eq!(s.value("sluicegate_retries_total", &retries), Some(refused));
+    assert_eq!(
+        s.value(
+            "sluicegate_retries_total",
+            &[("route", "mc-blue-r"), ("pool", "mc-blue")]
+        ),
+        Some(0.0)
+    );
+    let a1_labels = [("pool", "mc-blue"), ("backend", a1.as_str())];
+    assert_eq!(s.value("sluicegate_backend_healthy", &a1_labels), Some(1.0));
+    assert_eq!(
+        s.value("sluicegate_backend_inflight", &a1_labels),
+        Some(0.0)
+    );
+    let split = [("route", "mc-green-r"), ("pool", "mc-green")];
+    assert_eq!(s.value("sluicegate_pool_split_weight", &split), Some(1.0));
+    let version = [("version", env!("CARGO_PKG_VERSION"))];
+    assert_eq!(s.value("sluicegate_build_info", &version), Some(1.0));
+    assert!(s.value("sluicegate_active_connections", &[]).is_some());
+    for name in [
+        "sluicegate_requests_total",
+        "sluicegate_request_duration_seconds",
+        "sluicegate_upstream_connect_errors_total",
+        "sluicegate_retries_total",
+        "sluicegate_backend_healthy",
+        "sluicegate_pool_split_weight",
+    ] {
+        assert!(
+            s.text.contains(&format!("# HELP {name} ")),
+            "no help for {name}"
+        );
+    }
+    scrape::promtool_check(&s.text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gauges_follow_health_splits_and_removal_and_reloads_are_counted() {
+    let ags = agents("g", "v1", 3).await;
+    let (a1, a2, a3) = (ags[0].addr(), ags[1].addr(), ags[2].addr());
+    let pools = |green: &str| {
+        format!(
+            r#"
+[[pools]]
+name = "mg-blue"
+backends = [{{ addr = "{a1}" }}]
+{probe}
+[[pools]]
+name = "mg-green"
+backends = [{green}]
+[[routes]]
+name = "mg-r"
+split = [{{ pool = "mg-blue", weight = 100 }}, {{ pool = "mg-green", weight = 0 }}]
+"#,
+            probe = probe(1, 1)
+        )
+    };
+    let both = format!("{{ addr = \"{a2}\" }}, {{ addr = \"{a3}\" }}");
+    let gw = LiveGateway::start(&config_text(&pools(&both), "", "")).await;
+    let (a1, a2, a3) = (a1.to_string(), a2.to_string(), a3.to_string());
+    let blue = [("pool", "mg-blue"), ("backend", a1.as_str())];
+    let healthy = |s: &Scrape| s.value("sluicegate_backend_healthy", &blue);
+    scrape_until(&gw, "blue healthy", |s| healthy(s) == Some(1.0)).await;
+
+    // Health flip: the probe takes the backend out, and that counts as an ejection.
+    ags[0].set_healthy(false);
+    let s = scrape_until(&gw, "blue unhealthy", |s| healthy(s) == Some(0.0)).await;
+    let probe_ejection = [
+        ("pool", "mg-blue"),
+        ("backend", a1.as_str()),
+        ("reason", "probe"),
+    ];
+    assert_eq!(
+        s.value("sluicegate_backend_ejections_total", &probe_ejection),
+        Some(1.0)
+    );
+    ags[0].set_healthy(true);
+    scrape_until(&gw, "blue healthy again", |s| healthy(s) == Some(1.0)).await;
+
+    // A split change through the admin API shows at the next scrape.
+    gw.split("mg-r", r#"{"mg-blue": 10, "mg-green": 90}"#).await;
+    let s = Scrape::get(&gw).await;
+    let weight = |pool: &str| {
+        s.value(
+            "sluicegate_pool_split_weight",
+            &[("route", "mg-r"), ("pool", pool)],
+        )
+    };
+    assert_eq!(
+        (weight("mg-blue"), weight("mg-green")),
+        (Some(10.0), Some(90.0))
+    );
+
+    // Removing a backend from the file removes its gauges (not its counters).
+    let reloads = |s: &Scrape, result: &str| {
+        s.value("sluicegate_config_reloads_total", &[("result", result)])
+            .unwrap_or(0.0)
+    };
+    let ok_before = reloads(&s, "ok");
+    let gone = [("pool", "mg-green"), ("backend", a3.as_str())];
+    assert_eq!(s.value("sluicegate_backend_healthy", &gone), Some(1.0));
+    gw.reload(&config_text(
+        &pools(&format!("{{ addr = \"{a2}\" }}")),
+        "",
+        "",
+    ))
+    .await;
+    let s = scrape_until(&gw, "removed backend's gauges gone", |s| {
+        s.value("sluicegate_backend_healthy", &gone).is_none()
+            && s.value("sluicegate_backend_inflight", &gone).is_none()
+    })
+    .await;
+    let kept = [("pool", "mg-green"), ("backend", a2.as_str())];
+    assert_eq!(s.value("sluicegate_backend_healthy", &kept), Some(1.0));
+    let old_class = [
+        ("route", "mg-r"),
+        ("pool", "mg-green"),
+        ("backend", a3.as_str()),
+        ("code_class", "2xx"),
+    ];
+    assert_eq!(s.value("sluicegate_requests_total", &old_class), Some(0.0));
+    assert!(reloads(&s, "ok") >= ok_before + 1.0);
+
+    // A bad file is counted as an error; nothing changes.
+    let errors_before = reloads(&s, "error");
+    let failed_before = gw.counters().reloads_failed;
+    gw.rewrite("[listen]\nhttp = 8080\n");
+    gw.wait_counters(|c| c.reloads_failed > failed_before).await;
+    let s = Scrape::get(&gw).await;
+    assert!(reloads(&s, "error") >= errors_before + 1.0, "{}", s.text);
+    assert_eq!(s.value("sluicegate_backend_healthy", &kept), Some(1.0));
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_when_one_is_set() {
+    std::env::set_var("SG_METRICS_TEST_TOKEN", "s3cret");
+    let body = "[[pools]]\nname = \"mt\"\nbackends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nname = \"mt-r\"\nsplit = [{ pool = \"mt\", weight = 1 }]\n";
+    let text = config_text(body, "", "token_env = \"SG_METRICS_TEST_TOKEN\"");
+    let gw = LiveGateway::start(&text).await;
+    let denied = gw.api(Method::GET, "/metrics", None).await;
+    assert_eq!(denied.status, 401);
+    let r =
+        crate::support::live::api(gw.admin, Method::GET, "/metrics", None, Some("s3cret")).await;
+    assert_eq!(r.status, 200);
+    let ctype = r.headers["content-type"].to_str().unwrap_or("");
+    assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
+}
