@@ -7,11 +7,23 @@
 # Run:          ../shared/bench/compare-proxies.sh --candidate benches/proxy/candidate.sh \
 #                   --candidate-port 8080 --candidate-name sluicegate
 # TOKIO_WORKER_THREADS (set to 1 by the script) is the worker count; --workers overrides.
+#
+# Observability switches (to measure their cost, run once with each setting):
+#   BENCH_METRICS=on|off        on (default): an [admin] listener on 127.0.0.1:0, so
+#                               metrics are recorded as in production; off: no [admin],
+#                               no metrics (every handle a no-op)
+#   BENCH_ACCESS_LOG=off|stdout off (default, like the nginx/haproxy configs); stdout:
+#                               one line per request to the script's log file
+#   BENCH_LOG_FORMAT=json|text  format of those lines (default json)
+# e.g. --candidate 'BENCH_METRICS=off benches/proxy/candidate.sh'
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 listen=${BENCH_LISTEN:-127.0.0.1:8080}
 upstreams=${BENCH_UPSTREAMS:-127.0.0.1:9001,127.0.0.1:9002}
 balance=${BENCH_BALANCE:-round_robin}
+metrics=${BENCH_METRICS:-on}
+access_log=${BENCH_ACCESS_LOG:-off}
+log_format=${BENCH_LOG_FORMAT:-json}
 
 dir=$(mktemp -d /tmp/sluicegate-bench.XXXXXX)
 cfg="$dir/routes.toml"
@@ -20,9 +32,20 @@ IFS=, read -ra ups <<< "$upstreams"
 for u in "${ups[@]}"; do
     backends+="${backends:+, }{ addr = \"$u\" }"
 done
+case $metrics in
+    on) admin=$'[admin]\nlisten = "127.0.0.1:0"' ;;
+    off) admin="" ;;
+    *) echo "BENCH_METRICS must be on or off, not '$metrics'" >&2; exit 2 ;;
+esac
 cat > "$cfg" <<TOML
 [listen]
 http = "$listen"
+
+$admin
+
+[log]
+access = "$access_log"
+format = "$log_format"
 
 [[pools]]
 name = "bench"

@@ -252,6 +252,7 @@ fn star_host_and_no_match_mean_any() {
 #[test]
 fn example_config_is_valid() {
     let spec = parse(include_str!("../../config/routes.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(spec.metrics_enabled());
     let pools: Vec<&str> = spec.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(pools, ["agent-blue", "agent-green"]);
     let [canary, agents] = &spec.routes[..] else {
@@ -277,6 +278,7 @@ fn example_config_is_valid() {
     let admin = spec.admin.expect("[admin]");
     assert_eq!(admin.listen, "127.0.0.1:9901".parse().expect("literal"));
     assert_eq!(admin.token_env, None);
+    assert_eq!(spec.log, LogSpec::default());
 }
 
 #[test]
@@ -284,8 +286,17 @@ fn example_config_commented_options_are_valid() {
     let text = include_str!("../../config/routes.toml")
         .replace("# stream_close_delay = ", "stream_close_delay = ")
         .replace("# token_env = ", "token_env = ")
-        .replace("# state_file = ", "state_file = ");
+        .replace("# state_file = ", "state_file = ")
+        .replace("access = \"off\"", "access = \"stdout\"")
+        .replace("# format = ", "format = ");
     let spec = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        spec.log,
+        LogSpec {
+            access: AccessLog::Stdout,
+            format: LogFormat::Json
+        }
+    );
     assert_eq!(spec.listen.stream_close_delay, Duration::from_secs(300));
     let admin = spec.admin.expect("[admin]");
     assert_eq!(admin.token_env.as_deref(), Some("SLUICEGATE_ADMIN_TOKEN"));
