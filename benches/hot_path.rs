@@ -97,13 +97,17 @@ fn spec_with_routes(n: usize) -> Spec {
             http: "127.0.0.1:0".parse().expect("addr"),
             max_connections: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            https: None,
+            redirect_https: None,
         },
         pools: vec![PoolSpec {
             name: pool,
             balance: Balance::RoundRobin,
             backends: vec![],
+            tls: None,
         }],
         routes,
+        tls: None,
     }
 }
 

@@ -16,6 +16,7 @@
 
 mod pool;
 mod route;
+mod tls;
 mod values;
 
 pub(super) use values::key_path;
@@ -24,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
 use super::raw::{RawListen, RawPool, RawRoute};
-use super::spec::{ListenSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::spec::{ListenSpec, RedirectHttps, Spec, DEFAULT_HEADER_READ_TIMEOUT};
 use super::{ConfigError, ConfigErrors};
 use pool::check_pool;
 use route::check_route;
@@ -32,22 +33,15 @@ use values::{check_duration, socket_addr};
 
 /// Top-level keys that DESIGN.md describes but this version does not implement.
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    ("admin", "`admin` is not supported in this version; remove the [admin] table"),
+    (
+        "admin",
+        "`admin` is not supported in this version; remove the [admin] table",
+    ),
     (
         "discovery",
         "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
     ),
-    (
-        "tls",
-        "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
-    ),
 ];
-
-/// `[listen]` keys that are planned but not supported yet.
-const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
-    "https",
-    "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
-)];
 
 /// `[[pools]]` keys that are planned but not supported yet.
 const POOL_UNSUPPORTED: &[(&str, &str)] = &[
@@ -103,20 +97,19 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let listen = doc.remove("listen");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
+    let tls = doc.remove("tls");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes"),
+            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes, tls"),
         );
     }
 
     let listen = match listen {
         Some(value) => {
-            let raw = table_of(value, "listen", "[listen]", &mut report).and_then(|mut table| {
-                take_unsupported(&mut table, "listen", LISTEN_UNSUPPORTED, &mut report);
-                shape::<RawListen>(table, "listen", &mut report)
-            });
+            let raw = table_of(value, "listen", "[listen]", &mut report)
+                .and_then(|table| shape::<RawListen>(table, "listen", &mut report));
             raw.and_then(|raw| check_listen(raw, &mut report))
         }
         None => {
@@ -127,6 +120,12 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             None
         }
     };
+
+    let tls_given = tls.is_some();
+    let tls = tls.and_then(|value| tls::check_tls(value, &mut report));
+    if let Some(listen) = &listen {
+        check_https_needs_tls(listen, tls_given, &mut report);
+    }
 
     let pool_tables = elements(pools, "pools", &mut report);
     // Names straight from the tables, so a pool with a typo elsewhere still
@@ -175,6 +174,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
 
     match listen {
         Some(listen) if report.errors.is_empty() => Ok(Spec {
+            tls,
             listen,
             pools: pool_specs,
             routes: route_specs,
@@ -338,11 +338,80 @@ fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
         None => Some(DEFAULT_HEADER_READ_TIMEOUT),
         Some(d) => check_duration(d, "listen.header_read_timeout", report),
     };
+    let https = match &raw.https {
+        None => Some(None),
+        Some(text) => socket_addr(
+            text,
+            "listen.https",
+            "0.0.0.0:8443",
+            r#"listen needs an IP address, e.g. "0.0.0.0:8443" (all interfaces) or "127.0.0.1:8443""#,
+            report,
+        )
+        .map(Some),
+    };
+    if let (Some(http), Some(Some(https))) = (http, https) {
+        if http == https && http.port() != 0 {
+            report.add(
+                "listen.https",
+                format!("{https} is also listen.http; use another port, e.g. 8443"),
+            );
+        }
+    }
+    let redirect_https = check_redirect(&raw, report);
     Some(ListenSpec {
         http: http?,
         max_connections: max_connections?,
         header_read_timeout: header_read_timeout?,
+        https: https?,
+        redirect_https: redirect_https?,
     })
+}
+
+/// `redirect_https` and `redirect_https_port`.
+fn check_redirect(raw: &RawListen, report: &mut Report) -> Option<Option<RedirectHttps>> {
+    if raw.redirect_https && raw.https.is_none() {
+        report.add(
+            "listen.redirect_https",
+            "redirects go to the HTTPS listener, but listen.https is not set; add it or remove redirect_https",
+        );
+        return None;
+    }
+    let port = match raw.redirect_https_port {
+        None => None,
+        Some(_) if !raw.redirect_https => {
+            report.add(
+                "listen.redirect_https_port",
+                "only used with redirect_https = true; add that or remove redirect_https_port",
+            );
+            return None;
+        }
+        Some(n) => match u16::try_from(n) {
+            Ok(port) if port >= 1 => Some(port),
+            _ => {
+                report.add(
+                    "listen.redirect_https_port",
+                    format!("{n} is not a port number (1-65535)"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(raw.redirect_https.then_some(RedirectHttps { port }))
+}
+
+/// `listen.https` and `[tls]` come together.
+fn check_https_needs_tls(listen: &ListenSpec, tls_given: bool, report: &mut Report) {
+    match (listen.https, tls_given) {
+        (Some(_), false) => report.add(
+            "listen.https",
+            r#"HTTPS needs a certificate; add [[tls.certificates]] with cert = "…pem" and key = "…pem""#,
+        ),
+        (None, true) => report.add(
+            "tls",
+            r#"[tls] is only used by the HTTPS listener; add listen.https = "0.0.0.0:8443" or remove [tls]"#,
+        ),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use super::tls::check_upstream_tls;
 use super::values::{check_hash_key, check_name, socket_addr};
 use super::Report;
 use crate::config::raw::{RawBalance, RawPool};
@@ -83,10 +84,17 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         }
     }
 
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(tls) => check_upstream_tls(&format!("{path}.tls"), tls, report).map(Some),
+    };
+
     let balance = balance?;
+    let tls = tls?;
     (name_ok && backends_ok).then(|| PoolSpec {
         name: PoolName(raw.name.as_str().into()),
         balance,
         backends,
+        tls,
     })
 }
