@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::tls::upstream::UpstreamTls;
 use crate::upstream::ConnPool;
 
 /// A backend as one snapshot sees it: static facts plus the shared runtime state.
@@ -41,6 +42,11 @@ pub struct BackendState {
 impl BackendState {
     /// A fresh backend: healthy, not draining, no load, no latency history.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_tls(addr, None)
+    }
+
+    /// Like [`new`](Self::new), for a backend spoken to over TLS when `tls` is given.
+    pub fn with_tls(addr: SocketAddr, tls: Option<Arc<UpstreamTls>>) -> Self {
         BackendState {
             addr,
             inflight: AtomicU32::new(0),
@@ -48,7 +54,7 @@ impl BackendState {
             draining: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
             ewma: PeakEwma::new(),
-            conns: ConnPool::new(addr),
+            conns: ConnPool::with_tls(addr, tls),
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, Spec};
+use crate::config::spec::{Balance, HashKey, HostMatch, Spec, UpstreamVerify};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -15,12 +15,41 @@ pub fn render(spec: &Spec) -> String {
     let max = l
         .max_connections
         .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let redirect = match (l.redirect_https, l.https) {
+        (Some(r), Some(https)) => format!(
+            "  -> 308 to https (port {})",
+            r.port.unwrap_or(https.port())
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "listen  http://{}  (header_read_timeout {}, max_connections {max})",
+        "listen  http://{}{redirect}  (header_read_timeout {}, max_connections {max})",
         l.http,
         humantime::format_duration(l.header_read_timeout)
     );
+    if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
+        let _ = writeln!(
+            out,
+            "listen  https://{https}  (TLS 1.2/1.3, ALPN h2 + http/1.1, handshake_timeout {})",
+            humantime::format_duration(tls.handshake_timeout)
+        );
+        for (i, c) in tls.certificates.iter().enumerate() {
+            let names = if c.server_names.is_empty() {
+                "names from the certificate".to_string()
+            } else {
+                let names: Vec<String> = c.server_names.iter().map(|n| n.to_string()).collect();
+                names.join(", ")
+            };
+            let default = if i == 0 { "  (default)" } else { "" };
+            let _ = writeln!(
+                out,
+                "     cert {}  key {}  for {names}{default}",
+                c.cert.display(),
+                c.key.display()
+            );
+        }
+    }
 
     let _ = writeln!(out, "\nroutes, in the order they are tried:");
     let order = precedence_order(spec.routes.iter().map(|r| &r.matcher));
@@ -81,7 +110,19 @@ pub fn render(spec: &Spec) -> String {
             Balance::Hash(HashKey::Cookie(c)) => format!("hash on cookie:{c}"),
             Balance::Hash(HashKey::ClientIp) => "hash on client_ip".to_string(),
         };
-        let _ = writeln!(out, "  {}  balance={balance}", p.name);
+        let tls = match &p.tls {
+            None => String::new(),
+            Some(t) => {
+                let verify = match &t.verify {
+                    UpstreamVerify::Ca(ca) => format!("ca {}", ca.display()),
+                    UpstreamVerify::PublicRoots => "public roots".to_string(),
+                    UpstreamVerify::Insecure => "NOT VERIFIED".to_string(),
+                };
+                let name = t.server_name.as_deref().unwrap_or("<backend ip>");
+                format!("  tls(server_name {name}, {verify})")
+            }
+        };
+        let _ = writeln!(out, "  {}  balance={balance}{tls}", p.name);
         if p.backends.is_empty() {
             let _ = writeln!(out, "     (no static backends)");
         }
@@ -122,5 +163,39 @@ split = [{ pool = "blue", weight = 1 }]
         assert!(canary < default);
         assert!(text.contains("127.0.0.1:9009  weight 1  backup"), "{text}");
         assert!(text.contains("blue=1 (100.0%)"), "{text}");
+    }
+
+    #[test]
+    fn https_certificates_and_pool_tls_are_shown() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
+redirect_https = true
+redirect_https_port = 443
+[[tls.certificates]]
+cert = "d.pem"
+key = "d.key"
+[[tls.certificates]]
+cert = "b.pem"
+key = "b.key"
+server_names = ["b.example", "*.b.example"]
+[[pools]]
+name = "blue"
+tls = { insecure_skip_verify = true }
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "listen  http://127.0.0.1:8080  -> 308 to https (port 443)",
+            "listen  https://127.0.0.1:8443  (TLS 1.2/1.3, ALPN h2 + http/1.1, handshake_timeout 10s)",
+            "cert d.pem  key d.key  for names from the certificate  (default)",
+            "cert b.pem  key b.key  for b.example, *.b.example\n",
+            "blue  balance=round_robin  tls(server_name <backend ip>, NOT VERIFIED)",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
     }
 }

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::backend::BackendState;
-use crate::config::spec::{PoolName, Spec};
+use crate::config::spec::{PoolName, Spec, UpstreamTlsSpec};
 use crate::snapshot::Snapshot;
+use crate::tls::upstream::UpstreamTls;
 
 /// Shared handle to the current snapshot: requests `load()` it, the controller stores.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -59,18 +60,53 @@ type Registry = HashMap<(PoolName, SocketAddr), Arc<BackendState>>;
 
 /// Builds a snapshot reusing `old` state where (pool, address) matches, and returns
 /// the registry of exactly the backends the new snapshot holds.
+///
+/// A backend is reused only if its pool's `tls` setting is unchanged: its pooled
+/// connections were made with the old one. New backends of a TLS pool share one
+/// client configuration (and so one session cache) per pool.
 fn rebuild(old: &Registry, spec: Spec) -> (Snapshot, Registry) {
+    let pool_tls: HashMap<PoolName, UpstreamTlsSpec> = spec
+        .pools
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), p.tls.clone()?)))
+        .collect();
+    let mut connectors: HashMap<PoolName, Arc<UpstreamTls>> = HashMap::new();
     let mut next = Registry::with_capacity(old.len());
     let snapshot = Snapshot::build(Arc::new(spec), |pool, b| {
         let key = (pool.clone(), b.addr);
+        let want = pool_tls.get(pool);
         let state = old
             .get(&key)
+            .filter(|s| s.conns().tls_spec() == want)
             .cloned()
-            .unwrap_or_else(|| Arc::new(BackendState::new(b.addr)));
+            .unwrap_or_else(|| {
+                let tls = want.map(|spec| {
+                    let connector = connectors
+                        .entry(pool.clone())
+                        .or_insert_with(|| connector_for(old, pool, spec));
+                    Arc::clone(connector)
+                });
+                Arc::new(BackendState::with_tls(b.addr, tls))
+            });
         next.insert(key, Arc::clone(&state));
         state
     });
     (snapshot, next)
+}
+
+/// The TLS client side for `pool`: the one its surviving backends use if the
+/// setting is unchanged, else a new one.
+fn connector_for(old: &Registry, pool: &PoolName, spec: &UpstreamTlsSpec) -> Arc<UpstreamTls> {
+    old.iter()
+        .filter(|((name, _), _)| name == pool)
+        .find_map(|(_, state)| {
+            state
+                .conns()
+                .tls()
+                .filter(|tls| tls.spec() == spec)
+                .cloned()
+        })
+        .unwrap_or_else(|| Arc::new(UpstreamTls::build(spec, crate::tls::provider())))
 }
 
 #[cfg(test)]
@@ -114,6 +150,34 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
         assert_eq!(after.inflight(), 1);
         let snap = c.shared().load_full();
         assert_eq!(snap.routes()[0].split.entries()[1].weight, 5);
+    }
+
+    #[test]
+    fn backend_state_is_renewed_when_pool_tls_changes() {
+        let mut c = Controller::new(crate::config::parse(TWO_POOLS).unwrap());
+        let plain = state_of(&c, "a", "127.0.0.1:9001");
+        assert!(plain.conns().tls().is_none());
+        let tls = TWO_POOLS.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\ntls = { insecure_skip_verify = true }\n",
+        );
+        c.apply(crate::config::parse(&tls).unwrap());
+        let first = state_of(&c, "a", "127.0.0.1:9001");
+        let second = state_of(&c, "a", "127.0.0.1:9002");
+        assert!(!Arc::ptr_eq(&plain, &first));
+        let (t1, t2) = (first.conns().tls().unwrap(), second.conns().tls().unwrap());
+        assert!(Arc::ptr_eq(t1, t2), "one client config per pool");
+        assert!(state_of(&c, "b", "127.0.0.1:9003").conns().tls().is_none());
+
+        // Unchanged setting: same state; a new backend shares the pool's connector.
+        let more = tls.replace(
+            "{ addr = \"127.0.0.1:9002\" }",
+            "{ addr = \"127.0.0.1:9002\" }, { addr = \"127.0.0.1:9004\" }",
+        );
+        c.apply(crate::config::parse(&more).unwrap());
+        assert!(Arc::ptr_eq(&first, &state_of(&c, "a", "127.0.0.1:9001")));
+        let added = state_of(&c, "a", "127.0.0.1:9004");
+        assert!(Arc::ptr_eq(t1, added.conns().tls().unwrap()));
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub enum DemoError {
     Config(#[source] config::ConfigErrors),
     #[error(transparent)]
     Listen(std::io::Error),
+    #[error(transparent)]
+    Start(crate::gateway::StartError),
 }
 
 /// Runs the demo until `shutdown` resolves.
@@ -75,7 +77,7 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
         .replace("{green1}", &agents[2].addr().to_string())
         .replace("{green2}", &agents[3].addr().to_string());
     let spec = config::parse(&text).map_err(DemoError::Config)?;
-    let gateway = Gateway::bind(spec).await.map_err(DemoError::Listen)?;
+    let gateway = Gateway::bind(spec).await.map_err(DemoError::Start)?;
     let addr = gateway.local_addr().map_err(DemoError::Listen)?;
 
     println!("sluicegate demo: gateway on http://{addr}");

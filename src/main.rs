@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use sluicegate::{check, config, demo, gateway::Gateway, server::Drained};
+use sluicegate::{check, config, demo, gateway::Gateway, server::Drained, tls};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,7 +70,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
             let spec = config::load(&config)?;
+            let loaded = tls::load(&spec)
+                .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
             print!("{}", check::render(&spec));
+            for warning in &loaded.warnings {
+                println!("\nWARNING {warning}");
+            }
             println!("\n{}: ok", config.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -83,6 +88,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime(workers)?.block_on(async {
                 let gateway = Gateway::bind(spec).await?;
                 tracing::info!(addr = %gateway.local_addr()?, config = %config.display(), "serving");
+                if let Some(addr) = gateway.https_addr() {
+                    tracing::info!(%addr, "serving HTTPS");
+                }
                 match gateway.serve(shutdown_signal(), drain_timeout).await {
                     Drained::Clean => tracing::info!("drained, exiting"),
                     Drained::TimedOut => tracing::warn!(

@@ -5,3 +5,4 @@ mod proxying;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;
