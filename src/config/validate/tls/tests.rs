@@ -259,3 +259,49 @@ fn pool_tls_errors() {
         "accepted keys: server_name, ca, insecure_skip_verify",
     );
 }
+
+#[test]
+fn commented_tls_example_in_routes_toml_is_valid() {
+    // Uncomment the TLS keys of the example (the first `tls = …` of the two
+    // alternatives); prose comments stay comments.
+    let keys = [
+        "https",
+        "redirect_https",
+        "redirect_https_port",
+        "handshake_timeout",
+        "cert",
+        "key",
+        "server_names",
+    ];
+    let mut pool_tls_done = false;
+    let text: String = include_str!("../../../../config/routes.toml")
+        .lines()
+        .map(|line| {
+            let Some(rest) = line.strip_prefix("# ") else {
+                return format!("{line}\n");
+            };
+            let key = rest.split(' ').next().unwrap_or("");
+            let table = rest.starts_with("[tls]") || rest.starts_with("[[tls.certificates]]");
+            let pool_tls = key == "tls" && !pool_tls_done;
+            pool_tls_done |= pool_tls;
+            if table || pool_tls || (keys.contains(&key) && rest.contains(" = ")) {
+                format!("{rest}\n")
+            } else {
+                format!("{line}\n")
+            }
+        })
+        .collect();
+    let spec = ok(&text);
+    let tls = spec.tls.expect("tls uncommented");
+    assert_eq!(tls.certificates.len(), 2);
+    assert_eq!(tls.certificates[1].server_names.len(), 2);
+    assert_eq!(
+        spec.listen.redirect_https,
+        Some(RedirectHttps { port: Some(443) })
+    );
+    let green = &spec.pools[1];
+    assert!(matches!(
+        green.tls.as_ref().map(|t| &t.verify),
+        Some(UpstreamVerify::Ca(_))
+    ));
+}
