@@ -1,11 +1,13 @@
 //! `sluicegate check`: the resolved routing table of a valid config, as text.
 //!
 //! Routes are listed in the order the gateway tries them (most specific first), so an
-//! operator sees which route wins before deploying; pools show their backends.
+//! operator sees which route wins before deploying; the listeners (HTTP, HTTPS with
+//! its certificates, admin API) come first, and pools show their backends, upstream
+//! TLS and health settings (with defaults filled in).
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, Spec, UpstreamVerify};
+use crate::config::spec::{Balance, HashKey, HostMatch, PoolHealthSpec, Spec, UpstreamVerify};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -24,9 +26,10 @@ pub fn render(spec: &Spec) -> String {
     };
     let _ = writeln!(
         out,
-        "listen  http://{}{redirect}  (header_read_timeout {}, max_connections {max})",
+        "listen  http://{}{redirect}  (header_read_timeout {}, max_connections {max}, stream_close_delay {})",
         l.http,
-        humantime::format_duration(l.header_read_timeout)
+        humantime::format_duration(l.header_read_timeout),
+        humantime::format_duration(l.stream_close_delay)
     );
     if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
         let _ = writeln!(
@@ -48,6 +51,22 @@ pub fn render(spec: &Spec) -> String {
                 c.cert.display(),
                 c.key.display()
             );
+        }
+    }
+    match &spec.admin {
+        None => {
+            let _ = writeln!(out, "admin   off (no [admin]: no admin API)");
+        }
+        Some(a) => {
+            let token = a.token_env.as_deref().map_or_else(
+                || "no token".to_string(),
+                |env| format!("token from ${env}"),
+            );
+            let state = a.state_file.as_ref().map_or_else(
+                || "overrides not persisted".to_string(),
+                |p| format!("state_file {}", p.display()),
+            );
+            let _ = writeln!(out, "admin   http://{}  ({token}, {state})", a.listen);
         }
     }
 
@@ -130,8 +149,75 @@ pub fn render(spec: &Spec) -> String {
             let backup = if b.backup { "  backup" } else { "" };
             let _ = writeln!(out, "     {}  weight {}{backup}", b.addr, b.weight);
         }
+        render_health(&mut out, &p.health);
     }
     out
+}
+
+/// The health lines of one pool.
+fn render_health(out: &mut String, h: &PoolHealthSpec) {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    match &h.probe {
+        None => {
+            let _ = writeln!(out, "     health: no probe (backends are healthy)");
+        }
+        Some(p) => {
+            let host = p
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map_or_else(String::new, |h| format!(" host {h}"));
+            let start = if p.start_period.is_zero() {
+                String::new()
+            } else {
+                format!(", start_period {}", d(p.start_period))
+            };
+            let _ = writeln!(
+                out,
+                "     health: GET {}{host} every {}, timeout {}, expect {}, rise {}, fall {}{start}, initial {}",
+                p.path,
+                d(p.interval),
+                d(p.timeout),
+                p.expect_status,
+                p.rise,
+                p.fall,
+                p.initial.as_str(),
+            );
+        }
+    }
+    match &h.outlier {
+        None => {
+            let _ = writeln!(out, "     outlier: off");
+        }
+        Some(o) => {
+            let what = if o.count_5xx {
+                "connect errors, timeouts, 5xx"
+            } else {
+                "connect errors, timeouts"
+            };
+            let _ = writeln!(
+                out,
+                "     outlier: eject after {} failures in a row ({what}) for {}, doubling up to {}; at most {}% ejected",
+                o.consecutive_failures,
+                d(o.base_ejection),
+                d(o.max_ejection),
+                o.max_ejected_percent,
+            );
+        }
+    }
+    let slow_start = h.slow_start.map_or_else(|| "off".to_string(), d);
+    let panic = h.panic_threshold.map_or_else(
+        || "off (503 no_healthy_backend when none is eligible)".to_string(),
+        |t| format!("{t}% (below it, route to all primaries)"),
+    );
+    let hold = h.hold.map_or_else(
+        || "off".to_string(),
+        |s| format!("up to {} for at most {} queued", d(s.timeout), s.max_queued),
+    );
+    let _ = writeln!(
+        out,
+        "     slow_start {slow_start}; panic_threshold {panic}; hold {hold}"
+    );
 }
 
 #[cfg(test)]
@@ -163,6 +249,64 @@ split = [{ pool = "blue", weight = 1 }]
         assert!(canary < default);
         assert!(text.contains("127.0.0.1:9009  weight 1  backup"), "{text}");
         assert!(text.contains("blue=1 (100.0%)"), "{text}");
+        assert!(text.contains("health: no probe"), "{text}");
+        assert!(text.contains("panic_threshold off"), "{text}");
+    }
+
+    #[test]
+    fn admin_and_stream_close_delay_are_shown() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+stream_close_delay = "1m"
+[admin]
+listen = "127.0.0.1:9901"
+token_env = "SG_TOKEN"
+state_file = "/var/lib/sluicegate/state.json"
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "max_connections unlimited, stream_close_delay 1m)",
+            "admin   http://127.0.0.1:9901  (token from $SG_TOKEN, state_file /var/lib/sluicegate/state.json)",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+    }
+
+    #[test]
+    fn health_settings_are_printed_with_defaults() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+[[pools]]
+name = "blue"
+backends = [{ addr = "127.0.0.1:9001" }]
+slow_start = "30s"
+panic_threshold = 50
+hold = { timeout = "2s" }
+[pools.health]
+interval = "500ms"
+start_period = "10s"
+[pools.outlier]
+count_5xx = false
+[[routes]]
+name = "default"
+split = [{ pool = "blue", weight = 1 }]
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "health: GET /health every 500ms, timeout 250ms, expect 200-399, rise 2, fall 3, start_period 10s, initial unknown",
+            "outlier: eject after 5 failures in a row (connect errors, timeouts) for 10s, doubling up to 5m; at most 50% ejected",
+            "slow_start 30s; panic_threshold 50% (below it, route to all primaries); hold up to 2s for at most 1000 queued",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 
     #[test]
@@ -194,6 +338,7 @@ tls = { insecure_skip_verify = true }
             "cert d.pem  key d.key  for names from the certificate  (default)",
             "cert b.pem  key b.key  for b.example, *.b.example\n",
             "blue  balance=round_robin  tls(server_name <backend ip>, NOT VERIFIED)",
+            "admin   off",
         ] {
             assert!(text.contains(line), "{line:?} not in\n{text}");
         }

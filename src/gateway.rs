@@ -1,31 +1,55 @@
-//! Assembles a running gateway from a validated spec: controller, proxy, listeners.
+//! Assembles a running gateway from a validated spec: controller task, proxy,
+//! traffic listeners (HTTP and, with `listen.https`, HTTPS), admin API, file reload
+//! and certificate reload.
 //!
-//! This is what `sluicegate run`, `sluicegate demo` and the integration tests start;
-//! it owns nothing that the modules it wires do not already own. With
-//! `listen.https` it also loads the TLS files (refusing to start on a bad one),
-//! starts the certificate watcher, and serves both listeners with one shutdown.
+//! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
+//! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
+//! one), then binds every socket, so every startup error surfaces before serving.
+//! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
+//! shutdown signal and are awaited (bounded) after the traffic listeners drained
+//! together.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::admin::{AdminError, AdminServer};
 use crate::config::spec::Spec;
 use crate::config::ConfigErrors;
-use crate::controller::{Controller, SharedSnapshot};
+use crate::controller::task::{ControlHandle, Task};
+use crate::controller::SharedSnapshot;
+use crate::health::HealthEvent;
 use crate::proxy::Proxy;
+use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
 use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
 use crate::tls::watch::{CertWatcher, ReloadStatus};
 use crate::tls::{self, Frontend};
 
+/// Longest wait for the background tasks after the traffic drain.
+const BACKGROUND_STOP: Duration = Duration::from_secs(5);
+
+/// How a gateway is run beyond what its spec says.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The config file the spec came from: enables hot reload (and is shown in the
+    /// admin state). `None` for an embedded config.
+    pub config_path: Option<PathBuf>,
+    /// How the file is reloaded.
+    pub reload: ReloadOptions,
+}
+
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not be bound.
+pub enum GatewayError {
+    /// A traffic listener could not be bound.
     #[error(transparent)]
     Listen(#[from] std::io::Error),
     /// A TLS file is missing, unparsable or mismatched (each error has its key path).
@@ -33,25 +57,43 @@ pub enum StartError {
     Tls(ConfigErrors),
     /// The certificate directories cannot be watched for reloads.
     #[error("cannot watch the certificate files for changes: {0}")]
-    Watch(#[from] notify::Error),
+    CertWatch(notify::Error),
+    /// The admin API could not start.
+    #[error(transparent)]
+    Admin(AdminError),
+    /// The config file cannot be watched for reloads.
+    #[error(transparent)]
+    Reload(ReloadError),
 }
 
 /// A gateway whose listeners are bound but not yet serving.
 #[derive(Debug)]
 pub struct Gateway {
-    controller: Controller,
+    task: Task,
+    control: ControlHandle,
+    snapshot: SharedSnapshot,
     /// `[listen].http` first, then `[listen].https` if set.
     listeners: Vec<Listener>,
     http_addr: SocketAddr,
     https_addr: Option<SocketAddr>,
     frontend: Option<Frontend>,
     cert_watcher: Option<CertWatcher>,
+    admin: Option<AdminServer>,
+    reloader: Option<Reloader>,
+    ready: Arc<AtomicBool>,
 }
 
 impl Gateway {
-    /// Loads the TLS files, builds the first snapshot and binds the listeners.
-    pub async fn bind(spec: Spec) -> Result<Gateway, StartError> {
-        let loaded = tls::load(&spec).map_err(StartError::Tls)?;
+    /// Builds the first snapshot and binds the listeners, without file reload.
+    pub async fn bind(spec: Spec) -> Result<Gateway, GatewayError> {
+        Gateway::bind_with(spec, Options::default()).await
+    }
+
+    /// Loads the TLS files, loads persisted admin overrides, builds the first
+    /// snapshot, binds `[listen].http`, `[listen].https` and `[admin].listen`, and
+    /// sets up reload of the config file and of the certificates.
+    pub async fn bind_with(spec: Spec, options: Options) -> Result<Gateway, GatewayError> {
+        let loaded = tls::load(&spec).map_err(GatewayError::Tls)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
         }
@@ -67,13 +109,14 @@ impl Gateway {
             max_connections: spec.listen.max_connections,
         };
         let redirect = spec.listen.redirect_https;
-        let controller = Controller::new(spec);
+        let admin_spec = spec.admin.clone();
+        let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
 
         let http_handler = match (redirect, https_addr) {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
                 redirect.port.unwrap_or(https_addr.port()),
             ))),
-            _ => Handler::Proxy(Arc::new(Proxy::new(controller.shared(), "http"))),
+            _ => Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "http"))),
         };
         let mut listeners = vec![Listener {
             tcp: http,
@@ -84,31 +127,53 @@ impl Gateway {
         let frontend = loaded.frontend;
         let mut cert_watcher = None;
         if let (Some(tcp), Some(frontend)) = (https, &frontend) {
-            cert_watcher = Some(CertWatcher::start(
-                Arc::clone(&frontend.store),
-                tls::provider(),
-            )?);
+            cert_watcher = Some(
+                CertWatcher::start(Arc::clone(&frontend.store), tls::provider())
+                    .map_err(GatewayError::CertWatch)?,
+            );
             listeners.push(Listener {
                 tcp,
                 transport: Transport::Tls {
                     acceptor: frontend.acceptor.clone(),
                     handshake_timeout: frontend.handshake_timeout,
                 },
-                handler: Handler::Proxy(Arc::new(Proxy::new(controller.shared(), "https"))),
+                handler: Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "https"))),
                 limits,
             });
         }
+
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = match &admin_spec {
+            Some(a) => Some(
+                AdminServer::bind(a, control.clone(), Arc::clone(&ready))
+                    .await
+                    .map_err(GatewayError::Admin)?,
+            ),
+            None => None,
+        };
+        let reloader = match &options.config_path {
+            Some(path) => Some(
+                Reloader::new(path, options.reload.clone(), control.clone())
+                    .map_err(GatewayError::Reload)?,
+            ),
+            None => None,
+        };
         Ok(Gateway {
-            controller,
+            task,
+            control,
+            snapshot,
             listeners,
             http_addr,
             https_addr,
             frontend,
             cert_watcher,
+            admin,
+            reloader,
+            ready,
         })
     }
 
-    /// The HTTP address actually bound (useful with port 0).
+    /// The HTTP traffic address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.http_addr)
     }
@@ -116,6 +181,11 @@ impl Gateway {
     /// The HTTPS address actually bound, when `listen.https` is set.
     pub fn https_addr(&self) -> Option<SocketAddr> {
         self.https_addr
+    }
+
+    /// The admin API address actually bound, if `[admin]` is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
     }
 
     /// The HTTPS listener's TLS side (its live certificate table), if any.
@@ -130,33 +200,74 @@ impl Gateway {
 
     /// The snapshot the data plane reads.
     pub fn snapshot(&self) -> SharedSnapshot {
-        self.controller.shared()
+        Arc::clone(&self.snapshot)
     }
 
-    /// Serves every listener until `shutdown` resolves, then drains them together
-    /// for at most `drain_timeout`.
+    /// Sends changes to (and reads state from) the controller task.
+    pub fn control(&self) -> ControlHandle {
+        self.control.clone()
+    }
+
+    /// Forces a reload of the config file (what SIGHUP does), if one is watched.
+    pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
+        self.reloader.as_ref().map(Reloader::trigger)
+    }
+
+    /// Every health transition from now on (probe status changes, ejections).
+    pub fn subscribe_health(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.task.subscribe_health()
+    }
+
+    /// Serves every traffic listener until `shutdown` resolves, then drains them
+    /// together for at most `drain_timeout`. `/readyz` answers 503 from the moment
+    /// the drain starts.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()>,
         drain_timeout: Duration,
     ) -> Drained {
         let Gateway {
-            controller,
+            task,
+            control,
             listeners,
             cert_watcher,
+            admin,
+            reloader,
+            ready,
             ..
         } = self;
+        let background = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(task.run(background.clone()));
+        if let Some(admin) = admin {
+            tasks.spawn(admin.serve(background.clone()));
+        }
+        if let Some(reloader) = reloader {
+            tasks.spawn(reloader.run(background.clone()));
+        }
+        tasks.close();
+        ready.store(true, Ordering::Release);
+
         let stop = CancellationToken::new();
         let serving = join_all(listeners.into_iter().map(|listener| {
             server::serve(listener, stop.clone().cancelled_owned(), drain_timeout)
         }));
         let signal = async {
             shutdown.await;
+            ready.store(false, Ordering::Release);
             stop.cancel();
         };
         let ((), drained) = tokio::join!(signal, serving);
+
+        background.cancel();
+        drop(control);
         drop(cert_watcher);
-        drop(controller);
+        if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop in time");
+        }
         if drained.contains(&Drained::TimedOut) {
             Drained::TimedOut
         } else {

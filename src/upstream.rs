@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::UpstreamTlsSpec;
 use crate::proxy::body::RequestBody;
@@ -58,6 +59,8 @@ pub struct ConnPool {
     addr: SocketAddr,
     tls: Option<Arc<UpstreamTls>>,
     idle: ArrayQueue<Idle>,
+    /// The backend's close signal: ends every connection task (see `BackendState`).
+    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -71,17 +74,23 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
-    /// Plain HTTP/1.1 connections to `addr`.
-    pub fn new(addr: SocketAddr) -> Self {
-        Self::with_tls(addr, None)
+    /// A pool of plain HTTP/1.1 connections to `addr`, which end when `closed`
+    /// is cancelled.
+    pub fn new(addr: SocketAddr, closed: CancellationToken) -> Self {
+        Self::with_tls(addr, closed, None)
     }
 
-    /// Connections to `addr`, wrapped in TLS when `tls` is given.
-    pub fn with_tls(addr: SocketAddr, tls: Option<Arc<UpstreamTls>>) -> Self {
+    /// Like [`new`](Self::new), with connections wrapped in TLS when `tls` is given.
+    pub fn with_tls(
+        addr: SocketAddr,
+        closed: CancellationToken,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
         ConnPool {
             addr,
             tls,
             idle: ArrayQueue::new(MAX_IDLE),
+            closed,
         }
     }
 
@@ -149,9 +158,17 @@ impl ConnPool {
             .await
             .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;
         let addr = self.addr;
+        let closed = self.closed.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(backend = %addr, %err, "upstream connection ended with an error");
+            tokio::select! {
+                ended = conn.with_upgrades() => if let Err(err) = ended {
+                    tracing::debug!(backend = %addr, %err, "upstream connection ended with an error");
+                },
+                // Dropping the connection closes the socket: a body streaming on it ends
+                // with an error, which the client sees as a closed stream.
+                () = closed.cancelled() => {
+                    tracing::debug!(backend = %addr, "upstream connection closed: backend removed");
+                }
             }
         });
         Ok(sender)
@@ -167,6 +184,12 @@ impl ConnPool {
             sender,
             since: Instant::now(),
         });
+    }
+
+    /// Closes every idle connection (the backend left the config; connections in
+    /// use are left to finish).
+    pub fn clear_idle(&self) {
+        while self.idle.pop().is_some() {}
     }
 
     fn pop_idle(&self) -> Option<Sender> {

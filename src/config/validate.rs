@@ -14,51 +14,32 @@
 //! Errors come out section by section; [`super::parse`] puts them in file order.
 //! This module does not read files or parse TOML text.
 
+mod api;
+mod health;
+mod listen;
 mod pool;
 mod route;
 mod tls;
 mod values;
 
+pub use api::{validate_backend, validate_split, ApiBackend};
 pub(super) use values::key_path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::raw::{RawListen, RawPool, RawRoute};
-use super::spec::{ListenSpec, RedirectHttps, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
+use super::spec::Spec;
 use super::{ConfigError, ConfigErrors};
+use listen::{check_admin, check_https_needs_tls, check_listen};
 use pool::check_pool;
 use route::check_route;
-use values::{check_duration, socket_addr};
 
 /// Top-level keys that DESIGN.md describes but this version does not implement.
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "admin",
-        "`admin` is not supported in this version; remove the [admin] table",
-    ),
-    (
-        "discovery",
-        "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
-    ),
-];
-
-/// `[[pools]]` keys that are planned but not supported yet.
-const POOL_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "health",
-        "`health` is not supported in this version; remove [pools.health]",
-    ),
-    (
-        "outlier",
-        "`outlier` is not supported in this version; remove [pools.outlier]",
-    ),
-    (
-        "slow_start",
-        "`slow_start` is not supported in this version; remove it",
-    ),
-    ("hold", "`hold` is not supported in this version; remove it"),
-];
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
+    "discovery",
+    "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
+)];
 
 /// `sticky` keys that are planned but not supported yet.
 const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
@@ -95,6 +76,7 @@ impl Report {
 pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let mut report = Report::default();
     let listen = doc.remove("listen");
+    let admin = doc.remove("admin");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
     let tls = doc.remove("tls");
@@ -102,7 +84,9 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes, tls"),
+            format!(
+                "unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes, tls"
+            ),
         );
     }
 
@@ -127,6 +111,13 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         check_https_needs_tls(listen, tls_given, &mut report);
     }
 
+    // `None`: no [admin]; `Some(None)`: an [admin] with errors (already reported).
+    let admin = admin.map(|value| {
+        table_of(value, "admin", "[admin]", &mut report)
+            .and_then(|table| shape::<RawAdmin>(table, "admin", &mut report))
+            .and_then(|raw| check_admin(raw, listen.as_ref(), &mut report))
+    });
+
     let pool_tables = elements(pools, "pools", &mut report);
     // Names straight from the tables, so a pool with a typo elsewhere still
     // counts as defined and routes naming it get no misleading error.
@@ -135,8 +126,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     for (i, table) in pool_tables.into_iter().enumerate() {
         let path = format!("pools[{i}]");
         check_unique(&pool_names, i, "pool", "pools", &mut report);
-        let Some(mut table) = table else { continue };
-        take_unsupported(&mut table, &path, POOL_UNSUPPORTED, &mut report);
+        let Some(table) = table else { continue };
         if let Some(spec) = shape::<RawPool>(table, &path, &mut report)
             .and_then(|raw| check_pool(&path, raw, &mut report))
         {
@@ -172,12 +162,20 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match listen {
-        Some(listen) if report.errors.is_empty() => Ok(Spec {
-            tls,
+    match (listen, admin) {
+        (Some(listen), Some(Some(admin))) if report.errors.is_empty() => Ok(Spec {
             listen,
+            admin: Some(admin),
             pools: pool_specs,
             routes: route_specs,
+            tls,
+        }),
+        (Some(listen), None) if report.errors.is_empty() => Ok(Spec {
+            listen,
+            admin: None,
+            pools: pool_specs,
+            routes: route_specs,
+            tls,
         }),
         _ => Err(ConfigErrors(report.errors)),
     }
@@ -249,8 +247,9 @@ fn elements(
 ///
 /// serde stops at the first error, so after each one the offending top-level
 /// key of the section is removed and the rest is tried again: every bad key of
-/// the section is reported, but a section with any shape error yields `None`
-/// (its meaning is not checked, to avoid errors caused by the removed keys).
+/// the section is reported, and what remains is returned so its values are
+/// checked too (no spec is built while any error stands). A section missing a
+/// required key yields `None`.
 fn shape<T: DeserializeOwned>(
     mut table: toml::Table,
     prefix: &str,
@@ -259,7 +258,7 @@ fn shape<T: DeserializeOwned>(
     let mut removed: Vec<String> = Vec::new();
     loop {
         let error = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
-            Ok(value) => return removed.is_empty().then_some(value),
+            Ok(value) => return Some(value),
             Err(error) => error,
         };
         let mut path = prefix.to_owned();
@@ -311,107 +310,6 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     out
-}
-
-fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
-    let http = socket_addr(
-        &raw.http,
-        "listen.http",
-        "0.0.0.0:8080",
-        r#"listen needs an IP address, e.g. "0.0.0.0:8080" (all interfaces) or "127.0.0.1:8080""#,
-        report,
-    );
-    let max_connections = match raw.max_connections {
-        None => Some(None),
-        Some(n) => match usize::try_from(n) {
-            Ok(n) if n >= 1 => Some(Some(n)),
-            _ => {
-                report.add(
-                    "listen.max_connections",
-                    format!("must be at least 1, got {n}; remove it for no limit"),
-                );
-                None
-            }
-        },
-    };
-    let header_read_timeout = match &raw.header_read_timeout {
-        None => Some(DEFAULT_HEADER_READ_TIMEOUT),
-        Some(d) => check_duration(d, "listen.header_read_timeout", report),
-    };
-    let https = match &raw.https {
-        None => Some(None),
-        Some(text) => socket_addr(
-            text,
-            "listen.https",
-            "0.0.0.0:8443",
-            r#"listen needs an IP address, e.g. "0.0.0.0:8443" (all interfaces) or "127.0.0.1:8443""#,
-            report,
-        )
-        .map(Some),
-    };
-    if let (Some(http), Some(Some(https))) = (http, https) {
-        if http == https && http.port() != 0 {
-            report.add(
-                "listen.https",
-                format!("{https} is also listen.http; use another port, e.g. 8443"),
-            );
-        }
-    }
-    let redirect_https = check_redirect(&raw, report);
-    Some(ListenSpec {
-        http: http?,
-        max_connections: max_connections?,
-        header_read_timeout: header_read_timeout?,
-        https: https?,
-        redirect_https: redirect_https?,
-    })
-}
-
-/// `redirect_https` and `redirect_https_port`.
-fn check_redirect(raw: &RawListen, report: &mut Report) -> Option<Option<RedirectHttps>> {
-    if raw.redirect_https && raw.https.is_none() {
-        report.add(
-            "listen.redirect_https",
-            "redirects go to the HTTPS listener, but listen.https is not set; add it or remove redirect_https",
-        );
-        return None;
-    }
-    let port = match raw.redirect_https_port {
-        None => None,
-        Some(_) if !raw.redirect_https => {
-            report.add(
-                "listen.redirect_https_port",
-                "only used with redirect_https = true; add that or remove redirect_https_port",
-            );
-            return None;
-        }
-        Some(n) => match u16::try_from(n) {
-            Ok(port) if port >= 1 => Some(port),
-            _ => {
-                report.add(
-                    "listen.redirect_https_port",
-                    format!("{n} is not a port number (1-65535)"),
-                );
-                return None;
-            }
-        },
-    };
-    Some(raw.redirect_https.then_some(RedirectHttps { port }))
-}
-
-/// `listen.https` and `[tls]` come together.
-fn check_https_needs_tls(listen: &ListenSpec, tls_given: bool, report: &mut Report) {
-    match (listen.https, tls_given) {
-        (Some(_), false) => report.add(
-            "listen.https",
-            r#"HTTPS needs a certificate; add [[tls.certificates]] with cert = "…pem" and key = "…pem""#,
-        ),
-        (None, true) => report.add(
-            "tls",
-            r#"[tls] is only used by the HTTPS listener; add listen.https = "0.0.0.0:8443" or remove [tls]"#,
-        ),
-        _ => {}
-    }
 }
 
 #[cfg(test)]

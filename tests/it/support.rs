@@ -1,5 +1,7 @@
 //! Shared helpers: start a gateway and echo agents on 127.0.0.1, send requests.
 
+pub mod live;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -7,12 +9,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use sluicegate::controller::SharedSnapshot;
 use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
+use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
 use sluicegate::tls::watch::ReloadStatus;
 use tokio::net::TcpStream;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in a test.
@@ -25,6 +29,10 @@ pub struct TestGateway {
     pub https: Option<SocketAddr>,
     /// Certificate reloads, when HTTPS is on.
     pub reloads: Option<watch::Receiver<ReloadStatus>>,
+    /// The snapshot its requests read (to inspect backend state).
+    pub snapshot: SharedSnapshot,
+    /// Its health events since start.
+    pub events: broadcast::Receiver<HealthEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Drained>>,
 }
@@ -42,6 +50,8 @@ impl TestGateway {
         let addr = gateway.local_addr().expect("addr");
         let https = gateway.https_addr();
         let reloads = gateway.cert_reloads();
+        let snapshot = gateway.snapshot();
+        let events = gateway.subscribe_health();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(
             async move {
@@ -53,6 +63,8 @@ impl TestGateway {
             addr,
             https,
             reloads,
+            snapshot,
+            events,
             stop: Some(stop),
             task: Some(task),
         }
