@@ -1,7 +1,8 @@
 //! TLS: terminating HTTPS for clients and originating it to backends, with rustls.
 //!
 //! This module owns the files behind the TLS keys of `routes.toml`: it loads and
-//! checks them ([`load`], used by gateway start and `sluicegate check`), builds
+//! checks them ([`load`], used by gateway start, config reload, `plan` and
+//! `sluicegate check`), builds
 //! the server configuration of the HTTPS listener ([`Frontend`]: SNI certificates
 //! from [`resolver`], ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3 only), keeps the
 //! certificates fresh ([`watch`]) and builds the per-pool client side
@@ -113,6 +114,21 @@ pub fn load(spec: &Spec) -> Result<Loaded, ConfigErrors> {
     } else {
         Err(ConfigErrors(errors))
     }
+}
+
+/// [`load`] on a blocking thread (the files are read synchronously), for async
+/// callers: the config reload and `POST /api/v1/plan` refuse a file whose TLS
+/// files do not load, as gateway start does.
+pub async fn load_off_thread(spec: &Spec) -> Result<Loaded, ConfigErrors> {
+    let spec = spec.clone();
+    tokio::task::spawn_blocking(move || load(&spec))
+        .await
+        .unwrap_or_else(|err| {
+            Err(ConfigErrors(vec![ConfigError {
+                path: "tls".into(),
+                message: format!("loading the TLS files failed: {err}"),
+            }]))
+        })
 }
 
 /// Loads all certificate entries and builds the acceptor.

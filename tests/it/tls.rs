@@ -1,6 +1,7 @@
 //! HTTPS: SNI certificates, ALPN, hot reload under load, redirect, TLS to agents.
 
 mod kit;
+mod reload;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
