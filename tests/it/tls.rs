@@ -1,6 +1,7 @@
 //! HTTPS: SNI certificates, ALPN, hot reload under load, redirect, TLS to agents.
 
 mod kit;
+mod probe;
 mod reload;
 
 use std::path::Path;
