@@ -134,17 +134,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a closed pipe (`sluicegate check | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
             let spec = config::load(&config)?;
             let loaded = tls::load(&spec)
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
-            print!("{}", check::render(&spec));
+            let mut text = check::render(&spec);
             for warning in &loaded.warnings {
-                println!("\nWARNING {warning}");
+                text.push_str(&format!("\nWARNING {warning}\n"));
             }
-            println!("\n{}: ok", config.display());
+            text.push_str(&format!("\n{}: ok\n", config.display()));
+            write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
