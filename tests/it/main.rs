@@ -14,3 +14,4 @@ mod removal;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;
