@@ -21,10 +21,12 @@
 //! | `complete` | false when the body ended early (backend broke, idle timeout, client left) |
 //!
 //! The binary ([`layer`]) formats these events as JSON (or `text`) on stdout through
-//! `tracing-appender`'s non-blocking writer: the request path formats the line and
-//! hands it to a bounded queue; a writer thread does the I/O. When the queue is full
+//! [`writer`]: the request path formats the line and pushes it into a bounded
+//! lock-free queue; a writer thread does the I/O in batches. When the queue is full
 //! the line is dropped and counted (`sluicegate_access_log_dropped_total`), so a slow
 //! stdout never slows traffic. All other logs stay on stderr.
+
+pub mod writer;
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -32,34 +34,49 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 use tokio::time::Instant;
-use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::Layer;
 
 use crate::config::spec::LogFormat;
+use writer::{QueueWriter, WriterGuard};
 
 /// The `tracing` target of access-log events.
 pub const TARGET: &str = "sluicegate::access";
 
-/// Lines the writer queue holds before new ones are dropped.
-pub const QUEUE_LINES: usize = 128_000;
+/// Lines the writer queue holds before new ones are dropped (about a second of a
+/// busy gateway; the writer drains it every [`writer::FLUSH_INTERVAL`]).
+pub const QUEUE_LINES: usize = 65_536;
 
 /// One request's line, filled as the request goes.
 #[derive(Debug)]
 pub struct AccessRecord {
+    /// When the request arrived (`total_ms` counts from here).
     pub started: Instant,
+    /// The client's address.
     pub client: SocketAddr,
+    /// Request method.
     pub method: Method,
+    /// Host as sent (authority or `Host`), "" if none.
     pub host: String,
+    /// Request path without the query.
     pub path: String,
+    /// `X-Request-Id` sent upstream; "" when the request was never forwarded.
     pub request_id: String,
+    /// Status sent to the client.
     pub status: StatusCode,
+    /// Route name, "" when none matched.
     pub route: String,
+    /// Pool name, "" when none was chosen.
     pub pool: String,
+    /// The backend that answered (or was tried last).
     pub backend: Option<SocketAddr>,
+    /// Request sent → response head, of the attempt that answered.
     pub upstream: Option<Duration>,
+    /// Response body bytes sent so far.
     pub bytes: u64,
+    /// Extra attempts on other backends.
     pub retries: u32,
+    /// `sluicegate-error` cause of a gateway answer, "" otherwise.
     pub error: &'static str,
 }
 
@@ -92,15 +109,15 @@ impl AccessRecord {
             ($($upstream:tt)*) => {
                 tracing::info!(
                     target: TARGET,
-                    request_id = %self.request_id,
+                    request_id = self.request_id.as_str(),
                     client = %self.client,
-                    method = %self.method,
-                    host = %self.host,
-                    path = %self.path,
+                    method = self.method.as_str(),
+                    host = self.host.as_str(),
+                    path = self.path.as_str(),
                     status = self.status.as_u16(),
-                    route = %self.route,
-                    pool = %self.pool,
-                    backend = %backend,
+                    route = self.route.as_str(),
+                    pool = self.pool.as_str(),
+                    backend = backend.as_str(),
                     $($upstream)*
                     total_ms,
                     bytes = self.bytes,
@@ -160,27 +177,25 @@ fn millis(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+static WRITER: OnceLock<QueueWriter> = OnceLock::new();
 
 /// Lines dropped so far because the writer lagged; `None` when no writer was set up.
 pub fn dropped_lines() -> Option<u64> {
-    DROPPED.get().map(|c| c.dropped_lines() as u64)
+    WRITER.get().map(QueueWriter::dropped)
 }
 
 /// A `tracing` layer that writes access-log events (and only those) to stdout in
 /// `format`, without blocking the caller. Keep the guard alive until exit: dropping
-/// it flushes the queue.
-pub fn layer<S>(format: LogFormat) -> (Box<dyn Layer<S> + Send + Sync>, WorkerGuard)
+/// it writes what is still queued.
+pub fn layer<S>(
+    format: LogFormat,
+) -> std::io::Result<(Box<dyn Layer<S> + Send + Sync>, WriterGuard)>
 where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
 {
-    let (writer, guard) = NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(QUEUE_LINES)
-        .thread_name("sluicegate-access-log")
-        .finish(std::io::stdout());
+    let (writer, guard) = writer::start(std::io::stdout(), QUEUE_LINES)?;
     // The first setup wins; a process sets up one access log.
-    let _first = DROPPED.set(writer.error_counter());
+    let _first = WRITER.set(writer.clone());
     let only_access = filter_fn(|meta| meta.target() == TARGET);
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(writer)
@@ -197,5 +212,5 @@ where
             .boxed(),
         LogFormat::Text => fmt.with_filter(only_access).boxed(),
     };
-    (layer, guard)
+    Ok((layer, guard))
 }

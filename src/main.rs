@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use sluicegate::access_log::writer::WriterGuard;
 use sluicegate::config::spec::{AccessLog, LogSpec};
 use sluicegate::ctl::{self, AdminClient};
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
 use sluicegate::{access_log, check, config, demo, server::Drained, tls};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -129,8 +129,14 @@ fn main() -> ExitCode {
         Command::Run { config, .. } => config::load(config).map(|s| s.log).unwrap_or_default(),
         _ => LogSpec::default(),
     };
-    // Flushes the access log's queue when dropped, at the end of main.
-    let _access_log = init_logging(log);
+    // Writes what the access log still holds when dropped, at the end of main.
+    let _access_log = match init_logging(log) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("sluicegate: cannot start the access log writer: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -142,7 +148,7 @@ fn main() -> ExitCode {
 
 /// Logs on stderr (`RUST_LOG`, default `info`); with `[log] access = "stdout"`, the
 /// access log on stdout through a non-blocking writer whose guard is returned.
-fn init_logging(log: LogSpec) -> Option<WorkerGuard> {
+fn init_logging(log: LogSpec) -> std::io::Result<Option<WriterGuard>> {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Access lines never go to stderr, whatever RUST_LOG says about `sluicegate`.
     if let Ok(off) = format!("{}=off", access_log::TARGET).parse() {
@@ -155,12 +161,12 @@ fn init_logging(log: LogSpec) -> Option<WorkerGuard> {
     match log.access {
         AccessLog::Off => {
             registry.init();
-            None
+            Ok(None)
         }
         AccessLog::Stdout => {
-            let (layer, guard) = access_log::layer(log.format);
+            let (layer, guard) = access_log::layer(log.format)?;
             registry.with(layer).init();
-            Some(guard)
+            Ok(Some(guard))
         }
     }
 }

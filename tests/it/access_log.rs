@@ -177,9 +177,9 @@ async fn text_format_and_off_are_honoured() {
     assert_eq!(lines.len(), 1, "{lines:#?}");
     for field in [
         "status=202",
-        "route=al-r",
-        "pool=al",
-        "path=/status/202",
+        "route=\"al-r\"",
+        "pool=\"al\"",
+        "path=\"/status/202\"",
         "complete=true",
     ] {
         assert!(lines[0].contains(field), "{field} missing in {}", lines[0]);

@@ -290,14 +290,14 @@ split = [{{ pool = "mg-blue", weight = 100 }}, {{ pool = "mg-green", weight = 0 
 
 #[tokio::test]
 async fn metrics_need_the_token_when_one_is_set() {
-    std::env::set_var("SG_METRICS_TEST_TOKEN", "s3cret");
+    // Any variable the process already has works as the token's source; PATH spares
+    // this test a `set_var` racing other threads' environment reads.
+    let token = std::env::var("PATH").expect("PATH is set");
     let body = "[[pools]]\nname = \"mt\"\nbackends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nname = \"mt-r\"\nsplit = [{ pool = \"mt\", weight = 1 }]\n";
-    let text = config_text(body, "", "token_env = \"SG_METRICS_TEST_TOKEN\"");
-    let gw = LiveGateway::start(&text).await;
+    let gw = LiveGateway::start(&config_text(body, "", "token_env = \"PATH\"")).await;
     let denied = gw.api(Method::GET, "/metrics", None).await;
     assert_eq!(denied.status, 401);
-    let r =
-        crate::support::live::api(gw.admin, Method::GET, "/metrics", None, Some("s3cret")).await;
+    let r = crate::support::live::api(gw.admin, Method::GET, "/metrics", None, Some(&token)).await;
     assert_eq!(r.status, 200);
     let ctype = r.headers["content-type"].to_str().unwrap_or("");
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
