@@ -20,6 +20,7 @@ pub mod gateway;
 pub mod health;
 pub mod overrides;
 pub mod plan;
+pub mod pool_stats;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -5,7 +5,8 @@
 //! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
 //! own short answers (see [`error`]). Retries go to a different backend: always when
 //! the request never left, otherwise only for idempotent requests without a body.
-//! Every attempt's outcome is reported to the pool (passive ejection), and a pool with
+//! Every attempt's outcome is reported to the pool (passive ejection and its traffic
+//! counters, `pool_stats`: a few relaxed atomic adds), and a pool with
 //! `hold` parks a request that finds no usable backend instead of failing it.
 //!
 //! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
@@ -159,6 +160,9 @@ impl Proxy {
                 Some(backend) => backend,
                 None => {
                     let Some(spec) = pool.policy().hold else {
+                        if last_error.is_none() {
+                            pool.health().traffic().record_error();
+                        }
                         return Err(last_error.unwrap_or(ProxyError::NoHealthyBackend));
                     };
                     let deadline =
@@ -170,6 +174,7 @@ impl Proxy {
                         }
                         Err(err) => {
                             tracing::debug!(pool = %pool.name, %err, "hold gave up");
+                            pool.health().traffic().record_error();
                             return Err(ProxyError::NoHealthyBackend);
                         }
                     }
@@ -179,8 +184,12 @@ impl Proxy {
             let started = Instant::now();
             match send(backend, req, &route.timeouts).await {
                 Ok((resp, sender)) => {
-                    backend.state.observe_latency(started.elapsed());
+                    let latency = started.elapsed();
+                    backend.state.observe_latency(latency);
                     pool.report_response(backend, resp.status());
+                    pool.health()
+                        .traffic()
+                        .record_response(resp.status(), latency);
                     return self.respond(
                         resp,
                         sender,
@@ -193,6 +202,9 @@ impl Proxy {
                 Err(failed) => {
                     tracing::debug!(backend = %backend.addr, err = %failed.error, "attempt failed");
                     pool.report_error(backend, &failed.error);
+                    if !matches!(failed.error, ProxyError::NotSent(_)) {
+                        pool.health().traffic().record_error();
+                    }
                     tried.add(backend);
                     failures += 1;
                     let next = match failed.unsent {
