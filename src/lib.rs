@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod sessions;
 pub mod snapshot;
 pub mod split;
 pub mod state_file;

@@ -13,6 +13,9 @@
 //! load, backend state (health included) is atomics, and the connection pool is a
 //! lock-free queue. Only the rare paths touch tokio's short internal locks: a held
 //! request registering on its pool's `Notify`, and an ejection publishing its event.
+//! Routes with `sticky.learn_header` are the exception by configuration: they look up
+//! and pin sessions in a sharded table (one shard mutex, a map operation; see
+//! `sessions`).
 
 pub mod body;
 pub mod error;
@@ -122,6 +125,7 @@ impl Proxy {
         // Owned, so a hold can swap in the latest snapshot's version of the pool.
         let mut pool = Arc::clone(choice.pool);
         let set_cookie = choice.set_cookie.cloned();
+        let session = choice.session;
         let key = pool.request_key(req.headers(), client.ip());
         let forwarded_host = host.and_then(|h| HeaderValue::from_str(h).ok());
 
@@ -190,6 +194,10 @@ impl Proxy {
                     pool.health()
                         .traffic()
                         .record_response(resp.status(), latency);
+                    if let Some(pin) = session {
+                        // Only routes with `sticky.learn_header` (a sharded table).
+                        route.split.learn(pin, resp.headers(), &pool.name);
+                    }
                     return self.respond(
                         resp,
                         sender,

@@ -222,7 +222,8 @@ timeouts = { connect = "1s", idle = "90s" }
     assert_eq!(
         wild.sticky,
         Some(StickySpec {
-            cookie: "sg_pool".into()
+            cookie: Some("sg_pool".into()),
+            learn: None,
         })
     );
     assert_eq!(wild.retries, 2);
