@@ -23,6 +23,7 @@ pub mod plan;
 pub mod pool_stats;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod route;
 pub mod server;
 pub mod sessions;

@@ -132,6 +132,20 @@ pub struct Window {
 }
 
 impl Window {
+    /// Adds `other`'s figures to these (several pools as one).
+    pub fn absorb(&mut self, other: &Window) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.latency.len() < other.latency.len() {
+            let mut grown = vec![0; other.latency.len()];
+            grown[..self.latency.len()].copy_from_slice(&self.latency);
+            self.latency = grown.into();
+        }
+        for (mine, theirs) in self.latency.iter_mut().zip(other.latency.iter()) {
+            *mine += theirs;
+        }
+    }
+
     /// `errors / requests`; 0 without requests.
     pub fn error_rate(&self) -> f64 {
         if self.requests == 0 {
@@ -252,7 +266,13 @@ mod tests {
         let a = stats.sample();
         let w = stats.sample().since(&a);
         assert_eq!((w.requests, w.error_rate(), w.p99()), (0, 0.0, None));
-        let w = a.since(&Sample::default());
+        let mut w = a.since(&Sample::default());
         assert_eq!((w.requests, w.errors, w.p99()), (1, 1, None));
+        stats.record_response(StatusCode::OK, ms(3));
+        w.absorb(&stats.sample().since(&a));
+        assert_eq!(
+            (w.requests, w.errors, w.p99()),
+            (2, 1, Some(Duration::from_micros(3072)))
+        );
     }
 }

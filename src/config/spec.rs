@@ -102,6 +102,8 @@ pub enum Source {
     Api,
     /// Docker discovery.
     Docker,
+    /// An automated rollout (a split it set through the controller).
+    Rollout,
 }
 
 impl Source {
@@ -111,6 +113,7 @@ impl Source {
             Source::File => "file",
             Source::Api => "api",
             Source::Docker => "docker",
+            Source::Rollout => "rollout",
         }
     }
 }
