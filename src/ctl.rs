@@ -7,6 +7,7 @@
 //! and the server cannot disagree about the JSON.
 
 pub mod client;
+pub mod rollout;
 
 use std::fmt::Write;
 use std::path::Path;
@@ -212,12 +213,12 @@ fn show_split(split: &[SplitView]) -> String {
     parts.join(" ")
 }
 
-fn row(cells: &[&str]) -> Vec<String> {
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| (*c).to_owned()).collect()
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|i| {

@@ -1,5 +1,5 @@
-//! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listener, admin API and file reload.
+//! Assembles a running gateway from a validated spec: controller task, rollout
+//! manager, proxy, traffic listener, admin API and file reload.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
@@ -23,6 +23,7 @@ use crate::controller::SharedSnapshot;
 use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
+use crate::rollout::{Manager, RolloutHandle};
 use crate::server::{self, Drained, Limits};
 
 /// Longest wait for the background tasks after the traffic drain.
@@ -54,6 +55,8 @@ pub enum GatewayError {
 pub struct Gateway {
     task: Task,
     control: ControlHandle,
+    manager: Manager,
+    rollouts: RolloutHandle,
     snapshot: SharedSnapshot,
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -81,11 +84,12 @@ impl Gateway {
         };
         let admin_spec = spec.admin.clone();
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshot), "http"));
         let ready = Arc::new(AtomicBool::new(false));
         let admin = match &admin_spec {
             Some(a) => Some(
-                AdminServer::bind(a, control.clone(), Arc::clone(&ready))
+                AdminServer::bind(a, control.clone(), rollouts.clone(), Arc::clone(&ready))
                     .await
                     .map_err(GatewayError::Admin)?,
             ),
@@ -101,6 +105,8 @@ impl Gateway {
         Ok(Gateway {
             task,
             control,
+            manager,
+            rollouts,
             snapshot,
             proxy,
             listener,
@@ -131,6 +137,11 @@ impl Gateway {
         self.control.clone()
     }
 
+    /// Starts and steers rollouts (what `/api/v1/rollouts` uses).
+    pub fn rollouts(&self) -> RolloutHandle {
+        self.rollouts.clone()
+    }
+
     /// Forces a reload of the config file (what SIGHUP does), if one is watched.
     pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
         self.reloader.as_ref().map(Reloader::trigger)
@@ -151,6 +162,8 @@ impl Gateway {
         let Gateway {
             task,
             control,
+            manager,
+            rollouts,
             snapshot: _,
             proxy,
             listener,
@@ -162,6 +175,7 @@ impl Gateway {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(task.run(background.clone()));
+        tasks.spawn(manager.run(background.clone()));
         if let Some(admin) = admin {
             tasks.spawn(admin.serve(background.clone()));
         }
@@ -177,6 +191,7 @@ impl Gateway {
         let drained = server::serve(listener, proxy, limits, shutdown, drain_timeout).await;
         background.cancel();
         drop(control);
+        drop(rollouts);
         if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
             .await
             .is_err()

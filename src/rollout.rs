@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::{Manager, RolloutError, RolloutHandle, Totals};
+pub use engine::{Manager, RolloutError, RolloutHandle, RolloutList, Totals};
 pub use request::RolloutRequest;
 
 /// One rollout: what was asked, where it is, and what each step measured.
