@@ -152,6 +152,9 @@ pub fn render_status(view: &StateView) -> String {
     let mut routes = vec![row(&["ROUTE", "SPLIT", "SOURCE"])];
     for r in &view.routes {
         let mut source = r.split_source.as_str().to_owned();
+        if let Some(rollout) = &r.rollout {
+            source.push_str(&format!(" {} {}", rollout.id, rollout.phase));
+        }
         if let Some(file) = &r.file_split {
             source.push_str(&format!(" (file: {})", show_split(file)));
         }

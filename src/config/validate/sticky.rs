@@ -9,7 +9,7 @@ use crate::config::raw::RawSticky;
 use crate::config::spec::{LearnSpec, StickySpec};
 use crate::sessions::{DEFAULT_IDLE, DEFAULT_MAX_SESSIONS};
 
-/// Largest `max_sessions` accepted (about 400 MB of table at the limit).
+/// Largest `max_sessions` accepted (roughly 500 MB of table at the limit).
 const MAX_SESSIONS: i64 = 10_000_000;
 
 /// Headers that never name a session (hop-by-hop, cookies, routing).
