@@ -30,4 +30,5 @@ pub mod sessions;
 pub mod snapshot;
 pub mod split;
 pub mod state_file;
+pub mod tls;
 pub mod upstream;

@@ -170,7 +170,7 @@ async fn generate(
             for e in entries {
                 let c = current.entry(e.pool.name.to_string()).or_default();
                 *c += i64::from(e.weight);
-                if e.weight > 0 && best.map_or(true, |(_, b)| *c > b) {
+                if e.weight > 0 && best.is_none_or(|(_, b)| *c > b) {
                     best = Some((e.pool.name.as_str(), *c));
                 }
             }

@@ -13,3 +13,4 @@ mod rollout;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;
