@@ -17,10 +17,13 @@
 //! - `PUT|DELETE /api/v1/routes/{route}/split`;
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
-//! - `POST /api/v1/plan` (body: a `routes.toml`).
+//! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
+//!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 
 mod api;
 pub mod auth;
+mod rollouts;
 pub mod state_view;
 
 use std::net::SocketAddr;
@@ -35,6 +38,7 @@ use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
 use crate::metrics::Exporter;
+use crate::rollout::RolloutHandle;
 use auth::Token;
 
 /// Why the admin API could not start.
@@ -60,6 +64,7 @@ pub enum AdminError {
 #[derive(Clone, Debug)]
 struct AdminState {
     control: ControlHandle,
+    rollouts: RolloutHandle,
     token: Option<Token>,
     ready: Arc<AtomicBool>,
     metrics: MetricsSource,
@@ -83,10 +88,11 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
-    /// reports; `metrics` what `/metrics` serves.
+    /// reports; `rollouts` serves `/api/v1/rollouts`; `metrics` what `/metrics` serves.
     pub async fn bind(
         spec: &AdminSpec,
         control: ControlHandle,
+        rollouts: RolloutHandle,
         ready: Arc<AtomicBool>,
         metrics: MetricsSource,
     ) -> Result<AdminServer, AdminError> {
@@ -102,6 +108,7 @@ impl AdminServer {
             })?;
         let state = AdminState {
             control,
+            rollouts,
             token,
             ready,
             metrics,

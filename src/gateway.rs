@@ -1,6 +1,6 @@
-//! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listeners (HTTP and, with `listen.https`, HTTPS), admin API (with
-//! `/metrics`), file reload, certificate reload and metrics upkeep.
+//! Assembles a running gateway from a validated spec: controller task, rollout
+//! manager, proxy, traffic listeners (HTTP and, with `listen.https`, HTTPS), admin
+//! API (with `/metrics`), file reload, certificate reload and metrics upkeep.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
@@ -30,6 +30,7 @@ use crate::health::HealthEvent;
 use crate::metrics::{Exporter, MetricsError};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
+use crate::rollout::{Manager, RolloutHandle};
 use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
 use crate::tls::watch::{CertWatcher, ReloadStatus};
 use crate::tls::{self, Frontend};
@@ -74,6 +75,8 @@ pub enum GatewayError {
 pub struct Gateway {
     task: Task,
     control: ControlHandle,
+    manager: Manager,
+    rollouts: RolloutHandle,
     snapshot: SharedSnapshot,
     /// `[listen].http` first, then `[listen].https` if set.
     listeners: Vec<Listener>,
@@ -122,6 +125,7 @@ impl Gateway {
             None
         };
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
         let http_handler = match (redirect, https_addr) {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
@@ -161,11 +165,18 @@ impl Gateway {
                     snapshot: Arc::clone(&snapshot),
                 };
                 Some(
-                    AdminServer::bind(a, control.clone(), Arc::clone(&ready), metrics)
-                        .await
-                        .map_err(GatewayError::Admin)?,
+                    AdminServer::bind(
+                        a,
+                        control.clone(),
+                        rollouts.clone(),
+                        Arc::clone(&ready),
+                        metrics,
+                    )
+                    .await
+                    .map_err(GatewayError::Admin)?,
                 )
             }
+            // Metrics are on exactly when [admin] is: the exporter exists with it.
             _ => None,
         };
         let reloader = match &options.config_path {
@@ -178,6 +189,8 @@ impl Gateway {
         Ok(Gateway {
             task,
             control,
+            manager,
+            rollouts,
             snapshot,
             listeners,
             http_addr,
@@ -226,6 +239,11 @@ impl Gateway {
         self.control.clone()
     }
 
+    /// Starts and steers rollouts (what `/api/v1/rollouts` uses).
+    pub fn rollouts(&self) -> RolloutHandle {
+        self.rollouts.clone()
+    }
+
     /// Forces a reload of the config file (what SIGHUP does), if one is watched.
     pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
         self.reloader.as_ref().map(Reloader::trigger)
@@ -247,6 +265,8 @@ impl Gateway {
         let Gateway {
             task,
             control,
+            manager,
+            rollouts,
             listeners,
             cert_watcher,
             admin,
@@ -258,6 +278,7 @@ impl Gateway {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(task.run(background.clone()));
+        tasks.spawn(manager.run(background.clone()));
         if let Some(admin) = admin {
             tasks.spawn(admin.serve(background.clone()));
         }
@@ -283,6 +304,7 @@ impl Gateway {
 
         background.cancel();
         drop(control);
+        drop(rollouts);
         drop(cert_watcher);
         if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
             .await

@@ -63,9 +63,11 @@ impl<'s> Trail<'s> {
         self.pair = route.metrics.no_pool();
     }
 
-    /// The route's split chose entry `index`.
-    pub(super) fn pool(&mut self, route: &'s Route, index: usize) {
-        self.pair = route.metrics.pair(index);
+    /// The route's split chose entry `index` (`None`: not found, counted as no pool).
+    pub(super) fn pool(&mut self, route: &'s Route, index: Option<usize>) {
+        if let Some(index) = index {
+            self.pair = route.metrics.pair(index);
+        }
     }
 
     /// The request id sent upstream (only kept for the access log).

@@ -11,6 +11,7 @@ mod live;
 mod metrics;
 mod proxying;
 mod removal;
+mod rollout;
 mod routing;
 mod shutdown;
 mod support;
