@@ -13,6 +13,7 @@
 //!   does atomic adds, no label allocation);
 //! - `backend_ejections_total`: the pool's health event funnel (`PoolHealth::publish`);
 //! - `config_reloads_total`: the controller task; `docker_events_total`: discovery;
+//! - rollout series: the rollout driver's hook ([`rollouts`]);
 //! - gauges: [`gauges::sample`] from the current snapshot at each scrape.
 //!
 //! `request_duration_seconds` measures from the moment the proxy starts handling a
@@ -27,6 +28,7 @@
 pub mod gauges;
 pub mod handles;
 pub mod names;
+pub mod rollouts;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -247,12 +247,10 @@ impl Rollout {
     }
 }
 
-/// **Metrics hook** for the Prometheus exporter (issue 6), called on every change
-/// of a rollout: `rollout_step{route}` = [`Rollout::current_weight`],
-/// `rollout_state{route,state}` = 1 for `phase`, 0 for the others, and, when
-/// `finished`, `rollouts_total{result = phase}` += 1. Until the exporter is merged
-/// the same figures are in `GET /api/v1/rollouts` (`totals`, each rollout's phase
-/// and step); this only logs them at debug level.
+/// **Metrics hook**, called on every change of a rollout: `rollout_step{route}` =
+/// [`Rollout::current_weight`], `rollout_state{route,state}` = 1 for `phase`, 0 for
+/// the others, and, when `finished`, `rollouts_total{result = phase}` += 1 (see
+/// `crate::metrics::rollouts`). The same figures are in `GET /api/v1/rollouts`.
 pub fn export_metrics(rollout: &Rollout, finished: bool) {
     tracing::debug!(
         route = %rollout.spec.route,
@@ -260,6 +258,12 @@ pub fn export_metrics(rollout: &Rollout, finished: bool) {
         rollout_state = rollout.phase.as_str(),
         finished,
         "rollout metrics"
+    );
+    crate::metrics::rollouts::record(
+        &rollout.spec.route,
+        rollout.current_weight(),
+        rollout.phase.as_str(),
+        finished,
     );
 }
 

@@ -74,4 +74,5 @@ pub fn sample(snapshot: &Snapshot) {
             metrics::gauge!(names::SPLIT_WEIGHT, &labels).set(f64::from(entry.weight));
         }
     }
+    super::rollouts::sample(snapshot);
 }

@@ -34,6 +34,15 @@ pub const ACTIVE_CONNECTIONS: &str = "sluicegate_active_connections";
 pub const BUILD_INFO: &str = "sluicegate_build_info";
 /// `access_log_dropped_total`: access-log lines dropped because the writer lagged.
 pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+/// `rollout_step{route}`: the rollout target's percentage of the route.
+pub const ROLLOUT_STEP: &str = "sluicegate_rollout_step";
+/// `rollout_state{route,state}`: 1 for the latest rollout's phase, 0 for the others.
+pub const ROLLOUT_STATE: &str = "sluicegate_rollout_state";
+/// `rollouts_total{result}`: rollouts ended, by final phase.
+pub const ROLLOUTS: &str = "sluicegate_rollouts_total";
+
+/// The values of `rollout_state`'s `state` label (`rollout::Phase::as_str`).
+pub const ROLLOUT_STATES: [&str; 5] = ["running", "paused", "succeeded", "rolled_back", "aborted"];
 
 /// Label names.
 pub mod label {
@@ -53,6 +62,8 @@ pub mod label {
     pub const ACTION: &str = "action";
     /// The crate version.
     pub const VERSION: &str = "version";
+    /// A rollout phase.
+    pub const STATE: &str = "state";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -100,6 +111,9 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (ACTIVE_CONNECTIONS, Kind::Gauge, "Client connections open on the traffic listeners."),
     (BUILD_INFO, Kind::Gauge, "Always 1; the version label says which build runs."),
     (ACCESS_LOG_DROPPED, Kind::Counter, "Access-log lines dropped because the log writer could not keep up (the request path never waits for it)."),
+    (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
+    (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
+    (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
 ];
 
 /// The kind of a series (for describing it).
@@ -138,7 +152,21 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 13);
+        assert_eq!(HELP.len(), 16);
+    }
+
+    #[test]
+    fn rollout_states_are_the_phase_names() {
+        use crate::rollout::Phase;
+        for phase in [
+            Phase::Running,
+            Phase::Paused,
+            Phase::Succeeded,
+            Phase::RolledBack,
+            Phase::Aborted,
+        ] {
+            assert!(ROLLOUT_STATES.contains(&phase.as_str()), "{phase:?}");
+        }
     }
 
     #[test]

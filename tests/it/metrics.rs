@@ -302,3 +302,60 @@ async fn metrics_need_the_token_when_one_is_set() {
     let ctype = r.headers["content-type"].to_str().unwrap_or("");
     assert!(ctype.starts_with("text/plain; version=0.0.4"), "{ctype}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_series_follow_the_rollout() {
+    let ags = agents("ro", "v1", 2).await;
+    let (a1, a2) = (ags[0].addr(), ags[1].addr());
+    let body = format!(
+        r#"
+[[pools]]
+name = "mr-blue"
+backends = [{{ addr = "{a1}" }}]
+[[pools]]
+name = "mr-green"
+backends = [{{ addr = "{a2}" }}]
+[[routes]]
+name = "mr-r"
+split = [{{ pool = "mr-blue", weight = 100 }}, {{ pool = "mr-green", weight = 0 }}]
+"#
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let aborted = |s: &Scrape| {
+        s.value("sluicegate_rollouts_total", &[("result", "aborted")])
+            .unwrap_or(0.0)
+    };
+    let before = aborted(&Scrape::get(&gw).await);
+    let start = r#"{"route": "mr-r", "to": "mr-green", "steps": [5, 100], "step_interval": "1m"}"#;
+    let r = gw.api(Method::POST, "/api/v1/rollouts", Some(start)).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    let state = |s: &Scrape, state: &str| {
+        s.value(
+            "sluicegate_rollout_state",
+            &[("route", "mr-r"), ("state", state)],
+        )
+    };
+    let s = scrape_until(&gw, "rollout at step 5", |s| {
+        s.value("sluicegate_rollout_step", &[("route", "mr-r")]) == Some(5.0)
+    })
+    .await;
+    assert_eq!(
+        (state(&s, "running"), state(&s, "aborted")),
+        (Some(1.0), Some(0.0))
+    );
+    let green = [("route", "mr-r"), ("pool", "mr-green")];
+    assert_eq!(s.value("sluicegate_pool_split_weight", &green), Some(5.0));
+
+    let r = gw
+        .api(Method::POST, &format!("/api/v1/rollouts/{id}/abort"), None)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let s = scrape_until(&gw, "rollout aborted", |s| state(s, "aborted") == Some(1.0)).await;
+    assert_eq!(state(&s, "running"), Some(0.0));
+    assert_eq!(
+        s.value("sluicegate_rollout_step", &[("route", "mr-r")]),
+        Some(0.0)
+    );
+    assert!(aborted(&s) >= before + 1.0, "{}", s.text);
+}
