@@ -76,6 +76,7 @@ fn spec_with_routes(n: usize) -> Spec {
             sticky: None,
             retries: 0,
             timeouts: Timeouts::default(),
+            max_request_body: None,
         })
         .collect();
     routes.push(RouteSpec {
@@ -91,6 +92,7 @@ fn spec_with_routes(n: usize) -> Spec {
         sticky: None,
         retries: 0,
         timeouts: Timeouts::default(),
+        max_request_body: None,
     });
     Spec {
         listen: ListenSpec {
@@ -98,6 +100,7 @@ fn spec_with_routes(n: usize) -> Spec {
             max_connections: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             stream_close_delay: DEFAULT_STREAM_CLOSE_DELAY,
+            client: Default::default(),
         },
         admin: None,
         pools: vec![PoolSpec {

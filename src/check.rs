@@ -69,6 +69,9 @@ pub fn render(spec: &Spec) -> String {
         if let Some(sticky) = &r.sticky {
             let _ = write!(out, ", sticky cookie {}", sticky.cookie);
         }
+        if let Some(max) = r.max_request_body {
+            let _ = write!(out, ", max_request_body {max} bytes");
+        }
         out.push('\n');
     }
 

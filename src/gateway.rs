@@ -78,6 +78,7 @@ impl Gateway {
         let limits = Limits {
             header_read_timeout: spec.listen.header_read_timeout,
             max_connections: spec.listen.max_connections,
+            client: spec.listen.client,
         };
         let admin_spec = spec.admin.clone();
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());

@@ -4,6 +4,11 @@
 //! are served on the same port with upgrades enabled. On shutdown the listener stops
 //! accepting, every connection finishes its in-flight requests (keep-alive is turned
 //! off), open tunnels run to their end, all bounded by the drain timeout.
+//!
+//! Client-side limits (head size and count, head timeout, idle timeout, HTTP/2
+//! streams and resets, connection cap) are applied per connection in [`conn`].
+
+mod conn;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,12 +20,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::UpgradeableConnection;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::spec::ClientLimits;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
 use crate::proxy::Proxy;
@@ -32,6 +39,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: Option<usize>,
+    /// Head size and count, idle timeout, HTTP/2 streams and resets.
+    pub client: ClientLimits,
 }
 
 /// How a drain ended.
@@ -51,14 +60,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> Drained {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(conn::builder(&limits));
+    let closing = CancellationToken::new();
+    let conns = TaskTracker::new();
     let capacity = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
 
     tokio::pin!(shutdown);
@@ -89,17 +93,36 @@ pub async fn serve(
             },
         };
         let proxy = Arc::clone(&proxy);
+        let activity = conn::Activity::new(limits.client.http2_max_client_resets);
+        let active = Arc::clone(&activity);
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            let guard = active.begin();
+            async move {
+                let resp = proxy.handle(req, peer).await;
+                Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
+        let closing = closing.clone();
+        let idle_timeout = limits.client.idle_timeout;
+        conns.spawn(async move {
+            let graceful = UpgradeableConnection::graceful_shutdown;
+            let (ended, closed) =
+                conn::serve(conn, graceful, &activity, idle_timeout, &closing).await;
+            if let Err(err) = ended {
                 tracing::debug!(client = %peer, %err, "client connection ended with an error");
+            }
+            match closed {
+                Some(conn::Close::Idle) => {
+                    tracing::debug!(client = %peer, "client connection closed: idle");
+                }
+                Some(conn::Close::Abusive) => {
+                    tracing::info!(client = %peer, "client connection dropped: too many cancelled requests");
+                }
+                Some(conn::Close::Shutdown) | None => {}
             }
             drop(permit);
         });
@@ -107,7 +130,9 @@ pub async fn serve(
     drop(listener);
 
     let drain = async {
-        graceful.shutdown().await;
+        closing.cancel();
+        conns.close();
+        conns.wait().await;
         proxy.tunnels().close();
         proxy.tunnels().wait().await;
     };

@@ -43,6 +43,8 @@ pub struct Route {
     pub split: Split,
     pub retries: u32,
     pub timeouts: Timeouts,
+    /// Largest request body in bytes; `None` means no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// A pool as the request path sees it.
@@ -124,6 +126,7 @@ impl Snapshot {
                     split: Split::new(split, r.sticky.as_ref().map(|s| s.cookie.clone())),
                     retries: r.retries,
                     timeouts: r.timeouts,
+                    max_request_body: r.max_request_body,
                 }
             })
             .collect();

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::limits::check_client_limits;
 use super::values::{check_duration, socket_addr};
 use super::Report;
 use crate::config::raw::{RawAdmin, RawListen};
@@ -44,11 +45,13 @@ pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<Listen
         None => Some(DEFAULT_STREAM_CLOSE_DELAY),
         Some(d) => check_duration(d, "listen.stream_close_delay", report),
     };
+    let client = check_client_limits(&raw, report);
     Some(ListenSpec {
         http: http?,
         max_connections: max_connections?,
         header_read_timeout: header_read_timeout?,
         stream_close_delay: stream_close_delay?,
+        client: client?,
     })
 }
 

@@ -10,6 +10,7 @@ use std::net::Ipv6Addr;
 
 use http::{HeaderName, HeaderValue, Method};
 
+use super::limits::check_size;
 use super::values::{check_duration, check_name, cookie_name_ok, key_path};
 use super::Report;
 use crate::config::raw::{RawMatch, RawMethods, RawRoute, RawSplit};
@@ -69,6 +70,17 @@ pub(super) fn check_route(
         defaults.response_header,
     );
     let idle = timeout(&raw.timeouts.idle, "idle", defaults.idle);
+    let max_request_body = match &raw.max_request_body {
+        None => Some(None),
+        Some(size) => check_size(
+            size,
+            &format!("{path}.max_request_body"),
+            1,
+            u64::MAX,
+            report,
+        )
+        .map(Some),
+    };
 
     let spec = RouteSpec {
         name: RouteName(raw.name.as_str().into()),
@@ -81,6 +93,7 @@ pub(super) fn check_route(
             response_header: response_header?,
             idle: idle?,
         },
+        max_request_body: max_request_body?,
     };
     name_ok.then_some(spec)
 }
