@@ -5,6 +5,7 @@ mod admin_cli;
 mod cli;
 mod cutover;
 mod errors;
+mod hardening;
 mod health;
 mod live;
 mod proxying;
