@@ -2,6 +2,7 @@
 //! written as exact bytes on a raw socket, with a bystander that must keep being
 //! served and checks that nothing leaked (connections, tasks).
 
+mod admin;
 mod client_limits;
 mod h2;
 mod raw;
