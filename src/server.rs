@@ -107,11 +107,14 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
         let closing = closing.clone();
-        let idle_timeout = limits.client.idle_timeout;
+        let timeouts = conn::Timeouts {
+            first_request: limits.header_read_timeout,
+            idle: limits.client.idle_timeout,
+        };
         conns.spawn(async move {
             let graceful = UpgradeableConnection::graceful_shutdown;
             let (ended, closed) =
-                conn::serve(conn, graceful, &activity, idle_timeout, &closing).await;
+                conn::serve(conn, graceful, &activity, timeouts, &closing).await;
             if let Err(err) = ended {
                 tracing::debug!(client = %peer, %err, "client connection ended with an error");
             }
@@ -121,6 +124,9 @@ pub async fn serve(
                 }
                 Some(conn::Close::Abusive) => {
                     tracing::info!(client = %peer, "client connection dropped: too many cancelled requests");
+                }
+                Some(conn::Close::NoRequest) => {
+                    tracing::debug!(client = %peer, "client connection closed: no request within the head timeout");
                 }
                 Some(conn::Close::Shutdown) | None => {}
             }

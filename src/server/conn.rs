@@ -2,8 +2,12 @@
 //! watchdog, and the graceful close on shutdown.
 //!
 //! hyper bounds the request head (HTTP/1 read buffer and field count, HTTP/2 header
-//! list size), the HTTP/1 head timeout and the HTTP/2 stream and reset counts; what
-//! it lacks is closing a connection that sits idle (an HTTP/2 client holding a
+//! list size), the HTTP/1 head timeout and the HTTP/2 stream and reset counts. Its
+//! head timer only starts once the protocol is known, so a client that connects
+//! and sends nothing (or two bytes) was held forever: [`serve`] drops a connection
+//! whose first request has not begun within `header_read_timeout` (found by the
+//! property run over raw heads). What hyper also lacks is closing a connection that
+//! sits idle (an HTTP/2 client holding a
 //! connection with no stream open, or an HTTP/1.1 keep-alive connection between
 //! requests when `idle_timeout` is shorter than `header_read_timeout`). [`Activity`]
 //! counts the requests in flight on a connection, responses included until their
@@ -19,7 +23,7 @@
 //! `http2_max_client_resets` within [`RESET_WINDOW`] drops the connection.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -74,6 +78,8 @@ pub(super) struct Activity {
     max_cancels: u32,
     /// Cancelled when the client cancelled too many requests: drop the connection.
     abusive: CancellationToken,
+    /// Whether any request has started on this connection.
+    begun: AtomicBool,
 }
 
 impl Activity {
@@ -86,6 +92,7 @@ impl Activity {
             window_ms: AtomicU64::new(0),
             max_cancels,
             abusive: CancellationToken::new(),
+            begun: AtomicBool::new(false),
         })
     }
 
@@ -100,6 +107,7 @@ impl Activity {
     /// Counts a request until the returned guard (moved into its response body) drops.
     pub(super) fn begin(self: &Arc<Self>) -> ActiveGuard {
         self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.begun.store(true, Ordering::Release);
         self.touch();
         ActiveGuard {
             activity: Arc::clone(self),
@@ -221,15 +229,27 @@ pub(super) enum Close {
     Idle,
     /// Too many requests cancelled by the client: dropped without a goodbye.
     Abusive,
+    /// No request began within the head timeout (hyper's HTTP/1 head timer only
+    /// starts once the protocol is known, i.e. after the first bytes arrived).
+    NoRequest,
+}
+
+/// How long a connection may go without sending its first request, and without
+/// any request in flight.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Timeouts {
+    pub(super) first_request: Duration,
+    pub(super) idle: Duration,
 }
 
 /// Drives `conn` to its end, asking it to close gracefully on `shutdown` or when
-/// `activity` has been idle for `idle_timeout`.
+/// `activity` has been idle for `idle_timeout`; a connection that sends no request
+/// within the head timeout, or cancels too many, is dropped.
 pub(super) async fn serve<C, F, E>(
     conn: C,
     graceful: F,
     activity: &Activity,
-    idle_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: &CancellationToken,
 ) -> (Result<(), E>, Option<Close>)
 where
@@ -238,9 +258,17 @@ where
 {
     tokio::pin!(conn);
     let mut closing = None;
+    let first_deadline = Instant::now() + timeouts.first_request;
+    let idle_timeout = timeouts.idle;
     loop {
+        let waiting_for_first = !activity.begun.load(Ordering::Acquire);
         tokio::select! {
             ended = conn.as_mut() => return (ended, closing),
+            () = tokio::time::sleep_until(first_deadline), if waiting_for_first => {
+                if !activity.begun.load(Ordering::Acquire) {
+                    return (Ok(()), Some(Close::NoRequest));
+                }
+            }
             () = shutdown.cancelled(), if closing.is_none() => {
                 graceful(conn.as_mut());
                 closing = Some(Close::Shutdown);

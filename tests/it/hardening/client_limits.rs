@@ -10,7 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::raw::{exchange, read_until_close, Bystander};
+use super::raw::{exchange, exchange_for, read_until_close, Bystander};
 use crate::support::{agents, backends, get, TestGateway, WAIT};
 
 fn config(listen: &str, backends: &str, route: &str) -> String {
@@ -93,6 +93,26 @@ async fn slowloris_head_is_cut_after_header_read_timeout() {
         "{rest:?}"
     );
     bystander.assert_served().await;
+}
+
+#[tokio::test]
+async fn silent_connections_are_dropped_after_header_read_timeout() {
+    // Regression (property run): with no byte, or too few to tell HTTP/1 from
+    // HTTP/2, hyper's head timer never started and the connection stayed open.
+    let a = agents("a", "v1", 1).await;
+    let listen = "header_read_timeout = \"300ms\"";
+    let gw = TestGateway::start(&config(listen, &backends(&a), "")).await;
+    for sent in [&b""[..], b"GE", b"PRI * HTTP/2.0\r\n"] {
+        let started = tokio::time::Instant::now();
+        let r = exchange_for(gw.addr, sent, Duration::from_secs(5)).await;
+        assert!(r.closed, "{sent:?} kept open");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{sent:?}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
 }
 
 #[tokio::test]
