@@ -22,6 +22,18 @@ pub fn render(spec: &Spec) -> String {
         l.http,
         humantime::format_duration(l.header_read_timeout)
     );
+    let c = &l.client;
+    let _ = writeln!(
+        out,
+        "        client limits: head {} bytes / {} fields, idle {}, h2 streams {}, h2 resets {} pending / {} errors / {} cancelled per 10s",
+        c.max_header_bytes,
+        c.max_headers,
+        humantime::format_duration(c.idle_timeout),
+        c.http2_max_concurrent_streams,
+        c.http2_max_pending_accept_reset_streams,
+        c.http2_max_local_error_reset_streams,
+        c.http2_max_client_resets,
+    );
 
     let _ = writeln!(out, "\nroutes, in the order they are tried:");
     let order = precedence_order(spec.routes.iter().map(|r| &r.matcher));

@@ -5,6 +5,6 @@
 mod admin;
 mod client_limits;
 mod h2;
-mod raw;
+pub mod raw;
 mod smuggling;
 mod upstreams;

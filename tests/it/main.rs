@@ -8,6 +8,7 @@ mod errors;
 mod hardening;
 mod health;
 mod live;
+mod props;
 mod proxying;
 mod removal;
 mod routing;

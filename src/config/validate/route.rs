@@ -23,6 +23,9 @@ use crate::config::spec::{
 const MAX_RETRIES: i64 = 10;
 
 /// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
+/// Largest `max_request_body` accepted: 1 TiB (beyond that, leave it unset).
+const MAX_REQUEST_BODY: u64 = 1 << 40;
+
 pub(super) fn check_route(
     path: &str,
     raw: RawRoute,
@@ -76,7 +79,7 @@ pub(super) fn check_route(
             size,
             &format!("{path}.max_request_body"),
             1,
-            u64::MAX,
+            MAX_REQUEST_BODY,
             report,
         )
         .map(Some),

@@ -45,11 +45,44 @@ pub async fn exchange_for(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Raw
     let mut buf = Vec::new();
     let closed = read_until_close(&mut s, &mut buf, wait).await;
     let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .strip_prefix("HTTP/1.1 ")
+    let status = status_of(&text);
+    RawReply {
+        status,
+        text,
+        closed,
+    }
+}
+
+/// The status code of an `HTTP/1.x` status line at the start of `text`, else 0.
+fn status_of(text: &str) -> u16 {
+    ["HTTP/1.1 ", "HTTP/1.0 "]
+        .iter()
+        .find_map(|v| text.strip_prefix(v))
         .and_then(|t| t.get(..3))
         .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
+        .unwrap_or(0)
+}
+
+/// Writes `bytes` and returns as soon as a status line arrived or the peer closed
+/// (`closed` is then only true for a close without an answer).
+pub async fn first_answer(addr: SocketAddr, bytes: &[u8], wait: Duration) -> RawReply {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    let _ = s.write_all(bytes).await;
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let closed = loop {
+        if buf.windows(2).any(|w| w == b"\r\n") {
+            break false;
+        }
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Err(_) => break false,
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = status_of(&text);
     RawReply {
         status,
         text,
