@@ -2,6 +2,7 @@
 
 mod admin_api;
 mod admin_cli;
+mod chaos;
 mod cli;
 mod cutover;
 mod errors;
