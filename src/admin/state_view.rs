@@ -137,7 +137,7 @@ impl StateView {
                             source: b.source,
                             draining: b.draining,
                             inflight: state.map_or(0, |s| s.inflight()),
-                            healthy: state.map_or(true, |s| s.is_healthy()),
+                            healthy: state.is_none_or(|s| s.is_healthy()),
                             ejected: state.is_some_and(|s| s.is_ejected()),
                             broken_streams: state.map_or(0, |s| s.broken_streams()),
                             ttl_remaining_ms,

@@ -20,6 +20,7 @@ mod limits;
 mod listen;
 mod pool;
 mod route;
+mod tls;
 mod values;
 
 pub use api::{validate_backend, validate_split, ApiBackend};
@@ -31,26 +32,14 @@ use serde_path_to_error::Segment;
 use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
 use super::spec::Spec;
 use super::{ConfigError, ConfigErrors};
-use listen::{check_admin, check_listen};
+use listen::{check_admin, check_https_needs_tls, check_listen};
 use pool::check_pool;
 use route::check_route;
 
 /// Top-level keys that DESIGN.md describes but this version does not implement.
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "discovery",
-        "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
-    ),
-    (
-        "tls",
-        "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
-    ),
-];
-
-/// `[listen]` keys that are planned but not supported yet.
-const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
-    "https",
-    "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
+    "discovery",
+    "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
 )];
 
 /// `sticky` keys that are planned but not supported yet.
@@ -91,20 +80,21 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let admin = doc.remove("admin");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
+    let tls = doc.remove("tls");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes"),
+            format!(
+                "unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes, tls"
+            ),
         );
     }
 
     let listen = match listen {
         Some(value) => {
-            let raw = table_of(value, "listen", "[listen]", &mut report).and_then(|mut table| {
-                take_unsupported(&mut table, "listen", LISTEN_UNSUPPORTED, &mut report);
-                shape::<RawListen>(table, "listen", &mut report)
-            });
+            let raw = table_of(value, "listen", "[listen]", &mut report)
+                .and_then(|table| shape::<RawListen>(table, "listen", &mut report));
             raw.and_then(|raw| check_listen(raw, &mut report))
         }
         None => {
@@ -115,6 +105,12 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             None
         }
     };
+
+    let tls_given = tls.is_some();
+    let tls = tls.and_then(|value| tls::check_tls(value, &mut report));
+    if let Some(listen) = &listen {
+        check_https_needs_tls(listen, tls_given, &mut report);
+    }
 
     // `None`: no [admin]; `Some(None)`: an [admin] with errors (already reported).
     let admin = admin.map(|value| {
@@ -173,12 +169,14 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             admin: Some(admin),
             pools: pool_specs,
             routes: route_specs,
+            tls,
         }),
         (Some(listen), None) if report.errors.is_empty() => Ok(Spec {
             listen,
             admin: None,
             pools: pool_specs,
             routes: route_specs,
+            tls,
         }),
         _ => Err(ConfigErrors(report.errors)),
     }

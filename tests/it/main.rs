@@ -15,3 +15,4 @@ mod removal;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;

@@ -69,7 +69,7 @@ async fn exchange(
     addr: SocketAddr,
     req: Request<Full<Bytes>>,
 ) -> Result<Duration, String> {
-    if conn.as_ref().map_or(true, |c| c.is_closed()) {
+    if conn.as_ref().is_none_or(|c| c.is_closed()) {
         *conn = Some(connect(addr).await.ok_or("connect to gateway")?);
     }
     let sender = conn.as_mut().ok_or("no connection")?;

@@ -54,7 +54,7 @@ fn backend_bodies_accept_only_ip_ports_and_positive_ttls() {
         if let Ok((backend, ttl)) = validate_backend(&body) {
             prop_assert_eq!(addr.parse::<SocketAddr>().ok(), Some(backend.addr));
             prop_assert!((1..=MAX_WEIGHT).contains(&backend.weight));
-            prop_assert!(ttl.map_or(true, |t| !t.is_zero()));
+            prop_assert!(ttl.is_none_or(|t| !t.is_zero()));
         }
         Ok(())
     });
