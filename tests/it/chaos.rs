@@ -135,7 +135,8 @@ async fn chaos() {
         for entry in impaired.iter_mut() {
             if let Some((idx, what, until)) = *entry {
                 if Instant::now() >= until {
-                    timeline.push((Instant::now(), format!("restore {what:?} slot {idx}")));
+                    let addr = slots[idx].addr;
+                    timeline.push((Instant::now(), format!("restore {addr} ({what:?})")));
                     restore(&mut slots[idx], what).await;
                     *entry = None;
                 }
