@@ -1,6 +1,6 @@
-//! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listeners (HTTP and, with `listen.https`, HTTPS), admin API, file reload
-//! and certificate reload.
+//! Assembles a running gateway from a validated spec: controller task, rollout
+//! manager, proxy, traffic listeners (HTTP and, with `listen.https`, HTTPS), admin
+//! API, file reload and certificate reload.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
@@ -29,6 +29,7 @@ use crate::controller::SharedSnapshot;
 use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
+use crate::rollout::{Manager, RolloutHandle};
 use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
 use crate::tls::watch::{CertWatcher, ReloadStatus};
 use crate::tls::{self, Frontend};
@@ -71,6 +72,8 @@ pub enum GatewayError {
 pub struct Gateway {
     task: Task,
     control: ControlHandle,
+    manager: Manager,
+    rollouts: RolloutHandle,
     snapshot: SharedSnapshot,
     /// `[listen].http` first, then `[listen].https` if set.
     listeners: Vec<Listener>,
@@ -112,6 +115,7 @@ impl Gateway {
         let redirect = spec.listen.redirect_https;
         let admin_spec = spec.admin.clone();
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
         let http_handler = match (redirect, https_addr) {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
@@ -146,7 +150,7 @@ impl Gateway {
         let ready = Arc::new(AtomicBool::new(false));
         let admin = match &admin_spec {
             Some(a) => Some(
-                AdminServer::bind(a, control.clone(), Arc::clone(&ready))
+                AdminServer::bind(a, control.clone(), rollouts.clone(), Arc::clone(&ready))
                     .await
                     .map_err(GatewayError::Admin)?,
             ),
@@ -162,6 +166,8 @@ impl Gateway {
         Ok(Gateway {
             task,
             control,
+            manager,
+            rollouts,
             snapshot,
             listeners,
             http_addr,
@@ -209,6 +215,11 @@ impl Gateway {
         self.control.clone()
     }
 
+    /// Starts and steers rollouts (what `/api/v1/rollouts` uses).
+    pub fn rollouts(&self) -> RolloutHandle {
+        self.rollouts.clone()
+    }
+
     /// Forces a reload of the config file (what SIGHUP does), if one is watched.
     pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
         self.reloader.as_ref().map(Reloader::trigger)
@@ -230,6 +241,8 @@ impl Gateway {
         let Gateway {
             task,
             control,
+            manager,
+            rollouts,
             listeners,
             cert_watcher,
             admin,
@@ -240,6 +253,7 @@ impl Gateway {
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
         tasks.spawn(task.run(background.clone()));
+        tasks.spawn(manager.run(background.clone()));
         if let Some(admin) = admin {
             tasks.spawn(admin.serve(background.clone()));
         }
@@ -262,6 +276,7 @@ impl Gateway {
 
         background.cancel();
         drop(control);
+        drop(rollouts);
         drop(cert_watcher);
         if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
             .await

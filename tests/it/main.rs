@@ -12,6 +12,7 @@ mod live;
 mod props;
 mod proxying;
 mod removal;
+mod rollout;
 mod routing;
 mod shutdown;
 mod support;
