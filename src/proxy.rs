@@ -22,6 +22,7 @@
 
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod headers;
 mod trail;
 mod tunnel;
@@ -101,13 +102,25 @@ impl Proxy {
         client: SocketAddr,
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
+        let version = req.version();
         let mut trail = Trail::start(&snapshot, &req, request_host(&req), client);
         match self.forward(&snapshot, req, client, &mut trail).await {
             Ok(resp) => trail.finish(resp, None),
             Err(err) => {
                 tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
                 let cause = err.cause();
-                trail.finish(err.into_response(), Some(cause))
+                let refused = matches!(
+                    err,
+                    ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
+                );
+                let mut resp = err.into_response();
+                if refused && version < Version::HTTP_2 {
+                    // What follows on this connection may be the rest of a request
+                    // we refused to frame: never read it as a new one.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                trail.finish(resp, Some(cause))
             }
         }
     }
@@ -119,6 +132,7 @@ impl Proxy {
         client: SocketAddr,
         trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        framing::check(&req).map_err(ProxyError::Malformed)?;
         let host = request_host(&req);
         let view = RequestView {
             host: host.map(host_without_port),
@@ -128,6 +142,7 @@ impl Proxy {
         };
         let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
         trail.route(route);
+        framing::check_declared_length(req.headers(), route.max_request_body)?;
         let choice = route
             .split
             .pick(req.headers())
@@ -171,7 +186,7 @@ impl Proxy {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
         });
-        let mut req = Request::from_parts(parts, RequestBody::Client(body));
+        let mut req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
 
         let mut tried = Tried::default();
         let mut failures = 0usize;
@@ -325,10 +340,15 @@ async fn send(
                         })
                     }
                     None => {
+                        let err = err.into_error();
+                        let error = match body::body_too_large(&err) {
+                            Some(limit) => ProxyError::BodyTooLarge { limit },
+                            None => ProxyError::Upstream(err),
+                        };
                         return Err(Failed {
-                            error: ProxyError::Upstream(err.into_error()),
+                            error,
                             unsent: None,
-                        })
+                        });
                     }
                 },
             }

@@ -50,6 +50,8 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// Metric handles per split entry (same order).
     pub metrics: RouteMetrics,
+    /// Largest request body in bytes; `None` means no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// A pool as the request path sees it.
@@ -163,6 +165,7 @@ impl Snapshot {
                     retries: r.retries,
                     timeouts: r.timeouts,
                     metrics,
+                    max_request_body: r.max_request_body,
                 }
             })
             .collect();

@@ -82,6 +82,9 @@ pub struct BackendView {
     pub inflight: u32,
     pub healthy: bool,
     pub ejected: bool,
+    /// Response bodies that ended early (backend closed or went silent mid-body).
+    #[serde(default)]
+    pub broken_streams: u64,
     /// For a registered backend with a TTL: time left before it lapses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_remaining_ms: Option<u64>,
@@ -152,6 +155,7 @@ impl StateView {
                             inflight: state.map_or(0, |s| s.inflight()),
                             healthy: state.is_none_or(|s| s.is_healthy()),
                             ejected: state.is_some_and(|s| s.is_ejected()),
+                            broken_streams: state.map_or(0, |s| s.broken_streams()),
                             ttl_remaining_ms,
                         }
                     })

@@ -16,6 +16,7 @@
 
 mod api;
 mod health;
+mod limits;
 mod listen;
 mod log;
 mod pool;

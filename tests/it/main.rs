@@ -3,12 +3,15 @@
 mod access_log;
 mod admin_api;
 mod admin_cli;
+mod chaos;
 mod cli;
 mod cutover;
 mod errors;
+mod hardening;
 mod health;
 mod live;
 mod metrics;
+mod props;
 mod proxying;
 mod removal;
 mod rollout;
