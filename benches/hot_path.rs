@@ -104,6 +104,7 @@ fn spec_with_routes(n: usize) -> Spec {
             backends: vec![],
         }],
         routes,
+        discovery: Default::default(),
     }
 }
 

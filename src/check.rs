@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, Spec};
+use crate::config::spec::{Balance, HashKey, HostMatch, ProjectFilter, Spec};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -21,6 +21,22 @@ pub fn render(spec: &Spec) -> String {
         l.http,
         humantime::format_duration(l.header_read_timeout)
     );
+
+    if let Some(d) = &spec.discovery.docker {
+        let projects = match &d.projects {
+            ProjectFilter::Own => "the gateway's own compose project".to_string(),
+            ProjectFilter::Any => "all".to_string(),
+            ProjectFilter::Only(list) => list.join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "docker  labels {}.*  network {}  projects: {projects}",
+            d.label_prefix,
+            d.network
+                .as_deref()
+                .unwrap_or("(shared with the gateway, else the only one)")
+        );
+    }
 
     let _ = writeln!(out, "\nroutes, in the order they are tried:");
     let order = precedence_order(spec.routes.iter().map(|r| &r.matcher));
@@ -82,7 +98,14 @@ pub fn render(spec: &Spec) -> String {
             Balance::Hash(HashKey::ClientIp) => "hash on client_ip".to_string(),
         };
         let _ = writeln!(out, "  {}  balance={balance}", p.name);
-        if p.backends.is_empty() {
+        let implied = spec
+            .discovery
+            .docker
+            .as_ref()
+            .is_some_and(|d| d.implied_pools.contains(&p.name));
+        if implied {
+            let _ = writeln!(out, "     (not in the file: filled by Docker labels)");
+        } else if p.backends.is_empty() {
             let _ = writeln!(out, "     (no static backends)");
         }
         for b in &p.backends {

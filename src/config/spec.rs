@@ -54,6 +54,8 @@ pub struct Spec {
     pub pools: Vec<PoolSpec>,
     /// Routes in file order (precedence is decided by the route table, not here).
     pub routes: Vec<RouteSpec>,
+    /// `[discovery]`; all off when the file has none.
+    pub discovery: DiscoverySpec,
 }
 
 /// `[listen]`.
@@ -72,6 +74,18 @@ pub struct PoolSpec {
     pub balance: Balance,
     /// Static backends in file order; duplicates were rejected.
     pub backends: Vec<BackendSpec>,
+}
+
+impl PoolSpec {
+    /// A pool with no static backends and the default policy: what a pool named
+    /// only by routes (with Docker discovery on) or only by labels starts as.
+    pub fn empty(name: PoolName) -> PoolSpec {
+        PoolSpec {
+            name,
+            balance: Balance::RoundRobin,
+            backends: Vec::new(),
+        }
+    }
 }
 
 /// The balancing policy inside one pool.
@@ -179,6 +193,44 @@ impl Default for Timeouts {
             idle: Duration::from_secs(300),
         }
     }
+}
+
+/// `[discovery]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoverySpec {
+    /// `[discovery.docker]` when present and enabled.
+    pub docker: Option<DockerSpec>,
+}
+
+/// `[discovery.docker]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerSpec {
+    /// Label key prefix, e.g. `sluicegate` for `sluicegate.pool`.
+    pub label_prefix: Arc<str>,
+    /// Network whose IP to use when a container is on several (a container's
+    /// `<prefix>.network` label wins over this).
+    pub network: Option<Arc<str>>,
+    /// Which compose projects' containers are considered.
+    pub projects: ProjectFilter,
+    /// Pools that routes name but the file does not define: they exist, empty,
+    /// from the start and are filled by containers whose labels name them.
+    pub implied_pools: Vec<PoolName>,
+}
+
+/// Default `[discovery.docker].label_prefix`.
+pub const DEFAULT_LABEL_PREFIX: &str = "sluicegate";
+
+/// `[discovery.docker].projects`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProjectFilter {
+    /// Absent: the gateway's own compose project when it runs in a compose
+    /// container, every project (and containers outside compose) otherwise.
+    #[default]
+    Own,
+    /// `["*"]`: every container, whatever its project.
+    Any,
+    /// Only containers whose `com.docker.compose.project` is one of these.
+    Only(Vec<String>),
 }
 
 /// Default `[listen].header_read_timeout`.

@@ -14,17 +14,19 @@
 //! Errors come out section by section; [`super::parse`] puts them in file order.
 //! This module does not read files or parse TOML text.
 
+mod discovery;
 mod pool;
 mod route;
 mod values;
 
+pub use discovery::{pool_name, weight};
 pub(super) use values::key_path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
 use super::raw::{RawListen, RawPool, RawRoute};
-use super::spec::{ListenSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::spec::{DiscoverySpec, ListenSpec, PoolSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
 use super::{ConfigError, ConfigErrors};
 use pool::check_pool;
 use route::check_route;
@@ -33,10 +35,6 @@ use values::{check_duration, socket_addr};
 /// Top-level keys that DESIGN.md describes but this version does not implement.
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[
     ("admin", "`admin` is not supported in this version; remove the [admin] table"),
-    (
-        "discovery",
-        "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
-    ),
     (
         "tls",
         "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
@@ -103,13 +101,20 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let listen = doc.remove("listen");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
+    let discovery = doc.remove("discovery");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
-            format!("unknown key `{key}`; accepted top-level keys: listen, pools, routes"),
+            format!(
+                "unknown key `{key}`; accepted top-level keys: listen, pools, routes, discovery"
+            ),
         );
     }
+    let discovery = match discovery {
+        None => Some(DiscoverySpec::default()),
+        Some(value) => discovery::check_discovery(value, &mut report),
+    };
 
     let listen = match listen {
         Some(value) => {
@@ -145,8 +150,16 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    let defined: Vec<&str> = unique(pool_names.iter().flatten().map(String::as_str));
+    let mut defined: Vec<&str> = unique(pool_names.iter().flatten().map(String::as_str));
     let route_tables = elements(routes, "routes", &mut report);
+    // With Docker discovery on, a split may name a pool the file lacks: labels
+    // fill it. It exists (empty) from the start so the gateway boots with it.
+    let mut discovery = discovery;
+    if let Some(docker) = discovery.as_mut().and_then(|d| d.docker.as_mut()) {
+        docker.implied_pools = discovery::implied_pools(&route_tables, &defined);
+        defined.extend(docker.implied_pools.iter().map(|p| p.as_str()));
+        pool_specs.extend(docker.implied_pools.iter().cloned().map(PoolSpec::empty));
+    }
     let route_names = names_of(&route_tables);
     let mut route_specs = Vec::new();
     for (i, table) in route_tables.into_iter().enumerate() {
@@ -173,11 +186,12 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match listen {
-        Some(listen) if report.errors.is_empty() => Ok(Spec {
+    match (listen, discovery) {
+        (Some(listen), Some(discovery)) if report.errors.is_empty() => Ok(Spec {
             listen,
             pools: pool_specs,
             routes: route_specs,
+            discovery,
         }),
         _ => Err(ConfigErrors(report.errors)),
     }

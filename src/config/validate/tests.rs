@@ -14,7 +14,7 @@ fn unknown_top_level_key_lists_accepted() {
 
 #[test]
 fn planned_top_level_keys_say_not_supported() {
-    for key in ["admin", "discovery", "tls"] {
+    for key in ["admin", "tls"] {
         let text = format!("{LISTEN}[{key}]\nx = 1\n");
         assert_one(
             &text,
