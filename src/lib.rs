@@ -12,6 +12,7 @@ pub mod check;
 pub mod config;
 pub mod controller;
 pub mod demo;
+pub mod discovery;
 pub mod echo_agent;
 pub mod gateway;
 pub mod proxy;
