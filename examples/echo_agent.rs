@@ -28,6 +28,9 @@ struct Args {
     /// Version reported in `x-agent-version` (`--version` is clap's own).
     #[arg(long, env = "AGENT_VERSION", default_value = "v1")]
     agent_version: String,
+    /// Start with `/health` answering 503 (until `POST /control/health?ok=true`).
+    #[arg(long, env = "AGENT_START_UNHEALTHY")]
+    start_unhealthy: bool,
     /// Do not serve: GET this `http://IP:PORT/path` once and exit 0 iff it
     /// answers 2xx (for Docker HEALTHCHECK in a scratch image).
     #[arg(long, value_name = "URL")]
@@ -81,6 +84,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             version: args.agent_version,
         };
         let agent = echo_agent::spawn(listener, config.clone());
+        if args.start_unhealthy {
+            agent.set_healthy(false);
+        }
         println!(
             "echo_agent {} {} listening on {}",
             config.name,
@@ -100,7 +106,10 @@ fn probe(url: http::Uri, timeout: Duration) -> anyhow::Result<()> {
     use http_body_util::Empty;
     use hyper_util::rt::TokioIo;
 
-    anyhow::ensure!(url.scheme_str() == Some("http"), "only http:// URLs can be probed");
+    anyhow::ensure!(
+        url.scheme_str() == Some("http"),
+        "only http:// URLs can be probed"
+    );
     let host = url.host().context("URL has no host")?.to_owned();
     let port = url.port_u16().unwrap_or(80);
     let runtime = tokio::runtime::Builder::new_current_thread()
