@@ -91,6 +91,7 @@ image() {
     {
         echo "FROM scratch"
         echo "COPY rootfs/ /"
+        echo "ENV PATH=/usr/local/bin"
         echo "USER 10001:10001"
         echo "EXPOSE 8080"
         echo "STOPSIGNAL SIGTERM"

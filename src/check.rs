@@ -116,6 +116,33 @@ pub fn render(spec: &Spec) -> String {
     out
 }
 
+/// Renders what Docker discovery found (`sluicegate discover`).
+pub fn render_discovered(set: &crate::discovery::DiscoveredSet) -> String {
+    let mut out = String::new();
+    if set.pools.is_empty() {
+        let _ = writeln!(out, "no labelled containers are backends");
+    }
+    for (pool, backends) in &set.pools {
+        let _ = writeln!(out, "pool {pool}");
+        for b in backends {
+            let state = match (b.draining, b.docker_healthy) {
+                (true, _) => "draining",
+                (false, true) => "eligible",
+                (false, false) => "docker health: not healthy",
+            };
+            let _ = writeln!(
+                out,
+                "  {}  weight {}  {}  (network {}, {state})",
+                b.addr, b.weight, b.container_name, b.network
+            );
+        }
+    }
+    for s in &set.skipped {
+        let _ = writeln!(out, "skipped {}: {}", s.container_name, s.reason);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,15 @@ enum Command {
         #[arg(short, long, default_value = "routes.toml")]
         config: PathBuf,
     },
+    /// List what Docker discovery finds for routes.toml's [discovery.docker]
+    /// (pools, backends, skipped containers and why); `--watch` follows changes.
+    Discover {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        /// Keep printing the set whenever it changes (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Start blue and green demo agents in-process with the gateway in front.
     Demo {
         /// Address of the demo gateway.
@@ -93,11 +102,46 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             })
         }
+        Command::Discover { config, watch } => {
+            let spec = config::load(&config)?;
+            let docker = spec.discovery.docker.clone().with_context(|| {
+                format!("{} has no enabled [discovery.docker]", config.display())
+            })?;
+            runtime(None)?.block_on(discover(docker, watch))
+        }
         Command::Demo { listen } => runtime(None)?.block_on(async {
             demo::run(listen, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }),
     }
+}
+
+/// `sluicegate discover`: the first full list (bounded), then changes if asked.
+async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<ExitCode> {
+    use sluicegate::discovery::{DockerDiscovery, Options};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut d = DockerDiscovery::spawn(docker, Options::default(), shutdown.clone());
+    let first = tokio::time::timeout(Duration::from_secs(10), d.status.wait_for(|s| s.lists > 0));
+    if !matches!(first.await, Ok(Ok(_))) {
+        let error = d.status.borrow().last_error.clone();
+        anyhow::bail!(
+            "no container list from Docker within 10s: {}",
+            error.unwrap_or_default()
+        );
+    }
+    print!("{}", check::render_discovered(&d.sets.borrow_and_update()));
+    if watch {
+        loop {
+            tokio::select! {
+                changed = d.sets.changed() => changed.context("discovery stopped")?,
+                _ = shutdown_signal() => break,
+            }
+            println!();
+            print!("{}", check::render_discovered(&d.sets.borrow_and_update()));
+        }
+    }
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {

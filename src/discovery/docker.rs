@@ -23,7 +23,7 @@ use tokio::time::{sleep, sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::labels::is_candidate;
-use super::network::{find_own, own_id_candidates};
+use super::network::{find_own, own_id_candidates, OwnContainer};
 use super::set::{build, Context, Projects};
 use super::{DiscoveredSet, DiscoveryStatus, DrainHint, Options};
 use crate::config::spec::DockerSpec;
@@ -103,6 +103,7 @@ impl DockerDiscovery {
             draining: HashMap::new(),
             started: HashMap::new(),
             warned: HashMap::new(),
+            own: None,
         };
         let task = tokio::spawn(worker.run(shutdown));
         DockerDiscovery {
@@ -128,6 +129,8 @@ struct Worker {
     started: HashMap<String, String>,
     /// Container id → skip reason already logged (each is logged once).
     warned: HashMap<String, String>,
+    /// The gateway's own container as last seen (logged when it changes).
+    own: Option<OwnContainer>,
 }
 
 impl Worker {
@@ -224,6 +227,13 @@ impl Worker {
         };
         let list = docker.list_containers(Some(options)).await?;
         let own = find_own(&list, &self.own_candidates, self.hostname.as_deref());
+        if own != self.own {
+            match &own {
+                Some(o) => tracing::info!(container = %o.id, project = ?o.project, networks = ?o.networks, "docker discovery: the gateway runs in this container; using its networks and project"),
+                None => tracing::info!("docker discovery: the gateway runs outside Docker (or in an unknown container); all networks and projects are candidates"),
+            }
+            self.own.clone_from(&own);
+        }
         let projects = Projects::resolve(&self.spec.projects, own.as_ref());
         let prefix = &*self.spec.label_prefix;
         let ids: Vec<String> = list
