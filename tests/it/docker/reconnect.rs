@@ -118,10 +118,8 @@ async fn a_lost_connection_keeps_the_last_set_and_resyncs_after_reconnect() {
         restarted.elapsed()
     );
     assert!(set.pool("p")[0].is_eligible());
-    let status = d.status.borrow().clone();
-    assert!(
-        status.connected && status.last_error.is_none(),
-        "{status:?}"
-    );
+    // The set is published just before the status that counts its list.
+    let status = wait_status(&mut d.status, APPEAR, |s| s.connected).await;
+    assert!(status.last_error.is_none(), "{status:?}");
     shutdown.cancel();
 }
