@@ -17,5 +17,7 @@ COPY config/routes.toml /etc/sluicegate/routes.toml
 USER 10001
 EXPOSE 8080
 STOPSIGNAL SIGTERM
+# Asks the admin API's /readyz on 127.0.0.1:9901 (needs no token); no curl in the image.
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/sluicegate", "health", "--timeout", "2s"]
 ENTRYPOINT ["/usr/local/bin/sluicegate"]
 CMD ["run", "-c", "/etc/sluicegate/routes.toml"]

@@ -12,7 +12,7 @@ use sluicegate::backend::{Backend, BackendState};
 use sluicegate::balance::{key_hash, Balancer};
 use sluicegate::config::spec::{
     Balance, HashKey, HostMatch, ListenSpec, MatchSpec, PoolName, PoolSpec, RouteName, RouteSpec,
-    Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT,
+    Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STREAM_CLOSE_DELAY,
 };
 use sluicegate::route::RequestView;
 use sluicegate::snapshot::Snapshot;
@@ -97,11 +97,14 @@ fn spec_with_routes(n: usize) -> Spec {
             http: "127.0.0.1:0".parse().expect("addr"),
             max_connections: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            stream_close_delay: DEFAULT_STREAM_CLOSE_DELAY,
         },
+        admin: None,
         pools: vec![PoolSpec {
             name: pool,
             balance: Balance::RoundRobin,
             backends: vec![],
+            health: Default::default(),
         }],
         routes,
         discovery: Default::default(),

@@ -5,7 +5,9 @@
 //! latency estimates, health flags and pooled upstream connections survive a config
 //! change. Everything here is atomics: the request path never locks.
 //!
-//! This module does not decide *which* backend to use (see `balance`) nor probe health.
+//! Health (probe status, ejection, slow-start ramp) is a [`BackendHealth`] owned
+//! here and driven by `crate::health`; this module only folds it into the one
+//! eligibility rule. It does not decide *which* backend to use (see `balance`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -13,7 +15,9 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
+use crate::health::{BackendHealth, HealthStatus};
 use crate::upstream::ConnPool;
 
 /// A backend as one snapshot sees it: static facts plus the shared runtime state.
@@ -31,24 +35,30 @@ pub struct Backend {
 pub struct BackendState {
     addr: SocketAddr,
     inflight: AtomicU32,
-    healthy: AtomicBool,
+    /// Attempts started on this backend (including failed ones).
+    requests: AtomicU64,
     draining: AtomicBool,
-    ejected: AtomicBool,
+    health: BackendHealth,
     ewma: PeakEwma,
     conns: ConnPool,
+    /// Cancelled when the backend was removed from the config and its
+    /// `stream_close_delay` ran out: its upstream connections and tunnels close.
+    closed: CancellationToken,
 }
 
 impl BackendState {
     /// A fresh backend: healthy, not draining, no load, no latency history.
     pub fn new(addr: SocketAddr) -> Self {
+        let closed = CancellationToken::new();
         BackendState {
             addr,
             inflight: AtomicU32::new(0),
-            healthy: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
             draining: AtomicBool::new(false),
-            ejected: AtomicBool::new(false),
+            health: BackendHealth::new(),
             ewma: PeakEwma::new(),
-            conns: ConnPool::new(addr),
+            conns: ConnPool::new(addr, closed.clone()),
+            closed,
         }
     }
 
@@ -57,11 +67,15 @@ impl BackendState {
     }
 
     /// The one eligibility rule: healthy, not ejected, not draining.
+    ///
+    /// Read on every pick, so any change of the three takes effect on the next
+    /// pick. Three relaxed loads; the clock is read only while an ejection flag is
+    /// set (to tell a running ejection from probation).
     #[inline]
     pub fn is_eligible(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-            && !self.ejected.load(Ordering::Relaxed)
+        self.health.is_healthy()
             && !self.draining.load(Ordering::Relaxed)
+            && !self.health.is_ejected()
     }
 
     /// Requests (and tunnels, and streaming bodies) currently using this backend.
@@ -70,12 +84,30 @@ impl BackendState {
         self.inflight.load(Ordering::Relaxed)
     }
 
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
+    /// Attempts started on this backend since it was created (for metrics and tests).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
+    /// Health status, probe counters, ejection and ramp of this backend.
+    pub fn health(&self) -> &BackendHealth {
+        &self.health
+    }
+
+    /// Whether the health status is `Healthy` (ejection and draining aside).
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+
+    /// Sets the health status to healthy or unhealthy (probes do this themselves; for
+    /// other sources of health, like Docker's).
     pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+        let status = if healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        };
+        self.health.set_status(status);
     }
 
     pub fn is_draining(&self) -> bool {
@@ -86,12 +118,9 @@ impl BackendState {
         self.draining.store(draining, Ordering::Relaxed);
     }
 
+    /// Whether an outlier ejection is running (see `health::outlier`).
     pub fn is_ejected(&self) -> bool {
-        self.ejected.load(Ordering::Relaxed)
-    }
-
-    pub fn set_ejected(&self, ejected: bool) {
-        self.ejected.store(ejected, Ordering::Relaxed);
+        self.health.is_ejected()
     }
 
     /// Peak-EWMA latency estimate in nanoseconds (decayed to now).
@@ -105,6 +134,17 @@ impl BackendState {
         self.ewma.observe(rtt);
     }
 
+    /// Closes every connection and tunnel to this backend (streams still running on
+    /// a removed backend once its `stream_close_delay` ran out). Not reversible.
+    pub fn close_streams(&self) {
+        self.closed.cancel();
+    }
+
+    /// Resolves once [`close_streams`](Self::close_streams) was called.
+    pub fn closed(&self) -> &CancellationToken {
+        &self.closed
+    }
+
     /// Pooled keep-alive connections to this backend.
     pub fn conns(&self) -> &ConnPool {
         &self.conns
@@ -116,6 +156,7 @@ impl BackendState {
     /// long SSE stream keeps counting as load while it streams.
     pub fn start_request(self: &Arc<Self>) -> InflightGuard {
         self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard {
             state: Arc::clone(self),
         }
@@ -224,9 +265,6 @@ mod tests {
         s.set_draining(true);
         assert!(!s.is_eligible());
         s.set_draining(false);
-        s.set_ejected(true);
-        assert!(!s.is_eligible());
-        s.set_ejected(false);
         s.set_healthy(false);
         assert!(!s.is_eligible());
         s.set_healthy(true);

@@ -10,6 +10,13 @@
 //! excludes backends already tried by a retry. Nor does it choose the pool (that is
 //! the route's split) or extract the hash key from the request (see [`key_hash`]).
 //!
+//! Slow start enters as a second predicate, `ramp(i)`: the permille (100 ..= 1000) of
+//! its configured weight a backend gets right now. `least_conn` and `p2c` multiply it
+//! into the weight; `round_robin` accepts a ramping backend's slot with that
+//! probability (a rejected slot is skipped like an unusable one, so over time the
+//! backend gets `ramp × weight` relative to the others); `hash` ignores it (moving keys
+//! around to ramp would break their affinity).
+//!
 //! Cost of one pick, `n` = backends in the slice (details in each file's header):
 //!
 //! | policy        | all usable   | worst case (few or none usable)        |
@@ -31,6 +38,7 @@ pub use round_robin::RoundRobin;
 
 use crate::backend::Backend;
 use crate::config::spec::Balance;
+use crate::health::FULL_RAMP;
 
 /// The selection table of one set of backends, one variant per policy.
 #[derive(Debug)]
@@ -71,10 +79,24 @@ impl Balancer {
         key: Option<u64>,
         usable: F,
     ) -> Option<usize> {
+        self.pick_ramped(backends, key, usable, |_| FULL_RAMP)
+    }
+
+    /// [`pick`](Self::pick) with slow start: `ramp(i)` is the permille of its weight
+    /// backend `i` gets now ([`FULL_RAMP`] when not ramping). Called only for usable
+    /// backends.
+    #[inline]
+    pub fn pick_ramped<F: Fn(usize) -> bool, R: Fn(usize) -> u32>(
+        &self,
+        backends: &[Backend],
+        key: Option<u64>,
+        usable: F,
+        ramp: R,
+    ) -> Option<usize> {
         match self {
-            Balancer::RoundRobin(rr) => rr.pick(backends, &usable),
-            Balancer::LeastConn(lc) => lc.pick(backends, &usable),
-            Balancer::P2c(p2c) => p2c.pick(backends, &usable),
+            Balancer::RoundRobin(rr) => rr.pick_ramped(backends, &usable, &ramp),
+            Balancer::LeastConn(lc) => lc.pick_ramped(backends, &usable, &ramp),
+            Balancer::P2c(p2c) => p2c.pick_ramped(backends, &usable, &ramp),
             Balancer::Hash(ring) => ring.pick(backends, key, &usable),
         }
     }

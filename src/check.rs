@@ -1,11 +1,12 @@
 //! `sluicegate check`: the resolved routing table of a valid config, as text.
 //!
 //! Routes are listed in the order the gateway tries them (most specific first), so an
-//! operator sees which route wins before deploying; pools show their backends.
+//! operator sees which route wins before deploying; pools show their backends and
+//! health settings (with defaults filled in).
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, ProjectFilter, Spec};
+use crate::config::spec::{Balance, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, Spec};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -112,6 +113,7 @@ pub fn render(spec: &Spec) -> String {
             let backup = if b.backup { "  backup" } else { "" };
             let _ = writeln!(out, "     {}  weight {}{backup}", b.addr, b.weight);
         }
+        render_health(&mut out, &p.health);
     }
     out
 }
@@ -143,6 +145,72 @@ pub fn render_discovered(set: &crate::discovery::DiscoveredSet) -> String {
     out
 }
 
+/// The health lines of one pool.
+fn render_health(out: &mut String, h: &PoolHealthSpec) {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    match &h.probe {
+        None => {
+            let _ = writeln!(out, "     health: no probe (backends are healthy)");
+        }
+        Some(p) => {
+            let host = p
+                .host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map_or_else(String::new, |h| format!(" host {h}"));
+            let start = if p.start_period.is_zero() {
+                String::new()
+            } else {
+                format!(", start_period {}", d(p.start_period))
+            };
+            let _ = writeln!(
+                out,
+                "     health: GET {}{host} every {}, timeout {}, expect {}, rise {}, fall {}{start}, initial {}",
+                p.path,
+                d(p.interval),
+                d(p.timeout),
+                p.expect_status,
+                p.rise,
+                p.fall,
+                p.initial.as_str(),
+            );
+        }
+    }
+    match &h.outlier {
+        None => {
+            let _ = writeln!(out, "     outlier: off");
+        }
+        Some(o) => {
+            let what = if o.count_5xx {
+                "connect errors, timeouts, 5xx"
+            } else {
+                "connect errors, timeouts"
+            };
+            let _ = writeln!(
+                out,
+                "     outlier: eject after {} failures in a row ({what}) for {}, doubling up to {}; at most {}% ejected",
+                o.consecutive_failures,
+                d(o.base_ejection),
+                d(o.max_ejection),
+                o.max_ejected_percent,
+            );
+        }
+    }
+    let slow_start = h.slow_start.map_or_else(|| "off".to_string(), d);
+    let panic = h.panic_threshold.map_or_else(
+        || "off (503 no_healthy_backend when none is eligible)".to_string(),
+        |t| format!("{t}% (below it, route to all primaries)"),
+    );
+    let hold = h.hold.map_or_else(
+        || "off".to_string(),
+        |s| format!("up to {} for at most {} queued", d(s.timeout), s.max_queued),
+    );
+    let _ = writeln!(
+        out,
+        "     slow_start {slow_start}; panic_threshold {panic}; hold {hold}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +240,40 @@ split = [{ pool = "blue", weight = 1 }]
         assert!(canary < default);
         assert!(text.contains("127.0.0.1:9009  weight 1  backup"), "{text}");
         assert!(text.contains("blue=1 (100.0%)"), "{text}");
+        assert!(text.contains("health: no probe"), "{text}");
+        assert!(text.contains("panic_threshold off"), "{text}");
+    }
+
+    #[test]
+    fn health_settings_are_printed_with_defaults() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+[[pools]]
+name = "blue"
+backends = [{ addr = "127.0.0.1:9001" }]
+slow_start = "30s"
+panic_threshold = 50
+hold = { timeout = "2s" }
+[pools.health]
+interval = "500ms"
+start_period = "10s"
+[pools.outlier]
+count_5xx = false
+[[routes]]
+name = "default"
+split = [{ pool = "blue", weight = 1 }]
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "health: GET /health every 500ms, timeout 250ms, expect 200-399, rise 2, fall 3, start_period 10s, initial unknown",
+            "outlier: eject after 5 failures in a row (connect errors, timeouts) for 10s, doubling up to 5m; at most 50% ejected",
+            "slow_start 30s; panic_threshold 50% (below it, route to all primaries); hold up to 2s for at most 1000 queued",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
     }
 }

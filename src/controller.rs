@@ -6,18 +6,32 @@
 //! off the request path and swaps it in atomically; requests already running keep the
 //! snapshot (and backends) they started with.
 //!
-//! Being one owned value with `&mut self` methods is what makes it the single writer;
-//! later sources of change (file reload, admin API, discovery, health) send it updates
-//! rather than touching the snapshot themselves.
+//! A backend that leaves the config *retires*: requests and streams still using it
+//! run on, and only when `[listen].stream_close_delay` has passed are whatever
+//! streams remain closed (and counted) by [`Controller::close_retired`]. If the same
+//! (pool, address) comes back before that, it gets its old state back.
+//!
+//! Health does not need snapshots rebuilt (it flips backend atomics), but it follows
+//! them: after each publish the [`HealthSupervisor`] reconciles the probe tasks with
+//! the new snapshot (`self.health.reconcile(&snapshot)`), and its event channel
+//! ([`Controller::subscribe_health`]) reports every health transition.
+//!
+//! Being one owned value with `&mut self` methods is what makes it the single writer.
+//! It is driven by the controller task ([`task`]), which receives every change (file
+//! reload, admin API, TTL expiry) on one channel.
+
+pub mod task;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 
 use crate::backend::BackendState;
-use crate::config::spec::{PoolName, Spec};
+use crate::config::spec::{InitialHealth, PoolName, PoolSpec, Spec};
+use crate::health::{HealthEvent, HealthStatus, HealthSupervisor, PoolHealth};
 use crate::snapshot::Snapshot;
 
 /// Shared handle to the current snapshot: requests `load()` it, the controller stores.
@@ -28,15 +42,45 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 pub struct Controller {
     shared: SharedSnapshot,
     registry: Registry,
+    pools: PoolRegistry,
+    health: HealthSupervisor,
+    retiring: HashMap<Key, Retiring>,
+    /// Streams closed because their backend was removed (ever).
+    streams_closed: u64,
+    /// Snapshots published so far (the first one is 1).
+    generation: u64,
+}
+
+/// A removed backend whose remaining streams close at `at`.
+#[derive(Debug)]
+struct Retiring {
+    state: Arc<BackendState>,
+    at: Instant,
 }
 
 impl Controller {
-    /// Builds the first snapshot from `spec`.
+    /// Builds the first snapshot from `spec` and starts its probes (which needs a
+    /// tokio runtime when a pool has `[pools.health]`).
     pub fn new(spec: Spec) -> Controller {
-        let (snapshot, registry) = rebuild(&HashMap::new(), spec);
+        let mut health = HealthSupervisor::new();
+        let mut old = Registries::default();
+        let (snapshot, next) = rebuild(
+            &mut old,
+            &mut HashMap::new(),
+            &health,
+            spec,
+            Generation::First,
+        );
+        let snapshot = Arc::new(snapshot);
+        health.reconcile(&snapshot);
         Controller {
-            shared: Arc::new(ArcSwap::from_pointee(snapshot)),
-            registry,
+            shared: Arc::new(ArcSwap::new(snapshot)),
+            registry: next.backends,
+            pools: next.pools,
+            health,
+            retiring: HashMap::new(),
+            streams_closed: 0,
+            generation: 1,
         }
     }
 
@@ -46,31 +90,180 @@ impl Controller {
     }
 
     /// Publishes a snapshot for `spec`. Backends present before keep their state
-    /// (in-flight counts, latency, health, pooled connections); removed ones are
-    /// forgotten here but live on in requests still using them.
+    /// (in-flight counts, latency, health, pooled connections); removed ones retire
+    /// (see the module doc) and live on in requests still using them.
     pub fn apply(&mut self, spec: Spec) {
-        let (snapshot, registry) = rebuild(&self.registry, spec);
-        self.registry = registry;
-        self.shared.store(Arc::new(snapshot));
+        let delay = spec.listen.stream_close_delay;
+        let mut old = Registries {
+            backends: std::mem::take(&mut self.registry),
+            pools: std::mem::take(&mut self.pools),
+        };
+        let (snapshot, next) = rebuild(
+            &mut old,
+            &mut self.retiring,
+            &self.health,
+            spec,
+            Generation::Later,
+        );
+        let snapshot = Arc::new(snapshot);
+        self.shared.store(Arc::clone(&snapshot));
+        self.generation += 1;
+        self.health.reconcile(&snapshot);
+        for (name, gone) in &old.pools {
+            if !next.pools.contains_key(name) {
+                // Requests held for a removed pool find it gone and give up now.
+                gone.wake_held();
+            }
+        }
+        self.registry = next.backends;
+        self.pools = next.pools;
+        // What is left in `old.backends` was removed.
+        let at = Instant::now() + delay;
+        for (key, state) in old.backends {
+            state.conns().clear_idle();
+            if state.inflight() > 0 {
+                tracing::info!(
+                    pool = %key.0, backend = %key.1, inflight = state.inflight(), ?delay,
+                    "backend removed: its remaining streams close after stream_close_delay"
+                );
+            }
+            self.retiring.insert(key, Retiring { state, at });
+        }
+    }
+
+    /// The probe supervisor: live probe count, and `subscribe()` for health events.
+    pub fn health(&self) -> &HealthSupervisor {
+        &self.health
+    }
+
+    /// Every health transition from now on (see [`HealthSupervisor::subscribe`]).
+    pub fn subscribe_health(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.health.subscribe()
+    }
+
+    /// Runtime state of a backend in the current snapshot.
+    pub fn backend_state(&self, pool: &PoolName, addr: SocketAddr) -> Option<&Arc<BackendState>> {
+        self.registry.get(&(pool.clone(), addr))
+    }
+
+    /// Runtime state of a pool (hold queue, wake-ups) in the current snapshot.
+    pub fn pool_health(&self, pool: &PoolName) -> Option<&Arc<PoolHealth>> {
+        self.pools.get(pool)
+    }
+
+    /// When the next retired backend's streams are due to close.
+    pub fn next_retirement(&self) -> Option<Instant> {
+        self.retiring.values().map(|r| r.at).min()
+    }
+
+    /// Closes the streams of retired backends whose delay ran out by `now`;
+    /// returns how many streams that closed.
+    pub fn close_retired(&mut self, now: Instant) -> u64 {
+        let mut closed = 0;
+        self.retiring.retain(|(pool, addr), r| {
+            if r.at > now {
+                return true;
+            }
+            let n = u64::from(r.state.inflight());
+            if n > 0 {
+                tracing::warn!(%pool, backend = %addr, streams = n, "closing streams of a removed backend: stream_close_delay ran out");
+            }
+            r.state.close_streams();
+            closed += n;
+            false
+        });
+        self.streams_closed += closed;
+        closed
+    }
+
+    /// Streams closed because their backend was removed, since start.
+    pub fn streams_closed(&self) -> u64 {
+        self.streams_closed
+    }
+
+    /// How many snapshots were published (1 after [`new`](Self::new)).
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 }
 
-type Registry = HashMap<(PoolName, SocketAddr), Arc<BackendState>>;
+type Key = (PoolName, SocketAddr);
+type Registry = HashMap<Key, Arc<BackendState>>;
+type PoolRegistry = HashMap<PoolName, Arc<PoolHealth>>;
 
-/// Builds a snapshot reusing `old` state where (pool, address) matches, and returns
-/// the registry of exactly the backends the new snapshot holds.
-fn rebuild(old: &Registry, spec: Spec) -> (Snapshot, Registry) {
-    let mut next = Registry::with_capacity(old.len());
-    let snapshot = Snapshot::build(Arc::new(spec), |pool, b| {
-        let key = (pool.clone(), b.addr);
-        let state = old
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| Arc::new(BackendState::new(b.addr)));
-        next.insert(key, Arc::clone(&state));
-        state
-    });
-    (snapshot, next)
+/// Runtime state kept across snapshots.
+#[derive(Default)]
+struct Registries {
+    backends: Registry,
+    pools: PoolRegistry,
+}
+
+/// Whether a snapshot is the gateway's first (its backends do not slow-start).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Generation {
+    First,
+    Later,
+}
+
+/// Builds a snapshot reusing state from `old` (taking it out) or from `retiring`
+/// (bringing it back) where (pool, address) matches, and pool state by name; returns
+/// the registries of exactly what the new snapshot holds. What stays in
+/// `old.backends` was removed. Each backend's `draining` flag is set from the spec.
+fn rebuild(
+    old: &mut Registries,
+    retiring: &mut HashMap<Key, Retiring>,
+    health: &HealthSupervisor,
+    spec: Spec,
+    generation: Generation,
+) -> (Snapshot, Registries) {
+    let mut backends = Registry::with_capacity(old.backends.len());
+    let mut pools = PoolRegistry::with_capacity(old.pools.len());
+    let old_pools = &old.pools;
+    let old_backends = &mut old.backends;
+    let snapshot = Snapshot::build_with(
+        Arc::new(spec),
+        |pool, b| {
+            let key = (pool.name.clone(), b.addr);
+            let state = old_backends
+                .remove(&key)
+                .or_else(|| retiring.remove(&key).map(|r| r.state))
+                .unwrap_or_else(|| new_backend(pool, b.addr, generation));
+            state.set_draining(b.draining);
+            backends.insert(key, Arc::clone(&state));
+            state
+        },
+        |pool| {
+            let shared = old_pools
+                .get(&pool.name)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(PoolHealth::new(pool.name.clone(), health.events())));
+            pools.insert(pool.name.clone(), Arc::clone(&shared));
+            shared
+        },
+    );
+    (snapshot, Registries { backends, pools })
+}
+
+/// A backend first seen in `pool`: with a probe it starts in the configured initial
+/// status (by default *unknown*: no traffic until its first pass); without one it is
+/// healthy, and after the first snapshot it slow-starts (if the pool ramps).
+fn new_backend(pool: &PoolSpec, addr: SocketAddr, generation: Generation) -> Arc<BackendState> {
+    let state = BackendState::new(addr);
+    let health = state.health();
+    match pool.health.probe.as_ref().map(|p| p.initial) {
+        Some(InitialHealth::Unknown) => {
+            health.set_status(HealthStatus::Unknown);
+        }
+        Some(InitialHealth::Unhealthy) => {
+            health.set_status(HealthStatus::Unhealthy);
+        }
+        Some(InitialHealth::Healthy) | None => {
+            if generation == Generation::Later {
+                health.start_ramp();
+            }
+        }
+    }
+    Arc::new(state)
 }
 
 #[cfg(test)]
@@ -117,13 +310,53 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
     }
 
     #[test]
-    fn removed_backends_are_forgotten() {
+    fn removed_backend_retires_and_comes_back_with_its_state() {
         let mut c = Controller::new(crate::config::parse(TWO_POOLS).unwrap());
+        let before = state_of(&c, "a", "127.0.0.1:9002");
         let fewer = TWO_POOLS.replace(", { addr = \"127.0.0.1:9002\" }", "");
         c.apply(crate::config::parse(&fewer).unwrap());
         assert_eq!(c.registry.len(), 2);
+        assert_eq!(c.health().probes(), 0);
+        assert!(c.next_retirement().is_some());
         c.apply(crate::config::parse(TWO_POOLS).unwrap());
-        // It comes back as a fresh backend.
-        assert_eq!(state_of(&c, "a", "127.0.0.1:9002").inflight(), 0);
+        assert!(Arc::ptr_eq(&before, &state_of(&c, "a", "127.0.0.1:9002")));
+        assert_eq!(c.next_retirement(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_of_a_removed_backend_close_after_the_delay() {
+        let text = TWO_POOLS.replace("[listen]\n", "[listen]\nstream_close_delay = \"5m\"\n");
+        let mut c = Controller::new(crate::config::parse(&text).unwrap());
+        let state = state_of(&c, "b", "127.0.0.1:9003");
+        let _stream = state.start_request();
+        let no_b = text
+            .replace(
+                "[[pools]]\nname = \"b\"\nbackends = [{ addr = \"127.0.0.1:9003\" }]\n",
+                "",
+            )
+            .replace(", { pool = \"b\", weight = 0 }", "");
+        c.apply(crate::config::parse(&no_b).unwrap());
+        // A later reload does not touch it either.
+        c.apply(crate::config::parse(&no_b).unwrap());
+        let due = c.next_retirement().expect("retiring");
+        assert_eq!(c.close_retired(due - std::time::Duration::from_secs(1)), 0);
+        assert!(!state.closed().is_cancelled());
+        tokio::time::advance(std::time::Duration::from_secs(300)).await;
+        assert_eq!(c.close_retired(Instant::now()), 1);
+        assert!(state.closed().is_cancelled());
+        assert_eq!(c.streams_closed(), 1);
+        assert_eq!(c.next_retirement(), None);
+    }
+
+    #[test]
+    fn draining_flag_follows_the_spec() {
+        let mut c = Controller::new(crate::config::parse(TWO_POOLS).unwrap());
+        let mut spec = crate::config::parse(TWO_POOLS).unwrap();
+        spec.pools[0].backends[0].draining = true;
+        c.apply(spec);
+        let s = state_of(&c, "a", "127.0.0.1:9001");
+        assert!(s.is_draining() && !s.is_eligible());
+        c.apply(crate::config::parse(TWO_POOLS).unwrap());
+        assert!(!s.is_draining());
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Starts two "blue" (v1) and two "green" (v2) echo agents in-process on loopback,
 //! the gateway in front of them with an embedded config (a 90/10 canary split with a
-//! sticky cookie, and a header route that pins testers to green), and prints what to
-//! curl.
+//! sticky cookie, and a header route that pins testers to green) and its admin API,
+//! and prints what to curl and the `ctl split` that flips blue to green.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,12 +11,15 @@ use std::time::Duration;
 
 use crate::config;
 use crate::echo_agent::{self, EchoHandle};
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, GatewayError};
 
 /// The demo's embedded `routes.toml`; `{listen}` and `{blueN}`/`{greenN}` are filled in.
 const DEMO_CONFIG: &str = r#"
 [listen]
 http = "{listen}"
+
+[admin]
+listen = "{admin}"
 
 [[pools]]
 name = "blue"
@@ -50,11 +53,17 @@ pub enum DemoError {
     #[error("the embedded demo config is invalid (a bug): {0}")]
     Config(#[source] config::ConfigErrors),
     #[error(transparent)]
-    Listen(std::io::Error),
+    Gateway(GatewayError),
 }
 
-/// Runs the demo until `shutdown` resolves.
-pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
+/// Runs the demo until `shutdown` resolves. `program` is how the user invoked
+/// sluicegate (for the printed `ctl` commands).
+pub async fn run(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    program: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DemoError> {
     let mut agents: Vec<EchoHandle> = Vec::new();
     for (name, version) in [
         ("blue-1", "v1"),
@@ -70,13 +79,17 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
     }
     let text = DEMO_CONFIG
         .replace("{listen}", &listen.to_string())
+        .replace("{admin}", &admin.to_string())
         .replace("{blue1}", &agents[0].addr().to_string())
         .replace("{blue2}", &agents[1].addr().to_string())
         .replace("{green1}", &agents[2].addr().to_string())
         .replace("{green2}", &agents[3].addr().to_string());
     let spec = config::parse(&text).map_err(DemoError::Config)?;
-    let gateway = Gateway::bind(spec).await.map_err(DemoError::Listen)?;
-    let addr = gateway.local_addr().map_err(DemoError::Listen)?;
+    let gateway = Gateway::bind(spec).await.map_err(DemoError::Gateway)?;
+    let addr = gateway
+        .local_addr()
+        .map_err(|e| DemoError::Gateway(GatewayError::Listen(e)))?;
+    let admin = gateway.admin_addr().unwrap_or(admin);
 
     println!("sluicegate demo: gateway on http://{addr}");
     for a in &agents {
@@ -89,6 +102,10 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
          curl -si http://{addr}/hello | grep -i set-cookie  # the sticky cookie\n  \
          curl -sN 'http://{addr}/sse?events=5&interval_ms=500'  # a streamed SSE response\n  \
          for i in $(seq 20); do curl -s http://{addr}/ | grep -o '\"agent\":\"[a-z0-9-]*\"'; done | sort | uniq -c\n\
+         \nAdmin API on http://{admin}. Flip every new request from blue to green (no request is dropped):\n  \
+         {program} ctl --admin http://{admin} split agents blue=0 green=100\n  \
+         {program} ctl --admin http://{admin} status\n  \
+         curl -s http://{admin}/api/v1/state\n\
          \nCtrl-C stops it."
     );
     gateway.serve(shutdown, Duration::from_secs(5)).await;
@@ -106,11 +123,13 @@ mod tests {
     fn embedded_config_is_valid() {
         let text = DEMO_CONFIG
             .replace("{listen}", "127.0.0.1:0")
+            .replace("{admin}", "127.0.0.1:0")
             .replace("{blue1}", "127.0.0.1:1")
             .replace("{blue2}", "127.0.0.1:2")
             .replace("{green1}", "127.0.0.1:3")
             .replace("{green2}", "127.0.0.1:4");
         let spec = config::parse(&text).expect("demo config parses");
         assert_eq!(spec.routes.len(), 2);
+        assert!(spec.admin.is_some());
     }
 }

@@ -3,21 +3,29 @@
 //! Requests flow `route` (which route) → `split` (which pool, i.e. version) →
 //! `balance` (which backend) → `proxy` (forward and stream back). The `controller`
 //! is the single writer of the immutable `snapshot` that every request reads;
-//! `backend` holds the per-backend atomics that survive snapshot swaps.
+//! `backend` holds the per-backend atomics that survive snapshot swaps; `health`
+//! drives their health (probes, ejection, slow start, hold).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod check;
 pub mod config;
 pub mod controller;
+pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod echo_agent;
 pub mod gateway;
+pub mod health;
+pub mod overrides;
+pub mod plan;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod snapshot;
 pub mod split;
+pub mod state_file;
 pub mod upstream;

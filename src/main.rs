@@ -7,8 +7,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use sluicegate::{check, config, demo, gateway::Gateway, server::Drained};
+use clap::{Args, Parser, Subcommand};
+use sluicegate::ctl::{self, AdminClient};
+use sluicegate::gateway::{Gateway, Options};
+use sluicegate::reload::ReloadOptions;
+use sluicegate::{check, config, demo, server::Drained};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +37,12 @@ enum Command {
         /// Worker threads (default: TOKIO_WORKER_THREADS, else one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Do not watch the config file; reload only on SIGHUP.
+        #[arg(long)]
+        no_watch: bool,
+        /// Quiet time after a change of the config file before it is reloaded.
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        reload_debounce: Duration,
     },
     /// Validate routes.toml and print the resolved table; exit 1 on any error.
     Check {
@@ -49,12 +58,71 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+    /// Show what reloading routes.toml would change in the running gateway (applies nothing).
+    Plan {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Steer a running gateway through its admin API.
+    Ctl {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Exit 0 if the local admin API's /readyz answers (for Docker HEALTHCHECK).
+    Health {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Start blue and green demo agents in-process with the gateway in front.
     Demo {
         /// Address of the demo gateway.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Address of the demo's admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
     },
+}
+
+/// Where the admin API is.
+#[derive(Args, Debug)]
+struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(
+        long = "admin",
+        env = "SLUICEGATE_ADMIN",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    url: String,
+    /// Bearer token (the value of the gateway's [admin].token_env variable).
+    #[arg(long, env = "SLUICEGATE_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Give up on the admin API after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Routes, splits, pools and backends (health, in-flight, source).
+    Status,
+    /// Set a route's whole split: `split agents agent-blue=0 agent-green=100`.
+    Split {
+        route: String,
+        /// POOL=WEIGHT for every pool of the new split.
+        assignments: Vec<String>,
+        /// Drop the admin override: back to the config file's split.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Stop sending new requests to a backend; in-flight ones and streams finish.
+    Drain { pool: String, addr: String },
+    /// Put a drained backend back in rotation.
+    Undrain { pool: String, addr: String },
 }
 
 fn main() -> ExitCode {
@@ -87,10 +155,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             drain_timeout,
             workers,
+            no_watch,
+            reload_debounce,
         } => {
             let spec = config::load(&config)?;
+            let options = Options {
+                config_path: Some(config.clone()),
+                reload: ReloadOptions {
+                    watch: !no_watch,
+                    debounce: reload_debounce,
+                    sighup: true,
+                },
+            };
             runtime(workers)?.block_on(async {
-                let gateway = Gateway::bind(spec).await?;
+                let gateway = Gateway::bind_with(spec, options).await?;
+                if let Some(admin) = gateway.admin_addr() {
+                    tracing::info!(%admin, "admin API");
+                }
                 tracing::info!(addr = %gateway.local_addr()?, config = %config.display(), "serving");
                 match gateway.serve(shutdown_signal(), drain_timeout).await {
                     Drained::Clean => tracing::info!("drained, exiting"),
@@ -109,10 +190,45 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             runtime(None)?.block_on(discover(docker, watch))
         }
-        Command::Demo { listen } => runtime(None)?.block_on(async {
-            demo::run(listen, shutdown_signal()).await?;
+        Command::Demo { listen, admin } => runtime(None)?.block_on(async {
+            let program = std::env::args()
+                .next()
+                .unwrap_or_else(|| "sluicegate".into());
+            demo::run(listen, admin, &program, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }),
+        Command::Plan { config, admin } => {
+            let client = admin.client()?;
+            let plan = small_runtime()?.block_on(ctl::plan(&client, &config))?;
+            print!("{plan}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ctl { admin, command } => {
+            let client = admin.client()?;
+            let out = small_runtime()?.block_on(async {
+                match command {
+                    CtlCommand::Status => ctl::status(&client).await,
+                    CtlCommand::Split {
+                        route,
+                        assignments,
+                        reset,
+                    } => ctl::split(&client, &route, &assignments, reset).await,
+                    CtlCommand::Drain { pool, addr } => {
+                        ctl::drain(&client, &pool, &addr, true).await
+                    }
+                    CtlCommand::Undrain { pool, addr } => {
+                        ctl::drain(&client, &pool, &addr, false).await
+                    }
+                }
+            })?;
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Health { admin } => {
+            let client = admin.client()?;
+            small_runtime()?.block_on(ctl::health(&client))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -142,6 +258,24 @@ async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<Exi
     }
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+impl AdminArgs {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient::new(
+            &self.url,
+            self.token.clone(),
+            self.timeout,
+        )?)
+    }
+}
+
+/// A one-thread runtime for the short-lived client commands.
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {

@@ -5,9 +5,13 @@
 //! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
 //! own short answers (see [`error`]). Retries go to a different backend: always when
 //! the request never left, otherwise only for idempotent requests without a body.
+//! Every attempt's outcome is reported to the pool (passive ejection), and a pool with
+//! `hold` parks a request that finds no usable backend instead of failing it.
 //!
-//! No lock is taken here: the snapshot is an `ArcSwap` load, backend state is atomics,
-//! and the connection pool is a lock-free queue.
+//! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
+//! load, backend state (health included) is atomics, and the connection pool is a
+//! lock-free queue. Only the rare paths touch tokio's short internal locks: a held
+//! request registering on its pool's `Notify`, and an ejection publishing its event.
 
 pub mod body;
 pub mod error;
@@ -15,6 +19,7 @@ pub mod headers;
 mod tunnel;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
@@ -27,6 +32,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, InflightGuard};
 use crate::config::spec::Timeouts;
 use crate::controller::SharedSnapshot;
+use crate::health::hold;
 use crate::route::{host_without_port, RequestView};
 use crate::snapshot::Tried;
 use crate::upstream::Sender;
@@ -112,7 +118,8 @@ impl Proxy {
             .split
             .pick(req.headers())
             .ok_or(ProxyError::NoHealthyBackend)?;
-        let pool = choice.pool;
+        // Owned, so a hold can swap in the latest snapshot's version of the pool.
+        let mut pool = Arc::clone(choice.pool);
         let set_cookie = choice.set_cookie.cloned();
         let key = pool.request_key(req.headers(), client.ip());
         let forwarded_host = host.and_then(|h| HeaderValue::from_str(h).ok());
@@ -144,16 +151,36 @@ impl Proxy {
         let mut req = Request::from_parts(parts, RequestBody::Client(body));
 
         let mut tried = Tried::default();
+        let mut failures = 0usize;
+        let mut hold_deadline = None;
         let mut last_error = None;
         loop {
-            let Some(backend) = pool.pick(key, &tried) else {
-                return Err(last_error.unwrap_or(ProxyError::NoHealthyBackend));
+            let backend = match pool.pick(key, &tried) {
+                Some(backend) => backend,
+                None => {
+                    let Some(spec) = pool.policy().hold else {
+                        return Err(last_error.unwrap_or(ProxyError::NoHealthyBackend));
+                    };
+                    let deadline =
+                        *hold_deadline.get_or_insert_with(|| Instant::now() + spec.timeout);
+                    match hold::wait(&self.snapshot, &pool, &spec, deadline, &mut tried).await {
+                        Ok(current) => {
+                            pool = current;
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::debug!(pool = %pool.name, %err, "hold gave up");
+                            return Err(ProxyError::NoHealthyBackend);
+                        }
+                    }
+                }
             };
             let guard = backend.state.start_request();
             let started = Instant::now();
             match send(backend, req, &route.timeouts).await {
                 Ok((resp, sender)) => {
                     backend.state.observe_latency(started.elapsed());
+                    pool.report_response(backend, resp.status());
                     return self.respond(
                         resp,
                         sender,
@@ -165,7 +192,9 @@ impl Proxy {
                 }
                 Err(failed) => {
                     tracing::debug!(backend = %backend.addr, err = %failed.error, "attempt failed");
+                    pool.report_error(backend, &failed.error);
                     tried.add(backend);
+                    failures += 1;
                     let next = match failed.unsent {
                         Some(unsent) => Some(unsent),
                         None if failed.error.retryable_after_send() => {
@@ -174,7 +203,7 @@ impl Proxy {
                         None => None,
                     };
                     match next {
-                        Some(next) if tried.len() <= route.retries as usize => req = next,
+                        Some(next) if failures <= route.retries as usize => req = next,
                         _ => return Err(failed.error),
                     }
                     last_error = Some(failed.error);

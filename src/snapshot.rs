@@ -3,18 +3,26 @@
 //! A [`Snapshot`] is built from a validated `Spec` off the request path (by the
 //! controller) and published through one `ArcSwap`. It holds routes in precedence
 //! order, each with its split over pools, and each pool with its backends and
-//! prebuilt balancers. Backend runtime state is borrowed from the controller's
-//! registry, so it survives rebuilds.
+//! prebuilt balancers. Backend runtime state (and each pool's `PoolHealth`) is
+//! borrowed from the controller's registry, so it survives rebuilds.
+//!
+//! [`Pool::pick`] applies the pool's health policy: eligibility, backups (nginx),
+//! slow-start ramps and the panic threshold (Envoy).
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::HeaderMap;
+use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendState};
 use crate::balance::{key_hash, Balancer};
-use crate::config::spec::{BackendSpec, HashKey, PoolName, RouteName, Spec, Timeouts};
+use crate::config::spec::{
+    BackendSpec, HashKey, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
+};
 use crate::config::MatchSpec;
+use crate::health::{PoolHealth, FULL_RAMP};
 use crate::route::{self, RequestView};
 use crate::split::{cookie_value, Split};
 
@@ -42,6 +50,8 @@ pub struct Route {
 pub struct Pool {
     pub name: PoolName,
     pub hash_key: Option<HashKey>,
+    policy: PoolHealthSpec,
+    health: Arc<PoolHealth>,
     primaries: Box<[Backend]>,
     primary_balancer: Balancer,
     backups: Box<[Backend]>,
@@ -50,9 +60,25 @@ pub struct Pool {
 
 impl Snapshot {
     /// Builds a snapshot; `state_for` supplies (and keeps) each backend's runtime state.
+    /// Pools get a fresh, detached `PoolHealth` (see [`build_with`](Self::build_with)).
     pub fn build(
         spec: Arc<Spec>,
         mut state_for: impl FnMut(&PoolName, &BackendSpec) -> Arc<BackendState>,
+    ) -> Snapshot {
+        Snapshot::build_with(
+            spec,
+            |p, b| state_for(&p.name, b),
+            |p| Arc::new(PoolHealth::detached(p.name.clone())),
+        )
+    }
+
+    /// Builds a snapshot; `state_for` supplies each backend's runtime state and
+    /// `health_for` each pool's health runtime (both kept across rebuilds by the
+    /// controller).
+    pub fn build_with(
+        spec: Arc<Spec>,
+        mut state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
+        mut health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
     ) -> Snapshot {
         let mut by_name: HashMap<&PoolName, Arc<Pool>> = HashMap::new();
         let mut pools = Vec::with_capacity(spec.pools.len());
@@ -64,14 +90,20 @@ impl Snapshot {
                     addr: b.addr,
                     weight: b.weight,
                     backup: b.backup,
-                    state: state_for(&p.name, b),
+                    state: state_for(p, b),
                 })
                 .collect();
             let hash_key = match &p.balance {
                 crate::config::spec::Balance::Hash(key) => Some(key.clone()),
                 _ => None,
             };
-            let pool = Arc::new(Pool::new(p.name.clone(), &p.balance, hash_key, backends));
+            let pool = Arc::new(Pool::new(
+                p.name.clone(),
+                &p.balance,
+                hash_key,
+                (p.health.clone(), health_for(p)),
+                backends,
+            ));
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
         }
@@ -118,6 +150,11 @@ impl Snapshot {
         &self.pools
     }
 
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| p.name.as_str() == name)
+    }
+
     /// The spec this snapshot was built from.
     pub fn spec(&self) -> &Arc<Spec> {
         &self.spec
@@ -129,12 +166,15 @@ impl Pool {
         name: PoolName,
         balance: &crate::config::spec::Balance,
         hash_key: Option<HashKey>,
+        (policy, health): (PoolHealthSpec, Arc<PoolHealth>),
         backends: Vec<Backend>,
     ) -> Pool {
         let (backups, primaries): (Vec<_>, Vec<_>) = backends.into_iter().partition(|b| b.backup);
         Pool {
             name,
             hash_key,
+            policy,
+            health,
             primary_balancer: Balancer::build(balance, &primaries),
             backup_balancer: Balancer::build(balance, &backups),
             primaries: primaries.into(),
@@ -145,12 +185,25 @@ impl Pool {
     /// A pool with no backends (for unit tests of other modules).
     #[cfg(test)]
     pub fn empty_for_tests(name: &str) -> Pool {
+        let name = PoolName(Arc::from(name));
+        let health = Arc::new(PoolHealth::detached(name.clone()));
         Pool::new(
-            PoolName(Arc::from(name)),
+            name,
             &crate::config::spec::Balance::RoundRobin,
             None,
+            (PoolHealthSpec::default(), health),
             Vec::new(),
         )
+    }
+
+    /// The pool's health settings (probe, outlier, slow start, panic, hold).
+    pub fn policy(&self) -> &PoolHealthSpec {
+        &self.policy
+    }
+
+    /// The pool's health runtime, shared by every snapshot's version of the pool.
+    pub fn health(&self) -> &Arc<PoolHealth> {
+        &self.health
     }
 
     /// Primary backends then backups.
@@ -171,12 +224,22 @@ impl Pool {
     }
 
     /// Picks an eligible backend not yet `tried`; backups only when no primary is
-    /// eligible at all (nginx's `backup` semantics).
+    /// eligible at all (nginx's `backup` semantics). Ramping backends (slow start) get
+    /// their share of their weight; with `panic_threshold`, see [`in_panic`](Self::in_panic).
     pub fn pick(&self, key: Option<u64>, tried: &Tried) -> Option<&Backend> {
+        if let Some(threshold) = self.policy.panic_threshold {
+            if self.in_panic(threshold) {
+                return self.pick_in_panic(key, tried);
+            }
+        }
+        let window = self.policy.slow_start;
         let primaries = &self.primaries;
-        let picked = self.primary_balancer.pick(primaries, key, |i| {
-            primaries[i].state.is_eligible() && !tried.contains(&primaries[i])
-        });
+        let picked = self.primary_balancer.pick_ramped(
+            primaries,
+            key,
+            |i| primaries[i].state.is_eligible() && !tried.contains(&primaries[i]),
+            |i| ramp(&primaries[i], window),
+        );
         if let Some(i) = picked {
             return Some(&primaries[i]);
         }
@@ -186,10 +249,60 @@ impl Pool {
         }
         let backups = &self.backups;
         self.backup_balancer
-            .pick(backups, key, |i| {
-                backups[i].state.is_eligible() && !tried.contains(&backups[i])
-            })
+            .pick_ramped(
+                backups,
+                key,
+                |i| backups[i].state.is_eligible() && !tried.contains(&backups[i]),
+                |i| ramp(&backups[i], window),
+            )
             .map(|i| &backups[i])
+    }
+
+    /// Envoy's panic mode: fewer than `threshold` % of the (non-draining) primaries
+    /// are eligible, and no backup can stand in for them. Then health is ignored
+    /// and load spreads over all of them: better some errors than a few survivors
+    /// crushed, or a 503 for everyone when health checks are wrong.
+    ///
+    /// Costs one pass over the primaries per pick, only in pools that set a threshold.
+    pub fn in_panic(&self, threshold: u8) -> bool {
+        let (mut total, mut eligible) = (0usize, 0usize);
+        for b in self.primaries.iter().filter(|b| !b.state.is_draining()) {
+            total += 1;
+            eligible += usize::from(b.state.is_eligible());
+        }
+        let below = eligible * 100 < usize::from(threshold) * total;
+        below && (eligible > 0 || !self.backups.iter().any(|b| b.state.is_eligible()))
+    }
+
+    /// A pick that ignores health and ejection (not draining, not `tried`).
+    fn pick_in_panic(&self, key: Option<u64>, tried: &Tried) -> Option<&Backend> {
+        let sets = [
+            (&self.primaries, &self.primary_balancer),
+            (&self.backups, &self.backup_balancer),
+        ];
+        sets.into_iter().find_map(|(set, balancer)| {
+            balancer
+                .pick(set, key, |i| {
+                    !set[i].state.is_draining() && !tried.contains(&set[i])
+                })
+                .map(|i| &set[i])
+        })
+    }
+
+    /// When the earliest running ejection in this pool ends (held requests wake then).
+    pub fn next_ejection_end(&self) -> Option<Instant> {
+        self.backends()
+            .filter_map(|b| b.state.health().ejected_until())
+            .min()
+    }
+}
+
+/// The permille of its weight `backend` gets under a slow start of `window`.
+#[inline]
+fn ramp(backend: &Backend, window: Option<Duration>) -> u32 {
+    match window {
+        None => FULL_RAMP,
+        Some(window) => backend.state.health().ramp_permille(window),
     }
 }
 
@@ -215,9 +328,14 @@ impl Tried {
         self.states.contains(&id)
     }
 
-    /// How many attempts failed so far.
+    /// How many backends are remembered.
     pub fn len(&self) -> usize {
         self.states.len()
+    }
+
+    /// Forgets every attempt (after a hold wait, the backends deserve another look).
+    pub fn clear(&mut self) {
+        self.states.clear();
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,6 +18,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
@@ -49,6 +50,8 @@ struct Idle {
 pub struct ConnPool {
     addr: SocketAddr,
     idle: ArrayQueue<Idle>,
+    /// The backend's close signal: ends every connection task (see `BackendState`).
+    closed: CancellationToken,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -61,10 +64,12 @@ impl std::fmt::Debug for ConnPool {
 }
 
 impl ConnPool {
-    pub fn new(addr: SocketAddr) -> Self {
+    /// A pool for `addr` whose connections end when `closed` is cancelled.
+    pub fn new(addr: SocketAddr, closed: CancellationToken) -> Self {
         ConnPool {
             addr,
             idle: ArrayQueue::new(MAX_IDLE),
+            closed,
         }
     }
 
@@ -104,9 +109,17 @@ impl ConnPool {
             .await
             .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;
         let addr = self.addr;
+        let closed = self.closed.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.with_upgrades().await {
-                tracing::debug!(backend = %addr, %err, "upstream connection ended with an error");
+            tokio::select! {
+                ended = conn.with_upgrades() => if let Err(err) = ended {
+                    tracing::debug!(backend = %addr, %err, "upstream connection ended with an error");
+                },
+                // Dropping the connection closes the socket: a body streaming on it ends
+                // with an error, which the client sees as a closed stream.
+                () = closed.cancelled() => {
+                    tracing::debug!(backend = %addr, "upstream connection closed: backend removed");
+                }
             }
         });
         Ok(sender)
@@ -122,6 +135,12 @@ impl ConnPool {
             sender,
             since: Instant::now(),
         });
+    }
+
+    /// Closes every idle connection (the backend left the config; connections in
+    /// use are left to finish).
+    pub fn clear_idle(&self) {
+        while self.idle.pop().is_some() {}
     }
 
     fn pop_idle(&self) -> Option<Sender> {

@@ -11,9 +11,13 @@
 //! far): no allocation, and an idle pool (everything tied at 0) still honours the
 //! weights, where nginx would fall back to weighted round robin.
 //!
+//! Slow start scales each weight by the backend's ramp (permille), so a ramping
+//! backend counts as more loaded and wins fewer ties.
+//!
 //! Pick cost: O(n) always: one `usable` call and one atomic load per backend.
 
 use crate::backend::Backend;
+use crate::health::FULL_RAMP;
 
 /// Least-connections selection; it needs no table, only the live counters.
 #[derive(Debug, Default)]
@@ -29,6 +33,16 @@ impl LeastConn {
 
     /// The usable backend with the lowest `inflight / weight`, ties weighted-random.
     pub fn pick(&self, backends: &[Backend], usable: impl Fn(usize) -> bool) -> Option<usize> {
+        self.pick_ramped(backends, usable, |_| FULL_RAMP)
+    }
+
+    /// [`pick`](Self::pick) with each weight scaled by `ramp(i)` permille (slow start).
+    pub fn pick_ramped(
+        &self,
+        backends: &[Backend],
+        usable: impl Fn(usize) -> bool,
+        ramp: impl Fn(usize) -> u32,
+    ) -> Option<usize> {
         let mut best: Option<usize> = None;
         // Load of `best` as the fraction inflight / weight.
         let (mut best_inflight, mut best_weight) = (0u64, 1u64);
@@ -39,7 +53,8 @@ impl LeastConn {
                 continue;
             }
             let inflight = u64::from(backend.state.inflight());
-            let weight = u64::from(backend.weight.max(1));
+            // ≤ 10^6 × 10^3: products with in-flight counts (< 2^32) still fit u64.
+            let weight = u64::from(backend.weight.max(1)) * u64::from(ramp(i).max(1));
             let lhs = inflight * best_weight;
             let rhs = best_inflight * weight;
             let take = if best.is_none() || lhs < rhs {

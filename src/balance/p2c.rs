@@ -12,10 +12,14 @@
 //! falls back to a linear scan from a random start, so a pick still succeeds whenever
 //! anything is usable; with one usable backend that one is returned.
 //!
+//! Slow start divides a ramping backend's weight by its ramp (the cost rises), so it
+//! loses more of the pairs it is drawn into.
+//!
 //! Pick cost: O(1) when most backends are usable (two `usable` calls, two latency
 //! reads); O(n) when random draws keep missing.
 
 use crate::backend::Backend;
+use crate::health::FULL_RAMP;
 
 /// Random draws per candidate before scanning for one.
 const DRAWS: usize = 3;
@@ -34,6 +38,16 @@ impl P2c {
 
     /// The cheaper of two distinct random usable backends (or the only usable one).
     pub fn pick(&self, backends: &[Backend], usable: impl Fn(usize) -> bool) -> Option<usize> {
+        self.pick_ramped(backends, usable, |_| FULL_RAMP)
+    }
+
+    /// [`pick`](Self::pick) with each weight scaled by `ramp(i)` permille (slow start).
+    pub fn pick_ramped(
+        &self,
+        backends: &[Backend],
+        usable: impl Fn(usize) -> bool,
+        ramp: impl Fn(usize) -> u32,
+    ) -> Option<usize> {
         let n = backends.len();
         if n <= 1 {
             return (n == 1 && usable(0)).then_some(0);
@@ -43,7 +57,7 @@ impl P2c {
             return Some(a);
         };
         // Strict `<`: on equal cost keep `a`, which was drawn at random anyway.
-        if cost(&backends[b]) < cost(&backends[a]) {
+        if cost(&backends[b], ramp(b)) < cost(&backends[a], ramp(a)) {
             Some(b)
         } else {
             Some(a)
@@ -51,12 +65,14 @@ impl P2c {
     }
 }
 
-/// Expected cost of sending one more request to `backend`; lower is better.
+/// Expected cost of sending one more request to `backend` whose weight is ramped to
+/// `ramp` permille; lower is better.
 #[inline]
-fn cost(backend: &Backend) -> f64 {
+fn cost(backend: &Backend, ramp: u32) -> f64 {
     let state = &backend.state;
     let load = f64::from(state.inflight()) + 1.0;
-    state.latency_estimate_ns() * load / f64::from(backend.weight.max(1))
+    let weight = f64::from(backend.weight.max(1)) * f64::from(ramp.max(1));
+    state.latency_estimate_ns() * load / weight
 }
 
 /// A random usable index in `0..n` other than `exclude`, if there is one.

@@ -15,10 +15,15 @@
 //! "take the next entry" would hand all of a dead backend's slots to whoever follows
 //! it). Worst case O(cycle length) when the usable backends hold few slots; when
 //! none is usable the pick gives up after `n` misses plus one O(n) check.
+//!
+//! Slow start: a ramping backend's slot is accepted with probability `ramp / 1000`
+//! and otherwise skipped like a dead slot, which gives it `ramp × weight` relative to
+//! the others (one RNG draw per ramping slot; none when nothing ramps).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::backend::Backend;
+use crate::health::FULL_RAMP;
 
 /// Largest precomputed cycle (entries), i.e. 256 KiB of `u32` indices.
 const MAX_CYCLE: u64 = 65_536;
@@ -63,6 +68,17 @@ impl RoundRobin {
 
     /// Next backend of the cycle for which `usable` holds.
     pub fn pick(&self, backends: &[Backend], usable: impl Fn(usize) -> bool) -> Option<usize> {
+        self.pick_ramped(backends, usable, |_| FULL_RAMP)
+    }
+
+    /// Next backend of the cycle for which `usable` holds, accepting a ramping
+    /// backend's slot with probability `ramp(i) / 1000`.
+    pub fn pick_ramped(
+        &self,
+        backends: &[Backend],
+        usable: impl Fn(usize) -> bool,
+        ramp: impl Fn(usize) -> u32,
+    ) -> Option<usize> {
         let len = self.sequence.len();
         if len == 0 || backends.is_empty() {
             return None;
@@ -73,21 +89,38 @@ impl RoundRobin {
             "pick with the slice given to build"
         );
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        // First usable slot whose ramp said no: taken if no slot says yes.
+        let mut declined: Option<(usize, usize)> = None;
         for skipped in 0..len {
             let i = self.sequence[start.wrapping_add(skipped) % len] as usize;
             if usable(i) {
-                if skipped > 0 {
-                    // Consume the dead slots we stepped over, so the next pick starts
-                    // after this one instead of landing on the same live slot again.
-                    self.next.fetch_add(skipped, Ordering::Relaxed);
+                let r = ramp(i);
+                if r >= FULL_RAMP || fastrand::u32(..FULL_RAMP) < r {
+                    self.consume(skipped);
+                    return Some(i);
                 }
-                return Some(i);
+                declined.get_or_insert((i, skipped));
+                continue;
             }
-            if skipped + 1 == backends.len() && super::none_usable(backends.len(), &usable) {
+            if declined.is_none()
+                && skipped + 1 == backends.len()
+                && super::none_usable(backends.len(), &usable)
+            {
                 return None;
             }
         }
-        None
+        declined.map(|(i, skipped)| {
+            self.consume(skipped);
+            i
+        })
+    }
+
+    /// Consumes the dead (or declined) slots a pick stepped over, so the next pick
+    /// starts after this one instead of landing on the same live slot again.
+    fn consume(&self, skipped: usize) {
+        if skipped > 0 {
+            self.next.fetch_add(skipped, Ordering::Relaxed);
+        }
     }
 }
 

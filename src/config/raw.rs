@@ -21,6 +21,8 @@ use serde::Deserialize;
 pub struct RawConfig {
     /// `[listen]`.
     pub listen: RawListen,
+    /// `[admin]`.
+    pub admin: Option<RawAdmin>,
     /// `[[pools]]`, in file order.
     #[serde(default)]
     pub pools: Vec<RawPool>,
@@ -63,6 +65,20 @@ pub struct RawListen {
     pub max_connections: Option<i64>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Option<RawDuration>,
+    /// How long streams on a removed backend may run before they are closed.
+    pub stream_close_delay: Option<RawDuration>,
+}
+
+/// `[admin]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `ip:port` of the admin API.
+    pub listen: String,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// Path of the JSON file that persists admin overrides.
+    pub state_file: Option<String>,
 }
 
 /// One `[[pools]]` entry.
@@ -71,14 +87,115 @@ pub struct RawListen {
 pub struct RawPool {
     /// Unique pool name.
     pub name: String,
-    /// Balancing policy; `round_robin` when absent.
-    #[serde(default)]
-    pub balance: RawBalance,
+    /// Balancing policy (see [`RawBalance::parse`]); `round_robin` when absent.
+    /// Kept as text so an unknown policy is a value error of this pool, reported
+    /// together with the pool's other errors.
+    pub balance: Option<String>,
     /// `header:NAME`, `cookie:NAME` or `client_ip`; only with `balance = "hash"`.
     pub hash_key: Option<String>,
     /// Static backends; discovery may add more later.
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    /// `[pools.health]`: active probes.
+    pub health: Option<RawHealth>,
+    /// `[pools.outlier]`: passive ejection from real traffic.
+    pub outlier: Option<RawOutlier>,
+    /// Ramp a recovered backend's weight over this long.
+    pub slow_start: Option<RawDuration>,
+    /// Percent of eligible backends below which the pool routes to all of them.
+    pub panic_threshold: Option<i64>,
+    /// `hold = { timeout, max_queued }`: wait for a backend instead of a 503.
+    pub hold: Option<RawHold>,
+}
+
+/// `[pools.health]`: one active HTTP probe per backend.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path (and query) to `GET`; `/health` when absent.
+    pub path: Option<String>,
+    /// `Host` header of the probe; the backend's address when absent.
+    pub host: Option<String>,
+    /// Time between two probes.
+    pub interval: Option<RawDuration>,
+    /// Longest a probe may take (connect and response head).
+    pub timeout: Option<RawDuration>,
+    /// Consecutive passes to become healthy.
+    pub rise: Option<i64>,
+    /// Consecutive failures to become unhealthy.
+    pub fall: Option<i64>,
+    /// While a new backend is this young and has never passed, failures do not count.
+    pub start_period: Option<RawDuration>,
+    /// `"200-399"`, `"204"` or `204`: statuses that pass.
+    pub expect_status: Option<RawStatusRange>,
+    /// Status of a backend before its first probe.
+    pub initial: Option<RawInitial>,
+}
+
+/// `initial = "…"` of `[pools.health]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawInitial {
+    /// No traffic until the first pass (the default).
+    Unknown,
+    /// Traffic at once; `fall` failures take it away.
+    Healthy,
+    /// No traffic until `rise` passes.
+    Unhealthy,
+}
+
+/// `expect_status = "200-399"` or `expect_status = 204`, kept as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawStatusRange(pub String);
+
+impl<'de> Deserialize<'de> for RawStatusRange {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RangeVisitor;
+
+        impl Visitor<'_> for RangeVisitor {
+            type Value = RawStatusRange;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a status like 204 or a range like "200-399""#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawStatusRange, E> {
+                Ok(RawStatusRange(v.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawStatusRange, E> {
+                Ok(RawStatusRange(v.to_string()))
+            }
+        }
+
+        deserializer.deserialize_any(RangeVisitor)
+    }
+}
+
+/// `[pools.outlier]`: passive ejection.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    /// Failed attempts in a row that eject a backend.
+    pub consecutive_failures: Option<i64>,
+    /// Whether a 5xx answer counts as a failure (connect errors and timeouts always do).
+    pub count_5xx: Option<bool>,
+    /// First ejection time; doubles on each re-ejection.
+    pub base_ejection: Option<RawDuration>,
+    /// Cap of the doubling.
+    pub max_ejection: Option<RawDuration>,
+    /// Never eject more than this share of the pool.
+    pub max_ejected_percent: Option<i64>,
+}
+
+/// `hold = { timeout, max_queued }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHold {
+    /// Longest a request waits for an eligible backend.
+    pub timeout: Option<RawDuration>,
+    /// Requests that may wait at once; more get a 503 at once.
+    pub max_queued: Option<i64>,
 }
 
 /// `balance = "…"` of a pool.
@@ -97,6 +214,18 @@ pub enum RawBalance {
 }
 
 impl RawBalance {
+    /// The policy spelled `s` in the file, if any.
+    pub fn parse(s: &str) -> Option<RawBalance> {
+        [
+            RawBalance::RoundRobin,
+            RawBalance::LeastConn,
+            RawBalance::P2c,
+            RawBalance::Hash,
+        ]
+        .into_iter()
+        .find(|b| b.as_str() == s)
+    }
+
     /// The spelling used in the file.
     pub fn as_str(self) -> &'static str {
         match self {

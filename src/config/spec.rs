@@ -1,16 +1,22 @@
 //! The validated, typed form of `routes.toml`.
 //!
-//! A [`Spec`] is what `validate` produces from the raw file (or, later, from admin API
-//! bodies and Docker labels). Everything here is already checked: names are unique,
-//! split pools exist, durations are positive. Nothing on the request path reads a
+//! A [`Spec`] is what `validate` produces from the raw file; the controller's
+//! *effective* spec is the same type with admin overrides merged in (see
+//! `overrides`). Everything here is already checked: names are unique, split pools
+//! exist, durations are positive. Nothing on the request path reads a
 //! `Spec`; the snapshot builder turns it into runtime tables.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
+
+mod health;
+
+pub use health::*;
 
 /// Name of a pool, as written in `[[pools]].name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,6 +56,8 @@ impl fmt::Display for RouteName {
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub listen: ListenSpec,
+    /// `[admin]`; `None` when the file has no admin table (no admin API).
+    pub admin: Option<AdminSpec>,
     /// Pools in file order.
     pub pools: Vec<PoolSpec>,
     /// Routes in file order (precedence is decided by the route table, not here).
@@ -65,6 +73,48 @@ pub struct ListenSpec {
     /// `None` means unlimited.
     pub max_connections: Option<usize>,
     pub header_read_timeout: Duration,
+    /// How long streams (SSE, WebSocket, long requests) on a backend that was
+    /// *removed* (its pool or address left the config) may still run before they
+    /// are closed. Split changes and drains never close streams.
+    pub stream_close_delay: Duration,
+}
+
+/// `[admin]`: where the admin API listens and how it is protected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSpec {
+    /// Never the traffic port; validation rejects a clash.
+    pub listen: SocketAddr,
+    /// Name of the environment variable holding the bearer token. Required when
+    /// `listen` is not a loopback address.
+    pub token_env: Option<String>,
+    /// Where admin-made overrides are persisted (JSON, written atomically).
+    pub state_file: Option<PathBuf>,
+}
+
+/// Where a value of the running config came from (shown by `GET /api/v1/state`).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `routes.toml`.
+    #[default]
+    File,
+    /// An admin API call (an override on top of the file).
+    Api,
+    /// Docker discovery.
+    Docker,
+}
+
+impl Source {
+    /// The lower-case name used in JSON and tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Api => "api",
+            Source::Docker => "docker",
+        }
+    }
 }
 
 /// `[[pools]]`.
@@ -74,6 +124,8 @@ pub struct PoolSpec {
     pub balance: Balance,
     /// Static backends in file order; duplicates were rejected.
     pub backends: Vec<BackendSpec>,
+    /// Probes, ejection, slow start, panic threshold, hold.
+    pub health: PoolHealthSpec,
 }
 
 impl PoolSpec {
@@ -84,6 +136,7 @@ impl PoolSpec {
             name,
             balance: Balance::RoundRobin,
             backends: Vec::new(),
+            health: PoolHealthSpec::default(),
         }
     }
 }
@@ -120,6 +173,11 @@ pub struct BackendSpec {
     pub weight: u32,
     /// Used only when no primary backend of the pool is eligible.
     pub backup: bool,
+    /// No new requests; in-flight ones finish. Never set by the file: an admin
+    /// drain (an override) sets it in the effective spec.
+    pub draining: bool,
+    /// Who put this backend in its pool.
+    pub source: Source,
 }
 
 /// Largest backend or split weight accepted.
@@ -235,3 +293,6 @@ pub enum ProjectFilter {
 
 /// Default `[listen].header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `[listen].stream_close_delay`.
+pub const DEFAULT_STREAM_CLOSE_DELAY: Duration = Duration::from_secs(300);

@@ -91,6 +91,7 @@ balance = "hash"
 
 [admin]
 listen = "127.0.0.1:9901"
+token_env = "1BAD"
 
 [[routes]]
 name = "agents"
@@ -105,7 +106,7 @@ retries = 99
             "listen.http",
             "pools[0].backends[0].weight",
             "pools[1].hash_key",
-            "admin",
+            "admin.token_env",
             "routes[0].split[0].pool",
             "routes[0].retries",
         ]
@@ -176,7 +177,9 @@ timeouts = { connect = "1s", idle = "90s" }
         BackendSpec {
             addr: "127.0.0.1:9009".parse().expect("literal"),
             weight: 1,
-            backup: true
+            backup: true,
+            draining: false,
+            source: Source::File,
         }
     );
     assert_eq!(
@@ -266,6 +269,30 @@ fn example_config_is_valid() {
     assert_eq!(weights, [90, 10]);
     assert_eq!(agents.retries, 2);
     assert!(agents.sticky.is_some());
+    let blue = &spec.pools[0].health;
+    assert_eq!(blue.probe.as_ref().map(|p| (p.rise, p.fall)), Some((2, 3)));
+    assert_eq!(blue.outlier.map(|o| o.max_ejected_percent), Some(50));
+    assert_eq!(blue.slow_start, Some(Duration::from_secs(30)));
+    assert_eq!(spec.pools[1].health, PoolHealthSpec::default());
+    let admin = spec.admin.expect("[admin]");
+    assert_eq!(admin.listen, "127.0.0.1:9901".parse().expect("literal"));
+    assert_eq!(admin.token_env, None);
+}
+
+#[test]
+fn example_config_commented_options_are_valid() {
+    let text = include_str!("../../config/routes.toml")
+        .replace("# stream_close_delay = ", "stream_close_delay = ")
+        .replace("# token_env = ", "token_env = ")
+        .replace("# state_file = ", "state_file = ");
+    let spec = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.listen.stream_close_delay, Duration::from_secs(300));
+    let admin = spec.admin.expect("[admin]");
+    assert_eq!(admin.token_env.as_deref(), Some("SLUICEGATE_ADMIN_TOKEN"));
+    assert_eq!(
+        admin.state_file.as_deref(),
+        Some(std::path::Path::new("/var/lib/sluicegate/state.json"))
+    );
 }
 
 #[test]

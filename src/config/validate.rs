@@ -14,55 +14,39 @@
 //! Errors come out section by section; [`super::parse`] puts them in file order.
 //! This module does not read files or parse TOML text.
 
+mod api;
 mod discovery;
+mod health;
+mod listen;
 mod pool;
 mod route;
 mod values;
 
+pub use api::{validate_backend, validate_split, ApiBackend};
 pub use discovery::{pool_name, weight};
 pub(super) use values::key_path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::raw::{RawListen, RawPool, RawRoute};
-use super::spec::{DiscoverySpec, ListenSpec, PoolSpec, Spec, DEFAULT_HEADER_READ_TIMEOUT};
+use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
+use super::spec::{DiscoverySpec, PoolSpec, Spec};
 use super::{ConfigError, ConfigErrors};
+use listen::{check_admin, check_listen};
 use pool::check_pool;
 use route::check_route;
-use values::{check_duration, socket_addr};
 
 /// Top-level keys that DESIGN.md describes but this version does not implement.
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[
-    ("admin", "`admin` is not supported in this version; remove the [admin] table"),
-    (
-        "tls",
-        "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
-    ),
-];
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
+    "tls",
+    "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
+)];
 
 /// `[listen]` keys that are planned but not supported yet.
 const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
     "https",
     "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
 )];
-
-/// `[[pools]]` keys that are planned but not supported yet.
-const POOL_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "health",
-        "`health` is not supported in this version; remove [pools.health]",
-    ),
-    (
-        "outlier",
-        "`outlier` is not supported in this version; remove [pools.outlier]",
-    ),
-    (
-        "slow_start",
-        "`slow_start` is not supported in this version; remove it",
-    ),
-    ("hold", "`hold` is not supported in this version; remove it"),
-];
 
 /// `sticky` keys that are planned but not supported yet.
 const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
@@ -99,6 +83,7 @@ impl Report {
 pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let mut report = Report::default();
     let listen = doc.remove("listen");
+    let admin = doc.remove("admin");
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
     let discovery = doc.remove("discovery");
@@ -107,7 +92,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         report.add(
             values::key_path("", key),
             format!(
-                "unknown key `{key}`; accepted top-level keys: listen, pools, routes, discovery"
+                "unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes, discovery"
             ),
         );
     }
@@ -133,6 +118,13 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     };
 
+    // `None`: no [admin]; `Some(None)`: an [admin] with errors (already reported).
+    let admin = admin.map(|value| {
+        table_of(value, "admin", "[admin]", &mut report)
+            .and_then(|table| shape::<RawAdmin>(table, "admin", &mut report))
+            .and_then(|raw| check_admin(raw, listen.as_ref(), &mut report))
+    });
+
     let pool_tables = elements(pools, "pools", &mut report);
     // Names straight from the tables, so a pool with a typo elsewhere still
     // counts as defined and routes naming it get no misleading error.
@@ -141,8 +133,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     for (i, table) in pool_tables.into_iter().enumerate() {
         let path = format!("pools[{i}]");
         check_unique(&pool_names, i, "pool", "pools", &mut report);
-        let Some(mut table) = table else { continue };
-        take_unsupported(&mut table, &path, POOL_UNSUPPORTED, &mut report);
+        let Some(table) = table else { continue };
         if let Some(spec) = shape::<RawPool>(table, &path, &mut report)
             .and_then(|raw| check_pool(&path, raw, &mut report))
         {
@@ -186,9 +177,15 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match (listen, discovery) {
-        (Some(listen), Some(discovery)) if report.errors.is_empty() => Ok(Spec {
+    let admin = match admin {
+        None => Some(None),
+        Some(Some(admin)) => Some(Some(admin)),
+        Some(None) => None,
+    };
+    match (listen, admin, discovery) {
+        (Some(listen), Some(admin), Some(discovery)) if report.errors.is_empty() => Ok(Spec {
             listen,
+            admin,
             pools: pool_specs,
             routes: route_specs,
             discovery,
@@ -263,8 +260,9 @@ fn elements(
 ///
 /// serde stops at the first error, so after each one the offending top-level
 /// key of the section is removed and the rest is tried again: every bad key of
-/// the section is reported, but a section with any shape error yields `None`
-/// (its meaning is not checked, to avoid errors caused by the removed keys).
+/// the section is reported, and what remains is returned so its values are
+/// checked too (no spec is built while any error stands). A section missing a
+/// required key yields `None`.
 fn shape<T: DeserializeOwned>(
     mut table: toml::Table,
     prefix: &str,
@@ -273,7 +271,7 @@ fn shape<T: DeserializeOwned>(
     let mut removed: Vec<String> = Vec::new();
     loop {
         let error = match serde_path_to_error::deserialize(toml::Value::Table(table.clone())) {
-            Ok(value) => return removed.is_empty().then_some(value),
+            Ok(value) => return Some(value),
             Err(error) => error,
         };
         let mut path = prefix.to_owned();
@@ -325,38 +323,6 @@ fn unique<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
         }
     }
     out
-}
-
-fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
-    let http = socket_addr(
-        &raw.http,
-        "listen.http",
-        "0.0.0.0:8080",
-        r#"listen needs an IP address, e.g. "0.0.0.0:8080" (all interfaces) or "127.0.0.1:8080""#,
-        report,
-    );
-    let max_connections = match raw.max_connections {
-        None => Some(None),
-        Some(n) => match usize::try_from(n) {
-            Ok(n) if n >= 1 => Some(Some(n)),
-            _ => {
-                report.add(
-                    "listen.max_connections",
-                    format!("must be at least 1, got {n}; remove it for no limit"),
-                );
-                None
-            }
-        },
-    };
-    let header_read_timeout = match &raw.header_read_timeout {
-        None => Some(DEFAULT_HEADER_READ_TIMEOUT),
-        Some(d) => check_duration(d, "listen.header_read_timeout", report),
-    };
-    Some(ListenSpec {
-        http: http?,
-        max_connections: max_connections?,
-        header_read_timeout: header_read_timeout?,
-    })
 }
 
 #[cfg(test)]

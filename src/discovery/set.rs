@@ -13,7 +13,7 @@ use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use super::labels::{self, LabelError, COMPOSE_PROJECT};
 use super::network::{self, OwnContainer, RuleSource};
 use super::{DiscoveredBackend, DiscoveredSet, Skipped, DEFAULT_HEALTH_PATH};
-use crate::config::spec::{BackendSpec, PoolName, PoolSpec, ProjectFilter, Spec};
+use crate::config::spec::{BackendSpec, PoolName, PoolSpec, ProjectFilter, Source, Spec};
 
 /// Which compose projects are considered, once the gateway's own is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -195,6 +195,8 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
             addr: b.addr,
             weight: b.weight,
             backup: false,
+            draining: b.draining,
+            source: Source::Docker,
         });
         match spec.pools.iter_mut().find(|p| &p.name == name) {
             Some(pool) => {

@@ -174,3 +174,64 @@ async fn sent_gets_are_retried_but_sent_posts_are_not() {
         "round robin should have sent POSTs to the bad backend"
     );
 }
+
+#[tokio::test]
+async fn idle_backend_stream_is_cut_after_the_idle_timeout() {
+    let a = agents("a", "v1", 1).await;
+    let gw = TestGateway::start(&config(
+        &format!("[{{ addr = \"{}\" }}]", a[0].addr()),
+        "timeouts = { idle = \"300ms\" }",
+    ))
+    .await;
+    tokio::time::timeout(crate::support::WAIT, async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get("/sse?events=3&interval_ms=2000")
+            .header("host", "test.local")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let started = tokio::time::Instant::now();
+        let result = http_body_util::BodyExt::collect(resp.into_body()).await;
+        assert!(
+            result.is_err(),
+            "the stream should end with an error, not complete"
+        );
+        let took = started.elapsed();
+        assert!(
+            took < std::time::Duration::from_millis(1500),
+            "cut after {took:?}"
+        );
+    })
+    .await
+    .expect("bounded");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
+    use tokio::io::AsyncWriteExt;
+    let a = agents("a", "v1", 1).await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{}\" }}]", a[0].addr()), "")).await;
+    for garbage in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
+        &b"\x16\x03\x01\x00garbage\r\n\r\n"[..],
+        &b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"[..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(garbage).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(crate::support::WAIT, s.read_to_end(&mut buf))
+            .await
+            .expect("answered and closed")
+            .ok();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 400"), "{garbage:?} → {text:?}");
+    }
+    assert_eq!(a[0].requests(), 0, "nothing malformed was forwarded");
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+}

@@ -1,8 +1,15 @@
 //! The integration test binary: a real gateway and real echo agents on 127.0.0.1.
 
+mod admin_api;
+mod admin_cli;
+mod cli;
+mod cutover;
 mod docker;
 mod errors;
+mod health;
+mod live;
 mod proxying;
+mod removal;
 mod routing;
 mod shutdown;
 mod support;

@@ -3,6 +3,8 @@
 
 pub mod docker;
 
+pub mod live;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -10,11 +12,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use sluicegate::controller::SharedSnapshot;
 use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
+use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in a test.
@@ -23,6 +27,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A gateway serving in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The snapshot its requests read (to inspect backend state).
+    pub snapshot: SharedSnapshot,
+    /// Its health events since start.
+    pub events: broadcast::Receiver<HealthEvent>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Drained>>,
 }
@@ -34,6 +42,8 @@ impl TestGateway {
         let spec = sluicegate::config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let gateway = Gateway::bind(spec).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
+        let snapshot = gateway.snapshot();
+        let events = gateway.subscribe_health();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(
             async move {
@@ -43,6 +53,8 @@ impl TestGateway {
         ));
         TestGateway {
             addr,
+            snapshot,
+            events,
             stop: Some(stop),
             task: Some(task),
         }

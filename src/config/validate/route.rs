@@ -12,7 +12,7 @@ use http::{HeaderName, HeaderValue, Method};
 
 use super::values::{check_duration, check_name, cookie_name_ok, key_path};
 use super::Report;
-use crate::config::raw::{RawMatch, RawMethods, RawRoute};
+use crate::config::raw::{RawMatch, RawMethods, RawRoute, RawSplit};
 use crate::config::spec::{
     HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, StickySpec, Timeouts,
     MAX_WEIGHT,
@@ -91,17 +91,32 @@ fn check_split(
     pools: &[&str],
     report: &mut Report,
 ) -> Option<Vec<SplitSpec>> {
-    if raw.split.is_empty() {
+    let whole = format!("{path}.split");
+    let at = |j: usize, field: &str| format!("{path}.split[{j}].{field}");
+    check_split_entries(&whole, &at, &raw.split, pools, report)
+}
+
+/// The split rules, shared by the file and the admin API: every pool exists and
+/// appears once, weights are 0 ..= `MAX_WEIGHT`, not all are 0, the split is not
+/// empty. `whole` is the path of the split; `at(j, field)` names entry `j`'s field
+/// (`pool` or `weight`).
+pub(super) fn check_split_entries(
+    whole: &str,
+    at: &dyn Fn(usize, &str) -> String,
+    entries: &[RawSplit],
+    pools: &[&str],
+    report: &mut Report,
+) -> Option<Vec<SplitSpec>> {
+    if entries.is_empty() {
         report.add(
-            format!("{path}.split"),
+            whole,
             r#"split is empty; add at least one entry like { pool = "NAME", weight = 100 }"#,
         );
         return None;
     }
     let mut ok = true;
-    let mut split = Vec::with_capacity(raw.split.len());
-    for (j, entry) in raw.split.iter().enumerate() {
-        let at = format!("{path}.split[{j}]");
+    let mut split = Vec::with_capacity(entries.len());
+    for (j, entry) in entries.iter().enumerate() {
         if !pools.contains(&entry.pool.as_str()) {
             let message = if pools.is_empty() {
                 format!(
@@ -115,14 +130,15 @@ fn check_split(
                     pools.join(", ")
                 )
             };
-            report.add(format!("{at}.pool"), message);
+            report.add(at(j, "pool"), message);
             ok = false;
-        } else if let Some(first) = raw.split[..j].iter().position(|e| e.pool == entry.pool) {
+        } else if let Some(first) = entries[..j].iter().position(|e| e.pool == entry.pool) {
             report.add(
-                format!("{at}.pool"),
+                at(j, "pool"),
                 format!(
-                    "pool {:?} appears twice in this split (first at {path}.split[{first}]); merge the two entries",
-                    entry.pool
+                    "pool {:?} appears twice in this split (first at {}); merge the two entries",
+                    entry.pool,
+                    at(first, "pool")
                 ),
             );
             ok = false;
@@ -134,7 +150,7 @@ fn check_split(
             }),
             _ => {
                 report.add(
-                    format!("{at}.weight"),
+                    at(j, "weight"),
                     format!(
                         "weight must be between 0 and {MAX_WEIGHT}, got {}",
                         entry.weight
@@ -144,9 +160,9 @@ fn check_split(
             }
         }
     }
-    if split.len() == raw.split.len() && split.iter().all(|s| s.weight == 0) {
+    if split.len() == entries.len() && split.iter().all(|s| s.weight == 0) {
         report.add(
-            format!("{path}.split"),
+            whole,
             "all weights are 0: the route could never send traffic; give at least one pool a weight above 0",
         );
         ok = false;

@@ -8,20 +8,14 @@ fn unknown_top_level_key_lists_accepted() {
     assert_one(
         &format!("{LISTEN}[listne]\nx = 1\n"),
         "listne",
-        "accepted top-level keys: listen, pools, routes",
+        "accepted top-level keys: listen, admin, pools, routes",
     );
 }
 
 #[test]
 fn planned_top_level_keys_say_not_supported() {
-    for key in ["admin", "tls"] {
-        let text = format!("{LISTEN}[{key}]\nx = 1\n");
-        assert_one(
-            &text,
-            key,
-            &format!("`{key}` is not supported in this version"),
-        );
-    }
+    let text = format!("{LISTEN}[tls]\nx = 1\n");
+    assert_one(&text, "tls", "`tls` is not supported in this version");
 }
 
 #[test]
@@ -238,25 +232,6 @@ fn duplicate_backend_addr() {
 }
 
 #[test]
-fn planned_pool_keys_say_not_supported() {
-    let text = with_pool("slow_start = \"30s\"\nhold = { timeout = \"2s\" }\n[pools.health]\npath = \"/health\"\n[pools.outlier]\nconsecutive_failures = 5");
-    let errors = errors(&text);
-    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(
-        paths,
-        [
-            "pools[0].health",
-            "pools[0].outlier",
-            "pools[0].slow_start",
-            "pools[0].hold"
-        ]
-    );
-    assert!(errors[0]
-        .message
-        .contains("`health` is not supported in this version"));
-}
-
-#[test]
 fn every_bad_key_of_one_element_is_reported() {
     let text = format!(
         "{LISTEN}[[pools]]\nname = \"p\"\ncolour = \"blue\"\nbalance = \"fastest\"\nbackends = [{{ addr = 1 }}]\n"
@@ -267,8 +242,8 @@ fn every_bad_key_of_one_element_is_reported() {
         paths,
         [
             "pools[0].backends[0].addr",
-            "pools[0].balance",
-            "pools[0].colour"
+            "pools[0].colour",
+            "pools[0].balance"
         ]
     );
 }
@@ -279,5 +254,65 @@ fn wrong_type_of_required_key_is_not_also_missing() {
         &format!("{LISTEN}[[pools]]\nname = 5\n"),
         "pools[0].name",
         "expected a string, found integer",
+    );
+}
+
+#[test]
+fn admin_table_builds_spec() {
+    let text = format!(
+        "{LISTEN}stream_close_delay = \"2s\"\n[admin]\nlisten = \"0.0.0.0:9901\"\ntoken_env = \"SG_TOKEN\"\nstate_file = \"/tmp/state.json\"\n"
+    );
+    let spec = crate::config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let admin = spec.admin.expect("admin");
+    assert_eq!(admin.listen, "0.0.0.0:9901".parse().expect("literal"));
+    assert_eq!(admin.token_env.as_deref(), Some("SG_TOKEN"));
+    assert_eq!(
+        spec.listen.stream_close_delay,
+        std::time::Duration::from_secs(2)
+    );
+    let none = crate::config::parse(LISTEN).expect("valid");
+    assert!(none.admin.is_none());
+    assert_eq!(
+        none.listen.stream_close_delay,
+        std::time::Duration::from_secs(300)
+    );
+}
+
+#[test]
+fn admin_non_loopback_needs_a_token() {
+    assert_one(
+        &format!("{LISTEN}[admin]\nlisten = \"0.0.0.0:9901\"\n"),
+        "admin.token_env",
+        "is not a loopback address",
+    );
+}
+
+#[test]
+fn admin_never_shares_the_traffic_port() {
+    let text = "[listen]\nhttp = \"0.0.0.0:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n";
+    assert_one(text, "admin.listen", "clashes with listen.http");
+}
+
+#[test]
+fn admin_bad_values_have_paths() {
+    assert_one(
+        &format!("{LISTEN}[admin]\nlisten = \"127.0.0.1:9901\"\ntoken_env = \"A-B\"\n"),
+        "admin.token_env",
+        "not an environment variable name",
+    );
+    assert_one(
+        &format!("{LISTEN}[admin]\nlisten = \"127.0.0.1:9901\"\nstate_file = \"\"\n"),
+        "admin.state_file",
+        "state_file is empty",
+    );
+    assert_one(
+        &format!("{LISTEN}[admin]\nlisten = \"127.0.0.1:9901\"\nrollouts = true\n"),
+        "admin.rollouts",
+        "unknown key",
+    );
+    assert_one(
+        &format!("{LISTEN}stream_close_delay = \"0s\"\n"),
+        "listen.stream_close_delay",
+        "greater than 0",
     );
 }

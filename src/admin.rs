@@ -1,0 +1,127 @@
+//! The admin API listener (`[admin].listen`): JSON over HTTP/1.1, built with axum.
+//!
+//! Owns the admin socket, the bearer-token check and the mapping of HTTP requests
+//! to controller [`Change`](crate::controller::task::Change)s. It never touches a
+//! snapshot: every write goes through the controller task and is answered once it is
+//! live. It never shares the traffic port (validation rejects that), and it refuses
+//! to start on a non-loopback address without a token.
+//!
+//! Endpoints (`/healthz` and `/readyz` need no token, so a Docker HEALTHCHECK does
+//! not need the secret):
+//! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
+//!   traffic listener serving (503 while shutting down);
+//! - `GET /api/v1/state`;
+//! - `PUT|DELETE /api/v1/routes/{route}/split`;
+//! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
+//! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
+//! - `POST /api/v1/plan` (body: a `routes.toml`).
+
+mod api;
+pub mod auth;
+pub mod state_view;
+
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::spec::AdminSpec;
+use crate::controller::task::ControlHandle;
+use auth::Token;
+
+/// Why the admin API could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// `token_env` names a variable that is unset or empty.
+    #[error("[admin].token_env names ${name}, but that environment variable is unset or empty; set it to the admin bearer token (refusing to start with an unprotected admin API)")]
+    TokenMissing { name: String },
+    /// A non-loopback address without a token (validation catches this first).
+    #[error("refusing to serve the admin API on {addr} without a token: set [admin].token_env, or listen on 127.0.0.1")]
+    Unprotected { addr: SocketAddr },
+    /// The port could not be bound.
+    #[error(
+        "cannot listen for the admin API on {addr}: {error} (is another process using the port?)"
+    )]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+}
+
+/// What every admin handler can reach.
+#[derive(Clone, Debug)]
+struct AdminState {
+    control: ControlHandle,
+    token: Option<Token>,
+    ready: Arc<AtomicBool>,
+}
+
+/// A bound admin listener, ready to serve.
+#[derive(Debug)]
+pub struct AdminServer {
+    listener: TcpListener,
+    router: Router,
+}
+
+impl AdminServer {
+    /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
+    /// reports.
+    pub async fn bind(
+        spec: &AdminSpec,
+        control: ControlHandle,
+        ready: Arc<AtomicBool>,
+    ) -> Result<AdminServer, AdminError> {
+        let token = resolve_token(spec)?;
+        if token.is_none() {
+            tracing::warn!(addr = %spec.listen, "admin API without a token (loopback only); set [admin].token_env to require one");
+        }
+        let listener = TcpListener::bind(spec.listen)
+            .await
+            .map_err(|error| AdminError::Bind {
+                addr: spec.listen,
+                error,
+            })?;
+        let state = AdminState {
+            control,
+            token,
+            ready,
+        };
+        Ok(AdminServer {
+            listener,
+            router: api::router(state),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    pub async fn serve(self, shutdown: CancellationToken) {
+        let AdminServer { listener, router } = self;
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(%err, "admin API stopped with an error");
+        }
+    }
+}
+
+/// The bearer token from `token_env`, if configured.
+fn resolve_token(spec: &AdminSpec) -> Result<Option<Token>, AdminError> {
+    match &spec.token_env {
+        Some(name) => match std::env::var(name) {
+            Ok(value) if !value.is_empty() => Ok(Some(Token::new(&value))),
+            _ => Err(AdminError::TokenMissing { name: name.clone() }),
+        },
+        None if !spec.listen.ip().is_loopback() => {
+            Err(AdminError::Unprotected { addr: spec.listen })
+        }
+        None => Ok(None),
+    }
+}

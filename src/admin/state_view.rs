@@ -1,0 +1,205 @@
+//! `GET /api/v1/state`: the running config and live backend state, as JSON.
+//!
+//! The same types serialize on the gateway and deserialize in `sluicegate ctl`, so
+//! the two cannot drift. Each value says where it came from (`source`: file | api |
+//! docker); live numbers (in-flight, health, ejection) are read from the backends'
+//! atomics at the moment of the request. Built by the controller task, which owns
+//! everything it shows.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::config::spec::{Balance, PoolName, RouteName, Source, Spec, SplitSpec};
+use crate::controller::task::Counters;
+use crate::controller::Controller;
+use crate::overrides::Overrides;
+
+/// The whole state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateView {
+    /// The watched config file, if any.
+    pub config_file: Option<String>,
+    pub counters: Counters,
+    /// Routes in file order.
+    pub routes: Vec<RouteView>,
+    /// Pools in file order.
+    pub pools: Vec<PoolView>,
+}
+
+/// One route and its split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    /// The split in force.
+    pub split: Vec<SplitView>,
+    /// `api` when an admin override is in force, else `file`.
+    pub split_source: Source,
+    /// The file's split, shown when an override hides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_split: Option<Vec<SplitView>>,
+}
+
+/// One pool of a split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitView {
+    pub pool: String,
+    pub weight: u32,
+}
+
+/// One pool and its backends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub balance: String,
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend: config facts and live state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    pub addr: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub source: Source,
+    pub draining: bool,
+    /// Requests, streams and tunnels using it now; 0 on a drained backend means
+    /// it is safe to stop.
+    pub inflight: u32,
+    pub healthy: bool,
+    pub ejected: bool,
+    /// For a registered backend with a TTL: time left before it lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining_ms: Option<u64>,
+}
+
+impl StateView {
+    /// Reads the controller's current snapshot and backend states.
+    pub fn build(
+        controller: &Controller,
+        file: &Spec,
+        overrides: &Overrides,
+        counters: Counters,
+        config_file: Option<&Path>,
+    ) -> StateView {
+        let snapshot = controller.shared().load_full();
+        let effective: &Spec = snapshot.spec();
+        let now = Instant::now();
+        let routes = effective
+            .routes
+            .iter()
+            .map(|r| {
+                let overridden = overrides.splits().contains_key(&r.name);
+                let file_split = file
+                    .routes
+                    .iter()
+                    .find(|f| f.name == r.name)
+                    .filter(|_| overridden)
+                    .map(|f| split_view(&f.split));
+                RouteView {
+                    name: r.name.to_string(),
+                    split: split_view(&r.split),
+                    split_source: if overridden {
+                        Source::Api
+                    } else {
+                        Source::File
+                    },
+                    file_split,
+                }
+            })
+            .collect();
+        let pools = effective
+            .pools
+            .iter()
+            .map(|p| PoolView {
+                name: p.name.to_string(),
+                balance: balance_name(&p.balance),
+                backends: p
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let state = controller.backend_state(&p.name, b.addr);
+                        let ttl_remaining_ms = overrides
+                            .backends()
+                            .get(&(p.name.clone(), b.addr))
+                            .and_then(|r| r.expires)
+                            .map(|at| at.saturating_duration_since(now).as_millis() as u64);
+                        BackendView {
+                            addr: b.addr.to_string(),
+                            weight: b.weight,
+                            backup: b.backup,
+                            source: b.source,
+                            draining: b.draining,
+                            inflight: state.map_or(0, |s| s.inflight()),
+                            healthy: state.map_or(true, |s| s.is_healthy()),
+                            ejected: state.is_some_and(|s| s.is_ejected()),
+                            ttl_remaining_ms,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        StateView {
+            config_file: config_file.map(|p| p.display().to_string()),
+            counters,
+            routes,
+            pools,
+        }
+    }
+
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&RouteView> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// A backend by pool and address.
+    pub fn backend(&self, pool: &str, addr: &str) -> Option<&BackendView> {
+        self.pools
+            .iter()
+            .find(|p| p.name == pool)?
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+    }
+}
+
+/// The JSON answer for a route write.
+pub fn route_json(view: &StateView, route: &RouteName) -> Value {
+    view.route(route.as_str())
+        .and_then(|r| serde_json::to_value(r).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// The JSON answer for a backend write: the backend with its pool.
+pub fn backend_json(view: &StateView, pool: &PoolName, addr: SocketAddr) -> Value {
+    let found = view.backend(pool.as_str(), &addr.to_string());
+    match found.and_then(|b| serde_json::to_value(b).ok()) {
+        Some(Value::Object(mut map)) => {
+            map.insert("pool".into(), Value::String(pool.to_string()));
+            Value::Object(map)
+        }
+        _ => Value::Null,
+    }
+}
+
+fn split_view(split: &[SplitSpec]) -> Vec<SplitView> {
+    split
+        .iter()
+        .map(|s| SplitView {
+            pool: s.pool.to_string(),
+            weight: s.weight,
+        })
+        .collect()
+}
+
+fn balance_name(balance: &Balance) -> String {
+    match balance {
+        Balance::RoundRobin => "round_robin".into(),
+        Balance::LeastConn => "least_conn".into(),
+        Balance::P2c => "p2c".into(),
+        Balance::Hash(_) => "hash".into(),
+    }
+}

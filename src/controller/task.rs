@@ -1,0 +1,328 @@
+//! The controller task: the one place where changes become snapshots.
+//!
+//! Every source of change sends an [`Update`] on one channel: the file watcher a
+//! newly validated spec (or news that the file was invalid, to be counted), the
+//! admin API a [`Change`], and callers that only read (state, plan) a question. The
+//! task owns the last good file spec and the admin [`Overrides`]; after each change
+//! it computes the effective spec (`overrides.merge(file)`), persists the overrides
+//! when they changed, and calls [`Controller::apply`] — the single publish path.
+//! Replies go back on a oneshot *after* the snapshot is live, so an API call that
+//! returned 2xx is already routing traffic. The same loop wakes for TTL expiries and
+//! for closing streams of removed backends.
+
+mod change;
+mod file;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, SharedSnapshot};
+use crate::admin::state_view::StateView;
+use crate::config::validate::ApiBackend;
+use crate::config::{ConfigError, ConfigErrors, Spec};
+use crate::overrides::Overrides;
+use crate::plan::Plan;
+use crate::state_file::{self, StateFileError};
+use file::load_overrides;
+
+/// Queue length of the update channel; senders wait when it is full.
+const QUEUE: usize = 64;
+
+/// What happened so far (tests wait on these; `GET /api/v1/state` shows them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Snapshots published (1 = the first).
+    pub generation: u64,
+    /// File reloads applied.
+    pub reloads_ok: u64,
+    /// File reloads rejected (invalid file): nothing changed.
+    pub reloads_failed: u64,
+    /// Streams closed because their backend was removed.
+    pub streams_closed: u64,
+}
+
+/// A message to the controller task.
+#[derive(Debug)]
+pub enum Update {
+    /// The config file changed and is valid.
+    File {
+        spec: Box<Spec>,
+        reply: oneshot::Sender<()>,
+    },
+    /// The config file changed but is invalid (already logged); only counted.
+    FileInvalid { errors: String },
+    /// An admin API write.
+    Change {
+        change: Change,
+        reply: oneshot::Sender<Result<serde_json::Value, ChangeError>>,
+    },
+    /// `GET /api/v1/state`.
+    State { reply: oneshot::Sender<StateView> },
+    /// What loading `spec` as the file would change.
+    Plan {
+        spec: Box<Spec>,
+        reply: oneshot::Sender<Plan>,
+    },
+}
+
+/// An admin write, as received (validated by the task against the running config).
+#[derive(Debug)]
+pub enum Change {
+    /// `PUT /api/v1/routes/{route}/split`.
+    SetSplit {
+        route: String,
+        weights: Vec<(String, i64)>,
+    },
+    /// `DELETE /api/v1/routes/{route}/split`: back to the file's split.
+    ClearSplit { route: String },
+    /// `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`.
+    Drain {
+        pool: String,
+        addr: String,
+        drain: bool,
+    },
+    /// `POST /api/v1/pools/{pool}/backends` (also the heartbeat).
+    Register { pool: String, body: ApiBackend },
+    /// `DELETE /api/v1/pools/{pool}/backends[/{addr}]`.
+    Deregister { pool: String, addr: String },
+}
+
+/// Why an admin write was refused; nothing changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The body broke a config rule (400).
+    #[error("{0}")]
+    Invalid(ConfigErrors),
+    /// The route, pool or backend in the URL does not exist (404).
+    #[error("{path}: {message}")]
+    NotFound { path: String, message: String },
+    /// The change contradicts the file (409).
+    #[error("{path}: {message}")]
+    Conflict { path: String, message: String },
+    /// The override could not be persisted, so it was not applied (500).
+    #[error(transparent)]
+    Persist(StateFileError),
+    /// The gateway is shutting down (503).
+    #[error("the controller is not running (shutting down)")]
+    Closed,
+}
+
+impl ChangeError {
+    /// A single-error `Invalid`.
+    pub fn invalid(path: &str, message: impl Into<String>) -> ChangeError {
+        ChangeError::Invalid(ConfigErrors(vec![ConfigError {
+            path: path.to_owned(),
+            message: message.into(),
+        }]))
+    }
+}
+
+/// The sending side, shared by the file watcher, the admin API and tests.
+#[derive(Clone, Debug)]
+pub struct ControlHandle {
+    tx: mpsc::Sender<Update>,
+    counters: watch::Receiver<Counters>,
+}
+
+impl ControlHandle {
+    /// Sends an update; `None` when the task has stopped.
+    pub async fn send(&self, update: Update) -> Option<()> {
+        self.tx.send(update).await.ok()
+    }
+
+    /// Applies an admin write; returns once it is live.
+    pub async fn change(&self, change: Change) -> Result<serde_json::Value, ChangeError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Update::Change { change, reply })
+            .await
+            .ok_or(ChangeError::Closed)?;
+        answer.await.map_err(|_| ChangeError::Closed)?
+    }
+
+    /// The running state; `None` when the task has stopped.
+    pub async fn state(&self) -> Option<StateView> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Update::State { reply }).await?;
+        answer.await.ok()
+    }
+
+    /// What loading `spec` as the file would change; `None` when stopped.
+    pub async fn plan(&self, spec: Spec) -> Option<Plan> {
+        let (reply, answer) = oneshot::channel();
+        let spec = Box::new(spec);
+        self.send(Update::Plan { spec, reply }).await?;
+        answer.await.ok()
+    }
+
+    /// A watch on the counters (reloads, generation, closed streams).
+    pub fn counters(&self) -> watch::Receiver<Counters> {
+        self.counters.clone()
+    }
+}
+
+/// The task's state; run it with [`Task::run`].
+#[derive(Debug)]
+pub struct Task {
+    controller: Controller,
+    /// The last valid file spec (never contains overrides).
+    file: Spec,
+    overrides: Overrides,
+    state_file: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    counters: watch::Sender<Counters>,
+    rx: mpsc::Receiver<Update>,
+}
+
+impl Task {
+    /// Loads persisted overrides (if `[admin].state_file` is set), builds the first
+    /// snapshot from file + overrides, and returns the task, its handle and the
+    /// snapshot the data plane reads.
+    pub fn new(file: Spec, config_path: Option<PathBuf>) -> (Task, ControlHandle, SharedSnapshot) {
+        let state_file = file.admin.as_ref().and_then(|a| a.state_file.clone());
+        let overrides = match &state_file {
+            Some(path) => load_overrides(path, &file),
+            None => Overrides::default(),
+        };
+        let controller = Controller::new(overrides.merge(&file));
+        let shared = controller.shared();
+        let (counters, counters_rx) = watch::channel(Counters {
+            generation: controller.generation(),
+            ..Counters::default()
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let task = Task {
+            controller,
+            file,
+            overrides,
+            state_file,
+            config_path,
+            counters,
+            rx,
+        };
+        let handle = ControlHandle {
+            tx,
+            counters: counters_rx,
+        };
+        (task, handle, shared)
+    }
+
+    /// Every health transition from now on (probe status changes, ejections).
+    pub fn subscribe_health(&self) -> tokio::sync::broadcast::Receiver<crate::health::HealthEvent> {
+        self.controller.subscribe_health()
+    }
+
+    /// Serves updates until `shutdown` is cancelled or every handle is dropped.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        loop {
+            let wake = [
+                self.overrides.next_expiry(),
+                self.controller.next_retirement(),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                update = self.rx.recv() => match update {
+                    Some(update) => self.handle(update),
+                    None => break,
+                },
+                () = timer => self.tick(Instant::now()),
+            }
+        }
+    }
+
+    fn handle(&mut self, update: Update) {
+        match update {
+            Update::File { spec, reply } => {
+                self.reload(*spec);
+                // The caller may have given up waiting; the reload stands either way.
+                if reply.send(()).is_err() {
+                    tracing::debug!("reload applied after its requester stopped waiting");
+                }
+            }
+            Update::FileInvalid { errors } => {
+                tracing::debug!(%errors, "invalid config counted");
+                self.counters.send_modify(|c| c.reloads_failed += 1);
+            }
+            Update::Change { change, reply } => {
+                let result = self.change(change);
+                if reply.send(result).is_err() {
+                    tracing::debug!("admin change applied after its caller went away");
+                }
+            }
+            Update::State { reply } => {
+                if reply.send(self.state_view()).is_err() {
+                    tracing::debug!("state requester went away");
+                }
+            }
+            Update::Plan { spec, reply } => {
+                if reply.send(self.plan(&spec)).is_err() {
+                    tracing::debug!("plan requester went away");
+                }
+            }
+        }
+    }
+
+    /// TTL expiries and stream closes that are due.
+    fn tick(&mut self, now: Instant) {
+        let expired = self.overrides.expire(now);
+        for (pool, addr) in &expired {
+            tracing::warn!(%pool, backend = %addr, "registered backend missed its heartbeat (TTL): removed");
+        }
+        if !expired.is_empty() {
+            self.persist_or_log();
+            self.publish();
+        }
+        let closed = self.controller.close_retired(now);
+        if closed > 0 {
+            self.counters.send_modify(|c| c.streams_closed += closed);
+        }
+    }
+
+    /// The one publish path: effective spec → [`Controller::apply`].
+    fn publish(&mut self) {
+        self.controller.apply(self.overrides.merge(&self.file));
+        let generation = self.controller.generation();
+        self.counters.send_modify(|c| c.generation = generation);
+    }
+
+    /// Writes the overrides to the state file, if there is one.
+    fn persist(&self, overrides: &Overrides) -> Result<(), StateFileError> {
+        match &self.state_file {
+            Some(path) => state_file::save(path, overrides),
+            None => Ok(()),
+        }
+    }
+
+    fn persist_or_log(&self) {
+        if let Err(err) = self.persist(&self.overrides) {
+            tracing::error!(%err, "admin overrides changed but could not be persisted; a restart would lose them");
+        }
+    }
+
+    fn state_view(&self) -> StateView {
+        StateView::build(
+            &self.controller,
+            &self.file,
+            &self.overrides,
+            *self.counters.borrow(),
+            self.config_path.as_deref(),
+        )
+    }
+
+    fn plan(&self, next: &Spec) -> Plan {
+        let running = self.controller.shared.load_full();
+        crate::plan::plan(running.spec(), &self.file, &self.overrides, next)
+    }
+}

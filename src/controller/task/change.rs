@@ -1,0 +1,197 @@
+//! Admin writes: check against the running config, persist, publish, answer.
+//!
+//! Each write is checked with the file's rules (`config::validate`) and against what
+//! is running (the route, pool or backend must exist), applied to a *copy* of the
+//! overrides, persisted, and only then made current and published — so a write the
+//! state file could not record is refused rather than lost at the next restart. A
+//! write that changes nothing visible (a heartbeat) neither rewrites the state file
+//! nor rebuilds the snapshot.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::{Change, ChangeError, Task};
+use crate::admin::state_view;
+use crate::config::spec::{PoolName, PoolSpec, RouteName, Source};
+use crate::config::validate::{validate_backend, validate_split};
+use crate::overrides::Overrides;
+use crate::state_file::Persisted;
+
+impl Task {
+    /// Applies one admin write; the answer is the changed part of the state.
+    pub(super) fn change(&mut self, change: Change) -> Result<Value, ChangeError> {
+        let mut next = self.overrides.clone();
+        let answer = match change {
+            Change::SetSplit { route, mut weights } => {
+                let route = self.route(&route)?;
+                self.order_like_file(&route, &mut weights);
+                let pools: Vec<&str> = self.file.pools.iter().map(|p| p.name.as_str()).collect();
+                let split = validate_split(&weights, &pools).map_err(ChangeError::Invalid)?;
+                tracing::info!(%route, ?weights, "split set through the admin API");
+                next.set_split(route.clone(), split);
+                Answer::Route(route)
+            }
+            Change::ClearSplit { route } => {
+                let route = self.route(&route)?;
+                if next.clear_split(&route) {
+                    tracing::info!(%route, "split override removed: back to the file's split");
+                }
+                Answer::Route(route)
+            }
+            Change::Drain { pool, addr, drain } => {
+                let pool = self.pool(&pool)?.name.clone();
+                let addr = parse_addr(&addr)?;
+                let running = self.controller.backend_state(&pool, addr).is_some();
+                if !running {
+                    return Err(not_found(
+                        "addr",
+                        format!("pool {pool} has no backend {addr}"),
+                    ));
+                }
+                if next.set_drain((pool.clone(), addr), drain) {
+                    let verb = if drain { "drained" } else { "undrained" };
+                    tracing::info!(%pool, backend = %addr, "backend {verb} through the admin API");
+                }
+                Answer::Backend(pool, addr)
+            }
+            Change::Register { pool, body } => {
+                let pool = self.pool(&pool)?;
+                let (backend, ttl) = validate_backend(&body).map_err(ChangeError::Invalid)?;
+                if pool.backends.iter().any(|b| b.addr == backend.addr) {
+                    return Err(conflict(format!(
+                        "{} is a backend of pool {} in the config file; register only backends the file does not list",
+                        backend.addr, pool.name
+                    )));
+                }
+                let key = (pool.name.clone(), backend.addr);
+                if !next.backends().contains_key(&key) {
+                    tracing::info!(pool = %key.0, backend = %key.1, ?ttl, "backend registered through the admin API");
+                }
+                next.register(key.clone(), backend.weight, ttl, Instant::now());
+                Answer::Backend(key.0, key.1)
+            }
+            Change::Deregister { pool, addr } => {
+                let pool = self.pool(&pool)?;
+                let addr = parse_addr(&addr)?;
+                if pool.backends.iter().any(|b| b.addr == addr) {
+                    return Err(conflict(format!(
+                        "{addr} comes from the config file; remove it there (or drain it)"
+                    )));
+                }
+                let key = (pool.name.clone(), addr);
+                if !next.deregister(&key) {
+                    return Err(not_found(
+                        "addr",
+                        format!("{addr} is not registered in pool {}", key.0),
+                    ));
+                }
+                tracing::info!(pool = %key.0, backend = %addr, "backend deregistered through the admin API");
+                Answer::Gone(key.0, addr)
+            }
+        };
+        self.commit(next)?;
+        Ok(self.answer(answer))
+    }
+
+    /// Persists `next` if what would be on disk changed, makes it current, and
+    /// publishes if the effective spec changed.
+    fn commit(&mut self, next: Overrides) -> Result<(), ChangeError> {
+        let visible =
+            Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
+        if visible {
+            self.persist(&next).map_err(ChangeError::Persist)?;
+        }
+        self.overrides = next;
+        if visible {
+            self.publish();
+        }
+        Ok(())
+    }
+
+    fn answer(&self, answer: Answer) -> Value {
+        let view = self.state_view();
+        match answer {
+            Answer::Route(route) => state_view::route_json(&view, &route),
+            Answer::Backend(pool, addr) => state_view::backend_json(&view, &pool, addr),
+            Answer::Gone(pool, addr) => serde_json::json!({
+                "pool": pool.as_str(),
+                "addr": addr.to_string(),
+                "source": Source::Api,
+                "removed": true,
+            }),
+        }
+    }
+
+    /// The route named in the URL; routes come from the file only.
+    fn route(&self, name: &str) -> Result<RouteName, ChangeError> {
+        match self.file.routes.iter().find(|r| r.name.as_str() == name) {
+            Some(r) => Ok(r.name.clone()),
+            None => {
+                let known: Vec<&str> = self.file.routes.iter().map(|r| r.name.as_str()).collect();
+                Err(not_found(
+                    "route",
+                    format!("no route named {name:?}; routes: {}", known.join(", ")),
+                ))
+            }
+        }
+    }
+
+    /// Sorts API weights (a JSON object has no order) like the route's file split,
+    /// other pools after, by name, so the state shows a stable, familiar order.
+    fn order_like_file(&self, route: &RouteName, weights: &mut [(String, i64)]) {
+        let file_split = self.file.routes.iter().find(|r| &r.name == route);
+        let rank = |pool: &str| {
+            file_split
+                .and_then(|r| r.split.iter().position(|s| s.pool.as_str() == pool))
+                .unwrap_or(usize::MAX)
+        };
+        weights.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    }
+
+    /// The pool named in the URL, as the file defines it.
+    fn pool(&self, name: &str) -> Result<&PoolSpec, ChangeError> {
+        self.file
+            .pools
+            .iter()
+            .find(|p| p.name.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.file.pools.iter().map(|p| p.name.as_str()).collect();
+                not_found(
+                    "pool",
+                    format!("no pool named {name:?}; pools: {}", known.join(", ")),
+                )
+            })
+    }
+}
+
+/// Which part of the state an answer shows.
+enum Answer {
+    Route(RouteName),
+    Backend(PoolName, SocketAddr),
+    Gone(PoolName, SocketAddr),
+}
+
+fn parse_addr(addr: &str) -> Result<SocketAddr, ChangeError> {
+    addr.parse().map_err(|_| {
+        ChangeError::invalid(
+            "addr",
+            format!("{addr:?} is not an ip:port address; write e.g. \"10.0.0.5:9001\""),
+        )
+    })
+}
+
+fn not_found(path: &str, message: String) -> ChangeError {
+    ChangeError::NotFound {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+fn conflict(message: String) -> ChangeError {
+    ChangeError::Conflict {
+        path: "addr".to_owned(),
+        message,
+    }
+}

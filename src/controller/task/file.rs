@@ -1,0 +1,98 @@
+//! What comes from files: a reloaded `routes.toml` and, at start, the state file.
+//!
+//! A reload keeps the overrides that still apply (dropping and logging the rest),
+//! keeps the running listener settings (they need a restart), and publishes. A
+//! state file that cannot be read is set aside and reported loudly; the gateway
+//! then starts from `routes.toml` alone rather than refusing to start.
+
+use std::path::{Path, PathBuf};
+
+use tokio::time::Instant;
+
+use super::Task;
+use crate::config::Spec;
+use crate::overrides::Overrides;
+use crate::state_file;
+
+impl Task {
+    /// A valid file replaced the old one: keep what applies, publish.
+    pub(super) fn reload(&mut self, mut spec: Spec) {
+        keep_listeners(&self.file, &mut spec);
+        for route in self.overrides.splits().keys() {
+            let split_of = |s: &Spec| {
+                s.routes
+                    .iter()
+                    .find(|r| &r.name == route)
+                    .map(|r| r.split.clone())
+            };
+            if split_of(&self.file) != split_of(&spec) {
+                tracing::info!(%route, "the file's split of this route changed, but an admin override is in force; `sluicegate ctl split {route} --reset` returns it to the file");
+            }
+        }
+        let dropped = self.overrides.prune(&spec);
+        for d in &dropped {
+            tracing::warn!(override = %d.what, why = %d.why, "admin override dropped on reload");
+        }
+        self.file = spec;
+        if !dropped.is_empty() {
+            self.persist_or_log();
+        }
+        self.publish();
+        self.counters.send_modify(|c| c.reloads_ok += 1);
+        tracing::info!(generation = self.controller.generation(), "config reloaded");
+    }
+}
+
+/// Listener settings cannot change without a restart: keep the running ones (and
+/// say so). `stream_close_delay` is not a listener setting and does change.
+fn keep_listeners(running: &Spec, next: &mut Spec) {
+    let (old, new) = (&running.listen, &mut next.listen);
+    if (old.http, old.max_connections, old.header_read_timeout)
+        != (new.http, new.max_connections, new.header_read_timeout)
+    {
+        tracing::warn!("[listen] changed in the file; listener settings apply at the next restart");
+        new.http = old.http;
+        new.max_connections = old.max_connections;
+        new.header_read_timeout = old.header_read_timeout;
+    }
+    if running.admin != next.admin {
+        tracing::warn!("[admin] changed in the file; admin settings apply at the next restart");
+        next.admin.clone_from(&running.admin);
+    }
+}
+
+/// The persisted overrides for `file`; a bad state file is logged loudly and
+/// ignored (set aside as `<file>.corrupt`) so the gateway starts from the file.
+pub(super) fn load_overrides(path: &Path, file: &Spec) -> Overrides {
+    let persisted = match state_file::load(path) {
+        Ok(persisted) => persisted,
+        Err(err) => {
+            let mut aside = path.as_os_str().to_owned();
+            aside.push(".corrupt");
+            let aside = PathBuf::from(aside);
+            let kept = match std::fs::rename(path, &aside) {
+                Ok(()) => format!("kept as {}", aside.display()),
+                Err(e) => format!("could not be set aside: {e}"),
+            };
+            tracing::error!(
+                %err,
+                "STATE FILE IGNORED: starting from the config file alone, WITHOUT the admin overrides (splits, drains, registered backends) it held; the bad file was {kept}"
+            );
+            return Overrides::default();
+        }
+    };
+    let (overrides, skipped) = state_file::restore(&persisted, file, Instant::now());
+    for d in &skipped {
+        tracing::warn!(override = %d.what, why = %d.why, "persisted admin override skipped");
+    }
+    if !overrides.is_empty() {
+        tracing::info!(
+            splits = overrides.splits().len(),
+            drains = overrides.drains().len(),
+            backends = overrides.backends().len(),
+            state_file = %path.display(),
+            "admin overrides restored"
+        );
+    }
+    overrides
+}

@@ -1,0 +1,247 @@
+//! `sluicegate plan`: what reloading a file would change in the running gateway.
+//!
+//! Like `terraform plan`: nothing is applied. The running gateway computes the plan
+//! (it alone knows its overrides) with the same merge a real reload would do: prune
+//! the overrides against the new file, lay the survivors over it, and diff the
+//! resulting effective spec against the running one. The plan lists routes, splits,
+//! pools and backends added, removed or changed, the overrides that would be
+//! dropped, and notes (file values an override hides, settings that need a restart).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::spec::{BackendSpec, PoolSpec, RouteSpec, Spec, SplitSpec};
+use crate::overrides::Overrides;
+
+/// The whole plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub changes: Vec<PlanItem>,
+    /// Admin overrides the reload would drop, with the reason.
+    pub dropped: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// One change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanItem {
+    pub op: Op,
+    /// `route agents`, `split agents`, `pool blue`, `backend blue 10.0.0.5:80`, …
+    pub what: String,
+    /// Old → new, or what is added.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Kind of change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    Add,
+    Remove,
+    Change,
+}
+
+impl Plan {
+    /// True when the reload would change nothing.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.dropped.is_empty()
+    }
+}
+
+/// The plan for replacing `file` (running, under `overrides`, giving `running`
+/// as effective spec) with `next`.
+pub fn plan(running: &Spec, file: &Spec, overrides: &Overrides, next: &Spec) -> Plan {
+    let mut kept = overrides.clone();
+    let dropped = kept.prune(next).iter().map(ToString::to_string).collect();
+    let changes = diff(running, &kept.merge(next));
+    let mut notes = Vec::new();
+    for (route, split) in kept.splits() {
+        let file_split = |s: &Spec| {
+            s.routes
+                .iter()
+                .find(|r| &r.name == route)
+                .map(|r| show(&r.split))
+        };
+        if file_split(file) != file_split(next) {
+            notes.push(format!(
+                "route {route}: the file's split changes to {} but the admin override {} stays in force",
+                file_split(next).unwrap_or_default(),
+                show(split)
+            ));
+        }
+    }
+    let (old, new) = (&running.listen, &next.listen);
+    if (old.http, old.max_connections, old.header_read_timeout)
+        != (new.http, new.max_connections, new.header_read_timeout)
+    {
+        notes.push("[listen] changes apply only at the next restart".into());
+    }
+    if running.admin != next.admin {
+        notes.push("[admin] changes apply only at the next restart".into());
+    }
+    Plan {
+        changes,
+        dropped,
+        notes,
+    }
+}
+
+/// Everything that differs between two effective specs.
+pub fn diff(old: &Spec, new: &Spec) -> Vec<PlanItem> {
+    let mut out = Vec::new();
+    let mut push = |op, what: String, detail: String| out.push(PlanItem { op, what, detail });
+    if old.listen.stream_close_delay != new.listen.stream_close_delay {
+        push(
+            Op::Change,
+            "listen.stream_close_delay".into(),
+            format!(
+                "{} → {}",
+                humantime::format_duration(old.listen.stream_close_delay),
+                humantime::format_duration(new.listen.stream_close_delay)
+            ),
+        );
+    }
+    for r in &old.routes {
+        if !new.routes.iter().any(|n| n.name == r.name) {
+            push(Op::Remove, format!("route {}", r.name), String::new());
+        }
+    }
+    for r in &new.routes {
+        match old.routes.iter().find(|o| o.name == r.name) {
+            None => push(Op::Add, format!("route {}", r.name), show(&r.split)),
+            Some(o) => {
+                if o.split != r.split {
+                    let detail = format!("{} → {}", show(&o.split), show(&r.split));
+                    push(Op::Change, format!("split {}", r.name), detail);
+                }
+                let what = route_changes(o, r);
+                if !what.is_empty() {
+                    push(Op::Change, format!("route {}", r.name), what.join(", "));
+                }
+            }
+        }
+    }
+    for p in &old.pools {
+        if !new.pools.iter().any(|n| n.name == p.name) {
+            let detail = format!(
+                "{} backend(s); their open streams close after stream_close_delay",
+                p.backends.len()
+            );
+            push(Op::Remove, format!("pool {}", p.name), detail);
+        }
+    }
+    for p in &new.pools {
+        match old.pools.iter().find(|o| o.name == p.name) {
+            None => {
+                let addrs: Vec<String> = p.backends.iter().map(|b| b.addr.to_string()).collect();
+                push(Op::Add, format!("pool {}", p.name), addrs.join(" "));
+            }
+            Some(o) => pool_changes(o, p, &mut push),
+        }
+    }
+    out
+}
+
+fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {
+    let mut what = Vec::new();
+    if old.matcher != new.matcher {
+        what.push("match");
+    }
+    if old.sticky != new.sticky {
+        what.push("sticky");
+    }
+    if old.retries != new.retries {
+        what.push("retries");
+    }
+    if old.timeouts != new.timeouts {
+        what.push("timeouts");
+    }
+    what
+}
+
+fn pool_changes(old: &PoolSpec, new: &PoolSpec, push: &mut impl FnMut(Op, String, String)) {
+    if old.balance != new.balance {
+        push(
+            Op::Change,
+            format!("pool {}", new.name),
+            "balance policy changed".into(),
+        );
+    }
+    for b in &old.backends {
+        if !new.backends.iter().any(|n| n.addr == b.addr) {
+            push(
+                Op::Remove,
+                format!("backend {} {}", old.name, b.addr),
+                format!("source {}", b.source.as_str()),
+            );
+        }
+    }
+    for b in &new.backends {
+        let what = format!("backend {} {}", new.name, b.addr);
+        match old.backends.iter().find(|o| o.addr == b.addr) {
+            None => push(Op::Add, what, describe(b)),
+            Some(o) if o != b => push(
+                Op::Change,
+                what,
+                format!("{} → {}", describe(o), describe(b)),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+fn describe(b: &BackendSpec) -> String {
+    let mut s = format!("weight {}", b.weight);
+    if b.backup {
+        s.push_str(" backup");
+    }
+    if b.draining {
+        s.push_str(" draining");
+    }
+    s.push_str(&format!(" ({})", b.source.as_str()));
+    s
+}
+
+/// `blue=90 green=10`.
+pub fn show(split: &[SplitSpec]) -> String {
+    let parts: Vec<String> = split
+        .iter()
+        .map(|s| format!("{}={}", s.pool, s.weight))
+        .collect();
+    parts.join(" ")
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            writeln!(
+                f,
+                "No changes: the running gateway already matches this file."
+            )?;
+        }
+        for c in &self.changes {
+            let sign = match c.op {
+                Op::Add => '+',
+                Op::Remove => '-',
+                Op::Change => '~',
+            };
+            if c.detail.is_empty() {
+                writeln!(f, "{sign} {}", c.what)?;
+            } else {
+                writeln!(f, "{sign} {}: {}", c.what, c.detail)?;
+            }
+        }
+        for d in &self.dropped {
+            writeln!(f, "! admin override dropped: {d}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
