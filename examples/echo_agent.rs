@@ -38,6 +38,11 @@ struct Args {
     /// Bound on the whole `--probe` request.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     probe_timeout: Duration,
+    /// After SIGTERM, keep serving this long before stopping: the time a load
+    /// balancer needs to stop sending new requests (sluicegate drains on the
+    /// `kill` event at once). 0 stops at once, dropping open connections.
+    #[arg(long, env = "AGENT_STOP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    stop_delay: Duration,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +99,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             agent.addr()
         );
         wait_for_signal().await?;
+        if !args.stop_delay.is_zero() {
+            println!(
+                "echo_agent {}: stopping in {:?} (serving until then)",
+                config.name, args.stop_delay
+            );
+            tokio::time::sleep(args.stop_delay).await;
+        }
         agent.shutdown();
         // Best effort: the process is exiting either way.
         let _ = tokio::time::timeout(STOP_GRACE, agent.stopped()).await;

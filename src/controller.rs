@@ -208,7 +208,8 @@ enum Generation {
 /// Builds a snapshot reusing state from `old` (taking it out) or from `retiring`
 /// (bringing it back) where (pool, address) matches, and pool state by name; returns
 /// the registries of exactly what the new snapshot holds. What stays in
-/// `old.backends` was removed. Each backend's `draining` flag is set from the spec.
+/// `old.backends` was removed. Each backend's `draining` and Docker health flags
+/// are set from the spec.
 fn rebuild(
     old: &mut Registries,
     retiring: &mut HashMap<Key, Retiring>,
@@ -229,6 +230,7 @@ fn rebuild(
                 .or_else(|| retiring.remove(&key).map(|r| r.state))
                 .unwrap_or_else(|| new_backend(pool, b.addr, generation));
             state.set_draining(b.draining);
+            state.set_docker_healthy(b.container.as_ref().map_or(true, |c| c.docker_healthy));
             backends.insert(key, Arc::clone(&state));
             state
         },

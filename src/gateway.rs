@@ -1,9 +1,13 @@
 //! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listener, admin API and file reload.
+//! traffic listener, admin API, file reload and Docker discovery.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
 //! shutdown signal and are awaited (bounded) after the traffic listener drained.
+//! With `[discovery.docker]`, `serve` waits (bounded) for the first container list
+//! to be applied before it reports ready, so a gateway that just started does not
+//! answer 503 for pools Docker is about to fill; an unreachable engine only
+//! delays readiness by that bound (the pools stay empty until it answers).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,9 +21,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
-use crate::config::spec::Spec;
-use crate::controller::task::{ControlHandle, Task};
+use crate::config::spec::{DockerSpec, Spec};
+use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
+use crate::discovery::{self, DockerDiscovery};
 use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
@@ -27,6 +32,8 @@ use crate::server::{self, Drained, Limits};
 
 /// Longest wait for the background tasks after the traffic drain.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
+/// Longest wait at start for Docker's first container list.
+const FIRST_LIST: Duration = Duration::from_secs(3);
 
 /// How a gateway is run beyond what its spec says.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +43,9 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// How the file is reloaded.
     pub reload: ReloadOptions,
+    /// Engine address and timings of Docker discovery (used only with
+    /// `[discovery.docker]`).
+    pub discovery: discovery::Options,
 }
 
 /// Why a gateway could not start.
@@ -60,6 +70,7 @@ pub struct Gateway {
     limits: Limits,
     admin: Option<AdminServer>,
     reloader: Option<Reloader>,
+    docker: Option<(DockerSpec, discovery::Options)>,
     ready: Arc<AtomicBool>,
 }
 
@@ -80,6 +91,11 @@ impl Gateway {
             max_connections: spec.listen.max_connections,
         };
         let admin_spec = spec.admin.clone();
+        let docker = spec
+            .discovery
+            .docker
+            .clone()
+            .map(|d| (d, options.discovery.clone()));
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
         let proxy = Arc::new(Proxy::new(Arc::clone(&snapshot), "http"));
         let ready = Arc::new(AtomicBool::new(false));
@@ -107,6 +123,7 @@ impl Gateway {
             limits,
             admin,
             reloader,
+            docker,
             ready,
         })
     }
@@ -157,10 +174,27 @@ impl Gateway {
             limits,
             admin,
             reloader,
+            docker,
             ready,
         } = self;
+        let mut task = task;
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let first_list = docker.map(|(spec, options)| {
+            let d = DockerDiscovery::spawn(spec, options, background.clone());
+            let status = d.status.clone();
+            task.attach_docker(DockerFeed {
+                sets: d.sets,
+                drains: d.drains,
+                status: d.status,
+            });
+            tasks.spawn(async move {
+                if let Err(err) = d.task.await {
+                    tracing::error!(%err, "docker discovery task failed");
+                }
+            });
+            status
+        });
         tasks.spawn(task.run(background.clone()));
         if let Some(admin) = admin {
             tasks.spawn(admin.serve(background.clone()));
@@ -169,6 +203,9 @@ impl Gateway {
             tasks.spawn(reloader.run(background.clone()));
         }
         tasks.close();
+        if let Some(status) = first_list {
+            first_list_applied(status, &control).await;
+        }
         ready.store(true, Ordering::Release);
         let shutdown = async {
             shutdown.await;
@@ -184,5 +221,26 @@ impl Gateway {
             tracing::warn!("background tasks did not stop in time");
         }
         drained
+    }
+}
+
+/// Waits (at most [`FIRST_LIST`]) until discovery listed the engine once and the
+/// controller task took that set in.
+async fn first_list_applied(
+    mut status: tokio::sync::watch::Receiver<discovery::DiscoveryStatus>,
+    control: &ControlHandle,
+) {
+    let listed = tokio::time::timeout(FIRST_LIST, status.wait_for(|s| s.lists > 0))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if listed {
+        // The set is published before the status; the task takes discovery news
+        // before queued requests, so once this answers the set is live.
+        if control.state().await.is_none() {
+            tracing::debug!("controller stopped before the first Docker list was applied");
+        }
+    } else {
+        let error = status.borrow().last_error.clone().unwrap_or_default();
+        tracing::warn!(%error, "no container list from Docker yet; serving without discovered backends until it answers");
     }
 }

@@ -166,6 +166,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     debounce: reload_debounce,
                     sighup: true,
                 },
+                discovery: Default::default(),
             };
             runtime(workers)?.block_on(async {
                 let gateway = Gateway::bind_with(spec, options).await?;

@@ -174,10 +174,23 @@ pub struct BackendSpec {
     /// Used only when no primary backend of the pool is eligible.
     pub backup: bool,
     /// No new requests; in-flight ones finish. Never set by the file: an admin
-    /// drain (an override) sets it in the effective spec.
+    /// drain (an override) or Docker discovery (a stopping container) sets it in
+    /// the effective spec.
     pub draining: bool,
     /// Who put this backend in its pool.
     pub source: Source,
+    /// The container behind a backend Docker discovery found (`None` otherwise).
+    pub container: Option<ContainerRef>,
+}
+
+/// The container behind a discovered backend, as the running config needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Container name without Docker's leading `/`.
+    pub name: Arc<str>,
+    /// False while Docker's health check says `starting` or `unhealthy`: such a
+    /// backend gets no traffic, whatever the gateway's own probes say.
+    pub docker_healthy: bool,
 }
 
 /// Largest backend or split weight accepted.

@@ -13,7 +13,12 @@ use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use super::labels::{self, LabelError, COMPOSE_PROJECT};
 use super::network::{self, OwnContainer, RuleSource};
 use super::{DiscoveredBackend, DiscoveredSet, Skipped, DEFAULT_HEALTH_PATH};
-use crate::config::spec::{BackendSpec, PoolName, PoolSpec, ProjectFilter, Source, Spec};
+use http::uri::PathAndQuery;
+
+use crate::config::spec::{
+    BackendSpec, ContainerRef, InitialHealth, PoolHealthSpec, PoolName, PoolSpec, ProbeSpec,
+    ProjectFilter, Source, Spec, StatusRange,
+};
 
 /// Which compose projects are considered, once the gateway's own is known.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,15 +175,17 @@ pub struct LabelPool {
 pub struct Merged {
     /// File pools with their discovered backends appended (a static backend
     /// with the same address wins); pools only labels name, appended in name
-    /// order with the default policy.
+    /// order with the default policy. Every pool not defined in `[[pools]]`
+    /// probes its `health_path` with the default probe settings.
     pub spec: Spec,
     /// Every pool not defined in `[[pools]]` (implied by routes or named only by
-    /// labels), for creating its health settings.
+    /// labels).
     pub created: Vec<LabelPool>,
 }
 
-/// Adds `set` to `file`. All discovered backends are included, eligible or not;
-/// [`DiscoveredBackend::is_eligible`] tells the caller which to hold back.
+/// Adds `set` to `file`. All discovered backends are included, eligible or not:
+/// each carries its container ([`ContainerRef`]: name, Docker health) and its
+/// `draining` mark, and the controller holds back the ones that may not serve.
 pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
     let mut spec = file.clone();
     let implied: &[PoolName] = file
@@ -197,6 +204,10 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
             backup: false,
             draining: b.draining,
             source: Source::Docker,
+            container: Some(ContainerRef {
+                name: Arc::clone(&b.container_name),
+                docker_healthy: b.docker_healthy,
+            }),
         });
         match spec.pools.iter_mut().find(|p| &p.name == name) {
             Some(pool) => {
@@ -212,6 +223,11 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
             }
         }
     }
+    for label in &created {
+        if let Some(pool) = spec.pools.iter_mut().find(|p| p.name == label.name) {
+            pool.health = probe_health(&label.health_path);
+        }
+    }
     Merged { spec, created }
 }
 
@@ -220,6 +236,32 @@ fn label_pool(name: &PoolName, backends: &[DiscoveredBackend]) -> LabelPool {
     LabelPool {
         name: name.clone(),
         health_path: path.unwrap_or_else(|| Arc::from(DEFAULT_HEALTH_PATH)),
+    }
+}
+
+/// The health settings of a pool labels created: `GET path` with the file's
+/// defaults for `[pools.health]` (every 2 s, rise 2, fall 3, no traffic before the
+/// first pass); no ejection, ramp, panic or hold. A path that is not a valid
+/// request target (the label check only asks for a leading `/`) falls back to
+/// [`DEFAULT_HEALTH_PATH`].
+fn probe_health(path: &str) -> PoolHealthSpec {
+    let path = path
+        .parse::<PathAndQuery>()
+        .unwrap_or_else(|_| PathAndQuery::from_static(DEFAULT_HEALTH_PATH));
+    let interval = ProbeSpec::DEFAULT_INTERVAL;
+    PoolHealthSpec {
+        probe: Some(Arc::new(ProbeSpec {
+            path,
+            host: None,
+            interval,
+            timeout: ProbeSpec::DEFAULT_TIMEOUT.min(interval / 2),
+            rise: ProbeSpec::DEFAULT_RISE,
+            fall: ProbeSpec::DEFAULT_FALL,
+            start_period: std::time::Duration::ZERO,
+            expect_status: StatusRange::DEFAULT,
+            initial: InitialHealth::default(),
+        })),
+        ..PoolHealthSpec::default()
     }
 }
 
