@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use sluicegate::config::spec::ProjectFilter;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::docker::{cmd, names, notice, run, wait_set, wait_status, Scope};
+use crate::support::docker::{cmd, names, notice, wait_set, wait_status, Scope};
 use crate::support::get;
 
 /// "Shows up within 2 s" (DESIGN: within a second; 2 s leaves room for a busy CI).
@@ -18,8 +18,10 @@ const SLOW: Duration = Duration::from_secs(20);
 
 macro_rules! scope {
     ($test:literal) => {{
-        let Some(run) = run($test) else { return };
-        Scope::new(run, $test).await
+        let Some(run) = $crate::support::docker::run($test) else {
+            return;
+        };
+        $crate::support::docker::Scope::new(run, $test).await
     }};
 }
 
@@ -347,6 +349,8 @@ services:
     image: {image}
     healthcheck:
       disable: true
+    environment:
+      AGENT_STOP_DELAY: 1s
     labels:
       - "{enable}"
       - "{run}"
@@ -382,4 +386,9 @@ impl Drop for ComposeDown {
     }
 }
 
+mod cutover;
+mod front;
+mod network;
 mod reconnect;
+mod scale;
+mod stop;

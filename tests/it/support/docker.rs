@@ -162,7 +162,7 @@ pub async fn cmd(program: &str, args: &[&str]) -> String {
 }
 
 /// One test's private corner of the engine: a network, containers, a label
-/// prefix. Everything labelled with the scope is removed on drop.
+/// prefix. Every container and network labelled with the scope is removed on drop.
 pub struct Scope {
     pub run: &'static Run,
     /// Unique name stem, e.g. `sgt-1234xabcd-stop`; also the network name.
@@ -271,7 +271,12 @@ impl Drop for Scope {
                 report(docker_sync(&args));
             }
         }
-        report(docker_sync(&["network", "rm", &self.name]));
+        // The scope's own network and any other a test made with its label.
+        if let Ok(ids) = docker_sync(&["network", "ls", "-q", "--filter", &filter]) {
+            for id in ids.split_whitespace() {
+                report(docker_sync(&["network", "rm", id]));
+            }
+        }
     }
 }
 
@@ -321,6 +326,29 @@ pub async fn wait_status(
             panic!("status did not change as expected within {limit:?}: {current:?}");
         }
     }
+}
+
+/// Start time of every running container labelled `label`, by the first 12
+/// characters of its id (its default hostname, which the echo agent reports
+/// as `x-agent`).
+pub async fn started_at(label: &str) -> std::collections::HashMap<String, std::time::SystemTime> {
+    let filter = format!("label={label}");
+    let ids = cmd("docker", &["ps", "-q", "--no-trunc", "--filter", &filter]).await;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Default::default();
+    }
+    let mut args = vec!["inspect", "-f", "{{.Id}} {{.State.StartedAt}}"];
+    args.extend(&ids);
+    cmd("docker", &args)
+        .await
+        .lines()
+        .filter_map(|line| {
+            let (id, at) = line.split_once(' ')?;
+            let at = humantime::parse_rfc3339(at.trim()).ok()?;
+            Some((id.get(..12)?.to_owned(), at))
+        })
+        .collect()
 }
 
 /// Names of the containers of `pool` in `set` (sorted).
