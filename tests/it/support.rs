@@ -2,6 +2,7 @@
 //! Docker helpers (engine, images, scopes) are in [`docker`].
 
 pub mod docker;
+pub mod load;
 
 pub mod live;
 
