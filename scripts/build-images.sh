@@ -102,9 +102,11 @@ image() {
 }
 
 if [ "$only" != echo ]; then
-    # No HEALTHCHECK yet: `sluicegate health` (admin /readyz) comes with the admin API.
+    # `sluicegate health` asks the admin API's /readyz on 127.0.0.1:9901 (no curl in
+    # the image); a config without [admin] leaves the container "unhealthy".
     image "sluicegate:local$suffix" "$bin_dir/sluicegate" sluicegate \
-'ENTRYPOINT ["/usr/local/bin/sluicegate"]
+'HEALTHCHECK --interval=5s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/sluicegate", "health", "--timeout", "2s"]
+ENTRYPOINT ["/usr/local/bin/sluicegate"]
 CMD ["run", "-c", "/etc/sluicegate/routes.toml"]'
 fi
 if [ "$only" != sluicegate ]; then

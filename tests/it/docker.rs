@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use sluicegate::config::spec::ProjectFilter;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::docker::{cmd, names, notice, wait_set, wait_status, Scope};
+use crate::support::docker::{cmd, names, wait_set, wait_status};
 use crate::support::get;
+use compose::{compose_available, compose_file, ComposeDown};
 
 /// "Shows up within 2 s" (DESIGN: within a second; 2 s leaves room for a busy CI).
 const APPEAR: Duration = Duration::from_secs(2);
@@ -83,11 +84,7 @@ async fn compose_scale_up_and_down_is_followed_within_2s() {
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, compose_file(&scope)).expect("write compose file");
     let file = file.to_string_lossy().into_owned();
-    let _down = ComposeDown {
-        compose: compose.clone(),
-        project: project.clone(),
-        file: file.clone(),
-    };
+    let _down = ComposeDown::new(&compose, &project, &[&file]);
     let shutdown = CancellationToken::new();
     let only = ProjectFilter::Only(vec![project.clone()]);
     let mut d = scope.discover(None, only, &shutdown);
@@ -320,73 +317,9 @@ async fn docker_health_starting_is_present_but_not_eligible_until_healthy() {
     shutdown.cancel();
 }
 
-/// `docker-compose` (v1) if installed; panics in CI when it is missing.
-fn compose_available(test: &str) -> Option<String> {
-    match std::process::Command::new("docker-compose")
-        .arg("version")
-        .output()
-    {
-        Ok(out) if out.status.success() => Some("docker-compose".to_owned()),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but docker-compose is missing")
-        }
-        _ => {
-            notice(&format!(
-                "SKIPPED docker test {test}: docker-compose is not installed"
-            ));
-            None
-        }
-    }
-}
-
-/// One scalable echo service, opted in with `<prefix>.enable=true` so its pool
-/// is the compose service name.
-fn compose_file(scope: &Scope) -> String {
-    format!(
-        r#"version: "2.4"
-services:
-  agent:
-    image: {image}
-    healthcheck:
-      disable: true
-    environment:
-      AGENT_STOP_DELAY: 1s
-    labels:
-      - "{enable}"
-      - "{run}"
-      - "{scope_label}"
-networks:
-  default:
-    labels:
-      - "{run}"
-      - "{scope_label}"
-"#,
-        image = scope.run.image,
-        enable = scope.label("enable", "true"),
-        run = scope.run_label(),
-        scope_label = scope.scope_label(),
-    )
-}
-
-/// `docker-compose down` on drop (containers and network), even after a panic.
-struct ComposeDown {
-    compose: String,
-    project: String,
-    file: String,
-}
-
-impl Drop for ComposeDown {
-    fn drop(&mut self) {
-        let out = std::process::Command::new(&self.compose)
-            .args(["-p", &self.project, "-f", &self.file, "down", "-t", "1"])
-            .output();
-        if !out.as_ref().is_ok_and(|o| o.status.success()) {
-            eprintln!("docker test cleanup: {} down failed: {out:?}", self.compose);
-        }
-    }
-}
-
+mod compose;
 mod cutover;
+mod example;
 mod front;
 mod network;
 mod reconnect;

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::compose::{compose_available, compose_file, ComposeDown};
 use super::front::{gateway, pool, wait_state, SERIAL};
-use super::{compose_available, compose_file, ComposeDown, APPEAR, SLOW};
+use super::{APPEAR, SLOW};
 use crate::support::docker::{cmd, started_at};
 use crate::support::load::{by_agent, describe_failures, failures, first_answer, Load, Record};
 
@@ -32,11 +33,7 @@ async fn a_compose_scale_3_5_2_through_the_gateway_under_load() {
     let file = dir.path().join("docker-compose.yml");
     std::fs::write(&file, compose_file(&scope)).expect("write compose file");
     let file = file.to_string_lossy().into_owned();
-    let _down = ComposeDown {
-        compose: compose.clone(),
-        project: project.clone(),
-        file: file.clone(),
-    };
+    let _down = ComposeDown::new(&compose, &project, &[&file]);
     let gw = gateway(&scope, &format!("[\"{project}\"]"), BODY, None).await;
     let up = |n: usize| {
         let (compose, project, file) = (compose.clone(), project.clone(), file.clone());

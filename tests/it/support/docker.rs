@@ -49,23 +49,10 @@ fn init() -> Result<Run, String> {
         .map_err(|e| format!("no Docker engine answers: {e}"))?;
     let id = format!("{}x{:04x}", std::process::id(), fastrand::u16(..));
     spawn_reaper(&id)?;
-    let (target_dir, profile) = target_dir()?;
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh");
     let started = std::time::Instant::now();
-    let out = Command::new(&script)
-        .args(["--no-build", "--only", "echo", "--profile", &profile])
-        .args(["--tag-suffix", &format!("-test{id}")])
-        .args(["--label", &format!("{RUN_LABEL}={id}")])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .output()
-        .map_err(|e| format!("running {}: {e}", script.display()))?;
-    if !out.status.success() {
-        return Err(format!(
-            "building the echo image failed (cargo test builds the echo_agent example; run `cargo build --example echo_agent`): {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
+    build_image(&id, "echo").map_err(|e| {
+        format!("building the echo image failed (cargo test builds the echo_agent example; run `cargo build --example echo_agent`): {e}")
+    })?;
     notice(&format!(
         "docker tests: engine {}, echo image {} built in {:.1?}",
         version.trim(),
@@ -76,6 +63,43 @@ fn init() -> Result<Run, String> {
         image: format!("sluicegate-echo:local-test{id}"),
         id,
     })
+}
+
+impl Run {
+    /// The tag suffix of this run's images (`sluicegate…:<tag>`).
+    pub fn tag(&self) -> String {
+        format!("local-test{}", self.id)
+    }
+
+    /// Builds `sluicegate:<tag>` from this test build's binary, once per run.
+    pub fn gateway_image(&self) -> Result<String, String> {
+        static GATEWAY: OnceLock<Result<String, String>> = OnceLock::new();
+        GATEWAY
+            .get_or_init(|| {
+                build_image(&self.id, "sluicegate")?;
+                Ok(format!("sluicegate:{}", self.tag()))
+            })
+            .clone()
+    }
+}
+
+/// `scripts/build-images.sh --only <which>` from the binaries of this test build.
+fn build_image(id: &str, which: &str) -> Result<(), String> {
+    let (target_dir, profile) = target_dir()?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh");
+    let out = Command::new(&script)
+        .args(["--no-build", "--only", which, "--profile", &profile])
+        .args(["--tag-suffix", &format!("-test{id}")])
+        .args(["--label", &format!("{RUN_LABEL}={id}")])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// Writes straight to stderr: the test harness captures `eprintln!` of passing
