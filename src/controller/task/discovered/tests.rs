@@ -23,9 +23,16 @@ http = "127.0.0.1:0"
 [[pools]]
 name = "blue"
 backends = [{ addr = "127.0.0.1:9001" }]
+[[pools]]
+name = "held"
+hold = { timeout = "5s", max_queued = 10 }
 [[routes]]
 name = "agents"
 split = [{ pool = "blue", weight = 100 }, { pool = "green", weight = 0 }]
+[[routes]]
+name = "held"
+match = { path_prefix = "/held" }
+split = [{ pool = "held", weight = 1 }]
 "#;
 
 const BLUE: &str = "127.0.0.1:9002";
@@ -224,4 +231,49 @@ async fn admin_drain_and_registration_see_discovered_backends() {
         .await
         .expect_err("docker lists it");
     assert!(err.to_string().contains("Docker discovery"), "{err}");
+}
+
+#[tokio::test]
+async fn a_held_request_is_served_when_docker_says_healthy() {
+    let f = Fixture::start();
+    f.sets
+        .send_replace(set(&[("held", backend("held-1", BLUE, false))]));
+    f.settle().await;
+    let snapshot = f.shared.load_full();
+    let pool = Arc::clone(snapshot.pool("held").expect("pool"));
+    let hold = snapshot
+        .pool("held")
+        .and_then(|p| p.policy().hold)
+        .expect("hold configured");
+    let shared = Arc::clone(&f.shared);
+    let started = tokio::time::Instant::now();
+    let waiter = tokio::spawn(async move {
+        let mut tried = crate::snapshot::Tried::default();
+        let deadline = tokio::time::Instant::now() + hold.timeout;
+        crate::health::hold::wait(&shared, &pool, &hold, deadline, &mut tried)
+            .await
+            .map(|p| p.backends().count())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(!waiter.is_finished(), "nothing eligible yet");
+    f.sets
+        .send_replace(set(&[("held", backend("held-1", BLUE, true))]));
+    f.settle().await;
+    let found = waiter
+        .await
+        .expect("waiter")
+        .expect("served, not timed out");
+    assert_eq!(found, 1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn plan_of_the_running_file_keeps_discovered_backends() {
+    let f = Fixture::start();
+    f.sets
+        .send_replace(set(&[("blue", backend("blue-1", BLUE, true))]));
+    f.settle().await;
+    let same = crate::config::parse(FILE).expect("valid");
+    let plan = f.handle.plan(same).await.expect("task running");
+    assert!(plan.is_empty(), "{plan:?}");
 }
