@@ -97,6 +97,8 @@ fn spec_with_routes(n: usize) -> Spec {
             http: "127.0.0.1:0".parse().expect("addr"),
             max_connections: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            https: None,
+            redirect_https: None,
             stream_close_delay: DEFAULT_STREAM_CLOSE_DELAY,
         },
         admin: None,
@@ -104,10 +106,12 @@ fn spec_with_routes(n: usize) -> Spec {
             name: pool,
             balance: Balance::RoundRobin,
             backends: vec![],
+            tls: None,
             health: Default::default(),
         }],
         routes,
         discovery: Default::default(),
+        tls: None,
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::health::{BackendHealth, HealthStatus};
+use crate::tls::upstream::UpstreamTls;
 use crate::upstream::ConnPool;
 
 /// A backend as one snapshot sees it: static facts plus the shared runtime state.
@@ -52,6 +53,11 @@ pub struct BackendState {
 impl BackendState {
     /// A fresh backend: healthy, not draining, no load, no latency history.
     pub fn new(addr: SocketAddr) -> Self {
+        Self::with_tls(addr, None)
+    }
+
+    /// Like [`new`](Self::new), for a backend spoken to over TLS when `tls` is given.
+    pub fn with_tls(addr: SocketAddr, tls: Option<Arc<UpstreamTls>>) -> Self {
         let closed = CancellationToken::new();
         BackendState {
             addr,
@@ -60,7 +66,7 @@ impl BackendState {
             withheld: AtomicU8::new(0),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
-            conns: ConnPool::new(addr, closed.clone()),
+            conns: ConnPool::with_tls(addr, closed.clone(), tls),
             closed,
         }
     }

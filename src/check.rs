@@ -1,12 +1,15 @@
 //! `sluicegate check`: the resolved routing table of a valid config, as text.
 //!
 //! Routes are listed in the order the gateway tries them (most specific first), so an
-//! operator sees which route wins before deploying; pools show their backends and
-//! health settings (with defaults filled in).
+//! operator sees which route wins before deploying; the listeners (HTTP, HTTPS with
+//! its certificates, admin API) come first, and pools show their backends, upstream
+//! TLS and health settings (with defaults filled in).
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, Spec};
+use crate::config::spec::{
+    Balance, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, Spec, UpstreamVerify,
+};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -16,12 +19,58 @@ pub fn render(spec: &Spec) -> String {
     let max = l
         .max_connections
         .map_or_else(|| "unlimited".to_string(), |n| n.to_string());
+    let redirect = match (l.redirect_https, l.https) {
+        (Some(r), Some(https)) => format!(
+            "  -> 308 to https (port {})",
+            r.port.unwrap_or(https.port())
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "listen  http://{}  (header_read_timeout {}, max_connections {max})",
+        "listen  http://{}{redirect}  (header_read_timeout {}, max_connections {max}, stream_close_delay {})",
         l.http,
-        humantime::format_duration(l.header_read_timeout)
+        humantime::format_duration(l.header_read_timeout),
+        humantime::format_duration(l.stream_close_delay)
     );
+    if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
+        let _ = writeln!(
+            out,
+            "listen  https://{https}  (TLS 1.2/1.3, ALPN h2 + http/1.1, handshake_timeout {})",
+            humantime::format_duration(tls.handshake_timeout)
+        );
+        for (i, c) in tls.certificates.iter().enumerate() {
+            let names = if c.server_names.is_empty() {
+                "names from the certificate".to_string()
+            } else {
+                let names: Vec<String> = c.server_names.iter().map(|n| n.to_string()).collect();
+                names.join(", ")
+            };
+            let default = if i == 0 { "  (default)" } else { "" };
+            let _ = writeln!(
+                out,
+                "     cert {}  key {}  for {names}{default}",
+                c.cert.display(),
+                c.key.display()
+            );
+        }
+    }
+    match &spec.admin {
+        None => {
+            let _ = writeln!(out, "admin   off (no [admin]: no admin API)");
+        }
+        Some(a) => {
+            let token = a.token_env.as_deref().map_or_else(
+                || "no token".to_string(),
+                |env| format!("token from ${env}"),
+            );
+            let state = a.state_file.as_ref().map_or_else(
+                || "overrides not persisted".to_string(),
+                |p| format!("state_file {}", p.display()),
+            );
+            let _ = writeln!(out, "admin   http://{}  ({token}, {state})", a.listen);
+        }
+    }
 
     if let Some(d) = &spec.discovery.docker {
         let projects = match &d.projects {
@@ -98,7 +147,19 @@ pub fn render(spec: &Spec) -> String {
             Balance::Hash(HashKey::Cookie(c)) => format!("hash on cookie:{c}"),
             Balance::Hash(HashKey::ClientIp) => "hash on client_ip".to_string(),
         };
-        let _ = writeln!(out, "  {}  balance={balance}", p.name);
+        let tls = match &p.tls {
+            None => String::new(),
+            Some(t) => {
+                let verify = match &t.verify {
+                    UpstreamVerify::Ca(ca) => format!("ca {}", ca.display()),
+                    UpstreamVerify::PublicRoots => "public roots".to_string(),
+                    UpstreamVerify::Insecure => "NOT VERIFIED".to_string(),
+                };
+                let name = t.server_name.as_deref().unwrap_or("<backend ip>");
+                format!("  tls(server_name {name}, {verify})")
+            }
+        };
+        let _ = writeln!(out, "  {}  balance={balance}{tls}", p.name);
         let implied = spec
             .discovery
             .docker
@@ -245,6 +306,29 @@ split = [{ pool = "blue", weight = 1 }]
     }
 
     #[test]
+    fn admin_and_stream_close_delay_are_shown() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+stream_close_delay = "1m"
+[admin]
+listen = "127.0.0.1:9901"
+token_env = "SG_TOKEN"
+state_file = "/var/lib/sluicegate/state.json"
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "max_connections unlimited, stream_close_delay 1m)",
+            "admin   http://127.0.0.1:9901  (token from $SG_TOKEN, state_file /var/lib/sluicegate/state.json)",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
+        }
+    }
+
+    #[test]
     fn health_settings_are_printed_with_defaults() {
         let spec = crate::config::parse(
             r#"
@@ -274,6 +358,41 @@ split = [{ pool = "blue", weight = 1 }]
             "slow_start 30s; panic_threshold 50% (below it, route to all primaries); hold up to 2s for at most 1000 queued",
         ] {
             assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
+    fn https_certificates_and_pool_tls_are_shown() {
+        let spec = crate::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+https = "127.0.0.1:8443"
+redirect_https = true
+redirect_https_port = 443
+[[tls.certificates]]
+cert = "d.pem"
+key = "d.key"
+[[tls.certificates]]
+cert = "b.pem"
+key = "b.key"
+server_names = ["b.example", "*.b.example"]
+[[pools]]
+name = "blue"
+tls = { insecure_skip_verify = true }
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        for line in [
+            "listen  http://127.0.0.1:8080  -> 308 to https (port 443)",
+            "listen  https://127.0.0.1:8443  (TLS 1.2/1.3, ALPN h2 + http/1.1, handshake_timeout 10s)",
+            "cert d.pem  key d.key  for names from the certificate  (default)",
+            "cert b.pem  key b.key  for b.example, *.b.example\n",
+            "blue  balance=round_robin  tls(server_name <backend ip>, NOT VERIFIED)",
+            "admin   off",
+        ] {
+            assert!(text.contains(line), "{line:?} not in\n{text}");
         }
     }
 }

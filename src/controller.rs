@@ -11,6 +11,13 @@
 //! streams remain closed (and counted) by [`Controller::close_retired`]. If the same
 //! (pool, address) comes back before that, it gets its old state back.
 //!
+//! A backend keeps its state only while its pool's `tls` setting is unchanged: its
+//! pooled connections were made with that setting. When the setting changes, the
+//! old state retires like a removed backend (its idle connections close, its
+//! streams run on until `stream_close_delay`) and the backend starts afresh (as a
+//! new backend: probed pools wait for its first pass). New backends of a TLS pool
+//! share one client configuration (and so one session cache) per pool.
+//!
 //! Health does not need snapshots rebuilt (it flips backend atomics), but it follows
 //! them: after each publish the [`HealthSupervisor`] reconciles the probe tasks with
 //! the new snapshot (`self.health.reconcile(&snapshot)`), and its event channel
@@ -30,9 +37,10 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::backend::BackendState;
-use crate::config::spec::{InitialHealth, PoolName, PoolSpec, Spec};
+use crate::config::spec::{InitialHealth, PoolName, PoolSpec, Spec, UpstreamTlsSpec};
 use crate::health::{HealthEvent, HealthStatus, HealthSupervisor, PoolHealth};
 use crate::snapshot::Snapshot;
+use crate::tls::upstream::UpstreamTls;
 
 /// Shared handle to the current snapshot: requests `load()` it, the controller stores.
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -44,7 +52,9 @@ pub struct Controller {
     registry: Registry,
     pools: PoolRegistry,
     health: HealthSupervisor,
-    retiring: HashMap<Key, Retiring>,
+    /// Retired states; a (pool, address) may have several (removed, or replaced
+    /// by a `tls` change, more than once within `stream_close_delay`).
+    retiring: Vec<(Key, Retiring)>,
     /// Streams closed because their backend was removed (ever).
     streams_closed: u64,
     /// Snapshots published so far (the first one is 1).
@@ -64,13 +74,7 @@ impl Controller {
     pub fn new(spec: Spec) -> Controller {
         let mut health = HealthSupervisor::new();
         let mut old = Registries::default();
-        let (snapshot, next) = rebuild(
-            &mut old,
-            &mut HashMap::new(),
-            &health,
-            spec,
-            Generation::First,
-        );
+        let (snapshot, next) = rebuild(&mut old, &mut Vec::new(), &health, spec, Generation::First);
         let snapshot = Arc::new(snapshot);
         health.reconcile(&snapshot);
         Controller {
@@ -78,7 +82,7 @@ impl Controller {
             registry: next.backends,
             pools: next.pools,
             health,
-            retiring: HashMap::new(),
+            retiring: Vec::new(),
             streams_closed: 0,
             generation: 1,
         }
@@ -90,8 +94,9 @@ impl Controller {
     }
 
     /// Publishes a snapshot for `spec`. Backends present before keep their state
-    /// (in-flight counts, latency, health, pooled connections); removed ones retire
-    /// (see the module doc) and live on in requests still using them.
+    /// (in-flight counts, latency, health, pooled connections); removed ones, and
+    /// those whose pool's `tls` changed, retire (see the module doc) and live on in
+    /// requests still using them.
     pub fn apply(&mut self, spec: Spec) {
         let delay = spec.listen.stream_close_delay;
         let mut old = Registries {
@@ -117,17 +122,18 @@ impl Controller {
         }
         self.registry = next.backends;
         self.pools = next.pools;
-        // What is left in `old.backends` was removed.
+        // What is left in `old.backends` was removed (or replaced: its pool's tls
+        // setting changed).
         let at = Instant::now() + delay;
         for (key, state) in old.backends {
             state.conns().clear_idle();
             if state.inflight() > 0 {
                 tracing::info!(
                     pool = %key.0, backend = %key.1, inflight = state.inflight(), ?delay,
-                    "backend removed: its remaining streams close after stream_close_delay"
+                    "backend removed or its pool's tls changed: its remaining streams close after stream_close_delay"
                 );
             }
-            self.retiring.insert(key, Retiring { state, at });
+            self.retiring.push((key, Retiring { state, at }));
         }
     }
 
@@ -153,14 +159,14 @@ impl Controller {
 
     /// When the next retired backend's streams are due to close.
     pub fn next_retirement(&self) -> Option<Instant> {
-        self.retiring.values().map(|r| r.at).min()
+        self.retiring.iter().map(|(_, r)| r.at).min()
     }
 
     /// Closes the streams of retired backends whose delay ran out by `now`;
     /// returns how many streams that closed.
     pub fn close_retired(&mut self, now: Instant) -> u64 {
         let mut closed = 0;
-        self.retiring.retain(|(pool, addr), r| {
+        self.retiring.retain(|((pool, addr), r)| {
             if r.at > now {
                 return true;
             }
@@ -206,31 +212,48 @@ enum Generation {
 }
 
 /// Builds a snapshot reusing state from `old` (taking it out) or from `retiring`
-/// (bringing it back) where (pool, address) matches, and pool state by name; returns
-/// the registries of exactly what the new snapshot holds. What stays in
-/// `old.backends` was removed. Each backend's `draining` and Docker health flags
-/// are set from the spec.
+/// (bringing it back) where (pool, address) matches and the pool's `tls` setting
+/// is the one the state was made with, and pool state by name; returns the
+/// registries of exactly what the new snapshot holds. What stays in
+/// `old.backends` was removed or replaced. Each backend's `draining` and Docker
+/// health flags are set from the spec.
 fn rebuild(
     old: &mut Registries,
-    retiring: &mut HashMap<Key, Retiring>,
+    retiring: &mut Vec<(Key, Retiring)>,
     health: &HealthSupervisor,
     spec: Spec,
     generation: Generation,
 ) -> (Snapshot, Registries) {
     let mut backends = Registry::with_capacity(old.backends.len());
     let mut pools = PoolRegistry::with_capacity(old.pools.len());
+    let mut connectors: HashMap<PoolName, Arc<UpstreamTls>> = HashMap::new();
     let old_pools = &old.pools;
     let old_backends = &mut old.backends;
     let snapshot = Snapshot::build_with(
         Arc::new(spec),
         |pool, b| {
             let key = (pool.name.clone(), b.addr);
-            let state = old_backends
-                .remove(&key)
-                .or_else(|| retiring.remove(&key).map(|r| r.state))
-                .unwrap_or_else(|| new_backend(pool, b.addr, generation));
+            let want = pool.tls.as_ref();
+            let reusable = old_backends
+                .get(&key)
+                .is_some_and(|s| s.conns().tls_spec() == want);
+            let reused = if reusable {
+                old_backends.remove(&key)
+            } else {
+                take_retiring(retiring, &key, want)
+            };
+            let state = reused.unwrap_or_else(|| {
+                let tls = want.map(|spec| {
+                    let connector = connectors.entry(pool.name.clone()).or_insert_with(|| {
+                        let known = old_backends.iter().chain(backends.iter());
+                        connector_for(known, &pool.name, spec)
+                    });
+                    Arc::clone(connector)
+                });
+                new_backend(pool, b.addr, generation, tls)
+            });
             state.set_draining(b.draining);
-            state.set_docker_healthy(b.container.as_ref().map_or(true, |c| c.docker_healthy));
+            state.set_docker_healthy(b.container.as_ref().is_none_or(|c| c.docker_healthy));
             backends.insert(key, Arc::clone(&state));
             state
         },
@@ -246,11 +269,49 @@ fn rebuild(
     (snapshot, Registries { backends, pools })
 }
 
-/// A backend first seen in `pool`: with a probe it starts in the configured initial
-/// status (by default *unknown*: no traffic until its first pass); without one it is
+/// The retired state of `key` made for the pool `tls` setting `want`, taken out
+/// of `retiring`.
+fn take_retiring(
+    retiring: &mut Vec<(Key, Retiring)>,
+    key: &Key,
+    want: Option<&UpstreamTlsSpec>,
+) -> Option<Arc<BackendState>> {
+    let i = retiring
+        .iter()
+        .position(|(k, r)| k == key && r.state.conns().tls_spec() == want)?;
+    Some(retiring.swap_remove(i).1.state)
+}
+
+/// The TLS client side for `pool`: the one its surviving backends use if the
+/// setting is unchanged, else a new one.
+fn connector_for<'a>(
+    known: impl Iterator<Item = (&'a Key, &'a Arc<BackendState>)>,
+    pool: &PoolName,
+    spec: &UpstreamTlsSpec,
+) -> Arc<UpstreamTls> {
+    known
+        .filter(|((name, _), _)| name == pool)
+        .find_map(|(_, state)| {
+            state
+                .conns()
+                .tls()
+                .filter(|tls| tls.spec() == spec)
+                .cloned()
+        })
+        .unwrap_or_else(|| Arc::new(UpstreamTls::build(spec, crate::tls::provider())))
+}
+
+/// A backend first seen in `pool` (or whose pool's `tls` changed), spoken to over
+/// `tls` if given: with a probe it starts in the configured initial status (by
+/// default *unknown*: no traffic until its first pass); without one it is
 /// healthy, and after the first snapshot it slow-starts (if the pool ramps).
-fn new_backend(pool: &PoolSpec, addr: SocketAddr, generation: Generation) -> Arc<BackendState> {
-    let state = BackendState::new(addr);
+fn new_backend(
+    pool: &PoolSpec,
+    addr: SocketAddr,
+    generation: Generation,
+    tls: Option<Arc<UpstreamTls>>,
+) -> Arc<BackendState> {
+    let state = BackendState::with_tls(addr, tls);
     let health = state.health();
     match pool.health.probe.as_ref().map(|p| p.initial) {
         Some(InitialHealth::Unknown) => {
@@ -309,6 +370,51 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
         assert_eq!(after.inflight(), 1);
         let snap = c.shared().load_full();
         assert_eq!(snap.routes()[0].split.entries()[1].weight, 5);
+    }
+
+    #[test]
+    fn backend_state_is_renewed_when_pool_tls_changes() {
+        let mut c = Controller::new(crate::config::parse(TWO_POOLS).unwrap());
+        let plain = state_of(&c, "a", "127.0.0.1:9001");
+        assert!(plain.conns().tls().is_none());
+        let tls = TWO_POOLS.replace(
+            "name = \"a\"\n",
+            "name = \"a\"\ntls = { insecure_skip_verify = true }\n",
+        );
+        c.apply(crate::config::parse(&tls).unwrap());
+        let first = state_of(&c, "a", "127.0.0.1:9001");
+        let second = state_of(&c, "a", "127.0.0.1:9002");
+        assert!(!Arc::ptr_eq(&plain, &first));
+        let (t1, t2) = (first.conns().tls().unwrap(), second.conns().tls().unwrap());
+        assert!(Arc::ptr_eq(t1, t2), "one client config per pool");
+        assert!(state_of(&c, "b", "127.0.0.1:9003").conns().tls().is_none());
+        // The replaced plain state retires like a removed backend.
+        assert_eq!(c.retiring.len(), 2);
+        assert!(c.next_retirement().is_some());
+
+        // Unchanged setting: same state; a new backend shares the pool's connector.
+        let more = tls.replace(
+            "{ addr = \"127.0.0.1:9002\" }",
+            "{ addr = \"127.0.0.1:9002\" }, { addr = \"127.0.0.1:9004\" }",
+        );
+        c.apply(crate::config::parse(&more).unwrap());
+        assert!(Arc::ptr_eq(&first, &state_of(&c, "a", "127.0.0.1:9001")));
+        let added = state_of(&c, "a", "127.0.0.1:9004");
+        assert!(Arc::ptr_eq(t1, added.conns().tls().unwrap()));
+
+        // Back to plain: the retired plain state comes back; the TLS one retires
+        // next to the other (not in its place).
+        c.apply(crate::config::parse(TWO_POOLS).unwrap());
+        assert!(Arc::ptr_eq(&plain, &state_of(&c, "a", "127.0.0.1:9001")));
+        assert_eq!(
+            c.retiring
+                .iter()
+                .filter(|((pool, addr), _)| pool.as_str() == "a"
+                    && addr.to_string() == "127.0.0.1:9001")
+                .count(),
+            1
+        );
+        assert_eq!(c.retiring.len(), 3);
     }
 
     #[test]

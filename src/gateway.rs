@@ -1,9 +1,13 @@
 //! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listener, admin API, file reload and Docker discovery.
+//! traffic listeners (HTTP and, with `listen.https`, HTTPS), admin API, file reload,
+//! certificate reload and Docker discovery.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
+//! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
+//! one), then binds every socket, so every startup error surfaces before serving.
 //! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
-//! shutdown signal and are awaited (bounded) after the traffic listener drained.
+//! shutdown signal and are awaited (bounded) after the traffic listeners drained
+//! together.
 //! With `[discovery.docker]`, `serve` waits (bounded) for the first container list
 //! to be applied before it reports ready, so a gateway that just started does not
 //! answer 503 for pools Docker is about to fill; an unreachable engine only
@@ -16,19 +20,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use futures_util::future::join_all;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer};
 use crate::config::spec::{DockerSpec, Spec};
+use crate::config::ConfigErrors;
 use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
 use crate::discovery::{self, DockerDiscovery};
 use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
-use crate::server::{self, Drained, Limits};
+use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
+use crate::tls::watch::{CertWatcher, ReloadStatus};
+use crate::tls::{self, Frontend};
 
 /// Longest wait for the background tasks after the traffic drain.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
@@ -51,10 +59,19 @@ pub struct Options {
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
+    /// A traffic listener could not be bound.
     #[error(transparent)]
-    Listen(std::io::Error),
+    Listen(#[from] std::io::Error),
+    /// A TLS file is missing, unparsable or mismatched (each error has its key path).
+    #[error("TLS files are invalid:\n{0}")]
+    Tls(ConfigErrors),
+    /// The certificate directories cannot be watched for reloads.
+    #[error("cannot watch the certificate files for changes: {0}")]
+    CertWatch(notify::Error),
+    /// The admin API could not start.
     #[error(transparent)]
     Admin(AdminError),
+    /// The config file cannot be watched for reloads.
     #[error(transparent)]
     Reload(ReloadError),
 }
@@ -65,9 +82,12 @@ pub struct Gateway {
     task: Task,
     control: ControlHandle,
     snapshot: SharedSnapshot,
-    proxy: Arc<Proxy>,
-    listener: TcpListener,
-    limits: Limits,
+    /// `[listen].http` first, then `[listen].https` if set.
+    listeners: Vec<Listener>,
+    http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    frontend: Option<Frontend>,
+    cert_watcher: Option<CertWatcher>,
     admin: Option<AdminServer>,
     reloader: Option<Reloader>,
     docker: Option<(DockerSpec, discovery::Options)>,
@@ -80,16 +100,26 @@ impl Gateway {
         Gateway::bind_with(spec, Options::default()).await
     }
 
-    /// Loads persisted admin overrides, builds the first snapshot, binds
-    /// `[listen].http` and `[admin].listen`, and sets up reload of the config file.
+    /// Loads the TLS files, loads persisted admin overrides, builds the first
+    /// snapshot, binds `[listen].http`, `[listen].https` and `[admin].listen`, and
+    /// sets up reload of the config file and of the certificates.
     pub async fn bind_with(spec: Spec, options: Options) -> Result<Gateway, GatewayError> {
-        let listener = server::bind(spec.listen.http)
-            .await
-            .map_err(GatewayError::Listen)?;
+        let loaded = tls::load(&spec).map_err(GatewayError::Tls)?;
+        for warning in &loaded.warnings {
+            tracing::warn!("{warning}");
+        }
+        let http = server::bind(spec.listen.http).await?;
+        let https = match spec.listen.https {
+            Some(addr) => Some(server::bind(addr).await?),
+            None => None,
+        };
+        let http_addr = http.local_addr()?;
+        let https_addr = https.as_ref().map(|l| l.local_addr()).transpose()?;
         let limits = Limits {
             header_read_timeout: spec.listen.header_read_timeout,
             max_connections: spec.listen.max_connections,
         };
+        let redirect = spec.listen.redirect_https;
         let admin_spec = spec.admin.clone();
         let docker = spec
             .discovery
@@ -97,7 +127,37 @@ impl Gateway {
             .clone()
             .map(|d| (d, options.discovery.clone()));
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
-        let proxy = Arc::new(Proxy::new(Arc::clone(&snapshot), "http"));
+
+        let http_handler = match (redirect, https_addr) {
+            (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
+                redirect.port.unwrap_or(https_addr.port()),
+            ))),
+            _ => Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "http"))),
+        };
+        let mut listeners = vec![Listener {
+            tcp: http,
+            transport: Transport::Plain,
+            handler: http_handler,
+            limits,
+        }];
+        let frontend = loaded.frontend;
+        let mut cert_watcher = None;
+        if let (Some(tcp), Some(frontend)) = (https, &frontend) {
+            cert_watcher = Some(
+                CertWatcher::start(Arc::clone(&frontend.store), tls::provider())
+                    .map_err(GatewayError::CertWatch)?,
+            );
+            listeners.push(Listener {
+                tcp,
+                transport: Transport::Tls {
+                    acceptor: frontend.acceptor.clone(),
+                    handshake_timeout: frontend.handshake_timeout,
+                },
+                handler: Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "https"))),
+                limits,
+            });
+        }
+
         let ready = Arc::new(AtomicBool::new(false));
         let admin = match &admin_spec {
             Some(a) => Some(
@@ -118,9 +178,11 @@ impl Gateway {
             task,
             control,
             snapshot,
-            proxy,
-            listener,
-            limits,
+            listeners,
+            http_addr,
+            https_addr,
+            frontend,
+            cert_watcher,
             admin,
             reloader,
             docker,
@@ -128,14 +190,29 @@ impl Gateway {
         })
     }
 
-    /// The traffic address actually bound (useful with port 0).
+    /// The HTTP traffic address actually bound (useful with port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.http_addr)
+    }
+
+    /// The HTTPS address actually bound, when `listen.https` is set.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The admin API address actually bound, if `[admin]` is configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
+    /// The HTTPS listener's TLS side (its live certificate table), if any.
+    pub fn tls_frontend(&self) -> Option<&Frontend> {
+        self.frontend.as_ref()
+    }
+
+    /// Follows certificate reloads (attempts, publications, errors), if HTTPS is on.
+    pub fn cert_reloads(&self) -> Option<watch::Receiver<ReloadStatus>> {
+        self.cert_watcher.as_ref().map(CertWatcher::status)
     }
 
     /// The snapshot the data plane reads.
@@ -158,8 +235,9 @@ impl Gateway {
         self.task.subscribe_health()
     }
 
-    /// Serves until `shutdown` resolves, then drains for at most `drain_timeout`.
-    /// `/readyz` answers 503 from the moment the drain starts.
+    /// Serves every traffic listener until `shutdown` resolves, then drains them
+    /// together for at most `drain_timeout`. `/readyz` answers 503 from the moment
+    /// the drain starts.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()>,
@@ -168,14 +246,13 @@ impl Gateway {
         let Gateway {
             task,
             control,
-            snapshot: _,
-            proxy,
-            listener,
-            limits,
+            listeners,
+            cert_watcher,
             admin,
             reloader,
             docker,
             ready,
+            ..
         } = self;
         let mut task = task;
         let background = CancellationToken::new();
@@ -207,20 +284,32 @@ impl Gateway {
             first_list_applied(status, &control).await;
         }
         ready.store(true, Ordering::Release);
-        let shutdown = async {
+
+        let stop = CancellationToken::new();
+        let serving = join_all(listeners.into_iter().map(|listener| {
+            server::serve(listener, stop.clone().cancelled_owned(), drain_timeout)
+        }));
+        let signal = async {
             shutdown.await;
             ready.store(false, Ordering::Release);
+            stop.cancel();
         };
-        let drained = server::serve(listener, proxy, limits, shutdown, drain_timeout).await;
+        let ((), drained) = tokio::join!(signal, serving);
+
         background.cancel();
         drop(control);
+        drop(cert_watcher);
         if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
             .await
             .is_err()
         {
             tracing::warn!("background tasks did not stop in time");
         }
-        drained
+        if drained.contains(&Drained::TimedOut) {
+            Drained::TimedOut
+        } else {
+            Drained::Clean
+        }
     }
 }
 

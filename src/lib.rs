@@ -28,4 +28,5 @@ pub mod server;
 pub mod snapshot;
 pub mod split;
 pub mod state_file;
+pub mod tls;
 pub mod upstream;

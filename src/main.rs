@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sluicegate::ctl::{self, AdminClient};
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
-use sluicegate::{check, config, demo, server::Drained};
+use sluicegate::{check, config, demo, server::Drained, tls};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -145,12 +145,29 @@ fn main() -> ExitCode {
     }
 }
 
+/// Writes to stdout; a closed pipe (`sluicegate check | head`) is not an error.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("cannot write to stdout")
+        }
+        _ => Ok(()),
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
             let spec = config::load(&config)?;
-            print!("{}", check::render(&spec));
-            println!("\n{}: ok", config.display());
+            let loaded = tls::load(&spec)
+                .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
+            let mut text = check::render(&spec);
+            for warning in &loaded.warnings {
+                text.push_str(&format!("\nWARNING {warning}\n"));
+            }
+            text.push_str(&format!("\n{}: ok\n", config.display()));
+            write_stdout(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run {
@@ -176,6 +193,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     tracing::info!(%admin, "admin API");
                 }
                 tracing::info!(addr = %gateway.local_addr()?, config = %config.display(), "serving");
+                if let Some(addr) = gateway.https_addr() {
+                    tracing::info!(%addr, "serving HTTPS");
+                }
                 match gateway.serve(shutdown_signal(), drain_timeout).await {
                     Drained::Clean => tracing::info!("drained, exiting"),
                     Drained::TimedOut => tracing::warn!(

@@ -73,10 +73,23 @@ pub fn plan(running: &Spec, file: &Spec, overrides: &Overrides, next: &Spec) -> 
         }
     }
     let (old, new) = (&running.listen, &next.listen);
-    if (old.http, old.max_connections, old.header_read_timeout)
-        != (new.http, new.max_connections, new.header_read_timeout)
-    {
+    if (
+        old.http,
+        old.max_connections,
+        old.header_read_timeout,
+        old.https,
+        old.redirect_https,
+    ) != (
+        new.http,
+        new.max_connections,
+        new.header_read_timeout,
+        new.https,
+        new.redirect_https,
+    ) {
         notes.push("[listen] changes apply only at the next restart".into());
+    }
+    if running.tls != next.tls {
+        notes.push("[tls] changes (certificate list, handshake_timeout) apply only at the next restart; certificate file contents are reloaded when they change".into());
     }
     if running.admin != next.admin {
         notes.push("[admin] changes apply only at the next restart".into());
@@ -167,6 +180,13 @@ fn pool_changes(old: &PoolSpec, new: &PoolSpec, push: &mut impl FnMut(Op, String
             Op::Change,
             format!("pool {}", new.name),
             "balance policy changed".into(),
+        );
+    }
+    if old.tls != new.tls {
+        push(
+            Op::Change,
+            format!("pool {}", new.name),
+            "tls changed: its backends start afresh (new connections; open streams close after stream_close_delay)".into(),
         );
     }
     for b in &old.backends {

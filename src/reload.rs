@@ -5,9 +5,13 @@
 //! which a watch on the old inode would miss. Any event in the directory starts a
 //! debounce; once the directory has been quiet for the debounce time (bounded, so a
 //! file rewritten nonstop still reloads), the file is read and, if its text changed,
-//! validated. A valid file goes to the controller task, which merges the admin
-//! overrides and publishes; an invalid one is logged with every key-path error and
-//! counted, and nothing changes. `SIGHUP` (when enabled) forces the same reload.
+//! validated: the config rules, then the TLS files it names (certificates, keys, pool
+//! `ca` files must load, as at start). A valid file goes to the controller task,
+//! which merges the admin overrides and publishes; an invalid one is logged with
+//! every key-path error and counted, and nothing changes. A file refused only for its
+//! TLS files is tried again at the next event even if its text did not change (the
+//! fix is usually to the certificate files). `SIGHUP` (when enabled) forces the same
+//! reload.
 //!
 //! This module does not merge or publish anything itself.
 
@@ -19,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::controller::task::{ControlHandle, Update};
+use crate::tls;
 
 /// How reload is triggered.
 #[derive(Clone, Debug)]
@@ -176,6 +181,19 @@ impl Reloader {
                 self.rejected(errors.to_string()).await;
             }
             Ok(spec) => {
+                let loaded = match tls::load_off_thread(&spec).await {
+                    Ok(loaded) => loaded,
+                    Err(errors) => {
+                        tracing::error!(%file, "config reload rejected: TLS files it names do not load; the running config stays; fix:\n{errors}");
+                        // Retry at the next event even with the same text.
+                        self.last = None;
+                        self.rejected(errors.to_string()).await;
+                        return;
+                    }
+                };
+                for warning in &loaded.warnings {
+                    tracing::warn!("{warning}");
+                }
                 let (reply, applied) = oneshot::channel();
                 let spec = Box::new(spec);
                 if self

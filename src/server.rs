@@ -1,7 +1,10 @@
-//! The traffic listener: accepts client connections and serves them with the proxy.
+//! The traffic listeners: accept client connections and serve them with the proxy.
 //!
-//! HTTP/1.1 and HTTP/2 (h2c prior knowledge, detected from the connection preface)
-//! are served on the same port with upgrades enabled. On shutdown the listener stops
+//! HTTP/1.1 and HTTP/2 are served on the same port with upgrades enabled: on a
+//! plain listener h2c prior knowledge is detected from the connection preface; on
+//! a TLS listener ([`Transport::Tls`]) the handshake (bounded by its timeout) runs
+//! first and ALPN decides. The HTTP listener may instead redirect everything to
+//! HTTPS ([`Handler::Redirect`]). On shutdown the listener stops
 //! accepting, every connection finishes its in-flight requests (keep-alive is turned
 //! off), open tunnels run to their end, all bounded by the drain timeout.
 
@@ -17,13 +20,18 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
 use crate::proxy::Proxy;
+pub use redirect::RedirectHttps;
+
+mod redirect;
 
 /// Client-side limits of a listener.
 #[derive(Clone, Copy, Debug)]
@@ -43,14 +51,82 @@ pub enum Drained {
     TimedOut,
 }
 
+/// How a listener's connections are secured.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain TCP: HTTP/1.1 and h2c.
+    Plain,
+    /// TLS terminated here; ALPN offers `h2` and `http/1.1`.
+    Tls {
+        /// Handshakes with the live certificates.
+        acceptor: TlsAcceptor,
+        /// A client that has not finished its handshake by then is dropped.
+        handshake_timeout: Duration,
+    },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Plain => f.write_str("Plain"),
+            Transport::Tls {
+                handshake_timeout, ..
+            } => f
+                .debug_struct("Tls")
+                .field("handshake_timeout", handshake_timeout)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// What a listener does with each request.
+#[derive(Clone, Debug)]
+pub enum Handler {
+    /// Route and forward to a backend.
+    Proxy(Arc<Proxy>),
+    /// Answer 308 to the same host and path over HTTPS (`listen.redirect_https`).
+    Redirect(Arc<RedirectHttps>),
+}
+
+impl Handler {
+    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+        match self {
+            Handler::Proxy(proxy) => proxy.handle(req, peer).await,
+            Handler::Redirect(redirect) => redirect.respond(&req),
+        }
+    }
+}
+
+/// A bound listener and how to serve it.
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound socket.
+    pub tcp: TcpListener,
+    /// Plain or TLS.
+    pub transport: Transport,
+    /// Proxy or redirect.
+    pub handler: Handler,
+    /// Header read timeout and connection cap.
+    pub limits: Limits,
+}
+
 /// Serves `listener` until `shutdown` resolves, then drains for at most `drain_timeout`.
+///
+/// Plain and TLS listeners share this loop, so `max_connections` and the drain
+/// apply to both. A TLS connection counts from accept, handshake included; over
+/// the limit it is closed before the handshake (answering 503 would cost the
+/// handshake the limit is there to avoid).
 pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    limits: Limits,
+    listener: Listener,
     shutdown: impl Future<Output = ()>,
     drain_timeout: Duration,
 ) -> Drained {
+    let Listener {
+        tcp,
+        transport,
+        handler,
+        limits,
+    } = listener;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -65,7 +141,7 @@ pub async fn serve(
     loop {
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
+            accepted = tcp.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of spinning.
@@ -83,37 +159,83 @@ pub async fn serve(
             Some(sem) => match Arc::clone(sem).try_acquire_owned() {
                 Ok(permit) => Some(permit),
                 Err(_) => {
-                    tokio::spawn(refuse(stream));
+                    if let Transport::Plain = transport {
+                        tokio::spawn(refuse(stream));
+                    }
                     continue;
                 }
             },
         };
-        let proxy = Arc::clone(&proxy);
-        let service = service_fn(move |req: Request<Incoming>| {
-            let proxy = Arc::clone(&proxy);
-            async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
-        });
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        // Taken now, so a connection still in its TLS handshake holds up the drain.
+        let watcher = graceful.watcher();
+        let conn = Connection {
+            builder: Arc::clone(&builder),
+            handler: handler.clone(),
+            peer,
+            watcher,
+        };
+        let transport = transport.clone();
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(client = %peer, %err, "client connection ended with an error");
+            match transport {
+                Transport::Plain => conn.serve(stream).await,
+                Transport::Tls {
+                    acceptor,
+                    handshake_timeout,
+                } => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => conn.serve(tls).await,
+                    Ok(Err(err)) => {
+                        tracing::debug!(client = %peer, %err, "TLS handshake failed");
+                    }
+                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                },
             }
             drop(permit);
         });
     }
-    drop(listener);
+    drop(tcp);
 
     let drain = async {
         graceful.shutdown().await;
-        proxy.tunnels().close();
-        proxy.tunnels().wait().await;
+        if let Handler::Proxy(proxy) = &handler {
+            proxy.tunnels().close();
+            proxy.tunnels().wait().await;
+        }
     };
     match tokio::time::timeout(drain_timeout, drain).await {
         Ok(()) => Drained::Clean,
         Err(_) => Drained::TimedOut,
+    }
+}
+
+/// One accepted connection, ready to be served on whatever stream it ends up on.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    handler: Handler,
+    peer: SocketAddr,
+    watcher: Watcher,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            builder,
+            handler,
+            peer,
+            watcher,
+        } = self;
+        let service = service_fn(move |req: Request<Incoming>| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(err) = watcher.watch(conn).await {
+            tracing::debug!(client = %peer, %err, "client connection ended with an error");
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Keep-alive HTTP/1.1 connections to one backend.
+//! Keep-alive HTTP/1.1 connections to one backend, over TCP or TLS.
 //!
 //! Each backend owns a [`ConnPool`]: a bounded lock-free queue of idle connections.
 //! A request checks one out (or connects), sends on it, and the response body puts it
@@ -9,19 +9,27 @@
 //! Owning the pool (instead of a generic client) is what lets the proxy tell "the
 //! request never left" (connect error, stale pooled connection) from "the backend
 //! failed while answering", which decides whether any request may be retried.
+//!
+//! A pool with `tls = { … }` gives its backends an [`UpstreamTls`]: a new
+//! connection then runs the TLS handshake (within the same connect timeout)
+//! before HTTP/1.1; pooled connections are TLS streams like any other.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::spec::UpstreamTlsSpec;
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
+use crate::tls::upstream::UpstreamTls;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
@@ -49,6 +57,7 @@ struct Idle {
 /// Pooled connections to one backend address.
 pub struct ConnPool {
     addr: SocketAddr,
+    tls: Option<Arc<UpstreamTls>>,
     idle: ArrayQueue<Idle>,
     /// The backend's close signal: ends every connection task (see `BackendState`).
     closed: CancellationToken,
@@ -58,19 +67,41 @@ impl std::fmt::Debug for ConnPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnPool")
             .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
             .field("idle", &self.idle.len())
             .finish()
     }
 }
 
 impl ConnPool {
-    /// A pool for `addr` whose connections end when `closed` is cancelled.
+    /// A pool of plain HTTP/1.1 connections to `addr`, which end when `closed`
+    /// is cancelled.
     pub fn new(addr: SocketAddr, closed: CancellationToken) -> Self {
+        Self::with_tls(addr, closed, None)
+    }
+
+    /// Like [`new`](Self::new), with connections wrapped in TLS when `tls` is given.
+    pub fn with_tls(
+        addr: SocketAddr,
+        closed: CancellationToken,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
         ConnPool {
             addr,
+            tls,
             idle: ArrayQueue::new(MAX_IDLE),
             closed,
         }
+    }
+
+    /// The TLS client side of these connections, if any.
+    pub fn tls(&self) -> Option<&Arc<UpstreamTls>> {
+        self.tls.as_ref()
+    }
+
+    /// The `tls = { … }` these connections were made for (`None`: plain HTTP).
+    pub fn tls_spec(&self) -> Option<&UpstreamTlsSpec> {
+        self.tls.as_deref().map(UpstreamTls::spec)
     }
 
     /// Idle connections currently pooled.
@@ -93,19 +124,37 @@ impl ConnPool {
     }
 
     /// Opens a new connection (used directly when a pooled one turned out stale).
+    /// `connect_timeout` bounds TCP connect and TLS handshake together.
     pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ProxyError> {
-        let stream =
-            match tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => return Err(ProxyError::Connect(err)),
-                Err(_) => return Err(ProxyError::ConnectTimeout),
-            };
+        let deadline = Instant::now() + connect_timeout;
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(ProxyError::Connect(err)),
+            Err(_) => return Err(ProxyError::ConnectTimeout),
+        };
         // Small request/response exchanges must not wait for Nagle's algorithm.
         if let Err(err) = stream.set_nodelay(true) {
             tracing::debug!(backend = %self.addr, %err, "set_nodelay failed");
         }
+        match &self.tls {
+            None => self.handshake(stream).await,
+            Some(tls) => {
+                match tokio::time::timeout_at(deadline, tls.connect(self.addr, stream)).await {
+                    Ok(Ok(stream)) => self.handshake(stream).await,
+                    Ok(Err(err)) => Err(ProxyError::UpstreamTls(err)),
+                    Err(_) => Err(ProxyError::ConnectTimeout),
+                }
+            }
+        }
+    }
+
+    /// The HTTP/1.1 client handshake on `io`; the connection task is spawned.
+    async fn handshake<I>(&self, io: I) -> Result<Sender, ProxyError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;
         let addr = self.addr;

@@ -218,7 +218,8 @@ async fn deregister_path(
     apply(&state, Change::Deregister { pool, addr }).await
 }
 
-/// Body: a whole `routes.toml`. Answer: the [`Plan`](crate::plan::Plan).
+/// Body: a whole `routes.toml`. Answer: the [`Plan`](crate::plan::Plan), or 400
+/// with key-path errors when the file is invalid or its TLS files do not load.
 async fn plan(State(state): State<AdminState>, body: Bytes) -> Response {
     let Ok(text) = std::str::from_utf8(&body) else {
         return error_response(
@@ -231,6 +232,10 @@ async fn plan(State(state): State<AdminState>, body: Bytes) -> Response {
         Ok(spec) => spec,
         Err(errors) => return config_errors(StatusCode::BAD_REQUEST, &errors),
     };
+    // A reload of this file would be refused if its TLS files do not load.
+    if let Err(errors) = crate::tls::load_off_thread(&spec).await {
+        return config_errors(StatusCode::BAD_REQUEST, &errors);
+    }
     match state.control.plan(spec).await {
         Some(plan) => Json(plan).into_response(),
         None => change_error(ChangeError::Closed),

@@ -189,7 +189,7 @@ impl StateView {
                             source: b.source,
                             draining: b.draining,
                             inflight: state.map_or(0, |s| s.inflight()),
-                            healthy: state.map_or(true, |s| s.is_healthy()),
+                            healthy: state.is_none_or(|s| s.is_healthy()),
                             ejected: state.is_some_and(|s| s.is_ejected()),
                             container: b.container.as_ref().map(|c| c.name.to_string()),
                             docker_healthy: b.container.as_ref().map(|c| c.docker_healthy),

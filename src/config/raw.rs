@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     /// `[discovery]`.
     pub discovery: Option<RawDiscovery>,
+    /// `[tls]`: certificates of the HTTPS listener.
+    pub tls: Option<RawTls>,
 }
 
 /// `[discovery]`: where backends come from besides the file.
@@ -65,8 +67,51 @@ pub struct RawListen {
     pub max_connections: Option<i64>,
     /// How long a client may take to send its request head.
     pub header_read_timeout: Option<RawDuration>,
+    /// `ip:port` to serve HTTPS on; needs `[[tls.certificates]]`.
+    pub https: Option<String>,
+    /// Answer every request on `http` with a 308 redirect to HTTPS.
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// Port written into redirects; the `https` port when absent.
+    pub redirect_https_port: Option<i64>,
     /// How long streams on a removed backend may run before they are closed.
     pub stream_close_delay: Option<RawDuration>,
+}
+
+/// `[tls]`: what the HTTPS listener presents.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// `[[tls.certificates]]`, in file order; the first is the default.
+    #[serde(default)]
+    pub certificates: Vec<RawCertificate>,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Option<RawDuration>,
+}
+
+/// One `[[tls.certificates]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// SNI names this certificate answers; the certificate's own names when absent.
+    pub server_names: Option<Vec<String>>,
+}
+
+/// `tls = { server_name, ca, insecure_skip_verify }` of a pool.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Name sent as SNI and verified in the backend's certificate.
+    pub server_name: Option<String>,
+    /// PEM file of the CA certificates that sign the backends' certificates.
+    pub ca: Option<String>,
+    /// Skip certificate verification (encryption without authentication).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// `[admin]`.
@@ -96,6 +141,8 @@ pub struct RawPool {
     /// Static backends; discovery may add more later.
     #[serde(default)]
     pub backends: Vec<RawBackend>,
+    /// Speak TLS to the backends.
+    pub tls: Option<RawUpstreamTls>,
     /// `[pools.health]`: active probes.
     pub health: Option<RawHealth>,
     /// `[pools.outlier]`: passive ejection from real traffic.

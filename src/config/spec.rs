@@ -64,6 +64,8 @@ pub struct Spec {
     pub routes: Vec<RouteSpec>,
     /// `[discovery]`; all off when the file has none.
     pub discovery: DiscoverySpec,
+    /// Certificates of the HTTPS listener; present exactly when `listen.https` is.
+    pub tls: Option<TlsSpec>,
 }
 
 /// `[listen]`.
@@ -73,10 +75,82 @@ pub struct ListenSpec {
     /// `None` means unlimited.
     pub max_connections: Option<usize>,
     pub header_read_timeout: Duration,
+    /// The HTTPS listener, if any.
+    pub https: Option<SocketAddr>,
+    /// `Some` when the HTTP listener answers every request with a redirect to HTTPS.
+    pub redirect_https: Option<RedirectHttps>,
     /// How long streams (SSE, WebSocket, long requests) on a backend that was
     /// *removed* (its pool or address left the config) may still run before they
     /// are closed. Split changes and drains never close streams.
     pub stream_close_delay: Duration,
+}
+
+/// `redirect_https = true` (and `redirect_https_port`) of `[listen]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RedirectHttps {
+    /// Port written into the `Location`; `None` means the HTTPS listener's own port
+    /// (a published port in front of the gateway may differ, hence the override).
+    pub port: Option<u16>,
+}
+
+/// `[tls]`: the certificates of the HTTPS listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSpec {
+    /// In file order, at least one; the first is the default certificate, served when
+    /// the client sends no SNI or a name no entry claims.
+    pub certificates: Vec<CertificateSpec>,
+    /// Longest time from accept to a completed TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// One `[[tls.certificates]]` entry. Files are read (and watched) by `tls`, not here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateSpec {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// Names claimed for SNI; empty means "the names in the certificate".
+    pub server_names: Vec<SniName>,
+}
+
+/// A `server_names` entry, lower-cased.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SniName {
+    /// `agents.example.com`
+    Exact(String),
+    /// `*.example.com` stored as the suffix `.example.com` (one label deep, RFC 6125 §6.4.3).
+    Wildcard(String),
+}
+
+impl fmt::Display for SniName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SniName::Exact(name) => f.write_str(name),
+            SniName::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// `tls = { … }` of a pool: the backends speak HTTPS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UpstreamTlsSpec {
+    /// SNI and the name verified in the backend's certificate; `None` means the
+    /// backend's IP address (its certificate then needs an IP SAN).
+    pub server_name: Option<String>,
+    /// How the backend's certificate is checked.
+    pub verify: UpstreamVerify,
+}
+
+/// How a backend's certificate is verified.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamVerify {
+    /// Against the CA certificates in this PEM file.
+    Ca(PathBuf),
+    /// Against the public web PKI roots compiled into the binary (webpki-roots).
+    PublicRoots,
+    /// Not at all (`insecure_skip_verify = true`): encrypted, not authenticated.
+    Insecure,
 }
 
 /// `[admin]`: where the admin API listens and how it is protected.
@@ -124,6 +198,8 @@ pub struct PoolSpec {
     pub balance: Balance,
     /// Static backends in file order; duplicates were rejected.
     pub backends: Vec<BackendSpec>,
+    /// `Some` when the backends are spoken to over TLS.
+    pub tls: Option<UpstreamTlsSpec>,
     /// Probes, ejection, slow start, panic threshold, hold.
     pub health: PoolHealthSpec,
 }
@@ -137,6 +213,7 @@ impl PoolSpec {
             balance: Balance::RoundRobin,
             backends: Vec::new(),
             health: PoolHealthSpec::default(),
+            tls: None,
         }
     }
 }
@@ -306,6 +383,9 @@ pub enum ProjectFilter {
 
 /// Default `[listen].header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `[tls].handshake_timeout`.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default `[listen].stream_close_delay`.
 pub const DEFAULT_STREAM_CLOSE_DELAY: Duration = Duration::from_secs(300);

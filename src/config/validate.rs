@@ -20,6 +20,7 @@ mod health;
 mod listen;
 mod pool;
 mod route;
+mod tls;
 mod values;
 
 pub use api::{validate_backend, validate_split, ApiBackend};
@@ -32,21 +33,13 @@ use serde_path_to_error::Segment;
 use super::raw::{RawAdmin, RawListen, RawPool, RawRoute};
 use super::spec::{DiscoverySpec, PoolSpec, Spec};
 use super::{ConfigError, ConfigErrors};
-use listen::{check_admin, check_listen};
+use listen::{check_admin, check_https_needs_tls, check_listen};
 use pool::check_pool;
 use route::check_route;
 
-/// Top-level keys that DESIGN.md describes but this version does not implement.
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
-    "tls",
-    "`tls` is not supported in this version; remove it and terminate TLS in front of sluicegate",
-)];
-
-/// `[listen]` keys that are planned but not supported yet.
-const LISTEN_UNSUPPORTED: &[(&str, &str)] = &[(
-    "https",
-    "`https` is not supported in this version; remove it and serve plain HTTP on `http`",
-)];
+/// Top-level keys that DESIGN.md describes but this version does not implement
+/// (none left; the mechanism stays for the next planned key).
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[];
 
 /// `sticky` keys that are planned but not supported yet.
 const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
@@ -87,12 +80,13 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
     let discovery = doc.remove("discovery");
+    let tls = doc.remove("tls");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
             format!(
-                "unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes, discovery"
+                "unknown key `{key}`; accepted top-level keys: listen, admin, pools, routes, discovery, tls"
             ),
         );
     }
@@ -103,10 +97,8 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
 
     let listen = match listen {
         Some(value) => {
-            let raw = table_of(value, "listen", "[listen]", &mut report).and_then(|mut table| {
-                take_unsupported(&mut table, "listen", LISTEN_UNSUPPORTED, &mut report);
-                shape::<RawListen>(table, "listen", &mut report)
-            });
+            let raw = table_of(value, "listen", "[listen]", &mut report)
+                .and_then(|table| shape::<RawListen>(table, "listen", &mut report));
             raw.and_then(|raw| check_listen(raw, &mut report))
         }
         None => {
@@ -117,6 +109,12 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             None
         }
     };
+
+    let tls_given = tls.is_some();
+    let tls = tls.and_then(|value| tls::check_tls(value, &mut report));
+    if let Some(listen) = &listen {
+        check_https_needs_tls(listen, tls_given, &mut report);
+    }
 
     // `None`: no [admin]; `Some(None)`: an [admin] with errors (already reported).
     let admin = admin.map(|value| {
@@ -189,6 +187,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             pools: pool_specs,
             routes: route_specs,
             discovery,
+            tls,
         }),
         _ => Err(ConfigErrors(report.errors)),
     }

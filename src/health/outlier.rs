@@ -1,7 +1,8 @@
 //! Passive outlier ejection from the outcomes of real requests.
 //!
 //! The proxy reports every attempt ([`Pool::report_response`], [`Pool::report_error`]):
-//! connect errors, connect and response timeouts and broken responses are failures,
+//! connect errors, failed TLS handshakes (a `tls` pool), connect and response
+//! timeouts and broken responses are failures,
 //! 5xx answers too when `count_5xx` (the default), anything else is a success. A
 //! stale pooled connection (`NotSent`) is neither: it says nothing about the backend.
 //!
@@ -53,6 +54,7 @@ impl Outcome {
         match error {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
+            | ProxyError::UpstreamTls(_)
             | ProxyError::ResponseTimeout
             | ProxyError::Upstream(_) => Some(Outcome::Failure),
             ProxyError::NotSent(_)

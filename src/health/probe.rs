@@ -5,7 +5,9 @@
 //! one `interval` after the previous tick), probes, and feeds the outcome to
 //! [`record`], the rise/fall state machine. [`http_probe`] is the real probe: a fresh
 //! HTTP/1.1 connection per probe (it also proves the backend still accepts new
-//! connections), `Connection: close`, only the status is looked at.
+//! connections), inside TLS for a pool with `tls = { … }` (the same client settings
+//! as its traffic: a backend whose certificate fails verification fails its probe),
+//! `Connection: close`, only the status is looked at.
 //!
 //! The state machine, per backend:
 //! - a pass (status within `expect_status`): `unknown` turns healthy at once,
@@ -26,6 +28,7 @@ use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request, Uri};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,7 @@ use super::state::{BackendHealth, HealthStatus, ProbeOutcome};
 use super::{HealthChange, PoolHealth};
 use crate::backend::BackendState;
 use crate::config::spec::ProbeSpec;
+use crate::tls::upstream::UpstreamTls;
 
 /// The first probe of a backend is delayed by a random share of this (or of the
 /// interval, if shorter).
@@ -156,15 +160,38 @@ pub fn host_header(spec: &ProbeSpec, addr: SocketAddr) -> Option<HeaderValue> {
         .or_else(|| HeaderValue::try_from(addr.to_string()).ok())
 }
 
-/// One HTTP probe of `addr` on a fresh connection (the caller bounds its time).
-pub async fn http_probe(addr: SocketAddr, path: Uri, host: Option<HeaderValue>) -> ProbeOutcome {
+/// One HTTP probe of `addr` on a fresh connection, over TLS when `tls` is given
+/// (the caller bounds its time). A failed TLS handshake is a connect failure.
+pub async fn http_probe(
+    addr: SocketAddr,
+    path: Uri,
+    host: Option<HeaderValue>,
+    tls: Option<Arc<UpstreamTls>>,
+) -> ProbeOutcome {
     let Ok(stream) = TcpStream::connect(addr).await else {
         return ProbeOutcome::ConnectFailed;
     };
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(backend = %addr, %err, "probe: set_nodelay failed");
     }
-    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await;
+    match tls {
+        None => probe_on(stream, path, host).await,
+        Some(tls) => match tls.connect(addr, stream).await {
+            Ok(stream) => probe_on(stream, path, host).await,
+            Err(err) => {
+                tracing::debug!(backend = %addr, %err, "probe: TLS handshake failed");
+                ProbeOutcome::ConnectFailed
+            }
+        },
+    }
+}
+
+/// `GET path` with `Connection: close` on an established connection.
+async fn probe_on<I>(io: I, path: Uri, host: Option<HeaderValue>) -> ProbeOutcome
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let handshake = hyper::client::conn::http1::handshake(TokioIo::new(io)).await;
     let Ok((mut sender, conn)) = handshake else {
         return ProbeOutcome::ConnectFailed;
     };

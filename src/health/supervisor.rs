@@ -137,7 +137,10 @@ impl HealthSupervisor {
         let addr = target.state.addr();
         let path = Uri::from(target.spec.path.clone());
         let host = probe::host_header(&target.spec, addr);
-        let prober = move || probe::http_probe(addr, path.clone(), host.clone());
+        // The backend's own TLS client side: a pool whose `tls` changes gets new
+        // backend states, so this task is restarted with the new one.
+        let tls = target.state.conns().tls().cloned();
+        let prober = move || probe::http_probe(addr, path.clone(), host.clone(), tls.clone());
         self.tracker
             .spawn_on(probe::run(target, cancel, prober), &runtime);
         Some(task)

@@ -134,3 +134,29 @@ fn listener_changes_are_noted_not_planned() {
         ]
     );
 }
+
+#[test]
+fn tls_listener_changes_are_noted_and_pool_tls_is_planned() {
+    let file = parse(FILE).expect("valid");
+    let next = parse(
+        &(FILE
+            .replace(
+                "[listen]\nhttp = \"127.0.0.1:8080\"\n",
+                "[listen]\nhttp = \"127.0.0.1:8080\"\nhttps = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n",
+            )
+            .replace(
+                "name = \"green\"\n",
+                "name = \"green\"\ntls = { insecure_skip_verify = true }\n",
+            )),
+    )
+    .expect("valid");
+    let p = plan(&file, &file, &Overrides::default(), &next);
+    let text = lines(&p).join("\n");
+    for line in [
+        "~ pool green: tls changed: its backends start afresh",
+        "note: [listen] changes apply only at the next restart",
+        "note: [tls] changes (certificate list, handshake_timeout) apply only at the next restart",
+    ] {
+        assert!(text.contains(line), "{line:?} not in\n{text}");
+    }
+}

@@ -23,6 +23,10 @@ pub enum ProxyError {
     Connect(#[source] std::io::Error),
     #[error("connecting to the backend timed out")]
     ConnectTimeout,
+    /// The TLS handshake with a `tls` pool's backend failed (certificate not trusted
+    /// or not for the name, no common protocol): the request was not sent.
+    #[error("TLS handshake with the backend failed: {0}")]
+    UpstreamTls(#[source] std::io::Error),
     /// The backend connection failed before the request was written (a pooled
     /// keep-alive connection the backend had just closed): safe to retry.
     #[error("the backend connection closed before the request was sent: {0}")]
@@ -42,6 +46,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_)
+            | ProxyError::UpstreamTls(_)
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
@@ -56,6 +61,7 @@ impl ProxyError {
             ProxyError::NoHealthyBackend => "no_healthy_backend",
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
+            ProxyError::UpstreamTls(_) => "upstream_tls_failed",
             ProxyError::NotSent(_) => "connection_closed",
             ProxyError::Upstream(_) => "backend_failed",
             ProxyError::ResponseTimeout => "response_timeout",
@@ -68,7 +74,10 @@ impl ProxyError {
     pub fn request_unsent(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::NotSent(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::UpstreamTls(_)
+                | ProxyError::NotSent(_)
         )
     }
 
@@ -111,6 +120,7 @@ mod tests {
             (ProxyError::NoHealthyBackend, 503, "no_healthy_backend"),
             (ProxyError::Connect(io()), 502, "connect_failed"),
             (ProxyError::ConnectTimeout, 504, "connect_timeout"),
+            (ProxyError::UpstreamTls(io()), 502, "upstream_tls_failed"),
             (ProxyError::ResponseTimeout, 504, "response_timeout"),
             (ProxyError::BadUpgrade, 502, "bad_upgrade"),
         ];
@@ -126,6 +136,8 @@ mod tests {
         let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
         assert!(ProxyError::Connect(io).request_unsent());
         assert!(ProxyError::ConnectTimeout.request_unsent());
+        let tls = std::io::Error::other("unknown issuer");
+        assert!(ProxyError::UpstreamTls(tls).request_unsent());
         assert!(!ProxyError::ResponseTimeout.request_unsent());
         assert!(!ProxyError::ResponseTimeout.retryable_after_send());
     }

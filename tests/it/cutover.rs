@@ -248,7 +248,7 @@ async fn work(addr: std::net::SocketAddr, id: usize, tally: Arc<Tally>) {
             tally.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let req = if (i + id as u64) % 2 == 0 {
+        let req = if (i + id as u64).is_multiple_of(2) {
             Request::get("/hello")
                 .header("host", "agents.test")
                 .body(Full::new(Bytes::new()))

@@ -13,3 +13,4 @@ mod removal;
 mod routing;
 mod shutdown;
 mod support;
+mod tls;

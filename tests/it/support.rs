@@ -18,8 +18,9 @@ use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
 use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
+use sluicegate::tls::watch::ReloadStatus;
 use tokio::net::TcpStream;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in a test.
@@ -28,6 +29,10 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A gateway serving in this process.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has `listen.https`.
+    pub https: Option<SocketAddr>,
+    /// Certificate reloads, when HTTPS is on.
+    pub reloads: Option<watch::Receiver<ReloadStatus>>,
     /// The snapshot its requests read (to inspect backend state).
     pub snapshot: SharedSnapshot,
     /// Its health events since start.
@@ -39,10 +44,16 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway from `toml` (its `[listen]` section is supplied here).
     pub async fn start(toml: &str) -> TestGateway {
-        let text = format!("[listen]\nhttp = \"127.0.0.1:0\"\n{toml}");
-        let spec = sluicegate::config::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        Self::start_config(&format!("[listen]\nhttp = \"127.0.0.1:0\"\n{toml}")).await
+    }
+
+    /// Starts a gateway from a whole config file.
+    pub async fn start_config(text: &str) -> TestGateway {
+        let spec = sluicegate::config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let gateway = Gateway::bind(spec).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
+        let https = gateway.https_addr();
+        let reloads = gateway.cert_reloads();
         let snapshot = gateway.snapshot();
         let events = gateway.subscribe_health();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -54,6 +65,8 @@ impl TestGateway {
         ));
         TestGateway {
             addr,
+            https,
+            reloads,
             snapshot,
             events,
             stop: Some(stop),

@@ -1,8 +1,9 @@
-//! Checks of the two listener tables: `[listen]` (traffic) and `[admin]`.
+//! Checks of the listener tables: `[listen]` (traffic: `http`, `https`, the
+//! redirect) and `[admin]`.
 //!
 //! Besides single values, `[admin]` is checked against `[listen]`: the admin API
-//! never shares the traffic port, and an admin address reachable from other hosts
-//! needs a token. Whether the token variable is actually set is checked when the
+//! never shares a traffic port (`http` or `https`), and an admin address reachable
+//! from other hosts needs a token. `listen.https` and `[tls]` come together. Whether the token variable is actually set is checked when the
 //! gateway starts (the environment is not part of the file).
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use super::values::{check_duration, socket_addr};
 use super::Report;
 use crate::config::raw::{RawAdmin, RawListen};
 use crate::config::spec::{
-    AdminSpec, ListenSpec, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STREAM_CLOSE_DELAY,
+    AdminSpec, ListenSpec, RedirectHttps, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STREAM_CLOSE_DELAY,
 };
 
 pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
@@ -44,12 +45,81 @@ pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<Listen
         None => Some(DEFAULT_STREAM_CLOSE_DELAY),
         Some(d) => check_duration(d, "listen.stream_close_delay", report),
     };
+    let https = match &raw.https {
+        None => Some(None),
+        Some(text) => socket_addr(
+            text,
+            "listen.https",
+            "0.0.0.0:8443",
+            r#"listen needs an IP address, e.g. "0.0.0.0:8443" (all interfaces) or "127.0.0.1:8443""#,
+            report,
+        )
+        .map(Some),
+    };
+    if let (Some(http), Some(Some(https))) = (http, https) {
+        if http == https && http.port() != 0 {
+            report.add(
+                "listen.https",
+                format!("{https} is also listen.http; use another port, e.g. 8443"),
+            );
+        }
+    }
+    let redirect_https = check_redirect(&raw, report);
     Some(ListenSpec {
         http: http?,
         max_connections: max_connections?,
         header_read_timeout: header_read_timeout?,
+        https: https?,
+        redirect_https: redirect_https?,
         stream_close_delay: stream_close_delay?,
     })
+}
+
+/// `redirect_https` and `redirect_https_port`.
+fn check_redirect(raw: &RawListen, report: &mut Report) -> Option<Option<RedirectHttps>> {
+    if raw.redirect_https && raw.https.is_none() {
+        report.add(
+            "listen.redirect_https",
+            "redirects go to the HTTPS listener, but listen.https is not set; add it or remove redirect_https",
+        );
+        return None;
+    }
+    let port = match raw.redirect_https_port {
+        None => None,
+        Some(_) if !raw.redirect_https => {
+            report.add(
+                "listen.redirect_https_port",
+                "only used with redirect_https = true; add that or remove redirect_https_port",
+            );
+            return None;
+        }
+        Some(n) => match u16::try_from(n) {
+            Ok(port) if port >= 1 => Some(port),
+            _ => {
+                report.add(
+                    "listen.redirect_https_port",
+                    format!("{n} is not a port number (1-65535)"),
+                );
+                return None;
+            }
+        },
+    };
+    Some(raw.redirect_https.then_some(RedirectHttps { port }))
+}
+
+/// `listen.https` and `[tls]` come together.
+pub(super) fn check_https_needs_tls(listen: &ListenSpec, tls_given: bool, report: &mut Report) {
+    match (listen.https, tls_given) {
+        (Some(_), false) => report.add(
+            "listen.https",
+            r#"HTTPS needs a certificate; add [[tls.certificates]] with cert = "…pem" and key = "…pem""#,
+        ),
+        (None, true) => report.add(
+            "tls",
+            r#"[tls] is only used by the HTTPS listener; add listen.https = "0.0.0.0:8443" or remove [tls]"#,
+        ),
+        _ => {}
+    }
 }
 
 /// `[admin]`; `listen` is the checked `[listen]` (absent when it had errors).
@@ -66,14 +136,19 @@ pub(super) fn check_admin(
         report,
     );
     if let (Some(addr), Some(listen)) = (addr, listen) {
-        if same_port(addr, listen.http) {
-            report.add(
-                "admin.listen",
-                format!(
-                    "{addr} clashes with listen.http {}; the admin API needs its own port, e.g. \"127.0.0.1:9901\"",
-                    listen.http
-                ),
-            );
+        let traffic = [
+            ("listen.http", Some(listen.http)),
+            ("listen.https", listen.https),
+        ];
+        for (key, port) in traffic {
+            if let Some(port) = port.filter(|&port| same_port(addr, port)) {
+                report.add(
+                    "admin.listen",
+                    format!(
+                        "{addr} clashes with {key} {port}; the admin API needs its own port, e.g. \"127.0.0.1:9901\""
+                    ),
+                );
+            }
         }
     }
     let token_env = match raw.token_env.as_deref() {

@@ -1,11 +1,12 @@
 //! Checks of one `[[pools]]` entry: its name, balancing policy and static
-//! backends (the health keys are in `health`). Name uniqueness is checked by the
+//! backends (the health keys are in `health`, `tls` in `tls`). Name uniqueness is checked by the
 //! parent module; [`check_backend`] is also the rule for backends registered
 //! through the admin API.
 
 use std::collections::HashMap;
 
 use super::health::check_health;
+use super::tls::check_upstream_tls;
 use super::values::{check_hash_key, check_name, socket_addr};
 use super::Report;
 use crate::config::raw::{RawBackend, RawBalance, RawPool};
@@ -79,11 +80,17 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         }
     }
 
-    let (balance, health) = (balance?, health?);
+    let tls = match &raw.tls {
+        None => Some(None),
+        Some(tls) => check_upstream_tls(&format!("{path}.tls"), tls, report).map(Some),
+    };
+
+    let (balance, health, tls) = (balance?, health?, tls?);
     (name_ok && backends_ok).then(|| PoolSpec {
         name: PoolName(raw.name.as_str().into()),
         balance,
         backends,
+        tls,
         health,
     })
 }

@@ -8,14 +8,8 @@ fn unknown_top_level_key_lists_accepted() {
     assert_one(
         &format!("{LISTEN}[listne]\nx = 1\n"),
         "listne",
-        "accepted top-level keys: listen, admin, pools, routes",
+        "accepted top-level keys: listen, admin, pools, routes, discovery, tls",
     );
-}
-
-#[test]
-fn planned_top_level_keys_say_not_supported() {
-    let text = format!("{LISTEN}[tls]\nx = 1\n");
-    assert_one(&text, "tls", "`tls` is not supported in this version");
 }
 
 #[test]
@@ -71,11 +65,11 @@ fn listen_header_read_timeout_positive_duration() {
 }
 
 #[test]
-fn listen_https_not_supported() {
+fn listen_https_needs_certificates() {
     assert_one(
         &format!("{LISTEN}https = \"0.0.0.0:8443\"\n"),
         "listen.https",
-        "`https` is not supported in this version",
+        "HTTPS needs a certificate",
     );
 }
 
@@ -291,6 +285,12 @@ fn admin_non_loopback_needs_a_token() {
 fn admin_never_shares_the_traffic_port() {
     let text = "[listen]\nhttp = \"0.0.0.0:8080\"\n[admin]\nlisten = \"127.0.0.1:8080\"\n";
     assert_one(text, "admin.listen", "clashes with listen.http");
+    let text = "[listen]\nhttp = \"0.0.0.0:8080\"\nhttps = \"0.0.0.0:8443\"\n[admin]\nlisten = \"127.0.0.1:8443\"\n[[tls.certificates]]\ncert = \"a.pem\"\nkey = \"a.key\"\n";
+    assert_one(
+        text,
+        "admin.listen",
+        "clashes with listen.https 0.0.0.0:8443",
+    );
 }
 
 #[test]

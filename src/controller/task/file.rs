@@ -1,7 +1,8 @@
 //! What comes from files: a reloaded `routes.toml` and, at start, the state file.
 //!
 //! A reload keeps the overrides that still apply (dropping and logging the rest),
-//! keeps the running listener settings (they need a restart), and publishes. A
+//! keeps the running listener settings (`[listen]`, `[tls]`, `[admin]`: they need
+//! a restart), and publishes. A
 //! state file that cannot be read is set aside and reported loudly; the gateway
 //! then starts from `routes.toml` alone rather than refusing to start.
 
@@ -46,16 +47,34 @@ impl Task {
 }
 
 /// Listener settings cannot change without a restart: keep the running ones (and
-/// say so). `stream_close_delay` is not a listener setting and does change.
+/// say so). `stream_close_delay` is not a listener setting and does change; nor
+/// is a pool's `tls`. The HTTPS listener's certificate *list* (`[tls]`) is fixed
+/// at start too; the certificate files themselves are reloaded by `tls::watch`.
 fn keep_listeners(running: &Spec, next: &mut Spec) {
     let (old, new) = (&running.listen, &mut next.listen);
-    if (old.http, old.max_connections, old.header_read_timeout)
-        != (new.http, new.max_connections, new.header_read_timeout)
-    {
+    if (
+        old.http,
+        old.max_connections,
+        old.header_read_timeout,
+        old.https,
+        old.redirect_https,
+    ) != (
+        new.http,
+        new.max_connections,
+        new.header_read_timeout,
+        new.https,
+        new.redirect_https,
+    ) {
         tracing::warn!("[listen] changed in the file; listener settings apply at the next restart");
         new.http = old.http;
         new.max_connections = old.max_connections;
         new.header_read_timeout = old.header_read_timeout;
+        new.https = old.https;
+        new.redirect_https = old.redirect_https;
+    }
+    if running.tls != next.tls {
+        tracing::warn!("[tls] changed in the file; the certificate list and handshake_timeout apply at the next restart (the contents of the certificate files are reloaded when they change)");
+        next.tls.clone_from(&running.tls);
     }
     if running.admin != next.admin {
         tracing::warn!("[admin] changed in the file; admin settings apply at the next restart");

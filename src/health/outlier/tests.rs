@@ -167,6 +167,12 @@ async fn which_outcomes_count() {
         Outcome::of_error(&ProxyError::ResponseTimeout),
         Some(Outcome::Failure)
     );
+    assert_eq!(
+        Outcome::of_error(&ProxyError::UpstreamTls(std::io::Error::other(
+            "unknown issuer"
+        ))),
+        Some(Outcome::Failure)
+    );
     assert_eq!(Outcome::of_error(&ProxyError::NoHealthyBackend), None);
 }
 

@@ -99,7 +99,8 @@ async fn b_stop_and_kill_mid_load_fail_no_get_and_e_a_broken_label_is_skipped() 
         })
         .await;
         let gone = Instant::now();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Enough answers after the change to see who serves now.
+        load.wait_answers(gone, 200, SLOW).await;
         phases.push((how[0], from, returned - from, gone - from));
     }
     let until = Instant::now();

@@ -189,7 +189,7 @@ async fn worker(
     let mut i = 0u64;
     while !stop.load(Ordering::Relaxed) && Instant::now() < until {
         i += 1;
-        let method = if i % 2 == 0 {
+        let method = if i.is_multiple_of(2) {
             Method::POST
         } else {
             Method::GET
