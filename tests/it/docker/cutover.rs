@@ -116,6 +116,15 @@ async fn c_blue_green_flip_then_stop_blue_drops_nothing() {
             .body(http_body_util::Full::new(bytes::Bytes::new()))
             .expect("request");
         let addr = b.addr.parse().expect("backend address");
+        // Docker lists the container as soon as it runs; its port may not be open yet.
+        let deadline = Instant::now() + SLOW;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "{addr} never accepted a connection"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         assert_eq!(send(addr, ok).await.status, 200);
     }
     let healthy_from = Instant::now();
@@ -133,6 +142,7 @@ async fn c_blue_green_flip_then_stop_blue_drops_nothing() {
         (200, Some("green"))
     );
 
+    let flipping = Instant::now();
     let flipped = split(&gw, 0, 100).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stopping = Instant::now();
@@ -145,7 +155,7 @@ async fn c_blue_green_flip_then_stop_blue_drops_nothing() {
     let (get_failed, post_failed) = failures(&records);
     let before: Vec<Record> = records
         .iter()
-        .filter(|r| r.done < flipped)
+        .filter(|r| r.done < flipping)
         .cloned()
         .collect();
     let after: Vec<Record> = records
