@@ -14,10 +14,13 @@
 //! - `PUT|DELETE /api/v1/routes/{route}/split`;
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
-//! - `POST /api/v1/plan` (body: a `routes.toml`).
+//! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
+//!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 
 mod api;
 pub mod auth;
+mod rollouts;
 pub mod state_view;
 
 use std::net::SocketAddr;
@@ -30,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
+use crate::rollout::RolloutHandle;
 use auth::Token;
 
 /// Why the admin API could not start.
@@ -55,6 +59,7 @@ pub enum AdminError {
 #[derive(Clone, Debug)]
 struct AdminState {
     control: ControlHandle,
+    rollouts: RolloutHandle,
     token: Option<Token>,
     ready: Arc<AtomicBool>,
 }
@@ -68,10 +73,11 @@ pub struct AdminServer {
 
 impl AdminServer {
     /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
-    /// reports.
+    /// reports; `rollouts` serves `/api/v1/rollouts`.
     pub async fn bind(
         spec: &AdminSpec,
         control: ControlHandle,
+        rollouts: RolloutHandle,
         ready: Arc<AtomicBool>,
     ) -> Result<AdminServer, AdminError> {
         let token = resolve_token(spec)?;
@@ -86,6 +92,7 @@ impl AdminServer {
             })?;
         let state = AdminState {
             control,
+            rollouts,
             token,
             ready,
         };

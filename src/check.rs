@@ -131,8 +131,17 @@ pub fn render(spec: &Spec) -> String {
             humantime::format_duration(t.response_header),
             humantime::format_duration(t.idle),
         );
-        if let Some(sticky) = &r.sticky {
-            let _ = write!(out, ", sticky cookie {}", sticky.cookie);
+        if let Some(cookie) = r.sticky.as_ref().and_then(|s| s.cookie.as_ref()) {
+            let _ = write!(out, ", sticky cookie {cookie}");
+        }
+        if let Some(learn) = r.sticky.as_ref().and_then(|s| s.learn.as_ref()) {
+            let _ = write!(
+                out,
+                ", sessions by {} (idle {}, max {})",
+                learn.header,
+                humantime::format_duration(learn.idle),
+                learn.max_sessions
+            );
         }
         out.push('\n');
     }

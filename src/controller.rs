@@ -37,8 +37,9 @@ use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::backend::BackendState;
-use crate::config::spec::{InitialHealth, PoolName, PoolSpec, Spec, UpstreamTlsSpec};
+use crate::config::spec::{InitialHealth, PoolName, PoolSpec, RouteName, Spec, UpstreamTlsSpec};
 use crate::health::{HealthEvent, HealthStatus, HealthSupervisor, PoolHealth};
+use crate::sessions::SessionTable;
 use crate::snapshot::Snapshot;
 use crate::tls::upstream::UpstreamTls;
 
@@ -51,6 +52,7 @@ pub struct Controller {
     shared: SharedSnapshot,
     registry: Registry,
     pools: PoolRegistry,
+    sessions: SessionRegistry,
     health: HealthSupervisor,
     /// Retired states; a (pool, address) may have several (removed, or replaced
     /// by a `tls` change, more than once within `stream_close_delay`).
@@ -81,6 +83,7 @@ impl Controller {
             shared: Arc::new(ArcSwap::new(snapshot)),
             registry: next.backends,
             pools: next.pools,
+            sessions: next.sessions,
             health,
             retiring: Vec::new(),
             streams_closed: 0,
@@ -102,6 +105,7 @@ impl Controller {
         let mut old = Registries {
             backends: std::mem::take(&mut self.registry),
             pools: std::mem::take(&mut self.pools),
+            sessions: std::mem::take(&mut self.sessions),
         };
         let (snapshot, next) = rebuild(
             &mut old,
@@ -122,6 +126,7 @@ impl Controller {
         }
         self.registry = next.backends;
         self.pools = next.pools;
+        self.sessions = next.sessions;
         // What is left in `old.backends` was removed (or replaced: its pool's tls
         // setting changed).
         let at = Instant::now() + delay;
@@ -196,12 +201,14 @@ impl Controller {
 type Key = (PoolName, SocketAddr);
 type Registry = HashMap<Key, Arc<BackendState>>;
 type PoolRegistry = HashMap<PoolName, Arc<PoolHealth>>;
+type SessionRegistry = HashMap<RouteName, Arc<SessionTable>>;
 
 /// Runtime state kept across snapshots.
 #[derive(Default)]
 struct Registries {
     backends: Registry,
     pools: PoolRegistry,
+    sessions: SessionRegistry,
 }
 
 /// Whether a snapshot is the gateway's first (its backends do not slow-start).
@@ -226,10 +233,12 @@ fn rebuild(
 ) -> (Snapshot, Registries) {
     let mut backends = Registry::with_capacity(old.backends.len());
     let mut pools = PoolRegistry::with_capacity(old.pools.len());
+    let mut sessions = SessionRegistry::new();
     let mut connectors: HashMap<PoolName, Arc<UpstreamTls>> = HashMap::new();
     let old_pools = &old.pools;
+    let old_sessions = &old.sessions;
     let old_backends = &mut old.backends;
-    let snapshot = Snapshot::build_with(
+    let snapshot = Snapshot::build_full(
         Arc::new(spec),
         |pool, b| {
             let key = (pool.name.clone(), b.addr);
@@ -265,8 +274,25 @@ fn rebuild(
             pools.insert(pool.name.clone(), Arc::clone(&shared));
             shared
         },
+        |route, learn| {
+            // Same settings: keep the table, so pins survive split changes.
+            let table = old_sessions
+                .get(route)
+                .filter(|t| t.settings() == learn)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(SessionTable::new(learn)));
+            sessions.insert(route.clone(), Arc::clone(&table));
+            table
+        },
     );
-    (snapshot, Registries { backends, pools })
+    (
+        snapshot,
+        Registries {
+            backends,
+            pools,
+            sessions,
+        },
+    )
 }
 
 /// The retired state of `key` made for the pool `tls` setting `want`, taken out
@@ -454,6 +480,25 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
         assert!(state.closed().is_cancelled());
         assert_eq!(c.streams_closed(), 1);
         assert_eq!(c.next_retirement(), None);
+    }
+
+    #[test]
+    fn session_table_survives_split_changes_but_not_new_settings() {
+        let text = TWO_POOLS.replace(
+            "weight = 0 }]\n",
+            "weight = 0 }]\nsticky = { learn_header = \"mcp-session-id\" }\n",
+        );
+        let table = |c: &Controller| {
+            let snap = c.shared().load_full();
+            Arc::clone(snap.routes()[0].split.sessions().expect("a table"))
+        };
+        let mut c = Controller::new(crate::config::parse(&text).unwrap());
+        let first = table(&c);
+        c.apply(crate::config::parse(&text.replace("weight = 0", "weight = 5")).unwrap());
+        assert!(Arc::ptr_eq(&first, &table(&c)));
+        let idle = text.replace("\" }\n", "\", idle = \"1m\" }\n");
+        c.apply(crate::config::parse(&idle).unwrap());
+        assert!(!Arc::ptr_eq(&first, &table(&c)));
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! and the server cannot disagree about the JSON.
 
 pub mod client;
+pub mod rollout;
 
 use std::fmt::Write;
 use std::path::Path;
@@ -151,6 +152,9 @@ pub fn render_status(view: &StateView) -> String {
     let mut routes = vec![row(&["ROUTE", "SPLIT", "SOURCE"])];
     for r in &view.routes {
         let mut source = r.split_source.as_str().to_owned();
+        if let Some(rollout) = &r.rollout {
+            source.push_str(&format!(" {} {}", rollout.id, rollout.phase));
+        }
         if let Some(file) = &r.file_split {
             source.push_str(&format!(" (file: {})", show_split(file)));
         }
@@ -230,12 +234,12 @@ fn show_split(split: &[SplitView]) -> String {
     parts.join(" ")
 }
 
-fn row(cells: &[&str]) -> Vec<String> {
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| (*c).to_owned()).collect()
 }
 
 /// Left-aligned columns, two spaces apart.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|i| {

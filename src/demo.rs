@@ -106,6 +106,8 @@ pub async fn run(
          {program} ctl --admin http://{admin} split agents blue=0 green=100\n  \
          {program} ctl --admin http://{admin} status\n  \
          curl -s http://{admin}/api/v1/state\n\
+         \nOr let the gateway do it in steps, judging green on its own traffic (keep curling meanwhile):\n  \
+         {program} ctl --admin http://{admin} rollout start agents --to green --steps 25,50,100 --step-interval 10s --min-requests 5 --watch\n\
          \nCtrl-C stops it."
     );
     gateway.serve(shutdown, Duration::from_secs(5)).await;

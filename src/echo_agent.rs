@@ -14,6 +14,9 @@
 //! | `GET /health`                          | 200 `ok`, or 503 `unhealthy`                     |
 //! | `POST /control/health?ok=true\|false`  | same as [`EchoHandle::set_healthy`]              |
 //! | `POST /control/fail[?status=N]`        | same as [`EchoHandle::set_failing`]              |
+//! | `POST /control/fail?status=N&ratio=R`  | same as [`EchoHandle::set_failing_ratio`]        |
+//! | `/mcp`                                 | echo; without `mcp-session-id`, mints one and    |
+//! |                                        | answers it in that header (like MCP's initialize)|
 //! | `/slow?ms=N`                           | sleeps N ms (default 1000, cap 600000), echoes   |
 //! | `/status/{code}`                       | answers `code` (200-999) with the code as body   |
 //! | `/sse?events=N&interval_ms=M`          | `text/event-stream`, one event per body frame    |
@@ -21,7 +24,8 @@
 //! | anything else                          | 200 JSON description of the request              |
 //!
 //! While failing, every route except `/health` and `/control/*` answers the
-//! forced status instead.
+//! forced status instead — or, with a ratio, that share of them, spread evenly
+//! (exactly ⌊n × ratio⌋ of the first n).
 
 use std::convert::Infallible;
 use std::fmt;
@@ -63,6 +67,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// `Shared::failing` value meaning "not failing"; outside the u16 range so
 /// every `set_failing(Some(code))` is representable.
 const NOT_FAILING: u32 = u32::MAX;
+/// `Shared::fail_ppm` meaning every request fails.
+const ALWAYS: u64 = 1_000_000;
 
 /// Response body type for every route: buffered or streamed (SSE).
 type Body = UnsyncBoxBody<Bytes, Infallible>;
@@ -84,6 +90,12 @@ struct Shared {
     version_header: HeaderValue,
     healthy: AtomicBool,
     failing: AtomicU32,
+    /// Share of requests that fail while failing, in parts per million.
+    fail_ppm: AtomicU64,
+    /// Requests seen while failing with a ratio (spreads the failures evenly).
+    fail_seq: AtomicU64,
+    /// Sessions minted by `/mcp`.
+    sessions: AtomicU64,
     requests: AtomicU64,
     cancel: CancellationToken,
     /// Number of live tasks (accept loop, connections, h2 streams, WebSocket
@@ -104,6 +116,9 @@ impl Shared {
             version: config.version,
             healthy: AtomicBool::new(true),
             failing: AtomicU32::new(NOT_FAILING),
+            fail_ppm: AtomicU64::new(ALWAYS),
+            fail_seq: AtomicU64::new(0),
+            sessions: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             live: watch::channel(0).0,
@@ -131,18 +146,32 @@ impl Shared {
         });
     }
 
+    /// The status this request must fail with, if it must.
     fn failing_status(&self) -> Option<StatusCode> {
         let code = self.failing.load(Ordering::Relaxed);
-        (code != NOT_FAILING).then(|| {
+        if code == NOT_FAILING {
+            return None;
+        }
+        let ppm = self.fail_ppm.load(Ordering::Relaxed);
+        if ppm < ALWAYS {
+            // The n-th request fails when ⌊n × ratio⌋ steps up.
+            let n = self.fail_seq.fetch_add(1, Ordering::Relaxed) + 1;
+            if n * ppm / ALWAYS == (n - 1) * ppm / ALWAYS {
+                return None;
+            }
+        }
+        Some(
             u16::try_from(code)
                 .ok()
                 .and_then(final_status)
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-        })
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        )
     }
 
-    fn set_failing(&self, status: Option<u16>) {
+    fn set_failing(&self, status: Option<u16>, ppm: u64) {
         let code = status.map_or(NOT_FAILING, u32::from);
+        self.fail_ppm.store(ppm.min(ALWAYS), Ordering::Relaxed);
+        self.fail_seq.store(0, Ordering::Relaxed);
         self.failing.store(code, Ordering::Relaxed);
     }
 }
@@ -207,7 +236,14 @@ impl EchoHandle {
     /// `Some(code)`: every request other than `/health` and `/control/*`
     /// answers `code` (codes outside 200-999 become 500). `None`: stop failing.
     pub fn set_failing(&self, status: Option<u16>) {
-        self.shared.set_failing(status);
+        self.shared.set_failing(status, ALWAYS);
+    }
+
+    /// Like [`set_failing`](Self::set_failing), for a share `ratio` (0..=1) of the
+    /// requests only, spread evenly: of the first n, exactly ⌊n × ratio⌋ fail.
+    pub fn set_failing_ratio(&self, status: u16, ratio: f64) {
+        let ppm = (ratio.clamp(0.0, 1.0) * ALWAYS as f64).round() as u64;
+        self.shared.set_failing(Some(status), ppm);
     }
 
     /// Requests received on all paths except `/health` and `/control/*`.
@@ -320,6 +356,7 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
             Err(msg) => text(StatusCode::BAD_REQUEST, msg),
         },
         "/sse" => sse(shared, query),
+        "/mcp" => mcp(shared, req).await,
         "/ws" => websocket(shared, req),
         _ => match path.strip_prefix("/status/") {
             Some(raw) => match raw.parse().ok().and_then(final_status) {
@@ -363,11 +400,35 @@ fn control(shared: &Shared, req: &Request<Incoming>, path: &str) -> Response<Bod
                     None => return text(StatusCode::BAD_REQUEST, "status must be 200-999"),
                 },
             };
-            shared.set_failing(status);
-            json_response(&json!({ "failing": status }))
+            let ratio = match query_param(query, "ratio").map(str::parse::<f64>) {
+                None => 1.0,
+                Some(Ok(r)) if (0.0..=1.0).contains(&r) => r,
+                Some(_) => return text(StatusCode::BAD_REQUEST, "ratio must be 0..=1"),
+            };
+            let ppm = (ratio * ALWAYS as f64).round() as u64;
+            shared.set_failing(status, ppm);
+            json_response(&json!({ "failing": status, "ratio": ratio }))
         }
         _ => text(StatusCode::NOT_FOUND, "unknown control endpoint"),
     }
+}
+
+/// Name of the session header `/mcp` mints.
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// `/mcp`: the echo, and a new session id (`{agent}-{n}`) in `mcp-session-id`
+/// when the request named none, like an MCP server's `initialize`.
+async fn mcp(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let minted = (!req.headers().contains_key(SESSION_HEADER)).then(|| {
+        let n = shared.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n}", shared.name)
+    });
+    let mut res = echo(shared, req).await;
+    if let Some(id) = minted.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(SESSION_HEADER), id);
+    }
+    res
 }
 
 /// Default route: describes the request exactly as it arrived.
@@ -720,6 +781,57 @@ mod tests {
         agent.set_failing(None);
         assert_eq!(get(agent.addr(), "/anything").await.0, StatusCode::OK);
         assert_eq!(agent.requests(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failing_ratio_fails_exactly_that_share_spread_evenly() {
+        let agent = agent().await;
+        agent.set_failing_ratio(503, 0.05);
+        let (mut sender, _conn) = connect(agent.addr()).await;
+        let mut failed = Vec::new();
+        for i in 1..=100 {
+            let (status, ..) = send_on(&mut sender, request(Method::GET, "/x", "")).await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                failed.push(i);
+            }
+        }
+        assert_eq!(failed, [20, 40, 60, 80, 100]);
+        let (status, _, body) = send(
+            agent.addr(),
+            request(Method::POST, "/control/fail?status=500&ratio=0.5", ""),
+        )
+        .await;
+        assert_eq!(
+            (status, json_body(&body)["ratio"].clone()),
+            (StatusCode::OK, json!(0.5))
+        );
+        let (a, b) = (
+            get(agent.addr(), "/x").await.0,
+            get(agent.addr(), "/x").await.0,
+        );
+        assert_eq!((a, b), (StatusCode::OK, StatusCode::INTERNAL_SERVER_ERROR));
+        let (status, ..) = send(
+            agent.addr(),
+            request(Method::POST, "/control/fail?status=500&ratio=2", ""),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn mcp_mints_a_session_only_for_requests_without_one() {
+        let agent = agent().await;
+        let (_, headers, _) = send(agent.addr(), request(Method::POST, "/mcp", "{}")).await;
+        let id = headers[SESSION_HEADER].to_str().unwrap().to_owned();
+        assert_eq!(id, format!("{}-1", agent.name()));
+        let mut again = request(Method::POST, "/mcp", "{}");
+        again
+            .headers_mut()
+            .insert(SESSION_HEADER, HeaderValue::from_str(&id).unwrap());
+        let (status, headers, body) = send(agent.addr(), again).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(!headers.contains_key(SESSION_HEADER));
+        assert_eq!(json_body(&body)["headers"][SESSION_HEADER], json!(id));
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
-//! Assembles a running gateway from a validated spec: controller task, proxy,
-//! traffic listeners (HTTP and, with `listen.https`, HTTPS), admin API, file reload,
-//! certificate reload and Docker discovery.
+//! Assembles a running gateway from a validated spec: controller task, rollout
+//! manager, proxy, traffic listeners (HTTP and, with `listen.https`, HTTPS), admin
+//! API, file reload, certificate reload and Docker discovery.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
@@ -34,6 +34,7 @@ use crate::discovery::{self, DockerDiscovery};
 use crate::health::HealthEvent;
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
+use crate::rollout::{Manager, RolloutHandle};
 use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
 use crate::tls::watch::{CertWatcher, ReloadStatus};
 use crate::tls::{self, Frontend};
@@ -81,6 +82,8 @@ pub enum GatewayError {
 pub struct Gateway {
     task: Task,
     control: ControlHandle,
+    manager: Manager,
+    rollouts: RolloutHandle,
     snapshot: SharedSnapshot,
     /// `[listen].http` first, then `[listen].https` if set.
     listeners: Vec<Listener>,
@@ -127,6 +130,7 @@ impl Gateway {
             .clone()
             .map(|d| (d, options.discovery.clone()));
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
         let http_handler = match (redirect, https_addr) {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
@@ -161,7 +165,7 @@ impl Gateway {
         let ready = Arc::new(AtomicBool::new(false));
         let admin = match &admin_spec {
             Some(a) => Some(
-                AdminServer::bind(a, control.clone(), Arc::clone(&ready))
+                AdminServer::bind(a, control.clone(), rollouts.clone(), Arc::clone(&ready))
                     .await
                     .map_err(GatewayError::Admin)?,
             ),
@@ -177,6 +181,8 @@ impl Gateway {
         Ok(Gateway {
             task,
             control,
+            manager,
+            rollouts,
             snapshot,
             listeners,
             http_addr,
@@ -225,6 +231,11 @@ impl Gateway {
         self.control.clone()
     }
 
+    /// Starts and steers rollouts (what `/api/v1/rollouts` uses).
+    pub fn rollouts(&self) -> RolloutHandle {
+        self.rollouts.clone()
+    }
+
     /// Forces a reload of the config file (what SIGHUP does), if one is watched.
     pub fn reload_trigger(&self) -> Option<ReloadTrigger> {
         self.reloader.as_ref().map(Reloader::trigger)
@@ -246,6 +257,8 @@ impl Gateway {
         let Gateway {
             task,
             control,
+            manager,
+            rollouts,
             listeners,
             cert_watcher,
             admin,
@@ -273,6 +286,7 @@ impl Gateway {
             status
         });
         tasks.spawn(task.run(background.clone()));
+        tasks.spawn(manager.run(background.clone()));
         if let Some(admin) = admin {
             tasks.spawn(admin.serve(background.clone()));
         }
@@ -298,6 +312,7 @@ impl Gateway {
 
         background.cancel();
         drop(control);
+        drop(rollouts);
         drop(cert_watcher);
         if tokio::time::timeout(BACKGROUND_STOP, tasks.wait())
             .await

@@ -35,6 +35,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
 use crate::config::spec::PoolName;
+use crate::pool_stats::PoolStats;
 
 pub use hold::HoldError;
 pub use outlier::Outcome;
@@ -88,6 +89,8 @@ pub struct PoolHealth {
     /// Taken while an ejection is decided, so two never both fit under the cap.
     ejecting: AtomicBool,
     events: broadcast::Sender<HealthEvent>,
+    /// The pool's live traffic (the rollout gate reads it).
+    traffic: PoolStats,
 }
 
 impl PoolHealth {
@@ -99,6 +102,7 @@ impl PoolHealth {
             wake: Notify::new(),
             ejecting: AtomicBool::new(false),
             events,
+            traffic: PoolStats::new(),
         }
     }
 
@@ -110,6 +114,12 @@ impl PoolHealth {
     /// The pool's name.
     pub fn name(&self) -> &PoolName {
         &self.name
+    }
+
+    /// Counters of the pool's traffic (attempts, errors, latency), kept across
+    /// snapshots like the rest of this runtime.
+    pub fn traffic(&self) -> &PoolStats {
+        &self.traffic
     }
 
     /// Requests waiting for a backend of this pool right now.

@@ -123,6 +123,77 @@ enum CtlCommand {
     Drain { pool: String, addr: String },
     /// Put a drained backend back in rotation.
     Undrain { pool: String, addr: String },
+    /// Automated rollouts: start, status [--watch], pause, resume, promote, abort.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RolloutCommand {
+    /// Move ROUTE to a pool in steps, judging each: `start agents --to agent-green`.
+    Start(Box<RolloutArgs>),
+    /// One rollout's step table (or, without ID, every rollout).
+    Status {
+        id: Option<String>,
+        /// Redraw as it changes until the rollout ends.
+        #[arg(long, requires = "id")]
+        watch: bool,
+    },
+    /// Hold the current split; resume measures the step again from its start.
+    Pause { id: String },
+    /// Continue a paused rollout.
+    Resume { id: String },
+    /// Jump to 100% on the target now (no more judging).
+    Promote { id: String },
+    /// Roll back to the starting split now.
+    Abort { id: String },
+}
+
+/// The rollout request (see `POST /api/v1/rollouts`).
+#[derive(Args, Debug)]
+struct RolloutArgs {
+    route: String,
+    /// Follow the rollout until it ends.
+    #[arg(long)]
+    watch: bool,
+    /// The pool that receives the traffic.
+    #[arg(long)]
+    to: String,
+    /// Pools the traffic comes from (default: those carrying weight now).
+    #[arg(long, value_delimiter = ',')]
+    from: Option<Vec<String>>,
+    /// Percent on the target at each step, ending at 100 (`100` alone: blue-green).
+    #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+    steps: Vec<i64>,
+    /// How long each step runs before it is judged.
+    #[arg(long = "step-interval", default_value = "30s")]
+    step_interval: String,
+    /// Highest error rate (5xx and gateway errors) of the target during a step.
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// Highest p99 latency of the target during a step, e.g. 500ms.
+    #[arg(long)]
+    max_p99: Option<String>,
+    /// Highest error rate of the target above that of the `from` pools.
+    #[arg(long)]
+    max_error_rate_delta: Option<f64>,
+    /// Requests the target must see in a step before it is judged.
+    #[arg(long)]
+    min_requests: Option<i64>,
+    /// Longest a step waits for min-requests.
+    #[arg(long)]
+    max_wait: Option<String>,
+    /// After max-wait with too few requests: fail (roll back) or pass.
+    #[arg(long, value_parser = ["fail", "pass"])]
+    on_low_traffic: Option<String>,
+    /// Judge the final 100% step for this long (blue-green).
+    #[arg(long)]
+    bake: Option<String>,
+    /// What a gateway restart mid-rollout does: resume or rollback.
+    #[arg(long, value_parser = ["resume", "rollback"])]
+    on_restart: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -242,6 +313,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     CtlCommand::Undrain { pool, addr } => {
                         ctl::drain(&client, &pool, &addr, false).await
                     }
+                    CtlCommand::Rollout { command } => rollout(&client, command).await,
                 }
             })?;
             print!("{out}");
@@ -281,6 +353,76 @@ async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<Exi
     }
     shutdown.cancel();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ctl rollout …`; with `--watch` the table is printed as it changes.
+async fn rollout(client: &AdminClient, command: RolloutCommand) -> Result<String, ctl::CtlError> {
+    use sluicegate::rollout::Action;
+    let watch = |id: String| async move {
+        let every = Duration::from_secs(1);
+        let shown = ctl::rollout::watch(client, &id, every, |frame| println!("{frame}")).await?;
+        Ok(format!("rollout {id} ended: {}\n", shown.phase.as_str()))
+    };
+    let (action, id) = match command {
+        RolloutCommand::Start(args) => {
+            let follow = args.watch;
+            let r = ctl::rollout::start(client, &args.request()?).await?;
+            return if follow {
+                watch(r.id).await
+            } else {
+                Ok(ctl::rollout::render(&r))
+            };
+        }
+        RolloutCommand::Status { id: None, .. } => return ctl::rollout::list(client).await,
+        RolloutCommand::Status {
+            id: Some(id),
+            watch: true,
+        } => return watch(id).await,
+        RolloutCommand::Status {
+            id: Some(id),
+            watch: false,
+        } => {
+            return Ok(ctl::rollout::render(&ctl::rollout::get(client, &id).await?));
+        }
+        RolloutCommand::Pause { id } => (Action::Pause, id),
+        RolloutCommand::Resume { id } => (Action::Resume, id),
+        RolloutCommand::Promote { id } => (Action::Promote, id),
+        RolloutCommand::Abort { id } => (Action::Abort, id),
+    };
+    Ok(ctl::rollout::render(
+        &ctl::rollout::act(client, &id, action).await?,
+    ))
+}
+
+impl RolloutArgs {
+    fn request(self) -> Result<sluicegate::rollout::RolloutRequest, ctl::CtlError> {
+        Ok(sluicegate::rollout::RolloutRequest {
+            route: self.route,
+            to: self.to,
+            from: self.from,
+            steps: self.steps,
+            step_interval: self.step_interval,
+            max_error_rate: self.max_error_rate,
+            max_p99: self.max_p99,
+            min_requests: self.min_requests,
+            max_wait: self.max_wait,
+            on_low_traffic: choice("on-low-traffic", self.on_low_traffic)?,
+            max_error_rate_delta: self.max_error_rate_delta,
+            bake: self.bake,
+            on_restart: choice("on-restart", self.on_restart)?,
+        })
+    }
+}
+
+/// A `snake_case` enum value given on the command line.
+fn choice<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    value: Option<String>,
+) -> Result<Option<T>, ctl::CtlError> {
+    value
+        .map(|v| serde_json::from_value(serde_json::Value::String(v)))
+        .transpose()
+        .map_err(|e| ctl::CtlError::Usage(format!("--{flag}: {e}")))
 }
 
 impl AdminArgs {

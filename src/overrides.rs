@@ -13,6 +13,11 @@
 //! gone. An override always beats the file for the value it covers, even if the
 //! file's value changed; `DELETE …/split` returns a route to the file's split.
 //!
+//! A route's split may also have been set by a rollout: the overrides then hold the
+//! rollout's record beside the split (the latest rollout per route), so the state
+//! file persists the two together and the state view can say `source: rollout`. A
+//! split set by hand replaces that record; a record goes with its route or pools.
+//!
 //! This module owns no I/O: persisting is `state_file`, applying is the controller.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::spec::{BackendSpec, PoolName, RouteName, Source, Spec, SplitSpec};
+use crate::rollout::Rollout;
 
 /// Identifies one backend: its pool and address.
 pub type BackendKey = (PoolName, SocketAddr);
@@ -38,11 +44,13 @@ pub struct Registered {
 }
 
 /// Everything set through the admin API, on top of the file.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Overrides {
     splits: BTreeMap<RouteName, Vec<SplitSpec>>,
     drains: BTreeSet<BackendKey>,
     backends: BTreeMap<BackendKey, Registered>,
+    /// The latest rollout of each route whose split it explains.
+    rollouts: BTreeMap<RouteName, Rollout>,
 }
 
 /// An override that no longer applies, and why (logged, shown by `plan`).
@@ -63,7 +71,30 @@ impl fmt::Display for Dropped {
 impl Overrides {
     /// True when nothing is overridden.
     pub fn is_empty(&self) -> bool {
-        self.splits.is_empty() && self.drains.is_empty() && self.backends.is_empty()
+        self.splits.is_empty()
+            && self.drains.is_empty()
+            && self.backends.is_empty()
+            && self.rollouts.is_empty()
+    }
+
+    /// Rollout records by route.
+    pub fn rollouts(&self) -> &BTreeMap<RouteName, Rollout> {
+        &self.rollouts
+    }
+
+    /// Records `rollout` as the one explaining `route`'s split.
+    pub fn set_rollout(&mut self, route: RouteName, rollout: Rollout) {
+        self.rollouts.insert(route, rollout);
+    }
+
+    /// Forgets `route`'s rollout record (its split is someone else's now).
+    pub fn clear_rollout(&mut self, route: &RouteName) -> Option<Rollout> {
+        self.rollouts.remove(route)
+    }
+
+    /// The rollout running or paused on `route`, if any.
+    pub fn active_rollout(&self, route: &RouteName) -> Option<&Rollout> {
+        self.rollouts.get(route).filter(|r| r.phase.is_active())
     }
 
     /// Split overrides by route.
@@ -178,6 +209,31 @@ impl Overrides {
             };
             dropped.push(Dropped { what, why });
             false
+        });
+
+        self.rollouts.retain(|route, r| {
+            let what = format!("rollout {} of route {route}", r.id);
+            if !file.routes.iter().any(|f| &f.name == route) {
+                dropped.push(Dropped {
+                    what,
+                    why: "the route is no longer in the file".into(),
+                });
+                return false;
+            }
+            let pools = std::iter::once(&r.spec.to).chain(&r.spec.from);
+            match pools
+                .into_iter()
+                .find(|p| !file.pools.iter().any(|f| f.name.as_str() == p.as_str()))
+            {
+                Some(gone) => {
+                    dropped.push(Dropped {
+                        what,
+                        why: format!("pool {gone} is no longer in the file"),
+                    });
+                    false
+                }
+                None => true,
+            }
         });
 
         let backends = &self.backends;

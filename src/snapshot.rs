@@ -19,11 +19,12 @@ use tokio::time::Instant;
 use crate::backend::{Backend, BackendState};
 use crate::balance::{key_hash, Balancer};
 use crate::config::spec::{
-    BackendSpec, HashKey, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
+    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
 };
 use crate::config::MatchSpec;
 use crate::health::{PoolHealth, FULL_RAMP};
 use crate::route::{self, RequestView};
+use crate::sessions::SessionTable;
 use crate::split::{cookie_value, Split};
 
 /// A routing table generation.
@@ -74,11 +75,26 @@ impl Snapshot {
 
     /// Builds a snapshot; `state_for` supplies each backend's runtime state and
     /// `health_for` each pool's health runtime (both kept across rebuilds by the
-    /// controller).
+    /// controller). Routes that learn sessions get fresh tables (see
+    /// [`build_full`](Self::build_full)).
     pub fn build_with(
+        spec: Arc<Spec>,
+        state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
+        health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
+    ) -> Snapshot {
+        Snapshot::build_full(spec, state_for, health_for, |_, learn| {
+            Arc::new(SessionTable::new(learn))
+        })
+    }
+
+    /// [`build_with`](Self::build_with), with `sessions_for` supplying the session
+    /// table of each route with `sticky.learn_header` (kept across rebuilds by the
+    /// controller, so pins survive split changes).
+    pub fn build_full(
         spec: Arc<Spec>,
         mut state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         mut health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
+        mut sessions_for: impl FnMut(&RouteName, &LearnSpec) -> Arc<SessionTable>,
     ) -> Snapshot {
         let mut by_name: HashMap<&PoolName, Arc<Pool>> = HashMap::new();
         let mut pools = Vec::with_capacity(spec.pools.len());
@@ -118,10 +134,15 @@ impl Snapshot {
                     // Validation guarantees every split pool exists.
                     .filter_map(|s| by_name.get(&s.pool).map(|p| (Arc::clone(p), s.weight)))
                     .collect();
+                let sticky = r.sticky.as_ref();
+                let sessions = sticky
+                    .and_then(|s| s.learn.as_ref())
+                    .map(|learn| sessions_for(&r.name, learn));
                 Route {
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
-                    split: Split::new(split, r.sticky.as_ref().map(|s| s.cookie.clone())),
+                    split: Split::new(split, sticky.and_then(|s| s.cookie.clone()))
+                        .with_sessions(sessions),
                     retries: r.retries,
                     timeouts: r.timeouts,
                 }

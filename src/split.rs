@@ -2,7 +2,10 @@
 //!
 //! A [`Split`] holds the route's pools with their weights, built at snapshot time.
 //! With a sticky cookie, a client that names a pool still carrying weight stays on it;
-//! others are assigned by weight and told (via `Set-Cookie`) where they went.
+//! others are assigned by weight and told (via `Set-Cookie`) where they went. With
+//! a learned session header (`sessions`), a request naming a known session goes to
+//! the pool the session is pinned to while that pool carries weight, and the
+//! response teaches the table new sessions ([`Split::learn`]).
 //!
 //! This module does not pick a backend inside the pool (see `balance`).
 
@@ -10,6 +13,8 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderValue};
 
+use crate::config::spec::PoolName;
+use crate::sessions::{SessionKey, SessionTable};
 use crate::snapshot::Pool;
 
 /// One pool of a split.
@@ -27,6 +32,8 @@ pub struct Split {
     entries: Box<[SplitEntry]>,
     total: u64,
     sticky_cookie: Option<Arc<str>>,
+    /// Learned sessions (`sticky.learn_header`), shared across snapshots.
+    sessions: Option<Arc<SessionTable>>,
 }
 
 /// The outcome of [`Split::pick`].
@@ -35,6 +42,18 @@ pub struct Choice<'a> {
     pub pool: &'a Arc<Pool>,
     /// `Set-Cookie` to add to the response: the client was (re)assigned.
     pub set_cookie: Option<&'a HeaderValue>,
+    /// On a route that learns sessions: what to hand to [`Split::learn`] once the
+    /// response head is in.
+    pub session: Option<Pin>,
+}
+
+/// A request's session on a route that learns sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// The session the request named, if any.
+    key: Option<SessionKey>,
+    /// Whether it went to the pool the session is pinned to.
+    pinned: bool,
 }
 
 impl Split {
@@ -63,7 +82,19 @@ impl Split {
             entries,
             total,
             sticky_cookie,
+            sessions: None,
         }
+    }
+
+    /// The same split, pinning sessions with `sessions` (when given).
+    pub fn with_sessions(mut self, sessions: Option<Arc<SessionTable>>) -> Self {
+        self.sessions = sessions;
+        self
+    }
+
+    /// The learned-session table, on routes with `sticky.learn_header`.
+    pub fn sessions(&self) -> Option<&Arc<SessionTable>> {
+        self.sessions.as_ref()
     }
 
     pub fn entries(&self) -> &[SplitEntry] {
@@ -72,6 +103,19 @@ impl Split {
 
     /// Chooses a pool for a request with these headers, or `None` when every weight is 0.
     pub fn pick(&self, headers: &HeaderMap) -> Option<Choice<'_>> {
+        let mut session = None;
+        if let Some(table) = &self.sessions {
+            let key = table.key_of(headers);
+            let pinned_to = key.and_then(|k| table.lookup(k));
+            if let Some(e) = pinned_to.and_then(|pool| self.carrying(&pool)) {
+                return Some(Choice {
+                    pool: &e.pool,
+                    set_cookie: None,
+                    session: Some(Pin { key, pinned: true }),
+                });
+            }
+            session = Some(Pin { key, pinned: false });
+        }
         if let Some(name) = &self.sticky_cookie {
             if let Some(wanted) = cookie_value(headers, name) {
                 if let Some(e) = self
@@ -82,6 +126,7 @@ impl Split {
                     return Some(Choice {
                         pool: &e.pool,
                         set_cookie: None,
+                        session,
                     });
                 }
             }
@@ -90,7 +135,33 @@ impl Split {
         Some(Choice {
             pool: &entry.pool,
             set_cookie: entry.set_cookie.as_ref(),
+            session,
         })
+    }
+
+    /// After `pool` answered a request picked with `pin`: pins the session the
+    /// response names (the agent created one), or the request's session if it was
+    /// unknown or its pool had lost its weight.
+    pub fn learn(&self, pin: Pin, response: &HeaderMap, pool: &PoolName) {
+        let Some(table) = &self.sessions else {
+            return;
+        };
+        match table.key_of(response) {
+            Some(key) if pin.pinned && pin.key == Some(key) => {}
+            Some(key) => table.remember(key, pool),
+            None => {
+                if let (Some(key), false) = (pin.key, pin.pinned) {
+                    table.remember(key, pool);
+                }
+            }
+        }
+    }
+
+    /// The entry of pool `name` if it carries weight.
+    fn carrying(&self, name: &PoolName) -> Option<&SplitEntry> {
+        self.entries
+            .iter()
+            .find(|e| e.weight > 0 && e.pool.name == *name)
     }
 
     /// The entry whose cumulative weight range holds `r` (0 ≤ r < total).
@@ -187,6 +258,59 @@ mod tests {
             c.set_cookie.unwrap(),
             "sg_pool=p0; Path=/; HttpOnly; SameSite=Lax"
         );
+    }
+
+    fn learning(weights: &[u32], table: &Arc<SessionTable>) -> Split {
+        split(weights, false).with_sessions(Some(Arc::clone(table)))
+    }
+
+    fn session(id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("mcp-session-id", HeaderValue::from_str(id).unwrap());
+        h
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn learned_sessions_keep_their_pool_while_it_has_weight() {
+        fastrand::seed(11);
+        let table = Arc::new(SessionTable::new(&crate::config::spec::LearnSpec {
+            header: http::HeaderName::from_static("mcp-session-id"),
+            idle: std::time::Duration::from_secs(60),
+            max_sessions: 1000,
+        }));
+        // 200 sessions start at 95/5; the agent names each in its first answer.
+        let start = learning(&[95, 5], &table);
+        let mut pinned = Vec::new();
+        for i in 0..200 {
+            let c = start.pick(&HeaderMap::new()).unwrap();
+            let pool = c.pool.name.clone();
+            start.learn(c.session.unwrap(), &session(&format!("s{i}")), &pool);
+            pinned.push(pool);
+        }
+        assert_eq!(table.len(), 200);
+        // Later snapshots (steps 25 and 50) keep every session where it was.
+        for weights in [[75, 25], [50, 50]] {
+            let s = learning(&weights, &table);
+            for (i, pool) in pinned.iter().enumerate() {
+                let c = s.pick(&session(&format!("s{i}"))).unwrap();
+                assert_eq!(&c.pool.name, pool, "session s{i} bounced");
+                s.learn(c.session.unwrap(), &session(&format!("s{i}")), &c.pool.name);
+            }
+            // New sessions follow the weights.
+            let fresh = shares(&s, 4_000, &session("never-seen"));
+            let share = fresh[1] as f64 / 4_000.0;
+            let want = f64::from(weights[1]) / 100.0;
+            assert!((share - want).abs() < 0.04, "{share} vs {want}");
+        }
+        // The rollout ends with p0 at 0: its sessions move and are pinned anew.
+        let done = learning(&[0, 100], &table);
+        let moved = pinned.iter().position(|p| p.as_str() == "p0").unwrap();
+        let id = session(&format!("s{moved}"));
+        let c = done.pick(&id).unwrap();
+        assert_eq!(c.pool.name.as_str(), "p1");
+        done.learn(c.session.unwrap(), &HeaderMap::new(), &c.pool.name);
+        let back = learning(&[50, 50], &table);
+        assert_eq!(back.pick(&id).unwrap().pool.name.as_str(), "p1");
     }
 
     #[test]

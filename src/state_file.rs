@@ -9,6 +9,8 @@
 //! loudly before starting from `routes.toml` alone: a corrupt state file must not
 //! turn into a crash loop.
 //!
+//! Rollout records are stored whole beside the splits they explain (see `rollout`).
+//!
 //! This module does not decide precedence (see `overrides`).
 
 use std::collections::BTreeMap;
@@ -22,12 +24,13 @@ use crate::config::raw::RawDuration;
 use crate::config::spec::{PoolName, RouteName, Spec};
 use crate::config::validate::{validate_backend, validate_split, ApiBackend};
 use crate::overrides::{Dropped, Overrides};
+use crate::rollout::Rollout;
 
 /// Format version written in the file.
 const VERSION: u32 = 1;
 
 /// The file's content.
-#[derive(Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Persisted {
     pub version: u32,
@@ -38,6 +41,10 @@ pub struct Persisted {
     pub drains: Vec<PersistedBackend>,
     #[serde(default)]
     pub backends: Vec<PersistedRegistration>,
+    /// The latest rollout of each route whose split it set (written only when
+    /// there is one, so files without rollouts stay readable by older versions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<Rollout>,
 }
 
 /// One entry of a persisted split.
@@ -129,6 +136,7 @@ impl Persisted {
             splits,
             drains,
             backends,
+            rollouts: overrides.rollouts().values().cloned().collect(),
         }
     }
 }
@@ -241,6 +249,10 @@ pub fn restore(persisted: &Persisted, file: &Spec, now: Instant) -> (Overrides, 
                 why: "not an ip:port address".into(),
             }),
         }
+    }
+    for rollout in &persisted.rollouts {
+        let route = RouteName(rollout.spec.route.as_str().into());
+        overrides.set_rollout(route, rollout.clone());
     }
     skipped.extend(overrides.prune(file));
     (overrides, skipped)

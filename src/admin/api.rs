@@ -37,11 +37,11 @@ pub(super) fn router(state: AdminState) -> Router {
         )
         .route("/pools/{pool}/backends/{addr}/drain", post(drain))
         .route("/pools/{pool}/backends/{addr}/undrain", post(undrain))
-        .route("/plan", post(plan))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_token,
-        ));
+        .route("/plan", post(plan));
+    let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_token,
+    ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -61,7 +61,7 @@ pub(super) fn error_response(status: StatusCode, error: &str, path: &str) -> Res
     (status, Json(json!({ "error": error, "path": path }))).into_response()
 }
 
-fn config_errors(status: StatusCode, errors: &ConfigErrors) -> Response {
+pub(super) fn config_errors(status: StatusCode, errors: &ConfigErrors) -> Response {
     let list: Vec<Value> = errors
         .0
         .iter()
@@ -77,7 +77,7 @@ fn config_errors(status: StatusCode, errors: &ConfigErrors) -> Response {
     (status, Json(body)).into_response()
 }
 
-fn change_error(err: ChangeError) -> Response {
+pub(super) fn change_error(err: ChangeError) -> Response {
     match &err {
         ChangeError::Invalid(errors) => config_errors(StatusCode::BAD_REQUEST, errors),
         ChangeError::NotFound { path, message } => {
@@ -243,7 +243,7 @@ async fn plan(State(state): State<AdminState>, body: Bytes) -> Response {
 }
 
 /// Parses a JSON body, reporting the key path of a shape error.
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -2,11 +2,11 @@
 //!
 //! The same types serialize on the gateway and deserialize in `sluicegate ctl`, so
 //! the two cannot drift. Each value says where it came from (`source`: file | api |
-//! docker); live numbers (in-flight, health, ejection) are read from the backends'
-//! atomics at the moment of the request. Backends from Docker name their container
-//! and its Docker health; `docker` shows the engine connection and the labelled
-//! containers that were skipped, with the reason. Built by the controller task,
-//! which owns everything it shows.
+//! docker | rollout); live numbers (in-flight, health, ejection) are read from the
+//! backends' atomics at the moment of the request. Backends from Docker name their
+//! container and its Docker health; `docker` shows the engine connection and the
+//! labelled containers that were skipped, with the reason. Built by the controller
+//! task, which owns everything it shows.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -88,6 +88,17 @@ pub struct RouteView {
     /// The file's split, shown when an override hides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_split: Option<Vec<SplitView>>,
+    /// The rollout that set the split (or rolled it back), and where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRef>,
+}
+
+/// The rollout behind a route's split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRef {
+    pub id: String,
+    /// `running`, `paused`, `succeeded`, `rolled_back`, `aborted`.
+    pub phase: String,
 }
 
 /// One pool of a split.
@@ -154,15 +165,20 @@ impl StateView {
                     .find(|f| f.name == r.name)
                     .filter(|_| overridden)
                     .map(|f| split_view(&f.split));
+                let rollout = overrides.rollouts().get(&r.name);
                 RouteView {
                     name: r.name.to_string(),
                     split: split_view(&r.split),
-                    split_source: if overridden {
-                        Source::Api
-                    } else {
-                        Source::File
+                    split_source: match (overridden, rollout) {
+                        (true, Some(_)) => Source::Rollout,
+                        (true, None) => Source::Api,
+                        (false, _) => Source::File,
                     },
                     file_split,
+                    rollout: rollout.map(|r| RolloutRef {
+                        id: r.id.clone(),
+                        phase: r.phase.as_str().to_owned(),
+                    }),
                 }
             })
             .collect();

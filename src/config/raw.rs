@@ -308,7 +308,7 @@ pub struct RawRoute {
     pub matcher: RawMatch,
     /// Weights over pools.
     pub split: Vec<RawSplit>,
-    /// `sticky = { cookie = "…" }`.
+    /// `sticky = { cookie = "…" }` or `{ learn_header = "…", … }`.
     pub sticky: Option<RawSticky>,
     /// Extra attempts on another backend; 0 when absent.
     pub retries: Option<i64>,
@@ -379,12 +379,18 @@ pub struct RawSplit {
     pub weight: i64,
 }
 
-/// `sticky = { cookie = "…" }`.
+/// `sticky = { cookie = "…" }` or `sticky = { learn_header = "…", idle, max_sessions }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
     /// Name of the cookie that pins a client to a pool.
-    pub cookie: String,
+    pub cookie: Option<String>,
+    /// Response header whose value names a session (e.g. `mcp-session-id`).
+    pub learn_header: Option<String>,
+    /// Forget a learned session after this long without a request.
+    pub idle: Option<RawDuration>,
+    /// Most learned sessions kept for the route.
+    pub max_sessions: Option<i64>,
 }
 
 /// `timeouts = { connect, response_header, idle }`.

@@ -178,6 +178,8 @@ pub enum Source {
     Api,
     /// Docker discovery.
     Docker,
+    /// An automated rollout (a split it set through the controller).
+    Rollout,
 }
 
 impl Source {
@@ -187,6 +189,7 @@ impl Source {
             Source::File => "file",
             Source::Api => "api",
             Source::Docker => "docker",
+            Source::Rollout => "rollout",
         }
     }
 }
@@ -316,10 +319,25 @@ pub struct SplitSpec {
     pub weight: u32,
 }
 
-/// `sticky = { cookie = "…" }`.
+/// `sticky = { cookie = "…" }` and/or `sticky = { learn_header = "…", … }`; at
+/// least one of the two is set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StickySpec {
-    pub cookie: Arc<str>,
+    /// Cookie naming the pool a client was sent to.
+    pub cookie: Option<Arc<str>>,
+    /// Session pinning by a header the agent sets (see `sessions`).
+    pub learn: Option<LearnSpec>,
+}
+
+/// `sticky = { learn_header = "mcp-session-id", idle = "30m", max_sessions = 100000 }`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LearnSpec {
+    /// The session header, learned from responses and read from requests.
+    pub header: HeaderName,
+    /// A session not seen for this long is forgotten.
+    pub idle: Duration,
+    /// Most sessions remembered per route; the least recently seen go first.
+    pub max_sessions: usize,
 }
 
 /// `timeouts = { connect, response_header, idle }`.

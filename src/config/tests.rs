@@ -223,7 +223,8 @@ timeouts = { connect = "1s", idle = "90s" }
     assert_eq!(
         wild.sticky,
         Some(StickySpec {
-            cookie: "sg_pool".into()
+            cookie: Some("sg_pool".into()),
+            learn: None,
         })
     );
     assert_eq!(wild.retries, 2);
@@ -293,6 +294,27 @@ fn example_config_commented_options_are_valid() {
     assert_eq!(
         admin.state_file.as_deref(),
         Some(std::path::Path::new("/var/lib/sluicegate/state.json"))
+    );
+}
+
+#[test]
+fn example_config_learned_sessions_are_valid() {
+    let text: String = include_str!("../../config/routes.toml")
+        .lines()
+        .filter(|l| !l.starts_with("sticky = "))
+        .map(|l| {
+            l.strip_prefix("# sticky = ")
+                .map_or(l.to_owned(), |rest| format!("sticky = {rest}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let spec = parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let sticky = spec.routes[1].sticky.clone().expect("sticky");
+    assert_eq!(sticky.cookie.as_deref(), Some("sg_pool"));
+    let learn = sticky.learn.expect("learn_header");
+    assert_eq!(
+        (learn.header.as_str(), learn.idle, learn.max_sessions),
+        ("mcp-session-id", Duration::from_secs(1800), 100_000)
     );
 }
 

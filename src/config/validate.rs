@@ -20,6 +20,7 @@ mod health;
 mod listen;
 mod pool;
 mod route;
+mod sticky;
 mod tls;
 mod values;
 
@@ -40,18 +41,6 @@ use route::check_route;
 /// Top-level keys that DESIGN.md describes but this version does not implement
 /// (none left; the mechanism stays for the next planned key).
 const TOP_UNSUPPORTED: &[(&str, &str)] = &[];
-
-/// `sticky` keys that are planned but not supported yet.
-const STICKY_UNSUPPORTED: &[(&str, &str)] = &[
-    (
-        "learn_header",
-        "sticky.learn_header is not supported in this version; use sticky.cookie",
-    ),
-    (
-        "idle",
-        "sticky.idle is not supported in this version; use sticky.cookie",
-    ),
-];
 
 /// Collects errors while validating.
 #[derive(Default)]
@@ -154,20 +143,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     for (i, table) in route_tables.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         check_unique(&route_names, i, "route", "routes", &mut report);
-        let Some(mut table) = table else { continue };
-        if let Some(toml::Value::Table(sticky)) = table.get_mut("sticky") {
-            let before = sticky.len();
-            take_unsupported(
-                sticky,
-                &format!("{path}.sticky"),
-                STICKY_UNSUPPORTED,
-                &mut report,
-            );
-            if sticky.is_empty() && before > 0 {
-                // Only unsupported keys were given; they are reported already.
-                table.remove("sticky");
-            }
-        }
+        let Some(table) = table else { continue };
         if let Some(spec) = shape::<RawRoute>(table, &path, &mut report)
             .and_then(|raw| check_route(&path, raw, &defined, &mut report))
         {

@@ -2,13 +2,14 @@
 //!
 //! Every source of change sends an [`Update`] on one channel: the file watcher a
 //! newly validated spec (or news that the file was invalid, to be counted), the
-//! admin API a [`Change`], and callers that only read (state, plan) a question.
-//! Docker discovery, when on, is a second input ([`DockerFeed`]: whole sets on a
-//! `watch`, drain hints on a queue; see `discovered`). The task owns the last good
-//! file spec, the last discovered set and the admin [`Overrides`]; after each
-//! change it computes the effective spec (`overrides.merge(file + discovered)`),
-//! persists the overrides when they changed, and calls [`Controller::apply`] — the
-//! single publish path.
+//! admin API a [`Change`] (and the rollout manager its steps, [`Change::Rollout`]),
+//! and callers that only read (state, plan, rollout records) a question. Docker
+//! discovery, when on, is a second input ([`DockerFeed`]: whole sets on a `watch`,
+//! drain hints on a queue; see `discovered`). The task owns the last good file
+//! spec, the last discovered set and the admin [`Overrides`]; after each change it
+//! computes the effective spec (`overrides.merge(file + discovered)`), persists the
+//! overrides when they changed, and calls [`Controller::apply`] — the single
+//! publish path.
 //! Replies go back on a oneshot *after* the snapshot is live, so an API call that
 //! returned 2xx is already routing traffic. The same loop wakes for TTL expiries and
 //! for closing streams of removed backends.
@@ -33,6 +34,7 @@ use crate::config::{ConfigError, ConfigErrors, Spec};
 use crate::discovery::DiscoveredSet;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
+use crate::rollout::{Rollout, Weight};
 use crate::state_file::{self, StateFileError};
 use file::load_overrides;
 
@@ -74,6 +76,10 @@ pub enum Update {
         spec: Box<Spec>,
         reply: oneshot::Sender<Plan>,
     },
+    /// The persisted rollout records (the rollout manager reads them at start).
+    Rollouts {
+        reply: oneshot::Sender<Vec<Rollout>>,
+    },
 }
 
 /// An admin write, as received (validated by the task against the running config).
@@ -96,6 +102,25 @@ pub enum Change {
     Register { pool: String, body: ApiBackend },
     /// `DELETE /api/v1/pools/{pool}/backends[/{addr}]`.
     Deregister { pool: String, addr: String },
+    /// The rollout manager: set the route's split (or not) and record the rollout
+    /// that explains it, persisted together. With `expect`, refused unless the
+    /// route's split is still exactly that (a rollout's start).
+    Rollout {
+        record: Box<Rollout>,
+        split: RolloutSplit,
+        expect: Option<Vec<Weight>>,
+    },
+}
+
+/// What a rollout change does to its route's split.
+#[derive(Debug)]
+pub enum RolloutSplit {
+    /// Set these weights (validated like an admin split).
+    Set(Vec<(String, i64)>),
+    /// Back to the file's split (a rollback to where the file had it).
+    File,
+    /// Leave it (the record alone changed: a verdict, a pause).
+    Keep,
 }
 
 /// Why an admin write was refused; nothing changed.
@@ -162,6 +187,13 @@ impl ControlHandle {
         let (reply, answer) = oneshot::channel();
         let spec = Box::new(spec);
         self.send(Update::Plan { spec, reply }).await?;
+        answer.await.ok()
+    }
+
+    /// The persisted rollout records; `None` when the task has stopped.
+    pub async fn rollouts(&self) -> Option<Vec<Rollout>> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Update::Rollouts { reply }).await?;
         answer.await.ok()
     }
 
@@ -289,6 +321,12 @@ impl Task {
             Update::Plan { spec, reply } => {
                 if reply.send(self.plan(&spec)).is_err() {
                     tracing::debug!("plan requester went away");
+                }
+            }
+            Update::Rollouts { reply } => {
+                let records = self.overrides.rollouts().values().cloned().collect();
+                if reply.send(records).is_err() {
+                    tracing::debug!("rollout records requester went away");
                 }
             }
         }

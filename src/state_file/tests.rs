@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::config::parse;
 use crate::config::spec::SplitSpec;
+use crate::rollout::Rollout;
 
 const FILE: &str = r#"
 [listen]
@@ -45,7 +46,29 @@ fn sample(now: Instant) -> Overrides {
         (pool("blue"), "127.0.0.1:9001".parse().expect("literal")),
         true,
     );
+    o.set_rollout(RouteName(Arc::from("agents")), rollout("green"));
     o
+}
+
+/// A rollout of route `agents` to `to`, at its second step.
+fn rollout(to: &str) -> Rollout {
+    let text = format!(
+        r#"{{
+      "id": "agents-3", "phase": "running", "start_from_file": true,
+      "start_split": [{{"pool": "blue", "weight": 100}}, {{"pool": "green", "weight": 0}}],
+      "started_ms": 1, "resumed": 0,
+      "spec": {{"route": "agents", "to": "{to}", "from": ["blue"], "steps": [5, 75, 100],
+        "step_interval": "30s", "max_error_rate": 0.01, "max_p99": "500ms", "min_requests": 20,
+        "max_wait": "1m 30s", "on_low_traffic": "fail", "on_restart": "resume"}},
+      "steps": [
+        {{"weight": 5, "started_ms": 1, "elapsed_ms": 30000, "requests": 1500, "errors": 1,
+          "error_rate": 0.000667, "p99_ms": 20.5, "verdict": "passed"}},
+        {{"weight": 75, "started_ms": 2, "requests": 0, "errors": 0, "error_rate": 0.0,
+          "verdict": "measuring"}}
+      ]
+    }}"#
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
 }
 
 #[test]
@@ -59,6 +82,7 @@ fn state_round_trips_through_the_file() {
     let (after, skipped) = restore(&loaded, &parse(FILE).expect("valid"), now);
     assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(after, before);
+    assert_eq!(after.rollouts().len(), 1);
     // Only the state file is left: the temporary one was renamed over it.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")
@@ -130,4 +154,28 @@ fn restore_rechecks_values_against_the_current_file() {
             "split of route gone",
         ]
     );
+}
+
+#[test]
+fn a_rollout_whose_pool_left_the_file_is_dropped_with_a_reason() {
+    let mut persisted = Persisted::from_overrides(&sample(Instant::now()));
+    persisted.rollouts = vec![rollout("purple")];
+    let (o, skipped) = restore(&persisted, &parse(FILE).expect("valid"), Instant::now());
+    assert!(o.rollouts().is_empty());
+    let dropped: Vec<String> = skipped.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        dropped,
+        ["rollout agents-3 of route agents: pool purple is no longer in the file"]
+    );
+}
+
+#[test]
+fn files_without_rollouts_do_not_mention_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("state.json");
+    let mut o = sample(Instant::now());
+    o.clear_rollout(&RouteName(Arc::from("agents")));
+    save(&path, &o).expect("save");
+    let text = std::fs::read_to_string(&path).expect("read");
+    assert!(!text.contains("rollouts"), "{text}");
 }

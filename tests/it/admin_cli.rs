@@ -106,7 +106,7 @@ async fn run(
 }
 
 /// Runs a client command of the binary to completion.
-async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("SLUICEGATE_ADMIN_TOKEN")
@@ -120,7 +120,7 @@ async fn cli(args: &[&str], env: &[(&str, &str)]) -> Output {
     out.expect("cli ran")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub(crate) fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 

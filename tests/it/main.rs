@@ -10,6 +10,7 @@ mod health;
 mod live;
 mod proxying;
 mod removal;
+mod rollout;
 mod routing;
 mod shutdown;
 mod support;

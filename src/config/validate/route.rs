@@ -1,5 +1,5 @@
-//! Checks of one `[[routes]]` entry: its match rule, split, sticky cookie,
-//! retries and timeouts.
+//! Checks of one `[[routes]]` entry: its match rule, split, sticky settings
+//! (in `sticky`), retries and timeouts.
 //!
 //! Split pools are checked against the names of every `[[pools]]` table that had
 //! one, including pools that failed their own checks, so a typo in a pool does
@@ -10,12 +10,12 @@ use std::net::Ipv6Addr;
 
 use http::{HeaderName, HeaderValue, Method};
 
-use super::values::{check_duration, check_name, cookie_name_ok, key_path};
+use super::sticky::check_sticky;
+use super::values::{check_duration, check_name, key_path};
 use super::Report;
 use crate::config::raw::{RawMatch, RawMethods, RawRoute, RawSplit};
 use crate::config::spec::{
-    HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, StickySpec, Timeouts,
-    MAX_WEIGHT,
+    HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, Timeouts, MAX_WEIGHT,
 };
 
 /// Largest `retries` accepted.
@@ -31,22 +31,7 @@ pub(super) fn check_route(
     let name_ok = check_name(&raw.name, &format!("{path}.name"), "route", report);
     let matcher = check_match(&raw.matcher, &format!("{path}.match"), report);
     let split = check_split(path, &raw, pools, report);
-    let sticky = match &raw.sticky {
-        None => Some(None),
-        Some(sticky) if cookie_name_ok(&sticky.cookie) => Some(Some(StickySpec {
-            cookie: sticky.cookie.as_str().into(),
-        })),
-        Some(sticky) => {
-            report.add(
-                format!("{path}.sticky.cookie"),
-                format!(
-                    "{:?} is not a valid cookie name; use letters, digits, '-', '_' and '.', e.g. \"sg_pool\"",
-                    sticky.cookie
-                ),
-            );
-            None
-        }
-    };
+    let sticky = check_sticky(raw.sticky.as_ref(), &format!("{path}.sticky"), report);
     let retries = match raw.retries.unwrap_or(0) {
         n @ 0..=MAX_RETRIES => u32::try_from(n).ok(),
         n => {

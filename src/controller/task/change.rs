@@ -5,18 +5,21 @@
 //! overrides, persisted, and only then made current and published — so a write the
 //! state file could not record is refused rather than lost at the next restart. A
 //! write that changes nothing visible (a heartbeat) neither rewrites the state file
-//! nor rebuilds the snapshot.
+//! nor rebuilds the snapshot. While a rollout runs on a route, only the rollout
+//! manager may change its split; a hand-made split replaces a finished rollout's
+//! record.
 
 use std::net::SocketAddr;
 
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Change, ChangeError, Task};
+use super::{Change, ChangeError, RolloutSplit, Task};
 use crate::admin::state_view;
 use crate::config::spec::{PoolName, PoolSpec, RouteName, Source};
 use crate::config::validate::{validate_backend, validate_split};
 use crate::overrides::Overrides;
+use crate::rollout::Weight;
 use crate::state_file::Persisted;
 
 impl Task {
@@ -26,6 +29,8 @@ impl Task {
         let answer = match change {
             Change::SetSplit { route, mut weights } => {
                 let route = self.route(&route)?;
+                self.refuse_during_rollout(&route)?;
+                next.clear_rollout(&route);
                 self.order_like_file(&route, &mut weights);
                 let pools: Vec<&str> = self.file.pools.iter().map(|p| p.name.as_str()).collect();
                 let split = validate_split(&weights, &pools).map_err(ChangeError::Invalid)?;
@@ -35,6 +40,8 @@ impl Task {
             }
             Change::ClearSplit { route } => {
                 let route = self.route(&route)?;
+                self.refuse_during_rollout(&route)?;
+                next.clear_rollout(&route);
                 if next.clear_split(&route) {
                     tracing::info!(%route, "split override removed: back to the file's split");
                 }
@@ -103,9 +110,87 @@ impl Task {
                 tracing::info!(pool = %key.0, backend = %addr, "backend deregistered through the admin API");
                 Answer::Gone(key.0, addr)
             }
+            Change::Rollout {
+                record,
+                split,
+                expect,
+            } => {
+                let route = self.route(&record.spec.route)?;
+                if let Some(other) = next.active_rollout(&route) {
+                    if other.id != record.id {
+                        return Err(ChangeError::Conflict {
+                            path: "route".into(),
+                            message: format!(
+                                "rollout {} is {} on route {route}",
+                                other.id,
+                                other.phase.as_str()
+                            ),
+                        });
+                    }
+                }
+                if let Some(expect) = expect {
+                    if self.running_split(&route) != expect {
+                        return Err(ChangeError::Conflict {
+                            path: "route".into(),
+                            message: format!("the split of route {route} changed while the rollout was starting; try again"),
+                        });
+                    }
+                }
+                match split {
+                    RolloutSplit::Set(weights) => {
+                        let pools: Vec<&str> =
+                            self.file.pools.iter().map(|p| p.name.as_str()).collect();
+                        let split =
+                            validate_split(&weights, &pools).map_err(ChangeError::Invalid)?;
+                        next.set_split(route.clone(), split);
+                    }
+                    RolloutSplit::File => {
+                        next.clear_split(&route);
+                    }
+                    RolloutSplit::Keep => {}
+                }
+                next.set_rollout(route.clone(), *record);
+                Answer::Route(route)
+            }
         };
         self.commit(next)?;
         Ok(self.answer(answer))
+    }
+
+    /// A hand-made split change while a rollout owns the route is refused (409).
+    fn refuse_during_rollout(&self, route: &RouteName) -> Result<(), ChangeError> {
+        match self.overrides.active_rollout(route) {
+            Some(r) => Err(ChangeError::Conflict {
+                path: "route".into(),
+                message: format!(
+                    "rollout {} is {} on route {route}; abort it first (`sluicegate ctl rollout abort {}`) or let it finish",
+                    r.id,
+                    r.phase.as_str(),
+                    r.id
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The route's split in the running snapshot.
+    fn running_split(&self, route: &RouteName) -> Vec<Weight> {
+        let snapshot = self.controller.shared.load();
+        snapshot
+            .spec()
+            .routes
+            .iter()
+            .find(|r| &r.name == route)
+            .map(|r| {
+                r.split
+                    .iter()
+                    .map(|s| Weight {
+                        pool: s.pool.to_string(),
+                        weight: s.weight,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Persists `next` if what would be on disk changed, makes it current, and

@@ -13,6 +13,7 @@ use sluicegate::controller::task::{ControlHandle, Counters};
 use sluicegate::discovery::Options as DiscoveryOptions;
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
+use sluicegate::rollout::RolloutHandle;
 use sluicegate::server::Drained;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -27,6 +28,8 @@ pub struct LiveGateway {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub control: ControlHandle,
+    /// Starts and steers rollouts (and signals their changes).
+    pub rollouts: RolloutHandle,
     pub path: PathBuf,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -75,6 +78,7 @@ impl LiveGateway {
         let addr = gateway.local_addr().expect("addr");
         let admin = gateway.admin_addr().expect("admin listener");
         let control = gateway.control();
+        let rollouts = gateway.rollouts();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(
             async move {
@@ -86,6 +90,7 @@ impl LiveGateway {
             addr,
             admin,
             control,
+            rollouts,
             path,
             dir,
             stop: Some(stop),

@@ -1,7 +1,7 @@
 //! Error kinds of `[[routes]]`: exact path and a fragment of the message for
 //! each.
 
-use crate::config::tests::{assert_one, errors, with_pools, with_route, LISTEN, ROUTE};
+use crate::config::tests::{assert_one, with_pools, with_route, LISTEN, ROUTE};
 
 #[test]
 fn missing_split() {
@@ -198,17 +198,61 @@ fn sticky_cookie_name() {
 }
 
 #[test]
-fn sticky_learn_header_not_supported() {
-    let text = with_route("sticky = { learn_header = \"mcp-session-id\", idle = \"30m\" }\nsplit = [{ pool = \"agent-blue\", weight = 1 }]");
-    let errors = errors(&text);
-    let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
+fn sticky_learn_header_with_defaults_and_limits() {
+    let route = |sticky: &str| {
+        with_route(&format!(
+            "sticky = {{ {sticky} }}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+        ))
+    };
+    let spec = crate::config::parse(&route(r#"learn_header = "Mcp-Session-Id""#)).unwrap();
+    let sticky = spec.routes[0].sticky.clone().expect("sticky");
+    let learn = sticky.learn.expect("learn");
+    assert_eq!(sticky.cookie, None);
+    assert_eq!(learn.header.as_str(), "mcp-session-id");
+    assert_eq!(learn.idle, std::time::Duration::from_secs(1800));
+    assert_eq!(learn.max_sessions, 100_000);
+    let both =
+        route(r#"cookie = "sg_pool", learn_header = "x-session", idle = "5m", max_sessions = 10"#);
+    let sticky = crate::config::parse(&both).unwrap().routes[0]
+        .sticky
+        .clone()
+        .unwrap();
+    assert_eq!(sticky.cookie.as_deref(), Some("sg_pool"));
     assert_eq!(
-        paths,
-        ["routes[0].sticky.learn_header", "routes[0].sticky.idle"]
+        sticky.learn.map(|l| (l.idle.as_secs(), l.max_sessions)),
+        Some((300, 10))
     );
-    assert_eq!(
-        errors[0].message,
-        "sticky.learn_header is not supported in this version; use sticky.cookie"
+
+    assert_one(
+        &route(r#"learn_header = "set-cookie""#),
+        "routes[0].sticky.learn_header",
+        "cannot name a session",
+    );
+    assert_one(
+        &route(r#"learn_header = "a b""#),
+        "routes[0].sticky.learn_header",
+        "not a valid header name",
+    );
+    assert_one(
+        &route(r#"learn_header = "s", idle = "0s""#),
+        "routes[0].sticky.idle",
+        "greater than 0",
+    );
+    assert_one(
+        &route(r#"learn_header = "s", max_sessions = 0"#),
+        "routes[0].sticky.max_sessions",
+        "between 1 and 10000000, got 0",
+    );
+    assert_one(
+        &route(r#"cookie = "c", idle = "5m""#),
+        "routes[0].sticky.idle",
+        "add learn_header",
+    );
+    assert_one(&route(""), "routes[0].sticky", "sticky needs cookie");
+    assert_one(
+        &route(r#"learn = "x""#),
+        "routes[0].sticky.learn",
+        "accepted keys: cookie, learn_header, idle, max_sessions",
     );
 }
 

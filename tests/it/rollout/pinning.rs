@@ -1,0 +1,154 @@
+//! Version pinning by a learned session header during a rollout: 200 sessions
+//! started at 95/5 keep their version through steps 25 and 50 (0 bounces) while
+//! new sessions follow the weights; when the rollout ends with blue at 0, blue's
+//! sessions move to green and stay there.
+
+use http::Method;
+use sluicegate::rollout::{Phase, Rollout};
+
+use crate::support::live::{config_text, LiveGateway};
+use crate::support::{agents, backends, get, Reply, WAIT};
+
+const SESSION: &str = "mcp-session-id";
+
+fn version(r: &Reply) -> String {
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.headers
+        .get("x-agent-version")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Starts `n` sessions (the agent names each); returns (id, version).
+async fn start_sessions(gw: &LiveGateway, n: usize) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let r = get(gw.addr, "/mcp", &[]).await;
+        let id = r.headers[SESSION].to_str().expect("ascii").to_owned();
+        out.push((id, version(&r)));
+    }
+    out
+}
+
+/// Sends two requests per session; returns how many landed on another version.
+async fn bounces(gw: &LiveGateway, sessions: &[(String, String)]) -> usize {
+    let mut bounced = 0;
+    for (id, v) in sessions {
+        for _ in 0..2 {
+            let r = get(gw.addr, "/mcp", &[(SESSION, id)]).await;
+            bounced += usize::from(version(&r) != *v);
+        }
+    }
+    bounced
+}
+
+fn green_share(sessions: &[(String, String)]) -> f64 {
+    sessions.iter().filter(|(_, v)| v == "v2").count() as f64 / sessions.len() as f64
+}
+
+async fn act(gw: &LiveGateway, id: &str, action: &str) -> Rollout {
+    let r = gw
+        .api(
+            Method::POST,
+            &format!("/api/v1/rollouts/{id}/{action}"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    serde_json::from_slice(&r.body).expect("rollout JSON")
+}
+
+/// Waits (bounded) until rollout `id` has reached `steps` steps.
+async fn wait_steps(gw: &LiveGateway, id: &str, steps: usize) {
+    let mut changes = gw.rollouts.changes();
+    tokio::time::timeout(WAIT, async {
+        loop {
+            changes.borrow_and_update();
+            if gw.rollouts.get(id).await.expect("rollout").steps.len() >= steps {
+                return;
+            }
+            changes.changed().await.expect("manager running");
+        }
+    })
+    .await
+    .expect("the step within the bound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_keep_their_version_through_the_steps_and_new_ones_follow_the_weights() {
+    let blue = agents("blue", "v1", 2).await;
+    let green = agents("green", "v2", 2).await;
+    let body = format!(
+        r#"
+[[pools]]
+name = "blue"
+backends = {}
+[[pools]]
+name = "green"
+backends = {}
+[[routes]]
+name = "agents"
+split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
+sticky = {{ learn_header = "{SESSION}", idle = "30m", max_sessions = 100000 }}
+"#,
+        backends(&blue),
+        backends(&green)
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let old = start_sessions(&gw, 200).await;
+    eprintln!(
+        "pinning: 200 sessions started at 95/5: {:.1} % on green",
+        green_share(&old) * 100.0
+    );
+
+    let r = gw
+        .api(
+            Method::POST,
+            "/api/v1/rollouts",
+            Some(r#"{"route": "agents", "to": "green", "steps": [25, 50, 100], "step_interval": "2s", "min_requests": 0}"#),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let id = r.json()["id"].as_str().expect("id").to_owned();
+    // Each step is held (paused) while the sessions are checked.
+    assert_eq!(act(&gw, &id, "pause").await.current_weight(), 25);
+    let mut all = old.clone();
+    for weight in [25u32, 50] {
+        if weight == 50 {
+            act(&gw, &id, "resume").await;
+            wait_steps(&gw, &id, 2).await;
+            assert_eq!(act(&gw, &id, "pause").await.current_weight(), 50);
+        }
+        let bounced = bounces(&gw, &all).await;
+        let fresh = start_sessions(&gw, 400).await;
+        let share = green_share(&fresh);
+        eprintln!(
+            "pinning: step {weight} %: {} sessions checked, {bounced} bounces; 400 new sessions {:.1} % on green",
+            all.len(),
+            share * 100.0
+        );
+        assert_eq!(bounced, 0, "sessions changed version at step {weight}");
+        let want = f64::from(weight) / 100.0;
+        assert!(
+            (share - want).abs() < 0.09,
+            "new sessions {share} vs {want}"
+        );
+        all.extend(fresh);
+    }
+
+    // The rollout ends with blue at 0: blue's sessions move to green, then stay.
+    let done = act(&gw, &id, "promote").await;
+    assert_eq!(done.phase, Phase::Succeeded);
+    let moved: Vec<(String, String)> = old
+        .iter()
+        .map(|(id, _)| (id.clone(), "v2".into()))
+        .collect();
+    assert_eq!(
+        bounces(&gw, &moved).await,
+        0,
+        "every session on green after the rollout"
+    );
+    let state = gw.state().await;
+    assert_eq!(state.route("agents").expect("route").split[1].weight, 100);
+}
