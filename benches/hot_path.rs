@@ -76,6 +76,7 @@ fn spec_with_routes(n: usize) -> Spec {
             sticky: None,
             retries: 0,
             timeouts: Timeouts::default(),
+            max_request_body: None,
         })
         .collect();
     routes.push(RouteSpec {
@@ -91,6 +92,7 @@ fn spec_with_routes(n: usize) -> Spec {
         sticky: None,
         retries: 0,
         timeouts: Timeouts::default(),
+        max_request_body: None,
     });
     Spec {
         listen: ListenSpec {
@@ -100,6 +102,7 @@ fn spec_with_routes(n: usize) -> Spec {
             https: None,
             redirect_https: None,
             stream_close_delay: DEFAULT_STREAM_CLOSE_DELAY,
+            client: Default::default(),
         },
         admin: None,
         pools: vec![PoolSpec {

@@ -17,10 +17,16 @@
 //! - `POST /api/v1/plan` (body: a `routes.toml`);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
+//!
+//! Limits: request heads within 5 s, bodies up to 1 MiB (413 beyond), a whole
+//! request (body and handler) within 10 s (408), at most 64 connections at once.
+//! The token is never logged and never part of `/api/v1/state` (only the *name*
+//! of its environment variable is).
 
 mod api;
 pub mod auth;
 mod rollouts;
+mod serve;
 pub mod state_view;
 
 use std::net::SocketAddr;
@@ -110,12 +116,7 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
         let AdminServer { listener, router } = self;
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(err) = served {
-            tracing::error!(%err, "admin API stopped with an error");
-        }
+        serve::serve(listener, router, shutdown).await;
     }
 }
 

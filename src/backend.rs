@@ -38,6 +38,8 @@ pub struct BackendState {
     inflight: AtomicU32,
     /// Attempts started on this backend (including failed ones).
     requests: AtomicU64,
+    /// Response bodies that ended early: the backend closed or fell silent mid-body.
+    broken_streams: AtomicU64,
     /// Reasons the backend is withheld from every pick, health aside: bits
     /// [`DRAINING`] and [`DOCKER_UNHEALTHY`]. One byte so eligibility stays one
     /// load for both.
@@ -63,6 +65,7 @@ impl BackendState {
             addr,
             inflight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
+            broken_streams: AtomicU64::new(0),
             withheld: AtomicU8::new(0),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
@@ -186,6 +189,16 @@ impl BackendState {
     /// Pooled keep-alive connections to this backend.
     pub fn conns(&self) -> &ConnPool {
         &self.conns
+    }
+
+    /// Response bodies from this backend that ended before their end of stream.
+    pub fn broken_streams(&self) -> u64 {
+        self.broken_streams.load(Ordering::Relaxed)
+    }
+
+    /// Records a response body cut short (the client saw a truncated stream).
+    pub fn count_broken_stream(&self) {
+        self.broken_streams.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one unit of load until the returned guard is dropped.

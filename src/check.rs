@@ -33,6 +33,18 @@ pub fn render(spec: &Spec) -> String {
         humantime::format_duration(l.header_read_timeout),
         humantime::format_duration(l.stream_close_delay)
     );
+    let c = &l.client;
+    let _ = writeln!(
+        out,
+        "        client limits: head {} bytes / {} fields, idle {}, h2 streams {}, h2 resets {} pending / {} errors / {} cancelled per 10s",
+        c.max_header_bytes,
+        c.max_headers,
+        humantime::format_duration(c.idle_timeout),
+        c.http2_max_concurrent_streams,
+        c.http2_max_pending_accept_reset_streams,
+        c.http2_max_local_error_reset_streams,
+        c.http2_max_client_resets,
+    );
     if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
         let _ = writeln!(
             out,
@@ -142,6 +154,9 @@ pub fn render(spec: &Spec) -> String {
                 humantime::format_duration(learn.idle),
                 learn.max_sessions
             );
+        }
+        if let Some(max) = r.max_request_body {
+            let _ = write!(out, ", max_request_body {max} bytes");
         }
         out.push('\n');
     }

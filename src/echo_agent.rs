@@ -90,6 +90,8 @@ struct Shared {
     version_header: HeaderValue,
     healthy: AtomicBool,
     failing: AtomicU32,
+    /// Milliseconds every request (but `/health` and `/control/*`) waits first.
+    delay_ms: AtomicU64,
     /// Share of requests that fail while failing, in parts per million.
     fail_ppm: AtomicU64,
     /// Requests seen while failing with a ratio (spreads the failures evenly).
@@ -116,6 +118,7 @@ impl Shared {
             version: config.version,
             healthy: AtomicBool::new(true),
             failing: AtomicU32::new(NOT_FAILING),
+            delay_ms: AtomicU64::new(0),
             fail_ppm: AtomicU64::new(ALWAYS),
             fail_seq: AtomicU64::new(0),
             sessions: AtomicU64::new(0),
@@ -246,6 +249,15 @@ impl EchoHandle {
         self.shared.set_failing(Some(status), ppm);
     }
 
+    /// Makes every request except `/health` and `/control/*` wait `delay` before
+    /// it is handled (a slow replica); `Duration::ZERO` turns it off.
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared
+            .delay_ms
+            .store(ms.min(MAX_SLOW_MS), Ordering::Relaxed);
+    }
+
     /// Requests received on all paths except `/health` and `/control/*`.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
@@ -341,6 +353,10 @@ async fn route(shared: &Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         return control(shared, &req, &path);
     }
     shared.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = shared.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if let Some(status) = shared.failing_status() {
         // Drain the body so an HTTP/1.1 keep-alive connection stays reusable.
         let _ = body_len(req.into_body()).await;

@@ -121,6 +121,7 @@ impl Gateway {
         let limits = Limits {
             header_read_timeout: spec.listen.header_read_timeout,
             max_connections: spec.listen.max_connections,
+            client: spec.listen.client,
         };
         let redirect = spec.listen.redirect_https;
         let admin_spec = spec.admin.clone();

@@ -171,6 +171,9 @@ fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {
     if old.timeouts != new.timeouts {
         what.push("timeouts");
     }
+    if old.max_request_body != new.max_request_body {
+        what.push("max_request_body");
+    }
     what
 }
 

@@ -19,6 +19,7 @@
 
 pub mod body;
 pub mod error;
+pub mod framing;
 pub mod headers;
 mod tunnel;
 
@@ -95,11 +96,23 @@ impl Proxy {
         req: Request<Incoming>,
         client: SocketAddr,
     ) -> Response<ResponseBody> {
+        let version = req.version();
         match self.forward(req, client).await {
             Ok(resp) => resp,
             Err(err) => {
                 tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
-                err.into_response()
+                let refused = matches!(
+                    err,
+                    ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
+                );
+                let mut resp = err.into_response();
+                if refused && version < Version::HTTP_2 {
+                    // What follows on this connection may be the rest of a request
+                    // we refused to frame: never read it as a new one.
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
             }
         }
     }
@@ -109,6 +122,7 @@ impl Proxy {
         mut req: Request<Incoming>,
         client: SocketAddr,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        framing::check(&req).map_err(ProxyError::Malformed)?;
         let snapshot = self.snapshot.load_full();
         let host = request_host(&req);
         let view = RequestView {
@@ -118,6 +132,7 @@ impl Proxy {
             headers: req.headers(),
         };
         let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
+        framing::check_declared_length(req.headers(), route.max_request_body)?;
         let choice = route
             .split
             .pick(req.headers())
@@ -153,7 +168,7 @@ impl Proxy {
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
         });
-        let mut req = Request::from_parts(parts, RequestBody::Client(body));
+        let mut req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
 
         let mut tried = Tried::default();
         let mut failures = 0usize;
@@ -302,10 +317,15 @@ async fn send(
                         })
                     }
                     None => {
+                        let err = err.into_error();
+                        let error = match body::body_too_large(&err) {
+                            Some(limit) => ProxyError::BodyTooLarge { limit },
+                            None => ProxyError::Upstream(err),
+                        };
                         return Err(Failed {
-                            error: ProxyError::Upstream(err.into_error()),
+                            error,
                             unsent: None,
-                        })
+                        });
                     }
                 },
             }

@@ -7,6 +7,9 @@
 //! HTTPS ([`Handler::Redirect`]). On shutdown the listener stops
 //! accepting, every connection finishes its in-flight requests (keep-alive is turned
 //! off), open tunnels run to their end, all bounded by the drain timeout.
+//!
+//! Client-side limits (head size and count, head timeout, idle timeout, HTTP/2
+//! streams and resets, connection cap) are applied per connection in [`conn`].
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,18 +22,21 @@ use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::server::conn::auto::{self, UpgradeableConnection};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::config::spec::ClientLimits;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
 use crate::proxy::Proxy;
 pub use redirect::RedirectHttps;
 
+mod conn;
 mod redirect;
 
 /// Client-side limits of a listener.
@@ -40,6 +46,8 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections served at once; more are answered 503 and closed.
     pub max_connections: Option<usize>,
+    /// Head size and count, idle timeout, HTTP/2 streams and resets.
+    pub client: ClientLimits,
 }
 
 /// How a drain ended.
@@ -106,7 +114,7 @@ pub struct Listener {
     pub transport: Transport,
     /// Proxy or redirect.
     pub handler: Handler,
-    /// Header read timeout and connection cap.
+    /// Head timeout, connection cap and the other client limits.
     pub limits: Limits,
 }
 
@@ -127,14 +135,13 @@ pub async fn serve(
         handler,
         limits,
     } = listener;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(conn::builder(&limits));
+    let closing = CancellationToken::new();
+    let conns = TaskTracker::new();
+    let timeouts = conn::Timeouts {
+        first_request: limits.header_read_timeout,
+        idle: limits.client.idle_timeout,
+    };
     let capacity = limits.max_connections.map(|n| Arc::new(Semaphore::new(n)));
 
     tokio::pin!(shutdown);
@@ -166,16 +173,18 @@ pub async fn serve(
                 }
             },
         };
-        // Taken now, so a connection still in its TLS handshake holds up the drain.
-        let watcher = graceful.watcher();
         let conn = Connection {
             builder: Arc::clone(&builder),
             handler: handler.clone(),
             peer,
-            watcher,
+            closing: closing.clone(),
+            timeouts,
+            max_cancels: limits.client.http2_max_client_resets,
         };
         let transport = transport.clone();
-        tokio::spawn(async move {
+        // Tracked from accept, so a connection still in its TLS handshake holds up
+        // the drain.
+        conns.spawn(async move {
             match transport {
                 Transport::Plain => conn.serve(stream).await,
                 Transport::Tls {
@@ -195,7 +204,9 @@ pub async fn serve(
     drop(tcp);
 
     let drain = async {
-        graceful.shutdown().await;
+        closing.cancel();
+        conns.close();
+        conns.wait().await;
         if let Handler::Proxy(proxy) = &handler {
             proxy.tunnels().close();
             proxy.tunnels().wait().await;
@@ -212,7 +223,11 @@ struct Connection {
     builder: Arc<auto::Builder<TokioExecutor>>,
     handler: Handler,
     peer: SocketAddr,
-    watcher: Watcher,
+    /// Cancelled when the listener drains.
+    closing: CancellationToken,
+    timeouts: conn::Timeouts,
+    /// `http2_max_client_resets`.
+    max_cancels: u32,
 }
 
 impl Connection {
@@ -224,17 +239,39 @@ impl Connection {
             builder,
             handler,
             peer,
-            watcher,
+            closing,
+            timeouts,
+            max_cancels,
         } = self;
+        let activity = conn::Activity::new(max_cancels);
+        let active = Arc::clone(&activity);
         let service = service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.handle(req, peer).await) }
+            let guard = active.begin();
+            async move {
+                let resp = handler.handle(req, peer).await;
+                Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        if let Err(err) = watcher.watch(conn).await {
+        let graceful = UpgradeableConnection::graceful_shutdown;
+        let (ended, closed) = conn::serve(conn, graceful, &activity, timeouts, &closing).await;
+        if let Err(err) = ended {
             tracing::debug!(client = %peer, %err, "client connection ended with an error");
+        }
+        match closed {
+            Some(conn::Close::Idle) => {
+                tracing::debug!(client = %peer, "client connection closed: idle");
+            }
+            Some(conn::Close::Abusive) => {
+                tracing::info!(client = %peer, "client connection dropped: too many cancelled requests");
+            }
+            Some(conn::Close::NoRequest) => {
+                tracing::debug!(client = %peer, "client connection closed: no request within the head timeout");
+            }
+            Some(conn::Close::Shutdown) | None => {}
         }
     }
 }

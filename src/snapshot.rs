@@ -44,6 +44,8 @@ pub struct Route {
     pub split: Split,
     pub retries: u32,
     pub timeouts: Timeouts,
+    /// Largest request body in bytes; `None` means no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// A pool as the request path sees it.
@@ -145,6 +147,7 @@ impl Snapshot {
                         .with_sessions(sessions),
                     retries: r.retries,
                     timeouts: r.timeouts,
+                    max_request_body: r.max_request_body,
                 }
             })
             .collect();

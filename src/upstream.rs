@@ -41,6 +41,12 @@ const MAX_IDLE: usize = 256;
 /// close is how a proxy loses requests.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
+/// Largest response head accepted from a backend; a larger one is a 502, so a
+/// broken or hostile backend cannot make the gateway buffer without bound.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in a backend's response head.
+pub const MAX_RESPONSE_HEADERS: usize = 200;
+
 /// A connection taken out of the pool (or freshly made) for one request.
 #[derive(Debug)]
 pub struct Conn {
@@ -154,6 +160,8 @@ impl ConnPool {
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let (sender, conn) = http1::Builder::new()
+            .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
+            .max_headers(MAX_RESPONSE_HEADERS)
             .handshake(TokioIo::new(io))
             .await
             .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;

@@ -7,10 +7,12 @@
 //! status, or 5xx when the gateway itself failed.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
@@ -21,6 +23,11 @@ use super::{auth, AdminState};
 use crate::config::validate::ApiBackend;
 use crate::config::ConfigErrors;
 use crate::controller::task::{Change, ChangeError};
+
+/// Largest admin request body (a whole `routes.toml` for `/plan` fits easily).
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Longest an admin request may take, reading its body included.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The admin routes; `/api/v1/*` behind the token check.
 pub(super) fn router(state: AdminState) -> Router {
@@ -54,6 +61,21 @@ pub(super) fn router(state: AdminState) -> Router {
             )
         })
         .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(time_limit))
+}
+
+/// Answers 408 when a request (a slow body included) takes longer than
+/// [`REQUEST_TIMEOUT`].
+async fn time_limit(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "the admin request took too long (sending the body included)",
+            "",
+        ),
+    }
 }
 
 /// `{error, path}` with `status`.

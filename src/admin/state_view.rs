@@ -129,6 +129,9 @@ pub struct BackendView {
     pub inflight: u32,
     pub healthy: bool,
     pub ejected: bool,
+    /// Response bodies that ended early (backend closed or went silent mid-body).
+    #[serde(default)]
+    pub broken_streams: u64,
     /// The container of a backend from Docker (`source: docker`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
@@ -207,6 +210,7 @@ impl StateView {
                             inflight: state.map_or(0, |s| s.inflight()),
                             healthy: state.is_none_or(|s| s.is_healthy()),
                             ejected: state.is_some_and(|s| s.is_ejected()),
+                            broken_streams: state.map_or(0, |s| s.broken_streams()),
                             container: b.container.as_ref().map(|c| c.name.to_string()),
                             docker_healthy: b.container.as_ref().map(|c| c.docker_healthy),
                             ttl_remaining_ms,

@@ -76,6 +76,23 @@ pub struct RawListen {
     pub redirect_https_port: Option<i64>,
     /// How long streams on a removed backend may run before they are closed.
     pub stream_close_delay: Option<RawDuration>,
+    /// Largest request head a client may send (bytes, or a size like `"64KiB"`).
+    pub max_header_bytes: Option<RawSize>,
+    /// Most header fields in one request head.
+    pub max_headers: Option<i64>,
+    /// A client connection with no request in flight for this long is closed.
+    pub idle_timeout: Option<RawDuration>,
+    /// Streams one HTTP/2 client may have open at once.
+    pub http2_max_concurrent_streams: Option<i64>,
+    /// HTTP/2 streams a client may reset before the gateway accepted them
+    /// (rapid-reset guard); more close the connection.
+    pub http2_max_pending_accept_reset_streams: Option<i64>,
+    /// HTTP/2 streams the gateway may reset for protocol errors of one client
+    /// before it closes the connection.
+    pub http2_max_local_error_reset_streams: Option<i64>,
+    /// Requests a client may cancel before their answer within 10 s; more drop
+    /// the connection.
+    pub http2_max_client_resets: Option<i64>,
 }
 
 /// `[tls]`: what the HTTPS listener presents.
@@ -315,6 +332,9 @@ pub struct RawRoute {
     /// Per-route timeouts; each absent one takes its default.
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    /// Largest request body accepted (bytes, or a size like `"10MiB"`); absent
+    /// means no limit.
+    pub max_request_body: Option<RawSize>,
 }
 
 /// `match = { host, path_prefix, headers, method }`.
@@ -403,6 +423,40 @@ pub struct RawTimeouts {
     pub response_header: Option<RawDuration>,
     /// Longest gap between two body chunks.
     pub idle: Option<RawDuration>,
+}
+
+/// A byte size as written: a number of bytes (`65536`) or a string with a unit
+/// (`"64KiB"`, `"10MB"`); parsed by `validate`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RawSize {
+    /// A bare integer: bytes.
+    Bytes(i64),
+    /// A string with a unit.
+    Text(String),
+}
+
+impl<'de> Deserialize<'de> for RawSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SizeVisitor;
+
+        impl Visitor<'_> for SizeVisitor {
+            type Value = RawSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"a size in bytes like 65536 or a string like "64KiB""#)
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawSize, E> {
+                Ok(RawSize::Text(v.to_owned()))
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(v))
+            }
+        }
+
+        deserializer.deserialize_any(SizeVisitor)
+    }
 }
 
 /// A duration as written (`"250ms"`, `"10s"`); parsed by `validate` with humantime.

@@ -83,7 +83,48 @@ pub struct ListenSpec {
     /// *removed* (its pool or address left the config) may still run before they
     /// are closed. Split changes and drains never close streams.
     pub stream_close_delay: Duration,
+    /// Bounds on what one client may make the gateway hold.
+    pub client: ClientLimits,
 }
+
+/// Client-side limits of `[listen]` beyond the head timeout and connection cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Largest request head in bytes (HTTP/1 read buffer, HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Most header fields in one HTTP/1 request head.
+    pub max_headers: usize,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Concurrent streams per HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// Streams reset by the client before they were accepted (rapid reset,
+    /// CVE-2023-44487); beyond it the connection is closed with `ENHANCE_YOUR_CALM`.
+    pub http2_max_pending_accept_reset_streams: usize,
+    /// Streams the gateway reset for a client's protocol errors; beyond it the
+    /// connection is closed.
+    pub http2_max_local_error_reset_streams: usize,
+    /// Requests a client may cancel before their response head within 10 s (rapid
+    /// reset once hyper accepted the stream); beyond it the connection is dropped.
+    pub http2_max_client_resets: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            idle_timeout: Duration::from_secs(60),
+            http2_max_concurrent_streams: 100,
+            http2_max_pending_accept_reset_streams: 20,
+            http2_max_local_error_reset_streams: 1024,
+            http2_max_client_resets: 200,
+        }
+    }
+}
+
+/// Smallest `max_header_bytes` accepted: hyper's smallest HTTP/1 read buffer.
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// `redirect_https = true` (and `redirect_https_port`) of `[listen]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,6 +328,8 @@ pub struct RouteSpec {
     /// Extra attempts on another backend.
     pub retries: u32,
     pub timeouts: Timeouts,
+    /// Largest request body in bytes (413 beyond); `None` means no limit.
+    pub max_request_body: Option<u64>,
 }
 
 /// `match = { … }` of a route.

@@ -17,6 +17,7 @@
 mod api;
 mod discovery;
 mod health;
+mod limits;
 mod listen;
 mod pool;
 mod route;

@@ -40,13 +40,24 @@ pub enum CtlError {
 }
 
 /// Where the admin API is and how to authenticate.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AdminClient {
     url: String,
     authority: String,
     base_path: String,
     token: Option<String>,
     timeout: Duration,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret: never printed, only whether there is one.
+        f.debug_struct("AdminClient")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminClient {
@@ -215,6 +226,17 @@ mod tests {
         assert!(c.token.is_none());
         assert!(AdminClient::new("https://x:1", None, Duration::from_secs(1)).is_err());
         assert!(AdminClient::new("http://", None, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let token = Some("s3cret".to_owned());
+        let c = AdminClient::new("http://127.0.0.1:9901", token, Duration::from_secs(1)).unwrap();
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("<redacted>"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl Outcome {
             ProxyError::NotSent(_)
             | ProxyError::BadUpgrade
             | ProxyError::NoRoute
-            | ProxyError::NoHealthyBackend => None,
+            | ProxyError::NoHealthyBackend
+            | ProxyError::Malformed(_)
+            | ProxyError::BodyTooLarge { .. } => None,
         }
     }
 }

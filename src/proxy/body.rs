@@ -1,7 +1,8 @@
 //! Body types that stream through the gateway without buffering.
 //!
-//! [`RequestBody`] is what is sent upstream: the client's body as it arrives, or
-//! nothing (a retry of a bodiless request). [`ResponseBody`] is what the client
+//! [`RequestBody`] is what is sent upstream: the client's body as it arrives (cut
+//! with [`BodyTooLarge`] at the route's `max_request_body`), or nothing (a retry of
+//! a bodiless request). [`ResponseBody`] is what the client
 //! receives: the backend's body frame by frame, or a short body of the gateway's own.
 //!
 //! The upstream variant owns the request's [`InflightGuard`], so a backend counts as
@@ -30,37 +31,95 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum RequestBody {
     /// The client's body, streamed as it arrives.
     Client(Incoming),
+    /// The client's body, ended with [`BodyTooLarge`] once more than `remaining`
+    /// bytes arrive (the route's `max_request_body`).
+    Capped {
+        body: Incoming,
+        limit: u64,
+        remaining: u64,
+    },
     /// No body (used to replay a bodiless request on retry).
     Empty,
 }
 
+impl RequestBody {
+    /// The client's body, capped at `limit` bytes when there is a limit.
+    pub fn client(body: Incoming, limit: Option<u64>) -> Self {
+        match limit {
+            None => RequestBody::Client(body),
+            Some(limit) => RequestBody::Capped {
+                body,
+                limit,
+                remaining: limit,
+            },
+        }
+    }
+}
+
+/// A streamed request body went past the route's `max_request_body`.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is larger than {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
-            RequestBody::Client(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Client(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            RequestBody::Capped {
+                body,
+                limit,
+                remaining,
+            } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    let len = data.map_or(0, |d| d.len() as u64);
+                    match remaining.checked_sub(len) {
+                        Some(left) => *remaining = left,
+                        None => {
+                            let limit = *limit;
+                            return Poll::Ready(Some(Err(BodyTooLarge { limit }.into())));
+                        }
+                    }
+                }
+                Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
             RequestBody::Empty => Poll::Ready(None),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Client(body) => body.is_end_stream(),
+            RequestBody::Client(body) | RequestBody::Capped { body, .. } => body.is_end_stream(),
             RequestBody::Empty => true,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Client(body) => body.size_hint(),
+            RequestBody::Client(body) | RequestBody::Capped { body, .. } => body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
         }
     }
+}
+
+/// Whether a failed upstream exchange was cut by [`BodyTooLarge`]; the limit if so.
+pub fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {
+            return Some(too_large.limit);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 /// The backend stopped sending body frames for longer than the route's idle timeout.
@@ -136,7 +195,10 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Err(err))) => {
                 // A broken body means a broken connection: never pool it.
                 this.conn.take();
-                this.guard.take();
+                if let Some(guard) = this.guard.take() {
+                    guard.backend().count_broken_stream();
+                    tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
+                }
                 Poll::Ready(Some(Err(err.into())))
             }
             Poll::Ready(None) => {
@@ -146,7 +208,9 @@ impl Body for UpstreamBody {
             Poll::Pending => {
                 ready!(this.idle.poll(cx));
                 this.conn.take();
-                this.guard.take();
+                if let Some(guard) = this.guard.take() {
+                    guard.backend().count_broken_stream();
+                }
                 Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))
             }
         }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
+use super::framing::Malformed;
 
 /// Name of the response header that carries [`ProxyError::cause`].
 pub const ERROR_HEADER: &str = "sluicegate-error";
@@ -15,6 +16,12 @@ pub const ERROR_HEADER: &str = "sluicegate-error";
 /// Why the gateway answered instead of a backend.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
+    /// Refused before routing: ambiguous host or framing (see `framing`).
+    #[error("malformed request: {0}")]
+    Malformed(Malformed),
+    /// The request body is (or was declared) larger than the route allows.
+    #[error("the request body is larger than the route's max_request_body ({limit} bytes)")]
+    BodyTooLarge { limit: u64 },
     #[error("no route matches this request")]
     NoRoute,
     #[error("no backend of pool is available")]
@@ -43,6 +50,10 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
+            ProxyError::Malformed(Malformed::TransferCoding) => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::Malformed(Malformed::Connect) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_)
@@ -57,6 +68,8 @@ impl ProxyError {
     /// Stable machine-readable token for the `sluicegate-error` header.
     pub fn cause(&self) -> &'static str {
         match self {
+            ProxyError::Malformed(m) => m.cause(),
+            ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute => "no_route",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
             ProxyError::Connect(_) => "connect_failed",
@@ -123,6 +136,22 @@ mod tests {
             (ProxyError::UpstreamTls(io()), 502, "upstream_tls_failed"),
             (ProxyError::ResponseTimeout, 504, "response_timeout"),
             (ProxyError::BadUpgrade, 502, "bad_upgrade"),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ProxyError::Malformed(Malformed::HostMismatch),
+                400,
+                "host_mismatch",
+            ),
+            (
+                ProxyError::Malformed(Malformed::TransferCoding),
+                501,
+                "unsupported_transfer_coding",
+            ),
+            (
+                ProxyError::Malformed(Malformed::Connect),
+                405,
+                "connect_not_supported",
+            ),
         ];
         for (err, status, cause) in cases {
             let resp = err.into_response();

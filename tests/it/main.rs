@@ -2,12 +2,15 @@
 
 mod admin_api;
 mod admin_cli;
+mod chaos;
 mod cli;
 mod cutover;
 mod docker;
 mod errors;
+mod hardening;
 mod health;
 mod live;
+mod props;
 mod proxying;
 mod removal;
 mod rollout;

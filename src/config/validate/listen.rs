@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use super::limits::check_client_limits;
 use super::values::{check_duration, socket_addr};
 use super::Report;
 use crate::config::raw::{RawAdmin, RawListen};
@@ -45,6 +46,7 @@ pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<Listen
         None => Some(DEFAULT_STREAM_CLOSE_DELAY),
         Some(d) => check_duration(d, "listen.stream_close_delay", report),
     };
+    let client = check_client_limits(&raw, report);
     let https = match &raw.https {
         None => Some(None),
         Some(text) => socket_addr(
@@ -72,6 +74,7 @@ pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<Listen
         https: https?,
         redirect_https: redirect_https?,
         stream_close_delay: stream_close_delay?,
+        client: client?,
     })
 }
 

@@ -10,6 +10,7 @@ use std::net::Ipv6Addr;
 
 use http::{HeaderName, HeaderValue, Method};
 
+use super::limits::check_size;
 use super::sticky::check_sticky;
 use super::values::{check_duration, check_name, key_path};
 use super::Report;
@@ -22,6 +23,9 @@ use crate::config::spec::{
 const MAX_RETRIES: i64 = 10;
 
 /// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
+/// Largest `max_request_body` accepted: 1 TiB (beyond that, leave it unset).
+const MAX_REQUEST_BODY: u64 = 1 << 40;
+
 pub(super) fn check_route(
     path: &str,
     raw: RawRoute,
@@ -54,6 +58,17 @@ pub(super) fn check_route(
         defaults.response_header,
     );
     let idle = timeout(&raw.timeouts.idle, "idle", defaults.idle);
+    let max_request_body = match &raw.max_request_body {
+        None => Some(None),
+        Some(size) => check_size(
+            size,
+            &format!("{path}.max_request_body"),
+            1,
+            MAX_REQUEST_BODY,
+            report,
+        )
+        .map(Some),
+    };
 
     let spec = RouteSpec {
         name: RouteName(raw.name.as_str().into()),
@@ -66,6 +81,7 @@ pub(super) fn check_route(
             response_header: response_header?,
             idle: idle?,
         },
+        max_request_body: max_request_body?,
     };
     name_ok.then_some(spec)
 }

@@ -1,0 +1,220 @@
+//! Request checks the HTTP parser leaves to the proxy: what the request is for
+//! (Host and authority) and how its body is framed, before anything is forwarded.
+//!
+//! hyper's HTTP/1 parser already answers 400 for invalid field names and values,
+//! obs-fold, differing duplicate `Content-Length`s, `Transfer-Encoding` whose last
+//! coding is not `chunked` and `Transfer-Encoding` in HTTP/1.0; with both
+//! `Content-Length` and `Transfer-Encoding: chunked` it drops the length, reads
+//! chunked and closes the connection after the response (RFC 9112 §6.3 ¶3), so no
+//! second request can hide in the body. The h2 codec rejects connection-specific
+//! fields. Left to us:
+//! - exactly one valid `Host` in HTTP/1.1 (RFC 9112 §3.2: 400 otherwise);
+//! - an absolute-form target or HTTP/2 `:authority` that names another host than
+//!   `Host` (RFC 9112 §3.2.2, RFC 9113 §8.3.1): routing and the backend would
+//!   disagree on the host, so 400;
+//! - a transfer coding other than plain `chunked` (`gzip, chunked`): hyper decodes
+//!   only the chunking and the hop-by-hop field is not forwarded, so the backend
+//!   would get a gzip body it was never told about: 501 (RFC 9112 §6.1);
+//! - `CONNECT` (this is a reverse proxy, not a tunnel for arbitrary hosts): 405;
+//! - a declared `Content-Length` above the route's `max_request_body`: 413 before
+//!   any backend is contacted (a streamed body is cut at the limit in `body`).
+//!
+//! Whatever passes is re-framed by the gateway's own HTTP/1.1 client upstream:
+//! hop-by-hop fields are stripped and the body length comes from hyper's decoder.
+
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderMap, Method, Request, Version};
+
+use super::error::ProxyError;
+
+/// Why a request is refused before routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Malformed {
+    #[error("an HTTP/1.1 request needs exactly one Host field")]
+    MissingHost,
+    #[error("more than one Host field")]
+    DuplicateHost,
+    #[error("the Host field is not a valid host[:port]")]
+    InvalidHost,
+    #[error("the request target or :authority names another host than the Host field")]
+    HostMismatch,
+    #[error("the absolute-form target is not http or https")]
+    BadScheme,
+    #[error("transfer codings other than plain chunked are not supported")]
+    TransferCoding,
+    #[error("CONNECT is not supported by a reverse proxy")]
+    Connect,
+}
+
+impl Malformed {
+    /// Stable token for the `sluicegate-error` header.
+    pub fn cause(self) -> &'static str {
+        match self {
+            Malformed::MissingHost => "missing_host",
+            Malformed::DuplicateHost => "duplicate_host",
+            Malformed::InvalidHost => "invalid_host",
+            Malformed::HostMismatch => "host_mismatch",
+            Malformed::BadScheme => "bad_scheme",
+            Malformed::TransferCoding => "unsupported_transfer_coding",
+            Malformed::Connect => "connect_not_supported",
+        }
+    }
+}
+
+/// Checks the request's host and framing (see the module docs).
+pub fn check<B>(req: &Request<B>) -> Result<(), Malformed> {
+    if req.method() == Method::CONNECT {
+        return Err(Malformed::Connect);
+    }
+    let headers = req.headers();
+    let host = single_host(headers, req.version())?;
+    if let Some(scheme) = req.uri().scheme() {
+        if *scheme != Scheme::HTTP && *scheme != Scheme::HTTPS {
+            return Err(Malformed::BadScheme);
+        }
+    }
+    if let (Some(target), Some(host)) = (req.uri().authority(), host) {
+        if !same_authority(target, &host) {
+            return Err(Malformed::HostMismatch);
+        }
+    }
+    check_transfer_coding(headers)
+}
+
+/// The one `Host` field, parsed; `None` when absent and allowed to be.
+fn single_host(headers: &HeaderMap, version: Version) -> Result<Option<Authority>, Malformed> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let Some(value) = hosts.next() else {
+        // HTTP/2 and HTTP/1.0 may go without; HTTP/1.1 must not (absolute-form too).
+        return if version == Version::HTTP_11 {
+            Err(Malformed::MissingHost)
+        } else {
+            Ok(None)
+        };
+    };
+    if hosts.next().is_some() {
+        return Err(Malformed::DuplicateHost);
+    }
+    let authority = Authority::try_from(value.as_bytes()).map_err(|_| Malformed::InvalidHost)?;
+    // Host is host[:port]; userinfo ("a@b") is not allowed there.
+    // Whatever follows the host must be ":" and a u16 (http's parser allows 99999).
+    let rest = authority
+        .as_str()
+        .get(authority.host().len()..)
+        .unwrap_or("");
+    let bad_port = !rest.is_empty()
+        && rest
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .is_none();
+    if authority.as_str().contains('@') || authority.host().is_empty() || bad_port {
+        return Err(Malformed::InvalidHost);
+    }
+    Ok(Some(authority))
+}
+
+/// Same host (case-insensitive) and same port, a missing port matching any.
+fn same_authority(target: &Authority, host: &Authority) -> bool {
+    target.host().eq_ignore_ascii_case(host.host())
+        && match (target.port_u16(), host.port_u16()) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+}
+
+/// `Transfer-Encoding`, when present, is exactly one `chunked`.
+fn check_transfer_coding(headers: &HeaderMap) -> Result<(), Malformed> {
+    let mut codings = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(Malformed::TransferCoding),
+    }
+}
+
+/// 413 when the declared length is above `limit`.
+pub fn check_declared_length(headers: &HeaderMap, limit: Option<u64>) -> Result<(), ProxyError> {
+    let Some(limit) = limit else { return Ok(()) };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(len) if len > limit => Err(ProxyError::BodyTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn host_rules_follow_rfc_9112() {
+        let h11 = Version::HTTP_11;
+        assert_eq!(check(&req(h11, "/", &[("host", "a.local")])), Ok(()));
+        assert_eq!(check(&req(h11, "/", &[])), Err(Malformed::MissingHost));
+        assert_eq!(check(&req(Version::HTTP_10, "/", &[])), Ok(()));
+        let two = [("host", "a.local"), ("host", "b.local")];
+        assert_eq!(check(&req(h11, "/", &two)), Err(Malformed::DuplicateHost));
+        for bad in ["a b", "user@a.local", ":80", "a.local:99999"] {
+            let r = req(h11, "/", &[("host", bad)]);
+            assert_eq!(check(&r), Err(Malformed::InvalidHost), "{bad}");
+        }
+    }
+
+    #[test]
+    fn target_authority_must_name_the_host() {
+        let h11 = Version::HTTP_11;
+        let ok = req(h11, "http://A.local:80/x", &[("host", "a.local:80")]);
+        assert_eq!(check(&ok), Ok(()));
+        let evil = req(h11, "http://evil.local/x", &[("host", "a.local")]);
+        assert_eq!(check(&evil), Err(Malformed::HostMismatch));
+        let port = req(h11, "http://a.local:81/", &[("host", "a.local:80")]);
+        assert_eq!(check(&port), Err(Malformed::HostMismatch));
+        let ftp = req(h11, "ftp://a.local/", &[("host", "a.local")]);
+        assert_eq!(check(&ftp), Err(Malformed::BadScheme));
+        let h2 = req(Version::HTTP_2, "http://a.local/", &[("host", "b.local")]);
+        assert_eq!(check(&h2), Err(Malformed::HostMismatch));
+        assert_eq!(check(&req(Version::HTTP_2, "http://a.local/", &[])), Ok(()));
+    }
+
+    #[test]
+    fn only_plain_chunked_is_a_transfer_coding() {
+        let with = |te: &[&str]| {
+            let mut h: Vec<(&str, &str)> = vec![("host", "a")];
+            h.extend(te.iter().map(|v| ("transfer-encoding", *v)));
+            check(&req(Version::HTTP_11, "/", &h))
+        };
+        assert_eq!(with(&["chunked"]), Ok(()));
+        assert_eq!(with(&[" Chunked "]), Ok(()));
+        assert_eq!(with(&["gzip, chunked"]), Err(Malformed::TransferCoding));
+        assert_eq!(
+            with(&["chunked", "chunked"]),
+            Err(Malformed::TransferCoding)
+        );
+    }
+
+    #[test]
+    fn declared_length_above_the_limit_is_413() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, "11".parse().unwrap());
+        assert!(check_declared_length(&h, None).is_ok());
+        assert!(check_declared_length(&h, Some(11)).is_ok());
+        let err = check_declared_length(&h, Some(10)).unwrap_err();
+        assert_eq!(err.status(), 413);
+    }
+}
