@@ -115,6 +115,7 @@ fn spec_with_routes(n: usize) -> Spec {
         }],
         routes,
         log: Default::default(),
+        discovery: Default::default(),
         tls: None,
     }
 }

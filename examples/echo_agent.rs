@@ -1,6 +1,7 @@
 //! Standalone echo agent: the upstream used by sluicegate's Docker images and
 //! manual testing. All behaviour lives in `sluicegate::echo_agent`; this file
-//! only parses flags, runs the runtime and handles signals.
+//! only parses flags, runs the runtime and handles signals, plus `--probe URL`:
+//! a one-shot health check for Docker `HEALTHCHECK` in images without curl.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,10 +28,34 @@ struct Args {
     /// Version reported in `x-agent-version` (`--version` is clap's own).
     #[arg(long, env = "AGENT_VERSION", default_value = "v1")]
     agent_version: String,
+    /// Start with `/health` answering 503 (until `POST /control/health?ok=true`).
+    #[arg(long, env = "AGENT_START_UNHEALTHY")]
+    start_unhealthy: bool,
+    /// Do not serve: GET this `http://IP:PORT/path` once and exit 0 iff it
+    /// answers 2xx (for Docker HEALTHCHECK in a scratch image).
+    #[arg(long, value_name = "URL")]
+    probe: Option<http::Uri>,
+    /// Bound on the whole `--probe` request.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    probe_timeout: Duration,
+    /// After SIGTERM, keep serving this long before stopping: the time a load
+    /// balancer needs to stop sending new requests (sluicegate drains on the
+    /// `kill` event at once). 0 stops at once, dropping open connections.
+    #[arg(long, env = "AGENT_STOP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    stop_delay: Duration,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(url) = args.probe {
+        return match probe(url, args.probe_timeout) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("echo_agent probe: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -64,6 +89,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             version: args.agent_version,
         };
         let agent = echo_agent::spawn(listener, config.clone());
+        if args.start_unhealthy {
+            agent.set_healthy(false);
+        }
         println!(
             "echo_agent {} {} listening on {}",
             config.name,
@@ -71,10 +99,55 @@ fn run(args: Args) -> anyhow::Result<()> {
             agent.addr()
         );
         wait_for_signal().await?;
+        if !args.stop_delay.is_zero() {
+            println!(
+                "echo_agent {}: stopping in {:?} (serving until then)",
+                config.name, args.stop_delay
+            );
+            tokio::time::sleep(args.stop_delay).await;
+        }
         agent.shutdown();
         // Best effort: the process is exiting either way.
         let _ = tokio::time::timeout(STOP_GRACE, agent.stopped()).await;
         Ok(())
+    })
+}
+
+/// `GET url` once; Ok iff the answer is 2xx within `timeout`.
+fn probe(url: http::Uri, timeout: Duration) -> anyhow::Result<()> {
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+
+    anyhow::ensure!(
+        url.scheme_str() == Some("http"),
+        "only http:// URLs can be probed"
+    );
+    let host = url.host().context("URL has no host")?.to_owned();
+    let port = url.port_u16().unwrap_or(80);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting tokio runtime")?;
+    runtime.block_on(async {
+        let request = async {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let stream = tokio::net::TcpStream::connect((host, port))
+                .await
+                .with_context(|| format!("connecting to {host}:{port}"))?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let path = url.path_and_query().map_or("/", |p| p.as_str());
+            let req = http::Request::get(path)
+                .header(http::header::HOST, format!("{host}:{port}"))
+                .body(Empty::<bytes::Bytes>::new())?;
+            let status = sender.send_request(req).await?.status();
+            anyhow::ensure!(status.is_success(), "{url} answered {status}");
+            Ok(())
+        };
+        tokio::time::timeout(timeout, request)
+            .await
+            .with_context(|| format!("no answer from {url} within {timeout:?}"))?
     })
 }
 

@@ -10,7 +10,7 @@
 //! eligibility rule. It does not decide *which* backend to use (see `balance`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -43,7 +43,10 @@ pub struct BackendState {
     requests: AtomicU64,
     /// Response bodies that ended early: the backend closed or fell silent mid-body.
     broken_streams: AtomicU64,
-    draining: AtomicBool,
+    /// Reasons the backend is withheld from every pick, health aside: bits
+    /// [`DRAINING`] and [`DOCKER_UNHEALTHY`]. One byte so eligibility stays one
+    /// load for both.
+    withheld: AtomicU8,
     health: BackendHealth,
     ewma: PeakEwma,
     conns: ConnPool,
@@ -66,7 +69,7 @@ impl BackendState {
             inflight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             broken_streams: AtomicU64::new(0),
-            draining: AtomicBool::new(false),
+            withheld: AtomicU8::new(0),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
             conns: ConnPool::with_tls(addr, closed.clone(), tls),
@@ -78,16 +81,24 @@ impl BackendState {
         self.addr
     }
 
-    /// The one eligibility rule: healthy, not ejected, not draining.
+    /// The one eligibility rule: healthy (gateway probes), not withheld
+    /// (draining, or Docker's health check not `healthy`), not ejected.
     ///
-    /// Read on every pick, so any change of the three takes effect on the next
-    /// pick. Three relaxed loads; the clock is read only while an ejection flag is
-    /// set (to tell a running ejection from probation).
+    /// Read on every pick, so any change takes effect on the next pick. Three
+    /// relaxed loads; the clock is read only while an ejection flag is set (to tell
+    /// a running ejection from probation).
     #[inline]
     pub fn is_eligible(&self) -> bool {
         self.health.is_healthy()
-            && !self.draining.load(Ordering::Relaxed)
+            && self.withheld.load(Ordering::Relaxed) == 0
             && !self.health.is_ejected()
+    }
+
+    /// Draining or Docker-unhealthy: no request at all, not even in panic mode
+    /// (which ignores only the gateway's own health verdicts).
+    #[inline]
+    pub fn is_withheld(&self) -> bool {
+        self.withheld.load(Ordering::Relaxed) != 0
     }
 
     /// Requests (and tunnels, and streaming bodies) currently using this backend.
@@ -122,12 +133,33 @@ impl BackendState {
         self.health.set_status(status);
     }
 
+    /// No new requests (admin drain or a stopping container); in-flight ones finish.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.withheld.load(Ordering::Relaxed) & DRAINING != 0
     }
 
+    /// Drains (`true`) or undrains the backend.
     pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+        self.set_withheld(DRAINING, draining);
+    }
+
+    /// What Docker's health check says (`true` also when the container has none,
+    /// and for backends not from Docker).
+    pub fn is_docker_healthy(&self) -> bool {
+        self.withheld.load(Ordering::Relaxed) & DOCKER_UNHEALTHY == 0
+    }
+
+    /// Records Docker's health verdict (`starting`/`unhealthy` → `false`).
+    pub fn set_docker_healthy(&self, healthy: bool) {
+        self.set_withheld(DOCKER_UNHEALTHY, !healthy);
+    }
+
+    fn set_withheld(&self, bit: u8, on: bool) {
+        if on {
+            self.withheld.fetch_or(bit, Ordering::Relaxed);
+        } else {
+            self.withheld.fetch_and(!bit, Ordering::Relaxed);
+        }
     }
 
     /// Whether an outlier ejection is running (see `health::outlier`).
@@ -184,6 +216,11 @@ impl BackendState {
         }
     }
 }
+
+/// [`BackendState`] withheld bit: draining.
+const DRAINING: u8 = 1;
+/// [`BackendState`] withheld bit: Docker's health check is not `healthy`.
+const DOCKER_UNHEALTHY: u8 = 2;
 
 /// Decrements the backend's in-flight count when dropped.
 #[derive(Debug)]
@@ -291,6 +328,18 @@ mod tests {
         assert!(!s.is_eligible());
         s.set_healthy(true);
         assert!(s.is_eligible());
+    }
+
+    #[test]
+    fn docker_health_and_draining_withhold_independently() {
+        let s = state();
+        s.set_docker_healthy(false);
+        assert!(!s.is_eligible() && s.is_withheld() && !s.is_draining());
+        s.set_draining(true);
+        s.set_docker_healthy(true);
+        assert!(!s.is_eligible() && s.is_draining() && s.is_docker_healthy());
+        s.set_draining(false);
+        assert!(s.is_eligible() && !s.is_withheld());
     }
 
     #[test]

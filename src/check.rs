@@ -7,7 +7,9 @@
 
 use std::fmt::Write;
 
-use crate::config::spec::{Balance, HashKey, HostMatch, PoolHealthSpec, Spec, UpstreamVerify};
+use crate::config::spec::{
+    Balance, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, Spec, UpstreamVerify,
+};
 use crate::route::precedence_order;
 
 /// Renders `spec` for humans.
@@ -80,6 +82,22 @@ pub fn render(spec: &Spec) -> String {
             );
             let _ = writeln!(out, "admin   http://{}  ({token}, {state})", a.listen);
         }
+    }
+
+    if let Some(d) = &spec.discovery.docker {
+        let projects = match &d.projects {
+            ProjectFilter::Own => "the gateway's own compose project".to_string(),
+            ProjectFilter::Any => "all".to_string(),
+            ProjectFilter::Only(list) => list.join(", "),
+        };
+        let _ = writeln!(
+            out,
+            "docker  labels {}.*  network {}  projects: {projects}",
+            d.label_prefix,
+            d.network
+                .as_deref()
+                .unwrap_or("(shared with the gateway, else the only one)")
+        );
     }
 
     let _ = writeln!(out, "\nroutes, in the order they are tried:");
@@ -166,7 +184,14 @@ pub fn render(spec: &Spec) -> String {
             }
         };
         let _ = writeln!(out, "  {}  balance={balance}{tls}", p.name);
-        if p.backends.is_empty() {
+        let implied = spec
+            .discovery
+            .docker
+            .as_ref()
+            .is_some_and(|d| d.implied_pools.contains(&p.name));
+        if implied {
+            let _ = writeln!(out, "     (not in the file: filled by Docker labels)");
+        } else if p.backends.is_empty() {
             let _ = writeln!(out, "     (no static backends)");
         }
         for b in &p.backends {
@@ -174,6 +199,33 @@ pub fn render(spec: &Spec) -> String {
             let _ = writeln!(out, "     {}  weight {}{backup}", b.addr, b.weight);
         }
         render_health(&mut out, &p.health);
+    }
+    out
+}
+
+/// Renders what Docker discovery found (`sluicegate discover`).
+pub fn render_discovered(set: &crate::discovery::DiscoveredSet) -> String {
+    let mut out = String::new();
+    if set.pools.is_empty() {
+        let _ = writeln!(out, "no labelled containers are backends");
+    }
+    for (pool, backends) in &set.pools {
+        let _ = writeln!(out, "pool {pool}");
+        for b in backends {
+            let state = match (b.draining, b.docker_healthy) {
+                (true, _) => "draining",
+                (false, true) => "eligible",
+                (false, false) => "docker health: not healthy",
+            };
+            let _ = writeln!(
+                out,
+                "  {}  weight {}  {}  (network {}, {state})",
+                b.addr, b.weight, b.container_name, b.network
+            );
+        }
+    }
+    for s in &set.skipped {
+        let _ = writeln!(out, "skipped {}: {}", s.container_name, s.reason);
     }
     out
 }

@@ -222,8 +222,8 @@ enum Generation {
 /// (bringing it back) where (pool, address) matches and the pool's `tls` setting
 /// is the one the state was made with, and pool state by name; returns the
 /// registries of exactly what the new snapshot holds. What stays in
-/// `old.backends` was removed or replaced. Each backend's `draining` flag is set
-/// from the spec.
+/// `old.backends` was removed or replaced. Each backend's `draining` and Docker
+/// health flags are set from the spec.
 fn rebuild(
     old: &mut Registries,
     retiring: &mut Vec<(Key, Retiring)>,
@@ -262,6 +262,7 @@ fn rebuild(
                 new_backend(pool, b.addr, generation, tls)
             });
             state.set_draining(b.draining);
+            state.set_docker_healthy(b.container.as_ref().is_none_or(|c| c.docker_healthy));
             backends.insert(key, Arc::clone(&state));
             state
         },

@@ -170,12 +170,16 @@ pub fn render_status(view: &StateView) -> String {
             pools.push(vec![p.name.clone(), "(no backends)".into()]);
         }
         for b in &p.backends {
-            let health = match (b.healthy, b.ejected) {
-                (_, true) => "ejected",
-                (true, false) => "healthy",
-                (false, false) => "unhealthy",
+            let health = match (b.healthy, b.ejected, b.docker_healthy) {
+                (_, _, Some(false)) => "docker: not healthy",
+                (_, true, _) => "ejected",
+                (true, false, _) => "healthy",
+                (false, false, _) => "unhealthy",
             };
             let mut source = b.source.as_str().to_owned();
+            if let Some(container) = &b.container {
+                source.push_str(&format!(" ({container})"));
+            }
             if let (Source::Api, Some(ms)) = (b.source, b.ttl_remaining_ms) {
                 source.push_str(&format!(" (ttl {}s)", ms / 1000));
             }
@@ -196,6 +200,20 @@ pub fn render_status(view: &StateView) -> String {
         }
     }
     out.push_str(&table(&pools));
+    if let Some(d) = &view.docker {
+        let link = if d.connected {
+            "connected".to_owned()
+        } else {
+            format!(
+                "DISCONNECTED ({}); last known backends keep serving",
+                d.last_error.as_deref().unwrap_or("not listed yet")
+            )
+        };
+        let _ = writeln!(out, "\ndocker: {link}, {} lists", d.lists);
+        for s in &d.skipped {
+            let _ = writeln!(out, "  skipped {}: {}", s.container, s.reason);
+        }
+    }
     out
 }
 

@@ -1,6 +1,7 @@
 //! Assembles a running gateway from a validated spec: controller task, rollout
 //! manager, proxy, traffic listeners (HTTP and, with `listen.https`, HTTPS), admin
-//! API (with `/metrics`), file reload, certificate reload and metrics upkeep.
+//! API (with `/metrics`), file reload, certificate reload, Docker discovery and
+//! metrics upkeep.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
@@ -8,6 +9,10 @@
 //! [`Gateway::serve`] is the one place the background tasks are spawned; they share a
 //! shutdown signal and are awaited (bounded) after the traffic listeners drained
 //! together.
+//! With `[discovery.docker]`, `serve` waits (bounded) for the first container list
+//! to be applied before it reports ready, so a gateway that just started does not
+//! answer 503 for pools Docker is about to fill; an unreachable engine only
+//! delays readiness by that bound (the pools stay empty until it answers).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,10 +27,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer, MetricsSource};
-use crate::config::spec::Spec;
+use crate::config::spec::{DockerSpec, Spec};
 use crate::config::ConfigErrors;
-use crate::controller::task::{ControlHandle, Task};
+use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
+use crate::discovery::{self, DockerDiscovery};
 use crate::health::HealthEvent;
 use crate::metrics::{Exporter, MetricsError};
 use crate::proxy::Proxy;
@@ -37,6 +43,8 @@ use crate::tls::{self, Frontend};
 
 /// Longest wait for the background tasks after the traffic drain.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
+/// Longest wait at start for Docker's first container list.
+const FIRST_LIST: Duration = Duration::from_secs(3);
 
 /// How a gateway is run beyond what its spec says.
 #[derive(Clone, Debug, Default)]
@@ -46,6 +54,9 @@ pub struct Options {
     pub config_path: Option<PathBuf>,
     /// How the file is reloaded.
     pub reload: ReloadOptions,
+    /// Engine address and timings of Docker discovery (used only with
+    /// `[discovery.docker]`).
+    pub discovery: discovery::Options,
 }
 
 /// Why a gateway could not start.
@@ -86,6 +97,7 @@ pub struct Gateway {
     cert_watcher: Option<CertWatcher>,
     admin: Option<AdminServer>,
     reloader: Option<Reloader>,
+    docker: Option<(DockerSpec, discovery::Options)>,
     ready: Arc<AtomicBool>,
     /// Present when metrics are on (with `[admin]`).
     exporter: Option<Exporter>,
@@ -125,6 +137,11 @@ impl Gateway {
         } else {
             None
         };
+        let docker = spec
+            .discovery
+            .docker
+            .clone()
+            .map(|d| (d, options.discovery.clone()));
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
@@ -200,6 +217,7 @@ impl Gateway {
             cert_watcher,
             admin,
             reloader,
+            docker,
             ready,
             exporter,
         })
@@ -272,12 +290,29 @@ impl Gateway {
             cert_watcher,
             admin,
             reloader,
+            docker,
             ready,
             exporter,
             ..
         } = self;
+        let mut task = task;
         let background = CancellationToken::new();
         let tasks = TaskTracker::new();
+        let first_list = docker.map(|(spec, options)| {
+            let d = DockerDiscovery::spawn(spec, options, background.clone());
+            let status = d.status.clone();
+            task.attach_docker(DockerFeed {
+                sets: d.sets,
+                drains: d.drains,
+                status: d.status,
+            });
+            tasks.spawn(async move {
+                if let Err(err) = d.task.await {
+                    tracing::error!(%err, "docker discovery task failed");
+                }
+            });
+            status
+        });
         tasks.spawn(task.run(background.clone()));
         tasks.spawn(manager.run(background.clone()));
         if let Some(admin) = admin {
@@ -290,6 +325,9 @@ impl Gateway {
             tasks.spawn(exporter.run_upkeep(background.clone()));
         }
         tasks.close();
+        if let Some(status) = first_list {
+            first_list_applied(status, &control).await;
+        }
         ready.store(true, Ordering::Release);
 
         let stop = CancellationToken::new();
@@ -318,5 +356,26 @@ impl Gateway {
         } else {
             Drained::Clean
         }
+    }
+}
+
+/// Waits (at most [`FIRST_LIST`]) until discovery listed the engine once and the
+/// controller task took that set in.
+async fn first_list_applied(
+    mut status: tokio::sync::watch::Receiver<discovery::DiscoveryStatus>,
+    control: &ControlHandle,
+) {
+    let listed = tokio::time::timeout(FIRST_LIST, status.wait_for(|s| s.lists > 0))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if listed {
+        // The set is published before the status; the task takes discovery news
+        // before queued requests, so once this answers the set is live.
+        if control.state().await.is_none() {
+            tracing::debug!("controller stopped before the first Docker list was applied");
+        }
+    } else {
+        let error = status.borrow().last_error.clone().unwrap_or_default();
+        tracing::warn!(%error, "no container list from Docker yet; serving without discovered backends until it answers");
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! What a pick reads is per-backend atomics ([`BackendHealth`], inside
 //! `BackendState`), folded into the one eligibility rule
-//! `BackendState::is_eligible` (healthy && !ejected && !draining). Nothing here
-//! rebuilds snapshots: a probe or an ejection flips an atomic and the next pick sees
-//! it.
+//! `BackendState::is_eligible` (healthy && !ejected && not withheld: draining or
+//! Docker-unhealthy). Nothing here rebuilds snapshots: a probe or an ejection
+//! flips an atomic and the next pick sees it.
 //!
 //! - [`probe`]: one task per backend of a pool with `[pools.health]`, sending
 //!   `GET path` every `interval` and counting `rise` / `fall`;

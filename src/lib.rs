@@ -16,6 +16,7 @@ pub mod config;
 pub mod controller;
 pub mod ctl;
 pub mod demo;
+pub mod discovery;
 pub mod echo_agent;
 pub mod gateway;
 pub mod health;

@@ -54,6 +54,15 @@ enum Command {
         #[arg(short, long, default_value = "routes.toml")]
         config: PathBuf,
     },
+    /// List what Docker discovery finds for routes.toml's [discovery.docker]
+    /// (pools, backends, skipped containers and why); `--watch` follows changes.
+    Discover {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        /// Keep printing the set whenever it changes (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+    },
     /// Show what reloading routes.toml would change in the running gateway (applies nothing).
     Plan {
         #[arg(short, long, default_value = "routes.toml")]
@@ -227,6 +236,8 @@ fn init_logging(log: LogSpec) -> std::io::Result<Option<WriterGuard>> {
     }
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // No colour codes in `docker logs` and files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
     let registry = tracing_subscriber::registry().with(stderr);
     match log.access {
@@ -282,6 +293,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     debounce: reload_debounce,
                     sighup: true,
                 },
+                discovery: Default::default(),
             };
             runtime(workers)?.block_on(async {
                 let gateway = Gateway::bind_with(spec, options).await?;
@@ -301,6 +313,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             })
+        }
+        Command::Discover { config, watch } => {
+            let spec = config::load(&config)?;
+            let docker = spec.discovery.docker.clone().with_context(|| {
+                format!("{} has no enabled [discovery.docker]", config.display())
+            })?;
+            runtime(None)?.block_on(discover(docker, watch))
         }
         Command::Demo { listen, admin } => runtime(None)?.block_on(async {
             let program = std::env::args()
@@ -343,6 +362,34 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `sluicegate discover`: the first full list (bounded), then changes if asked.
+async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<ExitCode> {
+    use sluicegate::discovery::{DockerDiscovery, Options};
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut d = DockerDiscovery::spawn(docker, Options::default(), shutdown.clone());
+    let first = tokio::time::timeout(Duration::from_secs(10), d.status.wait_for(|s| s.lists > 0));
+    if !matches!(first.await, Ok(Ok(_))) {
+        let error = d.status.borrow().last_error.clone();
+        anyhow::bail!(
+            "no container list from Docker within 10s: {}",
+            error.unwrap_or_default()
+        );
+    }
+    print!("{}", check::render_discovered(&d.sets.borrow_and_update()));
+    if watch {
+        loop {
+            tokio::select! {
+                changed = d.sets.changed() => changed.context("discovery stopped")?,
+                _ = shutdown_signal() => break,
+            }
+            println!();
+            print!("{}", check::render_discovered(&d.sets.borrow_and_update()));
+        }
+    }
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ctl rollout …`; with `--watch` the table is printed as it changes.

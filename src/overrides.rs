@@ -271,11 +271,14 @@ impl Overrides {
                         backup: false,
                         draining: false,
                         source: Source::Api,
+                        container: None,
                     });
                 }
             }
             for backend in &mut pool.backends {
-                backend.draining = self.drains.contains(&(pool.name.clone(), backend.addr));
+                // OR: a backend Docker discovery marked draining (its container is
+                // stopping) stays drained whatever the admin API says.
+                backend.draining |= self.drains.contains(&(pool.name.clone(), backend.addr));
             }
         }
         spec

@@ -306,7 +306,7 @@ impl Pool {
             .map(|i| &backups[i])
     }
 
-    /// Envoy's panic mode: fewer than `threshold` % of the (non-draining) primaries
+    /// Envoy's panic mode: fewer than `threshold` % of the (non-withheld) primaries
     /// are eligible, and no backup can stand in for them. Then health is ignored
     /// and load spreads over all of them: better some errors than a few survivors
     /// crushed, or a 503 for everyone when health checks are wrong.
@@ -314,7 +314,7 @@ impl Pool {
     /// Costs one pass over the primaries per pick, only in pools that set a threshold.
     pub fn in_panic(&self, threshold: u8) -> bool {
         let (mut total, mut eligible) = (0usize, 0usize);
-        for b in self.primaries.iter().filter(|b| !b.state.is_draining()) {
+        for b in self.primaries.iter().filter(|b| !b.state.is_withheld()) {
             total += 1;
             eligible += usize::from(b.state.is_eligible());
         }
@@ -322,7 +322,7 @@ impl Pool {
         below && (eligible > 0 || !self.backups.iter().any(|b| b.state.is_eligible()))
     }
 
-    /// A pick that ignores health and ejection (not draining, not `tried`).
+    /// A pick that ignores health and ejection (not withheld, not `tried`).
     fn pick_in_panic(&self, key: Option<u64>, tried: &Tried) -> Option<&Backend> {
         let sets = [
             (&self.primaries, &self.primary_balancer),
@@ -331,7 +331,7 @@ impl Pool {
         sets.into_iter().find_map(|(set, balancer)| {
             balancer
                 .pick(set, key, |i| {
-                    !set[i].state.is_draining() && !tried.contains(&set[i])
+                    !set[i].state.is_withheld() && !tried.contains(&set[i])
                 })
                 .map(|i| &set[i])
         })

@@ -2,9 +2,11 @@
 //!
 //! The same types serialize on the gateway and deserialize in `sluicegate ctl`, so
 //! the two cannot drift. Each value says where it came from (`source`: file | api |
-//! docker | rollout); live numbers (in-flight, health, ejection) are read from the backends'
-//! atomics at the moment of the request. Built by the controller task, which owns
-//! everything it shows.
+//! docker | rollout); live numbers (in-flight, health, ejection) are read from the
+//! backends' atomics at the moment of the request. Backends from Docker name their
+//! container and its Docker health; `docker` shows the engine connection and the
+//! labelled containers that were skipped, with the reason. Built by the controller
+//! task, which owns everything it shows.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 use crate::config::spec::{Balance, PoolName, RouteName, Source, Spec, SplitSpec};
 use crate::controller::task::Counters;
 use crate::controller::Controller;
+use crate::discovery::{DiscoveredSet, DiscoveryStatus};
 use crate::overrides::Overrides;
 
 /// The whole state.
@@ -26,8 +29,52 @@ pub struct StateView {
     pub counters: Counters,
     /// Routes in file order.
     pub routes: Vec<RouteView>,
-    /// Pools in file order.
+    /// Pools in file order (then pools Docker labels created, by name).
     pub pools: Vec<PoolView>,
+    /// Docker discovery, when `[discovery.docker]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerView>,
+}
+
+/// How Docker discovery is doing and which labelled containers it skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerView {
+    /// True between a successful list and the loss of the engine connection
+    /// (while false, the last known backends keep serving).
+    pub connected: bool,
+    /// Container lists so far.
+    pub lists: u64,
+    /// The last connection error, cleared by the next list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Labelled containers that are not backends, with the reason.
+    pub skipped: Vec<SkippedView>,
+}
+
+/// A labelled container discovery skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedView {
+    pub container: String,
+    pub reason: String,
+}
+
+impl DockerView {
+    /// The view of discovery's `status` and current `set`.
+    pub fn new(status: &DiscoveryStatus, set: &DiscoveredSet) -> DockerView {
+        DockerView {
+            connected: status.connected,
+            lists: status.lists,
+            last_error: status.last_error.clone(),
+            skipped: set
+                .skipped
+                .iter()
+                .map(|s| SkippedView {
+                    container: s.container_name.to_string(),
+                    reason: s.reason.to_string(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One route and its split.
@@ -85,6 +132,13 @@ pub struct BackendView {
     /// Response bodies that ended early (backend closed or went silent mid-body).
     #[serde(default)]
     pub broken_streams: u64,
+    /// The container of a backend from Docker (`source: docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Docker's health verdict for that container: false while `starting` or
+    /// `unhealthy` (no traffic then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_healthy: Option<bool>,
     /// For a registered backend with a TTL: time left before it lapses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_remaining_ms: Option<u64>,
@@ -98,6 +152,7 @@ impl StateView {
         overrides: &Overrides,
         counters: Counters,
         config_file: Option<&Path>,
+        docker: Option<DockerView>,
     ) -> StateView {
         let snapshot = controller.shared().load_full();
         let effective: &Spec = snapshot.spec();
@@ -156,6 +211,8 @@ impl StateView {
                             healthy: state.is_none_or(|s| s.is_healthy()),
                             ejected: state.is_some_and(|s| s.is_ejected()),
                             broken_streams: state.map_or(0, |s| s.broken_streams()),
+                            container: b.container.as_ref().map(|c| c.name.to_string()),
+                            docker_healthy: b.container.as_ref().map(|c| c.docker_healthy),
                             ttl_remaining_ms,
                         }
                     })
@@ -167,6 +224,7 @@ impl StateView {
             counters,
             routes,
             pools,
+            docker,
         }
     }
 

@@ -29,6 +29,8 @@ pub struct RawConfig {
     /// `[[routes]]`, in file order.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// `[discovery]`.
+    pub discovery: Option<RawDiscovery>,
     /// `[tls]`: certificates of the HTTPS listener.
     pub tls: Option<RawTls>,
     /// `[log]`.
@@ -43,6 +45,28 @@ pub struct RawLog {
     pub access: Option<String>,
     /// `json` or `text`.
     pub format: Option<String>,
+}
+
+/// `[discovery]`: where backends come from besides the file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// `[discovery.docker]`.
+    pub docker: Option<RawDocker>,
+}
+
+/// `[discovery.docker]`: containers with `sluicegate.*` labels become backends.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDocker {
+    /// On when the table is present, unless `enabled = false`.
+    pub enabled: Option<bool>,
+    /// Label key prefix; `sluicegate` when absent.
+    pub label_prefix: Option<String>,
+    /// Network whose IP to use when a container is on several.
+    pub network: Option<String>,
+    /// Compose projects to watch; `["*"]` for all. Absent: the gateway's own.
+    pub projects: Option<Vec<String>>,
 }
 
 /// `[listen]`.

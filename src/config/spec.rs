@@ -62,6 +62,8 @@ pub struct Spec {
     pub pools: Vec<PoolSpec>,
     /// Routes in file order (precedence is decided by the route table, not here).
     pub routes: Vec<RouteSpec>,
+    /// `[discovery]`; all off when the file has none.
+    pub discovery: DiscoverySpec,
     /// Certificates of the HTTPS listener; present exactly when `listen.https` is.
     pub tls: Option<TlsSpec>,
     /// `[log]`; all defaults (access log off) when the file has none.
@@ -283,6 +285,20 @@ pub struct PoolSpec {
     pub health: PoolHealthSpec,
 }
 
+impl PoolSpec {
+    /// A pool with no static backends and the default policy: what a pool named
+    /// only by routes (with Docker discovery on) or only by labels starts as.
+    pub fn empty(name: PoolName) -> PoolSpec {
+        PoolSpec {
+            name,
+            balance: Balance::RoundRobin,
+            backends: Vec::new(),
+            health: PoolHealthSpec::default(),
+            tls: None,
+        }
+    }
+}
+
 /// The balancing policy inside one pool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Balance {
@@ -316,10 +332,23 @@ pub struct BackendSpec {
     /// Used only when no primary backend of the pool is eligible.
     pub backup: bool,
     /// No new requests; in-flight ones finish. Never set by the file: an admin
-    /// drain (an override) sets it in the effective spec.
+    /// drain (an override) or Docker discovery (a stopping container) sets it in
+    /// the effective spec.
     pub draining: bool,
     /// Who put this backend in its pool.
     pub source: Source,
+    /// The container behind a backend Docker discovery found (`None` otherwise).
+    pub container: Option<ContainerRef>,
+}
+
+/// The container behind a discovered backend, as the running config needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// Container name without Docker's leading `/`.
+    pub name: Arc<str>,
+    /// False while Docker's health check says `starting` or `unhealthy`: such a
+    /// backend gets no traffic, whatever the gateway's own probes say.
+    pub docker_healthy: bool,
 }
 
 /// Largest backend or split weight accepted.
@@ -410,6 +439,44 @@ impl Default for Timeouts {
             idle: Duration::from_secs(300),
         }
     }
+}
+
+/// `[discovery]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiscoverySpec {
+    /// `[discovery.docker]` when present and enabled.
+    pub docker: Option<DockerSpec>,
+}
+
+/// `[discovery.docker]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DockerSpec {
+    /// Label key prefix, e.g. `sluicegate` for `sluicegate.pool`.
+    pub label_prefix: Arc<str>,
+    /// Network whose IP to use when a container is on several (a container's
+    /// `<prefix>.network` label wins over this).
+    pub network: Option<Arc<str>>,
+    /// Which compose projects' containers are considered.
+    pub projects: ProjectFilter,
+    /// Pools that routes name but the file does not define: they exist, empty,
+    /// from the start and are filled by containers whose labels name them.
+    pub implied_pools: Vec<PoolName>,
+}
+
+/// Default `[discovery.docker].label_prefix`.
+pub const DEFAULT_LABEL_PREFIX: &str = "sluicegate";
+
+/// `[discovery.docker].projects`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProjectFilter {
+    /// Absent: the gateway's own compose project when it runs in a compose
+    /// container, every project (and containers outside compose) otherwise.
+    #[default]
+    Own,
+    /// `["*"]`: every container, whatever its project.
+    Any,
+    /// Only containers whose `com.docker.compose.project` is one of these.
+    Only(Vec<String>),
 }
 
 /// Default `[listen].header_read_timeout`.

@@ -180,6 +180,7 @@ timeouts = { connect = "1s", idle = "90s" }
             backup: true,
             draining: false,
             source: Source::File,
+            container: None,
         }
     );
     assert_eq!(

@@ -15,6 +15,7 @@
 //! This module does not read files or parse TOML text.
 
 mod api;
+mod discovery;
 mod health;
 mod limits;
 mod listen;
@@ -26,23 +27,22 @@ mod tls;
 mod values;
 
 pub use api::{validate_backend, validate_split, ApiBackend};
+pub use discovery::{pool_name, weight};
 pub(super) use values::key_path;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
 use super::raw::{RawAdmin, RawListen, RawLog, RawPool, RawRoute};
-use super::spec::Spec;
+use super::spec::{DiscoverySpec, PoolSpec, Spec};
 use super::{ConfigError, ConfigErrors};
 use listen::{check_admin, check_https_needs_tls, check_listen};
 use pool::check_pool;
 use route::check_route;
 
-/// Top-level keys that DESIGN.md describes but this version does not implement.
-const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
-    "discovery",
-    "`discovery` is not supported in this version; remove it and list backends in [[pools]]",
-)];
+/// Top-level keys that DESIGN.md describes but this version does not implement
+/// (none left; the mechanism stays for the next planned key).
+const TOP_UNSUPPORTED: &[(&str, &str)] = &[];
 
 /// Collects errors while validating.
 #[derive(Default)]
@@ -71,16 +71,21 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let pools = doc.remove("pools");
     let routes = doc.remove("routes");
     let log = doc.remove("log");
+    let discovery = doc.remove("discovery");
     let tls = doc.remove("tls");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
             format!(
-                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, tls"
+                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, discovery, tls"
             ),
         );
     }
+    let discovery = match discovery {
+        None => Some(DiscoverySpec::default()),
+        Some(value) => discovery::check_discovery(value, &mut report),
+    };
 
     let listen = match listen {
         Some(value) => {
@@ -134,8 +139,16 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    let defined: Vec<&str> = unique(pool_names.iter().flatten().map(String::as_str));
+    let mut defined: Vec<&str> = unique(pool_names.iter().flatten().map(String::as_str));
     let route_tables = elements(routes, "routes", &mut report);
+    // With Docker discovery on, a split may name a pool the file lacks: labels
+    // fill it. It exists (empty) from the start so the gateway boots with it.
+    let mut discovery = discovery;
+    if let Some(docker) = discovery.as_mut().and_then(|d| d.docker.as_mut()) {
+        docker.implied_pools = discovery::implied_pools(&route_tables, &defined);
+        defined.extend(docker.implied_pools.iter().map(|p| p.as_str()));
+        pool_specs.extend(docker.implied_pools.iter().cloned().map(PoolSpec::empty));
+    }
     let route_names = names_of(&route_tables);
     let mut route_specs = Vec::new();
     for (i, table) in route_tables.into_iter().enumerate() {
@@ -149,23 +162,23 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
-    match (listen, admin, log) {
-        (Some(listen), Some(Some(admin)), Some(log)) if report.errors.is_empty() => Ok(Spec {
-            listen,
-            admin: Some(admin),
-            pools: pool_specs,
-            routes: route_specs,
-            log,
-            tls,
-        }),
-        (Some(listen), None, Some(log)) if report.errors.is_empty() => Ok(Spec {
-            listen,
-            admin: None,
-            pools: pool_specs,
-            routes: route_specs,
-            log,
-            tls,
-        }),
+    let admin = match admin {
+        None => Some(None),
+        Some(Some(admin)) => Some(Some(admin)),
+        Some(None) => None,
+    };
+    match (listen, admin, discovery, log) {
+        (Some(listen), Some(admin), Some(discovery), Some(log)) if report.errors.is_empty() => {
+            Ok(Spec {
+                listen,
+                admin,
+                pools: pool_specs,
+                routes: route_specs,
+                discovery,
+                log,
+                tls,
+            })
+        }
         _ => Err(ConfigErrors(report.errors)),
     }
 }

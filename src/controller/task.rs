@@ -3,16 +3,22 @@
 //! Every source of change sends an [`Update`] on one channel: the file watcher a
 //! newly validated spec (or news that the file was invalid, to be counted), the
 //! admin API a [`Change`] (and the rollout manager its steps, [`Change::Rollout`]),
-//! and callers that only read (state, plan, rollout records) a question. The
-//! task owns the last good file spec and the admin [`Overrides`]; after each change
-//! it computes the effective spec (`overrides.merge(file)`), persists the overrides
-//! when they changed, and calls [`Controller::apply`] — the single publish path.
+//! and callers that only read (state, plan, rollout records) a question. Docker
+//! discovery, when on, is a second input ([`DockerFeed`]: whole sets on a `watch`,
+//! drain hints on a queue; see `discovered`). The task owns the last good file
+//! spec, the last discovered set and the admin [`Overrides`]; after each change it
+//! computes the effective spec (`overrides.merge(file + discovered)`), persists the
+//! overrides when they changed, and calls [`Controller::apply`] — the single
+//! publish path.
 //! Replies go back on a oneshot *after* the snapshot is live, so an API call that
 //! returned 2xx is already routing traffic. The same loop wakes for TTL expiries and
 //! for closing streams of removed backends.
 
 mod change;
+mod discovered;
 mod file;
+
+pub use discovered::DockerFeed;
 
 use std::path::PathBuf;
 
@@ -25,6 +31,7 @@ use super::{Controller, SharedSnapshot};
 use crate::admin::state_view::StateView;
 use crate::config::validate::ApiBackend;
 use crate::config::{ConfigError, ConfigErrors, Spec};
+use crate::discovery::DiscoveredSet;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
 use crate::rollout::{Rollout, Weight};
@@ -202,6 +209,12 @@ pub struct Task {
     controller: Controller,
     /// The last valid file spec (never contains overrides).
     file: Spec,
+    /// Docker discovery's channels, when it runs.
+    docker: Option<DockerFeed>,
+    /// The last set discovery published (empty without discovery).
+    discovered: DiscoveredSet,
+    /// `file` + `discovered`: what the overrides are laid over.
+    base: Spec,
     overrides: Overrides,
     state_file: Option<PathBuf>,
     config_path: Option<PathBuf>,
@@ -219,7 +232,9 @@ impl Task {
             Some(path) => load_overrides(path, &file),
             None => Overrides::default(),
         };
-        let controller = Controller::new(overrides.merge(&file));
+        let discovered = DiscoveredSet::default();
+        let base = discovered::base_of(&file, &discovered);
+        let controller = Controller::new(overrides.merge(&base));
         let shared = controller.shared();
         let (counters, counters_rx) = watch::channel(Counters {
             generation: controller.generation(),
@@ -229,6 +244,9 @@ impl Task {
         let task = Task {
             controller,
             file,
+            docker: None,
+            discovered,
+            base,
             overrides,
             state_file,
             config_path,
@@ -264,7 +282,9 @@ impl Task {
                 }
             };
             tokio::select! {
+                biased;
                 () = shutdown.cancelled() => break,
+                news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news),
                 update = self.rx.recv() => match update {
                     Some(update) => self.handle(update),
                     None => break,
@@ -331,7 +351,7 @@ impl Task {
 
     /// The one publish path: effective spec → [`Controller::apply`].
     fn publish(&mut self) {
-        self.controller.apply(self.overrides.merge(&self.file));
+        self.controller.apply(self.overrides.merge(&self.base));
         let generation = self.controller.generation();
         self.counters.send_modify(|c| c.generation = generation);
     }
@@ -357,11 +377,13 @@ impl Task {
             &self.overrides,
             *self.counters.borrow(),
             self.config_path.as_deref(),
+            self.docker_view(),
         )
     }
 
     fn plan(&self, next: &Spec) -> Plan {
         let running = self.controller.shared.load_full();
-        crate::plan::plan(running.spec(), &self.file, &self.overrides, next)
+        let next = discovered::base_of(next, &self.discovered);
+        crate::plan::plan(running.spec(), &self.base, &self.overrides, &next)
     }
 }

@@ -1,4 +1,8 @@
 //! Shared helpers: start a gateway and echo agents on 127.0.0.1, send requests.
+//! Docker helpers (engine, images, scopes) are in [`docker`].
+
+pub mod docker;
+pub mod load;
 
 pub mod live;
 

@@ -124,5 +124,6 @@ pub(super) fn check_backend(
         backup: backend.backup,
         draining: false,
         source: Source::File,
+        container: None,
     })
 }

@@ -8,16 +8,7 @@ fn unknown_top_level_key_lists_accepted() {
     assert_one(
         &format!("{LISTEN}[listne]\nx = 1\n"),
         "listne",
-        "accepted top-level keys: listen, admin, log, pools, routes, tls",
-    );
-}
-
-#[test]
-fn planned_top_level_key_says_not_supported() {
-    assert_one(
-        &format!("{LISTEN}[discovery]\nx = 1\n"),
-        "discovery",
-        "`discovery` is not supported in this version",
+        "accepted top-level keys: listen, admin, log, pools, routes, discovery, tls",
     );
 }
 

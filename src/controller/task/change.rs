@@ -66,11 +66,16 @@ impl Task {
             Change::Register { pool, body } => {
                 let pool = self.pool(&pool)?;
                 let (backend, ttl) = validate_backend(&body).map_err(ChangeError::Invalid)?;
-                if pool.backends.iter().any(|b| b.addr == backend.addr) {
-                    return Err(conflict(format!(
+                match listed(pool, backend.addr) {
+                    Some(Source::Docker) => return Err(conflict(format!(
+                        "{} is a backend of pool {} found by Docker discovery; register only backends nothing else lists",
+                        backend.addr, pool.name
+                    ))),
+                    Some(_) => return Err(conflict(format!(
                         "{} is a backend of pool {} in the config file; register only backends the file does not list",
                         backend.addr, pool.name
-                    )));
+                    ))),
+                    None => {}
                 }
                 let key = (pool.name.clone(), backend.addr);
                 if !next.backends().contains_key(&key) {
@@ -82,10 +87,18 @@ impl Task {
             Change::Deregister { pool, addr } => {
                 let pool = self.pool(&pool)?;
                 let addr = parse_addr(&addr)?;
-                if pool.backends.iter().any(|b| b.addr == addr) {
-                    return Err(conflict(format!(
-                        "{addr} comes from the config file; remove it there (or drain it)"
-                    )));
+                match listed(pool, addr) {
+                    Some(Source::Docker) => {
+                        return Err(conflict(format!(
+                            "{addr} comes from Docker discovery; stop its container (or drain it)"
+                        )))
+                    }
+                    Some(_) => {
+                        return Err(conflict(format!(
+                            "{addr} comes from the config file; remove it there (or drain it)"
+                        )))
+                    }
+                    None => {}
                 }
                 let key = (pool.name.clone(), addr);
                 if !next.deregister(&key) {
@@ -235,14 +248,15 @@ impl Task {
         weights.sort_by(|(a, _), (b, _)| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
     }
 
-    /// The pool named in the URL, as the file defines it.
+    /// The pool named in the URL, as the file and Docker discovery define it
+    /// (without admin-registered backends).
     fn pool(&self, name: &str) -> Result<&PoolSpec, ChangeError> {
-        self.file
+        self.base
             .pools
             .iter()
             .find(|p| p.name.as_str() == name)
             .ok_or_else(|| {
-                let known: Vec<&str> = self.file.pools.iter().map(|p| p.name.as_str()).collect();
+                let known: Vec<&str> = self.base.pools.iter().map(|p| p.name.as_str()).collect();
                 not_found(
                     "pool",
                     format!("no pool named {name:?}; pools: {}", known.join(", ")),
@@ -256,6 +270,14 @@ enum Answer {
     Route(RouteName),
     Backend(PoolName, SocketAddr),
     Gone(PoolName, SocketAddr),
+}
+
+/// Who lists `addr` in `pool` apart from the admin API, if anyone.
+fn listed(pool: &PoolSpec, addr: SocketAddr) -> Option<Source> {
+    pool.backends
+        .iter()
+        .find(|b| b.addr == addr)
+        .map(|b| b.source)
 }
 
 fn parse_addr(addr: &str) -> Result<SocketAddr, ChangeError> {

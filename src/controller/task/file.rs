@@ -30,11 +30,13 @@ impl Task {
                 tracing::info!(%route, "the file's split of this route changed, but an admin override is in force; `sluicegate ctl split {route} --reset` returns it to the file");
             }
         }
-        let dropped = self.overrides.prune(&spec);
+        let base = super::discovered::base_of(&spec, &self.discovered);
+        let dropped = self.overrides.prune(&base);
         for d in &dropped {
             tracing::warn!(override = %d.what, why = %d.why, "admin override dropped on reload");
         }
         self.file = spec;
+        self.base = base;
         if !dropped.is_empty() {
             self.persist_or_log();
         }
@@ -82,6 +84,32 @@ fn keep_listeners(running: &Spec, next: &mut Spec) {
     if running.log != next.log {
         tracing::warn!("[log] changed in the file; log settings apply at the next restart");
         next.log = running.log;
+    }
+    // The discovery task runs with the settings it started with; only the pools
+    // routes imply follow the file (they are part of the routing, not of discovery).
+    let settings = |s: &Spec| {
+        s.discovery.docker.as_ref().map(|d| {
+            (
+                d.label_prefix.clone(),
+                d.network.clone(),
+                d.projects.clone(),
+            )
+        })
+    };
+    if settings(running) != settings(next) {
+        tracing::warn!(
+            "[discovery.docker] changed in the file; discovery settings apply at the next restart"
+        );
+        let implied = next
+            .discovery
+            .docker
+            .take()
+            .map(|d| d.implied_pools)
+            .unwrap_or_default();
+        next.discovery.docker = running.discovery.docker.clone().map(|mut d| {
+            d.implied_pools = implied;
+            d
+        });
     }
 }
 

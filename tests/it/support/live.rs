@@ -10,6 +10,7 @@ use http::{Method, Request};
 use http_body_util::Full;
 use sluicegate::admin::state_view::StateView;
 use sluicegate::controller::task::{ControlHandle, Counters};
+use sluicegate::discovery::Options as DiscoveryOptions;
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
 use sluicegate::rollout::RolloutHandle;
@@ -52,6 +53,15 @@ impl LiveGateway {
 
     /// Starts from `text` written as `routes.toml` in `dir`.
     pub async fn start_in(dir: tempfile::TempDir, text: &str) -> LiveGateway {
+        LiveGateway::start_with(dir, text, DiscoveryOptions::default()).await
+    }
+
+    /// Starts from `text` in `dir` with these Docker discovery options.
+    pub async fn start_with(
+        dir: tempfile::TempDir,
+        text: &str,
+        discovery: DiscoveryOptions,
+    ) -> LiveGateway {
         let path = dir.path().join("routes.toml");
         std::fs::write(&path, text).expect("write config");
         let spec = sluicegate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -62,6 +72,7 @@ impl LiveGateway {
                 debounce: DEBOUNCE,
                 sighup: false,
             },
+            discovery,
         };
         let gateway = Gateway::bind_with(spec, options).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
