@@ -15,7 +15,7 @@
 #   BENCH_ACCESS_LOG=off|stdout off (default, like the nginx/haproxy configs); stdout:
 #                               one line per request to the script's log file
 #   BENCH_LOG_FORMAT=json|text  format of those lines (default json)
-# e.g. --candidate 'BENCH_METRICS=off benches/proxy/candidate.sh'
+# e.g. --candidate 'env BENCH_METRICS=off benches/proxy/candidate.sh'
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 listen=${BENCH_LISTEN:-127.0.0.1:8080}
