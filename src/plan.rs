@@ -72,7 +72,27 @@ pub fn plan(running: &Spec, file: &Spec, overrides: &Overrides, next: &Spec) -> 
             ));
         }
     }
-    let (old, new) = (&running.listen, &next.listen);
+    let mut kept_next = next.clone();
+    notes.extend(
+        keep_restart_only(running, &mut kept_next)
+            .into_iter()
+            .map(String::from),
+    );
+    Plan {
+        changes,
+        dropped,
+        notes,
+    }
+}
+
+/// Settings a reload cannot change (listeners, the certificate list, admin, log,
+/// discovery): keeps the running ones in `next` and returns one note per section
+/// kept. The reload logs the notes; `plan` shows them. `stream_close_delay` is not a listener setting and does change; nor
+/// is a pool's `tls`. The HTTPS listener's certificate *list* (`[tls]`) is fixed
+/// at start too; the certificate files themselves are reloaded by `tls::watch`.
+pub fn keep_restart_only(running: &Spec, next: &mut Spec) -> Vec<&'static str> {
+    let mut notes = Vec::new();
+    let (old, new) = (&running.listen, &mut next.listen);
     if (
         old.http,
         old.max_connections,
@@ -86,22 +106,50 @@ pub fn plan(running: &Spec, file: &Spec, overrides: &Overrides, next: &Spec) -> 
         new.https,
         new.redirect_https,
     ) {
-        notes.push("[listen] changes apply only at the next restart".into());
+        notes.push("[listen] changes apply only at the next restart");
+        new.http = old.http;
+        new.max_connections = old.max_connections;
+        new.header_read_timeout = old.header_read_timeout;
+        new.https = old.https;
+        new.redirect_https = old.redirect_https;
     }
     if running.tls != next.tls {
-        notes.push("[tls] changes (certificate list, handshake_timeout) apply only at the next restart; certificate file contents are reloaded when they change".into());
+        notes.push("[tls] changes (certificate list, handshake_timeout) apply only at the next restart; certificate file contents are reloaded when they change");
+        next.tls.clone_from(&running.tls);
     }
     if running.admin != next.admin {
-        notes.push("[admin] changes apply only at the next restart".into());
+        notes.push("[admin] changes apply only at the next restart");
+        next.admin.clone_from(&running.admin);
     }
     if running.log != next.log {
-        notes.push("[log] changes apply only at the next restart".into());
+        notes.push("[log] changes apply only at the next restart");
+        next.log = running.log;
     }
-    Plan {
-        changes,
-        dropped,
-        notes,
+    // The discovery task runs with the settings it started with; only the pools
+    // routes imply follow the file (they are part of the routing, not of discovery).
+    let settings = |s: &Spec| {
+        s.discovery.docker.as_ref().map(|d| {
+            (
+                d.label_prefix.clone(),
+                d.network.clone(),
+                d.projects.clone(),
+            )
+        })
+    };
+    if settings(running) != settings(next) {
+        notes.push("[discovery.docker] changes apply only at the next restart");
+        let implied = next
+            .discovery
+            .docker
+            .take()
+            .map(|d| d.implied_pools)
+            .unwrap_or_default();
+        next.discovery.docker = running.discovery.docker.clone().map(|mut d| {
+            d.implied_pools = implied;
+            d
+        });
     }
+    notes
 }
 
 /// Everything that differs between two effective specs.

@@ -174,3 +174,28 @@ fn tls_listener_changes_are_noted_and_pool_tls_is_planned() {
         assert!(text.contains(line), "{line:?} not in\n{text}");
     }
 }
+
+#[test]
+fn discovery_setting_changes_are_noted_like_the_reload_keeps_them() {
+    let file = parse(FILE).expect("valid");
+    let next = parse(&format!(
+        "{FILE}\n[discovery.docker]\nnetwork = \"front\"\n"
+    ))
+    .expect("valid");
+    let p = plan(&file, &file, &Overrides::default(), &next);
+    let text = lines(&p).join("\n");
+    assert!(
+        text.contains("note: [discovery.docker] changes apply only at the next restart"),
+        "{text}"
+    );
+    // The reload and the plan share one rule: what is noted is what is kept.
+    let mut kept = next.clone();
+    assert_eq!(
+        keep_restart_only(&file, &mut kept),
+        ["[discovery.docker] changes apply only at the next restart"]
+    );
+    assert_eq!(
+        kept.discovery.docker.is_some(),
+        file.discovery.docker.is_some()
+    );
+}

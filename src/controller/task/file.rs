@@ -18,7 +18,9 @@ use crate::state_file;
 impl Task {
     /// A valid file replaced the old one: keep what applies, publish.
     pub(super) fn reload(&mut self, mut spec: Spec) {
-        keep_listeners(&self.file, &mut spec);
+        for note in crate::plan::keep_restart_only(&self.file, &mut spec) {
+            tracing::warn!("config file changed: {note}");
+        }
         for route in self.overrides.splits().keys() {
             let split_of = |s: &Spec| {
                 s.routes
@@ -44,72 +46,6 @@ impl Task {
         crate::metrics::count_reload(true);
         self.counters.send_modify(|c| c.reloads_ok += 1);
         tracing::info!(generation = self.controller.generation(), "config reloaded");
-    }
-}
-
-/// Listener settings cannot change without a restart: keep the running ones (and
-/// say so). `stream_close_delay` is not a listener setting and does change; nor
-/// is a pool's `tls`. The HTTPS listener's certificate *list* (`[tls]`) is fixed
-/// at start too; the certificate files themselves are reloaded by `tls::watch`.
-fn keep_listeners(running: &Spec, next: &mut Spec) {
-    let (old, new) = (&running.listen, &mut next.listen);
-    if (
-        old.http,
-        old.max_connections,
-        old.header_read_timeout,
-        old.https,
-        old.redirect_https,
-    ) != (
-        new.http,
-        new.max_connections,
-        new.header_read_timeout,
-        new.https,
-        new.redirect_https,
-    ) {
-        tracing::warn!("[listen] changed in the file; listener settings apply at the next restart");
-        new.http = old.http;
-        new.max_connections = old.max_connections;
-        new.header_read_timeout = old.header_read_timeout;
-        new.https = old.https;
-        new.redirect_https = old.redirect_https;
-    }
-    if running.tls != next.tls {
-        tracing::warn!("[tls] changed in the file; the certificate list and handshake_timeout apply at the next restart (the contents of the certificate files are reloaded when they change)");
-        next.tls.clone_from(&running.tls);
-    }
-    if running.admin != next.admin {
-        tracing::warn!("[admin] changed in the file; admin settings apply at the next restart");
-        next.admin.clone_from(&running.admin);
-    }
-    if running.log != next.log {
-        tracing::warn!("[log] changed in the file; log settings apply at the next restart");
-        next.log = running.log;
-    }
-    // The discovery task runs with the settings it started with; only the pools
-    // routes imply follow the file (they are part of the routing, not of discovery).
-    let settings = |s: &Spec| {
-        s.discovery.docker.as_ref().map(|d| {
-            (
-                d.label_prefix.clone(),
-                d.network.clone(),
-                d.projects.clone(),
-            )
-        })
-    };
-    if settings(running) != settings(next) {
-        tracing::warn!(
-            "[discovery.docker] changed in the file; discovery settings apply at the next restart"
-        );
-        let implied = next
-            .discovery
-            .docker
-            .take()
-            .map(|d| d.implied_pools)
-            .unwrap_or_default();
-        next.discovery.docker = running.discovery.docker.clone().map(|mut d| {
-            d.implied_pools = implied;
-            d
-        });
     }
 }
 
