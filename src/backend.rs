@@ -173,6 +173,13 @@ impl BackendState {
         self.ewma.estimate_ns()
     }
 
+    /// The latency estimate as last stored, for comparing backends on the pick path
+    /// without reading the clock (see [`LatencyStamp::scaled_lt`]).
+    #[inline]
+    pub fn latency_stamp(&self) -> LatencyStamp {
+        self.ewma.stamp()
+    }
+
     /// Feeds one observed response latency into the estimate.
     pub fn observe_latency(&self, rtt: Duration) {
         self.ewma.observe(rtt);
@@ -274,6 +281,13 @@ impl PeakEwma {
         value * (-elapsed / EWMA_DECAY_NS).exp()
     }
 
+    fn stamp(&self) -> LatencyStamp {
+        LatencyStamp {
+            value_ns: f64::from_bits(self.value.load(Ordering::Relaxed)),
+            at_ns: self.stamp.load(Ordering::Relaxed),
+        }
+    }
+
     fn observe(&self, rtt: Duration) {
         let sample = rtt.as_nanos() as f64;
         let now = now_ns();
@@ -288,6 +302,45 @@ impl PeakEwma {
         self.value.store(next.to_bits(), Ordering::Relaxed);
         self.stamp.store(now, Ordering::Relaxed);
     }
+}
+
+/// A peak-EWMA latency estimate as stored at its last update: `value_ns` at `at_ns`.
+///
+/// Its value now is `value_ns × e^(−(now − at_ns) / τ)`. Two such estimates decay by
+/// the same factor from the later stamp on, so which of them is smaller does not
+/// depend on `now`: comparing them needs neither a clock read nor a second `exp()`
+/// (one `exp()` of the stamps' difference). That keeps `p2c`'s pick cheap.
+#[derive(Clone, Copy, Debug)]
+pub struct LatencyStamp {
+    value_ns: f64,
+    at_ns: u64,
+}
+
+impl LatencyStamp {
+    /// Whether `self × a < other × b` once both are decayed to the same instant
+    /// (any instant at or after both stamps: the answer is the same).
+    #[inline]
+    pub fn scaled_lt(self, a: f64, other: LatencyStamp, b: f64) -> bool {
+        // Decay the older estimate to the newer stamp; the exponent is ≤ 0, so the
+        // factor is in (0, 1] (0 after ~2 h apart) and nothing overflows.
+        if self.at_ns <= other.at_ns {
+            let decay = decay_factor(other.at_ns - self.at_ns);
+            self.value_ns * decay * a < other.value_ns * b
+        } else {
+            let decay = decay_factor(self.at_ns - other.at_ns);
+            self.value_ns * a < other.value_ns * decay * b
+        }
+    }
+}
+
+/// `e^(−elapsed / τ)`: how much an idle estimate shrinks over `elapsed_ns`.
+#[inline]
+fn decay_factor(elapsed_ns: u64) -> f64 {
+    if elapsed_ns == 0 {
+        // Same stamp (e.g. both never observed since a common start): no exp().
+        return 1.0;
+    }
+    (-(elapsed_ns as f64) / EWMA_DECAY_NS).exp()
 }
 
 /// Nanoseconds since the first call in this process (monotonic).
@@ -340,6 +393,25 @@ mod tests {
         assert!(!s.is_eligible() && s.is_draining() && s.is_docker_healthy());
         s.set_draining(false);
         assert!(s.is_eligible() && !s.is_withheld());
+    }
+
+    #[test]
+    fn latency_stamps_compare_as_decayed_estimates() {
+        let at = |value_ns: f64, at_ns: u64| LatencyStamp { value_ns, at_ns };
+        // 100 ms stored 10 s (one τ) before 50 ms: decayed to 36.8 ms, so smaller.
+        let old = at(100e6, 0);
+        let new = at(50e6, 10_000_000_000);
+        assert!(old.scaled_lt(1.0, new, 1.0));
+        assert!(!new.scaled_lt(1.0, old, 1.0));
+        // Twice the load on the old one makes it 73.6 ms: now the new one wins.
+        assert!(new.scaled_lt(1.0, old, 2.0));
+        // Same stamp: plain comparison, equal is not less.
+        assert!(!at(5.0, 7).scaled_lt(1.0, at(5.0, 7), 1.0));
+        // Hours apart: the old estimate decays to 0 without NaN or overflow.
+        let ancient = at(1e12, 0);
+        let recent = at(1.0, 100_000_000_000_000);
+        assert!(ancient.scaled_lt(1e9, recent, 1.0));
+        assert!(!recent.scaled_lt(1.0, ancient, 1e9));
     }
 
     #[test]

@@ -19,13 +19,17 @@
 //!
 //! Cost of one pick, `n` = backends in the slice (details in each file's header):
 //!
-//! | policy        | all usable   | worst case (few or none usable)        |
-//! |---------------|--------------|----------------------------------------|
-//! | `round_robin` | O(1)         | O(cycle length), cycle ≤ 65 536        |
-//! | `least_conn`  | O(n)         | O(n)                                   |
-//! | `p2c`         | O(1)         | O(n)                                   |
-//! | `hash`        | O(log ring)  | O(ring), ring ≤ ~200 000; O(n) if none |
+//! | policy        | all usable            | worst case (few or none usable)        |
+//! |---------------|-----------------------|----------------------------------------|
+//! | `round_robin` | O(1)                  | O(cycle length), cycle ≤ 65 536        |
+//! | `least_conn`  | O(n) to 16, O(1) over | O(n)                                   |
+//! | `p2c`         | O(1)                  | O(n)                                   |
+//! | `hash`        | O(1) expected         | O(ring), ring ≤ ~200 000; O(n) if none |
+//!
+//! `least_conn` scans pools of up to 16 backends exactly and compares a weighted
+//! random sample of 4 in larger ones (see its module doc).
 
+mod alias;
 mod hash;
 mod least_conn;
 mod p2c;

@@ -13,10 +13,17 @@
 //! than an exact ratio) only changes when the total crosses a power of two, so adding
 //! or removing one backend rarely rescales the others.
 //!
-//! Pick cost: O(log ring) binary search plus a short clockwise walk past unusable
-//! points; O(ring) worst case while some backend is usable, O(n) when none is (one
-//! check after `n` misses). Without a key, a random point is used: a random usable
-//! backend, weighted by ring share.
+//! Finding the first point ≥ the key goes through a bucket index built with the
+//! ring: the top bits of a point select a bucket holding the range of ring positions
+//! whose points share those bits (about one point per bucket), and only that range
+//! is searched. A plain binary search over 200 000 points is ~18 dependent cache
+//! misses (~110 ns a pick at 1000 backends); the bucket index makes it two or three.
+//! Points and owners are kept in separate arrays so the search touches only points.
+//!
+//! Pick cost: O(1) expected lookup (bucket, then a search of its few points) plus a
+//! short clockwise walk past unusable points; O(ring) worst case while some backend
+//! is usable, O(n) when none is (one check after `n` misses). Without a key, a
+//! random point is used: a random usable backend, weighted by ring share.
 
 use std::fmt::Write as _;
 
@@ -24,14 +31,26 @@ use crate::backend::Backend;
 
 /// Virtual nodes per unit of weight: ±10 % key share per backend at weight 1.
 const POINTS_PER_WEIGHT: u64 = 100;
-/// Rough upper bound on ring points (16 bytes each, so ~3 MiB).
+/// Rough upper bound on ring points (12 bytes each, so ~2.4 MiB).
 const MAX_POINTS: u64 = 200_000;
 
-/// A sorted ring of `(point, backend index)`.
+/// Most bits of a point the bucket index uses: 2^18 buckets (1 MiB of `u32`) covers
+/// a ring of [`MAX_POINTS`] at about one point per bucket.
+const MAX_BUCKET_BITS: u32 = 18;
+
+/// A sorted ring of points, each owned by a backend index.
 #[derive(Debug)]
 pub struct HashRing {
-    /// Sorted by point, then by backend address (a tie-break independent of order).
-    ring: Box<[(u64, u32)]>,
+    /// Sorted ascending; ties (64-bit collisions) by owner address, so the order
+    /// does not depend on the slice order.
+    points: Box<[u64]>,
+    /// `owners[k]` is the backend index of `points[k]`.
+    owners: Box<[u32]>,
+    /// The top `bucket_bits` bits of a point select bucket `b`; `buckets[b]` is the
+    /// first ring position whose point is in bucket `b` or later (so bucket `b` is
+    /// `buckets[b]..buckets[b + 1]`). `2^bucket_bits + 1` entries, the last = len.
+    buckets: Box<[u32]>,
+    bucket_bits: u32,
     /// Length of the slice this was built for (every index is below it).
     backends: usize,
 }
@@ -49,9 +68,13 @@ impl HashRing {
         let mut label = String::new();
         for (index, backend) in backends.iter().enumerate() {
             let index = u32::try_from(index).expect("pool holds fewer than 2^32 backends");
+            // "<addr>#" once per backend, then only the vnode number per point.
+            label.clear();
+            write!(label, "{}#", backend.addr).expect("writing to a String");
+            let base = label.len();
             for vnode in 0..(wanted(backend) >> shift).max(1) {
-                label.clear();
-                write!(label, "{}#{}", backend.addr, vnode).expect("writing to a String");
+                label.truncate(base);
+                write!(label, "{vnode}").expect("writing to a String");
                 ring.push((super::key_hash(label.as_bytes()), index));
             }
         }
@@ -61,10 +84,35 @@ impl HashRing {
             let addr = |i: u32| backends[i as usize].addr;
             a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
         });
+        let (points, owners): (Vec<u64>, Vec<u32>) = ring.into_iter().unzip();
+        // About one point per bucket: floor(log2(len)) bits, capped.
+        let bucket_bits = points.len().max(1).ilog2().min(MAX_BUCKET_BITS);
+        // One pass: bucket b starts at the first point whose bucket is ≥ b.
+        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
+        let mut k = 0;
+        for b in 0..=1u64 << bucket_bits {
+            while k < points.len() && bucket_of(points[k], bucket_bits) < b {
+                k += 1;
+            }
+            buckets.push(u32::try_from(k).expect("ring holds fewer than 2^32 points"));
+        }
         HashRing {
-            ring: ring.into_boxed_slice(),
+            points: points.into_boxed_slice(),
+            owners: owners.into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
+            bucket_bits,
             backends: backends.len(),
         }
+    }
+
+    /// Position of the first point ≥ `point` (`len` when there is none).
+    #[inline]
+    fn first_at_or_after(&self, point: u64) -> usize {
+        let b = bucket_of(point, self.bucket_bits) as usize;
+        let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
+        // Points before `lo` are in earlier buckets (smaller); from `hi` on, in later
+        // ones (larger): the answer is in lo..=hi.
+        lo + self.points[lo..hi].partition_point(|&p| p < point)
     }
 
     /// The first usable backend clockwise of `key` (of a random point without one).
@@ -74,7 +122,7 @@ impl HashRing {
         key: Option<u64>,
         usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let len = self.ring.len();
+        let len = self.points.len();
         if len == 0 || backends.is_empty() {
             return None;
         }
@@ -85,9 +133,13 @@ impl HashRing {
         );
         let point = key.unwrap_or_else(|| fastrand::u64(..));
         // First point ≥ key; past the last point the ring wraps to the first.
-        let start = self.ring.partition_point(|&(p, _)| p < point);
+        let mut at = self.first_at_or_after(point);
         for step in 0..len {
-            let i = self.ring[(start + step) % len].1 as usize;
+            if at == len {
+                at = 0;
+            }
+            let i = self.owners[at] as usize;
+            at += 1;
             if usable(i) {
                 return Some(i);
             }
@@ -97,6 +149,12 @@ impl HashRing {
         }
         None
     }
+}
+
+/// The bucket of `point`: its top `bits` bits (0 when `bits` is 0).
+#[inline]
+fn bucket_of(point: u64, bits: u32) -> u64 {
+    point.checked_shr(64 - bits).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -205,15 +263,32 @@ mod tests {
         let backends = test_backends(&[1_000_000, 999_999, 1]);
         let ring = HashRing::build(&backends);
         assert!(
-            ring.ring.len() as u64 <= MAX_POINTS + 3,
+            ring.points.len() as u64 <= MAX_POINTS + 3,
             "{}",
-            ring.ring.len()
+            ring.points.len()
         );
-        assert!(ring.ring.windows(2).all(|w| w[0].0 <= w[1].0));
-        assert!(
-            ring.ring.iter().any(|&(_, i)| i == 2),
-            "light backend kept a point"
-        );
+        assert!(ring.points.windows(2).all(|w| w[0] <= w[1]));
+        assert!(ring.owners.contains(&2), "light backend kept a point");
+    }
+
+    #[test]
+    fn hash_bucket_index_agrees_with_binary_search() {
+        // Keys at, just around and between ring points, and the extremes: the bucket
+        // lookup must land where a plain search of the whole ring does.
+        fastrand::seed(17);
+        for weights in [&[1][..], &[1, 2], &[3; 37], &[1_000_000, 999_999, 1]] {
+            let backends = test_backends(weights);
+            let ring = HashRing::build(&backends);
+            let near = ring
+                .points
+                .iter()
+                .flat_map(|&p| [p.wrapping_sub(1), p, p.wrapping_add(1)]);
+            let random = (0..10_000).map(|_| fastrand::u64(..));
+            for key in near.chain(random).chain([0, u64::MAX]) {
+                let want = ring.points.partition_point(|&p| p < key);
+                assert_eq!(ring.first_at_or_after(key), want, "key {key:#x}");
+            }
+        }
     }
 
     #[test]
