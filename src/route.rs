@@ -4,14 +4,19 @@
 //! host, then wildcard host, then any host; then the longer path prefix; then more
 //! header conditions; then a method condition. Ties keep file order. A request takes
 //! the first route in that order that matches, which is the most specific match.
+//! [`RouteIndex`] finds that route without trying the routes whose host cannot match.
 //!
 //! This module does not choose a pool (see `split`) or a backend (see `balance`).
+
+mod index;
 
 use std::cmp::Ordering;
 
 use http::{HeaderMap, Method};
 
 use crate::config::spec::{HostMatch, MatchSpec};
+
+pub use index::RouteIndex;
 
 /// What a request offers to the matcher. `host` is without port.
 #[derive(Clone, Copy, Debug)]

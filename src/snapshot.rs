@@ -25,7 +25,7 @@ use crate::config::MatchSpec;
 use crate::health::{PoolHealth, FULL_RAMP};
 use crate::metrics::handles::RouteMetrics;
 use crate::metrics::{BackendMetrics, PairMetrics, Registrar};
-use crate::route::{self, RequestView};
+use crate::route::{self, RequestView, RouteIndex};
 use crate::sessions::SessionTable;
 use crate::split::{cookie_value, Split};
 
@@ -34,6 +34,8 @@ use crate::split::{cookie_value, Split};
 pub struct Snapshot {
     /// Routes, most specific first.
     routes: Box<[Route]>,
+    /// `routes` grouped by host, so `find` tries only routes whose host can match.
+    index: RouteIndex,
     pools: Box<[Arc<Pool>]>,
     spec: Arc<Spec>,
     /// Metrics of requests no route matched (`route=""`, `pool=""`).
@@ -141,6 +143,7 @@ impl Snapshot {
             pools.push(pool);
         }
         let order = route::precedence_order(spec.routes.iter().map(|r| &r.matcher));
+        let index = RouteIndex::build(order.iter().map(|&i| &spec.routes[i].matcher));
         let routes = order
             .into_iter()
             .map(|i| {
@@ -171,16 +174,22 @@ impl Snapshot {
             .collect();
         Snapshot {
             routes,
+            index,
             pools: pools.into(),
             spec,
             unrouted: PairMetrics::new(reg, "".into(), "".into(), false),
         }
     }
 
-    /// The most specific route matching the request.
+    /// The most specific route matching the request (the first in precedence order,
+    /// found through the host index).
     #[inline]
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Route> {
-        self.routes.iter().find(|r| route::matches(&r.matcher, req))
+        let routes = &self.routes;
+        let i = self
+            .index
+            .find(req.host, |i| route::matches(&routes[i].matcher, req))?;
+        routes.get(i)
     }
 
     /// Routes in precedence order.
