@@ -68,8 +68,14 @@ pub fn precedence_order<'a>(matchers: impl Iterator<Item = &'a MatchSpec>) -> Ve
 
 /// Whether `m` matches the request.
 pub fn matches(m: &MatchSpec, req: &RequestView<'_>) -> bool {
-    host_matches(&m.host, req.host)
-        && path_matches(&m.path_prefix, req.path)
+    host_matches(&m.host, req.host) && matches_beyond_host(m, req)
+}
+
+/// Whether `m`'s path, method and header conditions match the request, its host
+/// condition aside (for [`RouteIndex`], which only offers routes whose host matches).
+#[inline]
+pub fn matches_beyond_host(m: &MatchSpec, req: &RequestView<'_>) -> bool {
+    path_matches(&m.path_prefix, req.path)
         && (m.methods.is_empty() || m.methods.iter().any(|x| x == req.method))
         && m.headers
             .iter()

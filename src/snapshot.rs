@@ -186,9 +186,9 @@ impl Snapshot {
     #[inline]
     pub fn find(&self, req: &RequestView<'_>) -> Option<&Route> {
         let routes = &self.routes;
-        let i = self
-            .index
-            .find(req.host, |i| route::matches(&routes[i].matcher, req))?;
+        let i = self.index.find(req.host, |i| {
+            route::matches_beyond_host(&routes[i].matcher, req)
+        })?;
         routes.get(i)
     }
 

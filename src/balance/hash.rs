@@ -15,10 +15,10 @@
 //!
 //! Finding the first point ≥ the key goes through a bucket index built with the
 //! ring: the top bits of a point select a bucket holding the range of ring positions
-//! whose points share those bits (about one point per bucket), and only that range
+//! whose points share those bits (2 to 8 points per bucket), and only that range
 //! is searched. A plain binary search over 200 000 points is ~18 dependent cache
-//! misses (~110 ns a pick at 1000 backends); the bucket index makes it two or three.
-//! Points and owners are kept in separate arrays so the search touches only points.
+//! misses (~110 ns a pick at 1000 backends); with the bucket index it is about two
+//! (the bucket's bounds, then its points, each stored beside its owner).
 //!
 //! Pick cost: O(1) expected lookup (bucket, then a search of its few points) plus a
 //! short clockwise walk past unusable points; O(ring) worst case while some backend
@@ -31,21 +31,18 @@ use crate::backend::Backend;
 
 /// Virtual nodes per unit of weight: ±10 % key share per backend at weight 1.
 const POINTS_PER_WEIGHT: u64 = 100;
-/// Rough upper bound on ring points (12 bytes each, so ~2.4 MiB).
+/// Rough upper bound on ring points (16 bytes each, so ~3 MiB).
 const MAX_POINTS: u64 = 200_000;
 
-/// Most bits of a point the bucket index uses: 2^18 buckets (1 MiB of `u32`) covers
-/// a ring of [`MAX_POINTS`] at about one point per bucket.
-const MAX_BUCKET_BITS: u32 = 18;
+/// Most bits of a point the bucket index uses: 2^16 buckets (256 KiB of `u32`)
+/// covers a ring of [`MAX_POINTS`] at a few points per bucket.
+const MAX_BUCKET_BITS: u32 = 16;
 
-/// A sorted ring of points, each owned by a backend index.
+/// A sorted ring of `(point, backend index)`.
 #[derive(Debug)]
 pub struct HashRing {
-    /// Sorted ascending; ties (64-bit collisions) by owner address, so the order
-    /// does not depend on the slice order.
-    points: Box<[u64]>,
-    /// `owners[k]` is the backend index of `points[k]`.
-    owners: Box<[u32]>,
+    /// Sorted by point, then by backend address (a tie-break independent of order).
+    ring: Box<[(u64, u32)]>,
     /// The top `bucket_bits` bits of a point select bucket `b`; `buckets[b]` is the
     /// first ring position whose point is in bucket `b` or later (so bucket `b` is
     /// `buckets[b]..buckets[b + 1]`). `2^bucket_bits + 1` entries, the last = len.
@@ -84,21 +81,20 @@ impl HashRing {
             let addr = |i: u32| backends[i as usize].addr;
             a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
         });
-        let (points, owners): (Vec<u64>, Vec<u32>) = ring.into_iter().unzip();
-        // About one point per bucket: floor(log2(len)) bits, capped.
-        let bucket_bits = points.len().max(1).ilog2().min(MAX_BUCKET_BITS);
+        // 2 to 8 points per bucket (a cache line or two of the ring), so the bucket
+        // table is a quarter of the ring's length and mostly stays in cache.
+        let bucket_bits = (ring.len().max(1).ilog2().saturating_sub(2)).min(MAX_BUCKET_BITS);
         // One pass: bucket b starts at the first point whose bucket is ≥ b.
         let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
         let mut k = 0;
         for b in 0..=1u64 << bucket_bits {
-            while k < points.len() && bucket_of(points[k], bucket_bits) < b {
+            while k < ring.len() && bucket_of(ring[k].0, bucket_bits) < b {
                 k += 1;
             }
             buckets.push(u32::try_from(k).expect("ring holds fewer than 2^32 points"));
         }
         HashRing {
-            points: points.into_boxed_slice(),
-            owners: owners.into_boxed_slice(),
+            ring: ring.into_boxed_slice(),
             buckets: buckets.into_boxed_slice(),
             bucket_bits,
             backends: backends.len(),
@@ -112,7 +108,7 @@ impl HashRing {
         let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
         // Points before `lo` are in earlier buckets (smaller); from `hi` on, in later
         // ones (larger): the answer is in lo..=hi.
-        lo + self.points[lo..hi].partition_point(|&p| p < point)
+        lo + self.ring[lo..hi].partition_point(|&(p, _)| p < point)
     }
 
     /// The first usable backend clockwise of `key` (of a random point without one).
@@ -122,7 +118,7 @@ impl HashRing {
         key: Option<u64>,
         usable: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let len = self.points.len();
+        let len = self.ring.len();
         if len == 0 || backends.is_empty() {
             return None;
         }
@@ -138,7 +134,7 @@ impl HashRing {
             if at == len {
                 at = 0;
             }
-            let i = self.owners[at] as usize;
+            let i = self.ring[at].1 as usize;
             at += 1;
             if usable(i) {
                 return Some(i);
@@ -263,12 +259,15 @@ mod tests {
         let backends = test_backends(&[1_000_000, 999_999, 1]);
         let ring = HashRing::build(&backends);
         assert!(
-            ring.points.len() as u64 <= MAX_POINTS + 3,
+            ring.ring.len() as u64 <= MAX_POINTS + 3,
             "{}",
-            ring.points.len()
+            ring.ring.len()
         );
-        assert!(ring.points.windows(2).all(|w| w[0] <= w[1]));
-        assert!(ring.owners.contains(&2), "light backend kept a point");
+        assert!(ring.ring.windows(2).all(|w| w[0].0 <= w[1].0));
+        assert!(
+            ring.ring.iter().any(|&(_, i)| i == 2),
+            "light backend kept a point"
+        );
     }
 
     #[test]
@@ -280,12 +279,12 @@ mod tests {
             let backends = test_backends(weights);
             let ring = HashRing::build(&backends);
             let near = ring
-                .points
+                .ring
                 .iter()
-                .flat_map(|&p| [p.wrapping_sub(1), p, p.wrapping_add(1)]);
+                .flat_map(|&(p, _)| [p.wrapping_sub(1), p, p.wrapping_add(1)]);
             let random = (0..10_000).map(|_| fastrand::u64(..));
             for key in near.chain(random).chain([0, u64::MAX]) {
-                let want = ring.points.partition_point(|&p| p < key);
+                let want = ring.ring.partition_point(|&(p, _)| p < key);
                 assert_eq!(ring.first_at_or_after(key), want, "key {key:#x}");
             }
         }
