@@ -1,19 +1,23 @@
-//! Criterion benches for the per-request decisions: route `find` and backend `pick`.
+//! Criterion benches for the per-request decisions (route `find` and backend `pick`)
+//! and for the snapshot rebuild that a config or discovery change costs.
 //!
-//! `cargo bench --bench hot_path` (results in target/criterion). Whole-proxy load is
-//! measured with ../shared/bench/compare-proxies.sh (see benches/proxy/candidate.sh).
+//! `cargo bench --bench hot_path` (results in target/criterion); one group with e.g.
+//! `cargo bench --bench hot_path -- rebuild`. Whole-proxy load is measured with
+//! ../shared/bench/compare-proxies.sh (see benches/proxy/candidate.sh).
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
 use sluicegate::backend::{Backend, BackendState};
 use sluicegate::balance::{key_hash, Balancer};
 use sluicegate::config::spec::{
-    Balance, HashKey, HostMatch, ListenSpec, MatchSpec, PoolName, PoolSpec, RouteName, RouteSpec,
-    Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STREAM_CLOSE_DELAY,
+    AdminSpec, BackendSpec, Balance, HashKey, HostMatch, ListenSpec, MatchSpec, PoolName, PoolSpec,
+    RouteName, RouteSpec, Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT,
+    DEFAULT_STREAM_CLOSE_DELAY,
 };
+use sluicegate::controller::Controller;
 use sluicegate::route::RequestView;
 use sluicegate::snapshot::Snapshot;
 
@@ -146,5 +150,104 @@ fn bench_find(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_pick, bench_find);
+/// `pools` pools of `per_pool` backends each (the four policies in turn, weights
+/// 1..=3), and one host route per pool plus a default route over the first pool.
+fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
+    let policies = [
+        Balance::RoundRobin,
+        Balance::LeastConn,
+        Balance::P2c,
+        Balance::Hash(HashKey::ClientIp),
+    ];
+    let mut spec = spec_with_routes(1);
+    spec.pools = (0..pools)
+        .map(|p| PoolSpec {
+            name: PoolName(Arc::from(format!("pool-{p}"))),
+            balance: policies[p % policies.len()].clone(),
+            backends: (0..per_pool)
+                .map(|i| BackendSpec {
+                    addr: format!("10.{}.{}.{}:8080", p % 250, i / 250, i % 250 + 1)
+                        .parse()
+                        .expect("addr"),
+                    weight: 1 + (i % 3) as u32,
+                    backup: false,
+                    draining: false,
+                    source: Default::default(),
+                    container: None,
+                })
+                .collect(),
+            tls: None,
+            health: Default::default(),
+        })
+        .collect();
+    let default = spec
+        .routes
+        .pop()
+        .expect("spec_with_routes(1) has the default route");
+    spec.routes = spec
+        .pools
+        .iter()
+        .enumerate()
+        .map(|(p, pool)| RouteSpec {
+            name: RouteName(Arc::from(format!("r{p}"))),
+            matcher: MatchSpec {
+                host: HostMatch::Exact(format!("svc-{p}.agents.local")),
+                path_prefix: "/".into(),
+                headers: vec![],
+                methods: vec![],
+            },
+            split: vec![SplitSpec {
+                pool: pool.name.clone(),
+                weight: 1,
+            }],
+            ..default.clone()
+        })
+        .collect();
+    spec.routes.push(RouteSpec {
+        split: vec![SplitSpec {
+            pool: spec.pools[0].name.clone(),
+            weight: 1,
+        }],
+        ..default
+    });
+    // An [admin] listener is what turns metrics on: every backend then registers its
+    // series (per route of its pool) with the Prometheus recorder, as in production.
+    spec.admin = metrics.then(|| AdminSpec {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        token_env: None,
+        state_file: None,
+    });
+    spec
+}
+
+/// A config reload (or discovery update) of 10 000 backends in 100 pools, the way the
+/// controller task does it: `Controller::apply` builds the next snapshot from the
+/// previous one (every backend's state is looked up and carried over), publishes it
+/// and drops the old one. Setup clones the spec outside the timing.
+fn bench_rebuild(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    let mut group = c.benchmark_group("rebuild");
+    group.sample_size(20);
+    for (name, metrics) in [("100x100", false), ("100x100_metrics", true)] {
+        if metrics {
+            sluicegate::metrics::install().expect("metrics recorder");
+        }
+        let spec = spec_with_pools(100, 100, metrics);
+        let mut controller = Controller::new(spec.clone());
+        group.bench_function(name, |b| {
+            b.iter_batched(
+                || spec.clone(),
+                |spec| controller.apply(spec),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_pick, bench_find, bench_rebuild);
 criterion_main!(benches);

@@ -113,13 +113,26 @@ impl Balancer {
 /// alone mixes short, similar keys (`user-1`, `user-2`) poorly into the high bits; the
 /// finaliser spreads every input bit over the whole word, which the ring relies on.
 pub fn key_hash(bytes: &[u8]) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    key_hash_finish(fnv_extend(FNV_OFFSET, bytes))
+}
+
+/// FNV-1a's starting state: [`key_hash`] is `key_hash_finish(fnv_extend(FNV_OFFSET, bytes))`.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues an FNV-1a state over `bytes` (so a shared prefix is hashed once).
+#[inline]
+fn fnv_extend(mut h: u64, bytes: &[u8]) -> u64 {
     const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = FNV_OFFSET;
     for &b in bytes {
         h ^= u64::from(b);
         h = h.wrapping_mul(FNV_PRIME);
     }
+    h
+}
+
+/// splitmix64's finaliser over an FNV-1a state: the last step of [`key_hash`].
+#[inline]
+fn key_hash_finish(mut h: u64) -> u64 {
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h ^= h >> 27;

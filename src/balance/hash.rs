@@ -54,6 +54,13 @@ pub struct HashRing {
 
 impl HashRing {
     /// Places every backend's virtual nodes and sorts the ring.
+    ///
+    /// Off the request path, but a snapshot rebuild builds every hash pool's ring, so
+    /// it is kept linear: the `"<addr>#"` prefix of a point's label is hashed once per
+    /// backend (FNV-1a is a running state; the points are the same), and since the
+    /// points are uniform the ring is sorted by distributing them into the buckets of
+    /// the index (which that counting pass builds anyway) and sorting each bucket's few
+    /// points, instead of a comparison sort of the whole ring.
     pub fn build(backends: &[Backend]) -> HashRing {
         let wanted = |b: &Backend| POINTS_PER_WEIGHT * u64::from(b.weight.max(1));
         let total: u64 = backends.iter().map(wanted).sum();
@@ -61,37 +68,46 @@ impl HashRing {
         while total >> shift > MAX_POINTS {
             shift += 1;
         }
-        let mut ring = Vec::with_capacity((total >> shift) as usize + backends.len());
+        let vnodes = |b: &Backend| (wanted(b) >> shift).max(1);
+        let len: u64 = backends.iter().map(vnodes).sum();
+        // 2 to 8 points per bucket (a cache line or two of the ring), so the bucket
+        // table is a quarter of the ring's length and mostly stays in cache.
+        let bucket_bits = (len.max(1).ilog2().saturating_sub(2)).min(MAX_BUCKET_BITS);
+        let mut unsorted = Vec::with_capacity(len as usize);
         let mut label = String::new();
         for (index, backend) in backends.iter().enumerate() {
             let index = u32::try_from(index).expect("pool holds fewer than 2^32 backends");
-            // "<addr>#" once per backend, then only the vnode number per point.
             label.clear();
             write!(label, "{}#", backend.addr).expect("writing to a String");
-            let base = label.len();
-            for vnode in 0..(wanted(backend) >> shift).max(1) {
-                label.truncate(base);
-                write!(label, "{vnode}").expect("writing to a String");
-                ring.push((super::key_hash(label.as_bytes()), index));
+            let prefix = super::fnv_extend(super::FNV_OFFSET, label.as_bytes());
+            let mut digits = [0u8; 20];
+            for vnode in 0..vnodes(backend) {
+                let label_end = super::fnv_extend(prefix, decimal(vnode, &mut digits));
+                unsorted.push((super::key_hash_finish(label_end), index));
             }
+        }
+        // Counting sort by bucket: `buckets[b]` becomes the first position of bucket b.
+        let mut buckets = vec![0u32; (1 << bucket_bits) + 1];
+        for &(point, _) in &unsorted {
+            buckets[bucket_of(point, bucket_bits) as usize + 1] += 1;
+        }
+        for b in 1..buckets.len() {
+            buckets[b] += buckets[b - 1];
+        }
+        let mut next = buckets.clone();
+        let mut ring = vec![(0u64, 0u32); unsorted.len()];
+        for entry in unsorted {
+            let slot = &mut next[bucket_of(entry.0, bucket_bits) as usize];
+            ring[*slot as usize] = entry;
+            *slot += 1;
         }
         // 64-bit collisions are astronomically rare, but break them by address anyway
         // so not even those depend on slice order.
-        ring.sort_unstable_by(|a, b| {
-            let addr = |i: u32| backends[i as usize].addr;
-            a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
-        });
-        // 2 to 8 points per bucket (a cache line or two of the ring), so the bucket
-        // table is a quarter of the ring's length and mostly stays in cache.
-        let bucket_bits = (ring.len().max(1).ilog2().saturating_sub(2)).min(MAX_BUCKET_BITS);
-        // One pass: bucket b starts at the first point whose bucket is ≥ b.
-        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
-        let mut k = 0;
-        for b in 0..=1u64 << bucket_bits {
-            while k < ring.len() && bucket_of(ring[k].0, bucket_bits) < b {
-                k += 1;
-            }
-            buckets.push(u32::try_from(k).expect("ring holds fewer than 2^32 points"));
+        for b in buckets.windows(2) {
+            ring[b[0] as usize..b[1] as usize].sort_unstable_by(|a, b| {
+                let addr = |i: u32| backends[i as usize].addr;
+                a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
+            });
         }
         HashRing {
             ring: ring.into_boxed_slice(),
@@ -144,6 +160,19 @@ impl HashRing {
             }
         }
         None
+    }
+}
+
+/// `n` in decimal ASCII, written at the end of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -268,6 +297,22 @@ mod tests {
             ring.ring.iter().any(|&(_, i)| i == 2),
             "light backend kept a point"
         );
+    }
+
+    #[test]
+    fn hash_ring_points_are_pinned() {
+        // Points are key_hash("<addr>#<vnode>") whatever the build does to get there:
+        // changing them re-maps every key in every deployment.
+        let backends = test_backends(&[1]);
+        let ring = HashRing::build(&backends);
+        let mut want: Vec<u64> = (0..POINTS_PER_WEIGHT)
+            .map(|v| key_hash(format!("{}#{v}", backends[0].addr).as_bytes()))
+            .collect();
+        want.sort_unstable();
+        let got: Vec<u64> = ring.ring.iter().map(|&(p, _)| p).collect();
+        assert_eq!(got, want);
+        assert_eq!(decimal(0, &mut [0; 20]), b"0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 
     #[test]
