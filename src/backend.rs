@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -53,6 +54,10 @@ pub struct BackendState {
     /// Cancelled when the backend was removed from the config and its
     /// `stream_close_delay` ran out: its upstream connections and tunnels close.
     closed: CancellationToken,
+    /// The metric handles the last snapshot built for this backend, reused by the
+    /// next one when they would be the same (registering them is most of what a
+    /// rebuild of a large fleet costs with metrics on).
+    metrics: ArcSwapOption<BackendMetrics>,
 }
 
 impl BackendState {
@@ -74,6 +79,7 @@ impl BackendState {
             ewma: PeakEwma::new(),
             conns: ConnPool::with_tls(addr, closed.clone(), tls),
             closed,
+            metrics: ArcSwapOption::empty(),
         }
     }
 
@@ -194,6 +200,21 @@ impl BackendState {
     /// Resolves once [`close_streams`](Self::close_streams) was called.
     pub fn closed(&self) -> &CancellationToken {
         &self.closed
+    }
+
+    /// The metric handles of the last snapshot if `same(handles)`, else those `make`
+    /// returns (kept for the next snapshot). Called by the snapshot build only.
+    pub fn metrics_or(
+        &self,
+        same: impl FnOnce(&BackendMetrics) -> bool,
+        make: impl FnOnce() -> BackendMetrics,
+    ) -> Arc<BackendMetrics> {
+        if let Some(kept) = self.metrics.load_full().filter(|m| same(m)) {
+            return kept;
+        }
+        let made = Arc::new(make());
+        self.metrics.store(Some(Arc::clone(&made)));
+        made
     }
 
     /// Pooled keep-alive connections to this backend.
@@ -412,6 +433,22 @@ mod tests {
         let recent = at(1.0, 100_000_000_000_000);
         assert!(ancient.scaled_lt(1e9, recent, 1.0));
         assert!(!recent.scaled_lt(1.0, ancient, 1e9));
+    }
+
+    #[test]
+    fn metric_handles_are_kept_while_the_same() {
+        let s = state();
+        let made = std::cell::Cell::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            BackendMetrics::off()
+        };
+        let first = s.metrics_or(|_| true, make);
+        let again = s.metrics_or(|_| true, make);
+        assert!(Arc::ptr_eq(&first, &again));
+        let changed = s.metrics_or(|_| false, make);
+        assert!(!Arc::ptr_eq(&first, &changed));
+        assert_eq!(made.get(), 2);
     }
 
     #[test]

@@ -120,12 +120,20 @@ impl Snapshot {
             let backends = p
                 .backends
                 .iter()
-                .map(|b| Backend {
-                    addr: b.addr,
-                    weight: b.weight,
-                    backup: b.backup,
-                    state: state_for(p, b),
-                    metrics: Arc::new(BackendMetrics::new(reg, &p.name.0, b.addr, &serves)),
+                .map(|b| {
+                    let state = state_for(p, b);
+                    // The state is per (pool, address), so same routes ⇒ same handles.
+                    let metrics = state.metrics_or(
+                        |m| m.same_as(reg, &serves),
+                        || BackendMetrics::new(reg, &p.name.0, b.addr, &serves),
+                    );
+                    Backend {
+                        addr: b.addr,
+                        weight: b.weight,
+                        backup: b.backup,
+                        state,
+                        metrics,
+                    }
                 })
                 .collect();
             let hash_key = match &p.balance {

@@ -40,17 +40,23 @@ impl Registrar {
         Registrar { enabled: false }
     }
 
-    fn counter(self, name: &'static str, labels: Vec<metrics::Label>) -> Counter {
+    // Labels come as a closure so a disabled registrar allocates nothing (a snapshot
+    // rebuild makes six handles per backend).
+    fn counter(self, name: &'static str, labels: impl FnOnce() -> Vec<metrics::Label>) -> Counter {
         if self.enabled {
-            metrics::counter!(name, labels)
+            metrics::counter!(name, labels())
         } else {
             Counter::noop()
         }
     }
 
-    fn histogram(self, name: &'static str, labels: Vec<metrics::Label>) -> Histogram {
+    fn histogram(
+        self,
+        name: &'static str,
+        labels: impl FnOnce() -> Vec<metrics::Label>,
+    ) -> Histogram {
         if self.enabled {
-            metrics::histogram!(name, labels)
+            metrics::histogram!(name, labels())
         } else {
             Histogram::noop()
         }
@@ -78,7 +84,8 @@ impl ClassCounters {
             labels,
             counters: Default::default(),
         };
-        if eager {
+        // Eager registration only makes series show at 0; a disabled registrar has none.
+        if eager && reg.enabled {
             for i in 0..CODE_CLASSES.len() {
                 c.get(i);
             }
@@ -89,15 +96,14 @@ impl ClassCounters {
     fn get(&self, class: usize) -> &Counter {
         self.counters[class].get_or_init(|| {
             let [route, pool, backend] = &self.labels;
-            self.reg.counter(
-                names::REQUESTS,
+            self.reg.counter(names::REQUESTS, || {
                 vec![
                     lbl(label::ROUTE, route),
                     lbl(label::POOL, pool),
                     lbl(label::BACKEND, backend),
                     metrics::Label::from_static_parts(label::CODE_CLASS, CODE_CLASSES[class]),
-                ],
-            )
+                ]
+            })
         })
     }
 
@@ -146,13 +152,15 @@ impl PairMetrics {
     }
 
     fn duration(&self) -> &Histogram {
-        self.duration
-            .get_or_init(|| self.reg.histogram(names::REQUEST_DURATION, self.labels()))
+        self.duration.get_or_init(|| {
+            self.reg
+                .histogram(names::REQUEST_DURATION, || self.labels())
+        })
     }
 
     fn retries(&self) -> &Counter {
         self.retries
-            .get_or_init(|| self.reg.counter(names::RETRIES, self.labels()))
+            .get_or_init(|| self.reg.counter(names::RETRIES, || self.labels()))
     }
 
     /// Records one finished request: its duration, its retries, and (when no
@@ -251,10 +259,9 @@ impl BackendMetrics {
     pub fn new(reg: Registrar, pool: &Arc<str>, addr: SocketAddr, routes: &[Arc<str>]) -> Self {
         let pool: SharedString = Arc::clone(pool).into();
         let addr: SharedString = addr.to_string().into();
-        let connect_errors = reg.counter(
-            names::CONNECT_ERRORS,
-            vec![lbl(label::POOL, &pool), lbl(label::BACKEND, &addr)],
-        );
+        let connect_errors = reg.counter(names::CONNECT_ERRORS, || {
+            vec![lbl(label::POOL, &pool), lbl(label::BACKEND, &addr)]
+        });
         let routes = routes
             .iter()
             .map(|route| {
@@ -272,6 +279,19 @@ impl BackendMetrics {
             connect_errors,
             routes,
         }
+    }
+
+    /// Whether these are the handles [`new`](Self::new) would make for `reg` and
+    /// `routes` (same pool and address given): a rebuild reuses them then, instead
+    /// of registering six series per backend again.
+    pub fn same_as(&self, reg: Registrar, routes: &[Arc<str>]) -> bool {
+        self.reg.enabled == reg.enabled
+            && self.routes.len() == routes.len()
+            && self
+                .routes
+                .iter()
+                .zip(routes)
+                .all(|((r, _), want)| r == want)
     }
 
     /// Handles that do nothing (backends built outside a snapshot: tests, benches).
