@@ -121,11 +121,15 @@ pub fn add_forwarding_for(
     // Entries: one hash per field, whether it is there or not.
     match headers.entry(&X_FORWARDED_FOR) {
         Entry::Occupied(mut prev) => {
-            let chained = prev
-                .get()
-                .to_str()
-                .ok()
-                .and_then(|prev| HeaderValue::from_str(&format!("{prev}, {client}")).ok());
+            // Several lines are one comma-separated list (RFC 9110 §5.3).
+            let mut chain = String::new();
+            for line in prev.iter().filter_map(|v| v.to_str().ok()) {
+                chain.push_str(line);
+                chain.push_str(", ");
+            }
+            let chained = (!chain.is_empty())
+                .then(|| HeaderValue::from_str(&format!("{chain}{client}")).ok())
+                .flatten();
             match chained {
                 Some(chained) => {
                     prev.insert(chained);
@@ -223,6 +227,43 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "agents.local");
         assert_eq!(h["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn named_fields_in_any_case_go_and_an_unasked_upgrade_goes_too() {
+        // A response (keep_upgrade = false) naming Upgrade, a mixed-case custom field
+        // and tokens of the fixed set.
+        let mut h = map(&[
+            ("connection", "close, Upgrade, X-Private, TE"),
+            ("upgrade", "h2c"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("server", "agent"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["server"], "agent");
+        // No hop-by-hop field at all: the map is left exactly as it was.
+        let mut h = map(&[("host", "a"), ("accept", "*/*")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn forwarding_joins_every_earlier_forwarded_for_line_into_one_chain() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-host", "spoofed"),
+        ]);
+        let client = "192.0.2.7".parse().unwrap();
+        add_forwarding_for(&mut h, client, &client_value(client), "https", None);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["10.0.0.1, 10.0.0.2, 192.0.2.7"]);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-request-id"].len(), 32);
     }
 
     #[test]
