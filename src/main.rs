@@ -18,6 +18,12 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
+/// mimalloc instead of glibc's malloc: every request allocates a few header maps and
+/// buffers, and glibc's bins and consolidation were ~10 % of the request path's
+/// instructions (benches/README.md has the before and after).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sluicegate",
@@ -480,13 +486,32 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The gateway's runtime: `workers` threads (else `TOKIO_WORKER_THREADS`, else one
+/// per CPU). One worker gets tokio's current-thread scheduler: everything then runs
+/// on the thread that drives the I/O, as nginx's single worker does, without the
+/// cross-thread queues and wake-ups of the multi-thread scheduler (measured in
+/// benches/README.md).
 fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let workers = match workers {
+        Some(n) => Some(n),
+        None => match std::env::var("TOKIO_WORKER_THREADS") {
+            Ok(v) => Some(v.trim().parse::<usize>().with_context(|| {
+                format!("TOKIO_WORKER_THREADS must be a number of threads, not '{v}'")
+            })?),
+            Err(_) => None,
+        },
+    };
+    let mut builder = match workers {
+        Some(0) => anyhow::bail!("--workers (or TOKIO_WORKER_THREADS) must be at least 1"),
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n);
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     builder.enable_all();
-    if let Some(n) = workers {
-        anyhow::ensure!(n >= 1, "--workers must be at least 1");
-        builder.worker_threads(n);
-    }
     builder.build().context("cannot start the async runtime")
 }
 

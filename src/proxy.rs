@@ -49,6 +49,25 @@ use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
 use trail::Trail;
 
+/// The client at the other end of a connection, with what every request from it
+/// needs precomputed (its `X-Forwarded-For` value).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's address.
+    pub addr: SocketAddr,
+    ip_value: HeaderValue,
+}
+
+impl Client {
+    /// Made once per connection.
+    pub fn new(addr: SocketAddr) -> Self {
+        Client {
+            addr,
+            ip_value: headers::client_value(addr.ip()),
+        }
+    }
+}
+
 /// The data plane shared by all connections of a listener.
 #[derive(Debug)]
 pub struct Proxy {
@@ -96,14 +115,10 @@ impl Proxy {
     }
 
     /// Serves one request; never fails (errors become responses).
-    pub async fn handle(
-        &self,
-        req: Request<Incoming>,
-        client: SocketAddr,
-    ) -> Response<ResponseBody> {
+    pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
         let version = req.version();
-        let mut trail = Trail::start(&snapshot, &req, request_host(&req), client);
+        let mut trail = Trail::start(&snapshot, &req, request_host(&req), client.addr);
         match self.forward(&snapshot, req, client, &mut trail).await {
             Ok(resp) => trail.finish(resp, None),
             Err(err) => {
@@ -129,7 +144,7 @@ impl Proxy {
         &self,
         snapshot: &'s Snapshot,
         mut req: Request<Incoming>,
-        client: SocketAddr,
+        client: &Client,
         trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         framing::check(&req).map_err(ProxyError::Malformed)?;
@@ -158,8 +173,13 @@ impl Proxy {
         let mut pool = Arc::clone(choice.pool);
         let set_cookie = choice.set_cookie.cloned();
         let session = choice.session;
-        let key = pool.request_key(req.headers(), client.ip());
-        let forwarded_host = host.and_then(|h| HeaderValue::from_str(h).ok());
+        let key = pool.request_key(req.headers(), client.addr.ip());
+        // The Host field's own value when there is one (a reference count, no copy).
+        let forwarded_host = match (host, req.uri().authority()) {
+            (None, _) => None,
+            (Some(host), Some(_)) => HeaderValue::from_str(host).ok(),
+            (Some(_), None) => req.headers().get(header::HOST).cloned(),
+        };
 
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
@@ -173,7 +193,13 @@ impl Proxy {
             }
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarding(&mut parts.headers, client.ip(), self.scheme, forwarded_host);
+        headers::add_forwarding_for(
+            &mut parts.headers,
+            client.addr.ip(),
+            &client.ip_value,
+            self.scheme,
+            forwarded_host,
+        );
         trail.request_id(parts.headers.get(&headers::X_REQUEST_ID));
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
@@ -317,10 +343,12 @@ async fn send(
     };
     let mut req = req;
     loop {
-        let ready = match tokio::time::timeout(timeouts.connect, conn.sender.ready()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(_)) | Err(_) => false,
-        };
+        // A pooled connection is almost always ready: ask before making a timer.
+        let ready = conn.sender.is_ready()
+            || matches!(
+                tokio::time::timeout(timeouts.connect, conn.sender.ready()).await,
+                Ok(Ok(()))
+            );
         if ready {
             let sent = conn.sender.try_send_request(req);
             match tokio::time::timeout(timeouts.response_header, sent).await {

@@ -33,7 +33,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::spec::ClientLimits;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
-use crate::proxy::Proxy;
+use crate::proxy::{Client, Proxy};
 pub use redirect::RedirectHttps;
 
 mod conn;
@@ -97,9 +97,9 @@ pub enum Handler {
 }
 
 impl Handler {
-    async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<ResponseBody> {
+    async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ResponseBody> {
         match self {
-            Handler::Proxy(proxy) => proxy.handle(req, peer).await,
+            Handler::Proxy(proxy) => proxy.handle(req, client).await,
             Handler::Redirect(redirect) => redirect.respond(&req),
         }
     }
@@ -247,11 +247,14 @@ impl Connection {
         } = self;
         let activity = conn::Activity::new(max_cancels);
         let active = Arc::clone(&activity);
+        // One shared value, so a request costs one reference count.
+        let shared = Arc::new((handler, Client::new(peer)));
         let service = service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
+            let shared = Arc::clone(&shared);
             let guard = active.begin();
             async move {
-                let resp = handler.handle(req, peer).await;
+                let (handler, client) = &*shared;
+                let resp = handler.handle(req, client).await;
                 Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
             }
         });

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # sluicegate as the candidate of ../shared/bench/compare-proxies.sh.
 #
-# Writes a routes.toml from BENCH_LISTEN / BENCH_UPSTREAMS (set by the script):
-# one route, one round_robin pool over the upstreams, and execs the release binary.
+# Writes a routes.toml from BENCH_LISTEN / BENCH_UPSTREAMS (set by the script) and
+# execs the release binary. The default profile is what a real deployment runs
+# (issue 7: "every feature on"): two routes (a header rule for testers and a
+# catch-all), a 90/10 split over two pools (a cutover in progress; both pools hold
+# both upstreams, so the upstreams still see an even share), least_conn, active
+# health probes every second, passive outlier detection, retries, and metrics on.
 # Build first:  cargo build --release
 # Run:          ../shared/bench/compare-proxies.sh --candidate benches/proxy/candidate.sh \
 #                   --candidate-port 8080 --candidate-name sluicegate
 # TOKIO_WORKER_THREADS (set to 1 by the script) is the worker count; --workers overrides.
+#
+# BENCH_PROFILE=full|minimal   full (default): as above; minimal: one route, one pool,
+#                               no probes, no outlier detection (the bare proxy path)
+# BENCH_BALANCE=NAME            the pools' balance (full: least_conn, minimal: round_robin)
 #
 # Observability switches (to measure their cost, run once with each setting):
 #   BENCH_METRICS=on|off        on (default): an [admin] listener on 127.0.0.1:0, so
@@ -20,7 +28,12 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 listen=${BENCH_LISTEN:-127.0.0.1:8080}
 upstreams=${BENCH_UPSTREAMS:-127.0.0.1:9001,127.0.0.1:9002}
-balance=${BENCH_BALANCE:-round_robin}
+profile=${BENCH_PROFILE:-full}
+case $profile in
+    full) balance=${BENCH_BALANCE:-least_conn} ;;
+    minimal) balance=${BENCH_BALANCE:-round_robin} ;;
+    *) echo "BENCH_PROFILE must be full or minimal, not '$profile'" >&2; exit 2 ;;
+esac
 metrics=${BENCH_METRICS:-on}
 access_log=${BENCH_ACCESS_LOG:-off}
 log_format=${BENCH_LOG_FORMAT:-json}
@@ -37,7 +50,8 @@ case $metrics in
     off) admin="" ;;
     *) echo "BENCH_METRICS must be on or off, not '$metrics'" >&2; exit 2 ;;
 esac
-cat > "$cfg" <<TOML
+{
+    cat <<TOML
 [listen]
 http = "$listen"
 
@@ -46,6 +60,9 @@ $admin
 [log]
 access = "$access_log"
 format = "$log_format"
+TOML
+    if [[ $profile == minimal ]]; then
+        cat <<TOML
 
 [[pools]]
 name = "bench"
@@ -56,5 +73,39 @@ backends = [$backends]
 name = "all"
 split = [{ pool = "bench", weight = 1 }]
 TOML
+    else
+        for pool in blue green; do
+            cat <<TOML
+
+[[pools]]
+name = "$pool"
+balance = "$balance"
+backends = [$backends]
+
+[pools.health]
+path = "/"
+interval = "1s"
+timeout = "500ms"
+initial = "healthy"
+
+[pools.outlier]
+consecutive_failures = 5
+TOML
+        done
+        cat <<TOML
+
+[[routes]]
+name = "testers"
+match = { path_prefix = "/", headers = { "x-canary" = "always" } }
+split = [{ pool = "green", weight = 1 }]
+
+[[routes]]
+name = "all"
+match = { path_prefix = "/" }
+split = [{ pool = "blue", weight = 90 }, { pool = "green", weight = 10 }]
+retries = 2
+TOML
+    fi
+} > "$cfg"
 export RUST_LOG=${RUST_LOG:-warn}
 exec "${SLUICEGATE_BIN:-$root/target/release/sluicegate}" run -c "$cfg"

@@ -139,8 +139,9 @@ pin_project! {
         // The connection the body arrives on; back to the pool at clean end of stream.
         conn: Option<Sender>,
         idle_timeout: Duration,
-        #[pin]
-        idle: Sleep,
+        // Made the first time the backend keeps the body waiting: most bodies arrive
+        // whole, and a timer for each would be made and dropped unused.
+        idle: Option<Pin<Box<Sleep>>>,
         // The access-log line, when the log is on.
         log: PendingLine,
     }
@@ -159,7 +160,7 @@ impl UpstreamBody {
             guard: Some(guard),
             conn: Some(conn),
             idle_timeout,
-            idle: tokio::time::sleep(idle_timeout),
+            idle: None,
             log: PendingLine::default(),
         };
         if body.inner.is_end_stream() {
@@ -195,7 +196,7 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let mut this = self.project();
+        let this = self.project();
         match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -204,10 +205,8 @@ impl Body for UpstreamBody {
                 if this.inner.is_end_stream() {
                     release(this.guard, this.conn);
                     this.log.finish(true);
-                } else {
-                    this.idle
-                        .as_mut()
-                        .reset(Instant::now() + *this.idle_timeout);
+                } else if let Some(idle) = this.idle {
+                    idle.as_mut().reset(Instant::now() + *this.idle_timeout);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
@@ -227,7 +226,11 @@ impl Body for UpstreamBody {
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                ready!(this.idle.poll(cx));
+                let timeout = *this.idle_timeout;
+                let idle = this
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(idle.as_mut().poll(cx));
                 this.conn.take();
                 if let Some(guard) = this.guard.take() {
                     guard.backend().count_broken_stream();

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use http::header::{self, HeaderName};
+use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 /// Fields that only make sense on one connection (RFC 9110 §7.6.1 and RFC 7230's list).
@@ -46,26 +46,45 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop fields. With `keep_upgrade`, the `Upgrade` field survives and
 /// `Connection: upgrade` is set again, as the next hop needs both to switch protocols.
+///
+/// One pass over the field names finds which hop-by-hop fields are there, so a head
+/// that has none (most requests) costs no hashing, and one that has some (most
+/// upstream responses carry `Connection: keep-alive`) removes only those.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    if headers.contains_key(header::CONNECTION) {
-        // Fields named by Connection are hop-by-hop too; collect first (borrowing).
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(connection_tokens)
-            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-            .collect();
-        for name in named {
-            if !(keep_upgrade && name == header::UPGRADE) {
+    let mut present = [false; HOP_BY_HOP.len()];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if any {
+        if present[0] {
+            // Fields named by Connection are hop-by-hop too; collect first (borrowing).
+            // Tokens that are in the fixed set (or `close`) need no name of their own.
+            let named: Vec<HeaderName> = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .flat_map(connection_tokens)
+                .filter(|t| {
+                    !t.eq_ignore_ascii_case("close")
+                        && !HOP_BY_HOP
+                            .iter()
+                            .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+                })
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+                .collect();
+            for name in named {
                 headers.remove(name);
             }
         }
-    }
-    for name in &HOP_BY_HOP {
-        if keep_upgrade && name == header::UPGRADE {
-            continue;
+        for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, there)| *there) {
+            if keep_upgrade && name == header::UPGRADE {
+                continue;
+            }
+            headers.remove(name);
         }
-        headers.remove(name);
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -81,20 +100,56 @@ pub fn add_forwarding(
     proto: &'static str,
     host: Option<HeaderValue>,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {client}")),
-        None => HeaderValue::from_str(&client.to_string()),
-    };
-    if let Ok(xff) = xff {
-        headers.insert(&X_FORWARDED_FOR, xff);
+    add_forwarding_for(headers, client, &client_value(client), proto, host);
+}
+
+/// The client's address as a header value, made once per connection (formatting an
+/// address per request was a measurable share of the request path).
+pub fn client_value(client: IpAddr) -> HeaderValue {
+    // An IP address is always a valid header value.
+    HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// [`add_forwarding`] with the client's address already made into `client_value`.
+pub fn add_forwarding_for(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    client_value: &HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+) {
+    // Entries: one hash per field, whether it is there or not.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut prev) => {
+            // Several lines are one comma-separated list (RFC 9110 §5.3).
+            let mut chain = String::new();
+            for line in prev.iter().filter_map(|v| v.to_str().ok()) {
+                chain.push_str(line);
+                chain.push_str(", ");
+            }
+            let chained = (!chain.is_empty())
+                .then(|| HeaderValue::from_str(&format!("{chain}{client}")).ok())
+                .flatten();
+            match chained {
+                Some(chained) => {
+                    prev.insert(chained);
+                }
+                None => {
+                    prev.insert(client_value.clone());
+                }
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(client_value.clone());
+        }
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     match host {
         Some(host) => headers.insert(&X_FORWARDED_HOST, host),
         None => headers.remove(&X_FORWARDED_HOST),
     };
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(&X_REQUEST_ID, next_request_id());
+    if let Entry::Vacant(slot) = headers.entry(&X_REQUEST_ID) {
+        slot.insert(next_request_id());
     }
 }
 
@@ -172,6 +227,43 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "agents.local");
         assert_eq!(h["x-request-id"], "abc");
+    }
+
+    #[test]
+    fn named_fields_in_any_case_go_and_an_unasked_upgrade_goes_too() {
+        // A response (keep_upgrade = false) naming Upgrade, a mixed-case custom field
+        // and tokens of the fixed set.
+        let mut h = map(&[
+            ("connection", "close, Upgrade, X-Private, TE"),
+            ("upgrade", "h2c"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("server", "agent"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["server"], "agent");
+        // No hop-by-hop field at all: the map is left exactly as it was.
+        let mut h = map(&[("host", "a"), ("accept", "*/*")]);
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn forwarding_joins_every_earlier_forwarded_for_line_into_one_chain() {
+        let mut h = map(&[
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("x-forwarded-host", "spoofed"),
+        ]);
+        let client = "192.0.2.7".parse().unwrap();
+        add_forwarding_for(&mut h, client, &client_value(client), "https", None);
+        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(xff, ["10.0.0.1, 10.0.0.2, 192.0.2.7"]);
+        assert!(!h.contains_key("x-forwarded-host"));
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-request-id"].len(), 32);
     }
 
     #[test]

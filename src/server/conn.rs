@@ -105,10 +105,12 @@ impl Activity {
     }
 
     /// Counts a request until the returned guard (moved into its response body) drops.
+    ///
+    /// Only the end of a request marks the time: while one is in flight the
+    /// connection is busy whatever `last_ms` says.
     pub(super) fn begin(self: &Arc<Self>) -> ActiveGuard {
         self.inflight.fetch_add(1, Ordering::AcqRel);
         self.begun.store(true, Ordering::Release);
-        self.touch();
         ActiveGuard {
             activity: Arc::clone(self),
             answered: false,
@@ -245,10 +247,15 @@ pub(super) struct Timeouts {
 /// Drives `conn` to its end, asking it to close gracefully on `shutdown` or when
 /// `activity` has been idle for `idle_timeout`; a connection that sends no request
 /// within the head timeout, or cancels too many, is dropped.
+///
+/// The timers and tokens that decide this are watched by a task of their own
+/// ([`watch`]), which sends its verdict over a channel. Polling them here instead
+/// would poll them on every wake-up of the connection, i.e. several times per
+/// request, and a cancellation token takes a mutex each time it is polled.
 pub(super) async fn serve<C, F, E>(
     conn: C,
     graceful: F,
-    activity: &Activity,
+    activity: &Arc<Activity>,
     timeouts: Timeouts,
     shutdown: &CancellationToken,
 ) -> (Result<(), E>, Option<Close>)
@@ -257,27 +264,63 @@ where
     F: Fn(Pin<&mut C>),
 {
     tokio::pin!(conn);
+    let (verdicts, mut verdict) = tokio::sync::mpsc::unbounded_channel();
+    // Ends by itself once `verdict` is dropped (this function returned).
+    tokio::spawn(watch(
+        Arc::clone(activity),
+        timeouts,
+        shutdown.clone(),
+        verdicts,
+    ));
     let mut closing = None;
+    loop {
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => return (ended, closing),
+            Some(close) = verdict.recv() => match close {
+                Close::Shutdown | Close::Idle => {
+                    if closing.is_none() {
+                        graceful(conn.as_mut());
+                        closing = Some(close);
+                    }
+                }
+                Close::Abusive | Close::NoRequest => return (Ok(()), Some(close)),
+            },
+        }
+    }
+}
+
+/// Watches one connection's deadlines and tokens and sends what should happen to it:
+/// [`Close::Shutdown`] or [`Close::Idle`] (at most one of them), then possibly
+/// [`Close::Abusive`]; or [`Close::NoRequest`]. Returns when the connection is gone.
+async fn watch(
+    activity: Arc<Activity>,
+    timeouts: Timeouts,
+    shutdown: CancellationToken,
+    verdicts: tokio::sync::mpsc::UnboundedSender<Close>,
+) {
     let first_deadline = Instant::now() + timeouts.first_request;
-    let idle_timeout = timeouts.idle;
+    let mut closing = false;
     loop {
         let waiting_for_first = !activity.begun.load(Ordering::Acquire);
-        tokio::select! {
-            ended = conn.as_mut() => return (ended, closing),
+        let close = tokio::select! {
+            () = verdicts.closed() => return,
             () = tokio::time::sleep_until(first_deadline), if waiting_for_first => {
-                if !activity.begun.load(Ordering::Acquire) {
-                    return (Ok(()), Some(Close::NoRequest));
+                if activity.begun.load(Ordering::Acquire) {
+                    continue;
                 }
+                Close::NoRequest
             }
-            () = shutdown.cancelled(), if closing.is_none() => {
-                graceful(conn.as_mut());
-                closing = Some(Close::Shutdown);
-            }
-            () = activity.idle_for(idle_timeout), if closing.is_none() => {
-                graceful(conn.as_mut());
-                closing = Some(Close::Idle);
-            }
-            () = activity.abusive.cancelled() => return (Ok(()), Some(Close::Abusive)),
+            () = shutdown.cancelled(), if !closing => Close::Shutdown,
+            () = activity.idle_for(timeouts.idle), if !closing => Close::Idle,
+            () = activity.abusive.cancelled() => Close::Abusive,
+        };
+        if verdicts.send(close).is_err() {
+            return;
+        }
+        match close {
+            Close::Shutdown | Close::Idle => closing = true,
+            Close::Abusive | Close::NoRequest => return,
         }
     }
 }

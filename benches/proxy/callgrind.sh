@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# callgrind.sh: user-space instructions per proxied request, counted by valgrind.
+#
+# Wall-clock figures on this shared 2-core VM move by 10 % between runs; instruction
+# counts do not (the same binary and load give the same count within ~1 %). This is
+# how each change to the request path was judged before the side-by-side run with
+# nginx (benches/README.md).
+#
+# What it does: starts two nginx upstreams (../shared/bench/nginx-upstream.conf) on
+# 127.0.0.1:9101/9102, sluicegate under callgrind (one worker, the config
+# benches/proxy/candidate.sh writes; BENCH_PROFILE / BENCH_METRICS apply) on
+# 127.0.0.1:18090, warms up, then counts instructions only while
+# `wrk -t1 -c16 -d10s` runs and divides by the requests wrk completed. Kernel work
+# (syscalls, TCP) is not counted: see `perf` in benches/README.md for that share.
+#
+# Usage: benches/proxy/callgrind.sh [label]      (needs valgrind, nginx, wrk, curl)
+# Output: "<label>: requests=N Ir=M Ir/req=K" and callgrind.out.<label> in $OUT
+# (default /tmp/sluicegate-callgrind) for callgrind_annotate.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+label=${1:-run}
+out=${OUT:-/tmp/sluicegate-callgrind}
+bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+upstream_conf=${UPSTREAM_CONF:-$root/../shared/bench/nginx-upstream.conf}
+for tool in valgrind callgrind_control callgrind_annotate nginx wrk curl; do
+    command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing (apt-get install -y valgrind nginx wrk curl)" >&2; exit 2; }
+done
+[[ -x $bin ]] || { echo "callgrind.sh: build first: cargo build --release" >&2; exit 2; }
+mkdir -p "$out"
+rm -f "$out/callgrind.out.$label"*
+
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for port in 9101 9102; do
+        [[ -f $out/upstream-$port.pid ]] && kill "$(cat "$out/upstream-$port.pid")" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+for port in 9101 9102; do
+    sed -e "s#@WORKDIR@#$out#g" -e "s#@LISTEN_PORT@#$port#g" "$upstream_conf" > "$out/upstream-$port.conf"
+    nginx -c "$out/upstream-$port.conf" -g 'daemon on;'
+done
+
+cfg=$(BENCH_LISTEN=127.0.0.1:18090 BENCH_UPSTREAMS=127.0.0.1:9101,127.0.0.1:9102 \
+    SLUICEGATE_BIN=/bin/echo "$root/benches/proxy/candidate.sh" | awk '{print $NF}')
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$out/callgrind.out.$label" "$bin" run -c "$cfg" \
+    > "$out/$label.log" 2>&1 &
+pid=$!
+pids+=("$pid")
+for _ in $(seq 300); do
+    curl -s -o /dev/null http://127.0.0.1:18090/ && break
+    sleep 0.2
+done
+timeout 20 wrk -t1 -c16 -d3s http://127.0.0.1:18090/ > /dev/null
+callgrind_control -i on "$pid" > /dev/null 2>&1
+result=$(timeout 30 wrk -t1 -c16 -d10s http://127.0.0.1:18090/)
+callgrind_control -d "$pid" > /dev/null 2>&1
+callgrind_control -i off "$pid" > /dev/null 2>&1
+requests=$(awk '/requests in/ {print $1}' <<< "$result")
+ir=$(callgrind_annotate "$out/callgrind.out.$label.1" 2>/dev/null \
+    | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$label: requests=$requests Ir=$ir Ir/req=$((ir / requests))"
