@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Memory cost of idle keep-alive client connections (target: 10 000 for ≤ 100 MiB).
+#
+# Builds the release gateway and the examples/idle_conns.rs client, raises the open-file
+# limit, and runs the client, which starts the gateway as its own child, opens N client
+# connections with one request each, reads the gateway's VmRSS before and after, and
+# kills the gateway again. Bounded by `timeout`; it kills nothing it did not start.
+#
+#   benches/idle_conns.sh [N] [client flags]   N = 10000 by default
+#   IDLE_SETTLE_SECS=5 benches/idle_conns.sh 10000
+#   benches/idle_conns.sh 10000 --no-request   connections that never send a request
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+conns=${1:-10000}
+shift || true
+settle=${IDLE_SETTLE_SECS:-2}
+
+# The gateway holds one fd per client connection, the client one per connection too.
+want=$((conns + 1024))
+hard=$(ulimit -Hn)
+if [[ $hard != unlimited && $hard -lt $want ]]; then
+    echo "ulimit -Hn is $hard; $conns connections need about $want open files" >&2
+    exit 2
+fi
+ulimit -n "$want"
+
+cargo build --release --bin sluicegate --example idle_conns
+timeout 300 target/release/examples/idle_conns \
+    --conns "$conns" --settle-secs "$settle" --bin target/release/sluicegate "$@"
