@@ -27,7 +27,7 @@
 //! | `hash`        | O(1) expected         | O(ring), ring ≤ ~200 000; O(n) if none |
 //!
 //! `least_conn` scans pools of up to 16 backends exactly and compares a weighted
-//! random sample of 4 in larger ones (see its module doc).
+//! random sample of 2 in larger ones (see its module doc).
 
 mod alias;
 mod hash;
