@@ -161,6 +161,12 @@ impl BackendState {
     }
 
     fn set_withheld(&self, bit: u8, on: bool) {
+        // Every rebuild sets both bits of every backend, nearly always to what they
+        // are: a plain load then spares the locked read-modify-write. Only the
+        // controller task writes these bits, so the check races with no writer.
+        if (self.withheld.load(Ordering::Relaxed) & bit != 0) == on {
+            return;
+        }
         if on {
             self.withheld.fetch_or(bit, Ordering::Relaxed);
         } else {

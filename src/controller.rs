@@ -243,13 +243,16 @@ fn rebuild(
         |pool, b| {
             let key = (pool.name.clone(), b.addr);
             let want = pool.tls.as_ref();
-            let reusable = old_backends
-                .get(&key)
-                .is_some_and(|s| s.conns().tls_spec() == want);
-            let reused = if reusable {
-                old_backends.remove(&key)
-            } else {
-                take_retiring(retiring, &key, want)
+            // One lookup in the common case (the backend survives unchanged); a state
+            // made for another `tls` setting goes back to retire with the rest.
+            let reused = match old_backends.remove(&key) {
+                Some(s) if s.conns().tls_spec() == want => Some(s),
+                other => {
+                    if let Some(s) = other {
+                        old_backends.insert(key.clone(), s);
+                    }
+                    take_retiring(retiring, &key, want)
+                }
             };
             let state = reused.unwrap_or_else(|| {
                 let tls = want.map(|spec| {

@@ -86,32 +86,37 @@ impl HashRing {
                 unsorted.push((super::key_hash_finish(label_end), index));
             }
         }
-        // Counting sort by bucket: `buckets[b]` becomes the first position of bucket b.
-        let mut buckets = vec![0u32; (1 << bucket_bits) + 1];
+        // Counting sort into buckets up to 4× finer than the index's (about one point
+        // each, so sorting within them is next to free): `fine[b]` becomes the first
+        // position of fine bucket b, and every 2^d-th of those is an index bucket.
+        let sort_bits = len.max(1).ilog2().min(bucket_bits + 2);
+        let d = sort_bits - bucket_bits;
+        let mut fine = vec![0u32; (1 << sort_bits) + 1];
         for &(point, _) in &unsorted {
-            buckets[bucket_of(point, bucket_bits) as usize + 1] += 1;
+            fine[bucket_of(point, sort_bits) as usize + 1] += 1;
         }
-        for b in 1..buckets.len() {
-            buckets[b] += buckets[b - 1];
+        for b in 1..fine.len() {
+            fine[b] += fine[b - 1];
         }
-        let mut next = buckets.clone();
+        let mut next = fine.clone();
         let mut ring = vec![(0u64, 0u32); unsorted.len()];
         for entry in unsorted {
-            let slot = &mut next[bucket_of(entry.0, bucket_bits) as usize];
+            let slot = &mut next[bucket_of(entry.0, sort_bits) as usize];
             ring[*slot as usize] = entry;
             *slot += 1;
         }
         // 64-bit collisions are astronomically rare, but break them by address anyway
         // so not even those depend on slice order.
-        for b in buckets.windows(2) {
+        for b in fine.windows(2) {
             ring[b[0] as usize..b[1] as usize].sort_unstable_by(|a, b| {
                 let addr = |i: u32| backends[i as usize].addr;
                 a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
             });
         }
+        let buckets = (0..=1usize << bucket_bits).map(|b| fine[b << d]).collect();
         HashRing {
             ring: ring.into_boxed_slice(),
-            buckets: buckets.into_boxed_slice(),
+            buckets,
             bucket_bits,
             backends: backends.len(),
         }
