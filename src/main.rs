@@ -18,12 +18,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// mimalloc instead of glibc's malloc: every request allocates a few header maps and
-/// buffers, and glibc's bins and consolidation were ~10 % of the request path's
-/// instructions (benches/README.md has the before and after).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "sluicegate",
