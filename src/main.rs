@@ -18,12 +18,6 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-/// mimalloc instead of glibc's malloc: every request allocates a few header maps and
-/// buffers, and glibc's bins and consolidation were ~10 % of the request path's
-/// instructions (benches/README.md has the before and after).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "sluicegate",
@@ -501,6 +495,11 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
             Err(_) => None,
         },
     };
+    match workers {
+        Some(1) => tracing::info!("runtime: current-thread scheduler, 1 worker"),
+        Some(n) => tracing::info!("runtime: multi-thread scheduler, {n} workers"),
+        None => tracing::info!("runtime: multi-thread scheduler, one worker per CPU"),
+    }
     let mut builder = match workers {
         Some(0) => anyhow::bail!("--workers (or TOKIO_WORKER_THREADS) must be at least 1"),
         Some(1) => tokio::runtime::Builder::new_current_thread(),

@@ -11,6 +11,17 @@ use crate::support::{agents, get, WAIT};
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
+    sigterm_case(None, "multi-thread scheduler, one worker per CPU").await;
+}
+
+/// One worker runs the current-thread scheduler (what the benchmarks measure): the
+/// same drain has to hold there.
+#[tokio::test]
+async fn one_worker_runs_the_current_thread_scheduler_and_drains_the_same() {
+    sigterm_case(Some("1"), "current-thread scheduler, 1 worker").await;
+}
+
+async fn sigterm_case(workers: Option<&str>, runtime: &str) {
     let a = agents("a", "v1", 1).await;
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -36,11 +47,15 @@ split = [{{ pool = "p", weight = 1 }}]
     )
     .unwrap();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .args(["run", "-c"])
-        .arg(&path)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluicegate"));
+    command.args(["run", "-c"]).arg(&path);
+    if let Some(n) = workers {
+        command.args(["--workers", n]);
+    }
+    let mut child = command
         .args(["--drain-timeout", "10s"])
         .env("RUST_LOG", "info")
+        .env_remove("TOKIO_WORKER_THREADS")
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -48,8 +63,11 @@ split = [{{ pool = "p", weight = 1 }}]
     let pid = child.id().expect("pid");
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     tokio::time::timeout(WAIT, async {
+        let mut saw_runtime = false;
         while let Some(line) = lines.next_line().await.unwrap() {
+            saw_runtime |= line.contains(runtime);
             if line.contains("serving") {
+                assert!(saw_runtime, "no '{runtime}' line before serving");
                 return;
             }
         }
