@@ -230,7 +230,9 @@ impl Proxy {
                     };
                     let deadline =
                         *hold_deadline.get_or_insert_with(|| Instant::now() + spec.timeout);
-                    match hold::wait(&self.snapshot, &pool, &spec, deadline, &mut tried).await {
+                    // Boxed like the connect path: rare, and large.
+                    let held = hold::wait(&self.snapshot, &pool, &spec, deadline, &mut tried);
+                    match Box::pin(held).await {
                         Ok(current) => {
                             pool = current;
                             continue;
@@ -389,7 +391,7 @@ async fn send(
         }
         // A pooled connection the backend had closed: the request never left, so try
         // once more on a fresh connection to the same backend.
-        conn = match pool.connect(timeouts.connect).await {
+        conn = match Box::pin(pool.connect(timeouts.connect)).await {
             Ok(sender) => crate::upstream::Conn {
                 sender,
                 reused: false,

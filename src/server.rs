@@ -189,16 +189,24 @@ pub async fn serve(
             let _open = open;
             match transport {
                 Transport::Plain => conn.serve(stream).await,
+                // Boxed: the handshake and TLS stream make a larger future, and inline
+                // they would size every plain connection's task too.
                 Transport::Tls {
                     acceptor,
                     handshake_timeout,
-                } => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => conn.serve(tls).await,
-                    Ok(Err(err)) => {
-                        tracing::debug!(client = %peer, %err, "TLS handshake failed");
-                    }
-                    Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
-                },
+                } => {
+                    Box::pin(async move {
+                        let accept = acceptor.accept(stream);
+                        match tokio::time::timeout(handshake_timeout, accept).await {
+                            Ok(Ok(tls)) => conn.serve(tls).await,
+                            Ok(Err(err)) => {
+                                tracing::debug!(client = %peer, %err, "TLS handshake failed");
+                            }
+                            Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                        }
+                    })
+                    .await
+                }
             }
             drop(permit);
         });

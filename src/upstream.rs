@@ -123,10 +123,15 @@ impl ConnPool {
                 reused: true,
             });
         }
-        self.connect(connect_timeout).await.map(|sender| Conn {
-            sender,
-            reused: false,
-        })
+        // Boxed: the connect and TLS handshake futures are large, and inline they
+        // would size every request's future (kept per idle client connection by
+        // hyper, and moved on every poll) for a path most requests never take.
+        Box::pin(self.connect(connect_timeout))
+            .await
+            .map(|sender| Conn {
+                sender,
+                reused: false,
+            })
     }
 
     /// Opens a new connection (used directly when a pooled one turned out stale).
