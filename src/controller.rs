@@ -29,6 +29,7 @@
 
 pub mod task;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -244,15 +245,10 @@ fn rebuild(
             let key = (pool.name.clone(), b.addr);
             let want = pool.tls.as_ref();
             // One lookup in the common case (the backend survives unchanged); a state
-            // made for another `tls` setting goes back to retire with the rest.
-            let reused = match old_backends.remove(&key) {
-                Some(s) if s.conns().tls_spec() == want => Some(s),
-                other => {
-                    if let Some(s) = other {
-                        old_backends.insert(key.clone(), s);
-                    }
-                    take_retiring(retiring, &key, want)
-                }
+            // made for another `tls` setting stays to be retired with the rest.
+            let reused = match old_backends.entry(key.clone()) {
+                Entry::Occupied(e) if e.get().conns().tls_spec() == want => Some(e.remove()),
+                _ => take_retiring(retiring, &key, want),
             };
             let state = reused.unwrap_or_else(|| {
                 let tls = want.map(|spec| {

@@ -495,20 +495,22 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
             Err(_) => None,
         },
     };
-    match workers {
-        Some(1) => tracing::info!("runtime: current-thread scheduler, 1 worker"),
-        Some(n) => tracing::info!("runtime: multi-thread scheduler, {n} workers"),
-        None => tracing::info!("runtime: multi-thread scheduler, one worker per CPU"),
-    }
     let mut builder = match workers {
         Some(0) => anyhow::bail!("--workers (or TOKIO_WORKER_THREADS) must be at least 1"),
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(1) => {
+            tracing::info!("runtime: current-thread scheduler, 1 worker");
+            tokio::runtime::Builder::new_current_thread()
+        }
         Some(n) => {
+            tracing::info!("runtime: multi-thread scheduler, {n} workers");
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             builder.worker_threads(n);
             builder
         }
-        None => tokio::runtime::Builder::new_multi_thread(),
+        None => {
+            tracing::info!("runtime: multi-thread scheduler, one worker per CPU");
+            tokio::runtime::Builder::new_multi_thread()
+        }
     };
     builder.enable_all();
     builder.build().context("cannot start the async runtime")

@@ -12,6 +12,7 @@ use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 /// Fields that only make sense on one connection (RFC 9110 §7.6.1 and RFC 7230's list).
+/// `Connection` comes first: [`strip_hop_by_hop`] reads the fields it names.
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
@@ -21,6 +22,9 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
+
+/// Where `Connection` is in [`HOP_BY_HOP`].
+const CONNECTION_AT: usize = 0;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -60,7 +64,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
     }
     if any {
-        if present[0] {
+        if present[CONNECTION_AT] {
             // Fields named by Connection are hop-by-hop too; collect first (borrowing).
             // Tokens that are in the fixed set (or `close`) need no name of their own.
             let named: Vec<HeaderName> = headers
@@ -91,18 +95,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Adds the forwarding fields: `X-Forwarded-For` is appended to (a chain of proxies),
-/// `X-Forwarded-Proto` and `-Host` are set (never trusted from the client),
-/// `X-Request-Id` is kept if present, else generated.
-pub fn add_forwarding(
-    headers: &mut HeaderMap,
-    client: IpAddr,
-    proto: &'static str,
-    host: Option<HeaderValue>,
-) {
-    add_forwarding_for(headers, client, &client_value(client), proto, host);
-}
-
 /// The client's address as a header value, made once per connection (formatting an
 /// address per request was a measurable share of the request path).
 pub fn client_value(client: IpAddr) -> HeaderValue {
@@ -110,7 +102,10 @@ pub fn client_value(client: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&client.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// [`add_forwarding`] with the client's address already made into `client_value`.
+/// Adds the forwarding fields: `X-Forwarded-For` is appended to (a chain of proxies),
+/// `X-Forwarded-Proto` and `-Host` are set (never trusted from the client),
+/// `X-Request-Id` is kept if present, else generated. `client_value` is
+/// [`client_value`]`(client)`, made once per connection.
 pub fn add_forwarding_for(
     headers: &mut HeaderMap,
     client: IpAddr,
@@ -206,6 +201,11 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_list_has_connection_where_the_strip_reads_it() {
+        assert_eq!(HOP_BY_HOP[CONNECTION_AT], header::CONNECTION);
+    }
+
+    #[test]
     fn upgrade_pair_survives_for_tunnels() {
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade_request(&h));
@@ -217,9 +217,11 @@ mod tests {
     #[test]
     fn forwarding_appends_client_and_keeps_request_id() {
         let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("x-request-id", "abc")]);
-        add_forwarding(
+        let client = "127.0.0.1".parse().unwrap();
+        add_forwarding_for(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            client,
+            &client_value(client),
             "http",
             Some(HeaderValue::from_static("agents.local")),
         );

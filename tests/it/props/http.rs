@@ -119,7 +119,13 @@ fn forwarding_fields_are_set_never_trusted() {
         }
         map.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let client = IpAddr::from(ip);
-        headers::add_forwarding(&mut map, client, "http", None);
+        headers::add_forwarding_for(
+            &mut map,
+            client,
+            &headers::client_value(client),
+            "http",
+            None,
+        );
         let xff = map["x-forwarded-for"].to_str().expect("ascii");
         prop_assert!(xff.ends_with(&client.to_string()), "{xff}");
         prop_assert_eq!(&map["x-forwarded-proto"], "http");
