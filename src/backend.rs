@@ -201,6 +201,9 @@ impl BackendState {
     /// a removed backend once its `stream_close_delay` ran out). Not reversible.
     pub fn close_streams(&self) {
         self.closed.cancel();
+        // hyper's connection tasks end on the signal; the gateway's own idle ones
+        // have no task, so they are closed here.
+        self.conns.clear_idle();
     }
 
     /// Resolves once [`close_streams`](Self::close_streams) was called.

@@ -188,6 +188,13 @@ impl Controller {
         closed
     }
 
+    /// Drops pooled upstream connections their backends closed while idle.
+    pub fn sweep_idle_conns(&self) {
+        for state in self.registry.values() {
+            state.conns().sweep_idle();
+        }
+    }
+
     /// Streams closed because their backend was removed, since start.
     pub fn streams_closed(&self) -> u64 {
         self.streams_closed

@@ -39,9 +39,10 @@ enum Command {
         /// Longest time to wait for in-flight requests and tunnels on shutdown.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
-        /// Worker threads (default: TOKIO_WORKER_THREADS, else one per CPU).
-        #[arg(long)]
-        workers: Option<usize>,
+        /// Worker threads (default: one per CPU). One worker runs tokio's
+        /// current-thread scheduler.
+        #[arg(long, env = "TOKIO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
         /// Do not watch the config file; reload only on SIGHUP.
         #[arg(long)]
         no_watch: bool,
@@ -480,23 +481,13 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// The gateway's runtime: `workers` threads (else `TOKIO_WORKER_THREADS`, else one
-/// per CPU). One worker gets tokio's current-thread scheduler: everything then runs
-/// on the thread that drives the I/O, as nginx's single worker does, without the
-/// cross-thread queues and wake-ups of the multi-thread scheduler (measured in
-/// benches/README.md).
-fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
-    let workers = match workers {
-        Some(n) => Some(n),
-        None => match std::env::var("TOKIO_WORKER_THREADS") {
-            Ok(v) => Some(v.trim().parse::<usize>().with_context(|| {
-                format!("TOKIO_WORKER_THREADS must be a number of threads, not '{v}'")
-            })?),
-            Err(_) => None,
-        },
-    };
+/// The gateway's runtime: `workers` threads (`--workers` or `TOKIO_WORKER_THREADS`,
+/// read by clap; else one per CPU). One worker gets tokio's current-thread scheduler:
+/// everything then runs on the thread that drives the I/O, as nginx's single worker
+/// does, without the cross-thread queues and wake-ups of the multi-thread scheduler
+/// (measured in benches/README.md).
+fn runtime(workers: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match workers {
-        Some(0) => anyhow::bail!("--workers (or TOKIO_WORKER_THREADS) must be at least 1"),
         Some(1) => {
             tracing::info!("runtime: current-thread scheduler, 1 worker");
             tokio::runtime::Builder::new_current_thread()
@@ -504,7 +495,7 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         Some(n) => {
             tracing::info!("runtime: multi-thread scheduler, {n} workers");
             let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(n);
+            builder.worker_threads(usize::from(n));
             builder
         }
         None => {

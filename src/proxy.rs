@@ -44,6 +44,7 @@ use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::route::{host_without_port, RequestView};
 use crate::snapshot::{Snapshot, Tried};
+use crate::upstream::h1::{self, H1Body, H1Error};
 use crate::upstream::Sender;
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
@@ -76,10 +77,48 @@ pub struct Proxy {
     tunnels: TaskTracker,
 }
 
-/// What a failed attempt leaves: the error, and the request if it was never sent.
+/// What a failed attempt leaves: the error, and the request when it is still whole
+/// (never sent; or sent on a gateway-driven connection, which writes from it).
+/// Whether it may go again is the error's to say (`request_unsent`,
+/// `retryable_after_send`).
 struct Failed {
     error: ProxyError,
-    unsent: Option<Request<RequestBody>>,
+    req: Option<Request<RequestBody>>,
+}
+
+impl Failed {
+    fn with_request(error: ProxyError, req: Request<RequestBody>) -> Self {
+        Failed {
+            error,
+            req: Some(req),
+        }
+    }
+
+    fn consumed(error: ProxyError) -> Self {
+        Failed { error, req: None }
+    }
+}
+
+/// A backend's answer, from hyper's client or from a gateway-driven connection.
+enum Answer {
+    Hyper(Response<Incoming>, Sender),
+    H1(Response<H1Body>),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Hyper(resp, _) => resp.status(),
+            Answer::H1(resp) => resp.status(),
+        }
+    }
+
+    fn headers(&self) -> &HeaderMap {
+        match self {
+            Answer::Hyper(resp, _) => resp.headers(),
+            Answer::H1(resp) => resp.headers(),
+        }
+    }
 }
 
 /// The head of a bodiless idempotent request, kept to replay it after a send failure.
@@ -90,6 +129,14 @@ struct Replay {
 }
 
 impl Replay {
+    fn of(req: &Request<RequestBody>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
     fn request(&self) -> Request<RequestBody> {
         let mut req = Request::new(RequestBody::Empty);
         *req.method_mut() = self.method.clone();
@@ -193,25 +240,29 @@ impl Proxy {
             }
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarding_for(
-            &mut parts.headers,
-            client.addr.ip(),
+        let forwarding = headers::Forwarding::new(
+            &parts.headers,
             &client.ip_value,
             self.scheme,
             forwarded_host,
         );
-        trail.request_id(parts.headers.get(&headers::X_REQUEST_ID));
+        trail.request_id(Some(forwarding.request_id()));
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
-        let replay = (route.retries > 0
-            && !upgrade
-            && is_idempotent(&parts.method)
-            && http_body::Body::is_end_stream(&body))
-        .then(|| Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
-        });
+        let bodiless = http_body::Body::is_end_stream(&body);
+        // A request with neither body nor upgrade can go on a gateway-driven
+        // connection (`upstream::h1`), which leaves it whole for a retry.
+        let fast = bodiless && !upgrade;
+        // That path writes the forwarding fields beside the others as it writes the
+        // head; only hyper's client needs them in the map (set before its first use).
+        let mut forwarding_in_map = !fast;
+        if forwarding_in_map {
+            forwarding.apply(&mut parts.headers);
+        }
+        let replayable = route.retries > 0 && fast && is_idempotent(&parts.method);
+        // hyper's client consumes the request: a copy of the head is kept for a
+        // retry after sending, made before the first attempt through it.
+        let mut replay = None;
         let mut req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
 
         let mut tried = Tried::default();
@@ -248,8 +299,21 @@ impl Proxy {
             trail.attempt(backend, &route.name.0);
             let guard = backend.state.start_request();
             let started = Instant::now();
-            match send(backend, req, &route.timeouts).await {
-                Ok((resp, sender)) => {
+            let sent = if fast && backend.state.conns().fast_path() {
+                let forwarding = (!forwarding_in_map).then_some(&forwarding);
+                send_h1(backend, req, &route.timeouts, forwarding).await
+            } else {
+                if !forwarding_in_map {
+                    forwarding.apply(req.headers_mut());
+                    forwarding_in_map = true;
+                }
+                if replayable && replay.is_none() {
+                    replay = Some(Replay::of(&req));
+                }
+                send(backend, req, &route.timeouts).await
+            };
+            match sent {
+                Ok(resp) => {
                     let latency = started.elapsed();
                     backend.state.observe_latency(latency);
                     trail.answered(latency);
@@ -263,7 +327,6 @@ impl Proxy {
                     }
                     return self.respond(
                         resp,
-                        sender,
                         guard,
                         client_upgrade,
                         set_cookie,
@@ -276,17 +339,20 @@ impl Proxy {
                         backend.metrics.connect_errors.increment(1);
                     }
                     pool.report_error(backend, &failed.error);
-                    if !matches!(failed.error, ProxyError::NotSent(_)) {
+                    if !matches!(
+                        failed.error,
+                        ProxyError::NotSent(_) | ProxyError::NotSentH1(_)
+                    ) {
                         pool.health().traffic().record_error();
                     }
                     tried.add(backend);
                     failures += 1;
-                    let next = match failed.unsent {
-                        Some(unsent) => Some(unsent),
-                        None if failed.error.retryable_after_send() => {
-                            replay.as_ref().map(Replay::request)
-                        }
-                        None => None,
+                    let next = if failed.error.request_unsent() {
+                        failed.req
+                    } else if failed.error.retryable_after_send() && replayable {
+                        failed.req.or_else(|| replay.as_ref().map(Replay::request))
+                    } else {
+                        None
                     };
                     match next {
                         Some(next) if failures <= route.retries as usize => req = next,
@@ -301,28 +367,39 @@ impl Proxy {
     /// Turns a backend's response into the client's.
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
-        sender: Sender,
+        answer: Answer,
         guard: InflightGuard,
         client_upgrade: Option<OnUpgrade>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
-            let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            self.tunnels
-                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
-            drop(sender);
-            let (parts, _) = resp.into_parts();
-            return Ok(Response::from_parts(parts, ResponseBody::empty()));
-        }
-        let (mut parts, body) = resp.into_parts();
+        let (mut parts, body) = match answer {
+            Answer::Hyper(mut resp, sender) => {
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    self.tunnels
+                        .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
+                    drop(sender);
+                    let (parts, _) = resp.into_parts();
+                    return Ok(Response::from_parts(parts, ResponseBody::empty()));
+                }
+                let (parts, body) = resp.into_parts();
+                (parts, UpstreamBody::new(body, guard, sender, idle))
+            }
+            // Never sent for an upgrade: a 101 here is the backend's error.
+            Answer::H1(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(ProxyError::BadUpgrade)
+            }
+            Answer::H1(resp) => {
+                let (parts, body) = resp.into_parts();
+                (parts, UpstreamBody::h1(body, guard, idle))
+            }
+        };
         headers::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(cookie) = set_cookie {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        let body = UpstreamBody::new(body, guard, sender, idle);
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 }
@@ -332,16 +409,11 @@ async fn send(
     backend: &Backend,
     req: Request<RequestBody>,
     timeouts: &Timeouts,
-) -> Result<(Response<Incoming>, Sender), Failed> {
+) -> Result<Answer, Failed> {
     let pool = backend.state.conns();
     let mut conn = match pool.checkout(timeouts.connect).await {
         Ok(conn) => conn,
-        Err(error) => {
-            return Err(Failed {
-                error,
-                unsent: Some(req),
-            })
-        }
+        Err(error) => return Err(Failed::with_request(error, req)),
     };
     let mut req = req;
     loop {
@@ -354,20 +426,13 @@ async fn send(
         if ready {
             let sent = conn.sender.try_send_request(req);
             match tokio::time::timeout(timeouts.response_header, sent).await {
-                Ok(Ok(resp)) => return Ok((resp, conn.sender)),
-                Err(_) => {
-                    return Err(Failed {
-                        error: ProxyError::ResponseTimeout,
-                        unsent: None,
-                    })
-                }
+                Ok(Ok(resp)) => return Ok(Answer::Hyper(resp, conn.sender)),
+                Err(_) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) if conn.reused => req = unsent,
                     Some(unsent) => {
-                        return Err(Failed {
-                            error: ProxyError::NotSent(err.into_error()),
-                            unsent: Some(unsent),
-                        })
+                        let error = ProxyError::NotSent(err.into_error());
+                        return Err(Failed::with_request(error, unsent));
                     }
                     None => {
                         let err = err.into_error();
@@ -375,19 +440,13 @@ async fn send(
                             Some(limit) => ProxyError::BodyTooLarge { limit },
                             None => ProxyError::Upstream(err),
                         };
-                        return Err(Failed {
-                            error,
-                            unsent: None,
-                        });
+                        return Err(Failed::consumed(error));
                     }
                 },
             }
         } else if !conn.reused {
             let error = ProxyError::Connect(std::io::Error::other("new connection not ready"));
-            return Err(Failed {
-                error,
-                unsent: Some(req),
-            });
+            return Err(Failed::with_request(error, req));
         }
         // A pooled connection the backend had closed: the request never left, so try
         // once more on a fresh connection to the same backend.
@@ -396,13 +455,70 @@ async fn send(
                 sender,
                 reused: false,
             },
-            Err(error) => {
-                return Err(Failed {
-                    error,
-                    unsent: Some(req),
-                })
-            }
+            Err(error) => return Err(Failed::with_request(error, req)),
         };
+    }
+}
+
+/// One attempt on a gateway-driven connection (`upstream::h1`): a request without
+/// body or upgrade, to a plain-TCP backend. The head is written from the request,
+/// which stays whole: a failure hands it back for a retry.
+async fn send_h1(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    timeouts: &Timeouts,
+    forwarding: Option<&headers::Forwarding<'_>>,
+) -> Result<Answer, Failed> {
+    let pool = backend.state.conns();
+    let (mut conn, mut reused) = match pool.pop_h1() {
+        Some(conn) => (conn, true),
+        // Boxed like hyper's connect path: rare, and it would size every request.
+        None => match Box::pin(pool.connect_h1(timeouts.connect)).await {
+            Ok(conn) => (conn, false),
+            Err(error) => return Err(Failed::with_request(error, req)),
+        },
+    };
+    loop {
+        let exchange = async {
+            let fields = |h: &HeaderMap, out: &mut Vec<u8>| match forwarding {
+                Some(f) => f.write_fields(h, out),
+                None => h1::write_fields(h, out),
+            };
+            conn.write_request(&req, fields)
+                .await
+                .map_err(|e| (e, false))?;
+            conn.read_response(req.method())
+                .await
+                .map_err(|e| (e, true))
+        };
+        let outcome = tokio::time::timeout(timeouts.response_header, exchange).await;
+        let again_on_fresh = match &outcome {
+            // A pooled connection the backend had just closed: the request never
+            // left, so try once more on a fresh connection to the same backend.
+            Ok(Err((_, false))) => reused,
+            // Closed without a byte of answer on a pooled connection: the backend
+            // closed it as idle as the request went out (the race every keep-alive
+            // client has). An idempotent request goes once more, on a fresh one.
+            Ok(Err((H1Error::ClosedBeforeHead, true))) => reused && is_idempotent(req.method()),
+            _ => false,
+        };
+        if again_on_fresh {
+            conn = match Box::pin(pool.connect_h1(timeouts.connect)).await {
+                Ok(conn) => conn,
+                Err(error) => return Err(Failed::with_request(error, req)),
+            };
+            reused = false;
+            continue;
+        }
+        let error = match outcome {
+            Ok(Ok(resp)) => return Ok(Answer::H1(resp)),
+            Err(_) => ProxyError::ResponseTimeout,
+            Ok(Err((err, false))) => {
+                return Err(Failed::with_request(ProxyError::NotSentH1(err), req))
+            }
+            Ok(Err((err, true))) => ProxyError::UpstreamH1(err),
+        };
+        return Err(Failed::with_request(error, req));
     }
 }
 

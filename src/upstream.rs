@@ -26,6 +26,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub mod h1;
+
 use crate::config::spec::UpstreamTlsSpec;
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
@@ -44,8 +46,12 @@ const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 /// Largest response head accepted from a backend; a larger one is a 502, so a
 /// broken or hostile backend cannot make the gateway buffer without bound.
 pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields in a backend's response head.
-pub const MAX_RESPONSE_HEADERS: usize = 200;
+/// Most header fields in a backend's response head (more is a 502). This is hyper's
+/// own default, and it matters that it is: with any explicit limit hyper allocates
+/// two arrays of that many slots (6 KiB each) for every response it parses, where
+/// its default uses arrays on the stack (measured: ~1 500 instructions and two
+/// large allocations per request).
+pub const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// A connection taken out of the pool (or freshly made) for one request.
 #[derive(Debug)]
@@ -60,11 +66,26 @@ struct Idle {
     since: Instant,
 }
 
+/// An idle connection driven by the gateway itself ([`h1`]).
+struct IdleH1 {
+    conn: h1::H1Conn,
+    since: Instant,
+}
+
+impl IdleH1 {
+    /// Young enough, and not closed by the backend (as far as the socket tells).
+    fn usable(&self) -> bool {
+        self.since.elapsed() <= MAX_IDLE_AGE && self.conn.looks_alive()
+    }
+}
+
 /// Pooled connections to one backend address.
 pub struct ConnPool {
     addr: SocketAddr,
     tls: Option<Arc<UpstreamTls>>,
     idle: ArrayQueue<Idle>,
+    /// Idle connections for the bodiless fast path ([`h1`]); plain TCP only.
+    idle_h1: ArrayQueue<IdleH1>,
     /// The backend's close signal: ends every connection task (see `BackendState`).
     closed: CancellationToken,
 }
@@ -75,6 +96,7 @@ impl std::fmt::Debug for ConnPool {
             .field("addr", &self.addr)
             .field("tls", &self.tls.is_some())
             .field("idle", &self.idle.len())
+            .field("idle_h1", &self.idle_h1.len())
             .finish()
     }
 }
@@ -96,6 +118,7 @@ impl ConnPool {
             addr,
             tls,
             idle: ArrayQueue::new(MAX_IDLE),
+            idle_h1: ArrayQueue::new(MAX_IDLE),
             closed,
         }
     }
@@ -112,7 +135,55 @@ impl ConnPool {
 
     /// Idle connections currently pooled.
     pub fn idle_count(&self) -> usize {
-        self.idle.len()
+        self.idle.len() + self.idle_h1.len()
+    }
+
+    /// Whether requests without a body may use [`h1`] connections: plain TCP
+    /// backends (TLS ones go through hyper).
+    pub fn fast_path(&self) -> bool {
+        self.tls.is_none()
+    }
+
+    /// A pooled [`h1`] connection that still looks alive, if there is one.
+    pub fn pop_h1(&self) -> Option<h1::H1Conn> {
+        while let Some(idle) = self.idle_h1.pop() {
+            if idle.usable() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// A new [`h1`] connection (within `connect_timeout`).
+    pub async fn connect_h1(&self, connect_timeout: Duration) -> Result<h1::H1Conn, ProxyError> {
+        let deadline = Instant::now() + connect_timeout;
+        self.connect_tcp(deadline).await.map(h1::H1Conn::new)
+    }
+
+    /// Closes the pooled [`h1`] connections the backend closed (or that aged out)
+    /// while idle: they have no task that would notice. The rest go back.
+    pub fn sweep_idle(&self) {
+        for _ in 0..self.idle_h1.len() {
+            let Some(idle) = self.idle_h1.pop() else {
+                return;
+            };
+            if idle.usable() {
+                // Full only if requests refilled it meanwhile: then this one goes.
+                let _dropped_when_full = self.idle_h1.push(idle);
+            }
+        }
+    }
+
+    /// Returns an [`h1`] connection whose response ended cleanly.
+    pub fn checkin_h1(&self, conn: h1::H1Conn) {
+        if self.closed.is_cancelled() {
+            return;
+        }
+        // A full pool drops the connection, which closes it.
+        let _dropped_when_full = self.idle_h1.push(IdleH1 {
+            conn,
+            since: Instant::now(),
+        });
     }
 
     /// A live pooled connection if there is one, else a new one.
@@ -138,15 +209,7 @@ impl ConnPool {
     /// `connect_timeout` bounds TCP connect and TLS handshake together.
     pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ProxyError> {
         let deadline = Instant::now() + connect_timeout;
-        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => return Err(ProxyError::Connect(err)),
-            Err(_) => return Err(ProxyError::ConnectTimeout),
-        };
-        // Small request/response exchanges must not wait for Nagle's algorithm.
-        if let Err(err) = stream.set_nodelay(true) {
-            tracing::debug!(backend = %self.addr, %err, "set_nodelay failed");
-        }
+        let stream = self.connect_tcp(deadline).await?;
         match &self.tls {
             None => self.handshake(stream).await,
             Some(tls) => {
@@ -159,6 +222,20 @@ impl ConnPool {
         }
     }
 
+    /// A TCP connection to the backend by `deadline`, with `TCP_NODELAY`.
+    async fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, ProxyError> {
+        let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(err)) => return Err(ProxyError::Connect(err)),
+            Err(_) => return Err(ProxyError::ConnectTimeout),
+        };
+        // Small request/response exchanges must not wait for Nagle's algorithm.
+        if let Err(err) = stream.set_nodelay(true) {
+            tracing::debug!(backend = %self.addr, %err, "set_nodelay failed");
+        }
+        Ok(stream)
+    }
+
     /// The HTTP/1.1 client handshake on `io`; the connection task is spawned.
     async fn handshake<I>(&self, io: I) -> Result<Sender, ProxyError>
     where
@@ -166,7 +243,8 @@ impl ConnPool {
     {
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(MAX_RESPONSE_HEAD_BYTES)
-            .max_headers(MAX_RESPONSE_HEADERS)
+            // No `.max_headers(MAX_RESPONSE_HEADERS)`: that is the default, and
+            // setting it makes hyper allocate per response (see the constant).
             .handshake(TokioIo::new(io))
             .await
             .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;
@@ -203,6 +281,7 @@ impl ConnPool {
     /// use are left to finish).
     pub fn clear_idle(&self) {
         while self.idle.pop().is_some() {}
+        while self.idle_h1.pop().is_some() {}
     }
 
     fn pop_idle(&self) -> Option<Sender> {
@@ -213,5 +292,51 @@ impl ConnPool {
             return Some(idle.sender);
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    use super::ConnPool;
+
+    #[tokio::test]
+    async fn the_sweep_closes_pooled_connections_their_backend_closed_and_keeps_the_rest() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(listener.local_addr().unwrap(), CancellationToken::new());
+        let (a, b) = (
+            pool.connect_h1(Duration::from_secs(1)).await.unwrap(),
+            pool.connect_h1(Duration::from_secs(1)).await.unwrap(),
+        );
+        let (mut closing, _) = listener.accept().await.unwrap();
+        let (mut kept, _) = listener.accept().await.unwrap();
+        pool.checkin_h1(a);
+        pool.checkin_h1(b);
+        assert_eq!(pool.idle_count(), 2);
+
+        // The backend closes one of them; the gateway's side learns it from epoll,
+        // so sweep until it shows (bounded).
+        drop(closing.shutdown().await);
+        drop(closing);
+        let swept = tokio::time::timeout(Duration::from_secs(5), async {
+            while pool.idle_count() > 1 {
+                pool.sweep_idle();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(swept.is_ok(), "the closed connection stayed pooled");
+        assert_eq!(pool.idle_count(), 1, "the live one was swept too");
+
+        // The kept connection is still the gateway's: it closes when the pool goes.
+        drop(pool);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0))), "{read:?}");
     }
 }

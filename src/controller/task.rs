@@ -21,6 +21,7 @@ mod file;
 pub use discovered::DockerFeed;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -220,7 +221,15 @@ pub struct Task {
     config_path: Option<PathBuf>,
     counters: watch::Sender<Counters>,
     rx: mpsc::Receiver<Update>,
+    /// When pooled upstream connections are next checked (see [`IDLE_SWEEP`]).
+    next_sweep: Instant,
 }
+
+/// How often pooled upstream connections are checked for ones their backend closed
+/// while idle. hyper's connections notice by themselves (each has a task); the
+/// gateway-driven ones (`upstream::h1`) are checked when taken from the pool and
+/// here, so a backend that gets no traffic does not keep closed sockets around.
+const IDLE_SWEEP: Duration = Duration::from_secs(5);
 
 impl Task {
     /// Loads persisted overrides (if `[admin].state_file` is set), builds the first
@@ -252,6 +261,7 @@ impl Task {
             config_path,
             counters,
             rx,
+            next_sweep: Instant::now() + IDLE_SWEEP,
         };
         let handle = ControlHandle {
             tx,
@@ -271,6 +281,7 @@ impl Task {
             let wake = [
                 self.overrides.next_expiry(),
                 self.controller.next_retirement(),
+                Some(self.next_sweep),
             ]
             .into_iter()
             .flatten()
@@ -333,7 +344,7 @@ impl Task {
         }
     }
 
-    /// TTL expiries and stream closes that are due.
+    /// TTL expiries, stream closes and the idle-connection sweep that are due.
     fn tick(&mut self, now: Instant) {
         let expired = self.overrides.expire(now);
         for (pool, addr) in &expired {
@@ -346,6 +357,10 @@ impl Task {
         let closed = self.controller.close_retired(now);
         if closed > 0 {
             self.counters.send_modify(|c| c.streams_closed += closed);
+        }
+        if now >= self.next_sweep {
+            self.controller.sweep_idle_conns();
+            self.next_sweep = now + IDLE_SWEEP;
         }
     }
 

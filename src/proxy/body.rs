@@ -21,9 +21,11 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::access_log::PendingLine;
 use crate::backend::InflightGuard;
+use crate::upstream::h1::H1Body;
 use crate::upstream::Sender;
 
 /// Errors a streamed body can end with.
@@ -130,14 +132,49 @@ pub fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
 #[error("the backend sent nothing for {0:?} (idle timeout)")]
 pub struct IdleTimeout(pub Duration);
 
+/// The backend was removed and its `stream_close_delay` ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("the backend was removed (stream_close_delay ran out)")]
+pub struct BackendRemoved;
+
+/// Where a backend's body arrives from.
+enum Source {
+    /// hyper's client connection; the connection is pooled again at a clean end.
+    Hyper {
+        body: Incoming,
+        conn: Option<Sender>,
+    },
+    /// A connection the gateway drives itself (`upstream::h1`), which has no task
+    /// to end when the backend is removed: a body that waits also waits on that.
+    H1 {
+        body: H1Body,
+        removed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    },
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Hyper { body, .. } => body.is_end_stream(),
+            Source::H1 { body, .. } => body.is_done(),
+        }
+    }
+
+    /// Drops the connection: it is not clean to use again.
+    fn discard(&mut self) {
+        match self {
+            Source::Hyper { conn, .. } => drop(conn.take()),
+            Source::H1 { body, .. } => body.discard(),
+        }
+    }
+}
+
 pin_project! {
     /// A backend's response body on its way to the client.
     pub struct UpstreamBody {
-        inner: Incoming,
+        inner: Source,
         // Held until the body ends or is dropped.
         guard: Option<InflightGuard>,
-        // The connection the body arrives on; back to the pool at clean end of stream.
-        conn: Option<Sender>,
         idle_timeout: Duration,
         // Made the first time the backend keeps the body waiting: most bodies arrive
         // whole, and a timer for each would be made and dropped unused.
@@ -155,16 +192,32 @@ impl UpstreamBody {
         conn: Sender,
         idle_timeout: Duration,
     ) -> Self {
+        let source = Source::Hyper {
+            body: inner,
+            conn: Some(conn),
+        };
+        Self::from_source(source, guard, idle_timeout)
+    }
+
+    /// A body read off a gateway-driven connection (`upstream::h1`).
+    pub fn h1(body: H1Body, guard: InflightGuard, idle_timeout: Duration) -> Self {
+        let source = Source::H1 {
+            body,
+            removed: None,
+        };
+        Self::from_source(source, guard, idle_timeout)
+    }
+
+    fn from_source(inner: Source, guard: InflightGuard, idle_timeout: Duration) -> Self {
         let mut body = UpstreamBody {
             inner,
             guard: Some(guard),
-            conn: Some(conn),
             idle_timeout,
             idle: None,
             log: PendingLine::default(),
         };
         if body.inner.is_end_stream() {
-            release(&mut body.guard, &mut body.conn);
+            release(&mut body.guard, &mut body.inner);
         }
         body
     }
@@ -180,10 +233,46 @@ impl UpstreamBody {
 }
 
 /// Ends the request's accounting and returns its connection to the pool.
-fn release(guard: &mut Option<InflightGuard>, conn: &mut Option<Sender>) {
+fn release(guard: &mut Option<InflightGuard>, source: &mut Source) {
     if let Some(guard) = guard.take() {
-        if let Some(conn) = conn.take() {
-            guard.backend().conns().checkin(conn);
+        let pool = guard.backend().conns();
+        match source {
+            Source::Hyper { conn, .. } => {
+                if let Some(conn) = conn.take() {
+                    pool.checkin(conn);
+                }
+            }
+            Source::H1 { body, .. } => {
+                if let Some(conn) = body.take_reusable() {
+                    pool.checkin_h1(conn);
+                }
+            }
+        }
+    }
+}
+
+/// The next frame of `source`; for a gateway-driven connection, an error once the
+/// backend is removed while the body waits.
+fn poll_source(
+    source: &mut Source,
+    guard: &Option<InflightGuard>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match source {
+        Source::Hyper { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        Source::H1 { body, removed } => {
+            let polled = body.poll_frame(cx).map_err(Into::into);
+            if polled.is_pending() {
+                if let Some(guard) = guard {
+                    let removed = removed.get_or_insert_with(|| {
+                        Box::pin(guard.backend().closed().clone().cancelled_owned())
+                    });
+                    if removed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Some(Err(BackendRemoved.into())));
+                    }
+                }
+            }
+            polled
         }
     }
 }
@@ -197,13 +286,13 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        match Pin::new(&mut *this.inner).poll_frame(cx) {
+        match poll_source(this.inner, this.guard, cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.log.add_bytes(data.len());
                 }
                 if this.inner.is_end_stream() {
-                    release(this.guard, this.conn);
+                    release(this.guard, this.inner);
                     this.log.finish(true);
                 } else if let Some(idle) = this.idle {
                     idle.as_mut().reset(Instant::now() + *this.idle_timeout);
@@ -212,16 +301,16 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Err(err))) => {
                 // A broken body means a broken connection: never pool it.
-                this.conn.take();
+                this.inner.discard();
                 if let Some(guard) = this.guard.take() {
                     guard.backend().count_broken_stream();
                     tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(Err(err.into())))
+                Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
-                release(this.guard, this.conn);
+                release(this.guard, this.inner);
                 this.log.finish(true);
                 Poll::Ready(None)
             }
@@ -231,7 +320,7 @@ impl Body for UpstreamBody {
                     .idle
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
                 ready!(idle.as_mut().poll(cx));
-                this.conn.take();
+                this.inner.discard();
                 if let Some(guard) = this.guard.take() {
                     guard.backend().count_broken_stream();
                 }
@@ -246,7 +335,13 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Hyper { body, .. } => body.size_hint(),
+            Source::H1 { body, .. } => match body.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 

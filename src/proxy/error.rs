@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::framing::Malformed;
+use crate::upstream::h1::H1Error;
 
 /// Name of the response header that carries [`ProxyError::cause`].
 pub const ERROR_HEADER: &str = "sluicegate-error";
@@ -40,6 +41,13 @@ pub enum ProxyError {
     NotSent(#[source] hyper::Error),
     #[error("the backend failed while answering: {0}")]
     Upstream(#[source] hyper::Error),
+    /// As [`NotSent`](Self::NotSent), on a connection the gateway drives itself
+    /// (`upstream::h1`): the request head could not be written to a new connection.
+    #[error("the backend connection closed before the request was sent: {0}")]
+    NotSentH1(#[source] H1Error),
+    /// As [`Upstream`](Self::Upstream), on a connection the gateway drives itself.
+    #[error("the backend failed while answering: {0}")]
+    UpstreamH1(#[source] H1Error),
     #[error("the backend sent no response head in time")]
     ResponseTimeout,
     #[error("the backend answered an upgrade request without switching protocols, or the reverse")]
@@ -60,6 +68,8 @@ impl ProxyError {
             | ProxyError::UpstreamTls(_)
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
+            | ProxyError::NotSentH1(_)
+            | ProxyError::UpstreamH1(_)
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -75,8 +85,8 @@ impl ProxyError {
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_failed",
-            ProxyError::NotSent(_) => "connection_closed",
-            ProxyError::Upstream(_) => "backend_failed",
+            ProxyError::NotSent(_) | ProxyError::NotSentH1(_) => "connection_closed",
+            ProxyError::Upstream(_) | ProxyError::UpstreamH1(_) => "backend_failed",
             ProxyError::ResponseTimeout => "response_timeout",
             ProxyError::BadUpgrade => "bad_upgrade",
         }
@@ -91,6 +101,7 @@ impl ProxyError {
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamTls(_)
                 | ProxyError::NotSent(_)
+                | ProxyError::NotSentH1(_)
         )
     }
 
@@ -104,7 +115,7 @@ impl ProxyError {
     /// that were sent): timeouts are not retried, as the next backend would likely
     /// make the client wait just as long.
     pub fn retryable_after_send(&self) -> bool {
-        matches!(self, ProxyError::Upstream(_))
+        matches!(self, ProxyError::Upstream(_) | ProxyError::UpstreamH1(_))
     }
 
     /// The gateway's own short answer.
@@ -142,6 +153,16 @@ mod tests {
             (ProxyError::UpstreamTls(io()), 502, "upstream_tls_failed"),
             (ProxyError::ResponseTimeout, 504, "response_timeout"),
             (ProxyError::BadUpgrade, 502, "bad_upgrade"),
+            (
+                ProxyError::UpstreamH1(H1Error::ClosedBeforeHead),
+                502,
+                "backend_failed",
+            ),
+            (
+                ProxyError::NotSentH1(H1Error::ClosedBeforeHead),
+                502,
+                "connection_closed",
+            ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (
                 ProxyError::Malformed(Malformed::HostMismatch),
@@ -175,5 +196,8 @@ mod tests {
         assert!(ProxyError::UpstreamTls(tls).request_unsent());
         assert!(!ProxyError::ResponseTimeout.request_unsent());
         assert!(!ProxyError::ResponseTimeout.retryable_after_send());
+        assert!(ProxyError::NotSentH1(H1Error::ClosedBeforeHead).request_unsent());
+        let sent = ProxyError::UpstreamH1(H1Error::ClosedBeforeHead);
+        assert!(!sent.request_unsent() && sent.retryable_after_send());
     }
 }

@@ -26,6 +26,7 @@ use http::uri::{Authority, Scheme};
 use http::{header, HeaderMap, Method, Request, Version};
 
 use super::error::ProxyError;
+use crate::upstream::h1::list_items;
 
 /// Why a request is refused before routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -81,8 +82,15 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Malformed> {
     check_transfer_coding(headers)
 }
 
-/// The one `Host` field, parsed; `None` when absent and allowed to be.
-fn single_host(headers: &HeaderMap, version: Version) -> Result<Option<Authority>, Malformed> {
+/// The `Host` field split into its host and port (both checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct HostPort<'a> {
+    host: &'a str,
+    port: Option<u16>,
+}
+
+/// The one `Host` field, checked; `None` when absent and allowed to be.
+fn single_host(headers: &HeaderMap, version: Version) -> Result<Option<HostPort<'_>>, Malformed> {
     let mut hosts = headers.get_all(header::HOST).iter();
     let Some(value) = hosts.next() else {
         // HTTP/2 and HTTP/1.0 may go without; HTTP/1.1 must not (absolute-form too).
@@ -95,28 +103,55 @@ fn single_host(headers: &HeaderMap, version: Version) -> Result<Option<Authority
     if hosts.next().is_some() {
         return Err(Malformed::DuplicateHost);
     }
-    let authority = Authority::try_from(value.as_bytes()).map_err(|_| Malformed::InvalidHost)?;
+    // Anything that is not visible ASCII is no authority either.
+    let value = value.to_str().map_err(|_| Malformed::InvalidHost)?;
+    match plain_host_port(value) {
+        Some(parsed) => Ok(Some(parsed)),
+        None => parse_host_port(value).map(Some),
+    }
+}
+
+/// The common shape, `name[:port]` with a name of letters, digits, dots and hyphens,
+/// checked without `http`'s parser (which copies the value into an allocation of its
+/// own on every request). `None`: not that shape, let [`parse_host_port`] decide.
+fn plain_host_port(value: &str) -> Option<HostPort<'_>> {
+    let (host, port) = match value.split_once(':') {
+        Some((host, port)) => {
+            let digits = !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit());
+            (host, Some(port.parse::<u16>().ok().filter(|_| digits)?))
+        }
+        None => (value, None),
+    };
+    let name_char = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
+    (!host.is_empty() && host.bytes().all(name_char)).then_some(HostPort { host, port })
+}
+
+/// Any other `Host` value, through `http`'s authority parser (IPv6 literals, and
+/// everything to refuse).
+fn parse_host_port(value: &str) -> Result<HostPort<'_>, Malformed> {
+    let authority = Authority::try_from(value).map_err(|_| Malformed::InvalidHost)?;
     // Host is host[:port]; userinfo ("a@b") is not allowed there.
     // Whatever follows the host must be ":" and a u16 (http's parser allows 99999).
-    let rest = authority
-        .as_str()
-        .get(authority.host().len()..)
-        .unwrap_or("");
+    let host_len = authority.host().len();
+    let rest = value.get(host_len..).unwrap_or("");
     let bad_port = !rest.is_empty()
         && rest
             .strip_prefix(':')
             .and_then(|p| p.parse::<u16>().ok())
             .is_none();
-    if authority.as_str().contains('@') || authority.host().is_empty() || bad_port {
+    if value.contains('@') || host_len == 0 || bad_port {
         return Err(Malformed::InvalidHost);
     }
-    Ok(Some(authority))
+    Ok(HostPort {
+        host: &value[..host_len],
+        port: authority.port_u16(),
+    })
 }
 
 /// Same host (case-insensitive) and same port, a missing port matching any.
-fn same_authority(target: &Authority, host: &Authority) -> bool {
-    target.host().eq_ignore_ascii_case(host.host())
-        && match (target.port_u16(), host.port_u16()) {
+fn same_authority(target: &Authority, host: &HostPort<'_>) -> bool {
+    target.host().eq_ignore_ascii_case(host.host)
+        && match (target.port_u16(), host.port) {
             (Some(a), Some(b)) => a == b,
             _ => true,
         }
@@ -124,12 +159,7 @@ fn same_authority(target: &Authority, host: &Authority) -> bool {
 
 /// `Transfer-Encoding`, when present, is exactly one `chunked`.
 fn check_transfer_coding(headers: &HeaderMap) -> Result<(), Malformed> {
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty());
+    let mut codings = list_items(headers, header::TRANSFER_ENCODING);
     match (codings.next(), codings.next()) {
         (None, _) => Ok(()),
         (Some(c), None) if c.eq_ignore_ascii_case(b"chunked") => Ok(()),
@@ -170,10 +200,66 @@ mod tests {
         assert_eq!(check(&req(Version::HTTP_10, "/", &[])), Ok(()));
         let two = [("host", "a.local"), ("host", "b.local")];
         assert_eq!(check(&req(h11, "/", &two)), Err(Malformed::DuplicateHost));
-        for bad in ["a b", "user@a.local", ":80", "a.local:99999"] {
+        for bad in [
+            "a b",
+            "user@a.local",
+            ":80",
+            "a.local:99999",
+            "a.local:",
+            "a.local:8a",
+            "",
+        ] {
             let r = req(h11, "/", &[("host", bad)]);
             assert_eq!(check(&r), Err(Malformed::InvalidHost), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_plain_shape_agrees_with_the_authority_parser() {
+        // Every value the fast path accepts, the full parse accepts the same way;
+        // values it leaves alone go to the full parse anyway.
+        let cases = [
+            "a.local",
+            "A.Local",
+            "a.local:80",
+            "a.local:0080",
+            "a-b.c:65535",
+            "x:1",
+            "1.2.3.4",
+            "1.2.3.4:8080",
+            "a..b",
+            "-",
+            ".",
+            "a.local:",
+            "a.local:65536",
+            "a.local:8a",
+            ":80",
+            "",
+            "a:b:c",
+            "a_b",
+            "a b",
+            "[::1]",
+            "[::1]:443",
+            "user@a",
+            "a.local:+80",
+            "é",
+        ];
+        let mut fast_taken = 0;
+        for value in cases {
+            if let Some(fast) = plain_host_port(value) {
+                assert_eq!(Ok(fast), parse_host_port(value), "{value:?}");
+                fast_taken += 1;
+            }
+        }
+        // "a.local" .. "a..b", "-", ".": the common shapes never reach the full parse.
+        assert_eq!(fast_taken, 11);
+        assert_eq!(
+            parse_host_port("[::1]:443"),
+            Ok(HostPort {
+                host: "[::1]",
+                port: Some(443)
+            })
+        );
     }
 
     #[test]

@@ -47,7 +47,11 @@ pub(super) fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .header_read_timeout(limits.header_read_timeout)
         // A head that does not fit the read buffer is answered 431.
         .max_buf_size(client.max_header_bytes)
-        .max_headers(client.max_headers);
+        .max_headers(client.max_headers)
+        // Responses are mostly small: one buffer and one write beats queueing
+        // buffers for a vectored write (callgrind: -1.4 % instructions per request;
+        // a large body is copied once more, into hyper's buffer).
+        .writev(false);
     builder
         .http2()
         .timer(TokioTimer::new())

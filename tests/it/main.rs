@@ -20,3 +20,4 @@ mod routing;
 mod shutdown;
 mod support;
 mod tls;
+mod upstream_conns;

@@ -10,6 +10,7 @@ use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use sluicegate::backend::Backend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::raw::{Answer, Bystander, FakeBackend};
@@ -109,6 +110,33 @@ async fn huge_response_head_is_bounded_and_502() {
 async fn too_many_response_fields_are_502() {
     // 300 small fields (30 KB) fit the byte bound but not the field count.
     run_case(Answer::HugeHead(300), "/bad/many", (502, "backend_failed")).await;
+}
+
+#[tokio::test]
+async fn response_field_bound_is_max_response_headers_exactly() {
+    // The bound is hyper's default on purpose (an explicit one costs two large
+    // allocations per response): pin it, so raising or lowering it is a decision.
+    let max = sluicegate::upstream::MAX_RESPONSE_HEADERS;
+    let good = agents("good", "v1", 1).await;
+    // `HugeHead(n)` sends n filler fields and a `content-length`.
+    for (fillers, want) in [(max - 1, "200"), (max, "502")] {
+        let fake = FakeBackend::start(Answer::HugeHead(fillers)).await;
+        let gw = TestGateway::start(&config(&fake, &backends(&good))).await;
+        // A raw read of the status line: the test's own hyper client has the same
+        // 100-field bound, and the gateway adds fields of its own to a passed answer.
+        let status = tokio::time::timeout(WAIT, async {
+            let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+            s.write_all(b"GET /bad/fields HTTP/1.1\r\nhost: t\r\n\r\n")
+                .await
+                .expect("write");
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.expect("status line");
+            String::from_utf8_lossy(&head[9..12]).into_owned()
+        })
+        .await
+        .expect("answered in time");
+        assert_eq!(status, want, "{} fields", fillers + 1);
+    }
 }
 
 #[tokio::test]

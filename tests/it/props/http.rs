@@ -119,13 +119,8 @@ fn forwarding_fields_are_set_never_trusted() {
         }
         map.insert("x-forwarded-proto", HeaderValue::from_static("https"));
         let client = IpAddr::from(ip);
-        headers::add_forwarding_for(
-            &mut map,
-            client,
-            &headers::client_value(client),
-            "http",
-            None,
-        );
+        let value = headers::client_value(client);
+        headers::Forwarding::new(&map, &value, "http", None).apply(&mut map);
         let xff = map["x-forwarded-for"].to_str().expect("ascii");
         prop_assert!(xff.ends_with(&client.to_string()), "{xff}");
         prop_assert_eq!(&map["x-forwarded-proto"], "http");

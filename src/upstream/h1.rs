@@ -1,0 +1,844 @@
+//! HTTP/1.1 to a backend on a connection the gateway drives itself, for the common
+//! request: no body, no upgrade, plain TCP.
+//!
+//! hyper's client connection is a task of its own fed through channels, and it parses
+//! each response into a fresh head (measured: about a third of the instructions of a
+//! proxied request, `benches/proxy/callgrind.sh`). For a bodiless request the whole
+//! exchange is one write and one or two reads, so here the request's own task does it:
+//! the head is written from the request as it stands (so it is still whole for a
+//! retry), the response head is parsed in place (header values share the read buffer),
+//! and the body is read by whoever polls it, straight off the socket, framed by
+//! `Content-Length`, chunked coding or the end of the connection (RFC 9112 §6.3).
+//! Requests with a body, upgrades and TLS backends go through hyper as before.
+//!
+//! A connection goes back to its pool only when its response ended exactly where its
+//! framing said, the backend did not ask to close, and nothing followed; anything
+//! else drops (closes) it.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{
+    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
+};
+use http_body::Frame;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
+
+/// Read size: what hyper reads with at first (and what most responses fit in).
+const READ_SIZE: usize = 8 * 1024;
+/// Below this much free room the read buffer is topped up to [`READ_SIZE`] (which
+/// reuses its allocation once the earlier responses that share it are dropped).
+const MIN_READ_ROOM: usize = 1024;
+/// Largest request-head buffer a pooled connection keeps between requests.
+const MAX_KEPT_HEAD_BUFFER: usize = 4 * 1024;
+/// Response fields whose positions are kept on the stack while a head is parsed.
+const INLINE_FIELDS: usize = 16;
+/// Longest chunk-size line (size, extensions) accepted.
+const MAX_CHUNK_LINE: usize = 1024;
+/// Most trailer bytes read (and dropped) after the last chunk.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// Why an exchange on an [`H1Conn`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("writing the request failed: {0}")]
+    Write(#[source] io::Error),
+    #[error("reading the response failed: {0}")]
+    Read(#[source] io::Error),
+    /// Closed (or reset) before a single byte of a response: on a pooled
+    /// connection, most likely the backend closing it as idle just as it was used.
+    #[error("the backend closed the connection without answering")]
+    ClosedBeforeHead,
+    #[error("the backend closed the connection in the middle of the response head")]
+    ClosedMidHead,
+    #[error("the backend closed the connection in the middle of the body")]
+    ClosedMidBody,
+    #[error("the response head is larger than {MAX_RESPONSE_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("malformed response head: {0}")]
+    Parse(#[from] httparse::Error),
+    #[error("invalid response framing: {0}")]
+    Framing(&'static str),
+}
+
+/// One keep-alive TCP connection to a backend.
+#[derive(Debug)]
+pub struct H1Conn {
+    io: TcpStream,
+    /// Bytes read and not yet handed out. Empty between exchanges.
+    buf: BytesMut,
+    /// The request head being written (kept for its capacity).
+    out: Vec<u8>,
+}
+
+impl H1Conn {
+    /// A connection on `io` (connected, `TCP_NODELAY` set).
+    pub fn new(io: TcpStream) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// False when the backend closed this idle connection or sent something on it
+    /// unasked. Costs a syscall only when the socket has become readable since the
+    /// last read (tokio's readiness is consulted first).
+    pub fn looks_alive(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes `req`'s head (the body must be empty), its fields written by
+    /// `fields` (see [`write_fields`]). On failure the request may have been
+    /// partly written.
+    pub async fn write_request<B>(
+        &mut self,
+        req: &Request<B>,
+        fields: impl FnOnce(&HeaderMap, &mut Vec<u8>),
+    ) -> Result<(), H1Error> {
+        encode_head(&mut self.out, req, fields);
+        let written = self.io.write_all(&self.out).await.map_err(H1Error::Write);
+        keep_small(&mut self.out);
+        written
+    }
+
+    /// Reads the response head (skipping interim 1xx answers other than 101) and
+    /// returns the response with a body that reads the rest from this connection.
+    pub async fn read_response(mut self, method: &Method) -> Result<Response<H1Body>, H1Error> {
+        loop {
+            if let Some(head) = parse_head(&mut self.buf)? {
+                let code = head.status.as_u16();
+                if (100..200).contains(&code) && code != 101 {
+                    continue;
+                }
+                let (framing, keep_alive) = framing(&head, method)?;
+                let mut resp = Response::new(H1Body {
+                    conn: Some(self),
+                    framing,
+                    reusable: keep_alive,
+                    failed: None,
+                });
+                *resp.status_mut() = head.status;
+                *resp.version_mut() = head.version;
+                *resp.headers_mut() = head.headers;
+                return Ok(resp);
+            }
+            if self.buf.len() >= MAX_RESPONSE_HEAD_BYTES {
+                return Err(H1Error::HeadTooLarge);
+            }
+            reserve(&mut self.buf);
+            let nothing_yet = self.buf.is_empty();
+            let read = std::future::poll_fn(|cx| {
+                tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+            });
+            match read.await {
+                Ok(0) if nothing_yet => return Err(H1Error::ClosedBeforeHead),
+                Ok(0) => return Err(H1Error::ClosedMidHead),
+                Ok(_) => {}
+                Err(err) if nothing_yet && err.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(H1Error::ClosedBeforeHead)
+                }
+                Err(err) => return Err(H1Error::Read(err)),
+            }
+        }
+    }
+}
+
+/// Lets go of a head buffer a large request grew: a pooled connection keeps its
+/// buffer, and a backend's pool holds up to 256 of them.
+fn keep_small(out: &mut Vec<u8>) {
+    if out.capacity() > MAX_KEPT_HEAD_BUFFER {
+        *out = Vec::new();
+    }
+}
+
+/// Room for the next read: reclaims the buffer's allocation once nothing else
+/// shares it, else allocates a fresh one.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < MIN_READ_ROOM {
+        buf.reserve(READ_SIZE);
+    }
+}
+
+/// `METHOD target HTTP/1.1`, the fields (by `fields`), the blank line.
+fn encode_head<B>(
+    out: &mut Vec<u8>,
+    req: &Request<B>,
+    fields: impl FnOnce(&HeaderMap, &mut Vec<u8>),
+) {
+    out.clear();
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    fields(req.headers(), out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes every field of `headers` as a head line, as it is.
+pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
+    for (name, value) in headers {
+        write_line(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+/// The items of a comma-separated field (`Connection`, `Transfer-Encoding`) over
+/// all its lines, trimmed, empty ones skipped (RFC 9110 §5.6.1).
+pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|item| !item.is_empty())
+}
+
+/// Writes one `name: value` head line.
+pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A parsed response head.
+struct Head {
+    status: StatusCode,
+    version: Version,
+    headers: HeaderMap,
+}
+
+/// The head at the front of `buf`, taken off it; `None` when it is not complete yet.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    // Where each field sits in `buf`, so the values can share the frozen head:
+    // on the stack for the usual handful of fields (a zeroed array for the full
+    // 100 cost more than the parse), else in a vector.
+    let mut inline = [(0u32, 0u32, 0u32, 0u32); INLINE_FIELDS];
+    let mut heap = Vec::new();
+    let (len, code, version, spans) = {
+        let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_RESPONSE_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut resp,
+            buf,
+            &mut fields,
+        )? {
+            httparse::Status::Complete(len) => len,
+            httparse::Status::Partial => return Ok(None),
+        };
+        let count = resp.headers.len();
+        let spans: &mut [(u32, u32, u32, u32)] = if count <= INLINE_FIELDS {
+            &mut inline[..count]
+        } else {
+            heap.resize(count, (0, 0, 0, 0));
+            &mut heap
+        };
+        let base = buf.as_ptr() as usize;
+        // Offsets fit u32: a head is at most MAX_RESPONSE_HEAD_BYTES.
+        let at = |p: *const u8| (p as usize - base) as u32;
+        for (span, field) in spans.iter_mut().zip(resp.headers.iter()) {
+            let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
+            *span = (
+                name,
+                name + field.name.len() as u32,
+                value,
+                value + field.value.len() as u32,
+            );
+        }
+        let code = resp.code.unwrap_or(0);
+        let version = resp.version.unwrap_or(1);
+        (len, code, version, &*spans)
+    };
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Framing("invalid status code"))?;
+    let version = if version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(n0, n1, v0, v1) in spans {
+        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
+        let name = HeaderName::from_bytes(&head[n0..n1])
+            .map_err(|_| H1Error::Framing("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+            .map_err(|_| H1Error::Framing("invalid header value"))?;
+        headers.append(name, value);
+    }
+    Ok(Some(Head {
+        status,
+        version,
+        headers,
+    }))
+}
+
+/// How the body is delimited, and whether the connection may carry another
+/// exchange afterwards (RFC 9112 §6.3 and §9.3).
+fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), H1Error> {
+    let headers = &head.headers;
+    let close_asked =
+        list_items(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
+    let keep_alive = head.version == Version::HTTP_11 && !close_asked;
+    let code = head.status.as_u16();
+    if code == 101 {
+        // Only ever a protocol error here (no upgrade was asked): never reused.
+        return Ok((Framing::Done, false));
+    }
+    if code == 204 || code == 304 || *method == Method::HEAD {
+        return Ok((Framing::Done, keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if head.version == Version::HTTP_10 {
+            return Err(H1Error::Framing(
+                "transfer-encoding in an HTTP/1.0 response",
+            ));
+        }
+        let last = list_items(headers, header::TRANSFER_ENCODING).last();
+        let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
+        // With Content-Length as well the message is suspect (RFC 9112 §6.3.3):
+        // read it by its transfer coding, then close.
+        let reuse = keep_alive && chunked && !headers.contains_key(header::CONTENT_LENGTH);
+        return Ok(match chunked {
+            true => (Framing::Chunked(Chunk::Size), reuse),
+            false => (Framing::Close, false),
+        });
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|b| *b == b',') {
+            let part = part.trim_ascii();
+            let n = std::str::from_utf8(part)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(H1Error::Framing("invalid content-length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Framing("conflicting content-length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (Framing::Done, keep_alive),
+        Some(n) => (Framing::Length(n), keep_alive),
+        None => (Framing::Close, false),
+    })
+}
+
+/// Where a body is in its framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// `Content-Length` bytes still to come.
+    Length(u64),
+    /// Chunked coding.
+    Chunked(Chunk),
+    /// Everything until the backend closes.
+    Close,
+    /// Complete.
+    Done,
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside a chunk, this many bytes left.
+    Data(u64),
+    /// After a chunk's data, at its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer lines until a blank one (this many read).
+    Trailers(usize),
+}
+
+/// A response body read straight off its backend connection.
+#[derive(Debug)]
+pub struct H1Body {
+    conn: Option<H1Conn>,
+    framing: Framing,
+    reusable: bool,
+    /// A failure found right after data was handed out, reported on the next poll.
+    failed: Option<H1Error>,
+}
+
+impl H1Body {
+    /// True once the body ended exactly at its framing's end.
+    pub fn is_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    /// The connection, when it may carry another exchange: the body is done, the
+    /// backend did not ask to close and sent nothing beyond the response.
+    pub fn take_reusable(&mut self) -> Option<H1Conn> {
+        let mut conn = self.conn.take()?;
+        if !(self.is_done() && self.reusable && conn.buf.is_empty()) {
+            return None;
+        }
+        // A large head or body may have grown the buffer: a pooled connection
+        // starts again from the usual size.
+        if conn.buf.capacity() > 2 * READ_SIZE {
+            conn.buf = BytesMut::new();
+        }
+        Some(conn)
+    }
+
+    /// Closes the connection: the body broke or was given up.
+    pub fn discard(&mut self) {
+        self.conn = None;
+    }
+
+    /// Bytes of the body still expected, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next data frame; `None` at the end of the body.
+    ///
+    /// A failure (the backend closed or broke the framing) is reported one poll
+    /// late, after a wake-up: the poller (hyper's server) first gets to send what
+    /// it has, so the client sees the head and the bytes that did arrive before its
+    /// stream is cut, as with a backend that fails later.
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        if let Some(err) = self.failed.take() {
+            self.discard();
+            return Poll::Ready(Some(Err(err)));
+        }
+        match self.poll_next(cx) {
+            Poll::Ready(Some(Err(err))) => {
+                self.failed = Some(err);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        loop {
+            if self.framing == Framing::Done {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match step(&mut self.framing, &mut conn.buf)? {
+                Step::Data(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Step::Again => continue,
+                Step::NeedMore => {}
+            }
+            reserve(&mut conn.buf);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf);
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(H1Error::Read(err)))),
+                Poll::Ready(Ok(0)) if self.framing == Framing::Close => {
+                    self.framing = Framing::Done;
+                    self.reusable = false;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return Poll::Ready(Some(Err(H1Error::ClosedMidBody))),
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+/// What one look at the buffer gave.
+enum Step {
+    /// Body bytes to pass on.
+    Data(Bytes),
+    /// The framing moved on: look again.
+    Again,
+    /// Nothing more without reading.
+    NeedMore,
+}
+
+/// Advances `framing` over what `buf` holds.
+fn step(framing: &mut Framing, buf: &mut BytesMut) -> Result<Step, H1Error> {
+    match framing {
+        Framing::Done => Ok(Step::Again),
+        Framing::Length(left) => Ok(match take(buf, left) {
+            Some(data) => {
+                if *left == 0 {
+                    *framing = Framing::Done;
+                }
+                Step::Data(data)
+            }
+            None => Step::NeedMore,
+        }),
+        Framing::Close => Ok(match buf.is_empty() {
+            true => Step::NeedMore,
+            false => Step::Data(buf.split().freeze()),
+        }),
+        Framing::Chunked(chunk) => match chunk {
+            Chunk::Size => {
+                let Some(end) = line_end(buf, MAX_CHUNK_LINE)? else {
+                    return Ok(Step::NeedMore);
+                };
+                let size = chunk_size(&buf[..end])?;
+                buf.advance(end + 2);
+                *chunk = match size {
+                    0 => Chunk::Trailers(0),
+                    n => Chunk::Data(n),
+                };
+                Ok(Step::Again)
+            }
+            Chunk::Data(left) => Ok(match take(buf, left) {
+                Some(data) => {
+                    if *left == 0 {
+                        *chunk = Chunk::DataEnd;
+                    }
+                    Step::Data(data)
+                }
+                None => Step::NeedMore,
+            }),
+            Chunk::DataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::NeedMore);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(H1Error::Framing("chunk data not followed by CRLF"));
+                }
+                buf.advance(2);
+                *chunk = Chunk::Size;
+                Ok(Step::Again)
+            }
+            Chunk::Trailers(read) => {
+                let Some(end) = line_end(buf, MAX_TRAILERS.saturating_sub(*read))? else {
+                    return Ok(Step::NeedMore);
+                };
+                buf.advance(end + 2);
+                // Trailer fields are dropped: a blank line ends the body.
+                *chunk = Chunk::Trailers(*read + end + 2);
+                if end == 0 {
+                    *framing = Framing::Done;
+                }
+                Ok(Step::Again)
+            }
+        },
+    }
+}
+
+/// Up to `*left` bytes off the front of `buf` (`None` when it is empty).
+fn take(buf: &mut BytesMut, left: &mut u64) -> Option<Bytes> {
+    if buf.is_empty() {
+        return None;
+    }
+    let n = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+    *left -= n as u64;
+    Some(buf.split_to(n).freeze())
+}
+
+/// Where the CRLF ending the first line of `buf` is; an error past `max` bytes.
+fn line_end(buf: &[u8], max: usize) -> Result<Option<usize>, H1Error> {
+    match buf.windows(2).position(|w| w == b"\r\n") {
+        Some(end) if end <= max => Ok(Some(end)),
+        Some(_) => Err(H1Error::Framing("chunk line or trailers too long")),
+        None if buf.len() > max => Err(H1Error::Framing("chunk line or trailers too long")),
+        None => Ok(None),
+    }
+}
+
+/// The hex size of a chunk-size line (extensions after `;` ignored).
+fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let digits = line
+        .split(|b| *b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    let bad = || H1Error::Framing("invalid chunk size");
+    if digits.is_empty() || digits.len() > 16 {
+        return Err(bad());
+    }
+    let text = std::str::from_utf8(digits).map_err(|_| bad())?;
+    u64::from_str_radix(text, 16).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &[u8]) -> (Head, BytesMut) {
+        let mut buf = BytesMut::from(raw);
+        let head = parse_head(&mut buf).unwrap().expect("complete head");
+        (head, buf)
+    }
+
+    /// Runs the framing over the body of `raw`, fed `feed` bytes at a time: the bytes
+    /// passed on, where the framing ended, and what was left in the buffer.
+    fn body(raw: &[u8], feed: usize) -> Result<(Vec<u8>, Framing, BytesMut), H1Error> {
+        let mut all = BytesMut::from(raw);
+        let head = parse_head(&mut all)?.expect("complete head");
+        let (mut framing, _) = framing(&head, &Method::GET)?;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in all.chunks(feed.max(1)) {
+            buf.extend_from_slice(piece);
+            while framing != Framing::Done {
+                match step(&mut framing, &mut buf)? {
+                    Step::Data(d) => out.extend_from_slice(&d),
+                    Step::Again => {}
+                    Step::NeedMore => break,
+                }
+            }
+        }
+        Ok((out, framing, buf))
+    }
+
+    #[test]
+    fn heads_are_parsed_and_partial_heads_wait() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-len"[..]);
+        assert!(parse_head(&mut buf).unwrap().is_none());
+        let (h, rest) =
+            head(b"HTTP/1.1 404 Nope\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc");
+        assert_eq!(h.status, 404);
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(&rest[..], b"abc");
+    }
+
+    #[test]
+    fn heads_with_more_fields_than_the_stack_holds_parse_the_same() {
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..MAX_RESPONSE_HEADERS {
+            raw.extend_from_slice(format!("x-{i}: value-{i}\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let (h, rest) = head(&raw);
+        assert_eq!(h.headers.len(), MAX_RESPONSE_HEADERS);
+        assert_eq!(h.headers["x-0"], "value-0");
+        assert_eq!(h.headers["x-99"], "value-99");
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn too_many_fields_is_an_error() {
+        let mut raw = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_RESPONSE_HEADERS {
+            raw.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        raw.extend_from_slice(b"\r\n");
+        let mut buf = BytesMut::from(&raw[..]);
+        assert!(matches!(parse_head(&mut buf), Err(H1Error::Parse(_))));
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f = |raw: &[u8], m: Method| framing(&head(raw).0, &m);
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", Method::GET).unwrap(),
+            (Framing::Length(5), true)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                Method::HEAD
+            )
+            .unwrap(),
+            (Framing::Done, true)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 204 No Content\r\n\r\n", Method::GET).unwrap(),
+            (Framing::Done, true)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n",
+                Method::GET
+            )
+            .unwrap(),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            f(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", Method::GET).unwrap(),
+            (Framing::Length(1), false)
+        );
+        assert_eq!(
+            f(b"HTTP/1.1 200 OK\r\n\r\n", Method::GET).unwrap(),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                Method::GET
+            )
+            .unwrap(),
+            (Framing::Chunked(Chunk::Size), true)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                Method::GET
+            )
+            .unwrap(),
+            (Framing::Chunked(Chunk::Size), false)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+                Method::GET
+            )
+            .unwrap(),
+            (Framing::Close, false)
+        );
+        assert_eq!(
+            f(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n",
+                Method::GET
+            )
+            .unwrap(),
+            (Framing::Length(3), true)
+        );
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +3\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(f(bad, Method::GET), Err(H1Error::Framing(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn length_bodies_end_at_their_length_whatever_the_read_sizes() {
+        for feed in [1, 2, 3, 100] {
+            let (out, framing, rest) =
+                body(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", feed).unwrap();
+            assert_eq!(
+                (&out[..], framing),
+                (&b"hello"[..], Framing::Done),
+                "feed {feed}"
+            );
+            assert!(rest.is_empty());
+        }
+        // Bytes after the body stay in the buffer (so the connection is not reused).
+        let (_, _, rest) =
+            body(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhiEXTRA", 100).unwrap();
+        assert_eq!(&rest[..], b"EXTRA");
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_sizes() {
+        let raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n, world!!!\r\n0\r\nx-trailer: t\r\n\r\n";
+        for feed in [1, 2, 7, 1000] {
+            let (out, framing, rest) = body(raw, feed).unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out),
+                "hello, world!!!",
+                "feed {feed}"
+            );
+            assert_eq!(framing, Framing::Done, "feed {feed}");
+            assert!(rest.is_empty(), "feed {feed}");
+        }
+    }
+
+    #[test]
+    fn broken_chunked_bodies_are_errors() {
+        for bad in [
+            &b"zz\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"\r\n",
+            b"11111111111111111\r\n",
+        ] {
+            let mut raw = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            raw.extend_from_slice(bad);
+            assert!(
+                matches!(body(&raw, 1000), Err(H1Error::Framing(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut long = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5".to_vec();
+        long.extend(std::iter::repeat_n(b' ', MAX_CHUNK_LINE + 10));
+        assert!(matches!(body(&long, 1000), Err(H1Error::Framing(_))));
+    }
+
+    #[tokio::test]
+    async fn only_a_clean_end_pools_the_connection_and_a_grown_buffer_is_dropped() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = |reusable, framing, buf: BytesMut| async move {
+            let mut conn = H1Conn::new(TcpStream::connect(addr).await.unwrap());
+            conn.buf = buf;
+            H1Body {
+                conn: Some(conn),
+                framing,
+                reusable,
+                failed: None,
+            }
+        };
+        let grown = BytesMut::with_capacity(64 * 1024);
+        let conn = body(true, Framing::Done, grown).await.take_reusable();
+        assert_eq!(conn.expect("pooled").buf.capacity(), 0);
+        let small = BytesMut::with_capacity(READ_SIZE);
+        let conn = body(true, Framing::Done, small).await.take_reusable();
+        assert_eq!(conn.expect("pooled").buf.capacity(), READ_SIZE);
+        assert!(body(false, Framing::Done, BytesMut::new())
+            .await
+            .take_reusable()
+            .is_none());
+        assert!(body(true, Framing::Length(1), BytesMut::new())
+            .await
+            .take_reusable()
+            .is_none());
+        let extra = BytesMut::from(&b"x"[..]);
+        assert!(body(true, Framing::Done, extra)
+            .await
+            .take_reusable()
+            .is_none());
+    }
+
+    #[test]
+    fn a_large_head_buffer_is_not_kept() {
+        let mut out = Vec::with_capacity(100);
+        keep_small(&mut out);
+        assert_eq!(out.capacity(), 100);
+        let mut out = vec![0u8; MAX_KEPT_HEAD_BUFFER + 1];
+        keep_small(&mut out);
+        assert_eq!(out.capacity(), 0);
+    }
+
+    #[test]
+    fn request_heads_are_written_as_they_stand() {
+        let req = Request::post("http://ignored.example/a/b?c=d")
+            .header("host", "svc")
+            .header("x-forwarded-for", "1.2.3.4")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        encode_head(&mut out, &req, write_fields);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /a/b?c=d HTTP/1.1\r\nhost: svc\r\nx-forwarded-for: 1.2.3.4\r\n\r\n"
+        );
+    }
+}
