@@ -161,8 +161,13 @@ impl Proxy {
         &self.tunnels
     }
 
-    /// Serves one request; never fails (errors become responses).
-    pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ResponseBody> {
+    /// Serves one request; never fails (errors become responses). The body is
+    /// `None` when the request has none (the gateway's own HTTP/1 server knows).
+    pub async fn handle(
+        &self,
+        req: Request<Option<Incoming>>,
+        client: &Client,
+    ) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
         let version = req.version();
         let mut trail = Trail::start(&snapshot, &req, request_host(&req), client.addr);
@@ -190,7 +195,7 @@ impl Proxy {
     async fn forward<'s>(
         &self,
         snapshot: &'s Snapshot,
-        mut req: Request<Incoming>,
+        mut req: Request<Option<Incoming>>,
         client: &Client,
         trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -249,7 +254,7 @@ impl Proxy {
         trail.request_id(Some(forwarding.request_id()));
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
-        let bodiless = http_body::Body::is_end_stream(&body);
+        let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`upstream::h1`), which leaves it whole for a retry.
         let fast = bodiless && !upgrade;

@@ -10,10 +10,15 @@
 //!
 //! Client-side limits (head size and count, head timeout, idle timeout, HTTP/2
 //! streams and resets, connection cap) are applied per connection in [`conn`].
+//!
+//! A plain connection starts on the gateway's own HTTP/1.1 loop ([`h1`]), which
+//! serves bodiless requests and hands the connection to hyper at the first request
+//! it does not serve (and h2c from the first byte).
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +42,8 @@ use crate::proxy::{Client, Proxy};
 pub use redirect::RedirectHttps;
 
 mod conn;
+mod h1;
+mod prefixed;
 mod redirect;
 
 /// Client-side limits of a listener.
@@ -97,7 +104,12 @@ pub enum Handler {
 }
 
 impl Handler {
-    async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<ResponseBody> {
+    /// `req`'s body is `None` when the request has none (read by [`h1`]).
+    async fn handle(
+        &self,
+        req: Request<Option<Incoming>>,
+        client: &Client,
+    ) -> Response<ResponseBody> {
         match self {
             Handler::Proxy(proxy) => proxy.handle(req, client).await,
             Handler::Redirect(redirect) => redirect.respond(&req),
@@ -137,6 +149,14 @@ pub async fn serve(
     } = listener;
     let builder = Arc::new(conn::builder(&limits));
     let closing = CancellationToken::new();
+    // Set before `closing` is cancelled: what [`h1`] reads on every request.
+    let draining = Arc::new(AtomicBool::new(false));
+    let settings = h1::Settings {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.client.idle_timeout,
+        max_head_bytes: limits.client.max_header_bytes,
+        max_headers: limits.client.max_headers,
+    };
     let conns = TaskTracker::new();
     let timeouts = conn::Timeouts {
         first_request: limits.header_read_timeout,
@@ -178,6 +198,8 @@ pub async fn serve(
             handler: handler.clone(),
             peer,
             closing: closing.clone(),
+            draining: Arc::clone(&draining),
+            settings,
             timeouts,
             max_cancels: limits.client.http2_max_client_resets,
         };
@@ -188,7 +210,7 @@ pub async fn serve(
         conns.spawn(async move {
             let _open = open;
             match transport {
-                Transport::Plain => conn.serve(stream).await,
+                Transport::Plain => conn.serve_plain(stream).await,
                 // Boxed: the handshake and TLS stream make a larger future, and inline
                 // they would size every plain connection's task too.
                 Transport::Tls {
@@ -198,7 +220,10 @@ pub async fn serve(
                     Box::pin(async move {
                         let accept = acceptor.accept(stream);
                         match tokio::time::timeout(handshake_timeout, accept).await {
-                            Ok(Ok(tls)) => conn.serve(tls).await,
+                            Ok(Ok(tls)) => {
+                                let client = Client::new(peer);
+                                conn.serve(tls, client).await;
+                            }
                             Ok(Err(err)) => {
                                 tracing::debug!(client = %peer, %err, "TLS handshake failed");
                             }
@@ -214,6 +239,7 @@ pub async fn serve(
     drop(tcp);
 
     let drain = async {
+        draining.store(true, Ordering::Release);
         closing.cancel();
         conns.close();
         conns.wait().await;
@@ -235,13 +261,35 @@ struct Connection {
     peer: SocketAddr,
     /// Cancelled when the listener drains.
     closing: CancellationToken,
+    /// Set when the listener drains, before `closing` is cancelled.
+    draining: Arc<AtomicBool>,
+    settings: h1::Settings,
     timeouts: conn::Timeouts,
     /// `http2_max_client_resets`.
     max_cancels: u32,
 }
 
 impl Connection {
-    async fn serve<I>(self, io: I)
+    /// A plain connection: the gateway's HTTP/1.1 loop first, hyper if it hands
+    /// the connection over.
+    async fn serve_plain(self, stream: TcpStream) {
+        let client = Client::new(self.peer);
+        let drain = h1::Drain {
+            started: &self.draining,
+            token: &self.closing,
+        };
+        let handle = |req| self.handler.handle(req, &client);
+        match h1::serve(stream, handle, self.settings, drain).await {
+            h1::Outcome::Done => {}
+            h1::Outcome::HandOff(stream, read) => {
+                let io = prefixed::Prefixed::new(read.freeze(), stream);
+                // Boxed: rare, and inline it would size every connection's task.
+                Box::pin(self.serve(io, client)).await;
+            }
+        }
+    }
+
+    async fn serve<I>(self, io: I, client: Client)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -252,17 +300,18 @@ impl Connection {
             closing,
             timeouts,
             max_cancels,
+            ..
         } = self;
         let activity = conn::Activity::new(max_cancels);
         let active = Arc::clone(&activity);
         // One shared value, so a request costs one reference count.
-        let shared = Arc::new((handler, Client::new(peer)));
+        let shared = Arc::new((handler, client));
         let service = service_fn(move |req: Request<Incoming>| {
             let shared = Arc::clone(&shared);
             let guard = active.begin();
             async move {
                 let (handler, client) = &*shared;
-                let resp = handler.handle(req, client).await;
+                let resp = handler.handle(req.map(Some), client).await;
                 Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
             }
         });

@@ -48,11 +48,13 @@ pub enum RequestBody {
 }
 
 impl RequestBody {
-    /// The client's body, capped at `limit` bytes when there is a limit.
-    pub fn client(body: Incoming, limit: Option<u64>) -> Self {
-        match limit {
-            None => RequestBody::Client(body),
-            Some(limit) => RequestBody::Capped {
+    /// The client's body (`None`: it has none), capped at `limit` bytes when there
+    /// is a limit.
+    pub fn client(body: Option<Incoming>, limit: Option<u64>) -> Self {
+        match (body, limit) {
+            (None, _) => RequestBody::Empty,
+            (Some(body), None) => RequestBody::Client(body),
+            (Some(body), Some(limit)) => RequestBody::Capped {
                 body,
                 limit,
                 remaining: limit,
