@@ -483,20 +483,28 @@ async fn send_h1(
             Err(error) => return Err(Failed::with_request(error, req)),
         },
     };
+    // The connection's own timer bounds the exchange (no timer made per request).
+    let deadline = (
+        Instant::now() + timeouts.response_header,
+        timeouts.response_header,
+    );
     loop {
         let exchange = async {
             let fields = |h: &HeaderMap, out: &mut Vec<u8>| match forwarding {
                 Some(f) => f.write_fields(h, out),
                 None => h1::write_fields(h, out),
             };
-            conn.write_request(&req, fields)
+            conn.write_request(&req, fields, deadline)
                 .await
                 .map_err(|e| (e, false))?;
-            conn.read_response(req.method())
+            conn.read_response(req.method(), deadline)
                 .await
                 .map_err(|e| (e, true))
         };
-        let outcome = tokio::time::timeout(timeouts.response_header, exchange).await;
+        let outcome = match exchange.await {
+            Err((H1Error::TimedOut(_), _)) => Err(()),
+            other => Ok(other),
+        };
         let again_on_fresh = match &outcome {
             // A pooled connection the backend had just closed: the request never
             // left, so try once more on a fresh connection to the same backend.

@@ -15,18 +15,21 @@
 //! framing said, the backend did not ask to close, and nothing followed; anything
 //! else drops (closes) it.
 
+use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{
     header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
 };
 use http_body::Frame;
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 
@@ -65,6 +68,10 @@ pub enum H1Error {
     Parse(#[from] httparse::Error),
     #[error("invalid response framing: {0}")]
     Framing(&'static str),
+    /// The request was not written, or the response head not read, within the
+    /// route's `response_header` timeout.
+    #[error("no response head within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// One keep-alive TCP connection to a backend.
@@ -75,6 +82,10 @@ pub struct H1Conn {
     buf: BytesMut,
     /// The request head being written (kept for its capacity).
     out: Vec<u8>,
+    /// Bounds each exchange. Made with the connection's first exchange and
+    /// re-armed only when it fires before the current deadline (each request's
+    /// deadline is later than the last), so a request costs no timer registration.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl H1Conn {
@@ -84,6 +95,7 @@ impl H1Conn {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            timer: None,
         }
     }
 
@@ -103,22 +115,46 @@ impl H1Conn {
     }
 
     /// Writes `req`'s head (the body must be empty), its fields written by
-    /// `fields` (see [`write_fields`]). On failure the request may have been
-    /// partly written.
+    /// `fields` (see [`write_fields`]), by `deadline` (`timeout` after the
+    /// request began). On failure the request may have been partly written.
     pub async fn write_request<B>(
         &mut self,
         req: &Request<B>,
         fields: impl FnOnce(&HeaderMap, &mut Vec<u8>),
+        deadline: (Instant, Duration),
     ) -> Result<(), H1Error> {
         encode_head(&mut self.out, req, fields);
-        let written = self.io.write_all(&self.out).await.map_err(H1Error::Write);
+        let H1Conn { io, out, timer, .. } = self;
+        let mut written = 0;
+        let result = std::future::poll_fn(|cx| loop {
+            match Pin::new(&mut *io).poll_write(cx, &out[written..]) {
+                Poll::Ready(Ok(0)) => {
+                    let err = io::Error::from(io::ErrorKind::WriteZero);
+                    return Poll::Ready(Err(H1Error::Write(err)));
+                }
+                Poll::Ready(Ok(n)) => {
+                    written += n;
+                    if written == out.len() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                Poll::Ready(Err(err)) => return Poll::Ready(Err(H1Error::Write(err))),
+                Poll::Pending => return poll_deadline(timer, cx, deadline),
+            }
+        })
+        .await;
         keep_small(&mut self.out);
-        written
+        result
     }
 
-    /// Reads the response head (skipping interim 1xx answers other than 101) and
-    /// returns the response with a body that reads the rest from this connection.
-    pub async fn read_response(mut self, method: &Method) -> Result<Response<H1Body>, H1Error> {
+    /// Reads the response head (skipping interim 1xx answers other than 101) by
+    /// `deadline` and returns the response with a body that reads the rest from
+    /// this connection.
+    pub async fn read_response(
+        mut self,
+        method: &Method,
+        deadline: (Instant, Duration),
+    ) -> Result<Response<H1Body>, H1Error> {
         loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 let code = head.status.as_u16();
@@ -142,20 +178,46 @@ impl H1Conn {
             }
             reserve(&mut self.buf);
             let nothing_yet = self.buf.is_empty();
+            let H1Conn { io, buf, timer, .. } = &mut self;
             let read = std::future::poll_fn(|cx| {
-                tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+                match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+                    Poll::Ready(read) => Poll::Ready(read.map_err(H1Error::Read)),
+                    Poll::Pending => poll_deadline(timer, cx, deadline),
+                }
             });
             match read.await {
                 Ok(0) if nothing_yet => return Err(H1Error::ClosedBeforeHead),
                 Ok(0) => return Err(H1Error::ClosedMidHead),
                 Ok(_) => {}
-                Err(err) if nothing_yet && err.kind() == io::ErrorKind::ConnectionReset => {
+                Err(H1Error::Read(err))
+                    if nothing_yet && err.kind() == io::ErrorKind::ConnectionReset =>
+                {
                     return Err(H1Error::ClosedBeforeHead)
                 }
-                Err(err) => return Err(H1Error::Read(err)),
+                Err(err) => return Err(err),
             }
         }
     }
+}
+
+/// Ready with [`H1Error::TimedOut`] once `deadline` (an instant, and the timeout it
+/// came from) has passed; re-arms `timer` when it fired early (see [`H1Conn`]).
+fn poll_deadline<T>(
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+    (deadline, timeout): (Instant, Duration),
+) -> Poll<Result<T, H1Error>> {
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    while timer.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(H1Error::TimedOut(timeout)));
+        }
+        timer.as_mut().reset(deadline);
+    }
+    Poll::Pending
 }
 
 /// Lets go of a head buffer a large request grew: a pooled connection keeps its
@@ -815,6 +877,93 @@ mod tests {
             .await
             .take_reusable()
             .is_none());
+    }
+
+    #[tokio::test]
+    async fn each_exchange_times_out_at_its_own_deadline_on_a_reused_connection() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Answers the requests whose path starts with /fast, never the others.
+        let backend = tokio::spawn(async move {
+            let (mut io, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            loop {
+                let Ok(n) = io.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head: Vec<u8> = buf.drain(..end + 4).collect();
+                    if head.starts_with(b"GET /fast") {
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                        io.write_all(ok).await.unwrap();
+                    }
+                }
+            }
+        });
+        let req = |path: &str| Request::get(path).body(()).unwrap();
+        let within = |timeout: Duration| (Instant::now() + timeout, timeout);
+        let mut conn = H1Conn::new(TcpStream::connect(addr).await.unwrap());
+        let exchange = |conn: H1Conn, path: &'static str, timeout: Duration| async move {
+            let mut conn = conn;
+            let deadline = within(timeout);
+            conn.write_request(&req(path), write_fields, deadline)
+                .await?;
+            let mut resp = conn.read_response(&Method::GET, deadline).await?;
+            Ok::<_, H1Error>(resp.body_mut().take_reusable().expect("reusable"))
+        };
+
+        // Armed for 10 s by the first exchange: a later, shorter one still ends at
+        // its own deadline.
+        conn = exchange(conn, "/fast", Duration::from_secs(10))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let silent = exchange(conn, "/silent", Duration::from_millis(200)).await;
+        assert!(matches!(silent, Err(H1Error::TimedOut(_))), "{silent:?}");
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(200) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+
+        // Armed for 100 ms, fired while the connection sat in the pool: the next
+        // exchange is not cut by it, and its own deadline still holds.
+        backend.abort();
+        let backend_two = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr_two = backend_two.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut io, _) = backend_two.accept().await.unwrap();
+            let mut chunk = [0u8; 1024];
+            let mut answered = 0;
+            while let Ok(n) = io.read(&mut chunk).await {
+                if n == 0 {
+                    return;
+                }
+                answered += 1;
+                if answered == 1 {
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    io.write_all(ok).await.unwrap();
+                } else {
+                    // Late, but within the second exchange's deadline.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+                    io.write_all(ok).await.unwrap();
+                }
+            }
+        });
+        let conn = H1Conn::new(TcpStream::connect(addr_two).await.unwrap());
+        let conn = exchange(conn, "/one", Duration::from_millis(100))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let late = exchange(conn, "/two", Duration::from_secs(5)).await;
+        assert!(late.is_ok(), "cut by the first exchange's timer: {late:?}");
     }
 
     #[test]
