@@ -44,7 +44,7 @@ use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::route::{host_without_port, RequestView};
 use crate::snapshot::{Snapshot, Tried};
-use crate::upstream::h1::{self, H1Body, H1Error};
+use crate::upstream::h1::{self, H1Body, H1Error, RawFields};
 use crate::upstream::Sender;
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
@@ -99,24 +99,18 @@ impl Failed {
     }
 }
 
-/// A backend's answer, from hyper's client or from a gateway-driven connection.
+/// A backend's answer, from hyper's client or from a gateway-driven connection
+/// (whose head fields stay raw, passed on as they came).
 enum Answer {
     Hyper(Response<Incoming>, Sender),
-    H1(Response<H1Body>),
+    H1(Response<H1Body>, RawFields),
 }
 
 impl Answer {
     fn status(&self) -> StatusCode {
         match self {
             Answer::Hyper(resp, _) => resp.status(),
-            Answer::H1(resp) => resp.status(),
-        }
-    }
-
-    fn headers(&self) -> &HeaderMap {
-        match self {
-            Answer::Hyper(resp, _) => resp.headers(),
-            Answer::H1(resp) => resp.headers(),
+            Answer::H1(resp, _) => resp.status(),
         }
     }
 }
@@ -328,7 +322,15 @@ impl Proxy {
                         .record_response(resp.status(), latency);
                     if let Some(pin) = session {
                         // Only routes with `sticky.learn_header` (a sharded table).
-                        route.split.learn(pin, resp.headers(), &pool.name);
+                        match &resp {
+                            Answer::Hyper(resp, _) => {
+                                route.split.learn(pin, resp.headers(), &pool.name);
+                            }
+                            Answer::H1(_, fields) => {
+                                let headers = headers::end_to_end_map(fields);
+                                route.split.learn(pin, &headers, &pool.name);
+                            }
+                        }
                     }
                     return self.respond(
                         resp,
@@ -378,7 +380,7 @@ impl Proxy {
         set_cookie: Option<HeaderValue>,
         idle: Duration,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body) = match answer {
+        let (mut parts, body, fields) = match answer {
             Answer::Hyper(mut resp, sender) => {
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
@@ -390,22 +392,27 @@ impl Proxy {
                     return Ok(Response::from_parts(parts, ResponseBody::empty()));
                 }
                 let (parts, body) = resp.into_parts();
-                (parts, UpstreamBody::new(body, guard, sender, idle))
+                (parts, UpstreamBody::new(body, guard, sender, idle), None)
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
-            Answer::H1(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Answer::H1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(ProxyError::BadUpgrade)
             }
-            Answer::H1(resp) => {
+            // The map is empty: the fields stay raw, and their hop-by-hop ones are
+            // left out where they are written (`headers::end_to_end`).
+            Answer::H1(resp, fields) => {
                 let (parts, body) = resp.into_parts();
-                (parts, UpstreamBody::h1(body, guard, idle))
+                (parts, UpstreamBody::h1(body, guard, idle), Some(fields))
             }
         };
         headers::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(cookie) = set_cookie {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
-        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, fields),
+        ))
     }
 }
 
@@ -524,7 +531,7 @@ async fn send_h1(
             continue;
         }
         let error = match outcome {
-            Ok(Ok(resp)) => return Ok(Answer::H1(resp)),
+            Ok(Ok((resp, fields))) => return Ok(Answer::H1(resp, fields)),
             Err(_) => ProxyError::ResponseTimeout,
             Ok(Err((err, false))) => {
                 return Err(Failed::with_request(ProxyError::NotSentH1(err), req))

@@ -38,6 +38,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::spec::ClientLimits;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
+use crate::proxy::headers;
 use crate::proxy::{Client, Proxy};
 pub use redirect::RedirectHttps;
 
@@ -311,7 +312,14 @@ impl Connection {
             let guard = active.begin();
             async move {
                 let (handler, client) = &*shared;
-                let resp = handler.handle(req.map(Some), client).await;
+                let mut resp = handler.handle(req.map(Some), client).await;
+                // hyper writes the head from the map: a backend's raw fields go in.
+                if let Some(raw) = resp.body_mut().take_raw_fields() {
+                    let own = std::mem::replace(resp.headers_mut(), headers::end_to_end_map(&raw));
+                    for (name, value) in &own {
+                        resp.headers_mut().append(name, value.clone());
+                    }
+                }
                 Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
             }
         });

@@ -25,7 +25,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::access_log::PendingLine;
 use crate::backend::InflightGuard;
-use crate::upstream::h1::H1Body;
+use crate::upstream::h1::{H1Body, RawFields};
 use crate::upstream::Sender;
 
 /// Errors a streamed body can end with.
@@ -351,8 +351,9 @@ pin_project! {
     /// The body the client receives.
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
-        /// Streamed from a backend.
-        Upstream { #[pin] body: UpstreamBody },
+        /// Streamed from a backend; `fields` are its head's fields when they came
+        /// raw (the fast path, `upstream::h1`), else they are in the response's map.
+        Upstream { #[pin] body: UpstreamBody, fields: Option<RawFields> },
         /// The gateway's own (error pages, 101 responses): sent in one frame.
         Full { data: Option<Bytes> },
     }
@@ -369,9 +370,18 @@ impl ResponseBody {
         ResponseBody::Full { data: None }
     }
 
-    /// A backend's body.
-    pub fn upstream(body: UpstreamBody) -> Self {
-        ResponseBody::Upstream { body }
+    /// A backend's body, with its head's raw fields when it has them.
+    pub fn upstream(body: UpstreamBody, fields: Option<RawFields>) -> Self {
+        ResponseBody::Upstream { body, fields }
+    }
+
+    /// The backend's raw head fields, if they are not in the response's map yet
+    /// (taken: whoever writes the head writes them).
+    pub fn take_raw_fields(&mut self) -> Option<RawFields> {
+        match self {
+            ResponseBody::Upstream { fields, .. } => fields.take(),
+            ResponseBody::Full { .. } => None,
+        }
     }
 }
 
@@ -384,21 +394,21 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.project() {
-            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+            ResponseBodyProj::Upstream { body, .. } => body.poll_frame(cx),
             ResponseBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Upstream { body, .. } => body.is_end_stream(),
             ResponseBody::Full { data } => data.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ResponseBody::Upstream { body } => body.size_hint(),
+            ResponseBody::Upstream { body, .. } => body.size_hint(),
             ResponseBody::Full { data } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }

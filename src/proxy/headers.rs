@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-use crate::upstream::h1::write_line;
+use crate::upstream::h1::{write_line, RawFields};
 
 /// Fields that only make sense on one connection (RFC 9110 §7.6.1 and RFC 7230's list).
 /// `Connection` comes first: [`strip_hop_by_hop`] reads the fields it names.
@@ -50,6 +50,58 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
+}
+
+/// Whether `name` (any case) is a field of [`HOP_BY_HOP`].
+fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
+/// The end-to-end fields of a backend's raw response head, as `(name, value)`:
+/// what [`strip_hop_by_hop`] would leave of them, and no `Content-Length` (the
+/// framing is the writer's: [`RawFields::content_length`]).
+pub fn end_to_end(raw: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
+    // Fields `Connection` names are hop-by-hop too; rare, so only then collected.
+    let named: Vec<&[u8]> = if raw.connection_names_fields {
+        raw.values(b"connection")
+            .flat_map(|v| v.split(|b| *b == b',').map(<[u8]>::trim_ascii))
+            .filter(|t| !t.is_empty())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    raw.iter().filter(move |(name, _)| {
+        !is_hop_by_hop_name(name)
+            && !name.eq_ignore_ascii_case(b"content-length")
+            && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+    })
+}
+
+/// Writes the end-to-end fields of `raw` as head lines, names in lowercase as
+/// hyper writes them.
+pub fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
+    for (name, value) in end_to_end(raw) {
+        let at = out.len();
+        write_line(out, name, value);
+        out[at..at + name.len()].make_ascii_lowercase();
+    }
+}
+
+/// The end-to-end fields of `raw` (its `Content-Length` included) in a map, for
+/// whoever needs one: hyper's server, sticky-session learning.
+pub fn end_to_end_map(raw: &RawFields) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in end_to_end(raw) {
+        if let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), raw.value_of(value)) {
+            map.append(name, value);
+        }
+    }
+    if let Some(length) = raw.content_length {
+        map.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    }
+    map
 }
 
 /// Removes hop-by-hop fields. With `keep_upgrade`, the `Upgrade` field survives and
@@ -360,6 +412,45 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn raw_fields_pass_what_the_strip_would_leave_in_lowercase() {
+        let raw = RawFields::of_head(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: timeout=5\r\n\
+              X-Secret: 1\r\nTE: trailers\r\nTransfer-Encoding: chunked\r\n\
+              Proxy-Connection: keep-alive\r\nUpgrade: h2c\r\nTrailer: x\r\nX-Kept:  yes \r\n\
+              Set-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 4\r\n\r\n",
+        );
+        let mut out = Vec::new();
+        write_end_to_end(&raw, &mut out);
+        assert_eq!(
+            String::from_utf8(out).expect("ascii"),
+            "x-kept: yes\r\nset-cookie: a=1\r\nset-cookie: b=2\r\n",
+            "Content-Length is the writer's to frame"
+        );
+
+        // The same head through a map and `strip_hop_by_hop`, as hyper's client
+        // path does, leaves the same fields.
+        let mut stripped = HeaderMap::new();
+        for (name, value) in raw.iter() {
+            stripped.append(
+                HeaderName::from_bytes(name).expect("name"),
+                HeaderValue::from_bytes(value).expect("value"),
+            );
+        }
+        strip_hop_by_hop(&mut stripped, false);
+        stripped.remove(header::CONTENT_LENGTH);
+        let mut mapped = end_to_end_map(&raw);
+        assert_eq!(
+            mapped.remove(header::CONTENT_LENGTH),
+            None,
+            "chunked: no length"
+        );
+        assert_eq!(mapped, stripped);
+
+        let raw = RawFields::of_head(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n");
+        assert_eq!(end_to_end_map(&raw)[header::CONTENT_LENGTH], "4");
     }
 
     #[test]

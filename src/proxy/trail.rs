@@ -114,7 +114,7 @@ impl<'s> Trail<'s> {
             log.retries = retries;
             log.error = cause.unwrap_or("");
             match resp.body_mut() {
-                ResponseBody::Upstream { body } => body.attach_log(PendingLine::new(log)),
+                ResponseBody::Upstream { body, .. } => body.attach_log(PendingLine::new(log)),
                 ResponseBody::Full { data } => {
                     log.bytes = data.as_ref().map_or(0, |d| d.len() as u64);
                     log.emit(true);

@@ -45,7 +45,9 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::upstream::h1::{list_items, write_line};
+use crate::proxy::body::ResponseBody;
+use crate::proxy::headers;
+use crate::upstream::h1::{list_items, write_line, RawFields};
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;
@@ -140,7 +142,7 @@ pub(super) async fn serve<H, F, B>(
 where
     H: Fn(Request<Option<Incoming>>) -> F,
     F: Future<Output = Response<B>>,
-    B: Body<Data = bytes::Bytes>,
+    B: AnswerBody,
     B::Error: std::fmt::Display,
 {
     let accepted = Instant::now();
@@ -194,6 +196,21 @@ where
         }
         idle_since = Some(Instant::now());
         conn.spare_buffers();
+    }
+}
+
+/// An answer's body, which may carry its head's fields raw (a backend's, from the
+/// fast path): they are written before the fields of the answer's map.
+pub(super) trait AnswerBody: Body<Data = bytes::Bytes> {
+    /// The raw fields, taken (only the head writer asks).
+    fn take_raw_fields(&mut self) -> Option<RawFields> {
+        None
+    }
+}
+
+impl AnswerBody for ResponseBody {
+    fn take_raw_fields(&mut self) -> Option<RawFields> {
+        ResponseBody::take_raw_fields(self)
     }
 }
 
@@ -326,19 +343,27 @@ impl Conn {
         settings: &Settings,
     ) -> io::Result<bool>
     where
-        B: Body<Data = bytes::Bytes>,
+        B: AnswerBody,
         B::Error: std::fmt::Display,
     {
         if self.out.capacity() == 0 {
             self.out = spare_write_buffer();
         }
-        let (parts, body) = resp.into_parts();
+        let (parts, mut body) = resp.into_parts();
+        let raw = body.take_raw_fields();
         let hint = body.size_hint().exact();
         let bodiless = head_only
             || parts.status.is_informational()
             || parts.status == StatusCode::NO_CONTENT
             || parts.status == StatusCode::NOT_MODIFIED;
-        let head = encode_head(&mut self.out, &parts, hint, bodiless, keep_alive);
+        let answer = Answer {
+            parts: &parts,
+            raw: raw.as_ref(),
+            hint,
+            bodiless,
+        };
+        let head = encode_head(&mut self.out, &answer, keep_alive);
+        drop(raw);
         drop(parts);
         let mut body = pin!(body);
         let mut left = match head.framing {
@@ -613,16 +638,27 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Writes the status line and fields of an answer, framed as hyper frames it: a
-/// `Content-Length` of the handler's own is kept, a known length is written, an
-/// unknown one is chunked; `Transfer-Encoding` is the gateway's to set.
-fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
+/// What [`encode_head`] writes a head from.
+struct Answer<'a> {
+    parts: &'a http::response::Parts,
+    /// A backend's fields, written before those of the map.
+    raw: Option<&'a RawFields>,
+    /// The body's exact length, when it knows it.
     hint: Option<u64>,
+    /// No body goes on the wire (HEAD, 1xx, 204, 304).
     bodiless: bool,
-    keep_alive: bool,
-) -> Head {
+}
+
+/// Writes the status line and fields of an answer, framed as hyper frames it: a
+/// `Content-Length` of the handler's (or the backend's) own is kept, a known length
+/// is written, an unknown one is chunked; `Transfer-Encoding` is the gateway's.
+fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head {
+    let Answer {
+        parts,
+        raw,
+        hint,
+        bodiless,
+    } = *answer;
     out.clear();
     if parts.status == StatusCode::OK {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
@@ -637,6 +673,18 @@ fn encode_head(
     let mut length = None;
     let mut dated = false;
     let mut close_asked = false;
+    if let Some(raw) = raw {
+        headers::write_end_to_end(raw, out);
+        dated = raw.dated;
+        if let Some(n) = raw.content_length {
+            write_line(
+                out,
+                b"content-length",
+                itoa::Buffer::new().format(n).as_bytes(),
+            );
+            length = Some(n);
+        }
+    }
     for (name, value) in &parts.headers {
         if *name == header::TRANSFER_ENCODING {
             continue;

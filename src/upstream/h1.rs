@@ -23,9 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{
-    header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version,
-};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -40,8 +38,6 @@ const READ_SIZE: usize = 8 * 1024;
 const MIN_READ_ROOM: usize = 1024;
 /// Largest request-head buffer a pooled connection keeps between requests.
 const MAX_KEPT_HEAD_BUFFER: usize = 4 * 1024;
-/// Response fields whose positions are kept on the stack while a head is parsed.
-const INLINE_FIELDS: usize = 16;
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 1024;
 /// Most trailer bytes read (and dropped) after the last chunk.
@@ -154,7 +150,7 @@ impl H1Conn {
         mut self,
         method: &Method,
         deadline: (Instant, Duration),
-    ) -> Result<Response<H1Body>, H1Error> {
+    ) -> Result<(Response<H1Body>, RawFields), H1Error> {
         loop {
             if let Some(head) = parse_head(&mut self.buf)? {
                 let code = head.status.as_u16();
@@ -170,8 +166,7 @@ impl H1Conn {
                 });
                 *resp.status_mut() = head.status;
                 *resp.version_mut() = head.version;
-                *resp.headers_mut() = head.headers;
-                return Ok(resp);
+                return Ok((resp, head.fields));
             }
             if self.buf.len() >= MAX_RESPONSE_HEAD_BYTES {
                 return Err(H1Error::HeadTooLarge);
@@ -278,11 +273,74 @@ pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A parsed response head.
+/// A backend's response fields as they arrived: passed on to an HTTP/1 client
+/// line by line, never parsed into a `HeaderMap` on the way (that was about a sixth
+/// of a proxied request's instructions). What the framing needed of them was read
+/// once, when the head was parsed.
+#[derive(Debug, Clone, Default)]
+pub struct RawFields {
+    /// The field lines, each ending in LF or CRLF; status line and blank line
+    /// excluded. httparse checked them: one `name:value` per line, no folding.
+    lines: Bytes,
+    /// The response's `Content-Length`, when it has a valid one and no
+    /// `Transfer-Encoding` (which overrides it, RFC 9112 §6.3).
+    pub content_length: Option<u64>,
+    /// Whether a `Date` field is among them.
+    pub dated: bool,
+    /// Whether `Connection` names fields other than `keep-alive` and `close`
+    /// (those fields are hop-by-hop too).
+    pub connection_names_fields: bool,
+}
+
+impl RawFields {
+    /// Each field as `(name, value)`: the name as sent, the value trimmed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines.split(|b| *b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let colon = line.iter().position(|b| *b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii()))
+        })
+    }
+
+    /// The values of the fields called `name` (any case).
+    pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The fields of a complete response head (tests elsewhere build them so).
+    #[cfg(test)]
+    pub(crate) fn of_head(raw: &[u8]) -> RawFields {
+        let mut buf = BytesMut::from(raw);
+        match parse_head(&mut buf) {
+            Ok(Some(head)) => head.fields,
+            other => panic!(
+                "not a complete head: {:?}",
+                other.map(|h| h.map(|h| h.status))
+            ),
+        }
+    }
+
+    /// A field's value as a `HeaderValue` sharing the head's bytes.
+    pub fn value_of(&self, value: &[u8]) -> Option<HeaderValue> {
+        HeaderValue::from_maybe_shared(self.lines.slice_ref(value)).ok()
+    }
+}
+
+/// A parsed response head, with what the framing needs from its fields.
 struct Head {
     status: StatusCode,
     version: Version,
-    headers: HeaderMap,
+    fields: RawFields,
+    /// `Connection` has `close`.
+    close_asked: bool,
+    /// `Transfer-Encoding` is present: whether its last coding is `chunked`.
+    transfer_coding: Option<bool>,
+    /// `Content-Length` is present (valid or not).
+    has_content_length: bool,
+    /// Its value, or why it is unusable.
+    content_length: Result<Option<u64>, &'static str>,
 }
 
 /// The head at the front of `buf`, taken off it; `None` when it is not complete yet.
@@ -290,75 +348,100 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     if buf.is_empty() {
         return Ok(None);
     }
-    // Where each field sits in `buf`, so the values can share the frozen head:
-    // on the stack for the usual handful of fields (a zeroed array for the full
-    // 100 cost more than the parse), else in a vector.
-    let mut inline = [(0u32, 0u32, 0u32, 0u32); INLINE_FIELDS];
-    let mut heap = Vec::new();
-    let (len, code, version, spans) = {
-        let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_RESPONSE_HEADERS];
-        let mut resp = httparse::Response::new(&mut []);
-        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut resp,
-            buf,
-            &mut fields,
-        )? {
-            httparse::Status::Complete(len) => len,
-            httparse::Status::Partial => return Ok(None),
-        };
-        let count = resp.headers.len();
-        let spans: &mut [(u32, u32, u32, u32)] = if count <= INLINE_FIELDS {
-            &mut inline[..count]
-        } else {
-            heap.resize(count, (0, 0, 0, 0));
-            &mut heap
-        };
-        let base = buf.as_ptr() as usize;
-        // Offsets fit u32: a head is at most MAX_RESPONSE_HEAD_BYTES.
-        let at = |p: *const u8| (p as usize - base) as u32;
-        for (span, field) in spans.iter_mut().zip(resp.headers.iter()) {
-            let (name, value) = (at(field.name.as_ptr()), at(field.value.as_ptr()));
-            *span = (
-                name,
-                name + field.name.len() as u32,
-                value,
-                value + field.value.len() as u32,
-            );
-        }
-        let code = resp.code.unwrap_or(0);
-        let version = resp.version.unwrap_or(1);
-        (len, code, version, &*spans)
+    let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut fields,
+    )? {
+        httparse::Status::Complete(len) => len,
+        httparse::Status::Partial => return Ok(None),
     };
-    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Framing("invalid status code"))?;
-    let version = if version == 0 {
-        Version::HTTP_10
-    } else {
-        Version::HTTP_11
+    let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+        .map_err(|_| H1Error::Framing("invalid status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
     };
-    let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for &(n0, n1, v0, v1) in spans {
-        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| H1Error::Framing("invalid header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| H1Error::Framing("invalid header value"))?;
-        headers.append(name, value);
-    }
-    Ok(Some(Head {
+    let mut head = Head {
         status,
         version,
-        headers,
-    }))
+        fields: RawFields::default(),
+        close_asked: false,
+        transfer_coding: None,
+        has_content_length: false,
+        content_length: Ok(None),
+    };
+    let base = buf.as_ptr() as usize;
+    let mut lines = 0..0;
+    for (i, field) in resp.headers.iter().enumerate() {
+        let (name, value) = (field.name.as_bytes(), field.value);
+        if i == 0 {
+            lines.start = field.name.as_ptr() as usize - base;
+        }
+        let value_end = value.as_ptr() as usize - base + value.len();
+        // The line ends at the next LF (httparse allows a bare one).
+        lines.end = buf[value_end..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(len, |at| value_end + at + 1);
+        let is =
+            |known: &str| name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes());
+        let items = || {
+            value
+                .split(|b| *b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|t| !t.is_empty())
+        };
+        if is("connection") {
+            for token in items() {
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.close_asked = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    head.fields.connection_names_fields = true;
+                }
+            }
+        } else if is("transfer-encoding") {
+            let last = items().next_back();
+            head.transfer_coding = match (last, head.transfer_coding) {
+                (Some(coding), _) => Some(coding.eq_ignore_ascii_case(b"chunked")),
+                (None, before) => Some(before.unwrap_or(false)),
+            };
+        } else if is("content-length") {
+            head.has_content_length = true;
+            head.content_length = head.content_length.and_then(|before| {
+                let mut length = before;
+                for part in value.split(|b| *b == b',') {
+                    let part = part.trim_ascii();
+                    let n = std::str::from_utf8(part)
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or("invalid content-length")?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err("conflicting content-length values");
+                    }
+                    length = Some(n);
+                }
+                Ok(length)
+            });
+        } else if is("date") {
+            head.fields.dated = true;
+        }
+    }
+    let frozen = buf.split_to(len).freeze();
+    head.fields.lines = frozen.slice(lines);
+    if head.transfer_coding.is_none() {
+        head.fields.content_length = head.content_length.ok().flatten();
+    }
+    Ok(Some(head))
 }
 
 /// How the body is delimited, and whether the connection may carry another
 /// exchange afterwards (RFC 9112 §6.3 and §9.3).
 fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), H1Error> {
-    let headers = &head.headers;
-    let close_asked =
-        list_items(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
-    let keep_alive = head.version == Version::HTTP_11 && !close_asked;
+    let keep_alive = head.version == Version::HTTP_11 && !head.close_asked;
     let code = head.status.as_u16();
     if code == 101 {
         // Only ever a protocol error here (no upgrade was asked): never reused.
@@ -367,38 +450,21 @@ fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), H1Error> {
     if code == 204 || code == 304 || *method == Method::HEAD {
         return Ok((Framing::Done, keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if let Some(chunked) = head.transfer_coding {
         if head.version == Version::HTTP_10 {
             return Err(H1Error::Framing(
                 "transfer-encoding in an HTTP/1.0 response",
             ));
         }
-        let last = list_items(headers, header::TRANSFER_ENCODING).last();
-        let chunked = last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked"));
         // With Content-Length as well the message is suspect (RFC 9112 §6.3.3):
         // read it by its transfer coding, then close.
-        let reuse = keep_alive && chunked && !headers.contains_key(header::CONTENT_LENGTH);
+        let reuse = keep_alive && chunked && !head.has_content_length;
         return Ok(match chunked {
             true => (Framing::Chunked(Chunk::Size), reuse),
             false => (Framing::Close, false),
         });
     }
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = std::str::from_utf8(part)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(H1Error::Framing("invalid content-length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Framing("conflicting content-length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
+    Ok(match head.content_length.map_err(H1Error::Framing)? {
         Some(0) => (Framing::Done, keep_alive),
         Some(n) => (Framing::Length(n), keep_alive),
         None => (Framing::Close, false),
@@ -680,7 +746,8 @@ mod tests {
             head(b"HTTP/1.1 404 Nope\r\nX-A: 1\r\nx-a: 2\r\nContent-Length: 3\r\n\r\nabc");
         assert_eq!(h.status, 404);
         assert_eq!(h.version, Version::HTTP_11);
-        assert_eq!(h.headers.get_all("x-a").iter().count(), 2);
+        let a: Vec<_> = h.fields.values(b"x-a").collect();
+        assert_eq!(a, [b"1", b"2"]);
         assert_eq!(&rest[..], b"abc");
     }
 
@@ -692,9 +759,9 @@ mod tests {
         }
         raw.extend_from_slice(b"\r\n");
         let (h, rest) = head(&raw);
-        assert_eq!(h.headers.len(), MAX_RESPONSE_HEADERS);
-        assert_eq!(h.headers["x-0"], "value-0");
-        assert_eq!(h.headers["x-99"], "value-99");
+        assert_eq!(h.fields.iter().count(), MAX_RESPONSE_HEADERS);
+        assert_eq!(h.fields.values(b"x-0").next(), Some(&b"value-0"[..]));
+        assert_eq!(h.fields.values(b"X-99").next(), Some(&b"value-99"[..]));
         assert!(rest.is_empty());
     }
 
@@ -914,7 +981,7 @@ mod tests {
             let deadline = within(timeout);
             conn.write_request(&req(path), write_fields, deadline)
                 .await?;
-            let mut resp = conn.read_response(&Method::GET, deadline).await?;
+            let (mut resp, _) = conn.read_response(&Method::GET, deadline).await?;
             Ok::<_, H1Error>(resp.body_mut().take_reusable().expect("reusable"))
         };
 
@@ -964,6 +1031,45 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         let late = exchange(conn, "/two", Duration::from_secs(5)).await;
         assert!(late.is_ok(), "cut by the first exchange's timer: {late:?}");
+    }
+
+    #[test]
+    fn raw_fields_keep_what_the_writer_needs_and_nothing_of_the_status_line() {
+        let f = RawFields::of_head(
+            b"HTTP/1.1 200 OK\r\nDate: x\r\nContent-Length:  3 \r\nX-A:\tv \r\n\r\nabc",
+        );
+        assert_eq!(f.content_length, Some(3));
+        assert!(f.dated);
+        assert!(!f.connection_names_fields);
+        let all: Vec<_> = f.iter().collect();
+        assert_eq!(
+            all,
+            [
+                (&b"Date"[..], &b"x"[..]),
+                (b"Content-Length", b"3"),
+                (b"X-A", b"v")
+            ]
+        );
+
+        // Bare LF line ends, Transfer-Encoding overriding Content-Length, a
+        // Connection that names a field.
+        let f = RawFields::of_head(
+            b"HTTP/1.1 200 OK\nContent-Length: 5\nTransfer-Encoding: chunked\nConnection: keep-alive, x-hop\n\n",
+        );
+        assert_eq!(
+            f.content_length, None,
+            "the transfer coding frames the body"
+        );
+        assert!(!f.dated);
+        assert!(f.connection_names_fields);
+        assert_eq!(f.iter().count(), 3);
+        assert_eq!(
+            f.values(b"connection").next(),
+            Some(&b"keep-alive, x-hop"[..])
+        );
+
+        let none = RawFields::of_head(b"HTTP/1.1 204 No Content\r\n\r\n");
+        assert_eq!(none.iter().count(), 0);
     }
 
     #[test]

@@ -110,7 +110,13 @@ fn head_of(
 ) -> (String, Head) {
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::new();
-    let head = encode_head(&mut out, &parts, hint, bodiless, keep_alive);
+    let answer = Answer {
+        parts: &parts,
+        raw: None,
+        hint,
+        bodiless,
+    };
+    let head = encode_head(&mut out, &answer, keep_alive);
     (String::from_utf8(out).expect("ascii"), head)
 }
 
@@ -157,6 +163,30 @@ fn answers_are_framed_by_length_when_known_else_chunked() {
 }
 
 #[test]
+fn a_backends_raw_fields_come_first_with_its_length_and_date() {
+    let raw = RawFields::of_head(
+        b"HTTP/1.1 200 OK\r\nDate: then\r\nContent-Length: 3\r\nConnection: keep-alive\r\nX-Up: 1\r\n\r\n",
+    );
+    let mut resp = Response::new(());
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_static("pool=a"));
+    let (parts, ()) = resp.into_parts();
+    let mut out = Vec::new();
+    let answer = Answer {
+        parts: &parts,
+        raw: Some(&raw),
+        hint: Some(3),
+        bodiless: false,
+    };
+    let head = encode_head(&mut out, &answer, true);
+    assert_eq!(
+        String::from_utf8(out).expect("ascii"),
+        "HTTP/1.1 200 OK\r\ndate: then\r\nx-up: 1\r\ncontent-length: 3\r\nset-cookie: pool=a\r\n\r\n"
+    );
+    assert_eq!(head.framing, Framing::Length(3));
+}
+
+#[test]
 fn closing_is_said_once_and_a_date_of_the_handlers_is_kept() {
     let (text, head) = head_of(Response::new(()), Some(0), false, false);
     assert!(text.contains("connection: close\r\n"), "{text}");
@@ -193,6 +223,9 @@ fn chunk_sizes_are_lowercase_hex() {
 /// A body fed through a channel: its length is unknown, so the answer is chunked.
 struct Fed(mpsc::Receiver<Bytes>);
 
+impl AnswerBody for Fed {}
+impl AnswerBody for Full<Bytes> {}
+
 impl Body for Fed {
     type Data = Bytes;
     type Error = Infallible;
@@ -224,7 +257,7 @@ async fn served<H, F, B>(
 where
     H: Fn(Request<Option<Incoming>>) -> F + Send + 'static,
     F: Future<Output = Response<B>> + Send,
-    B: Body<Data = Bytes> + Send,
+    B: AnswerBody + Send,
     B::Error: std::fmt::Display + Send,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
