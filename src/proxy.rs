@@ -101,6 +101,8 @@ impl Failed {
 
 /// A backend's answer, from hyper's client or from a gateway-driven connection
 /// (whose head fields stay raw, passed on as they came).
+// The large variant is the common one: boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
 enum Answer {
     Hyper(Response<Incoming>, Sender),
     H1(Response<H1Body>, RawFields),

@@ -27,6 +27,18 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// [`HOP_BY_HOP`]'s names as bytes, in its order (`HeaderName::as_str` is a
+/// match for every call).
+const HOP_BY_HOP_NAMES: [&[u8]; 7] = [
+    b"connection",
+    b"proxy-connection",
+    b"keep-alive",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
 /// Where `Connection` is in [`HOP_BY_HOP`].
 const CONNECTION_AT: usize = 0;
 
@@ -54,9 +66,7 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 
 /// Whether `name` (any case) is a field of [`HOP_BY_HOP`].
 fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    HOP_BY_HOP
-        .iter()
-        .any(|h| h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+    hop_by_hop_index(name).is_some()
 }
 
 /// The end-to-end fields of a backend's raw response head, as `(name, value)`:
@@ -114,7 +124,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
     for name in headers.keys() {
-        if let Some(i) = hop_by_hop_index(name) {
+        if let Some(i) = hop_by_hop_index(name.as_str().as_bytes()) {
             present[i] = true;
             any = true;
         }
@@ -164,9 +174,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// name's length first: most names have a length no hop-by-hop name has, and the
 /// rest are one or two string compares (a scan of the list was ~700 instructions
 /// per head, measured with `benches/proxy/callgrind.sh`).
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    let name = name.as_str();
-    let at = |i: usize| (name == HOP_BY_HOP[i].as_str()).then_some(i);
+fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
+    let at = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP_NAMES[i]).then_some(i);
     match name.len() {
         2 => at(3),
         7 => at(4).or_else(|| at(6)),
@@ -364,7 +373,14 @@ mod tests {
     #[test]
     fn hop_by_hop_index_finds_every_listed_name_and_nothing_else() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
-            assert_eq!(hop_by_hop_index(name), Some(i), "{name}");
+            assert_eq!(name.as_str().as_bytes(), HOP_BY_HOP_NAMES[i]);
+            assert_eq!(
+                hop_by_hop_index(name.as_str().as_bytes()),
+                Some(i),
+                "{name}"
+            );
+            let upper = name.as_str().to_ascii_uppercase();
+            assert_eq!(hop_by_hop_index(upper.as_bytes()), Some(i), "{upper}");
         }
         for other in [
             "host",
@@ -378,7 +394,7 @@ mod tests {
             "x-forwarded-for",
         ] {
             let name = HeaderName::from_bytes(other.as_bytes()).unwrap();
-            assert_eq!(hop_by_hop_index(&name), None, "{other}");
+            assert_eq!(hop_by_hop_index(name.as_str().as_bytes()), None, "{other}");
         }
     }
 

@@ -282,6 +282,13 @@ pub struct RawFields {
     /// The field lines, each ending in LF or CRLF; status line and blank line
     /// excluded. httparse checked them: one `name:value` per line, no folding.
     lines: Bytes,
+    /// Where each field's name ends (its colon) and its line ends (after the LF),
+    /// as offsets into `lines`, for the first [`INLINE_FIELDS`] fields: found while
+    /// parsing, so writing does not scan the bytes again.
+    ends: [(u16, u16); INLINE_FIELDS],
+    /// How many `ends` hold; [`SCAN_LINES`] when the fields did not fit (they are
+    /// found by scanning the lines then).
+    count: u8,
     /// The response's `Content-Length`, when it has a valid one and no
     /// `Transfer-Encoding` (which overrides it, RFC 9112 §6.3).
     pub content_length: Option<u64>,
@@ -295,11 +302,25 @@ pub struct RawFields {
 impl RawFields {
     /// Each field as `(name, value)`: the name as sent, the value trimmed.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.lines.split(|b| *b == b'\n').filter_map(|line| {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            let colon = line.iter().position(|b| *b == b':')?;
-            Some((&line[..colon], line[colon + 1..].trim_ascii()))
-        })
+        let scan = (self.count == SCAN_LINES).then(|| {
+            self.lines.split(|b| *b == b'\n').filter_map(|line| {
+                let colon = line.iter().position(|b| *b == b':')?;
+                Some((&line[..colon], line[colon + 1..].trim_ascii()))
+            })
+        });
+        let count = if scan.is_some() {
+            0
+        } else {
+            usize::from(self.count)
+        };
+        let mut start = 0;
+        let inline = self.ends[..count].iter().map(move |&(colon, end)| {
+            let (colon, end) = (usize::from(colon), usize::from(end));
+            let name = &self.lines[start..colon];
+            start = end;
+            (name, self.lines[colon + 1..end].trim_ascii())
+        });
+        inline.chain(scan.into_iter().flatten())
     }
 
     /// The values of the fields called `name` (any case).
@@ -327,6 +348,11 @@ impl RawFields {
         HeaderValue::from_maybe_shared(self.lines.slice_ref(value)).ok()
     }
 }
+
+/// Fields of a response head whose positions [`RawFields`] keeps.
+const INLINE_FIELDS: usize = 16;
+/// [`RawFields::count`] when the positions were not kept.
+const SCAN_LINES: u8 = u8::MAX;
 
 /// A parsed response head, with what the framing needs from its fields.
 struct Head {
@@ -375,10 +401,17 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
     };
     let base = buf.as_ptr() as usize;
     let mut lines = 0..0;
+    let fits = resp.headers.len() <= INLINE_FIELDS;
+    head.fields.count = if fits {
+        resp.headers.len() as u8
+    } else {
+        SCAN_LINES
+    };
     for (i, field) in resp.headers.iter().enumerate() {
         let (name, value) = (field.name.as_bytes(), field.value);
+        let name_at = field.name.as_ptr() as usize - base;
         if i == 0 {
-            lines.start = field.name.as_ptr() as usize - base;
+            lines.start = name_at;
         }
         let value_end = value.as_ptr() as usize - base + value.len();
         // The line ends at the next LF (httparse allows a bare one).
@@ -386,6 +419,14 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, H1Error> {
             .iter()
             .position(|b| *b == b'\n')
             .map_or(len, |at| value_end + at + 1);
+        if fits {
+            let colon = u16::try_from(name_at + name.len() - lines.start);
+            let end = u16::try_from(lines.end - lines.start);
+            match (colon, end) {
+                (Ok(colon), Ok(end)) => head.fields.ends[i] = (colon, end),
+                _ => head.fields.count = SCAN_LINES,
+            }
+        }
         let is =
             |known: &str| name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes());
         let items = || {
