@@ -255,7 +255,7 @@ async fn served<H, F, B>(
     handle: H,
 ) -> (TcpStream, tokio::task::JoinHandle<Outcome>)
 where
-    H: Fn(Request<Option<Incoming>>) -> F + Send + 'static,
+    H: Fn(Request<Option<Incoming>>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send,
     B: AnswerBody + Send,
     B::Error: std::fmt::Display + Send,
@@ -487,4 +487,21 @@ async fn a_drain_closes_waiting_connections_and_says_close_on_the_last_answer() 
     let text = read_text(&mut busy, "done").await;
     assert!(text.contains("connection: close\r\n"), "{text}");
     assert!(closed(&mut busy).await);
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_its_busy_spell_is_still_served() {
+    let (mut client, _task) = served(SETTINGS, no_drain(), echo_path).await;
+    client
+        .write_all(b"GET /before HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    read_text(&mut client, "/before").await;
+    tokio::time::sleep(BUSY_IDLE + Duration::from_millis(300)).await;
+    client
+        .write_all(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .expect("write");
+    let text = read_text(&mut client, "/after").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
 }
