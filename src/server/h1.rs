@@ -135,18 +135,12 @@ enum Next {
 }
 
 /// Serves `io` until it closes or asks for hyper; `handle` answers each request.
-pub(super) async fn serve<H, F, B>(
+pub(super) async fn serve<H: Handle>(
     io: TcpStream,
     handle: H,
     settings: Settings,
     drain: Drain<'_>,
-) -> Outcome
-where
-    H: Fn(Request<Option<Incoming>>) -> F,
-    F: Future<Output = Response<B>>,
-    B: AnswerBody,
-    B::Error: std::fmt::Display,
-{
+) -> Outcome {
     let accepted = Instant::now();
     let mut conn = Conn {
         io,
@@ -215,19 +209,13 @@ enum Spell {
     Ended(Outcome),
 }
 
-impl<H> Busy<'_, H> {
-    async fn serve<F, B>(
+impl<H: Handle> Busy<'_, H> {
+    async fn serve(
         self,
         mut conn: Conn,
         first: (Request<()>, bool),
         mut timer: Pin<&mut Sleep>,
-    ) -> Spell
-    where
-        H: Fn(Request<Option<Incoming>>) -> F,
-        F: Future<Output = Response<B>>,
-        B: AnswerBody,
-        B::Error: std::fmt::Display,
-    {
+    ) -> Spell {
         let (mut req, mut keep_alive) = first;
         loop {
             let served = conn
@@ -254,6 +242,31 @@ impl<H> Busy<'_, H> {
                 other => return Spell::Ended(conn.end(other).await),
             };
         }
+    }
+}
+
+/// What answers the requests: the listener's handler (a closure over it), or a
+/// test's.
+pub(super) trait Handle {
+    /// The answers' body.
+    type Body: AnswerBody<Error: std::fmt::Display>;
+    /// The answer to come.
+    type Answer: Future<Output = Response<Self::Body>>;
+    /// Starts answering `req` (its body is `None`: this loop serves no bodies).
+    fn call(&self, req: Request<Option<Incoming>>) -> Self::Answer;
+}
+
+impl<H, F, B> Handle for H
+where
+    H: Fn(Request<Option<Incoming>>) -> F,
+    F: Future<Output = Response<B>>,
+    B: AnswerBody<Error: std::fmt::Display>,
+{
+    type Body = B;
+    type Answer = F;
+
+    fn call(&self, req: Request<Option<Incoming>>) -> F {
+        self(req)
     }
 }
 
@@ -373,25 +386,19 @@ impl Conn {
     }
 
     /// Answers `req`; true when the connection may carry another request.
-    async fn exchange<H, F, B>(
+    async fn exchange<H: Handle>(
         &mut self,
         req: Request<()>,
         keep_alive: bool,
         handle: &H,
         settings: &Settings,
         drain: Drain<'_>,
-    ) -> bool
-    where
-        H: Fn(Request<Option<Incoming>>) -> F,
-        F: Future<Output = Response<B>>,
-        B: AnswerBody,
-        B::Error: std::fmt::Display,
-    {
+    ) -> bool {
         let head_only = req.method() == Method::HEAD;
         // In a block of its own, so the handler's future is over before the
         // answer's writing begins and the two share their room.
         let resp = {
-            let answer = pin!(handle(req.map(|()| None)));
+            let answer = pin!(handle.call(req.map(|()| None)));
             self.unless_client_leaves(answer, settings.max_head_bytes)
                 .await
         };

@@ -285,6 +285,12 @@ fn echo_path(req: Request<Option<Incoming>>) -> impl Future<Output = Response<Fu
     async move { Response::new(Full::new(Bytes::from(path))) }
 }
 
+/// Sends `GET path` on `client`.
+async fn send_get(client: &mut TcpStream, path: &str) {
+    let head = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+    client.write_all(head.as_bytes()).await.expect("write");
+}
+
 /// Reads until `until` has arrived (or the peer closed).
 async fn read_text(client: &mut TcpStream, until: &str) -> String {
     let mut got = Vec::new();
@@ -336,10 +342,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 async fn a_request_with_a_body_hands_the_connection_over_with_every_byte() {
     let (mut client, task) = served(SETTINGS, no_drain(), echo_path).await;
     let post = b"POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi";
-    client
-        .write_all(b"GET /first HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/first").await;
     read_text(&mut client, "/first").await;
     client.write_all(post).await.expect("write");
     let outcome = tokio::time::timeout(WAIT, task)
@@ -363,10 +366,7 @@ async fn unknown_lengths_are_chunked_and_sent_as_they_come() {
         async move { Response::new(Fed(body)) }
     })
     .await;
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/").await;
     feed.send(Bytes::from_static(b"first")).await.expect("feed");
     let text = read_text(&mut client, "first\r\n").await;
     assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
@@ -399,10 +399,7 @@ async fn a_client_that_leaves_mid_request_cancels_it() {
         }
     })
     .await;
-    client
-        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/").await;
     client.shutdown().await.expect("half-close");
     let outcome = tokio::time::timeout(WAIT, task)
         .await
@@ -420,10 +417,7 @@ async fn idle_connections_close_after_idle_timeout_and_slow_heads_after_the_head
         ..SETTINGS
     };
     let (mut client, _task) = served(settings, no_drain(), echo_path).await;
-    client
-        .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/a").await;
     read_text(&mut client, "/a").await;
     let quiet = tokio::time::Instant::now();
     assert!(closed(&mut client).await);
@@ -437,10 +431,7 @@ async fn idle_connections_close_after_idle_timeout_and_slow_heads_after_the_head
     };
     let (mut client, _task) = served(settings, no_drain(), echo_path).await;
     // Longer than the head timeout, but idle between requests is fine.
-    client
-        .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/a").await;
     read_text(&mut client, "/a").await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     client
@@ -472,9 +463,7 @@ async fn a_drain_closes_waiting_connections_and_says_close_on_the_last_answer() 
         }
     })
     .await;
-    busy.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut busy, "/").await;
     tokio::time::timeout(WAIT, was_called.recv())
         .await
         .expect("bounded")
@@ -492,16 +481,10 @@ async fn a_drain_closes_waiting_connections_and_says_close_on_the_last_answer() 
 #[tokio::test]
 async fn a_connection_idle_past_its_busy_spell_is_still_served() {
     let (mut client, _task) = served(SETTINGS, no_drain(), echo_path).await;
-    client
-        .write_all(b"GET /before HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/before").await;
     read_text(&mut client, "/before").await;
     tokio::time::sleep(BUSY_IDLE + Duration::from_millis(300)).await;
-    client
-        .write_all(b"GET /after HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .expect("write");
+    send_get(&mut client, "/after").await;
     let text = read_text(&mut client, "/after").await;
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
 }
