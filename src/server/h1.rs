@@ -161,7 +161,7 @@ pub(super) async fn serve<H: Handle>(
     ));
     let mut idle_since = None;
     loop {
-        // Cold: waiting with no request slot held.
+        // Cold: waiting outside a busy spell (see [`Busy`]).
         let next = conn
             .next_request(&settings, timer.as_mut(), drain, accepted, idle_since, None)
             .await;
