@@ -15,6 +15,7 @@ pub mod check;
 pub mod config;
 pub mod controller;
 pub mod ctl;
+pub mod deadline;
 pub mod demo;
 pub mod discovery;
 pub mod echo_agent;

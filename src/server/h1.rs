@@ -22,8 +22,9 @@
 //! Timers: the first request must complete its head within `header_read_timeout` of
 //! the accept; between requests a connection may wait `idle_timeout`, and once a head
 //! has begun it must complete within `header_read_timeout`. One timer per connection
-//! is re-armed only when it fires early, not per request; the drain's token is
-//! registered once per connection (polling it takes the token's mutex).
+//! watches these ([`crate::deadline`]), re-armed about once a period, not per
+//! request; the drain's token is registered once per connection (polling it takes
+//! the token's mutex).
 
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -31,7 +32,7 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
@@ -329,9 +330,6 @@ impl Conn {
             // Waiting with nothing read: the busy spell may end first.
             let release_at = release_at.filter(|_| was_empty);
             let wake_at = release_at.map_or(deadline, |at| at.min(deadline));
-            if timer.deadline() > wake_at {
-                timer.as_mut().reset(wake_at);
-            }
             let mut released = false;
             let read = poll_fn(|cx| {
                 // A waiting connection holds no buffer: it takes one once there is
@@ -351,20 +349,11 @@ impl Conn {
                 if was_empty && drain.started() {
                     return Poll::Ready(None);
                 }
-                // The timer may have been armed for an earlier deadline than this
-                // wait's: re-armed when it fires, not on every request.
-                while timer.as_mut().poll(cx).is_ready() {
-                    let now = Instant::now();
-                    if now >= deadline {
-                        return Poll::Ready(None);
-                    }
-                    if release_at.is_some_and(|at| now >= at) {
-                        released = true;
-                        return Poll::Ready(None);
-                    }
-                    timer.as_mut().reset(wake_at);
-                }
-                Poll::Pending
+                // One timer for the connection, not one per request.
+                let now = ready!(crate::deadline::poll(timer.as_mut(), cx, wake_at));
+                // Before the connection's deadline, the spell's end came first.
+                released = now < deadline;
+                Poll::Ready(None)
             })
             .await;
             if released {

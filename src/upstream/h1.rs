@@ -15,7 +15,6 @@
 //! framing said, the backend did not ask to close, and nothing followed; anything
 //! else drops (closes) it.
 
-use std::future::Future;
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -78,9 +77,9 @@ pub struct H1Conn {
     buf: BytesMut,
     /// The request head being written (kept for its capacity).
     out: Vec<u8>,
-    /// Bounds each exchange. Made with the connection's first exchange and
-    /// re-armed only when it fires before the current deadline (each request's
-    /// deadline is later than the last), so a request costs no timer registration.
+    /// Bounds each exchange ([`crate::deadline`]: each request's deadline is later
+    /// than the last, so a request costs no timer registration). Made with the
+    /// connection's first exchange.
     timer: Option<Pin<Box<Sleep>>>,
 }
 
@@ -196,23 +195,14 @@ impl H1Conn {
 }
 
 /// Ready with [`H1Error::TimedOut`] once `deadline` (an instant, and the timeout it
-/// came from) has passed; re-arms `timer` when it fired early (see [`H1Conn`]).
+/// came from) has passed, on the connection's own timer (see [`H1Conn`]).
 fn poll_deadline<T>(
     timer: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
     (deadline, timeout): (Instant, Duration),
 ) -> Poll<Result<T, H1Error>> {
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    if timer.deadline() > deadline {
-        timer.as_mut().reset(deadline);
-    }
-    while timer.as_mut().poll(cx).is_ready() {
-        if Instant::now() >= deadline {
-            return Poll::Ready(Err(H1Error::TimedOut(timeout)));
-        }
-        timer.as_mut().reset(deadline);
-    }
-    Poll::Pending
+    crate::deadline::poll(timer.as_mut(), cx, deadline).map(|_| Err(H1Error::TimedOut(timeout)))
 }
 
 /// Lets go of a head buffer a large request grew: a pooled connection keeps its
