@@ -48,7 +48,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::body::ResponseBody;
 use crate::proxy::headers;
-use crate::upstream::h1::{list_items, write_line, RawFields};
+use crate::upstream::h1::{list_items, reserve, write_line, RawFields, READ_SIZE};
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;
@@ -57,10 +57,6 @@ const INLINE_FIELDS: usize = 16;
 const MAX_FIELDS: usize = 100;
 /// hyper answers 414 to a longer request target.
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
-/// Read size, as hyper's first read.
-const READ_SIZE: usize = 8 * 1024;
-/// Below this much free room the read buffer is topped up to [`READ_SIZE`].
-const MIN_READ_ROOM: usize = 1024;
 /// Body data up to this size is copied after the head (one write for both).
 const COPY_MAX: usize = 16 * 1024;
 /// Spare buffers a worker thread keeps for connections that wake up.
@@ -483,6 +479,8 @@ impl Conn {
             bodiless,
         };
         let head = encode_head(&mut self.out, &answer, keep_alive);
+        // Written: a long body (a stream) need not keep the head, nor the backend's
+        // read buffer its raw fields share.
         drop(raw);
         drop(parts);
         let mut body = pin!(body);
@@ -519,10 +517,11 @@ impl Conn {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: not passed on
                     };
-                    if data.is_empty() || bodiless {
+                    if data.is_empty() {
                         continue;
                     }
                     match head.framing {
+                        // HEAD, 204, 304: the head said what the body would be.
                         Framing::None => continue,
                         Framing::Length(_) => {
                             let len = data.len() as u64;
@@ -586,21 +585,19 @@ impl Conn {
 
     /// Gives empty buffers to the thread's spares: an idle connection holds none.
     fn spare_buffers(&mut self) {
-        if self.buf.is_empty() && self.buf.capacity() > 0 {
-            give_spare(std::mem::take(&mut self.buf), Vec::new());
+        if self.buf.is_empty() {
+            give_spare(
+                |s| &mut s.reads,
+                std::mem::take(&mut self.buf),
+                BytesMut::capacity,
+            );
         }
-        if self.out.capacity() > 0 {
-            self.out.clear();
-            give_spare(BytesMut::new(), std::mem::take(&mut self.out));
-        }
-    }
-}
-
-/// Room for the next read: reclaims the buffer's allocation once nothing else
-/// shares it (the heads of earlier requests), else allocates a fresh one.
-fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < MIN_READ_ROOM {
-        buf.reserve(READ_SIZE);
+        self.out.clear();
+        give_spare(
+            |s| &mut s.writes,
+            std::mem::take(&mut self.out),
+            Vec::capacity,
+        );
     }
 }
 
@@ -627,15 +624,18 @@ fn spare_write_buffer() -> Vec<u8> {
         .unwrap_or_else(|| Vec::with_capacity(READ_SIZE))
 }
 
-fn give_spare(read: BytesMut, write: Vec<u8>) {
+/// Keeps `buffer` in the list `kind` picks, unless it is empty, grown large, or
+/// the list is full.
+fn give_spare<T>(kind: fn(&mut Spares) -> &mut Vec<T>, buffer: T, capacity: fn(&T) -> usize) {
+    let cap = capacity(&buffer);
+    if cap == 0 || cap > MAX_SPARE_CAPACITY {
+        return;
+    }
     SPARES.with(|s| {
         let mut s = s.borrow_mut();
-        let keep = |cap: usize| cap > 0 && cap <= MAX_SPARE_CAPACITY;
-        if keep(read.capacity()) && s.reads.len() < MAX_SPARE {
-            s.reads.push(read);
-        }
-        if keep(write.capacity()) && s.writes.len() < MAX_SPARE {
-            s.writes.push(write);
+        let list = kind(&mut s);
+        if list.len() < MAX_SPARE {
+            list.push(buffer);
         }
     });
 }
@@ -792,16 +792,11 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
     }
     let mut length = None;
     let mut dated = false;
-    let mut close_asked = false;
     if let Some(raw) = raw {
         headers::write_end_to_end(raw, out);
         dated = raw.dated;
         if let Some(n) = raw.content_length {
-            write_line(
-                out,
-                b"content-length",
-                itoa::Buffer::new().format(n).as_bytes(),
-            );
+            write_length(out, n);
             length = Some(n);
         }
     }
@@ -824,18 +819,12 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
         }
         write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if parts.headers.contains_key(header::CONNECTION) {
-        close_asked = list_items(&parts.headers, header::CONNECTION)
-            .any(|t| t.eq_ignore_ascii_case(b"close"));
-    }
+    let close_asked =
+        list_items(&parts.headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
     let framing = if bodiless {
         Framing::None
     } else if let Some(n) = hint.filter(|_| length.is_none()) {
-        write_line(
-            out,
-            b"content-length",
-            itoa::Buffer::new().format(n).as_bytes(),
-        );
+        write_length(out, n);
         Framing::Length(n)
     } else if let Some(n) = length {
         Framing::Length(n)
@@ -854,6 +843,15 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
         framing,
         keep_alive: keep_alive && !close_asked,
     }
+}
+
+/// A `content-length` line.
+fn write_length(out: &mut Vec<u8>, n: u64) {
+    write_line(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(n).as_bytes(),
+    );
 }
 
 /// A chunk-size line: the size in hex, CRLF.

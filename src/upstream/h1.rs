@@ -31,7 +31,7 @@ use tokio::time::{Instant, Sleep};
 use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 
 /// Read size: what hyper reads with at first (and what most responses fit in).
-const READ_SIZE: usize = 8 * 1024;
+pub(crate) const READ_SIZE: usize = 8 * 1024;
 /// Below this much free room the read buffer is topped up to [`READ_SIZE`] (which
 /// reuses its allocation once the earlier responses that share it are dropped).
 const MIN_READ_ROOM: usize = 1024;
@@ -214,8 +214,8 @@ fn keep_small(out: &mut Vec<u8>) {
 }
 
 /// Room for the next read: reclaims the buffer's allocation once nothing else
-/// shares it, else allocates a fresh one.
-fn reserve(buf: &mut BytesMut) {
+/// shares it (the heads of earlier exchanges), else allocates a fresh one.
+pub(crate) fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < MIN_READ_ROOM {
         buf.reserve(READ_SIZE);
     }
