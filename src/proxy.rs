@@ -393,7 +393,8 @@ impl Proxy {
                     let (parts, _) = resp.into_parts();
                     return Ok(Response::from_parts(parts, ResponseBody::empty()));
                 }
-                let (parts, body) = resp.into_parts();
+                let (mut parts, body) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers, false);
                 (parts, UpstreamBody::new(body, guard, sender, idle), None)
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
@@ -401,13 +402,13 @@ impl Proxy {
                 return Err(ProxyError::BadUpgrade)
             }
             // The map is empty: the fields stay raw, and their hop-by-hop ones are
-            // left out where they are written (`headers::end_to_end`).
+            // left out where they are written (`headers::end_to_end`), so there is
+            // nothing to strip.
             Answer::H1(resp, fields) => {
                 let (parts, body) = resp.into_parts();
                 (parts, UpstreamBody::h1(body, guard, idle), Some(fields))
             }
         };
-        headers::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(cookie) = set_cookie {
             parts.headers.append(header::SET_COOKIE, cookie);
         }

@@ -315,10 +315,7 @@ impl Connection {
                 let mut resp = handler.handle(req.map(Some), client).await;
                 // hyper writes the head from the map: a backend's raw fields go in.
                 if let Some(raw) = resp.body_mut().take_raw_fields() {
-                    let own = std::mem::replace(resp.headers_mut(), headers::end_to_end_map(&raw));
-                    for (name, value) in &own {
-                        resp.headers_mut().append(name, value.clone());
-                    }
+                    headers::put_raw_first(&raw, resp.headers_mut());
                 }
                 Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
             }

@@ -114,6 +114,15 @@ pub fn end_to_end_map(raw: &RawFields) -> HeaderMap {
     map
 }
 
+/// Puts `raw`'s end-to-end fields in `headers`, before the fields already there
+/// (the gateway's own, like a sticky cookie), in the order a head writer puts them.
+pub fn put_raw_first(raw: &RawFields, headers: &mut HeaderMap) {
+    let own = std::mem::replace(headers, end_to_end_map(raw));
+    for (name, value) in &own {
+        headers.append(name, value.clone());
+    }
+}
+
 /// Removes hop-by-hop fields. With `keep_upgrade`, the `Upgrade` field survives and
 /// `Connection: upgrade` is set again, as the next hop needs both to switch protocols.
 ///
@@ -467,6 +476,19 @@ mod tests {
 
         let raw = RawFields::of_head(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n");
         assert_eq!(end_to_end_map(&raw)[header::CONTENT_LENGTH], "4");
+    }
+
+    #[test]
+    fn raw_fields_go_before_the_maps_own_and_keep_every_value() {
+        let raw = RawFields::of_head(
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: up=1\r\nConnection: close\r\nContent-Length: 2\r\n\r\n",
+        );
+        let mut h = map(&[("set-cookie", "pool=a"), ("set-cookie", "pool=b")]);
+        put_raw_first(&raw, &mut h);
+        let cookies: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["up=1", "pool=a", "pool=b"]);
+        assert_eq!(h[header::CONTENT_LENGTH], "2");
+        assert!(!h.contains_key(header::CONNECTION));
     }
 
     #[test]
