@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Version};
 use proptest::prelude::*;
+use sluicegate::echo_agent::EchoHandle;
 use sluicegate::proxy::{framing, headers};
 use sluicegate::route::host_without_port;
 use tokio::time::Instant;
@@ -193,8 +194,10 @@ const HEAD_VOCABULARY: &[&str] = &[
     "ffffffffffffffffff\r\n",
 ];
 
-#[tokio::test]
-async fn mutated_request_heads_are_answered_or_closed_and_never_hang() {
+/// A gateway with a 300 ms head timeout and a 500 ms response timeout before one
+/// agent, and the request heads to send it: the `http_heads` corpus, then `cases`
+/// mutations of it (`SLUICEGATE_FUZZ_CASES` overrides).
+async fn mutated_heads(cases: u32) -> (TestGateway, Vec<EchoHandle>, Vec<Vec<u8>>) {
     let a = agents("a", "v1", 1).await;
     let toml = format!(
         "header_read_timeout = \"300ms\"\n[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\ntimeouts = {{ response_header = \"500ms\" }}\n",
@@ -203,13 +206,19 @@ async fn mutated_request_heads_are_answered_or_closed_and_never_hang() {
     let gw = TestGateway::start(&toml).await;
     let corpus: Vec<Vec<u8>> = seeds("http_heads").into_iter().map(|(_, b)| b).collect();
     let mut inputs = corpus.clone();
-    let mut runner = runner(160);
+    let mut runner = runner(cases);
     let strategy = (proptest::sample::select(corpus), edits(HEAD_VOCABULARY));
     for _ in 0..runner.config().cases {
         let tree = strategy.new_tree(&mut runner).expect("value");
         let (seed, edits) = proptest::strategy::ValueTree::current(&tree);
         inputs.push(mutate(seed, &edits));
     }
+    (gw, a, inputs)
+}
+
+#[tokio::test]
+async fn mutated_request_heads_are_answered_or_closed_and_never_hang() {
+    let (gw, _agents, inputs) = mutated_heads(160).await;
     let started = Instant::now();
     for input in inputs {
         if out_of_time(started) {
@@ -269,21 +278,7 @@ fn second_status(bytes: &[u8]) -> u16 {
 
 #[tokio::test]
 async fn the_gateways_http1_loop_answers_every_head_as_hyper_does() {
-    let a = agents("a", "v1", 1).await;
-    let toml = format!(
-        "header_read_timeout = \"300ms\"\n[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\ntimeouts = {{ response_header = \"500ms\" }}\n",
-        backends(&a)
-    );
-    let gw = TestGateway::start(&toml).await;
-    let corpus: Vec<Vec<u8>> = seeds("http_heads").into_iter().map(|(_, b)| b).collect();
-    let mut inputs = corpus.clone();
-    let mut runner = runner(120);
-    let strategy = (proptest::sample::select(corpus), edits(HEAD_VOCABULARY));
-    for _ in 0..runner.config().cases {
-        let tree = strategy.new_tree(&mut runner).expect("value");
-        let (seed, edits) = proptest::strategy::ValueTree::current(&tree);
-        inputs.push(mutate(seed, &edits));
-    }
+    let (gw, _agents, inputs) = mutated_heads(120).await;
     let started = Instant::now();
     let mut compared = 0;
     for input in inputs {
