@@ -91,7 +91,48 @@ pub fn end_to_end(raw: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
 
 /// Writes the end-to-end fields of `raw` as head lines, names in lowercase as
 /// hyper writes them.
+///
+/// A line already written as that (`name: value` CRLF, the value trimmed) is
+/// copied whole and its name lowercased in place: one copy per field instead of
+/// four, and no trimming (field by field this was a tenth of a proxied request's
+/// instructions, `benches/proxy/callgrind.sh`). Fields named by `Connection` need
+/// the general walk.
 pub fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
+    let Some(lines) = raw.lines().filter(|_| !raw.connection_names_fields) else {
+        return write_each_end_to_end(raw, out);
+    };
+    for (line, name_len) in lines {
+        let name = &line[..name_len];
+        if is_hop_by_hop_name(name) || name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        let at = out.len();
+        let rest = &line[name_len..];
+        if is_written_form(rest) {
+            out.extend_from_slice(line);
+        } else {
+            write_line(out, name, rest[1..].trim_ascii());
+        }
+        out[at..at + name_len].make_ascii_lowercase();
+    }
+}
+
+/// Whether a field line's part from the colon on is `: value` CRLF with the value
+/// trimmed: what [`write_line`] would write for it.
+fn is_written_form(rest: &[u8]) -> bool {
+    match rest {
+        [b':', b' ', value @ .., b'\r', b'\n'] => match (value.first(), value.last()) {
+            (Some(first), Some(last)) => {
+                !first.is_ascii_whitespace() && !last.is_ascii_whitespace()
+            }
+            _ => true,
+        },
+        _ => false,
+    }
+}
+
+/// [`write_end_to_end`] field by field, through [`end_to_end`].
+fn write_each_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
     for (name, value) in end_to_end(raw) {
         let at = out.len();
         write_line(out, name, value);
@@ -437,6 +478,65 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn whole_line_copies_write_what_the_field_by_field_walk_writes() {
+        // Every spacing a backend may send around a value, each line end, names in
+        // any case, fields to drop among them; heads small enough for their
+        // positions to be kept, and one past that (scanned).
+        let names = [
+            "X-Kept",
+            "server",
+            "Content-Length",
+            "KEEP-ALIVE",
+            "te",
+            "Date",
+        ];
+        let befores = ["", " ", "  ", "\t", " \t"];
+        let values = ["", "v", "a b", "x,\ty"];
+        let afters = ["", " ", "\t "];
+        let ends = ["\r\n", "\n"];
+        let mut lines = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            for before in befores {
+                for value in values {
+                    for after in afters {
+                        for end in ends {
+                            let value = if value.is_empty() {
+                                String::new()
+                            } else {
+                                format!("{value}{i}")
+                            };
+                            lines.push(format!("{name}:{before}{value}{after}{end}"));
+                        }
+                    }
+                }
+            }
+        }
+        let mut checked = 0;
+        for fields in lines.chunks(3).chain(lines.chunks(17)) {
+            for connection in ["", "Connection: close\r\n", "Connection: X-Kept\r\n"] {
+                let head = format!("HTTP/1.1 200 OK\r\n{connection}{}\r\n", fields.concat());
+                let raw = RawFields::of_head(head.as_bytes());
+                let (mut whole, mut each) = (Vec::new(), Vec::new());
+                write_end_to_end(&raw, &mut whole);
+                write_each_end_to_end(&raw, &mut each);
+                assert_eq!(
+                    String::from_utf8_lossy(&whole),
+                    String::from_utf8_lossy(&each),
+                    "head {head:?}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 300, "{checked}");
+        // The copies are the common case, not the fallback.
+        let raw = RawFields::of_head(b"HTTP/1.1 200 OK\r\nServer: nginx\r\nX-A:  b \r\n\r\n");
+        assert!(raw.lines().is_some());
+        let mut out = Vec::new();
+        write_end_to_end(&raw, &mut out);
+        assert_eq!(out, b"server: nginx\r\nx-a: b\r\n");
     }
 
     #[test]

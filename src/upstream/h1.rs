@@ -313,6 +313,22 @@ impl RawFields {
         inline.chain(scan.into_iter().flatten())
     }
 
+    /// Each field's whole line (its line end included) and the length of its name,
+    /// when their positions were kept while parsing (`None`: scan with [`iter`]).
+    ///
+    /// [`iter`]: RawFields::iter
+    pub fn lines(&self) -> Option<impl Iterator<Item = (&[u8], usize)>> {
+        let count = (self.count != SCAN_LINES).then_some(usize::from(self.count))?;
+        let mut start = 0;
+        Some(self.ends[..count].iter().map(move |&(colon, end)| {
+            let (colon, end) = (usize::from(colon), usize::from(end));
+            let line = &self.lines[start..end];
+            let name_len = colon - start;
+            start = end;
+            (line, name_len)
+        }))
+    }
+
     /// The values of the fields called `name` (any case).
     pub fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
         self.iter()
