@@ -203,7 +203,7 @@ impl BackendState {
         self.closed.cancel();
         // hyper's connection tasks end on the signal; the gateway's own idle ones
         // have no task, so they are closed here.
-        self.conns.clear_idle();
+        self.conns.close();
     }
 
     /// Resolves once [`close_streams`](Self::close_streams) was called.

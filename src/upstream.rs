@@ -15,6 +15,7 @@
 //! before HTTP/1.1; pooled connections are TLS streams like any other.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub struct ConnPool {
     idle_h1: ArrayQueue<IdleH1>,
     /// The backend's close signal: ends every connection task (see `BackendState`).
     closed: CancellationToken,
+    /// Set by [`close`](Self::close): read on every check-in, where the token's own
+    /// check would take its mutex (one per backend, shared by every worker).
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -120,6 +124,7 @@ impl ConnPool {
             idle: ArrayQueue::new(MAX_IDLE),
             idle_h1: ArrayQueue::new(MAX_IDLE),
             closed,
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -176,7 +181,7 @@ impl ConnPool {
 
     /// Returns an [`h1`] connection whose response ended cleanly.
     pub fn checkin_h1(&self, conn: h1::H1Conn) {
-        if self.closed.is_cancelled() {
+        if self.closing.load(Ordering::Acquire) {
             return;
         }
         // A full pool drops the connection, which closes it.
@@ -277,6 +282,13 @@ impl ConnPool {
         });
     }
 
+    /// Closes the idle connections and keeps none from now on (the backend is
+    /// gone for good).
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.clear_idle();
+    }
+
     /// Closes every idle connection (the backend left the config; connections in
     /// use are left to finish).
     pub fn clear_idle(&self) {
@@ -338,5 +350,32 @@ mod tests {
         let mut rest = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(5), kept.read_to_end(&mut rest)).await;
         assert!(matches!(read, Ok(Ok(0))), "{read:?}");
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_keeps_no_connection_that_comes_back() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(listener.local_addr().unwrap(), CancellationToken::new());
+        let (early, late) = (
+            pool.connect_h1(Duration::from_secs(1)).await.unwrap(),
+            pool.connect_h1(Duration::from_secs(1)).await.unwrap(),
+        );
+        pool.checkin_h1(early);
+        assert_eq!(pool.idle_count(), 1);
+        pool.clear_idle();
+        assert_eq!(pool.idle_count(), 0);
+        // Cleared, not closed: a connection whose response ends later is kept.
+        pool.checkin_h1(late);
+        assert_eq!(pool.idle_count(), 1);
+
+        let last = pool.connect_h1(Duration::from_secs(1)).await.unwrap();
+        pool.close();
+        assert_eq!(pool.idle_count(), 0);
+        pool.checkin_h1(last);
+        assert_eq!(
+            pool.idle_count(),
+            0,
+            "a response that ended after the close was pooled"
+        );
     }
 }
