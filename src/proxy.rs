@@ -168,7 +168,10 @@ impl Proxy {
         let version = req.version();
         let mut trail = Trail::start(&snapshot, &req, request_host(&req), client.addr);
         match self.forward(&snapshot, req, client, &mut trail).await {
-            Ok(resp) => trail.finish(resp, None),
+            Ok(mut resp) => {
+                trail.finish(&mut resp, None);
+                resp
+            }
             Err(err) => {
                 tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
                 let cause = err.cause();
@@ -183,7 +186,8 @@ impl Proxy {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                trail.finish(resp, Some(cause))
+                trail.finish(&mut resp, Some(cause));
+                resp
             }
         }
     }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -106,14 +107,19 @@ pub enum Handler {
 
 impl Handler {
     /// `req`'s body is `None` when the request has none (read by [`h1`]).
-    async fn handle(
-        &self,
+    ///
+    /// Not an `async fn`: that would wrap the proxy's future in a state machine of
+    /// its own, whose every step copies the request or the response once more.
+    fn handle<'a>(
+        &'a self,
         req: Request<Option<Incoming>>,
-        client: &Client,
-    ) -> Response<ResponseBody> {
+        client: &'a Client,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'a {
         match self {
-            Handler::Proxy(proxy) => proxy.handle(req, client).await,
-            Handler::Redirect(redirect) => redirect.respond(&req),
+            Handler::Proxy(proxy) => Either::Left(proxy.handle(req, client)),
+            Handler::Redirect(redirect) => {
+                Either::Right(std::future::ready(redirect.respond(&req)))
+            }
         }
     }
 }

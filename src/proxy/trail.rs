@@ -94,11 +94,8 @@ impl<'s> Trail<'s> {
     }
 
     /// Records the outcome; `cause` is the `sluicegate-error` of a gateway answer.
-    pub(super) fn finish(
-        self,
-        mut resp: Response<ResponseBody>,
-        cause: Option<&'static str>,
-    ) -> Response<ResponseBody> {
+    // By reference: a response is a few hundred bytes, and each move copies them.
+    pub(super) fn finish(self, resp: &mut Response<ResponseBody>, cause: Option<&'static str>) {
         let status = resp.status();
         let retries = self.attempts.saturating_sub(1);
         self.pair.record(
@@ -121,6 +118,5 @@ impl<'s> Trail<'s> {
                 }
             }
         }
-        resp
     }
 }

@@ -453,7 +453,7 @@ impl Conn {
     /// Writes `resp`; `Ok(true)` when the connection may carry another request.
     async fn respond<B>(
         &mut self,
-        resp: Response<B>,
+        mut resp: Response<B>,
         head_only: bool,
         keep_alive: bool,
         settings: &Settings,
@@ -465,15 +465,16 @@ impl Conn {
         if self.out.capacity() == 0 {
             self.out = spare_write_buffer();
         }
-        let (parts, mut body) = resp.into_parts();
-        let raw = body.take_raw_fields();
-        let hint = body.size_hint().exact();
+        let raw = resp.body_mut().take_raw_fields();
+        let hint = resp.body().size_hint().exact();
+        let status = resp.status();
         let bodiless = head_only
-            || parts.status.is_informational()
-            || parts.status == StatusCode::NO_CONTENT
-            || parts.status == StatusCode::NOT_MODIFIED;
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         let answer = Answer {
-            parts: &parts,
+            status,
+            headers: resp.headers(),
             raw: raw.as_ref(),
             hint,
             bodiless,
@@ -482,8 +483,7 @@ impl Conn {
         // Written: a long body (a stream) need not keep the head, nor the backend's
         // read buffer its raw fields share.
         drop(raw);
-        drop(parts);
-        let mut body = pin!(body);
+        let mut body = pin!(resp.into_body());
         let mut left = match head.framing {
             Framing::Length(n) => n,
             Framing::None | Framing::Chunked => 0,
@@ -760,7 +760,8 @@ struct Head {
 
 /// What [`encode_head`] writes a head from.
 struct Answer<'a> {
-    parts: &'a http::response::Parts,
+    status: StatusCode,
+    headers: &'a HeaderMap,
     /// A backend's fields, written before those of the map.
     raw: Option<&'a RawFields>,
     /// The body's exact length, when it knows it.
@@ -774,19 +775,20 @@ struct Answer<'a> {
 /// is written, an unknown one is chunked; `Transfer-Encoding` is the gateway's.
 fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head {
     let Answer {
-        parts,
+        status,
+        headers,
         raw,
         hint,
         bodiless,
     } = *answer;
     out.clear();
-    if parts.status == StatusCode::OK {
+    if status == StatusCode::OK {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
         out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
-        let reason = parts.status.canonical_reason().unwrap_or("<none>");
+        let reason = status.canonical_reason().unwrap_or("<none>");
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
@@ -800,7 +802,7 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
             length = Some(n);
         }
     }
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING {
             continue;
         }
@@ -820,7 +822,7 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
         write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let close_asked =
-        list_items(&parts.headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
+        list_items(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
     let framing = if bodiless {
         Framing::None
     } else if let Some(n) = hint.filter(|_| length.is_none()) {

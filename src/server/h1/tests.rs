@@ -111,7 +111,8 @@ fn head_of(
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::new();
     let answer = Answer {
-        parts: &parts,
+        status: parts.status,
+        headers: &parts.headers,
         raw: None,
         hint,
         bodiless,
@@ -173,7 +174,8 @@ fn a_backends_raw_fields_come_first_with_its_length_and_date() {
     let (parts, ()) = resp.into_parts();
     let mut out = Vec::new();
     let answer = Answer {
-        parts: &parts,
+        status: parts.status,
+        headers: &parts.headers,
         raw: Some(&raw),
         hint: Some(3),
         bodiless: false,
