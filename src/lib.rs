@@ -36,3 +36,4 @@ pub mod split;
 pub mod state_file;
 pub mod tls;
 pub mod upstream;
+pub mod wire;

@@ -10,15 +10,18 @@
 # 127.0.0.1:9101/9102, sluicegate under callgrind (one worker, the config
 # benches/proxy/candidate.sh writes; BENCH_PROFILE / BENCH_METRICS apply) on
 # 127.0.0.1:18090, warms up, then counts instructions only while
-# `wrk -t1 -c16 -d10s` runs and divides by the requests wrk completed. Kernel work
+# `wrk -t1 -c16 -d10s` runs (CONNS sets -c) and divides by the requests wrk completed. Kernel work
 # (syscalls, TCP) is not counted: see `perf` in benches/README.md for that share.
 #
 # Usage: benches/proxy/callgrind.sh [label]      (needs valgrind, nginx, wrk, curl)
+#        CONNS=1 benches/proxy/callgrind.sh LABEL  wrk's connection count (default 16;
+#        1 shows what a request costs when every one wakes the proxy from sleep)
 # Output: "<label>: requests=N Ir=M Ir/req=K" and callgrind.out.<label> in $OUT
 # (default /tmp/sluicegate-callgrind) for callgrind_annotate.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 label=${1:-run}
+conns=${CONNS:-16}
 out=${OUT:-/tmp/sluicegate-callgrind}
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
 upstream_conf=${UPSTREAM_CONF:-$root/../shared/bench/nginx-upstream.conf}
@@ -54,9 +57,9 @@ for _ in $(seq 300); do
     curl -s -o /dev/null http://127.0.0.1:18090/ && break
     sleep 0.2
 done
-timeout 20 wrk -t1 -c16 -d3s http://127.0.0.1:18090/ > /dev/null
+timeout 20 wrk -t1 -c"$conns" -d3s http://127.0.0.1:18090/ > /dev/null
 callgrind_control -i on "$pid" > /dev/null 2>&1
-result=$(timeout 30 wrk -t1 -c16 -d10s http://127.0.0.1:18090/)
+result=$(timeout 30 wrk -t1 -c"$conns" -d10s http://127.0.0.1:18090/)
 callgrind_control -d "$pid" > /dev/null 2>&1
 callgrind_control -i off "$pid" > /dev/null 2>&1
 requests=$(awk '/requests in/ {print $1}' <<< "$result")

@@ -13,7 +13,8 @@ use bytes::BytesMut;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-use crate::upstream::h1::{write_line, RawFields};
+use crate::upstream::h1::RawFields;
+use crate::wire::write_line;
 
 /// Fields that only make sense on one connection (RFC 9110 §7.6.1 and RFC 7230's list).
 /// `Connection` comes first: [`strip_hop_by_hop`] reads the fields it names.

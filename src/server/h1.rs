@@ -48,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::proxy::body::ResponseBody;
 use crate::proxy::headers;
-use crate::upstream::h1::{list_items, reserve, write_line, RawFields, READ_SIZE};
+use crate::upstream::h1::RawFields;
+use crate::wire::{list_items, reserve, write_line, READ_SIZE};
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;

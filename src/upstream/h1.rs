@@ -22,19 +22,15 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
+use crate::wire::{reserve, write_line, READ_SIZE};
 
-/// Read size: what hyper reads with at first (and what most responses fit in).
-pub(crate) const READ_SIZE: usize = 8 * 1024;
-/// Below this much free room the read buffer is topped up to [`READ_SIZE`] (which
-/// reuses its allocation once the earlier responses that share it are dropped).
-const MIN_READ_ROOM: usize = 1024;
 /// Largest request-head buffer a pooled connection keeps between requests.
 const MAX_KEPT_HEAD_BUFFER: usize = 4 * 1024;
 /// Longest chunk-size line (size, extensions) accepted.
@@ -213,14 +209,6 @@ fn keep_small(out: &mut Vec<u8>) {
     }
 }
 
-/// Room for the next read: reclaims the buffer's allocation once nothing else
-/// shares it (the heads of earlier exchanges), else allocates a fresh one.
-pub(crate) fn reserve(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < MIN_READ_ROOM {
-        buf.reserve(READ_SIZE);
-    }
-}
-
 /// `METHOD target HTTP/1.1`, the fields (by `fields`), the blank line.
 fn encode_head<B>(
     out: &mut Vec<u8>,
@@ -242,25 +230,6 @@ pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
     for (name, value) in headers {
         write_line(out, name.as_str().as_bytes(), value.as_bytes());
     }
-}
-
-/// The items of a comma-separated field (`Connection`, `Transfer-Encoding`) over
-/// all its lines, trimmed, empty ones skipped (RFC 9110 §5.6.1).
-pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(name)
-        .into_iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|item| !item.is_empty())
-}
-
-/// Writes one `name: value` head line.
-pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// A backend's response fields as they arrived: passed on to an HTTP/1 client
