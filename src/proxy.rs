@@ -306,7 +306,7 @@ impl Proxy {
             let started = Instant::now();
             let sent = if fast && backend.state.conns().fast_path() {
                 let forwarding = (!forwarding_in_map).then_some(&forwarding);
-                send_h1(backend, req, &route.timeouts, forwarding).await
+                send_h1(backend, req, &route.timeouts, forwarding, started).await
             } else {
                 if !forwarding_in_map {
                     forwarding.apply(req.headers_mut());
@@ -487,21 +487,21 @@ async fn send_h1(
     req: Request<RequestBody>,
     timeouts: &Timeouts,
     forwarding: Option<&headers::Forwarding<'_>>,
+    started: Instant,
 ) -> Result<Answer, Failed> {
     let pool = backend.state.conns();
-    let (mut conn, mut reused) = match pool.pop_h1() {
-        Some(conn) => (conn, true),
+    // The exchange's deadline counts from when it can begin: the attempt's start
+    // (the caller's clock reading) on a pooled connection, after a connect else.
+    let (mut conn, mut reused, begins) = match pool.pop_h1() {
+        Some(conn) => (conn, true, started),
         // Boxed like hyper's connect path: rare, and it would size every request.
         None => match Box::pin(pool.connect_h1(timeouts.connect)).await {
-            Ok(conn) => (conn, false),
+            Ok(conn) => (conn, false, Instant::now()),
             Err(error) => return Err(Failed::with_request(error, req)),
         },
     };
     // The connection's own timer bounds the exchange (no timer made per request).
-    let deadline = (
-        Instant::now() + timeouts.response_header,
-        timeouts.response_header,
-    );
+    let deadline = (begins + timeouts.response_header, timeouts.response_header);
     loop {
         let exchange = async {
             let fields = |h: &HeaderMap, out: &mut Vec<u8>| match forwarding {

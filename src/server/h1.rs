@@ -722,7 +722,12 @@ fn parse(buf: &mut BytesMut, max_headers: usize) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
         return Parsed::Bad;
     };
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Filled in place: a map made apart and moved in would drop the request's own.
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.reserve(spans.len());
     for &(n0, n1, v0, v1) in spans {
         let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
         // httparse admits exactly the bytes these admit: neither fails in practice.
@@ -734,10 +739,6 @@ fn parse(buf: &mut BytesMut, max_headers: usize) -> Parsed {
         };
         headers.append(name, value);
     }
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
     Parsed::Request(req, keep_alive)
 }
 
