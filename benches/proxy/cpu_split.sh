@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# cpu_split.sh: user and kernel CPU per proxied request, nginx beside sluicegate.
+#
+# compare-proxies.sh reports one CPU figure per request; this splits it, to tell
+# where a gap is (the kernel's TCP work, or the proxy's own code). Pinned as that
+# script pins c64: the proxy alone on CPU 1, wrk and two nginx upstreams on CPU 0.
+# Per round and system: `wrk -t1 -c$CONNS -d${DUR}s` after a 2 s warm-up, then
+# utime/stime of the proxy process (/proc/PID/stat) over the run divided by the
+# requests wrk counted. Rounds alternate the two systems (the host's speed drifts).
+#
+# Usage: benches/proxy/cpu_split.sh        (needs nginx, wrk, curl, taskset; build first)
+#        CONNS=1 ROUNDS=5 DUR=8 benches/proxy/cpu_split.sh
+# Syscalls per request, for the same setup: add
+#   perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,...' -p PID
+# around a run (benches/README.md, fifth pass, has the figures).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+conns=${CONNS:-64}
+dur=${DUR:-8}
+rounds=${ROUNDS:-3}
+bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+for tool in nginx wrk curl taskset; do
+    command -v "$tool" >/dev/null || { echo "cpu_split.sh: $tool is missing" >&2; exit 2; }
+done
+[[ -x $bin ]] || { echo "cpu_split.sh: build first: cargo build --release" >&2; exit 2; }
+work=$(mktemp -d /tmp/sluicegate-cpu-split.XXXXXX)
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for port in 9101 9102; do
+        [[ -f $work/upstream-$port.pid ]] && kill "$(cat "$work/upstream-$port.pid")" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+for port in 9101 9102; do
+    sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#$port#g" \
+        "$root/../shared/bench/nginx-upstream.conf" > "$work/upstream-$port.conf"
+    taskset -c 0 nginx -p "$work" -e "$work/upstream-$port.err" -c "$work/upstream-$port.conf" -g 'daemon on;'
+done
+sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#18081#g" -e "s#@UPSTREAM1_PORT@#9101#g" \
+    -e "s#@UPSTREAM2_PORT@#9102#g" "$root/../shared/bench/nginx.conf" > "$work/proxy.conf"
+mkdir -p "$work/nginx-proxy-body"
+taskset -c 1 nginx -p "$work" -e "$work/proxy.err" -c "$work/proxy.conf" -g 'daemon off;' &
+nginx_pid=$!
+pids+=("$nginx_pid")
+cfg=$(BENCH_LISTEN=127.0.0.1:18090 BENCH_UPSTREAMS=127.0.0.1:9101,127.0.0.1:9102 \
+    SLUICEGATE_BIN=/bin/echo "$root/benches/proxy/candidate.sh" | awk '{print $NF}')
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$bin" run -c "$cfg" > "$work/sluicegate.log" 2>&1 &
+sluicegate_pid=$!
+pids+=("$sluicegate_pid")
+for _ in $(seq 100); do
+    curl -s -o /dev/null http://127.0.0.1:18090/ && curl -s -o /dev/null http://127.0.0.1:18081/ && break
+    sleep 0.2
+done
+# nginx's CPU is its worker's (the master only waits).
+nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+
+for round in $(seq "$rounds"); do
+    for system in "nginx:$nginx_worker:18081" "sluicegate:$sluicegate_pid:18090"; do
+        IFS=: read -r name pid port <<< "$system"
+        taskset -c 0 timeout 20 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/" > /dev/null
+        read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        result=$(taskset -c 0 timeout $((dur + 20)) wrk -t1 -c"$conns" -d"${dur}s" "http://127.0.0.1:$port/")
+        read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        requests=$(awk '/requests in/ {print $1}' <<< "$result")
+        ticks=$(getconf CLK_TCK)
+        awk -v n="$name" -v r="$round" -v c="$conns" -v q="$requests" -v u=$((u1 - u0)) \
+            -v s=$((s1 - s0)) -v t="$ticks" 'BEGIN {
+                printf "round %d c%d %-10s requests=%d user=%.2f us/req kernel=%.2f us/req total=%.2f us/req\n",
+                    r, c, n, q, u * 1e6 / t / q, s * 1e6 / t / q, (u + s) * 1e6 / t / q }'
+    done
+done
