@@ -224,6 +224,11 @@ fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
 /// controller task does it: `Controller::apply` builds the next snapshot from the
 /// previous one (every backend's state is looked up and carried over), publishes it
 /// and drops the old one. Setup clones the spec outside the timing.
+///
+/// In `100x100` and `100x100_metrics` the pools' backends stay the same (what most
+/// reloads look like: one pool or one split changes), so the hash pools keep their
+/// rings; `100x100_all_changed` alternates two specs that differ in one weight of
+/// every pool, so every ring is built again each time.
 fn bench_rebuild(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -246,6 +251,27 @@ fn bench_rebuild(c: &mut Criterion) {
             )
         });
     }
+    let spec = spec_with_pools(100, 100, false);
+    let mut other = spec.clone();
+    for pool in &mut other.pools {
+        pool.backends[0].weight += 1;
+    }
+    let mut controller = Controller::new(spec.clone());
+    let mut flip = false;
+    group.bench_function("100x100_all_changed", |b| {
+        b.iter_batched(
+            || {
+                flip = !flip;
+                if flip {
+                    other.clone()
+                } else {
+                    spec.clone()
+                }
+            },
+            |spec| controller.apply(spec),
+            BatchSize::LargeInput,
+        )
+    });
     group.finish();
 }
 

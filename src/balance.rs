@@ -40,6 +40,8 @@ pub use least_conn::LeastConn;
 pub use p2c::P2c;
 pub use round_robin::RoundRobin;
 
+use std::sync::Arc;
+
 use crate::backend::Backend;
 use crate::config::spec::Balance;
 use crate::health::FULL_RAMP;
@@ -54,19 +56,35 @@ pub enum Balancer {
     /// Power of two random choices over latency × load.
     P2c(P2c),
     /// Consistent hash ring with virtual nodes.
-    Hash(HashRing),
+    /// Consistent hash ring with virtual nodes; shared with the previous snapshot's
+    /// pool when its backends are the same (rebuilding a large ring is most of a
+    /// snapshot rebuild's time).
+    Hash(Arc<HashRing>),
 }
 
 impl Balancer {
     /// Builds the selection table for `backends` (the pool's primaries OR its backups,
     /// one balancer each).
     pub fn build(policy: &Balance, backends: &[Backend]) -> Balancer {
+        Balancer::build_reusing(policy, backends, None)
+    }
+
+    /// [`build`](Self::build), taking what it can from `previous`, the same pool's
+    /// balancer in the last snapshot: a hash ring built for the same backends.
+    pub fn build_reusing(
+        policy: &Balance,
+        backends: &[Backend],
+        previous: Option<&Balancer>,
+    ) -> Balancer {
         match policy {
             Balance::RoundRobin => Balancer::RoundRobin(RoundRobin::build(backends)),
             Balance::LeastConn => Balancer::LeastConn(LeastConn::build(backends)),
             Balance::P2c => Balancer::P2c(P2c::build(backends)),
             // Which request property is hashed matters to the caller, not to the ring.
-            Balance::Hash(_) => Balancer::Hash(HashRing::build(backends)),
+            Balance::Hash(_) => Balancer::Hash(match previous {
+                Some(Balancer::Hash(ring)) if ring.built_for(backends) => Arc::clone(ring),
+                _ => Arc::new(HashRing::build(backends)),
+            }),
         }
     }
 

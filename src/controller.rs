@@ -77,7 +77,13 @@ impl Controller {
     pub fn new(spec: Spec) -> Controller {
         let mut health = HealthSupervisor::new();
         let mut old = Registries::default();
-        let (snapshot, next) = rebuild(&mut old, &mut Vec::new(), &health, spec, Generation::First);
+        let (snapshot, next) = rebuild(
+            &mut old,
+            &mut Vec::new(),
+            &health,
+            (spec, None),
+            Generation::First,
+        );
         let snapshot = Arc::new(snapshot);
         health.reconcile(&snapshot);
         Controller {
@@ -108,13 +114,15 @@ impl Controller {
             pools: std::mem::take(&mut self.pools),
             sessions: std::mem::take(&mut self.sessions),
         };
+        let current = self.shared.load_full();
         let (snapshot, next) = rebuild(
             &mut old,
             &mut self.retiring,
             &self.health,
-            spec,
+            (spec, Some(&current)),
             Generation::Later,
         );
+        drop(current);
         let snapshot = Arc::new(snapshot);
         self.shared.store(Arc::clone(&snapshot));
         self.generation += 1;
@@ -231,12 +239,12 @@ enum Generation {
 /// is the one the state was made with, and pool state by name; returns the
 /// registries of exactly what the new snapshot holds. What stays in
 /// `old.backends` was removed or replaced. Each backend's `draining` and Docker
-/// health flags are set from the spec.
+/// health flags are set from the spec. `previous` is the snapshot being replaced.
 fn rebuild(
     old: &mut Registries,
     retiring: &mut Vec<(Key, Retiring)>,
     health: &HealthSupervisor,
-    spec: Spec,
+    (spec, previous): (Spec, Option<&Snapshot>),
     generation: Generation,
 ) -> (Snapshot, Registries) {
     let mut backends = Registry::with_capacity(old.backends.len());
@@ -248,6 +256,7 @@ fn rebuild(
     let old_backends = &mut old.backends;
     let snapshot = Snapshot::build_full(
         Arc::new(spec),
+        previous,
         |pool, b| {
             let key = (pool.name.clone(), b.addr);
             let want = pool.tls.as_ref();
@@ -388,6 +397,64 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
             .unwrap();
         let b = p.backends().find(|b| b.addr.to_string() == addr).unwrap();
         Arc::clone(&b.state)
+    }
+
+    #[test]
+    fn a_rebuild_keeps_a_hash_ring_exactly_while_its_backends_stay_the_same() {
+        const HASHED: &str = r#"
+[listen]
+http = "127.0.0.1:0"
+[[pools]]
+name = "h"
+balance = "hash"
+hash_key = "client_ip"
+backends = [{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002", weight = 2 }]
+[[pools]]
+name = "other"
+backends = [{ addr = "127.0.0.1:9003" }]
+[[routes]]
+name = "r"
+split = [{ pool = "h", weight = 1 }, { pool = "other", weight = 0 }]
+"#;
+        let ring = |c: &Controller| {
+            let snap = c.shared().load_full();
+            let pool = snap.pool("h").expect("pool h");
+            Arc::clone(pool.primary_ring().expect("a hash pool"))
+        };
+        let mut c = Controller::new(crate::config::parse(HASHED).unwrap());
+        let first = ring(&c);
+
+        // Another pool and the split change: the same ring serves on.
+        let elsewhere = HASHED
+            .replace("weight = 0", "weight = 3")
+            .replace("9003\" }]", "9003\" }, { addr = \"127.0.0.1:9004\" }]");
+        c.apply(crate::config::parse(&elsewhere).unwrap());
+        assert!(
+            Arc::ptr_eq(&first, &ring(&c)),
+            "rebuilt for an unchanged pool"
+        );
+
+        // A weight, an address or the order changes the ring: each is built anew.
+        let changes = [
+            elsewhere.replace("9002\", weight = 2", "9002\", weight = 3"),
+            elsewhere.replace("9002", "9005"),
+            elsewhere.replace(
+                r#"[{ addr = "127.0.0.1:9001" }, { addr = "127.0.0.1:9002", weight = 2 }]"#,
+                r#"[{ addr = "127.0.0.1:9002", weight = 2 }, { addr = "127.0.0.1:9001" }]"#,
+            ),
+        ];
+        for changed in changes {
+            assert_ne!(changed, elsewhere);
+            let before = ring(&c);
+            c.apply(crate::config::parse(&changed).unwrap());
+            let after = ring(&c);
+            assert!(!Arc::ptr_eq(&before, &after), "kept for {changed}");
+            let snap = c.shared().load_full();
+            let pool = snap.pool("h").expect("pool h");
+            let backends: Vec<_> = pool.backends().cloned().collect();
+            assert!(after.built_for(&backends));
+            c.apply(crate::config::parse(&elsewhere).unwrap());
+        }
     }
 
     #[test]

@@ -92,21 +92,27 @@ impl Snapshot {
         state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
     ) -> Snapshot {
-        Snapshot::build_full(spec, state_for, health_for, |_, learn| {
+        Snapshot::build_full(spec, None, state_for, health_for, |_, learn| {
             Arc::new(SessionTable::new(learn))
         })
     }
 
     /// [`build_with`](Self::build_with), with `sessions_for` supplying the session
     /// table of each route with `sticky.learn_header` (kept across rebuilds by the
-    /// controller, so pins survive split changes).
+    /// controller, so pins survive split changes). A pool of `previous` (the
+    /// snapshot being replaced) with the same name lends what its balancers can
+    /// share (see [`Balancer::build_reusing`]).
     pub fn build_full(
         spec: Arc<Spec>,
+        previous: Option<&Snapshot>,
         mut state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         mut health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
         mut sessions_for: impl FnMut(&RouteName, &LearnSpec) -> Arc<SessionTable>,
     ) -> Snapshot {
         let reg = Registrar::new(spec.metrics_enabled());
+        let before: HashMap<&PoolName, &Pool> = previous
+            .map(|s| s.pools.iter().map(|p| (&p.name, &**p)).collect())
+            .unwrap_or_default();
         let mut by_name: HashMap<&PoolName, Arc<Pool>> = HashMap::new();
         let mut pools = Vec::with_capacity(spec.pools.len());
         for p in &spec.pools {
@@ -146,6 +152,7 @@ impl Snapshot {
                 hash_key,
                 (p.health.clone(), health_for(p)),
                 backends,
+                before.get(&p.name).copied(),
             ));
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
@@ -233,17 +240,30 @@ impl Pool {
         hash_key: Option<HashKey>,
         (policy, health): (PoolHealthSpec, Arc<PoolHealth>),
         backends: Vec<Backend>,
+        previous: Option<&Pool>,
     ) -> Pool {
         let (backups, primaries): (Vec<_>, Vec<_>) = backends.into_iter().partition(|b| b.backup);
+        let build = |backends: &[Backend], before: Option<&Balancer>| {
+            Balancer::build_reusing(balance, backends, before)
+        };
         Pool {
             name,
             hash_key,
             policy,
             health,
-            primary_balancer: Balancer::build(balance, &primaries),
-            backup_balancer: Balancer::build(balance, &backups),
+            primary_balancer: build(&primaries, previous.map(|p| &p.primary_balancer)),
+            backup_balancer: build(&backups, previous.map(|p| &p.backup_balancer)),
             primaries: primaries.into(),
             backups: backups.into(),
+        }
+    }
+
+    /// The primaries' hash ring, when the pool hashes (for tests of rebuilds).
+    #[cfg(test)]
+    pub(crate) fn primary_ring(&self) -> Option<&Arc<crate::balance::HashRing>> {
+        match &self.primary_balancer {
+            Balancer::Hash(ring) => Some(ring),
+            _ => None,
         }
     }
 
@@ -258,6 +278,7 @@ impl Pool {
             None,
             (PoolHealthSpec::default(), health),
             Vec::new(),
+            None,
         )
     }
 

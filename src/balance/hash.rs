@@ -26,6 +26,7 @@
 //! random point is used: a random usable backend, weighted by ring share.
 
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 
 use crate::backend::Backend;
 
@@ -48,8 +49,9 @@ pub struct HashRing {
     /// `buckets[b]..buckets[b + 1]`). `2^bucket_bits + 1` entries, the last = len.
     buckets: Box<[u32]>,
     bucket_bits: u32,
-    /// Length of the slice this was built for (every index is below it).
-    backends: usize,
+    /// Address and weight of each backend of the slice this was built for, in its
+    /// order: all the ring depends on, so a rebuild with the same list reuses it.
+    members: Box<[(SocketAddr, u32)]>,
 }
 
 impl HashRing {
@@ -118,8 +120,19 @@ impl HashRing {
             ring: ring.into_boxed_slice(),
             buckets,
             bucket_bits,
-            backends: backends.len(),
+            members: backends.iter().map(|b| (b.addr, b.weight)).collect(),
         }
+    }
+
+    /// Whether this ring is the one [`build`](Self::build) would make for
+    /// `backends` (the same addresses and weights in the same order).
+    pub fn built_for(&self, backends: &[Backend]) -> bool {
+        self.members.len() == backends.len()
+            && self
+                .members
+                .iter()
+                .zip(backends)
+                .all(|(&(addr, weight), b)| addr == b.addr && weight == b.weight)
     }
 
     /// Position of the first point ≥ `point` (`len` when there is none).
@@ -144,7 +157,7 @@ impl HashRing {
             return None;
         }
         debug_assert_eq!(
-            self.backends,
+            self.members.len(),
             backends.len(),
             "pick with the slice given to build"
         );
