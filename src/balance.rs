@@ -55,7 +55,6 @@ pub enum Balancer {
     LeastConn(LeastConn),
     /// Power of two random choices over latency × load.
     P2c(P2c),
-    /// Consistent hash ring with virtual nodes.
     /// Consistent hash ring with virtual nodes; shared with the previous snapshot's
     /// pool when its backends are the same (rebuilding a large ring is most of a
     /// snapshot rebuild's time).

@@ -81,7 +81,8 @@ impl Controller {
             &mut old,
             &mut Vec::new(),
             &health,
-            (spec, None),
+            spec,
+            None,
             Generation::First,
         );
         let snapshot = Arc::new(snapshot);
@@ -114,15 +115,16 @@ impl Controller {
             pools: std::mem::take(&mut self.pools),
             sessions: std::mem::take(&mut self.sessions),
         };
-        let current = self.shared.load_full();
+        // The snapshot being replaced lends its hash rings; it is let go with this
+        // statement, before the new one is published.
         let (snapshot, next) = rebuild(
             &mut old,
             &mut self.retiring,
             &self.health,
-            (spec, Some(&current)),
+            spec,
+            Some(&self.shared.load_full()),
             Generation::Later,
         );
-        drop(current);
         let snapshot = Arc::new(snapshot);
         self.shared.store(Arc::clone(&snapshot));
         self.generation += 1;
@@ -244,7 +246,8 @@ fn rebuild(
     old: &mut Registries,
     retiring: &mut Vec<(Key, Retiring)>,
     health: &HealthSupervisor,
-    (spec, previous): (Spec, Option<&Snapshot>),
+    spec: Spec,
+    previous: Option<&Snapshot>,
     generation: Generation,
 ) -> (Snapshot, Registries) {
     let mut backends = Registry::with_capacity(old.backends.len());

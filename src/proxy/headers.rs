@@ -84,10 +84,14 @@ pub fn end_to_end(raw: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
         Vec::new()
     };
     raw.iter().filter(move |(name, _)| {
-        !is_hop_by_hop_name(name)
-            && !name.eq_ignore_ascii_case(b"content-length")
-            && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        !left_out_of_raw(name) && !named.iter().any(|n| n.eq_ignore_ascii_case(name))
     })
+}
+
+/// Whether a backend's raw field never reaches the client whatever `Connection`
+/// names: hop-by-hop, or `Content-Length` (the writer frames the body itself).
+fn left_out_of_raw(name: &[u8]) -> bool {
+    is_hop_by_hop_name(name) || name.eq_ignore_ascii_case(b"content-length")
 }
 
 /// Writes the end-to-end fields of `raw` as head lines, names in lowercase as
@@ -104,7 +108,7 @@ pub fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
     };
     for (line, name_len) in lines {
         let name = &line[..name_len];
-        if is_hop_by_hop_name(name) || name.eq_ignore_ascii_case(b"content-length") {
+        if left_out_of_raw(name) {
             continue;
         }
         let at = out.len();
