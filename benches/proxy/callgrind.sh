@@ -24,39 +24,21 @@ label=${1:-run}
 conns=${CONNS:-16}
 out=${OUT:-/tmp/sluicegate-callgrind}
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
-upstream_conf=${UPSTREAM_CONF:-$root/../shared/bench/nginx-upstream.conf}
-for tool in valgrind callgrind_control callgrind_annotate nginx wrk curl; do
-    command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing (apt-get install -y valgrind nginx wrk curl)" >&2; exit 2; }
-done
+# shellcheck source=common.sh
+source "$root/benches/proxy/common.sh"
+need callgrind.sh valgrind callgrind_control callgrind_annotate nginx wrk curl
 [[ -x $bin ]] || { echo "callgrind.sh: build first: cargo build --release" >&2; exit 2; }
 mkdir -p "$out"
 rm -f "$out/callgrind.out.$label"*
 
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for port in 9101 9102; do
-        [[ -f $out/upstream-$port.pid ]] && kill "$(cat "$out/upstream-$port.pid")" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-for port in 9101 9102; do
-    sed -e "s#@WORKDIR@#$out#g" -e "s#@LISTEN_PORT@#$port#g" "$upstream_conf" > "$out/upstream-$port.conf"
-    nginx -c "$out/upstream-$port.conf" -g 'daemon on;'
-done
-
-cfg=$(BENCH_LISTEN=127.0.0.1:18090 BENCH_UPSTREAMS=127.0.0.1:9101,127.0.0.1:9102 \
-    SLUICEGATE_BIN=/bin/echo "$root/benches/proxy/candidate.sh" | awk '{print $NF}')
+start_upstreams "$out"
+cfg=$(sluicegate_config 127.0.0.1:18090)
 TOKIO_WORKER_THREADS=1 RUST_LOG=warn valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$out/callgrind.out.$label" "$bin" run -c "$cfg" \
     > "$out/$label.log" 2>&1 &
 pid=$!
 pids+=("$pid")
-for _ in $(seq 300); do
-    curl -s -o /dev/null http://127.0.0.1:18090/ && break
-    sleep 0.2
-done
+wait_http http://127.0.0.1:18090/
 timeout 20 wrk -t1 -c"$conns" -d3s http://127.0.0.1:18090/ > /dev/null
 callgrind_control -i on "$pid" > /dev/null 2>&1
 result=$(timeout 30 wrk -t1 -c"$conns" -d10s http://127.0.0.1:18090/)

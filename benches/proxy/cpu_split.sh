@@ -19,40 +19,23 @@ conns=${CONNS:-64}
 dur=${DUR:-8}
 rounds=${ROUNDS:-3}
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
-for tool in nginx wrk curl taskset; do
-    command -v "$tool" >/dev/null || { echo "cpu_split.sh: $tool is missing" >&2; exit 2; }
-done
+# shellcheck source=common.sh
+source "$root/benches/proxy/common.sh"
+need cpu_split.sh nginx wrk curl taskset
 [[ -x $bin ]] || { echo "cpu_split.sh: build first: cargo build --release" >&2; exit 2; }
 work=$(mktemp -d /tmp/sluicegate-cpu-split.XXXXXX)
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for port in 9101 9102; do
-        [[ -f $work/upstream-$port.pid ]] && kill "$(cat "$work/upstream-$port.pid")" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-for port in 9101 9102; do
-    sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#$port#g" \
-        "$root/../shared/bench/nginx-upstream.conf" > "$work/upstream-$port.conf"
-    taskset -c 0 nginx -p "$work" -e "$work/upstream-$port.err" -c "$work/upstream-$port.conf" -g 'daemon on;'
-done
+start_upstreams "$work" 0
 sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#18081#g" -e "s#@UPSTREAM1_PORT@#9101#g" \
     -e "s#@UPSTREAM2_PORT@#9102#g" "$root/../shared/bench/nginx.conf" > "$work/proxy.conf"
 mkdir -p "$work/nginx-proxy-body"
 taskset -c 1 nginx -p "$work" -e "$work/proxy.err" -c "$work/proxy.conf" -g 'daemon off;' &
 nginx_pid=$!
 pids+=("$nginx_pid")
-cfg=$(BENCH_LISTEN=127.0.0.1:18090 BENCH_UPSTREAMS=127.0.0.1:9101,127.0.0.1:9102 \
-    SLUICEGATE_BIN=/bin/echo "$root/benches/proxy/candidate.sh" | awk '{print $NF}')
+cfg=$(sluicegate_config 127.0.0.1:18090)
 TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$bin" run -c "$cfg" > "$work/sluicegate.log" 2>&1 &
 sluicegate_pid=$!
 pids+=("$sluicegate_pid")
-for _ in $(seq 100); do
-    curl -s -o /dev/null http://127.0.0.1:18090/ && curl -s -o /dev/null http://127.0.0.1:18081/ && break
-    sleep 0.2
-done
+wait_http http://127.0.0.1:18090/ http://127.0.0.1:18081/
 # nginx's CPU is its worker's (the master only waits).
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
 
