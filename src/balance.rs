@@ -69,7 +69,8 @@ impl Balancer {
     }
 
     /// [`build`](Self::build), taking what it can from `previous`, the same pool's
-    /// balancer in the last snapshot: a hash ring built for the same backends.
+    /// balancer in the last snapshot: a hash ring built for the same backends, or
+    /// the points of the backends that stayed the same.
     pub fn build_reusing(
         policy: &Balance,
         backends: &[Backend],
@@ -82,6 +83,7 @@ impl Balancer {
             // Which request property is hashed matters to the caller, not to the ring.
             Balance::Hash(_) => Balancer::Hash(match previous {
                 Some(Balancer::Hash(ring)) if ring.built_for(backends) => Arc::clone(ring),
+                Some(Balancer::Hash(ring)) => Arc::new(HashRing::build_from(ring, backends)),
                 _ => Arc::new(HashRing::build(backends)),
             }),
         }

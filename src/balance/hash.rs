@@ -25,6 +25,7 @@
 //! is usable, O(n) when none is (one check after `n` misses). Without a key, a
 //! random point is used: a random usable backend, weighted by ring share.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -49,6 +50,8 @@ pub struct HashRing {
     /// `buckets[b]..buckets[b + 1]`). `2^bucket_bits + 1` entries, the last = len.
     buckets: Box<[u32]>,
     bucket_bits: u32,
+    /// Every backend's point count is `100 × weight` shifted right by this (the cap).
+    shift: u32,
     /// Address and weight of each backend of the slice this was built for, in its
     /// order: all the ring depends on, so a rebuild with the same list reuses it.
     members: Box<[(SocketAddr, u32)]>,
@@ -64,29 +67,14 @@ impl HashRing {
     /// the index (which that counting pass builds anyway) and sorting each bucket's few
     /// points, instead of a comparison sort of the whole ring.
     pub fn build(backends: &[Backend]) -> HashRing {
-        let wanted = |b: &Backend| POINTS_PER_WEIGHT * u64::from(b.weight.max(1));
-        let total: u64 = backends.iter().map(wanted).sum();
-        let mut shift = 0;
-        while total >> shift > MAX_POINTS {
-            shift += 1;
-        }
-        let vnodes = |b: &Backend| (wanted(b) >> shift).max(1);
+        let shift = shift_for(backends);
+        let vnodes = |b: &Backend| vnodes(b.weight, shift);
         let len: u64 = backends.iter().map(vnodes).sum();
-        // 2 to 8 points per bucket (a cache line or two of the ring), so the bucket
-        // table is a quarter of the ring's length and mostly stays in cache.
-        let bucket_bits = (len.max(1).ilog2().saturating_sub(2)).min(MAX_BUCKET_BITS);
+        let bucket_bits = bucket_bits_for(len);
         let mut unsorted = Vec::with_capacity(len as usize);
         let mut label = String::new();
         for (index, backend) in backends.iter().enumerate() {
-            let index = u32::try_from(index).expect("pool holds fewer than 2^32 backends");
-            label.clear();
-            write!(label, "{}#", backend.addr).expect("writing to a String");
-            let prefix = super::fnv_extend(super::FNV_OFFSET, label.as_bytes());
-            let mut digits = [0u8; 20];
-            for vnode in 0..vnodes(backend) {
-                let label_end = super::fnv_extend(prefix, decimal(vnode, &mut digits));
-                unsorted.push((super::key_hash_finish(label_end), index));
-            }
+            push_points(backend, index, vnodes(backend), &mut label, &mut unsorted);
         }
         // Counting sort into buckets up to 4× finer than the index's (about one point
         // each, so sorting within them is next to free): `fine[b]` becomes the first
@@ -110,17 +98,96 @@ impl HashRing {
         // 64-bit collisions are astronomically rare, but break them by address anyway
         // so not even those depend on slice order.
         for b in fine.windows(2) {
-            ring[b[0] as usize..b[1] as usize].sort_unstable_by(|a, b| {
-                let addr = |i: u32| backends[i as usize].addr;
-                a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
-            });
+            ring[b[0] as usize..b[1] as usize].sort_unstable_by(|a, b| ring_order(backends, a, b));
         }
         let buckets = (0..=1usize << bucket_bits).map(|b| fine[b << d]).collect();
         HashRing {
             ring: ring.into_boxed_slice(),
             buckets,
             bucket_bits,
-            members: backends.iter().map(|b| (b.addr, b.weight)).collect(),
+            shift,
+            members: members(backends),
+        }
+    }
+
+    /// The ring [`build`](Self::build) makes for `backends`, made from `previous`
+    /// (the same pool's ring before a change) by keeping the points of every
+    /// backend whose address and weight are unchanged and placing only the others'.
+    ///
+    /// A reload that changes a few backends of a large pool then costs a merge of
+    /// the kept points with the few new ones instead of hashing and sorting them
+    /// all. Falls back to `build` when the point scale changed (every backend's
+    /// count moved), when addresses repeat (their points tie, and only `build`'s
+    /// order decides them), or when most points are new anyway.
+    pub fn build_from(previous: &HashRing, backends: &[Backend]) -> HashRing {
+        let shift = shift_for(backends);
+        if shift != previous.shift || has_repeated_addr(backends) {
+            return HashRing::build(backends);
+        }
+        let mut old_at: HashMap<SocketAddr, usize> = HashMap::with_capacity(previous.members.len());
+        for (i, &(addr, _)) in previous.members.iter().enumerate() {
+            if old_at.insert(addr, i).is_some() {
+                return HashRing::build(backends);
+            }
+        }
+        // The new index of each previous member whose points carry over.
+        let mut carried: Vec<Option<u32>> = vec![None; previous.members.len()];
+        let mut placed = Vec::new();
+        let mut label = String::new();
+        for (index, b) in backends.iter().enumerate() {
+            match old_at.get(&b.addr) {
+                Some(&old) if previous.members[old].1 == b.weight => {
+                    carried[old] = Some(to_u32(index));
+                }
+                _ => push_points(b, index, vnodes(b.weight, shift), &mut label, &mut placed),
+            }
+        }
+        let len: u64 = backends.iter().map(|b| vnodes(b.weight, shift)).sum();
+        if placed.len() as u64 * 2 > len {
+            return HashRing::build(backends);
+        }
+        placed.sort_unstable_by(|a, b| ring_order(backends, a, b));
+        // Merge the kept points (already in ring order, re-indexed) with the new
+        // ones, building the bucket index on the way.
+        let bucket_bits = bucket_bits_for(len);
+        let mut ring = Vec::with_capacity(len as usize);
+        let mut buckets = Vec::with_capacity((1 << bucket_bits) + 1);
+        let mut emit = |entry: (u64, u32), ring: &mut Vec<(u64, u32)>| {
+            let b = bucket_of(entry.0, bucket_bits) as usize;
+            while buckets.len() <= b {
+                buckets.push(to_u32(ring.len()));
+            }
+            ring.push(entry);
+        };
+        let mut placed = placed.into_iter().peekable();
+        for &(point, old) in previous.ring.iter() {
+            let Some(new) = carried[old as usize] else {
+                continue;
+            };
+            let kept = (point, new);
+            // The new points are few: most kept points compare with one of them by
+            // point alone (addresses break exact ties only).
+            while let Some(&next) = placed.peek() {
+                if next.0 > point || (next.0 == point && ring_order(backends, &kept, &next).is_le())
+                {
+                    break;
+                }
+                emit(next, &mut ring);
+                placed.next();
+            }
+            emit(kept, &mut ring);
+        }
+        for next in placed {
+            emit(next, &mut ring);
+        }
+        debug_assert_eq!(ring.len() as u64, len);
+        buckets.resize((1 << bucket_bits) + 1, to_u32(ring.len()));
+        HashRing {
+            ring: ring.into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
+            bucket_bits,
+            shift,
+            members: members(backends),
         }
     }
 
@@ -192,6 +259,72 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
             return &buf[at..];
         }
     }
+}
+
+/// How far every backend's point count is shifted right to keep the ring near
+/// [`MAX_POINTS`].
+fn shift_for(backends: &[Backend]) -> u32 {
+    let total: u64 = backends
+        .iter()
+        .map(|b| POINTS_PER_WEIGHT * u64::from(b.weight.max(1)))
+        .sum();
+    let mut shift = 0;
+    while total >> shift > MAX_POINTS {
+        shift += 1;
+    }
+    shift
+}
+
+/// Points a backend of `weight` owns at `shift`.
+fn vnodes(weight: u32, shift: u32) -> u64 {
+    ((POINTS_PER_WEIGHT * u64::from(weight.max(1))) >> shift).max(1)
+}
+
+/// Bits of the bucket index for a ring of `len` points: 2 to 8 points per bucket
+/// (a cache line or two of the ring), so the table is a quarter of the ring's
+/// length and mostly stays in cache.
+fn bucket_bits_for(len: u64) -> u32 {
+    (len.max(1).ilog2().saturating_sub(2)).min(MAX_BUCKET_BITS)
+}
+
+/// Appends the `count` points of `backend` (at `index` in its slice): the hashes of
+/// `"<addr>#<i>"`. The `"<addr>#"` prefix is hashed once (FNV-1a is a running
+/// state), each point then costs its digits.
+fn push_points(
+    backend: &Backend,
+    index: usize,
+    count: u64,
+    label: &mut String,
+    out: &mut Vec<(u64, u32)>,
+) {
+    let index = to_u32(index);
+    label.clear();
+    write!(label, "{}#", backend.addr).expect("writing to a String");
+    let prefix = super::fnv_extend(super::FNV_OFFSET, label.as_bytes());
+    let mut digits = [0u8; 20];
+    for vnode in 0..count {
+        let label_end = super::fnv_extend(prefix, decimal(vnode, &mut digits));
+        out.push((super::key_hash_finish(label_end), index));
+    }
+}
+
+fn to_u32(index: usize) -> u32 {
+    u32::try_from(index).expect("pool holds fewer than 2^32 backends")
+}
+
+/// Ring order: by point, then by the owner's address.
+fn ring_order(backends: &[Backend], a: &(u64, u32), b: &(u64, u32)) -> std::cmp::Ordering {
+    let addr = |i: u32| backends[i as usize].addr;
+    a.0.cmp(&b.0).then_with(|| addr(a.1).cmp(&addr(b.1)))
+}
+
+fn members(backends: &[Backend]) -> Box<[(SocketAddr, u32)]> {
+    backends.iter().map(|b| (b.addr, b.weight)).collect()
+}
+
+fn has_repeated_addr(backends: &[Backend]) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(backends.len());
+    backends.iter().any(|b| !seen.insert(b.addr))
 }
 
 /// The bucket of `point`: its top `bits` bits (0 when `bits` is 0).
@@ -359,5 +492,75 @@ mod tests {
         let ring = HashRing::build(&backends);
         assert_eq!(ring.pick(&backends, Some(key(1)), |_| false), None);
         assert_eq!(HashRing::build(&[]).pick(&[], Some(key(1)), |_| true), None);
+    }
+
+    /// The ring, index and scale `build_from` made, against `build`'s for the same slice.
+    fn assert_same_ring(from: &HashRing, built: &HashRing) {
+        assert_eq!(from.shift, built.shift);
+        assert_eq!(from.bucket_bits, built.bucket_bits);
+        assert_eq!(from.members, built.members);
+        assert!(from.ring == built.ring, "rings differ");
+        assert_eq!(from.buckets, built.buckets);
+    }
+
+    #[test]
+    fn a_ring_made_from_the_last_one_is_the_ring_build_makes() {
+        let base = test_backends(&[1, 2, 3, 1, 2, 1, 1, 3, 2, 1]);
+        let previous = HashRing::build(&base);
+        let mut changes: Vec<(&str, Vec<Backend>)> = Vec::new();
+        let mut weight = base.clone();
+        weight[3].weight = 2;
+        changes.push(("one weight", weight));
+        changes.push(("one removed", [&base[..4], &base[5..]].concat()));
+        let mut added = base.clone();
+        added.extend(test_backends(&[1; 12]).into_iter().skip(10));
+        changes.push(("two added", added));
+        let mut reordered = base.clone();
+        reordered.reverse();
+        reordered[0].weight = 3;
+        changes.push(("reordered, one weight", reordered));
+        let mut most = base.clone();
+        for b in &mut most[..8] {
+            b.weight += 1;
+        }
+        changes.push(("most changed (built afresh)", most));
+        // Past MAX_POINTS every count is shifted: the scale changed.
+        let mut heavy = base.clone();
+        heavy[0].weight = 5_000;
+        changes.push(("scale changed", heavy));
+        let mut repeated = base.clone();
+        repeated[1].addr = repeated[0].addr;
+        changes.push(("an address twice", repeated));
+        changes.push(("none left", Vec::new()));
+        for (what, backends) in &changes {
+            let from = HashRing::build_from(&previous, backends);
+            let built = HashRing::build(backends);
+            assert_eq!(from.ring.len(), built.ring.len(), "{what}");
+            assert_same_ring(&from, &built);
+        }
+        // And from a ring that had a shift, back to one that has none.
+        let heavy = HashRing::build(&changes[5].1);
+        assert_same_ring(&HashRing::build_from(&heavy, &base), &previous);
+    }
+
+    #[test]
+    fn a_ring_made_from_the_last_one_keeps_the_points_of_unchanged_backends() {
+        // 1000 backends: the merge path is taken (a few points are new), and keys
+        // not on the changed backend keep their owner.
+        let base = test_backends(&[1; 1000]);
+        let previous = HashRing::build(&base);
+        let mut changed = base.clone();
+        changed[500].weight = 2;
+        let from = HashRing::build_from(&previous, &changed);
+        assert_same_ring(&from, &HashRing::build(&changed));
+        let moved = (0..KEYS)
+            .filter(|&k| {
+                let before = previous.pick(&base, Some(key(k)), |_| true);
+                let after = from.pick(&changed, Some(key(k)), |_| true);
+                before != after
+            })
+            .count();
+        // Only keys that now land on backend 500's new points move (~0.1 % each).
+        assert!(moved < KEYS as usize / 100, "{moved} keys moved");
     }
 }
