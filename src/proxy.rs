@@ -166,7 +166,7 @@ impl Proxy {
     ) -> Response<ResponseBody> {
         let snapshot = self.snapshot.load_full();
         let version = req.version();
-        let mut trail = Trail::start(&snapshot, &req, request_host(&req), client.addr);
+        let mut trail = Trail::start(&snapshot, &req, client.addr);
         match self.forward(&snapshot, req, client, &mut trail).await {
             Ok(mut resp) => {
                 trail.finish(&mut resp, None);
@@ -200,7 +200,12 @@ impl Proxy {
         trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         framing::check(&req).map_err(ProxyError::Malformed)?;
-        let host = request_host(&req);
+        // One lookup of Host serves routing and `X-Forwarded-Host`.
+        let host_field = req.headers().get(header::HOST);
+        let host = match req.uri().authority() {
+            Some(authority) => Some(authority.as_str()),
+            None => host_field.and_then(|h| h.to_str().ok()),
+        };
         let view = RequestView {
             host: host.map(host_without_port),
             path: req.uri().path(),
@@ -230,7 +235,7 @@ impl Proxy {
         let forwarded_host = match (host, req.uri().authority()) {
             (None, _) => None,
             (Some(host), Some(_)) => HeaderValue::from_str(host).ok(),
-            (Some(_), None) => req.headers().get(header::HOST).cloned(),
+            (Some(_), None) => host_field.cloned(),
         };
 
         let upgrade =
@@ -251,7 +256,7 @@ impl Proxy {
             self.scheme,
             forwarded_host,
         );
-        trail.request_id(Some(forwarding.request_id()));
+        trail.request_id(forwarding.request_id().as_bytes());
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);

@@ -4,12 +4,10 @@
 //! plus the classic hop-by-hop set), keeps the `Upgrade` pair for tunnels, and adds
 //! `X-Forwarded-For/Proto/Host` and `X-Request-Id`.
 
-use std::cell::RefCell;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-use bytes::BytesMut;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
@@ -262,8 +260,64 @@ pub struct Forwarding<'c> {
     proto: &'static str,
     host: Option<HeaderValue>,
     /// The id sent upstream: the client's own, or a new one.
-    request_id: HeaderValue,
-    generated_id: bool,
+    request_id: RequestId,
+}
+
+/// The `X-Request-Id` a request is forwarded with.
+///
+/// A new id is kept inline: making one is a counter increment and 16 hex digits,
+/// with no allocation or reference count on the request path.
+#[derive(Debug, Clone)]
+pub enum RequestId {
+    /// The client sent one; it is passed on unchanged.
+    Client(HeaderValue),
+    /// The gateway made one ([`RequestId::next`]): 32 lowercase hex digits.
+    Generated([u8; RequestId::LEN]),
+}
+
+impl RequestId {
+    /// Length of a generated id.
+    pub const LEN: usize = 32;
+
+    /// A process-unique id: a random per-process prefix, then a counter.
+    pub fn next() -> RequestId {
+        static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = PREFIX.get_or_init(|| {
+            let mut digits = [0u8; 16];
+            hex(fastrand::u64(..), &mut digits);
+            digits
+        });
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut id = [0u8; Self::LEN];
+        id[..16].copy_from_slice(prefix);
+        hex(n, &mut id[16..]);
+        RequestId::Generated(id)
+    }
+
+    /// The id as it is written in a head.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            RequestId::Client(value) => value.as_bytes(),
+            RequestId::Generated(id) => id,
+        }
+    }
+
+    /// Whether the gateway made this id (so it is added to the request).
+    pub fn is_generated(&self) -> bool {
+        matches!(self, RequestId::Generated(_))
+    }
+
+    /// The id as a field value (hyper's client path takes the request's map).
+    pub fn to_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Client(value) => value.clone(),
+            // Hex digits are always a valid field value.
+            RequestId::Generated(id) => {
+                HeaderValue::from_bytes(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+            }
+        }
+    }
 }
 
 impl<'c> Forwarding<'c> {
@@ -275,21 +329,20 @@ impl<'c> Forwarding<'c> {
         proto: &'static str,
         host: Option<HeaderValue>,
     ) -> Self {
-        let (request_id, generated_id) = match headers.get(&X_REQUEST_ID) {
-            Some(id) => (id.clone(), false),
-            None => (next_request_id(), true),
+        let request_id = match headers.get(&X_REQUEST_ID) {
+            Some(id) => RequestId::Client(id.clone()),
+            None => RequestId::next(),
         };
         Forwarding {
             client_value,
             proto,
             host,
             request_id,
-            generated_id,
         }
     }
 
     /// The `X-Request-Id` the backend gets.
-    pub fn request_id(&self) -> &HeaderValue {
+    pub fn request_id(&self) -> &RequestId {
         &self.request_id
     }
 
@@ -314,8 +367,8 @@ impl<'c> Forwarding<'c> {
             Some(host) => headers.insert(&X_FORWARDED_HOST, host.clone()),
             None => headers.remove(&X_FORWARDED_HOST),
         };
-        if self.generated_id {
-            headers.insert(&X_REQUEST_ID, self.request_id.clone());
+        if self.request_id.is_generated() {
+            headers.insert(&X_REQUEST_ID, self.request_id.to_value());
         }
     }
 
@@ -340,7 +393,7 @@ impl<'c> Forwarding<'c> {
         if let Some(host) = &self.host {
             write_line(out, b"x-forwarded-host", host.as_bytes());
         }
-        if self.generated_id {
+        if self.request_id.is_generated() {
             write_line(out, b"x-request-id", self.request_id.as_bytes());
         }
     }
@@ -370,36 +423,6 @@ fn forwarding_field(name: &HeaderName) -> Option<Field> {
         17 if name == X_FORWARDED_PROTO => Some(Field::Proto),
         _ => None,
     }
-}
-
-/// A process-unique id: a random per-process prefix and a counter, 32 hex digits.
-///
-/// Ids are cut from a per-thread block of 128 (`Bytes` sharing one allocation), so a
-/// request costs a reference count instead of an allocation of its own.
-pub fn next_request_id() -> HeaderValue {
-    const ID_LEN: usize = 32;
-    const BLOCK: usize = 128 * ID_LEN;
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    thread_local! {
-        static IDS: RefCell<BytesMut> = RefCell::new(BytesMut::new());
-    }
-    let prefix = *PREFIX.get_or_init(|| fastrand::u64(..));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut buf = [0u8; ID_LEN];
-    hex(prefix, &mut buf[..16]);
-    hex(n, &mut buf[16..]);
-    let id = IDS.with(|ids| {
-        let mut ids = ids.borrow_mut();
-        if ids.capacity() - ids.len() < ID_LEN {
-            // The old block is freed when the last id cut from it is dropped.
-            *ids = BytesMut::with_capacity(BLOCK);
-        }
-        ids.extend_from_slice(&buf);
-        ids.split().freeze()
-    });
-    // Hex digits are always a valid header value.
-    HeaderValue::from_maybe_shared(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn hex(mut v: u64, out: &mut [u8]) {
@@ -715,20 +738,28 @@ mod tests {
         }
         let h = map(&[("x-request-id", "mine")]);
         let f = Forwarding::new(&h, &value, "http", None);
-        assert_eq!(f.request_id(), "mine");
+        assert_eq!(f.request_id().as_bytes(), b"mine");
+        assert!(!f.request_id().is_generated());
     }
 
     #[test]
     fn request_ids_are_unique_hex() {
         // More than one block's worth, so ids from a new block are checked too.
-        let ids: Vec<HeaderValue> = (0..300).map(|_| next_request_id()).collect();
-        let distinct: std::collections::HashSet<&HeaderValue> = ids.iter().collect();
+        let ids: Vec<Vec<u8>> = (0..300)
+            .map(|_| RequestId::next().as_bytes().to_vec())
+            .collect();
+        let distinct: std::collections::HashSet<&Vec<u8>> = ids.iter().collect();
         assert_eq!(distinct.len(), ids.len());
-        assert!(ids.iter().all(|id| id.len() == 32));
-        let a = next_request_id();
-        let b = next_request_id();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 32);
-        assert!(a.to_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+        // One process prefix, then the counter: consecutive ids differ in the tail.
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id[..16] == ids[0][..16]));
+        let a = RequestId::next();
+        assert!(a.is_generated());
+        assert!(a
+            .as_bytes()
+            .iter()
+            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+        assert_eq!(a.to_value().as_bytes(), a.as_bytes());
     }
 }

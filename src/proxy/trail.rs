@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use tokio::time::Instant;
 
 use super::body::ResponseBody;
@@ -34,18 +34,13 @@ pub(super) struct Trail<'s> {
 }
 
 impl<'s> Trail<'s> {
-    /// A request that just arrived (`host` as the client sent it).
-    pub(super) fn start<B>(
-        snapshot: &'s Snapshot,
-        req: &Request<B>,
-        host: Option<&str>,
-        client: SocketAddr,
-    ) -> Self {
+    /// A request that just arrived.
+    pub(super) fn start<B>(snapshot: &'s Snapshot, req: &Request<B>, client: SocketAddr) -> Self {
         let log = (snapshot.spec().log.access != AccessLog::Off).then(|| {
             Box::new(AccessRecord::new(
                 client,
                 req.method().clone(),
-                host.unwrap_or(""),
+                super::request_host(req).unwrap_or(""),
                 req.uri().path(),
             ))
         });
@@ -71,9 +66,9 @@ impl<'s> Trail<'s> {
     }
 
     /// The request id sent upstream (only kept for the access log).
-    pub(super) fn request_id(&mut self, id: Option<&HeaderValue>) {
-        if let (Some(log), Some(id)) = (&mut self.log, id) {
-            log.request_id = String::from_utf8_lossy(id.as_bytes()).into_owned();
+    pub(super) fn request_id(&mut self, id: &[u8]) {
+        if let Some(log) = &mut self.log {
+            log.request_id = String::from_utf8_lossy(id).into_owned();
         }
     }
 
