@@ -2,9 +2,11 @@
 //!
 //! The [`Controller`] owns the backend registry (runtime state per pool and address)
 //! and is the only code that stores into the shared `ArcSwap<Snapshot>`. Every change
-//! of routing goes through [`Controller::apply`], which builds a complete new snapshot
-//! off the request path and swaps it in atomically; requests already running keep the
-//! snapshot (and backends) they started with.
+//! of routing goes through [`Controller::apply`] (the controller task uses
+//! [`Controller::apply_off_worker`], which builds on tokio's blocking pool, so no
+//! runtime worker stalls on a large fleet), which builds a complete new snapshot
+//! and swaps it in atomically; requests already running keep the snapshot (and
+//! backends) they started with.
 //!
 //! A backend that leaves the config *retires*: requests and streams still using it
 //! run on, and only when `[listen].stream_close_delay` has passed are whatever
@@ -35,6 +37,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::backend::BackendState;
@@ -62,6 +65,9 @@ pub struct Controller {
     streams_closed: u64,
     /// Snapshots published so far (the first one is 1).
     generation: u64,
+    /// Test only: handed to the next build (see [`Build`]).
+    #[cfg(test)]
+    build_gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// A removed backend whose remaining streams close at `at`.
@@ -80,7 +86,7 @@ impl Controller {
         let (snapshot, next) = rebuild(
             &mut old,
             &mut Vec::new(),
-            &health,
+            &health.events(),
             spec,
             None,
             Generation::First,
@@ -96,6 +102,8 @@ impl Controller {
             retiring: Vec::new(),
             streams_closed: 0,
             generation: 1,
+            #[cfg(test)]
+            build_gate: None,
         }
     }
 
@@ -108,25 +116,71 @@ impl Controller {
     /// (in-flight counts, latency, health, pooled connections); removed ones, and
     /// those whose pool's `tls` changed, retire (see the module doc) and live on in
     /// requests still using them.
+    ///
+    /// Builds on the calling thread: for tests and benches. The controller task uses
+    /// [`apply_off_worker`](Self::apply_off_worker).
     pub fn apply(&mut self, spec: Spec) {
-        let delay = spec.listen.stream_close_delay;
-        let mut old = Registries {
-            backends: std::mem::take(&mut self.registry),
-            pools: std::mem::take(&mut self.pools),
-            sessions: std::mem::take(&mut self.sessions),
+        let build = self.begin(spec);
+        let replaced = self.complete(build.run());
+        drop(replaced);
+    }
+
+    /// [`apply`](Self::apply), with the snapshot built (and the one it replaces let
+    /// go) on tokio's blocking pool.
+    ///
+    /// A build of a large fleet takes milliseconds (10 000 backends: ~10–20 ms);
+    /// on a runtime worker it would hold up every request that worker serves, and
+    /// with one worker (`--workers 1`) every request. The controller task waits
+    /// here, so changes still apply one at a time and in order.
+    pub async fn apply_off_worker(&mut self, spec: Spec) {
+        let build = self.begin(spec);
+        let built = match tokio::task::spawn_blocking(move || build.run()).await {
+            Ok(built) => built,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Only while the runtime shuts down: nothing is published any more.
+                Err(err) => {
+                    tracing::warn!(%err, "snapshot build cancelled: the runtime is shutting down");
+                    return;
+                }
+            },
         };
-        // The snapshot being replaced lends its hash rings; it is let go with this
-        // statement, before the new one is published.
-        let (snapshot, next) = rebuild(
-            &mut old,
-            &mut self.retiring,
-            &self.health,
+        let replaced = self.complete(built);
+        // Usually requests still hold it; when this is the last reference, freeing
+        // a large snapshot is work for the blocking pool too.
+        tokio::task::spawn_blocking(move || drop(replaced));
+    }
+
+    /// Takes what a build needs out of the controller (given back by `complete`).
+    fn begin(&mut self, spec: Spec) -> Build {
+        Build {
+            delay: spec.listen.stream_close_delay,
+            old: Registries {
+                backends: std::mem::take(&mut self.registry),
+                pools: std::mem::take(&mut self.pools),
+                sessions: std::mem::take(&mut self.sessions),
+            },
+            retiring: std::mem::take(&mut self.retiring),
+            events: self.health.events(),
+            previous: self.shared.load_full(),
             spec,
-            Some(&self.shared.load_full()),
-            Generation::Later,
-        );
+            #[cfg(test)]
+            gate: self.build_gate.take(),
+        }
+    }
+
+    /// Publishes what `run` built; returns the snapshot it replaced.
+    fn complete(&mut self, built: Built) -> Arc<Snapshot> {
+        let Built {
+            snapshot,
+            next,
+            old,
+            retiring,
+            delay,
+        } = built;
+        self.retiring = retiring;
         let snapshot = Arc::new(snapshot);
-        self.shared.store(Arc::clone(&snapshot));
+        let replaced = self.shared.swap(Arc::clone(&snapshot));
         self.generation += 1;
         self.health.reconcile(&snapshot);
         for (name, gone) in &old.pools {
@@ -151,6 +205,7 @@ impl Controller {
             }
             self.retiring.push((key, Retiring { state, at }));
         }
+        replaced
     }
 
     /// The probe supervisor: live probe count, and `subscribe()` for health events.
@@ -236,6 +291,61 @@ enum Generation {
     Later,
 }
 
+/// A snapshot build: everything [`rebuild`] needs, owned, so that it can run on
+/// another thread while the controller waits.
+struct Build {
+    spec: Spec,
+    delay: std::time::Duration,
+    old: Registries,
+    retiring: Vec<(Key, Retiring)>,
+    events: broadcast::Sender<HealthEvent>,
+    /// The snapshot being replaced: it lends its hash rings.
+    previous: Arc<Snapshot>,
+    /// Test only: the build waits for a message here first (bounded), so a test can
+    /// tell whether the runtime ran other tasks meanwhile.
+    #[cfg(test)]
+    gate: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// What a [`Build`] made, and the registries it took, for `Controller::complete`.
+struct Built {
+    snapshot: Snapshot,
+    next: Registries,
+    old: Registries,
+    retiring: Vec<(Key, Retiring)>,
+    delay: std::time::Duration,
+}
+
+impl Build {
+    fn run(mut self) -> Built {
+        #[cfg(test)]
+        if let Some(gate) = self.gate.take() {
+            // A timeout panics the build, which fails the test that set the gate.
+            if gate
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .is_err()
+            {
+                panic!("build gate: no message within 10 s");
+            }
+        }
+        let (snapshot, next) = rebuild(
+            &mut self.old,
+            &mut self.retiring,
+            &self.events,
+            self.spec,
+            Some(&self.previous),
+            Generation::Later,
+        );
+        Built {
+            snapshot,
+            next,
+            old: self.old,
+            retiring: self.retiring,
+            delay: self.delay,
+        }
+    }
+}
+
 /// Builds a snapshot reusing state from `old` (taking it out) or from `retiring`
 /// (bringing it back) where (pool, address) matches and the pool's `tls` setting
 /// is the one the state was made with, and pool state by name; returns the
@@ -245,7 +355,7 @@ enum Generation {
 fn rebuild(
     old: &mut Registries,
     retiring: &mut Vec<(Key, Retiring)>,
-    health: &HealthSupervisor,
+    events: &broadcast::Sender<HealthEvent>,
     spec: Spec,
     previous: Option<&Snapshot>,
     generation: Generation,
@@ -288,7 +398,7 @@ fn rebuild(
             let shared = old_pools
                 .get(&pool.name)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(PoolHealth::new(pool.name.clone(), health.events())));
+                .unwrap_or_else(|| Arc::new(PoolHealth::new(pool.name.clone(), events.clone())));
             pools.insert(pool.name.clone(), Arc::clone(&shared));
             shared
         },
@@ -400,6 +510,32 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
             .unwrap();
         let b = p.backends().find(|b| b.addr.to_string() == addr).unwrap();
         Arc::clone(&b.state)
+    }
+
+    /// The controller task's publish must not occupy a runtime worker while the
+    /// snapshot is built: with one worker that would hold up every request.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_task_builds_a_snapshot_while_the_runtime_runs_other_tasks() {
+        let mut c = Controller::new(crate::config::parse(TWO_POOLS).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The build waits for a message that only another task on this one-thread
+        // runtime sends: built on the runtime's thread, it would wait out its 10 s
+        // gate and panic.
+        c.build_gate = Some(rx);
+        let other = tokio::spawn(async move { tx.send(()) });
+        let fewer = TWO_POOLS.replace(r#", { addr = "127.0.0.1:9002" }"#, "");
+        c.apply_off_worker(crate::config::parse(&fewer).unwrap())
+            .await;
+        assert!(other.await.unwrap().is_ok());
+        assert_eq!(c.generation(), 2);
+        let snap = c.shared().load_full();
+        let a = snap
+            .pools()
+            .iter()
+            .find(|p| p.name.as_str() == "a")
+            .unwrap();
+        assert_eq!(a.backends().count(), 1, "the new snapshot is published");
+        assert_eq!(c.retiring.len(), 1, "the removed backend retires");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! drain hints on a queue; see `discovered`). The task owns the last good file
 //! spec, the last discovered set and the admin [`Overrides`]; after each change it
 //! computes the effective spec (`overrides.merge(file + discovered)`), persists the
-//! overrides when they changed, and calls [`Controller::apply`] — the single
-//! publish path.
+//! overrides when they changed, and calls [`Controller::apply_off_worker`] — the
+//! single publish path.
 //! Replies go back on a oneshot *after* the snapshot is live, so an API call that
 //! returned 2xx is already routing traffic. The same loop wakes for TTL expiries and
 //! for closing streams of removed backends.
@@ -295,20 +295,20 @@ impl Task {
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
-                news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news),
+                news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news).await,
                 update = self.rx.recv() => match update {
-                    Some(update) => self.handle(update),
+                    Some(update) => self.handle(update).await,
                     None => break,
                 },
-                () = timer => self.tick(Instant::now()),
+                () = timer => self.tick(Instant::now()).await,
             }
         }
     }
 
-    fn handle(&mut self, update: Update) {
+    async fn handle(&mut self, update: Update) {
         match update {
             Update::File { spec, reply } => {
-                self.reload(*spec);
+                self.reload(*spec).await;
                 // The caller may have given up waiting; the reload stands either way.
                 if reply.send(()).is_err() {
                     tracing::debug!("reload applied after its requester stopped waiting");
@@ -320,7 +320,7 @@ impl Task {
                 self.counters.send_modify(|c| c.reloads_failed += 1);
             }
             Update::Change { change, reply } => {
-                let result = self.change(change);
+                let result = self.change(change).await;
                 if reply.send(result).is_err() {
                     tracing::debug!("admin change applied after its caller went away");
                 }
@@ -345,14 +345,14 @@ impl Task {
     }
 
     /// TTL expiries, stream closes and the idle-connection sweep that are due.
-    fn tick(&mut self, now: Instant) {
+    async fn tick(&mut self, now: Instant) {
         let expired = self.overrides.expire(now);
         for (pool, addr) in &expired {
             tracing::warn!(%pool, backend = %addr, "registered backend missed its heartbeat (TTL): removed");
         }
         if !expired.is_empty() {
             self.persist_or_log();
-            self.publish();
+            self.publish().await;
         }
         let closed = self.controller.close_retired(now);
         if closed > 0 {
@@ -364,9 +364,11 @@ impl Task {
         }
     }
 
-    /// The one publish path: effective spec → [`Controller::apply`].
-    fn publish(&mut self) {
-        self.controller.apply(self.overrides.merge(&self.base));
+    /// The one publish path: effective spec → [`Controller::apply_off_worker`].
+    async fn publish(&mut self) {
+        self.controller
+            .apply_off_worker(self.overrides.merge(&self.base))
+            .await;
         let generation = self.controller.generation();
         self.counters.send_modify(|c| c.generation = generation);
     }

@@ -24,7 +24,7 @@ use crate::state_file::Persisted;
 
 impl Task {
     /// Applies one admin write; the answer is the changed part of the state.
-    pub(super) fn change(&mut self, change: Change) -> Result<Value, ChangeError> {
+    pub(super) async fn change(&mut self, change: Change) -> Result<Value, ChangeError> {
         let mut next = self.overrides.clone();
         let answer = match change {
             Change::SetSplit { route, mut weights } => {
@@ -153,7 +153,7 @@ impl Task {
                 Answer::Route(route)
             }
         };
-        self.commit(next)?;
+        self.commit(next).await?;
         Ok(self.answer(answer))
     }
 
@@ -195,7 +195,7 @@ impl Task {
 
     /// Persists `next` if what would be on disk changed, makes it current, and
     /// publishes if the effective spec changed.
-    fn commit(&mut self, next: Overrides) -> Result<(), ChangeError> {
+    async fn commit(&mut self, next: Overrides) -> Result<(), ChangeError> {
         let visible =
             Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
         if visible {
@@ -203,7 +203,7 @@ impl Task {
         }
         self.overrides = next;
         if visible {
-            self.publish();
+            self.publish().await;
         }
         Ok(())
     }

@@ -79,7 +79,7 @@ impl Task {
     }
 
     /// Handles one piece of news from discovery.
-    pub(super) fn on_docker(&mut self, news: News) {
+    pub(super) async fn on_docker(&mut self, news: News) {
         match news {
             News::Hint(hint) => {
                 match self.controller.backend_state(&hint.pool, hint.addr) {
@@ -92,9 +92,9 @@ impl Task {
                     }
                 }
                 // The set carrying the draining mark was published before the hint.
-                self.take_set();
+                self.take_set().await;
             }
-            News::Set => self.take_set(),
+            News::Set => self.take_set().await,
             News::Ended => {
                 tracing::debug!("docker discovery stopped; keeping the last set");
                 self.docker = None;
@@ -103,7 +103,7 @@ impl Task {
     }
 
     /// Reads the latest set and publishes if it differs from the one in force.
-    fn take_set(&mut self) {
+    async fn take_set(&mut self) {
         let Some(feed) = self.docker.as_mut() else {
             return;
         };
@@ -113,7 +113,7 @@ impl Task {
         }
         self.discovered = set;
         self.base = base_of(&self.file, &self.discovered);
-        self.publish();
+        self.publish().await;
     }
 
     /// The `docker` part of the state view.

@@ -17,7 +17,7 @@ use crate::state_file;
 
 impl Task {
     /// A valid file replaced the old one: keep what applies, publish.
-    pub(super) fn reload(&mut self, mut spec: Spec) {
+    pub(super) async fn reload(&mut self, mut spec: Spec) {
         for note in crate::plan::keep_restart_only(&self.file, &mut spec) {
             tracing::warn!("config file changed: {note}");
         }
@@ -42,7 +42,7 @@ impl Task {
         if !dropped.is_empty() {
             self.persist_or_log();
         }
-        self.publish();
+        self.publish().await;
         crate::metrics::count_reload(true);
         self.counters.send_modify(|c| c.reloads_ok += 1);
         tracing::info!(generation = self.controller.generation(), "config reloaded");
