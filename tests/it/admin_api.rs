@@ -180,3 +180,70 @@ async fn bad_api_bodies_are_4xx_with_a_path_and_change_nothing() {
     let r = gw.api(Method::POST, &drain_blue, None).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
 }
+
+/// A write answers with what `GET /api/v1/state` then shows for the route or
+/// backend it changed (the answer is built for that entry alone).
+#[tokio::test]
+async fn a_write_answers_with_the_state_entry_it_changed() {
+    let (b, g) = (
+        agents("blue", "v1", 1).await,
+        agents("green", "v2", 1).await,
+    );
+    let gw = LiveGateway::start(&config_text(
+        &two_pools(&backends(&b), &backends(&g), (100, 0)),
+        "",
+        "",
+    ))
+    .await;
+    let json = |r: &crate::support::Reply| -> Value {
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        serde_json::from_slice(&r.body).expect("JSON answer")
+    };
+    let split = json(
+        &gw.api(
+            Method::PUT,
+            "/api/v1/routes/agents/split",
+            Some(r#"{"blue": 90, "green": 10}"#),
+        )
+        .await,
+    );
+    let registered = json(
+        &gw.api(
+            Method::POST,
+            "/api/v1/pools/green/backends",
+            Some(r#"{"addr": "127.0.0.1:1", "weight": 3, "ttl": "60s"}"#),
+        )
+        .await,
+    );
+    let blue = b[0].addr().to_string();
+    let drained = json(
+        &gw.api(
+            Method::POST,
+            &format!("/api/v1/pools/blue/backends/{blue}/drain"),
+            None,
+        )
+        .await,
+    );
+    let state = gw.state().await;
+    assert_eq!(
+        split,
+        serde_json::to_value(state.route("agents").unwrap()).unwrap()
+    );
+    assert_eq!(split["split_source"], "api");
+    for (answer, pool, addr) in [
+        (&registered, "green", "127.0.0.1:1"),
+        (&drained, "blue", blue.as_str()),
+    ] {
+        let mut entry = serde_json::to_value(state.backend(pool, addr).unwrap()).unwrap();
+        entry["pool"] = Value::String(pool.into());
+        // The TTL counts down between the answer and the state read.
+        entry.as_object_mut().unwrap().remove("ttl_remaining_ms");
+        let mut answer = answer.clone();
+        answer.as_object_mut().unwrap().remove("ttl_remaining_ms");
+        assert_eq!(answer, entry, "{pool} {addr}");
+    }
+    assert!(registered["ttl_remaining_ms"]
+        .as_u64()
+        .is_some_and(|ms| ms > 50_000));
+    assert_eq!(drained["draining"], true);
+}

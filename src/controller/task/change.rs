@@ -209,10 +209,13 @@ impl Task {
     }
 
     fn answer(&self, answer: Answer) -> Value {
-        let view = self.state_view();
         match answer {
-            Answer::Route(route) => state_view::route_json(&view, &route),
-            Answer::Backend(pool, addr) => state_view::backend_json(&view, &pool, addr),
+            Answer::Route(route) => {
+                state_view::route_json(&self.controller, &self.file, &self.overrides, &route)
+            }
+            Answer::Backend(pool, addr) => {
+                state_view::backend_json(&self.controller, &self.overrides, &pool, addr)
+            }
             Answer::Gone(pool, addr) => serde_json::json!({
                 "pool": pool.as_str(),
                 "addr": addr.to_string(),
