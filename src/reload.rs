@@ -175,7 +175,20 @@ impl Reloader {
             return;
         }
         self.last = Some(text.clone());
-        match config::parse(&text) {
+        // Parsing and validating a large file (10 000 backends: tens of
+        // milliseconds) would hold up every request on this worker.
+        let parsed = match tokio::task::spawn_blocking(move || config::parse(&text)).await {
+            Ok(parsed) => parsed,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                // Only while the runtime shuts down.
+                Err(err) => {
+                    tracing::warn!(%err, "config parse cancelled: the runtime is shutting down");
+                    return;
+                }
+            },
+        };
+        match parsed {
             Err(errors) => {
                 tracing::error!(%file, "config reload rejected, the running config stays; fix:\n{errors}");
                 self.rejected(errors.to_string()).await;
