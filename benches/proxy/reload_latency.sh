@@ -8,15 +8,19 @@
 # runs twice against the served route: once alone, once while an admin client
 # changes another route's split every ${EVERY}s (each change is a full snapshot
 # rebuild; the pools stay the same, so their hash rings are reused). wrk's latency
-# lines of both runs are printed.
+# lines of both runs are printed. With CHANGE=file the change is a rewrite of the
+# config file (the same split, in the file) followed by SIGHUP: a file reload.
 #
 # Usage: benches/proxy/reload_latency.sh            (needs nginx, wrk, curl; build first)
 #        SLUICEGATE_BIN=/path/to/sluicegate DUR=10 EVERY=0.1 benches/proxy/reload_latency.sh
+#        CHANGE=file EVERY=0.2 benches/proxy/reload_latency.sh
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
 dur=${DUR:-10}
 every=${EVERY:-0.1}
+change=${CHANGE:-api}
+[[ $change == api || $change == file ]] || { echo "CHANGE must be api or file, not '$change'" >&2; exit 2; }
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need reload_latency.sh nginx wrk curl
@@ -55,8 +59,13 @@ hash_key = "client_ip')
     done
 } > "$cfg"
 
+# The file variant: r0's second pool at weight 1 instead of 0.
+sed 's/split = \[{ pool = "p0", weight = 1 }, { pool = "p1", weight = 0 }\]/split = [{ pool = "p0", weight = 1 }, { pool = "p1", weight = 1 }]/' \
+    "$cfg" > "$dir/routes.other.toml"
+cp "$cfg" "$dir/routes.first.toml"
 RUST_LOG=warn "$bin" run -c "$cfg" --workers 1 --no-watch > "$dir/sluicegate.log" 2>&1 &
-pids+=("$!")
+sg=$!
+pids+=("$sg")
 wait_http http://127.0.0.1:18092/ http://127.0.0.1:19902/api/v1/state
 
 latency() {
@@ -67,14 +76,20 @@ latency() {
 timeout 20 wrk -t1 -c16 -d2s -H 'Host: served.local' http://127.0.0.1:18092/ > /dev/null
 echo "no changes:"
 latency
-echo "a split change every ${every}s:"
+echo "a split change ($change) every ${every}s:"
 (
     end=$((SECONDS + dur + 1))
     n=0
     # Bounded: at most dur/every + 1 changes, and never past the run.
     while ((SECONDS < end)); do
-        body=$([[ $((n % 2)) == 0 ]] && echo '{"p0": 1, "p1": 1}' || echo '{"p0": 1, "p1": 0}')
-        curl -s -o /dev/null -X PUT -d "$body" http://127.0.0.1:19902/api/v1/routes/r0/split
+        if [[ $change == api ]]; then
+            body=$([[ $((n % 2)) == 0 ]] && echo '{"p0": 1, "p1": 1}' || echo '{"p0": 1, "p1": 0}')
+            curl -s -o /dev/null -X PUT -d "$body" http://127.0.0.1:19902/api/v1/routes/r0/split
+        else
+            cp "$dir/routes.$([[ $((n % 2)) == 0 ]] && echo other || echo first).toml" "$cfg.tmp"
+            mv "$cfg.tmp" "$cfg"
+            kill -HUP "$sg"
+        fi
         n=$((n + 1))
         sleep "$every"
     done
