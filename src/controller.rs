@@ -2,11 +2,11 @@
 //!
 //! The [`Controller`] owns the backend registry (runtime state per pool and address)
 //! and is the only code that stores into the shared `ArcSwap<Snapshot>`. Every change
-//! of routing goes through [`Controller::apply`] (the controller task uses
-//! [`Controller::apply_off_worker`], which builds on tokio's blocking pool, so no
-//! runtime worker stalls on a large fleet), which builds a complete new snapshot
-//! and swaps it in atomically; requests already running keep the snapshot (and
-//! backends) they started with.
+//! of routing builds a complete new snapshot and swaps it in atomically; requests
+//! already running keep the snapshot (and backends) they started with. The
+//! controller task publishes with [`Controller::apply_off_worker`], which builds on
+//! tokio's blocking pool so that no runtime worker stalls on a large fleet; tests
+//! and benches use [`Controller::apply`], which builds on the calling thread.
 //!
 //! A backend that leaves the config *retires*: requests and streams still using it
 //! run on, and only when `[listen].stream_close_delay` has passed are whatever
@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use crate::backend::BackendState;
 use crate::config::spec::{InitialHealth, PoolName, PoolSpec, RouteName, Spec, UpstreamTlsSpec};
 use crate::health::{HealthEvent, HealthStatus, HealthSupervisor, PoolHealth};
+use crate::off_worker;
 use crate::sessions::SessionTable;
 use crate::snapshot::Snapshot;
 use crate::tls::upstream::UpstreamTls;
@@ -121,8 +122,7 @@ impl Controller {
     /// [`apply_off_worker`](Self::apply_off_worker).
     pub fn apply(&mut self, spec: Spec) {
         let build = self.begin(spec);
-        let replaced = self.complete(build.run());
-        drop(replaced);
+        drop(self.complete(build.run()));
     }
 
     /// [`apply`](Self::apply), with the snapshot built (and the one it replaces let
@@ -134,16 +134,8 @@ impl Controller {
     /// here, so changes still apply one at a time and in order.
     pub async fn apply_off_worker(&mut self, spec: Spec) {
         let build = self.begin(spec);
-        let built = match tokio::task::spawn_blocking(move || build.run()).await {
-            Ok(built) => built,
-            Err(err) => match err.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                // Only while the runtime shuts down: nothing is published any more.
-                Err(err) => {
-                    tracing::warn!(%err, "snapshot build cancelled: the runtime is shutting down");
-                    return;
-                }
-            },
+        let Some(built) = off_worker::run("snapshot build", move || build.run()).await else {
+            return;
         };
         let replaced = self.complete(built);
         // Usually requests still hold it; when this is the last reference, freeing
@@ -154,7 +146,6 @@ impl Controller {
     /// Takes what a build needs out of the controller (given back by `complete`).
     fn begin(&mut self, spec: Spec) -> Build {
         Build {
-            delay: spec.listen.stream_close_delay,
             old: Registries {
                 backends: std::mem::take(&mut self.registry),
                 pools: std::mem::take(&mut self.pools),
@@ -176,9 +167,9 @@ impl Controller {
             next,
             old,
             retiring,
-            delay,
         } = built;
         self.retiring = retiring;
+        let delay = snapshot.spec().listen.stream_close_delay;
         let snapshot = Arc::new(snapshot);
         let replaced = self.shared.swap(Arc::clone(&snapshot));
         self.generation += 1;
@@ -295,7 +286,6 @@ enum Generation {
 /// another thread while the controller waits.
 struct Build {
     spec: Spec,
-    delay: std::time::Duration,
     old: Registries,
     retiring: Vec<(Key, Retiring)>,
     events: broadcast::Sender<HealthEvent>,
@@ -313,7 +303,6 @@ struct Built {
     next: Registries,
     old: Registries,
     retiring: Vec<(Key, Retiring)>,
-    delay: std::time::Duration,
 }
 
 impl Build {
@@ -341,7 +330,6 @@ impl Build {
             next,
             old: self.old,
             retiring: self.retiring,
-            delay: self.delay,
         }
     }
 }

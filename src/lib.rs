@@ -22,6 +22,7 @@ pub mod echo_agent;
 pub mod gateway;
 pub mod health;
 pub mod metrics;
+pub mod off_worker;
 pub mod overrides;
 pub mod plan;
 pub mod pool_stats;

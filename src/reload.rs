@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config;
 use crate::controller::task::{ControlHandle, Update};
+use crate::off_worker;
 use crate::tls;
 
 /// How reload is triggered.
@@ -177,16 +178,9 @@ impl Reloader {
         self.last = Some(text.clone());
         // Parsing and validating a large file (10 000 backends: tens of
         // milliseconds) would hold up every request on this worker.
-        let parsed = match tokio::task::spawn_blocking(move || config::parse(&text)).await {
-            Ok(parsed) => parsed,
-            Err(err) => match err.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                // Only while the runtime shuts down.
-                Err(err) => {
-                    tracing::warn!(%err, "config parse cancelled: the runtime is shutting down");
-                    return;
-                }
-            },
+        let Some(parsed) = off_worker::run("config parse", move || config::parse(&text)).await
+        else {
+            return;
         };
         match parsed {
             Err(errors) => {
