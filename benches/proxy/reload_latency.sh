@@ -46,10 +46,10 @@ name = "served"
 match = { host = "served.local" }
 split = [{ pool = "served", weight = 1 }]
 TOML
-    policies=(round_robin least_conn p2c 'hash"
-hash_key = "client_ip')
+    # The four policies in turn; a `hash` pool also names its key.
+    policies=('"round_robin"' '"least_conn"' '"p2c"' $'"hash"\nhash_key = "client_ip"')
     for p in $(seq 0 99); do
-        printf '\n[[pools]]\nname = "p%d"\nbalance = "%s"\nbackends = [' "$p" "${policies[$((p % 4))]}"
+        printf '\n[[pools]]\nname = "p%d"\nbalance = %s\nbackends = [' "$p" "${policies[$((p % 4))]}"
         for b in $(seq 0 99); do
             printf '%s{ addr = "127.1.%d.%d:8080" }' "$([[ $b == 0 ]] || echo ', ')" "$p" "$((b + 1))"
         done

@@ -8,9 +8,11 @@ use crate::live::{split_of, two_pools};
 use crate::support::agents;
 use crate::support::backends;
 use crate::support::live::{config_text, LiveGateway};
+use sluicegate::echo_agent::EchoHandle;
 
-#[tokio::test]
-async fn bad_api_bodies_are_4xx_with_a_path_and_change_nothing() {
+/// One blue and one green agent, and a gateway whose `agents` route sends
+/// everything to blue (the agents live as long as the handles).
+async fn blue_and_green() -> (Vec<EchoHandle>, Vec<EchoHandle>, LiveGateway) {
     let (b, g) = (
         agents("blue", "v1", 1).await,
         agents("green", "v2", 1).await,
@@ -21,6 +23,12 @@ async fn bad_api_bodies_are_4xx_with_a_path_and_change_nothing() {
         "",
     ))
     .await;
+    (b, g, gw)
+}
+
+#[tokio::test]
+async fn bad_api_bodies_are_4xx_with_a_path_and_change_nothing() {
+    let (b, _g, gw) = blue_and_green().await;
     let blue = b[0].addr().to_string();
     let split = "/api/v1/routes/agents/split";
     let register = "/api/v1/pools/blue/backends";
@@ -185,16 +193,7 @@ async fn bad_api_bodies_are_4xx_with_a_path_and_change_nothing() {
 /// backend it changed (the answer is built for that entry alone).
 #[tokio::test]
 async fn a_write_answers_with_the_state_entry_it_changed() {
-    let (b, g) = (
-        agents("blue", "v1", 1).await,
-        agents("green", "v2", 1).await,
-    );
-    let gw = LiveGateway::start(&config_text(
-        &two_pools(&backends(&b), &backends(&g), (100, 0)),
-        "",
-        "",
-    ))
-    .await;
+    let (b, _g, gw) = blue_and_green().await;
     let json = |r: &crate::support::Reply| -> Value {
         assert_eq!(r.status, 200, "{:?}", r.body);
         serde_json::from_slice(&r.body).expect("JSON answer")
