@@ -201,13 +201,9 @@ impl Proxy {
     ) -> Result<Response<ResponseBody>, ProxyError> {
         framing::check(&req).map_err(ProxyError::Malformed)?;
         // One lookup of Host serves routing and `X-Forwarded-Host`.
-        let host_field = req.headers().get(header::HOST);
-        let host = match req.uri().authority() {
-            Some(authority) => Some(authority.as_str()),
-            None => host_field.and_then(|h| h.to_str().ok()),
-        };
+        let host = request_host(&req);
         let view = RequestView {
-            host: host.map(host_without_port),
+            host: host.map(|(host, _)| host_without_port(host)),
             path: req.uri().path(),
             method: req.method(),
             headers: req.headers(),
@@ -232,11 +228,10 @@ impl Proxy {
         let session = choice.session;
         let key = pool.request_key(req.headers(), client.addr.ip());
         // The Host field's own value when there is one (a reference count, no copy).
-        let forwarded_host = match (host, req.uri().authority()) {
-            (None, _) => None,
-            (Some(host), Some(_)) => HeaderValue::from_str(host).ok(),
-            (Some(_), None) => host_field.cloned(),
-        };
+        let forwarded_host = host.and_then(|(host, field)| match field {
+            Some(field) => Some(field.clone()),
+            None => HeaderValue::from_str(host).ok(),
+        });
 
         let upgrade =
             req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
@@ -554,13 +549,16 @@ async fn send_h1(
     }
 }
 
-/// The request's host: the URI authority (HTTP/2, absolute-form) or the Host field.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })
+/// The request's host: the URI authority (HTTP/2, absolute-form), else the Host
+/// field, which comes along as well.
+fn request_host<B>(req: &Request<B>) -> Option<(&str, Option<&HeaderValue>)> {
+    match req.uri().authority() {
+        Some(authority) => Some((authority.as_str(), None)),
+        None => {
+            let field = req.headers().get(header::HOST)?;
+            Some((field.to_str().ok()?, Some(field)))
+        }
+    }
 }
 
 /// Path and query only, as an HTTP/1.1 origin server expects.

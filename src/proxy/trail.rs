@@ -40,7 +40,7 @@ impl<'s> Trail<'s> {
             Box::new(AccessRecord::new(
                 client,
                 req.method().clone(),
-                super::request_host(req).unwrap_or(""),
+                super::request_host(req).map_or("", |(host, _)| host),
                 req.uri().path(),
             ))
         });
