@@ -349,28 +349,55 @@ pub struct LatencyStamp {
 impl LatencyStamp {
     /// Whether `self × a < other × b` once both are decayed to the same instant
     /// (any instant at or after both stamps: the answer is the same).
+    ///
+    /// The older estimate is decayed to the newer stamp by `d = e^(−x)`, `x` the
+    /// stamps' distance in units of τ. Under load both stamps are recent, `x` is
+    /// tiny, and `1 − x ≤ d ≤ 1 / (1 + x)` settles the comparison without the
+    /// `exp()` (a third of a pick's time when computed every time); only a pair
+    /// within those bounds' width of a tie computes it.
     #[inline]
     pub fn scaled_lt(self, a: f64, other: LatencyStamp, b: f64) -> bool {
-        // Decay the older estimate to the newer stamp; the exponent is ≤ 0, so the
-        // factor is in (0, 1] (0 after ~2 h apart) and nothing overflows.
+        let (lhs, rhs) = (self.value_ns * a, other.value_ns * b);
         if self.at_ns <= other.at_ns {
-            let decay = decay_factor(other.at_ns - self.at_ns);
-            self.value_ns * decay * a < other.value_ns * b
+            // Is d × lhs < rhs?
+            if lhs < rhs {
+                return true;
+            }
+            let x = decay_units(other.at_ns - self.at_ns);
+            if lhs < rhs * (1.0 + x) {
+                return true;
+            }
+            if lhs * (1.0 - x) >= rhs {
+                return false;
+            }
+            lhs * decay_factor(other.at_ns - self.at_ns) < rhs
         } else {
-            let decay = decay_factor(self.at_ns - other.at_ns);
-            self.value_ns * a < other.value_ns * decay * b
+            // Is lhs < d × rhs?
+            if lhs >= rhs {
+                return false;
+            }
+            let x = decay_units(self.at_ns - other.at_ns);
+            if lhs < rhs * (1.0 - x) {
+                return true;
+            }
+            if lhs * (1.0 + x) >= rhs {
+                return false;
+            }
+            lhs < rhs * decay_factor(self.at_ns - other.at_ns)
         }
     }
+}
+
+/// `elapsed_ns` in units of the decay's time constant τ.
+#[inline]
+fn decay_units(elapsed_ns: u64) -> f64 {
+    elapsed_ns as f64 / EWMA_DECAY_NS
 }
 
 /// `e^(−elapsed / τ)`: how much an idle estimate shrinks over `elapsed_ns`.
 #[inline]
 fn decay_factor(elapsed_ns: u64) -> f64 {
-    if elapsed_ns == 0 {
-        // Same stamp (e.g. both never observed since a common start): no exp().
-        return 1.0;
-    }
-    (-(elapsed_ns as f64) / EWMA_DECAY_NS).exp()
+    (-decay_units(elapsed_ns)).exp()
 }
 
 /// Nanoseconds since the first call in this process (monotonic).
@@ -442,6 +469,61 @@ mod tests {
         let recent = at(1.0, 100_000_000_000_000);
         assert!(ancient.scaled_lt(1e9, recent, 1.0));
         assert!(!recent.scaled_lt(1.0, ancient, 1e9));
+    }
+
+    #[test]
+    fn latency_comparison_by_bounds_agrees_with_the_decayed_values() {
+        // The bounds must decide exactly as decaying with exp() does, near ties
+        // (where they cannot decide and exp() runs) and far from them.
+        fastrand::seed(41);
+        let reference = |x: LatencyStamp, a: f64, y: LatencyStamp, b: f64| {
+            let (older, newer) = if x.at_ns <= y.at_ns { (x, y) } else { (y, x) };
+            let d = (-((newer.at_ns - older.at_ns) as f64) / EWMA_DECAY_NS).exp();
+            let (xv, yv) = if x.at_ns <= y.at_ns {
+                (x.value_ns * d, y.value_ns)
+            } else {
+                (x.value_ns, y.value_ns * d)
+            };
+            xv * a < yv * b
+        };
+        for _ in 0..200_000 {
+            let x = LatencyStamp {
+                value_ns: 1e5 + fastrand::f64() * 1e8,
+                at_ns: fastrand::u64(..100_000_000_000),
+            };
+            // Half the pairs are a hair from a tie once decayed (the bounds cannot
+            // decide, exp() does), the rest anywhere (the bounds decide).
+            let gap = fastrand::u64(..50_000_000_000);
+            let at_ns = if fastrand::bool() {
+                x.at_ns + gap
+            } else {
+                x.at_ns.saturating_sub(gap)
+            };
+            let d = (-(x.at_ns.abs_diff(at_ns) as f64) / EWMA_DECAY_NS).exp();
+            let tie = if at_ns >= x.at_ns {
+                x.value_ns * d
+            } else {
+                x.value_ns / d
+            };
+            let value_ns = if fastrand::bool() {
+                tie * (1.0 + (fastrand::f64() - 0.5) * 1e-9)
+            } else {
+                1e5 + fastrand::f64() * 1e8
+            };
+            let y = LatencyStamp { value_ns, at_ns };
+            let (a, b) = (1.0 + fastrand::f64(), 1.0 + fastrand::f64());
+            let (a, b) = if fastrand::bool() { (a, a) } else { (a, b) };
+            assert_eq!(
+                x.scaled_lt(a, y, b),
+                reference(x, a, y, b),
+                "{x:?} {a} {y:?} {b}"
+            );
+            assert_eq!(
+                y.scaled_lt(b, x, a),
+                reference(y, b, x, a),
+                "{y:?} {b} {x:?} {a}"
+            );
+        }
     }
 
     #[test]
