@@ -50,6 +50,10 @@ pub struct HashRing {
     /// `buckets[b]..buckets[b + 1]`). `2^bucket_bits + 1` entries, the last = len.
     buckets: Box<[u32]>,
     bucket_bits: u32,
+    /// The ring again, a quarter of its size, for the pick to read instead: per
+    /// position, the 16 bits of the point after its bucket's (high half) and the
+    /// backend index (low half). Empty when an index does not fit 16 bits.
+    fast: Box<[u32]>,
     /// Every backend's point count is `100 × weight` shifted right by this (the cap).
     shift: u32,
     /// Address and weight of each backend of the slice this was built for, in its
@@ -102,6 +106,7 @@ impl HashRing {
         }
         let buckets = (0..=1usize << bucket_bits).map(|b| fine[b << d]).collect();
         HashRing {
+            fast: fast_entries(&ring, bucket_bits, backends.len()),
             ring: ring.into_boxed_slice(),
             buckets,
             bucket_bits,
@@ -183,6 +188,7 @@ impl HashRing {
         debug_assert_eq!(ring.len() as u64, len);
         buckets.resize((1 << bucket_bits) + 1, to_u32(ring.len()));
         HashRing {
+            fast: fast_entries(&ring, bucket_bits, backends.len()),
             ring: ring.into_boxed_slice(),
             buckets: buckets.into_boxed_slice(),
             bucket_bits,
@@ -209,7 +215,27 @@ impl HashRing {
         let (lo, hi) = (self.buckets[b] as usize, self.buckets[b + 1] as usize);
         // Points before `lo` are in earlier buckets (smaller); from `hi` on, in later
         // ones (larger): the answer is in lo..=hi.
-        lo + self.ring[lo..hi].partition_point(|&(p, _)| p < point)
+        if self.fast.is_empty() {
+            return lo + self.ring[lo..hi].partition_point(|&(p, _)| p < point);
+        }
+        // The bucket's points share their top bits with `point`: the next 16 decide,
+        // unless they are equal too (one pick in ~10 000 at most), when only the
+        // whole points can.
+        let next = next_bits(point, self.bucket_bits);
+        let at = lo + self.fast[lo..hi].partition_point(|&e| e >> 16 < next);
+        if at < hi && self.fast[at] >> 16 == next {
+            return at + self.ring[at..hi].partition_point(|&(p, _)| p < point);
+        }
+        at
+    }
+
+    /// The index of the backend owning ring position `at`.
+    #[inline]
+    fn owner(&self, at: usize) -> usize {
+        match self.fast.get(at) {
+            Some(&e) => (e & 0xffff) as usize,
+            None => self.ring[at].1 as usize,
+        }
     }
 
     /// The first usable backend clockwise of `key` (of a random point without one).
@@ -235,7 +261,7 @@ impl HashRing {
             if at == len {
                 at = 0;
             }
-            let i = self.ring[at].1 as usize;
+            let i = self.owner(at);
             at += 1;
             if usable(i) {
                 return Some(i);
@@ -325,6 +351,23 @@ fn members(backends: &[Backend]) -> Box<[(SocketAddr, u32)]> {
 fn has_repeated_addr(backends: &[Backend]) -> bool {
     let mut seen = std::collections::HashSet::with_capacity(backends.len());
     backends.iter().any(|b| !seen.insert(b.addr))
+}
+
+/// [`HashRing::fast`] for `ring` with its index's `bucket_bits`, for a slice of
+/// `backends` backends: empty when an index does not fit 16 bits.
+fn fast_entries(ring: &[(u64, u32)], bucket_bits: u32, backends: usize) -> Box<[u32]> {
+    if backends > 1 << 16 {
+        return Box::new([]);
+    }
+    ring.iter()
+        .map(|&(point, owner)| next_bits(point, bucket_bits) << 16 | owner)
+        .collect()
+}
+
+/// The 16 bits of `point` after its top `bucket_bits` (at most 16).
+#[inline]
+fn next_bits(point: u64, bucket_bits: u32) -> u32 {
+    ((point << bucket_bits) >> 48) as u32
 }
 
 /// The bucket of `point`: its top `bits` bits (0 when `bits` is 0).
@@ -479,9 +522,18 @@ mod tests {
                 .iter()
                 .flat_map(|&(p, _)| [p.wrapping_sub(1), p, p.wrapping_add(1)]);
             let random = (0..10_000).map(|_| fastrand::u64(..));
+            // Without the compact copy (a pool of over 2^16 backends has none), the
+            // lookup searches the whole points.
+            let mut wide = HashRing::build(&backends);
+            wide.fast = Box::new([]);
             for key in near.chain(random).chain([0, u64::MAX]) {
                 let want = ring.ring.partition_point(|&(p, _)| p < key);
                 assert_eq!(ring.first_at_or_after(key), want, "key {key:#x}");
+                assert_eq!(wide.first_at_or_after(key), want, "key {key:#x}, wide");
+                if want < ring.ring.len() {
+                    assert_eq!(ring.owner(want), ring.ring[want].1 as usize);
+                    assert_eq!(wide.owner(want), ring.ring[want].1 as usize);
+                }
             }
         }
     }
@@ -501,6 +553,7 @@ mod tests {
         assert_eq!(from.members, built.members);
         assert!(from.ring == built.ring, "rings differ");
         assert_eq!(from.buckets, built.buckets);
+        assert_eq!(from.fast, built.fast);
     }
 
     #[test]
