@@ -178,10 +178,7 @@ impl Gateway {
         let ready = Arc::new(AtomicBool::new(false));
         let admin = match (&admin_spec, &exporter) {
             (Some(a), Some(exporter)) => {
-                let metrics = MetricsSource {
-                    exporter: exporter.clone(),
-                    snapshot: Arc::clone(&snapshot),
-                };
+                let metrics = MetricsSource::new(exporter.clone(), Arc::clone(&snapshot));
                 Some(
                     AdminServer::bind(
                         a,

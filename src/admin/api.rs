@@ -138,8 +138,13 @@ async fn apply(state: &AdminState, change: Change) -> Response {
 
 /// `GET /metrics`: gauges sampled from the current snapshot, then the exporter's text.
 async fn metrics_handler(State(state): State<AdminState>) -> Response {
-    let snapshot = state.metrics.snapshot.load();
-    let text = state.metrics.exporter.render(&snapshot);
+    let Some(text) = state.metrics.render().await else {
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the gateway is shutting down",
+            "",
+        );
+    };
     (
         [(
             axum::http::header::CONTENT_TYPE,
