@@ -10,17 +10,25 @@
 # rebuild; the pools stay the same, so their hash rings are reused). wrk's latency
 # lines of both runs are printed. With CHANGE=file the change is a rewrite of the
 # config file (the same split, in the file) followed by SIGHUP: a file reload.
+# CHANGE=scrape and CHANGE=state change nothing: they read `GET /metrics` (what
+# Prometheus scrapes) or `GET /api/v1/state` instead, each over all 10 000 backends.
 #
 # Usage: benches/proxy/reload_latency.sh            (needs nginx, wrk, curl; build first)
 #        SLUICEGATE_BIN=/path/to/sluicegate DUR=10 EVERY=0.1 benches/proxy/reload_latency.sh
 #        CHANGE=file EVERY=0.2 benches/proxy/reload_latency.sh
+#        CHANGE=scrape benches/proxy/reload_latency.sh   (or CHANGE=state)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
 dur=${DUR:-10}
 every=${EVERY:-0.1}
 change=${CHANGE:-api}
-[[ $change == api || $change == file ]] || { echo "CHANGE must be api or file, not '$change'" >&2; exit 2; }
+case $change in
+    api | file) what="a split change ($change)" ;;
+    scrape) what="GET /metrics" ;;
+    state) what="GET /api/v1/state" ;;
+    *) echo "CHANGE must be api, file, scrape or state, not '$change'" >&2; exit 2 ;;
+esac
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need reload_latency.sh nginx wrk curl
@@ -76,24 +84,29 @@ latency() {
 timeout 20 wrk -t1 -c16 -d2s -H 'Host: served.local' http://127.0.0.1:18092/ > /dev/null
 echo "no changes:"
 latency
-echo "a split change ($change) every ${every}s:"
+echo "$what every ${every}s:"
 (
     end=$((SECONDS + dur + 1))
     n=0
     # Bounded: at most dur/every + 1 changes, and never past the run.
     while ((SECONDS < end)); do
-        if [[ $change == api ]]; then
-            body=$([[ $((n % 2)) == 0 ]] && echo '{"p0": 1, "p1": 1}' || echo '{"p0": 1, "p1": 0}')
-            curl -s -o /dev/null -X PUT -d "$body" http://127.0.0.1:19902/api/v1/routes/r0/split
-        else
-            cp "$dir/routes.$([[ $((n % 2)) == 0 ]] && echo other || echo first).toml" "$cfg.tmp"
-            mv "$cfg.tmp" "$cfg"
-            kill -HUP "$sg"
-        fi
+        case $change in
+            api)
+                body=$([[ $((n % 2)) == 0 ]] && echo '{"p0": 1, "p1": 1}' || echo '{"p0": 1, "p1": 0}')
+                curl -s -o /dev/null -X PUT -d "$body" http://127.0.0.1:19902/api/v1/routes/r0/split
+                ;;
+            file)
+                cp "$dir/routes.$([[ $((n % 2)) == 0 ]] && echo other || echo first).toml" "$cfg.tmp"
+                mv "$cfg.tmp" "$cfg"
+                kill -HUP "$sg"
+                ;;
+            scrape) curl -s -o /dev/null http://127.0.0.1:19902/metrics ;;
+            state) curl -s -o /dev/null http://127.0.0.1:19902/api/v1/state ;;
+        esac
         n=$((n + 1))
         sleep "$every"
     done
-    echo "  $n changes sent" > "$dir/changes"
+    echo "  $n sent" > "$dir/changes"
 ) &
 changer=$!
 pids+=("$changer")
