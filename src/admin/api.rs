@@ -164,8 +164,21 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn state_handler(State(state): State<AdminState>) -> Response {
-    match state.control.state().await {
-        Some(view) => Json(view).into_response(),
+    let Some(view) = state.control.state().await else {
+        return change_error(ChangeError::Closed);
+    };
+    // Megabytes of JSON for 10 000 backends: written off the worker, as it was built.
+    match crate::off_worker::run("state answer", move || serde_json::to_vec(&view)).await {
+        Some(Ok(body)) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Some(Err(err)) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot write the state as JSON: {err}"),
+            "",
+        ),
         None => change_error(ChangeError::Closed),
     }
 }

@@ -5,23 +5,28 @@
 //! docker | rollout); live numbers (in-flight, health, ejection) are read from the
 //! backends' atomics at the moment of the request. Backends from Docker name their
 //! container and its Docker health; `docker` shows the engine connection and the
-//! labelled containers that were skipped, with the reason. Built by the controller
-//! task, which owns everything it shows.
+//! labelled containers that were skipped, with the reason. Gathered by the
+//! controller task, which owns what it shows ([`StateParts::take`]); the backends'
+//! part is built on the blocking pool ([`StateParts::finish`]).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::backend::BackendState;
 use crate::config::spec::{
     BackendSpec, Balance, PoolName, RouteName, RouteSpec, Source, Spec, SplitSpec,
 };
 use crate::controller::task::Counters;
 use crate::controller::Controller;
 use crate::discovery::{DiscoveredSet, DiscoveryStatus};
-use crate::overrides::Overrides;
+use crate::overrides::{BackendKey, Overrides};
+use crate::snapshot::Snapshot;
 
 /// The whole state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -147,45 +152,6 @@ pub struct BackendView {
 }
 
 impl StateView {
-    /// Reads the controller's current snapshot and backend states.
-    pub fn build(
-        controller: &Controller,
-        file: &Spec,
-        overrides: &Overrides,
-        counters: Counters,
-        config_file: Option<&Path>,
-        docker: Option<DockerView>,
-    ) -> StateView {
-        let snapshot = controller.shared().load_full();
-        let effective: &Spec = snapshot.spec();
-        let now = Instant::now();
-        let routes = effective
-            .routes
-            .iter()
-            .map(|r| route_view(r, file, overrides))
-            .collect();
-        let pools = effective
-            .pools
-            .iter()
-            .map(|p| PoolView {
-                name: p.name.to_string(),
-                balance: balance_name(&p.balance),
-                backends: p
-                    .backends
-                    .iter()
-                    .map(|b| backend_view(controller, overrides, now, &p.name, b))
-                    .collect(),
-            })
-            .collect();
-        StateView {
-            config_file: config_file.map(|p| p.display().to_string()),
-            counters,
-            routes,
-            pools,
-            docker,
-        }
-    }
-
     /// A route by name.
     pub fn route(&self, name: &str) -> Option<&RouteView> {
         self.routes.iter().find(|r| r.name == name)
@@ -228,20 +194,106 @@ fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
     }
 }
 
-/// Backend `b` of `pool` as the state shows it, with its live state.
+/// What a state answer needs from the controller task, gathered there in
+/// microseconds. [`finish`](Self::finish) builds the backends' part, which is most
+/// of a large fleet's answer (milliseconds for 10 000 backends), and can run off
+/// the task's worker: it reads the backends' live state from the snapshot.
+#[derive(Debug)]
+pub struct StateParts {
+    snapshot: Arc<Snapshot>,
+    config_file: Option<String>,
+    counters: Counters,
+    routes: Vec<RouteView>,
+    /// When each backend registered with a TTL lapses: the one per-backend fact
+    /// the snapshot does not hold.
+    expires: HashMap<BackendKey, Instant>,
+    docker: Option<DockerView>,
+}
+
+impl StateParts {
+    /// Takes the current snapshot and what only the task holds.
+    pub fn take(
+        controller: &Controller,
+        file: &Spec,
+        overrides: &Overrides,
+        counters: Counters,
+        config_file: Option<&Path>,
+        docker: Option<DockerView>,
+    ) -> StateParts {
+        let snapshot = controller.shared().load_full();
+        let routes = snapshot
+            .spec()
+            .routes
+            .iter()
+            .map(|r| route_view(r, file, overrides))
+            .collect();
+        let expires = overrides
+            .backends()
+            .iter()
+            .filter_map(|(key, r)| Some((key.clone(), r.expires?)))
+            .collect();
+        StateParts {
+            snapshot,
+            config_file: config_file.map(|p| p.display().to_string()),
+            counters,
+            routes,
+            expires,
+            docker,
+        }
+    }
+
+    /// The state, with every backend's live numbers read now.
+    pub fn finish(self) -> StateView {
+        let now = Instant::now();
+        let live_pools = self.snapshot.pools();
+        let pools = self
+            .snapshot
+            .spec()
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // The snapshot's pools are built in the spec's order.
+                let live = match live_pools.get(i) {
+                    Some(live) if live.name == p.name => Some(live),
+                    _ => self.snapshot.pool(p.name.as_str()),
+                };
+                let states: HashMap<SocketAddr, &Arc<BackendState>> = live
+                    .map(|l| l.backends().map(|b| (b.addr, &b.state)).collect())
+                    .unwrap_or_default();
+                PoolView {
+                    name: p.name.to_string(),
+                    balance: balance_name(&p.balance),
+                    backends: p
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            let expires = self.expires.get(&(p.name.clone(), b.addr)).copied();
+                            backend_view(states.get(&b.addr).copied(), expires, now, b)
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        StateView {
+            config_file: self.config_file,
+            counters: self.counters,
+            routes: self.routes,
+            pools,
+            docker: self.docker,
+        }
+    }
+}
+
+/// Backend `b` as the state shows it, with its live `state` and, when it was
+/// registered with a TTL, when it `expires`.
 fn backend_view(
-    controller: &Controller,
-    overrides: &Overrides,
+    state: Option<&Arc<BackendState>>,
+    expires: Option<Instant>,
     now: Instant,
-    pool: &PoolName,
     b: &BackendSpec,
 ) -> BackendView {
-    let state = controller.backend_state(pool, b.addr);
-    let ttl_remaining_ms = overrides
-        .backends()
-        .get(&(pool.clone(), b.addr))
-        .and_then(|r| r.expires)
-        .map(|at| at.saturating_duration_since(now).as_millis() as u64);
+    let ttl_remaining_ms = expires.map(|at| at.saturating_duration_since(now).as_millis() as u64);
     BackendView {
         addr: b.addr.to_string(),
         weight: b.weight,
@@ -293,7 +345,18 @@ pub fn backend_json(
         .iter()
         .find(|p| p.name == *pool)
         .and_then(|p| p.backends.iter().find(|b| b.addr == addr));
-    let view = found.map(|b| backend_view(controller, overrides, Instant::now(), pool, b));
+    let view = found.map(|b| {
+        let expires = overrides
+            .backends()
+            .get(&(pool.clone(), addr))
+            .and_then(|r| r.expires);
+        backend_view(
+            controller.backend_state(pool, addr),
+            expires,
+            Instant::now(),
+            b,
+        )
+    });
     match view.and_then(|b| serde_json::to_value(b).ok()) {
         Some(Value::Object(mut map)) => {
             map.insert("pool".into(), Value::String(pool.to_string()));

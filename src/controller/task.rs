@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Controller, SharedSnapshot};
-use crate::admin::state_view::StateView;
+use crate::admin::state_view::{StateParts, StateView};
 use crate::config::validate::ApiBackend;
 use crate::config::{ConfigError, ConfigErrors, Spec};
 use crate::discovery::DiscoveredSet;
@@ -326,9 +326,14 @@ impl Task {
                 }
             }
             Update::State { reply } => {
-                if reply.send(self.state_view()).is_err() {
-                    tracing::debug!("state requester went away");
-                }
+                // The backends' part takes milliseconds in a large fleet: built on
+                // the blocking pool, while the task goes on with the next update.
+                let parts = self.state_parts();
+                tokio::task::spawn_blocking(move || {
+                    if reply.send(parts.finish()).is_err() {
+                        tracing::debug!("state requester went away");
+                    }
+                });
             }
             Update::Plan { spec, reply } => {
                 if reply.send(self.plan(&spec)).is_err() {
@@ -387,8 +392,8 @@ impl Task {
         }
     }
 
-    fn state_view(&self) -> StateView {
-        StateView::build(
+    fn state_parts(&self) -> StateParts {
+        StateParts::take(
             &self.controller,
             &self.file,
             &self.overrides,
