@@ -268,7 +268,10 @@ impl StateParts {
                         .backends
                         .iter()
                         .map(|b| {
-                            let expires = self.expires.get(&(p.name.clone(), b.addr)).copied();
+                            // Most fleets register none: skip the key's clone then.
+                            let expires = (!self.expires.is_empty())
+                                .then(|| self.expires.get(&(p.name.clone(), b.addr)).copied())
+                                .flatten();
                             backend_view(states.get(&b.addr).copied(), expires, now, b)
                         })
                         .collect(),
