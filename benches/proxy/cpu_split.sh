@@ -10,6 +10,10 @@
 #
 # Usage: benches/proxy/cpu_split.sh        (needs nginx, wrk, curl, taskset; build first)
 #        CONNS=1 ROUNDS=5 DUR=8 benches/proxy/cpu_split.sh
+#        CONNS=1 SAME_CPU=1 benches/proxy/cpu_split.sh   compare-proxies' c1same: the
+#            proxies on CPU 0 too, beside wrk and the upstreams
+#        COUNT=1 benches/proxy/cpu_split.sh   also context switches, wake-ups and
+#            syscalls per request (`perf stat` tracepoints over 4 s of each run)
 # Syscalls per request, for the same setup: add
 #   perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,...' -p PID
 # around a run (benches/README.md, fifth pass, has the figures).
@@ -17,22 +21,25 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 conns=${CONNS:-64}
 dur=${DUR:-8}
+proxy_cpu=$([[ ${SAME_CPU:-0} == 1 ]] && echo 0 || echo 1)
+count=${COUNT:-0}
 rounds=${ROUNDS:-3}
 bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need cpu_split.sh nginx wrk curl taskset
+[[ $count == 1 ]] && need cpu_split.sh perf
 [[ -x $bin ]] || { echo "cpu_split.sh: build first: cargo build --release" >&2; exit 2; }
 work=$(mktemp -d /tmp/sluicegate-cpu-split.XXXXXX)
 start_upstreams "$work" 0
 sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#18081#g" -e "s#@UPSTREAM1_PORT@#9101#g" \
     -e "s#@UPSTREAM2_PORT@#9102#g" "$root/../shared/bench/nginx.conf" > "$work/proxy.conf"
 mkdir -p "$work/nginx-proxy-body"
-taskset -c 1 nginx -p "$work" -e "$work/proxy.err" -c "$work/proxy.conf" -g 'daemon off;' &
+taskset -c "$proxy_cpu" nginx -p "$work" -e "$work/proxy.err" -c "$work/proxy.conf" -g 'daemon off;' &
 nginx_pid=$!
 pids+=("$nginx_pid")
 cfg=$(sluicegate_config 127.0.0.1:18090)
-TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 1 "$bin" run -c "$cfg" > "$work/sluicegate.log" 2>&1 &
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c "$proxy_cpu" "$bin" run -c "$cfg" > "$work/sluicegate.log" 2>&1 &
 sluicegate_pid=$!
 pids+=("$sluicegate_pid")
 wait_http http://127.0.0.1:18090/ http://127.0.0.1:18081/
@@ -44,9 +51,21 @@ for round in $(seq "$rounds"); do
         IFS=: read -r name pid port <<< "$system"
         taskset -c 0 timeout 20 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/" > /dev/null
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+        if [[ $count == 1 ]]; then
+            perf stat -e sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
+                -p "$pid" -o "$work/perf-$name-$round.txt" -- sleep 4 &
+            perf_pid=$!
+        fi
         result=$(taskset -c 0 timeout $((dur + 20)) wrk -t1 -c"$conns" -d"${dur}s" "http://127.0.0.1:$port/")
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         requests=$(awk '/requests in/ {print $1}' <<< "$result")
+        if [[ $count == 1 ]]; then
+            wait "$perf_pid" || true
+            # perf counted 4 s of the run: per request at the run's average rate.
+            awk -v q="$requests" -v n="$name" -v d="$dur" '/sched:|syscalls:/ {
+                gsub(",", "", $1); printf "  %s %s per req %.3f\n", n, $2, $1 / (q * 4 / d) }' \
+                "$work/perf-$name-$round.txt"
+        fi
         ticks=$(getconf CLK_TCK)
         awk -v n="$name" -v r="$round" -v c="$conns" -v q="$requests" -v u=$((u1 - u0)) \
             -v s=$((s1 - s0)) -v t="$ticks" 'BEGIN {
