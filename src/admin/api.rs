@@ -164,11 +164,13 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 }
 
 async fn state_handler(State(state): State<AdminState>) -> Response {
-    let Some(view) = state.control.state().await else {
+    let Some(parts) = state.control.state_parts().await else {
         return change_error(ChangeError::Closed);
     };
-    // Megabytes of JSON for 10 000 backends: written off the worker, as it was built.
-    match crate::off_worker::run("state answer", move || serde_json::to_vec(&view)).await {
+    // Built and written as JSON in one job off the workers: megabytes of it for
+    // 10 000 backends.
+    let answer = move || serde_json::to_vec(&parts.finish());
+    match crate::off_worker::run("state answer", answer).await {
         Some(Ok(body)) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,

@@ -33,6 +33,7 @@ use crate::admin::state_view::{StateParts, StateView};
 use crate::config::validate::ApiBackend;
 use crate::config::{ConfigError, ConfigErrors, Spec};
 use crate::discovery::DiscoveredSet;
+use crate::off_worker;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
 use crate::rollout::{Rollout, Weight};
@@ -70,8 +71,8 @@ pub enum Update {
         change: Change,
         reply: oneshot::Sender<Result<serde_json::Value, ChangeError>>,
     },
-    /// `GET /api/v1/state`.
-    State { reply: oneshot::Sender<StateView> },
+    /// `GET /api/v1/state`: what the task holds of it (see [`StateParts`]).
+    State { reply: oneshot::Sender<StateParts> },
     /// What loading `spec` as the file would change.
     Plan {
         spec: Box<Spec>,
@@ -177,7 +178,18 @@ impl ControlHandle {
     }
 
     /// The running state; `None` when the task has stopped.
+    ///
+    /// The task answers with its parts at once; the backends' part, milliseconds
+    /// in a large fleet, is built here on the blocking pool, not on the task's
+    /// worker.
     pub async fn state(&self) -> Option<StateView> {
+        let parts = self.state_parts().await?;
+        off_worker::run("state view", move || parts.finish()).await
+    }
+
+    /// What the task holds of the running state, for [`StateParts::finish`] to
+    /// build; `None` when the task has stopped.
+    pub async fn state_parts(&self) -> Option<StateParts> {
         let (reply, answer) = oneshot::channel();
         self.send(Update::State { reply }).await?;
         answer.await.ok()
@@ -326,14 +338,9 @@ impl Task {
                 }
             }
             Update::State { reply } => {
-                // The backends' part takes milliseconds in a large fleet: built on
-                // the blocking pool, while the task goes on with the next update.
-                let parts = self.state_parts();
-                tokio::task::spawn_blocking(move || {
-                    if reply.send(parts.finish()).is_err() {
-                        tracing::debug!("state requester went away");
-                    }
-                });
+                if reply.send(self.state_parts()).is_err() {
+                    tracing::debug!("state requester went away");
+                }
             }
             Update::Plan { spec, reply } => {
                 if reply.send(self.plan(&spec)).is_err() {
