@@ -36,6 +36,8 @@
 //! load per backend); above, O(1) (at most [`MAX_DRAWS`] draws) while draws find
 //! usable backends, O(n) when they all miss.
 
+use std::cmp::Ordering;
+
 use super::alias::AliasTable;
 use crate::backend::Backend;
 use crate::health::FULL_RAMP;
@@ -91,9 +93,9 @@ impl LeastConn {
                 if !usable(i) {
                     continue;
                 }
-                let r = ramp(i).max(1);
-                let weight = u64::from(backends[i].weight.max(1)) * u64::from(r);
-                best.offer(i, backends[i].state.inflight(), weight, u64::from(r));
+                let r = ramp(i);
+                let weight = ramped_weight(&backends[i], r);
+                best.offer(i, backends[i].state.inflight(), weight, u64::from(r.max(1)));
                 found += 1;
                 if found == CHOICES {
                     break;
@@ -109,8 +111,7 @@ impl LeastConn {
         let mut best = Least::default();
         for (i, backend) in backends.iter().enumerate() {
             if usable(i) {
-                // ≤ 10^6 × 10^3: products with in-flight counts (< 2^32) still fit u64.
-                let weight = u64::from(backend.weight.max(1)) * u64::from(ramp(i).max(1));
+                let weight = ramped_weight(backend, ramp(i));
                 best.offer(i, backend.state.inflight(), weight, weight);
             }
         }
@@ -137,20 +138,22 @@ fn scan_small(
     let mut tied = [0u8; EXACT_MAX];
     let mut upto = [0u64; EXACT_MAX];
     let mut count = 0;
-    let (mut least_inflight, mut least_weight) = (0u64, 1u64);
+    let mut least = (0u64, 1u64);
     for (i, backend) in backends.iter().enumerate().take(EXACT_MAX) {
         if !usable(i) {
             continue;
         }
-        // ≤ 10^6 × 10^3: products with in-flight counts (< 2^32) still fit u64.
-        let weight = u64::from(backend.weight.max(1)) * u64::from(ramp(i).max(1));
-        let inflight = u64::from(backend.state.inflight());
-        let (lhs, rhs) = (inflight * least_weight, least_inflight * weight);
-        if count == 0 || lhs < rhs {
-            count = 0;
-            (least_inflight, least_weight) = (inflight, weight);
-        } else if lhs > rhs {
-            continue;
+        let weight = ramped_weight(backend, ramp(i));
+        let load = (u64::from(backend.state.inflight()), weight);
+        if count > 0 {
+            match cmp_load(load, least) {
+                Ordering::Less => count = 0,
+                Ordering::Equal => {}
+                Ordering::Greater => continue,
+            }
+        }
+        if count == 0 {
+            least = load;
         }
         let before = if count == 0 { 0 } else { upto[count - 1] };
         // i < EXACT_MAX = 16: fits a byte.
@@ -167,6 +170,18 @@ fn scan_small(
             Some(usize::from(tied[at]))
         }
     }
+}
+
+/// `backend`'s weight scaled by its `ramp` permille (0 counts as 1 for both).
+/// At most 10^6 × 10^3: products with in-flight counts (< 2^32) still fit `u64`.
+fn ramped_weight(backend: &Backend, ramp: u32) -> u64 {
+    u64::from(backend.weight.max(1)) * u64::from(ramp.max(1))
+}
+
+/// How load `a` compares with load `b`, each `(inflight, weight)` standing for
+/// `inflight / weight`: cross-multiplied, so exact and float-free.
+fn cmp_load(a: (u64, u64), b: (u64, u64)) -> Ordering {
+    (a.0 * b.1).cmp(&(b.0 * a.1))
 }
 
 /// The running minimum of `inflight / weight`, with a weighted reservoir over ties.
@@ -196,12 +211,11 @@ impl Least {
     #[inline]
     fn offer(&mut self, i: usize, inflight: u32, weight: u64, tie_weight: u64) {
         let inflight = u64::from(inflight);
-        let lhs = inflight * self.weight;
-        let rhs = self.inflight * weight;
-        let take = if self.index.is_none() || lhs < rhs {
+        let order = cmp_load((inflight, weight), (self.inflight, self.weight));
+        let take = if self.index.is_none() || order == Ordering::Less {
             self.tied = tie_weight;
             true
-        } else if lhs == rhs {
+        } else if order == Ordering::Equal {
             self.tied += tie_weight;
             fastrand::u64(..self.tied) < tie_weight
         } else {
