@@ -9,6 +9,7 @@
 //! here and driven by `crate::health`; this module only folds it into the one
 //! eligibility rule. It does not decide *which* backend to use (see `balance`).
 
+use std::cmp;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -349,42 +350,40 @@ pub struct LatencyStamp {
 impl LatencyStamp {
     /// Whether `self × a < other × b` once both are decayed to the same instant
     /// (any instant at or after both stamps: the answer is the same).
-    ///
-    /// The older estimate is decayed to the newer stamp by `d = e^(−x)`, `x` the
-    /// stamps' distance in units of τ. Under load both stamps are recent, `x` is
-    /// tiny, and `1 − x ≤ d ≤ 1 / (1 + x)` settles the comparison without the
-    /// `exp()` (a third of a pick's time when computed every time); only a pair
-    /// within those bounds' width of a tie computes it.
     #[inline]
     pub fn scaled_lt(self, a: f64, other: LatencyStamp, b: f64) -> bool {
         let (lhs, rhs) = (self.value_ns * a, other.value_ns * b);
+        // The older estimate is decayed to the newer stamp.
         if self.at_ns <= other.at_ns {
-            // Is d × lhs < rhs?
-            if lhs < rhs {
-                return true;
-            }
-            let x = decay_units(other.at_ns - self.at_ns);
-            if lhs < rhs * (1.0 + x) {
-                return true;
-            }
-            if lhs * (1.0 - x) >= rhs {
-                return false;
-            }
-            lhs * decay_factor(other.at_ns - self.at_ns) < rhs
+            decayed_cmp(lhs, rhs, other.at_ns - self.at_ns) == cmp::Ordering::Less
         } else {
-            // Is lhs < d × rhs?
-            if lhs >= rhs {
-                return false;
-            }
-            let x = decay_units(self.at_ns - other.at_ns);
-            if lhs < rhs * (1.0 - x) {
-                return true;
-            }
-            if lhs * (1.0 + x) >= rhs {
-                return false;
-            }
-            lhs < rhs * decay_factor(self.at_ns - other.at_ns)
+            decayed_cmp(rhs, lhs, self.at_ns - other.at_ns) == cmp::Ordering::Greater
         }
+    }
+}
+
+/// How `older`, decayed over `elapsed_ns` by `d = e^(−x)` (`x` = `elapsed_ns` / τ),
+/// compares with `newer` (both ≥ 0).
+///
+/// Under load both stamps are recent and `x` tiny: the bounds `1 − x ≤ d ≤
+/// 1 / (1 + x)` settle the comparison without the `exp()` (a third of a p2c pick's
+/// time when computed every time); only a pair within their width of a tie
+/// computes it.
+#[inline]
+fn decayed_cmp(older: f64, newer: f64, elapsed_ns: u64) -> cmp::Ordering {
+    if older < newer {
+        // d ≤ 1: no need to know it.
+        return cmp::Ordering::Less;
+    }
+    let x = decay_units(elapsed_ns);
+    if older < newer * (1.0 + x) {
+        cmp::Ordering::Less
+    } else if older * (1.0 - x) > newer {
+        cmp::Ordering::Greater
+    } else {
+        (older * decay_factor(elapsed_ns))
+            .partial_cmp(&newer)
+            .unwrap_or(cmp::Ordering::Equal)
     }
 }
 
