@@ -751,7 +751,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_unique_hex() {
-        // More than one block's worth, so ids from a new block are checked too.
+        // Distinct over many ids, all of one form.
         let ids: Vec<Vec<u8>> = (0..300)
             .map(|_| RequestId::next().as_bytes().to_vec())
             .collect();
