@@ -193,9 +193,11 @@ impl BackendState {
         self.ewma.stamp()
     }
 
-    /// Feeds one observed response latency into the estimate.
-    pub fn observe_latency(&self, rtt: Duration) {
-        self.ewma.observe(rtt);
+    /// Feeds one response latency, observed at `at`, into the estimate. The caller
+    /// passes the clock reading it took the latency from: a reading costs ~25 ns
+    /// here, and a request already takes several.
+    pub fn observe_latency(&self, rtt: Duration, at: Instant) {
+        self.ewma.observe(rtt, ns_at(at));
     }
 
     /// Closes every connection and tunnel to this backend (streams still running on
@@ -319,9 +321,8 @@ impl PeakEwma {
         }
     }
 
-    fn observe(&self, rtt: Duration) {
+    fn observe(&self, rtt: Duration, now: u64) {
         let sample = rtt.as_nanos() as f64;
-        let now = now_ns();
         let prev = f64::from_bits(self.value.load(Ordering::Relaxed));
         let elapsed = now.saturating_sub(self.stamp.load(Ordering::Relaxed)) as f64;
         let next = if sample > prev {
@@ -401,9 +402,14 @@ fn decay_factor(elapsed_ns: u64) -> f64 {
 
 /// Nanoseconds since the first call in this process (monotonic).
 fn now_ns() -> u64 {
+    ns_at(Instant::now())
+}
+
+/// `at` as nanoseconds since the first call in this process (0 for earlier ones).
+fn ns_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
-    Instant::now().saturating_duration_since(epoch).as_nanos() as u64
+    at.saturating_duration_since(epoch).as_nanos() as u64
 }
 
 #[cfg(test)]
@@ -544,7 +550,7 @@ mod tests {
     #[test]
     fn ewma_takes_peaks_at_once() {
         let s = state();
-        s.observe_latency(Duration::from_millis(50));
+        s.observe_latency(Duration::from_millis(50), Instant::now());
         let est = s.latency_estimate_ns();
         assert!(est > 40_000_000.0 && est <= 50_000_000.0, "{est}");
     }

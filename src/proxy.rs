@@ -319,9 +319,10 @@ impl Proxy {
             };
             match sent {
                 Ok(resp) => {
-                    let latency = started.elapsed();
-                    backend.state.observe_latency(latency);
-                    trail.answered(latency);
+                    let answered = Instant::now();
+                    let latency = answered.saturating_duration_since(started);
+                    backend.state.observe_latency(latency, answered);
+                    trail.answered(latency, answered);
                     pool.report_response(backend, resp.status());
                     pool.health()
                         .traffic()
@@ -492,7 +493,7 @@ async fn send_h1(
     let pool = backend.state.conns();
     // The exchange's deadline counts from when it can begin: the attempt's start
     // (the caller's clock reading) on a pooled connection, after a connect else.
-    let (mut conn, mut reused, begins) = match pool.pop_h1() {
+    let (mut conn, mut reused, begins) = match pool.pop_h1(started) {
         Some(conn) => (conn, true, started),
         // Boxed like hyper's connect path: rare, and it would size every request.
         None => match Box::pin(pool.connect_h1(timeouts.connect)).await {

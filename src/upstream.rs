@@ -74,9 +74,10 @@ struct IdleH1 {
 }
 
 impl IdleH1 {
-    /// Young enough, and not closed by the backend (as far as the socket tells).
-    fn usable(&self) -> bool {
-        self.since.elapsed() <= MAX_IDLE_AGE && self.conn.looks_alive()
+    /// Young enough at `now`, and not closed by the backend (as far as the socket
+    /// tells).
+    fn usable(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) <= MAX_IDLE_AGE && self.conn.looks_alive()
     }
 }
 
@@ -149,10 +150,11 @@ impl ConnPool {
         self.tls.is_none()
     }
 
-    /// A pooled [`h1`] connection that still looks alive, if there is one.
-    pub fn pop_h1(&self) -> Option<h1::H1Conn> {
+    /// A pooled [`h1`] connection that still looks alive at `now` (the caller's
+    /// clock reading), if there is one.
+    pub fn pop_h1(&self, now: Instant) -> Option<h1::H1Conn> {
         while let Some(idle) = self.idle_h1.pop() {
-            if idle.usable() {
+            if idle.usable(now) {
                 return Some(idle.conn);
             }
         }
@@ -168,11 +170,12 @@ impl ConnPool {
     /// Closes the pooled [`h1`] connections the backend closed (or that aged out)
     /// while idle: they have no task that would notice. The rest go back.
     pub fn sweep_idle(&self) {
+        let now = Instant::now();
         for _ in 0..self.idle_h1.len() {
             let Some(idle) = self.idle_h1.pop() else {
                 return;
             };
-            if idle.usable() {
+            if idle.usable(now) {
                 // Full only if requests refilled it meanwhile: then this one goes.
                 let _dropped_when_full = self.idle_h1.push(idle);
             }
@@ -315,7 +318,30 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio_util::sync::CancellationToken;
 
-    use super::ConnPool;
+    use super::{ConnPool, Instant, MAX_IDLE_AGE};
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_age_limit_at_the_callers_reading_is_not_handed_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = ConnPool::new(listener.local_addr().unwrap(), CancellationToken::new());
+        let conn = pool.connect_h1(Duration::from_secs(1)).await.unwrap();
+        let _accepted = listener.accept().await.unwrap();
+        pool.checkin_h1(conn);
+        // The age counts to the reading the caller passes, not to a clock of its own.
+        let checked_in = Instant::now();
+        assert!(pool
+            .pop_h1(checked_in + MAX_IDLE_AGE + Duration::from_secs(1))
+            .is_none());
+        assert_eq!(pool.idle_count(), 0, "the aged connection was dropped");
+
+        let conn = pool.connect_h1(Duration::from_secs(1)).await.unwrap();
+        let _accepted = listener.accept().await.unwrap();
+        pool.checkin_h1(conn);
+        assert!(
+            pool.pop_h1(Instant::now()).is_some(),
+            "a young one is handed out"
+        );
+    }
 
     #[tokio::test]
     async fn the_sweep_closes_pooled_connections_their_backend_closed_and_keeps_the_rest() {

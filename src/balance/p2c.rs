@@ -121,6 +121,8 @@ fn draw(n: usize, exclude: Option<usize>, usable: impl Fn(usize) -> bool) -> Opt
 mod tests {
     use std::time::Duration;
 
+    use tokio::time::Instant;
+
     use super::super::test_backends;
     use super::*;
     use crate::backend::InflightGuard;
@@ -138,8 +140,10 @@ mod tests {
         let backends = test_backends(&[1, 1]);
         backends[0]
             .state
-            .observe_latency(Duration::from_millis(100));
-        backends[1].state.observe_latency(Duration::from_millis(1));
+            .observe_latency(Duration::from_millis(100), Instant::now());
+        backends[1]
+            .state
+            .observe_latency(Duration::from_millis(1), Instant::now());
         let p2c = P2c::build(&backends);
         let share = share_of(&p2c, &backends, 1, 10_000);
         assert!(share >= 0.9, "fast share {share}");
@@ -154,7 +158,8 @@ mod tests {
         // Peak EWMA would keep a 100 ms peak for seconds, so backend 2 only ever sees 1 ms.
         for (i, b) in backends.iter().enumerate() {
             let ms = if i == 2 { 1 } else { 100 };
-            b.state.observe_latency(Duration::from_millis(ms));
+            b.state
+                .observe_latency(Duration::from_millis(ms), Instant::now());
         }
         let p2c = P2c::build(&backends);
         let share = share_of(&p2c, &backends, 2, 10_000);
@@ -195,7 +200,7 @@ mod tests {
         let backends = test_backends(&[1; 8]);
         backends[0]
             .state
-            .observe_latency(Duration::from_millis(100));
+            .observe_latency(Duration::from_millis(100), Instant::now());
         let p2c = P2c::build(&backends);
         for _ in 0..10_000 {
             assert_eq!(p2c.pick(&backends, |i| i == 0 || i == 7), Some(7));

@@ -25,6 +25,9 @@ use crate::snapshot::{Route, Snapshot};
 /// The accounting of one request in flight.
 pub(super) struct Trail<'s> {
     started: Instant,
+    /// When the last attempt's answer arrived: the end of a request answered by a
+    /// backend (no second clock reading for it).
+    answered: Option<Instant>,
     /// Route × pool as far as known (starts as "no route").
     pair: &'s PairMetrics,
     /// Counters of the backend tried last (the one that answered, or failed last).
@@ -46,6 +49,7 @@ impl<'s> Trail<'s> {
         });
         Trail {
             started: Instant::now(),
+            answered: None,
             pair: snapshot.unrouted(),
             backend: None,
             attempts: 0,
@@ -81,22 +85,30 @@ impl<'s> Trail<'s> {
         }
     }
 
-    /// The backend's response head arrived `upstream` after the request was sent.
-    pub(super) fn answered(&mut self, upstream: Duration) {
+    /// The backend's response head arrived, at `at`, `upstream` after the request
+    /// was sent.
+    pub(super) fn answered(&mut self, upstream: Duration, at: Instant) {
+        self.answered = Some(at);
         if let Some(log) = &mut self.log {
             log.upstream = Some(upstream);
         }
     }
 
     /// Records the outcome; `cause` is the `sluicegate-error` of a gateway answer.
+    /// A backend's answer ended the request when its head arrived; the gateway's
+    /// own ends it now.
     // By reference: a response is a few hundred bytes, and each move copies them.
     pub(super) fn finish(self, resp: &mut Response<ResponseBody>, cause: Option<&'static str>) {
         let status = resp.status();
         let retries = self.attempts.saturating_sub(1);
+        let ended = match (cause, self.answered) {
+            (None, Some(at)) => at,
+            _ => Instant::now(),
+        };
         self.pair.record(
             status,
             self.backend.as_deref(),
-            self.started.elapsed(),
+            ended.saturating_duration_since(self.started),
             retries,
         );
         if let Some(mut log) = self.log {
