@@ -12,6 +12,7 @@ pub mod admin;
 pub mod backend;
 pub mod balance;
 pub mod check;
+pub mod cold;
 pub mod config;
 pub mod controller;
 pub mod ctl;

@@ -39,6 +39,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, InflightGuard};
+use crate::cold::cold;
 use crate::config::spec::Timeouts;
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
@@ -172,23 +173,7 @@ impl Proxy {
                 trail.finish(&mut resp, None);
                 resp
             }
-            Err(err) => {
-                tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
-                let cause = err.cause();
-                let refused = matches!(
-                    err,
-                    ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
-                );
-                let mut resp = err.into_response();
-                if refused && version < Version::HTTP_2 {
-                    // What follows on this connection may be the rest of a request
-                    // we refused to frame: never read it as a new one.
-                    resp.headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                trail.finish(&mut resp, Some(cause));
-                resp
-            }
+            Err(err) => gateway_answer(err, version, trail),
         }
     }
 
@@ -288,7 +273,7 @@ impl Proxy {
                         *hold_deadline.get_or_insert_with(|| Instant::now() + spec.timeout);
                     // Boxed like the connect path: rare, and large.
                     let held = hold::wait(&self.snapshot, &pool, &spec, deadline, &mut tried);
-                    match Box::pin(held).await {
+                    match cold(Box::pin(held)).await {
                         Ok(current) => {
                             pool = current;
                             continue;
@@ -315,7 +300,7 @@ impl Proxy {
                 if replayable && replay.is_none() {
                     replay = Some(Replay::of(&req));
                 }
-                send(backend, req, &route.timeouts).await
+                cold(send(backend, req, &route.timeouts)).await
             };
             match sent {
                 Ok(resp) => {
@@ -348,17 +333,7 @@ impl Proxy {
                     );
                 }
                 Err(failed) => {
-                    tracing::debug!(backend = %backend.addr, err = %failed.error, "attempt failed");
-                    if failed.error.is_connect_failure() {
-                        backend.metrics.connect_errors.increment(1);
-                    }
-                    pool.report_error(backend, &failed.error);
-                    if !matches!(
-                        failed.error,
-                        ProxyError::NotSent(_) | ProxyError::NotSentH1(_)
-                    ) {
-                        pool.health().traffic().record_error();
-                    }
+                    report_failure(&pool, backend, &failed.error);
                     tried.add(backend);
                     failures += 1;
                     let next = if failed.error.request_unsent() {
@@ -387,41 +362,96 @@ impl Proxy {
         set_cookie: Option<HeaderValue>,
         idle: Duration,
     ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut parts, body, fields) = match answer {
-            Answer::Hyper(mut resp, sender) => {
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
-                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                    self.tunnels
-                        .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
-                    drop(sender);
-                    let (parts, _) = resp.into_parts();
-                    return Ok(Response::from_parts(parts, ResponseBody::empty()));
-                }
-                let (mut parts, body) = resp.into_parts();
-                headers::strip_hop_by_hop(&mut parts.headers, false);
-                (parts, UpstreamBody::new(body, guard, sender, idle), None)
+        let (resp, fields) = match answer {
+            Answer::Hyper(resp, sender) => {
+                return self.respond_hyper(resp, sender, guard, client_upgrade, set_cookie, idle)
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
             Answer::H1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(ProxyError::BadUpgrade)
             }
-            // The map is empty: the fields stay raw, and their hop-by-hop ones are
-            // left out where they are written (`headers::end_to_end`), so there is
-            // nothing to strip.
-            Answer::H1(resp, fields) => {
-                let (parts, body) = resp.into_parts();
-                (parts, UpstreamBody::h1(body, guard, idle), Some(fields))
-            }
+            Answer::H1(resp, fields) => (resp, fields),
         };
+        // The map is empty: the fields stay raw, and their hop-by-hop ones are left
+        // out where they are written (`headers::end_to_end`), so there is nothing to
+        // strip.
+        let (mut parts, body) = resp.into_parts();
+        if let Some(cookie) = set_cookie {
+            parts.headers.append(header::SET_COOKIE, cookie);
+        }
+        let body = UpstreamBody::h1(body, guard, idle);
+        Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(body, Some(fields)),
+        ))
+    }
+
+    /// `respond` for an answer from hyper's client (requests with a body, upgrades):
+    /// out of line, so its code is not among the gateway-driven path's.
+    #[inline(never)]
+    fn respond_hyper(
+        &self,
+        mut resp: Response<Incoming>,
+        sender: Sender,
+        guard: InflightGuard,
+        client_upgrade: Option<OnUpgrade>,
+        set_cookie: Option<HeaderValue>,
+        idle: Duration,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            self.tunnels
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
+            drop(sender);
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
         if let Some(cookie) = set_cookie {
             parts.headers.append(header::SET_COOKIE, cookie);
         }
         Ok(Response::from_parts(
             parts,
-            ResponseBody::upstream(body, fields),
+            ResponseBody::upstream(UpstreamBody::new(body, guard, sender, idle), None),
         ))
     }
+}
+
+/// Counts a failed attempt where passive ejection and the metrics see it.
+#[cold]
+#[inline(never)]
+fn report_failure(pool: &crate::snapshot::Pool, backend: &Backend, error: &ProxyError) {
+    tracing::debug!(backend = %backend.addr, err = %error, "attempt failed");
+    if error.is_connect_failure() {
+        backend.metrics.connect_errors.increment(1);
+    }
+    pool.report_error(backend, error);
+    if !matches!(error, ProxyError::NotSent(_) | ProxyError::NotSentH1(_)) {
+        pool.health().traffic().record_error();
+    }
+}
+
+/// The gateway's own answer to a request it could not forward.
+#[cold]
+#[inline(never)]
+fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
+    tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
+    let cause = err.cause();
+    let refused = matches!(
+        err,
+        ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
+    );
+    let mut resp = err.into_response();
+    if refused && version < Version::HTTP_2 {
+        // What follows on this connection may be the rest of a request
+        // we refused to frame: never read it as a new one.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    trail.finish(&mut resp, Some(cause));
+    resp
 }
 
 /// One attempt on one backend: a pooled (or new) connection, then the request.
@@ -470,7 +500,7 @@ async fn send(
         }
         // A pooled connection the backend had closed: the request never left, so try
         // once more on a fresh connection to the same backend.
-        conn = match Box::pin(pool.connect(timeouts.connect)).await {
+        conn = match cold(Box::pin(pool.connect(timeouts.connect))).await {
             Ok(sender) => crate::upstream::Conn {
                 sender,
                 reused: false,
@@ -496,7 +526,7 @@ async fn send_h1(
     let (mut conn, mut reused, begins) = match pool.pop_h1(started) {
         Some(conn) => (conn, true, started),
         // Boxed like hyper's connect path: rare, and it would size every request.
-        None => match Box::pin(pool.connect_h1(timeouts.connect)).await {
+        None => match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
             Ok(conn) => (conn, false, Instant::now()),
             Err(error) => return Err(Failed::with_request(error, req)),
         },
@@ -531,7 +561,7 @@ async fn send_h1(
             _ => false,
         };
         if again_on_fresh {
-            conn = match Box::pin(pool.connect_h1(timeouts.connect)).await {
+            conn = match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
                 Ok(conn) => conn,
                 Err(error) => return Err(Failed::with_request(error, req)),
             };

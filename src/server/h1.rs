@@ -46,6 +46,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::cold::cold;
 use crate::proxy::body::ResponseBody;
 use crate::proxy::headers;
 use crate::upstream::h1::RawFields;
@@ -166,7 +167,7 @@ pub(super) async fn serve<H: Handle>(
         let first = match next {
             Next::Request(req, keep_alive) => (req, keep_alive),
             Next::Idle => continue,
-            other => return conn.end(other).await,
+            other => return cold(conn.end(other)).await,
         };
         let busy = Busy {
             handle: &handle,
@@ -237,7 +238,7 @@ impl<H: Handle> Busy<'_, H> {
             (req, keep_alive) = match next {
                 Next::Request(req, keep_alive) => (req, keep_alive),
                 Next::Idle => return Spell::Idle(conn, idle_since),
-                other => return Spell::Ended(conn.end(other).await),
+                other => return Spell::Ended(cold(conn.end(other)).await),
             };
         }
     }
