@@ -1,14 +1,17 @@
-//! Keeping rare paths' code out of the request path's.
+//! Keeping the code of the paths a plain request does not take out of the code it
+//! does take.
 //!
 //! An `async fn` awaited inside another is compiled into its caller's `poll`: the
-//! hyper client path, a connect, a held request's wait all end up in
-//! `Proxy::forward`'s machine code, between the blocks every request runs. A
-//! request then fetches more instruction-cache lines than the code it executes
-//! needs (callgrind's cache simulation: ~1 350 first-level misses per request, most
-//! of them in `forward`). [`Cold`] polls its future through a function of its own,
-//! never inlined, so that code stays in one place off the common path; the future's
-//! state still lives inline (no allocation). Synchronous rare paths get the same with
-//! `#[cold] #[inline(never)]` where they are written.
+//! hyper client path (requests with a body, upgrades), a connect, a held request's
+//! wait all ended up in `Proxy::forward`'s machine code, between the blocks every
+//! bodiless request on a pooled connection runs. A request then fetches more
+//! instruction-cache lines than the code it executes needs, and in a busy host's
+//! shared cores those lines are fetched again for every request (benches/README.md,
+//! ninth pass: ~1 350 simulated first-level misses per request against nginx's
+//! ~1 025). [`Cold`] polls its future through a function of its own, never inlined,
+//! so that code stays in one place off the common path; the future's state still
+//! lives inline (no allocation) and each poll costs one call. Synchronous rare paths
+//! get the same with `#[cold] #[inline(never)]` where they are written.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,7 +26,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// Wraps a rare path's future (see the module documentation).
+/// Wraps the future of a path off the common one (see the module documentation).
 pub fn cold<F: Future>(inner: F) -> Cold<F> {
     Cold { inner }
 }
