@@ -13,6 +13,11 @@
 //! to be applied before it reports ready, so a gateway that just started does not
 //! answer 503 for pools Docker is about to fill; an unreachable engine only
 //! delays readiness by that bound (the pools stay empty until it answers).
+//! Likewise it waits (bounded by the probes' own first delay and timeout) until every
+//! probed backend has had its first probe: a probed backend gets no traffic before
+//! its first pass, so serving earlier would answer 503 for pools that are up. The
+//! listeners are bound meanwhile, so connections made in that time wait in the
+//! kernel's accept queue and are served, not refused.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,12 +32,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer, MetricsSource};
-use crate::config::spec::{DockerSpec, Spec};
+use crate::backend::BackendState;
+use crate::config::spec::{DockerSpec, InitialHealth, Spec};
 use crate::config::ConfigErrors;
 use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
 use crate::discovery::{self, DockerDiscovery};
-use crate::health::HealthEvent;
+use crate::health::{probe, HealthEvent};
 use crate::metrics::{Exporter, MetricsError};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
@@ -45,6 +51,11 @@ use crate::tls::{self, Frontend};
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
 /// Longest wait at start for Docker's first container list.
 const FIRST_LIST: Duration = Duration::from_secs(3);
+/// Allowance beyond a probe's own bound (first delay + timeout) for the task to
+/// start and record its result on a busy machine.
+const FIRST_PROBE_SLACK: Duration = Duration::from_millis(500);
+/// How often the start-up wait looks at the probes' results.
+const FIRST_PROBE_CHECK: Duration = Duration::from_millis(10);
 
 /// How a gateway is run beyond what its spec says.
 #[derive(Clone, Debug, Default)]
@@ -290,6 +301,7 @@ impl Gateway {
             docker,
             ready,
             exporter,
+            snapshot,
             ..
         } = self;
         let mut task = task;
@@ -325,6 +337,8 @@ impl Gateway {
         if let Some(status) = first_list {
             first_list_applied(status, &control).await;
         }
+        first_probes_done(&snapshot).await;
+        drop(snapshot);
         ready.store(true, Ordering::Release);
 
         let stop = CancellationToken::new();
@@ -353,6 +367,55 @@ impl Gateway {
         } else {
             Drained::Clean
         }
+    }
+}
+
+/// Waits until every probed backend of the current snapshot has a first probe
+/// result (pass or fail), at most as long as the slowest of those probes can take
+/// ([`probe::first_result_within`] + [`FIRST_PROBE_SLACK`]).
+async fn first_probes_done(snapshot: &SharedSnapshot) {
+    let current = snapshot.load_full();
+    let mut waiting: Vec<Arc<BackendState>> = Vec::new();
+    let mut bound = Duration::ZERO;
+    for pool in current.pools() {
+        // `initial = "healthy"`: traffic at once, nothing to wait for.
+        let Some(spec) = pool
+            .policy()
+            .probe
+            .as_ref()
+            .filter(|spec| spec.initial != InitialHealth::Healthy)
+        else {
+            continue;
+        };
+        bound = bound.max(probe::first_result_within(spec));
+        waiting.extend(pool.backends().map(|b| Arc::clone(&b.state)));
+    }
+    drop(current);
+    if waiting.is_empty() {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    let deadline = started + bound + FIRST_PROBE_SLACK;
+    // No event says "probed" when a first probe fails without changing the status
+    // (`fall` > 1); the results are atomics, read a few times a start-up.
+    let mut check = tokio::time::interval(FIRST_PROBE_CHECK);
+    loop {
+        waiting.retain(|state| state.health().last_probe().is_none());
+        if waiting.is_empty() {
+            tracing::info!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                "first health probes done; serving"
+            );
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                unprobed = waiting.len(),
+                "some backends have not been probed yet; serving without them until they pass"
+            );
+            return;
+        }
+        check.tick().await;
     }
 }
 

@@ -146,6 +146,12 @@ where
     }
 }
 
+/// The longest a backend's first probe can take to finish from when its task
+/// started: the random first delay, then the probe's timeout.
+pub fn first_result_within(spec: &ProbeSpec) -> Duration {
+    spec.interval.min(MAX_FIRST_DELAY) + spec.timeout
+}
+
 /// A uniformly random delay below `min(interval, MAX_FIRST_DELAY)`.
 fn first_delay(interval: Duration) -> Duration {
     let span = interval.min(MAX_FIRST_DELAY);

@@ -354,3 +354,61 @@ async fn a_backup_takes_over_only_when_every_primary_is_down_and_gives_back() {
     assert_eq!(agents_of(&burst(20).await), ["bk-1"], "and gives back");
     assert_eq!(a[2].requests(), backup_before);
 }
+
+/// `[pools.health]` whose periodic probes are far apart: only the first probe (at a
+/// random delay under a second) happens during a test.
+fn slow_probe(timeout: &str) -> String {
+    format!("[pools.health]\ninterval = \"30s\"\ntimeout = \"{timeout}\"\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_just_started_answers_from_a_probed_pool_at_once() {
+    // Before the gateway waited for the first probes, a request in the first
+    // moments found its backend not yet probed (no traffic) and got 503.
+    let a = agents("fresh", "v1", 2).await;
+    let config = format!(
+        "[[pools]]\nname = \"p\"\nbackends = {}\n{}{}",
+        backends(&a),
+        slow_probe("1s"),
+        route("")
+    );
+    let gw = TestGateway::start(&config).await;
+    let reply = tokio::time::timeout(WAIT, get(gw.addr, "/", &[]))
+        .await
+        .expect("answered in time");
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "first request after start: {:?}",
+        reply.headers.get("sluicegate-error")
+    );
+    assert!(reply.agent().starts_with("fresh-"), "{}", reply.agent());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_whose_probed_backend_is_down_still_starts_serving_within_its_bound() {
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let config = format!(
+        "[[pools]]\nname = \"p\"\nbackends = [{{ addr = \"{down}\" }}]\n[pools.health]\ninterval = \"30s\"\ntimeout = \"200ms\"\nfall = 3\n{}",
+        route("")
+    );
+    let started = Instant::now();
+    let gw = TestGateway::start(&config).await;
+    let reply = tokio::time::timeout(WAIT, get(gw.addr, "/", &[]))
+        .await
+        .expect("answered in time");
+    let waited = started.elapsed();
+    // One failed probe does not change the status with `fall = 3`: the wait ends on
+    // the probe's result, not on a health event.
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The refused probe ends the wait: under the first delay (< 1 s) and some
+    // scheduling. Waiting for a status change instead would last the whole bound,
+    // first delay + timeout + slack = 1.7 s.
+    assert!(
+        waited < Duration::from_millis(1500),
+        "served after {waited:?}"
+    );
+}
