@@ -334,19 +334,31 @@ impl Gateway {
             tasks.spawn(exporter.run_upkeep(background.clone()));
         }
         tasks.close();
-        if let Some(status) = first_list {
-            first_list_applied(status, &control).await;
-        }
-        first_probes_done(&snapshot).await;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let start_up = async {
+            if let Some(status) = first_list {
+                first_list_applied(status, &control).await;
+            }
+            first_probes_done(&snapshot).await;
+        };
+        // A stop during the start-up waits ends them: nothing is served yet.
+        let stopped_early = tokio::select! {
+            () = start_up => false,
+            () = shutdown.as_mut() => true,
+        };
         drop(snapshot);
-        ready.store(true, Ordering::Release);
+        if !stopped_early {
+            ready.store(true, Ordering::Release);
+        }
 
         let stop = CancellationToken::new();
         let serving = join_all(listeners.into_iter().map(|listener| {
             server::serve(listener, stop.clone().cancelled_owned(), drain_timeout)
         }));
         let signal = async {
-            shutdown.await;
+            if !stopped_early {
+                shutdown.await;
+            }
             ready.store(false, Ordering::Release);
             stop.cancel();
         };

@@ -297,6 +297,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 discovery: Default::default(),
             };
             runtime(workers)?.block_on(async {
+                // Installed first, so a stop from here on is a graceful one.
+                let shutdown = shutdown_signal();
                 let gateway = Gateway::bind_with(spec, options).await?;
                 if let Some(admin) = gateway.admin_addr() {
                     tracing::info!(%admin, "admin API");
@@ -305,7 +307,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 if let Some(addr) = gateway.https_addr() {
                     tracing::info!(%addr, "serving HTTPS");
                 }
-                match gateway.serve(shutdown_signal(), drain_timeout).await {
+                match gateway.serve(shutdown, drain_timeout).await {
                     Drained::Clean => tracing::info!("drained, exiting"),
                     Drained::TimedOut => tracing::warn!(
                         ?drain_timeout,
@@ -507,19 +509,33 @@ fn runtime(workers: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.build().context("cannot start the async runtime")
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called,
+/// not when the future is first polled: a signal that comes while the gateway
+/// still starts up is kept for it rather than ending the process at once.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(err) => {
-            tracing::error!(%err, "cannot listen for SIGTERM; only Ctrl-C will stop the gateway");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+                _ = int.recv() => tracing::info!("SIGINT: draining"),
+            },
+            (Err(err), Ok(mut int)) => {
+                tracing::error!(%err, "cannot listen for SIGTERM; only Ctrl-C will stop the gateway");
+                int.recv().await;
+                tracing::info!("SIGINT: draining");
+            }
+            (Ok(mut term), Err(err)) => {
+                tracing::error!(%err, "cannot listen for SIGINT; only SIGTERM will stop the gateway");
+                term.recv().await;
+                tracing::info!("SIGTERM: draining");
+            }
+            (Err(err), Err(_)) => {
+                tracing::error!(%err, "cannot listen for SIGTERM or SIGINT; stop the gateway with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
     }
 }

@@ -148,3 +148,80 @@ split = [{{ pool = "p", weight = 1 }}]
     let events = reply.body.windows(5).filter(|w| w == b"data:").count();
     assert_eq!(events, 3, "the stream was cut during the drain");
 }
+
+/// SIGTERM while the gateway still waits for its first health probes (a backend
+/// that accepts connections and never answers holds that wait for the probe's
+/// timeout): it exits 0 at once, neither killed by the signal nor waiting out the
+/// probes.
+#[tokio::test]
+async fn sigterm_during_the_start_up_wait_exits_0_without_waiting_it_out() {
+    // Accepted by the kernel, never read: a probe there times out.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[listen]
+http = "127.0.0.1:0"
+[[pools]]
+name = "p"
+backends = [{{ addr = "{}" }}]
+[pools.health]
+interval = "30s"
+timeout = "5s"
+[[routes]]
+name = "all"
+split = [{{ pool = "p", weight = 1 }}]
+"#,
+            silent.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sluicegate");
+    let pid = child.id().expect("pid");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    // "serving" is logged once the listeners are bound, before the waits.
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            assert!(
+                !line.contains("first health probes done"),
+                "the probe answered: {line}"
+            );
+            if line.contains("serving") {
+                return;
+            }
+        }
+        panic!("sluicegate exited before binding");
+    })
+    .await
+    .expect("gateway bound in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+
+    let sent = tokio::time::Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exited in time")
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+    // The probe's wait would last its timeout (5 s) and more.
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "exited {:?} after SIGTERM",
+        sent.elapsed()
+    );
+    drop(silent);
+}
