@@ -282,8 +282,10 @@ impl Gateway {
     }
 
     /// Serves every traffic listener until `shutdown` resolves, then drains them
-    /// together for at most `drain_timeout`. `/readyz` answers 503 from the moment
-    /// the drain starts.
+    /// together for at most `drain_timeout`. Accepting begins after the start-up
+    /// waits (Docker's first list, the first probes; see the module documentation),
+    /// which `shutdown` cuts short. `/readyz` answers 503 until then and again from
+    /// the moment the drain starts.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()>,
