@@ -513,29 +513,27 @@ fn runtime(workers: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
 /// not when the future is first polled: a signal that comes while the gateway
 /// still starts up is kept for it rather than ending the process at once.
 fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
+    use tokio::signal::unix::{signal, Signal, SignalKind};
+    let listen = |kind, name| {
+        signal(kind)
+            .inspect_err(|err| tracing::error!(%err, "cannot listen for {name}; it will not stop the gateway"))
+            .ok()
+    };
+    // A signal that cannot be listened for never arrives.
+    async fn arrives(signal: Option<Signal>) {
+        match signal {
+            Some(mut signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let term = listen(SignalKind::terminate(), "SIGTERM");
+    let int = listen(SignalKind::interrupt(), "SIGINT");
     async move {
-        match (term, int) {
-            (Ok(mut term), Ok(mut int)) => tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: draining"),
-                _ = int.recv() => tracing::info!("SIGINT: draining"),
-            },
-            (Err(err), Ok(mut int)) => {
-                tracing::error!(%err, "cannot listen for SIGTERM; only Ctrl-C will stop the gateway");
-                int.recv().await;
-                tracing::info!("SIGINT: draining");
-            }
-            (Ok(mut term), Err(err)) => {
-                tracing::error!(%err, "cannot listen for SIGINT; only SIGTERM will stop the gateway");
-                term.recv().await;
-                tracing::info!("SIGTERM: draining");
-            }
-            (Err(err), Err(_)) => {
-                tracing::error!(%err, "cannot listen for SIGTERM or SIGINT; stop the gateway with SIGKILL");
-                std::future::pending::<()>().await;
-            }
+        tokio::select! {
+            () = arrives(term) => tracing::info!("SIGTERM: draining"),
+            () = arrives(int) => tracing::info!("SIGINT: draining"),
         }
     }
 }

@@ -375,15 +375,9 @@ impl Proxy {
         // The map is empty: the fields stay raw, and their hop-by-hop ones are left
         // out where they are written (`headers::end_to_end`), so there is nothing to
         // strip.
-        let (mut parts, body) = resp.into_parts();
-        if let Some(cookie) = set_cookie {
-            parts.headers.append(header::SET_COOKIE, cookie);
-        }
+        let (parts, body) = resp.into_parts();
         let body = UpstreamBody::h1(body, guard, idle);
-        Ok(Response::from_parts(
-            parts,
-            ResponseBody::upstream(body, Some(fields)),
-        ))
+        Ok(upstream_response(parts, body, Some(fields), set_cookie))
     }
 
     /// `respond` for an answer from hyper's client (requests with a body, upgrades):
@@ -409,14 +403,23 @@ impl Proxy {
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        if let Some(cookie) = set_cookie {
-            parts.headers.append(header::SET_COOKIE, cookie);
-        }
-        Ok(Response::from_parts(
-            parts,
-            ResponseBody::upstream(UpstreamBody::new(body, guard, sender, idle), None),
-        ))
+        let body = UpstreamBody::new(body, guard, sender, idle);
+        Ok(upstream_response(parts, body, None, set_cookie))
     }
+}
+
+/// The client's response around a backend's body, with the sticky cookie if one
+/// is to be set.
+fn upstream_response(
+    mut parts: http::response::Parts,
+    body: UpstreamBody,
+    fields: Option<RawFields>,
+    set_cookie: Option<HeaderValue>,
+) -> Response<ResponseBody> {
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, fields))
 }
 
 /// Counts a failed attempt where passive ejection and the metrics see it.

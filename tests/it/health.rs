@@ -392,7 +392,8 @@ async fn a_gateway_whose_probed_backend_is_down_still_starts_serving_within_its_
         l.local_addr().expect("addr")
     };
     let config = format!(
-        "[[pools]]\nname = \"p\"\nbackends = [{{ addr = \"{down}\" }}]\n[pools.health]\ninterval = \"30s\"\ntimeout = \"200ms\"\nfall = 3\n{}",
+        "[[pools]]\nname = \"p\"\nbackends = [{{ addr = \"{down}\" }}]\n{}fall = 3\n{}",
+        slow_probe("200ms"),
         route("")
     );
     let started = Instant::now();

@@ -1,11 +1,13 @@
 //! Graceful shutdown of the real binary: SIGTERM lets in-flight requests finish.
 
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::support::{agents, get, WAIT};
 
@@ -28,54 +30,17 @@ async fn sigterm_case(workers: Option<&str>, runtime: &str) {
         l.local_addr().unwrap().port()
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("routes.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[listen]
-http = "127.0.0.1:{port}"
-[[pools]]
-name = "p"
-backends = [{{ addr = "{}" }}]
-[[routes]]
-name = "all"
-split = [{{ pool = "p", weight = 1 }}]
-"#,
-            a[0].addr()
-        ),
-    )
-    .unwrap();
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sluicegate"));
-    command.args(["run", "-c"]).arg(&path);
+    let path = one_pool_config(&dir, &format!("127.0.0.1:{port}"), a[0].addr(), "");
+    let mut args = vec!["--drain-timeout", "10s"];
     if let Some(n) = workers {
-        command.args(["--workers", n]);
+        args.extend(["--workers", n]);
     }
-    let mut child = command
-        .args(["--drain-timeout", "10s"])
-        .env("RUST_LOG", "info")
-        .env_remove("TOKIO_WORKER_THREADS")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn sluicegate");
-    let pid = child.id().expect("pid");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    tokio::time::timeout(WAIT, async {
-        let mut saw_runtime = false;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            saw_runtime |= line.contains(runtime);
-            if line.contains("serving") {
-                assert!(saw_runtime, "no '{runtime}' line before serving");
-                return;
-            }
-        }
-        panic!("sluicegate exited before serving");
+    let mut saw_runtime = false;
+    let (mut child, pid) = start_until_serving(&path, &args, |line| {
+        saw_runtime |= line.contains(runtime);
     })
-    .await
-    .expect("gateway started in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    .await;
+    assert!(saw_runtime, "no '{runtime}' line before serving");
 
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500", &[]).await });
@@ -88,11 +53,7 @@ split = [{{ pool = "p", weight = 1 }}]
     .await
     .expect("request reached the agent");
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(pid);
 
     // New connections are refused while the slow request is still running.
     tokio::time::timeout(WAIT, async {
@@ -115,6 +76,78 @@ split = [{{ pool = "p", weight = 1 }}]
         .expect("exited in time")
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+/// Writes a `routes.toml` in `dir`: `listen`, one pool `p` over `backend` (with
+/// `pool_extra`, e.g. its `[pools.health]`), one route to it.
+fn one_pool_config(
+    dir: &tempfile::TempDir,
+    listen: &str,
+    backend: SocketAddr,
+    pool_extra: &str,
+) -> PathBuf {
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[listen]
+http = "{listen}"
+[[pools]]
+name = "p"
+backends = [{{ addr = "{backend}" }}]
+{pool_extra}
+[[routes]]
+name = "all"
+split = [{{ pool = "p", weight = 1 }}]
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `sluicegate run -c path ARGS` (one worker per CPU, log at info) and reads
+/// its log, each line shown to `seen`, up to the "serving" line (logged once the
+/// listeners are bound); the rest of the log is read on in the background.
+async fn start_until_serving(
+    path: &Path,
+    args: &[&str],
+    mut seen: impl FnMut(&str),
+) -> (Child, u32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "-c"])
+        .arg(path)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .env_remove("TOKIO_WORKER_THREADS")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sluicegate");
+    let pid = child.id().expect("pid");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen(&line);
+            if line.contains("serving") {
+                return;
+            }
+        }
+        panic!("sluicegate exited before serving");
+    })
+    .await
+    .expect("gateway started in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, pid)
+}
+
+fn sigterm(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
 }
 
 #[tokio::test]
@@ -158,60 +191,22 @@ async fn sigterm_during_the_start_up_wait_exits_0_without_waiting_it_out() {
     // Accepted by the kernel, never read: a probe there times out.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("routes.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[listen]
-http = "127.0.0.1:0"
-[[pools]]
-name = "p"
-backends = [{{ addr = "{}" }}]
-[pools.health]
-interval = "30s"
-timeout = "5s"
-[[routes]]
-name = "all"
-split = [{{ pool = "p", weight = 1 }}]
-"#,
-            silent.local_addr().unwrap()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluicegate"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn sluicegate");
-    let pid = child.id().expect("pid");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    // "serving" is logged once the listeners are bound, before the waits.
-    tokio::time::timeout(WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            assert!(
-                !line.contains("first health probes done"),
-                "the probe answered: {line}"
-            );
-            if line.contains("serving") {
-                return;
-            }
-        }
-        panic!("sluicegate exited before binding");
+    let path = one_pool_config(
+        &dir,
+        "127.0.0.1:0",
+        silent.local_addr().unwrap(),
+        "[pools.health]\ninterval = \"30s\"\ntimeout = \"5s\"",
+    );
+    let (mut child, pid) = start_until_serving(&path, &[], |line| {
+        assert!(
+            !line.contains("first health probes done"),
+            "the probe answered: {line}"
+        );
     })
-    .await
-    .expect("gateway bound in time");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    .await;
 
     let sent = tokio::time::Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    sigterm(pid);
     let exit = tokio::time::timeout(WAIT, child.wait())
         .await
         .expect("exited in time")
