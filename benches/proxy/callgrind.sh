@@ -21,6 +21,7 @@
 #        CACHE=1 benches/proxy/callgrind.sh LABEL  with valgrind's cache simulation:
 #        also prints first-level instruction-cache misses per request (I1mr/req), a
 #        stand-in for the code footprint of a request (this VM has no hardware counters)
+#        VG_ARGS="--demangle=no" benches/proxy/callgrind.sh LABEL  more valgrind options
 # Output: "<label>: requests=N Ir=M Ir/req=K" and callgrind.out.<label> in $OUT
 # (default /tmp/sluicegate-callgrind) for callgrind_annotate.
 set -euo pipefail
@@ -39,6 +40,10 @@ rm -f "$out/callgrind.out.$label"*
 start_upstreams "$out"
 vg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$out/callgrind.out.$label")
 [[ ${CACHE:-0} == 1 ]] && vg+=(--cache-sim=yes)
+# More valgrind options, split on spaces (e.g. VG_ARGS=--demangle=no for the
+# symbol names the linker knows).
+read -r -a extra <<< "${VG_ARGS:-}"
+vg+=("${extra[@]}")
 case ${PROXY:-sluicegate} in
 sluicegate)
     cfg=$(sluicegate_config 127.0.0.1:18090)
