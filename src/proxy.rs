@@ -440,8 +440,8 @@ fn report_failure(pool: &crate::snapshot::Pool, backend: &Backend, error: &Proxy
 #[cold]
 #[inline(never)]
 fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
-    tracing::debug!(%err, cause = err.cause(), "answered by the gateway");
     let cause = err.cause();
+    tracing::debug!(%err, cause, "answered by the gateway");
     let refused = matches!(
         err,
         ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::support::{agents, backends, get, Reply, TestGateway, WAIT};
+use crate::support::{agents, backends, get, until_agent_has, Reply, TestGateway, WAIT};
 
 mod hold;
 mod many;
@@ -151,13 +151,7 @@ async fn a_killed_agent_stops_getting_traffic_without_failed_requests() {
     let mut gw = healthy_gateway(&addrs, &config).await;
     let dead = state_of(&gw, addrs[1]);
     let load = Load::start(gw.addr, 4, 5_000);
-    tokio::time::timeout(WAIT, async {
-        while a[1].requests() < 20 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("traffic reaches the agent");
+    until_agent_has(&a[1], 20, "traffic reaches the agent").await;
 
     let killed = Instant::now();
     a[1].shutdown();
@@ -206,13 +200,7 @@ async fn passive_ejection_alone_takes_a_killed_agent_out() {
     let mut gw = TestGateway::start(&config).await;
     let dead = state_of(&gw, addrs[1]);
     let load = Load::start(gw.addr, 4, 5_000);
-    tokio::time::timeout(WAIT, async {
-        while a[1].requests() < 20 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("traffic reaches the agent");
+    until_agent_has(&a[1], 20, "traffic reaches the agent").await;
     let killed = Instant::now();
     let attempts_at_kill = dead.requests();
     a[1].shutdown();

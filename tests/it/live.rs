@@ -7,7 +7,7 @@ use http::Method;
 use serde_json::Value;
 
 use crate::support::live::{config_text, LiveGateway};
-use crate::support::{agents, backends, get, WAIT};
+use crate::support::{agents, backends, get, until_agent_has, WAIT};
 
 pub(crate) fn two_pools(blue: &str, green: &str, split: (u32, u32)) -> String {
     format!(
@@ -224,13 +224,7 @@ async fn reload_keeps_backend_state_and_overrides_of_unchanged_pools() {
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500", &[]).await });
     let blue = b[0].addr().to_string();
     let green1 = g[0].addr().to_string();
-    tokio::time::timeout(WAIT, async {
-        while b[0].requests() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("in flight");
+    until_agent_has(&b[0], 1, "in flight").await;
     let path = format!("/api/v1/pools/green/backends/{green1}/drain");
     assert_eq!(gw.api(Method::POST, &path, None).await.status, 200);
 
@@ -277,13 +271,7 @@ async fn readyz_answers_503_while_the_gateway_drains() {
     assert_eq!(gw.api(Method::GET, "/readyz", None).await.status, 200);
     let addr = gw.addr;
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=1000", &[]).await });
-    tokio::time::timeout(WAIT, async {
-        while a[0].requests() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("in flight");
+    until_agent_has(&a[0], 1, "in flight").await;
     let admin = gw.admin;
     let stopping = tokio::spawn(gw.stop());
     tokio::time::timeout(WAIT, async {

@@ -9,7 +9,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-use crate::support::{agents, get, WAIT};
+use crate::support::{agents, get, until_agent_has, WAIT};
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_request_finish_then_exits_0() {
@@ -45,13 +45,7 @@ async fn sigterm_case(workers: Option<&str>, runtime: &str) {
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let slow = tokio::spawn(async move { get(addr, "/slow?ms=1500", &[]).await });
     // Wait (bounded) until the agent has the request, so it is truly in flight.
-    tokio::time::timeout(WAIT, async {
-        while a[0].requests() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("request reached the agent");
+    until_agent_has(&a[0], 1, "request reached the agent").await;
 
     sigterm(pid);
 
@@ -167,13 +161,7 @@ split = [{{ pool = "p", weight = 1 }}]
     .await;
     let addr = gw.addr;
     let stream = tokio::spawn(async move { get(addr, "/sse?events=3&interval_ms=300", &[]).await });
-    tokio::time::timeout(WAIT, async {
-        while a[0].requests() == 0 {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await
-    .expect("stream started");
+    until_agent_has(&a[0], 1, "stream started").await;
     let drained = gw.stop().await;
     assert_eq!(drained, sluicegate::server::Drained::Clean);
     let reply = stream.await.unwrap();

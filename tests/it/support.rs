@@ -108,6 +108,19 @@ pub async fn agents(prefix: &str, version: &str, n: usize) -> Vec<EchoHandle> {
     out
 }
 
+/// Waits (at most [`WAIT`]) until `agent` has received at least `n` requests;
+/// panics naming `what` otherwise. The agent's count has no signal to await, so
+/// this polls it.
+pub async fn until_agent_has(agent: &EchoHandle, n: u64, what: &str) {
+    tokio::time::timeout(WAIT, async {
+        while agent.requests() < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the agent had {} of {n} requests", agent.requests()));
+}
+
 /// `[{ addr = "…" }, …]` for a pool's backends.
 pub fn backends(agents: &[EchoHandle]) -> String {
     let list: Vec<String> = agents
