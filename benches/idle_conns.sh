@@ -25,6 +25,10 @@ if [[ $hard != unlimited && $hard -lt $want ]]; then
 fi
 ulimit -n "$want"
 
-cargo build --release --bin sluicegate --example idle_conns
+# Two builds: an example brings in the dev-dependencies' features (tokio's test-util,
+# whose clock takes a lock on every reading), and one invocation would build the
+# gateway with them too, leaving that binary in target/release for the next benchmark.
+cargo build --release --bin sluicegate
+cargo build --release --example idle_conns
 timeout 300 target/release/examples/idle_conns \
     --conns "$conns" --settle-secs "$settle" --bin target/release/sluicegate "$@"
