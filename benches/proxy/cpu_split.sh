@@ -13,7 +13,12 @@
 #        CONNS=1 SAME_CPU=1 benches/proxy/cpu_split.sh   compare-proxies' c1same: the
 #            proxies on CPU 0 too, beside wrk and the upstreams
 #        COUNT=1 benches/proxy/cpu_split.sh   also context switches, wake-ups and
-#            syscalls per request (`perf stat` tracepoints over 4 s of each run)
+#            syscalls per request (`perf stat` tracepoints over 4 s of each run), and
+#            the inter-processor interrupts per request that each CPU took over the
+#            whole run (/proc/interrupts: RES rescheduling, CAL function call). On a
+#            VM each one is a trip through the hypervisor; with the proxy alone on
+#            CPU 1, those CPU 0 takes are mostly the proxy waking or preempting wrk
+#            and the upstreams there.
 # Syscalls per request, for the same setup: add
 #   perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,...' -p PID
 # around a run (benches/README.md, fifth pass, has the figures).
@@ -45,6 +50,9 @@ pids+=("$sluicegate_pid")
 wait_http http://127.0.0.1:18090/ http://127.0.0.1:18081/
 # nginx's CPU is its worker's (the master only waits).
 nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+# RES and CAL counts of CPU 0 and CPU 1, one line: "res0 res1 cal0 cal1".
+ipis() { awk '$1 == "RES:" { r0 = $2; r1 = $3 } $1 == "CAL:" { c0 = $2; c1 = $3 }
+              END { print r0 + 0, r1 + 0, c0 + 0, c1 + 0 }' /proc/interrupts; }
 
 for round in $(seq "$rounds"); do
     for system in "nginx:$nginx_worker:18081" "sluicegate:$sluicegate_pid:18090"; do
@@ -52,6 +60,7 @@ for round in $(seq "$rounds"); do
         taskset -c 0 timeout 20 wrk -t1 -c"$conns" -d2s "http://127.0.0.1:$port/" > /dev/null
         read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         if [[ $count == 1 ]]; then
+            read -r -a ipi0 < <(ipis)
             perf stat -e sched:sched_switch,sched:sched_wakeup,raw_syscalls:sys_enter,syscalls:sys_enter_epoll_wait \
                 -p "$pid" -o "$work/perf-$name-$round.txt" -- sleep 4 &
             perf_pid=$!
@@ -60,6 +69,11 @@ for round in $(seq "$rounds"); do
         read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
         requests=$(awk '/requests in/ {print $1}' <<< "$result")
         if [[ $count == 1 ]]; then
+            read -r -a ipi1 < <(ipis)
+            awk -v q="$requests" -v n="$name" -v r0=$((ipi1[0] - ipi0[0])) -v r1=$((ipi1[1] - ipi0[1])) \
+                -v c0=$((ipi1[2] - ipi0[2])) -v c1=$((ipi1[3] - ipi0[3])) 'BEGIN {
+                printf "  %s IPIs per req: RES cpu0 %.3f cpu1 %.3f, CAL cpu0 %.3f cpu1 %.3f\n",
+                    n, r0 / q, r1 / q, c0 / q, c1 / q }'
             wait "$perf_pid" || true
             # perf counted 4 s of the run: per request at the run's average rate.
             awk -v q="$requests" -v n="$name" -v d="$dur" '/sched:|syscalls:/ {
