@@ -140,13 +140,17 @@ fn main() -> Result<(), Box<dyn Error>> {
                     let upstream = upstreams[next_upstream % upstreams.len()];
                     next_upstream += 1;
                     // A blocking connect on loopback: accepts are rare (keep-alive).
+                    // A client or upstream that fails here is dropped, not the pump.
                     let Ok(std_up) = std::net::TcpStream::connect(upstream) else {
                         continue;
                     };
-                    std_up.set_nonblocking(true)?;
+                    if std_up.set_nonblocking(true).is_err() {
+                        continue;
+                    }
                     let up = TcpStream::from_std(std_up);
-                    client.set_nodelay(true)?;
-                    up.set_nodelay(true)?;
+                    if client.set_nodelay(true).is_err() || up.set_nodelay(true).is_err() {
+                        continue;
+                    }
                     let slot = match pairs.iter().position(Option::is_none) {
                         Some(free) => free,
                         None => {
