@@ -97,6 +97,42 @@ fn pump(pair: &mut Pair, from: usize) -> io::Result<Flow> {
     }
 }
 
+/// The pair for a new client: its upstream connection made (a blocking connect on
+/// loopback: accepts are rare under keep-alive) and both sides set up; `None` when
+/// any of that fails.
+fn open_pair(client: TcpStream, upstream: SocketAddr) -> Option<Pair> {
+    let std_up = std::net::TcpStream::connect(upstream).ok()?;
+    std_up.set_nonblocking(true).ok()?;
+    let up = TcpStream::from_std(std_up);
+    client.set_nodelay(true).ok()?;
+    up.set_nodelay(true).ok()?;
+    Some(Pair {
+        sides: [client, up],
+        to: [Pending::new(), Pending::new()],
+    })
+}
+
+/// Puts `pair` in the first free slot and registers its sides as
+/// `Token(2 * slot + side)` (side 0 the client, 1 the upstream).
+fn insert(pairs: &mut Vec<Option<Pair>>, poll: &Poll, mut pair: Pair) -> io::Result<()> {
+    let slot = match pairs.iter().position(Option::is_none) {
+        Some(free) => free,
+        None => {
+            pairs.push(None);
+            pairs.len() - 1
+        }
+    };
+    for (side, stream) in pair.sides.iter_mut().enumerate() {
+        poll.registry().register(
+            stream,
+            Token(2 * slot + side),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+    }
+    pairs[slot] = Some(pair);
+    Ok(())
+}
+
 fn addr(var: &str, default: &str) -> Result<Vec<SocketAddr>, Box<dyn Error>> {
     let text = std::env::var(var).unwrap_or_else(|_| default.to_owned());
     text.split(',')
@@ -118,7 +154,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)?;
     let mut events = Events::with_capacity(1024);
-    // Token(2 * slot + side); side 0 is the client, 1 the upstream.
+    // Indexed by slot; see `insert` for the tokens.
     let mut pairs: Vec<Option<Pair>> = Vec::new();
     let mut next_upstream = 0;
     eprintln!("byte_pump: {listen} -> {upstreams:?}");
@@ -139,37 +175,10 @@ fn main() -> Result<(), Box<dyn Error>> {
                     };
                     let upstream = upstreams[next_upstream % upstreams.len()];
                     next_upstream += 1;
-                    // A blocking connect on loopback: accepts are rare (keep-alive).
                     // A client or upstream that fails here is dropped, not the pump.
-                    let Ok(std_up) = std::net::TcpStream::connect(upstream) else {
-                        continue;
-                    };
-                    if std_up.set_nonblocking(true).is_err() {
-                        continue;
+                    if let Some(pair) = open_pair(client, upstream) {
+                        insert(&mut pairs, &poll, pair)?;
                     }
-                    let up = TcpStream::from_std(std_up);
-                    if client.set_nodelay(true).is_err() || up.set_nodelay(true).is_err() {
-                        continue;
-                    }
-                    let slot = match pairs.iter().position(Option::is_none) {
-                        Some(free) => free,
-                        None => {
-                            pairs.push(None);
-                            pairs.len() - 1
-                        }
-                    };
-                    let mut pair = Pair {
-                        sides: [client, up],
-                        to: [Pending::new(), Pending::new()],
-                    };
-                    for (side, stream) in pair.sides.iter_mut().enumerate() {
-                        poll.registry().register(
-                            stream,
-                            Token(2 * slot + side),
-                            Interest::READABLE | Interest::WRITABLE,
-                        )?;
-                    }
-                    pairs[slot] = Some(pair);
                 }
                 continue;
             }
