@@ -45,6 +45,8 @@ pub use redirect::RedirectHttps;
 
 mod conn;
 mod h1;
+#[doc(hidden)]
+pub use h1::fuzz_request_head;
 mod prefixed;
 mod redirect;
 
