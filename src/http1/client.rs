@@ -28,8 +28,8 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
-use crate::wire::{reserve, write_line, READ_SIZE};
+use super::wire::{reserve, write_line, READ_SIZE};
+use crate::upstream::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 
 /// Largest request-head buffer a pooled connection keeps between requests.
 const MAX_KEPT_HEAD_BUFFER: usize = 4 * 1024;
@@ -82,7 +82,7 @@ struct ConnParts {
     buf: BytesMut,
     /// The request head being written (kept for its capacity).
     out: Vec<u8>,
-    /// Bounds each exchange ([`crate::deadline`]: each request's deadline is later
+    /// Bounds each exchange ([`super::deadline`]: each request's deadline is later
     /// than the last, so a request costs no timer registration). Made with the
     /// connection's first exchange.
     timer: Option<Pin<Box<Sleep>>>,
@@ -207,7 +207,7 @@ fn poll_deadline<T>(
     (deadline, timeout): (Instant, Duration),
 ) -> Poll<Result<T, H1Error>> {
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    crate::deadline::poll(timer.as_mut(), cx, deadline).map(|_| Err(H1Error::TimedOut(timeout)))
+    super::deadline::poll(timer.as_mut(), cx, deadline).map(|_| Err(H1Error::TimedOut(timeout)))
 }
 
 /// Lets go of a head buffer a large request grew: a pooled connection keeps its
@@ -242,8 +242,9 @@ pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
 }
 
 /// A backend's response fields as they arrived: passed on to an HTTP/1 client
-/// line by line, never parsed into a `HeaderMap` on the way (that was about a sixth
-/// of a proxied request's instructions). What the framing needed of them was read
+/// line by line, never parsed into a `HeaderMap` on the way (that was a large share
+/// of a proxied request's instructions: benches/JOURNAL.md, fourth pass). What the
+/// framing needed of them was read
 /// once, when the head was parsed.
 #[derive(Debug, Clone, Default)]
 pub struct RawFields {
