@@ -317,4 +317,14 @@ split = [{ pool = "blue", weight = 1 }]
         let gw = LiveGateway::start(&config_text(PROBED, "", "")).await;
         readyz_names_an_ended_task(&gw, task).await;
     }
+    // Docker discovery, pointed at a socket that does not exist: it retries with
+    // backoff (never reaching the real engine) until it is ended on purpose.
+    let nowhere = sluicegate::discovery::Options {
+        docker_host: Some("unix:///nonexistent/sluicegate-test/docker.sock".into()),
+        ..sluicegate::discovery::Options::default()
+    };
+    let text = config_text(&format!("[discovery.docker]\n{BODY}"), "", "");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let gw = LiveGateway::start_with(dir, &text, nowhere).await;
+    readyz_names_an_ended_task(&gw, "discovery").await;
 }
