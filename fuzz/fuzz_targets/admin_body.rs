@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
-use sluicegate::admin::state_view::StateView;
+use sluicegate::controller::state_view::StateView;
 use sluicegate::config::spec::PoolName;
 use sluicegate::config::validate::{validate_backend, validate_split, ApiBackend};
 use sluicegate::overrides::Overrides;
