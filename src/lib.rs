@@ -19,7 +19,6 @@ pub mod ctl;
 pub mod deadline;
 pub mod demo;
 pub mod discovery;
-pub mod echo_agent;
 pub mod gateway;
 pub mod health;
 pub mod metrics;

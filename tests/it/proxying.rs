@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::support::{agents, backends, get, send, TestGateway, WAIT};
 
-async fn one_pool_gateway(n: usize) -> (TestGateway, Vec<sluicegate::echo_agent::EchoHandle>) {
+async fn one_pool_gateway(n: usize) -> (TestGateway, Vec<sluicegate_echo_agent::EchoHandle>) {
     let a = agents("a", "v1", n).await;
     let gw = TestGateway::start(&format!(
         r#"
