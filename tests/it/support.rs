@@ -130,6 +130,15 @@ pub fn backends(agents: &[EchoHandle]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// The most common fixture: pool `p` with `backends` (a TOML array, e.g. from
+/// [`backends`]) and route `all` sending everything to it. Sections a test needs
+/// besides (`[listen]`, `[admin]`, more routes) go around it.
+pub fn one_pool_toml(backends: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"p\"\nbackends = {backends}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\n"
+    )
+}
+
 /// A response read in full.
 #[derive(Debug)]
 pub struct Reply {
