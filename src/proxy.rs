@@ -76,6 +76,9 @@ pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
     tunnels: TaskTracker,
+    /// `listen.http1_fast_path`: bodiless requests may go on gateway-driven
+    /// connections (`http1::client`).
+    http1_fast_path: bool,
 }
 
 /// What a failed attempt leaves: the error, and the request when it is still whole
@@ -144,12 +147,14 @@ impl Replay {
 }
 
 impl Proxy {
-    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`).
-    pub fn new(snapshot: SharedSnapshot, scheme: &'static str) -> Self {
+    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`);
+    /// `http1_fast_path` is `listen.http1_fast_path` (`false`: hyper's client only).
+    pub fn new(snapshot: SharedSnapshot, scheme: &'static str, http1_fast_path: bool) -> Self {
         Proxy {
             snapshot,
             scheme,
             tunnels: TaskTracker::new(),
+            http1_fast_path,
         }
     }
 
@@ -242,7 +247,7 @@ impl Proxy {
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
-        let fast = bodiless && !upgrade;
+        let fast = bodiless && !upgrade && self.http1_fast_path;
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
         let mut forwarding_in_map = !fast;

@@ -109,7 +109,7 @@ pub(crate) enum Outcome {
 // Built once per request and moved twice: boxing would allocate for each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum Parsed {
+pub enum Parsed {
     /// A bodiless request this loop serves, and whether the client lets the
     /// connection carry another one after it.
     Request(Request<()>, bool),
@@ -640,6 +640,13 @@ fn give_spare<T>(kind: fn(&mut Spares) -> &mut Vec<T>, buffer: T, capacity: fn(&
             list.push(buffer);
         }
     });
+}
+
+/// The request head at the front of `buf`, as the loop reads it with at most
+/// `max_headers` fields: taken off it when the loop serves it, left there for
+/// hyper otherwise. For fuzz targets and property tests.
+pub fn parse_request_head(buf: &mut BytesMut, max_headers: usize) -> Parsed {
+    parse(buf, max_headers)
 }
 
 /// The request head at the front of `buf`: taken off it when this loop serves it,
