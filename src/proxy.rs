@@ -247,14 +247,16 @@ impl Proxy {
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
-        let fast = bodiless && !upgrade && self.http1_fast_path;
+        let plain = bodiless && !upgrade;
+        let fast = plain && self.http1_fast_path;
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
         let mut forwarding_in_map = !fast;
         if forwarding_in_map {
             forwarding.apply(&mut parts.headers);
         }
-        let replayable = route.retries > 0 && fast && is_idempotent(&parts.method);
+        // Whichever client sends it: a bodiless head can be sent again.
+        let replayable = route.retries > 0 && plain && is_idempotent(&parts.method);
         // hyper's client consumes the request: a copy of the head is kept for a
         // retry after sending, made before the first attempt through it.
         let mut replay = None;
