@@ -50,7 +50,6 @@ use super::client::RawFields;
 use super::fields;
 use super::wire::{list_items, reserve, write_line, READ_SIZE};
 use crate::cold::cold;
-use crate::proxy::body::ResponseBody;
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;
@@ -275,12 +274,6 @@ pub(crate) trait AnswerBody: Body<Data = bytes::Bytes> {
     /// The raw fields, taken (only the head writer asks).
     fn take_raw_fields(&mut self) -> Option<RawFields> {
         None
-    }
-}
-
-impl AnswerBody for ResponseBody {
-    fn take_raw_fields(&mut self) -> Option<RawFields> {
-        ResponseBody::take_raw_fields(self)
     }
 }
 
