@@ -192,8 +192,8 @@ async fn wait_status(
 /// Waits (bounded) until the gateway's discovery view satisfies `done`.
 async fn wait_view(
     gw: &LiveGateway,
-    done: impl Fn(&sluicegate::admin::state_view::DockerView) -> bool,
-) -> sluicegate::admin::state_view::StateView {
+    done: impl Fn(&sluicegate::controller::state_view::DockerView) -> bool,
+) -> sluicegate::controller::state_view::StateView {
     tokio::time::timeout(WAIT, async {
         loop {
             let state = gw.state().await;
