@@ -8,7 +8,7 @@
 #   scripts/swarm/two-node.sh load IMAGE...              copy more local images to node 2
 #   scripts/swarm/two-node.sh status                     nodes, services, netns, route; exit 1 if down
 #   scripts/swarm/two-node.sh down                       tear everything down (safe to repeat)
-#   scripts/swarm/two-node.sh run CMD...                 up, run CMD, down even when CMD fails
+#   scripts/swarm/two-node.sh run [--build] CMD...       up, run CMD, down even when CMD fails
 #   scripts/swarm/two-node.sh env                        shell assignments for node 2 and the overlay
 #
 # `--build` makes sluicegate:local$SG_TAG and sluicegate-echo:local$SG_TAG with
@@ -227,8 +227,13 @@ env)
     ;;
 run)
     shift
+    build_flag=()
+    if [ "${1:-}" = --build ]; then
+        build_flag=(--build)
+        shift
+    fi
     [ $# -gt 0 ] || { say "run: no command"; exit 2; }
-    up --build
+    up "${build_flag[@]}"
     trap down EXIT
     set +e
     SG_SWARM_DIR=$W SG_NET=$NET SG_SUBNET=$SUBNET SG_NODE2_HOST="unix://$D2_SOCK" SG_TAG=$TAG "$@"
