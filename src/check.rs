@@ -184,11 +184,7 @@ pub fn render(spec: &Spec) -> String {
             }
         };
         let _ = writeln!(out, "  {}  balance={balance}{tls}", p.name);
-        let implied = spec
-            .discovery
-            .docker
-            .as_ref()
-            .is_some_and(|d| d.implied_pools.contains(&p.name));
+        let implied = spec.discovery.implied_pools().contains(&p.name);
         if implied {
             let _ = writeln!(out, "     (not in the file: filled by Docker labels)");
         } else if p.backends.is_empty() {
