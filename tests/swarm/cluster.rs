@@ -240,10 +240,6 @@ impl Cluster {
             "AGENT_STOP_DELAY=2s",
             "--stop-grace-period",
             "10s",
-            "--health-interval",
-            "1s",
-            "--health-start-period",
-            "5s",
             "--update-order",
             "start-first",
             "--update-parallelism",
@@ -258,6 +254,12 @@ impl Cluster {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if !extra.contains(&"--no-healthcheck") {
+            // The image's HEALTHCHECK, probed more often.
+            args.extend(
+                ["--health-interval", "1s", "--health-start-period", "5s"].map(String::from),
+            );
+        }
         args.push("--label".into());
         args.push(self.run_label());
         for label in labels {
