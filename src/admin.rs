@@ -19,6 +19,8 @@
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
 //! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET /api/v1/discovery/swarm` — the Swarm set this gateway read from its own
+//!   engine, for gateways on worker nodes (503 when it has none of its own);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 //!
@@ -44,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
+use crate::discovery::swarm::Board;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use auth::Token;
@@ -75,6 +78,8 @@ struct AdminState {
     token: Option<Token>,
     ready: Arc<AtomicBool>,
     metrics: MetricsSource,
+    /// Swarm discovery's export and its reason for `/readyz` to say 503.
+    board: Arc<Board>,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -125,6 +130,7 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    board: Arc<Board>,
 }
 
 impl AdminServer {
@@ -147,17 +153,25 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let board = Arc::new(Board::default());
         let state = AdminState {
             control,
             rollouts,
             token,
             ready,
             metrics,
+            board: Arc::clone(&board),
         };
         Ok(AdminServer {
             listener,
             router: api::router(state),
+            board,
         })
+    }
+
+    /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
     }
 
     /// The address actually bound.
@@ -167,7 +181,9 @@ impl AdminServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let AdminServer { listener, router } = self;
+        let AdminServer {
+            listener, router, ..
+        } = self;
         serve::serve(listener, router, shutdown).await;
     }
 }

@@ -157,6 +157,19 @@ impl SwarmDiscovery {
     }
 }
 
+/// The bearer token to send to manager gateways: the variable named by
+/// `[discovery.swarm].token_env`, else by `[admin].token_env` (the token the
+/// replicas share), when set and not empty.
+pub fn manager_token(spec: &crate::config::Spec) -> Option<String> {
+    let name = spec
+        .discovery
+        .swarm
+        .as_ref()
+        .and_then(|s| s.token_env.clone())
+        .or_else(|| spec.admin.as_ref().and_then(|a| a.token_env.clone()))?;
+    std::env::var(name).ok().filter(|t| !t.is_empty())
+}
+
 /// `t` as RFC 3339 with seconds (what the state view and the export show).
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
