@@ -111,7 +111,7 @@ async fn manager_api_lost_for_5s_keeps_the_last_set_and_resyncs_within_2s() {
         eligible_at - on,
         started.elapsed()
     ));
-    let view = state_during.get("swarm").cloned().unwrap_or_default();
+    let view = state_during.get("docker").cloned().unwrap_or_default();
     notice(&format!("swarm state while the API was gone: {view}"));
     assert_eq!(
         during, kept,

@@ -84,7 +84,7 @@ async fn discovery_of_20_services_x_10_tasks_costs_little_per_poll_and_an_unchan
     let (t1, cpu1) = (Instant::now(), cpu_ticks(&pid));
     let after = gw.state_json().await;
     let generation = |v: &serde_json::Value| v["counters"]["generation"].as_u64().unwrap_or(0);
-    let lists = |v: &serde_json::Value| v["swarm"]["lists"].as_u64();
+    let lists = |v: &serde_json::Value| v["docker"]["lists"].as_u64();
     let polls = match (lists(&before), lists(&after)) {
         (Some(a), Some(b)) => b - a,
         // No poll counter in the state: one per poll interval.
@@ -94,12 +94,12 @@ async fn discovery_of_20_services_x_10_tasks_costs_little_per_poll_and_an_unchan
     notice(&format!(
         "swarm discovery cost, {SERVICES} services x {TASKS} tasks (all running {all_running:.1?} into the \
          test), 1 s poll: {cpu_ms} ms CPU over {:.1?} and {polls} polls = {:.1} ms per poll; snapshot \
-         generation {} -> {} over those polls; swarm state {}",
+         generation {} -> {} over those polls; discovery state {}",
         t1 - t0,
         cpu_ms as f64 / polls.max(1) as f64,
         generation(&before),
         generation(&after),
-        after["swarm"]
+        after["docker"]
     ));
     assert!(
         polls >= (WATCH.as_secs() * 3 / 4),
