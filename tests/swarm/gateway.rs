@@ -356,8 +356,10 @@ async fn serve(path: PathBuf, mut on: watch::Receiver<bool>) {
 }
 
 /// The `routes.toml` of a test gateway: one route over pool `agents`, filled by
-/// Swarm discovery of services labelled `<prefix>.pool=agents` on `net`, probed
-/// every second (one pass admits, two failures eject); `swarm_extra` goes into
+/// Swarm discovery of services labelled `<prefix>.pool=agents` on `net` polled every
+/// second, probed every 500 ms (one pass admits, two failures eject: a new backend's
+/// first probe comes after a random share of the interval, so the interval bounds
+/// how long after discovery a new task gets traffic); `swarm_extra` goes into
 /// `[discovery.swarm]`.
 pub fn routes_toml(net: &str, prefix: &str, swarm_extra: &str) -> String {
     format!(
@@ -379,8 +381,8 @@ name = "agents"
 balance = "least_conn"
 [pools.health]
 path = "/health"
-interval = "1s"
-timeout = "500ms"
+interval = "500ms"
+timeout = "400ms"
 rise = 1
 fall = 2
 
