@@ -148,6 +148,15 @@ down() {
     fi
     # Plain containers attached to the overlay (tests' gateways and clients).
     docker ps -aq --filter "network=$NET" | xargs -r docker rm -f >/dev/null 2>&1
+    # Wait for the task containers to go before leaving: a swarm left while the
+    # engine is still removing many of them can leave docker_gwbridge with a stale
+    # endpoint count that only an engine restart clears.
+    tasks_left() {
+        [ -z "$(docker ps -aq --filter label=com.docker.swarm.task.id 2>/dev/null)" ] || return 1
+        [ ! -S "$D2_SOCK" ] || ! timeout 5 docker -H "unix://$D2_SOCK" version >/dev/null 2>&1 ||
+            [ -z "$(timeout 5 docker -H "unix://$D2_SOCK" ps -aq --filter label=com.docker.swarm.task.id)" ]
+    }
+    wait_for 900 tasks_left || say "task containers still there after 90 s; leaving anyway"
     # Manager first: the worker's leave is then instant (worker first made the
     # manager's leave take seconds).
     docker swarm leave --force >/dev/null 2>&1
@@ -186,8 +195,12 @@ down() {
     [ "$(swarm_state)" = inactive ] || left="$left swarm:$(swarm_state)"
     ! ip netns list | grep -qw "$NS" || left="$left netns:$NS"
     ! ip link show "$V1" >/dev/null 2>&1 || left="$left link:$V1"
-    ! docker network inspect docker_gwbridge >/dev/null 2>&1 || left="$left docker_gwbridge"
     ! ip route show | grep -q "blackhole $POOL" || left="$left route"
+    if docker network inspect docker_gwbridge >/dev/null 2>&1; then
+        # Not swarm state: the next `swarm init` reuses it. It stays when the engine
+        # holds a stale endpoint count for it (moby#37018); say so, do not fail.
+        say "warning: docker_gwbridge could not be removed: $(docker network rm docker_gwbridge 2>&1 | tail -1)"
+    fi
     if [ -n "$left" ]; then
         say "down: left over:$left"
         return 1
