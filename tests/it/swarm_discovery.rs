@@ -49,6 +49,8 @@ struct Fake {
     inspect: ArcSwap<HashMap<String, String>>,
     mode: AtomicU8,
     task_lists: AtomicU64,
+    /// Lines sent to every open `/events` stream.
+    events: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Fake {
@@ -59,6 +61,7 @@ impl Fake {
             inspect: ArcSwap::from_pointee(HashMap::new()),
             mode: AtomicU8::new(OK),
             task_lists: AtomicU64::new(0),
+            events: tokio::sync::broadcast::channel(16).0,
         });
         let app = Router::new()
             .route(
@@ -77,6 +80,7 @@ impl Fake {
                 }),
             )
             .route("/v1.41/tasks/{id}", get(inspect))
+            .route("/v1.41/events", get(events))
             .with_state(Arc::clone(&fake));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -119,6 +123,19 @@ async fn answer(State(f): State<Arc<Fake>>, body: impl Fn(&Fake) -> String) -> R
         )
             .into_response(),
     }
+}
+
+/// An event stream that stays open and carries what the test sends.
+async fn events(State(f): State<Arc<Fake>>) -> Response {
+    let rx = f.events.subscribe();
+    let lines = futures_util::stream::unfold(rx, |mut rx| async move {
+        let line = rx.recv().await.ok()?;
+        Some((
+            Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)),
+            rx,
+        ))
+    });
+    axum::body::Body::from_stream(lines).into_response()
 }
 
 async fn inspect(State(f): State<Arc<Fake>>, Path(id): Path<String>) -> Response {
@@ -252,6 +269,41 @@ async fn swarm_poll_drains_stopping_tasks_and_tasks_of_lost_nodes_at_once() {
     ));
     fake.wait_lists(2).await;
     assert!(d.sets.borrow().pools.values().flatten().all(|b| b.draining));
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn swarm_service_event_triggers_a_read_before_the_next_poll() {
+    let (fake, addr) = Fake::start().await;
+    // A poll far beyond the test's bound: only the event can explain a re-read.
+    let (mut d, _board, stop) = spawn(addr, spec("60s", ""));
+    wait_set(&mut d.sets, |s| s.len() == 3).await;
+    tokio::time::timeout(WAIT, async {
+        while fake.events.receiver_count() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("event stream open");
+    // The first read, and the one the stream's opening asks for (events may
+    // have been missed before it): two in all, then nothing for 60 s.
+    tokio::time::timeout(WAIT, async {
+        while fake.lists() < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("two reads");
+    let reads = fake.lists();
+    fake.tasks.store(Arc::new(fixture("tasks_scaled.json")));
+    let event = fixture("events.jsonl")
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
+    fake.events.send(format!("{event}\n")).expect("subscriber");
+    wait_set(&mut d.sets, |s| s.pool("agent-blue").len() == 1).await;
+    assert_eq!(fake.lists(), reads + 1, "one read per event");
     stop.cancel();
 }
 

@@ -155,7 +155,7 @@ fn service_report(
             }
             task.role = TaskRole::Waiting;
             task.reason = Some(format!(
-                "task state {} (traffic once running)",
+                "task state {}; traffic once running",
                 t.status.state
             ));
         } else if node_down && !wanted_running {

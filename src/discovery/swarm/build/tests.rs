@@ -246,3 +246,95 @@ fn equal_answers_give_equal_sets_and_the_report_survives_json() {
     let back: SwarmReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back.set(), a.set());
 }
+
+/// 20 services × 10 tasks made from the captured answers: the work of one
+/// unchanged read (parse the three lists, build, derive the set, compare).
+/// Run with `--ignored --nocapture` to see the time per read.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn cost_of_an_unchanged_read_with_20_services_of_10_tasks() {
+    let one: Vec<Service> = parse("services.json");
+    let blue = one.iter().find(|s| s.spec.name == "shop_blue").unwrap();
+    let task: Task = parse::<Vec<Task>>("tasks.json")
+        .into_iter()
+        .find(|t| t.service_id == blue.id)
+        .unwrap();
+    let mut services = Vec::new();
+    let mut tasks = Vec::new();
+    for s in 0..20 {
+        let mut svc = blue.clone();
+        svc.id = format!("svc{s}");
+        svc.spec.name = format!("shop_s{s}");
+        svc.spec
+            .labels
+            .insert("sluicegate.pool".into(), format!("pool{s}"));
+        services.push(svc);
+        for t in 0..10 {
+            let mut task = task.clone();
+            task.id = format!("task{s}x{t}");
+            task.service_id = format!("svc{s}");
+            task.slot = t + 1;
+            task.networks_attachments[0].addresses = vec![format!("10.77.{s}.{}/16", t + 2)];
+            tasks.push(task);
+        }
+    }
+    let nodes: Vec<Node> = parse("nodes.json");
+    // The answers as the engine sends them, so parsing is counted too.
+    let to_json = |tasks: &[Task]| {
+        let mut v: Vec<serde_json::Value> = serde_json::from_str(&fixture("tasks.json")).unwrap();
+        let template = v.remove(0);
+        let list: Vec<serde_json::Value> = tasks
+            .iter()
+            .map(|t| {
+                let mut j = template.clone();
+                j["ID"] = t.id.clone().into();
+                j["ServiceID"] = t.service_id.clone().into();
+                j["Slot"] = t.slot.into();
+                j["NetworksAttachments"][0]["Addresses"] =
+                    serde_json::json!(t.networks_attachments[0].addresses);
+                j
+            })
+            .collect();
+        serde_json::to_string(&list).unwrap()
+    };
+    let tasks_json = to_json(&tasks);
+    let services_json = {
+        let mut v: Vec<serde_json::Value> =
+            serde_json::from_str(&fixture("services.json")).unwrap();
+        let template = v.remove(0);
+        let list: Vec<serde_json::Value> = services
+            .iter()
+            .map(|s| {
+                let mut j = template.clone();
+                j["ID"] = s.id.clone().into();
+                j["Spec"]["Name"] = s.spec.name.clone().into();
+                j["Spec"]["Labels"] = serde_json::json!(s.spec.labels);
+                j["Spec"]["TaskTemplate"]["ContainerSpec"]["Labels"] =
+                    serde_json::json!(s.spec.task_template.container_spec.labels);
+                j
+            })
+            .collect();
+        serde_json::to_string(&list).unwrap()
+    };
+    let nodes_json = fixture("nodes.json");
+    let first = build(&services, &tasks, &[], &nodes, &CTX).set();
+    assert_eq!(first.len(), 200);
+    let rounds = 200u32;
+    let started = std::time::Instant::now();
+    for _ in 0..rounds {
+        let s: Vec<Service> = serde_json::from_str(&services_json).unwrap();
+        let t: Vec<Task> = serde_json::from_str(&tasks_json).unwrap();
+        let n: Vec<Node> = serde_json::from_str(&nodes_json).unwrap();
+        let set = build(&s, &t, &[], &n, &CTX).set();
+        assert!(
+            set == first,
+            "an unchanged read gives an equal set: nothing is published"
+        );
+    }
+    let per = started.elapsed() / rounds;
+    println!(
+        "one read of 20 services x 10 tasks ({} + {} bytes): {per:?}",
+        services_json.len(),
+        tasks_json.len()
+    );
+}
