@@ -53,6 +53,29 @@ pub struct RawLog {
 pub struct RawDiscovery {
     /// `[discovery.docker]`.
     pub docker: Option<RawDocker>,
+    /// `[discovery.swarm]`.
+    pub swarm: Option<RawSwarm>,
+}
+
+/// `[discovery.swarm]`: Swarm services with `sluicegate.*` labels; their running
+/// tasks become backends.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSwarm {
+    /// On when the table is present, unless `enabled = false`.
+    pub enabled: Option<bool>,
+    /// Label key prefix; `sluicegate` when absent.
+    pub label_prefix: Option<String>,
+    /// The overlay network whose task IPs to use.
+    pub network: Option<String>,
+    /// How often the task list is read; `1s` when absent.
+    pub poll_interval: Option<RawDuration>,
+    /// Admin API URLs of gateway replicas on manager nodes, read when this
+    /// node's engine refuses cluster reads (a worker).
+    pub managers: Option<Vec<String>>,
+    /// Environment variable holding the bearer token for `managers`; absent:
+    /// `[admin].token_env`.
+    pub token_env: Option<String>,
 }
 
 /// `[discovery.docker]`: containers with `sluicegate.*` labels become backends.

@@ -77,6 +77,7 @@ impl LiveGateway {
                 sighup: false,
             },
             discovery,
+            ..Default::default()
         };
         let gateway = Gateway::bind_with(spec, options).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
