@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, InflightGuard};
 use crate::cold::cold;
-use crate::config::spec::Timeouts;
+use crate::config::spec::{Timeouts, Upgrades};
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::route::{host_without_port, RequestView};
@@ -218,8 +218,10 @@ impl Proxy {
             None => HeaderValue::from_str(host).ok(),
         });
 
-        let upgrade =
-            req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        // Only the route's `upgrades` may become tunnels; any other upgrade request
+        // goes on as a plain one (its `Upgrade` is stripped with the hop-by-hop rest).
+        let upgrade = req.version() == Version::HTTP_11
+            && headers::keep_allowed_upgrades(req.headers_mut(), &route.upgrades);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -327,9 +329,10 @@ impl Proxy {
                     return self.respond(
                         resp,
                         guard,
-                        client_upgrade,
+                        client_upgrade.map(|on| (on, &route.upgrades)),
                         set_cookie,
                         route.timeouts.idle,
+                        trail,
                     );
                 }
                 Err(failed) => {
@@ -354,17 +357,28 @@ impl Proxy {
     }
 
     /// Turns a backend's response into the client's.
+    /// `client_upgrade` is there when the request asked for an upgrade its route
+    /// allows (with the route's `upgrades`).
     fn respond(
         &self,
         answer: Answer,
         guard: InflightGuard,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (resp, fields) = match answer {
             Answer::Hyper(resp, sender) => {
-                return self.respond_hyper(resp, sender, guard, client_upgrade, set_cookie, idle)
+                return self.respond_hyper(
+                    resp,
+                    sender,
+                    guard,
+                    client_upgrade,
+                    set_cookie,
+                    idle,
+                    trail,
+                )
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
             Answer::H1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -383,20 +397,29 @@ impl Proxy {
     /// `respond` for an answer from hyper's client (requests with a body, upgrades):
     /// out of line, so its code is not among the gateway-driven path's.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn respond_hyper(
         &self,
         mut resp: Response<Incoming>,
         sender: Sender,
         guard: InflightGuard,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
+            // A 101 to a request that asked for no allowed upgrade, or to a
+            // protocol the route does not allow, is the backend's error: the
+            // connection must not become a tunnel past routing.
+            let client_upgrade = match client_upgrade {
+                Some((on, allowed)) if headers::switched_to_allowed(resp.headers(), allowed) => on,
+                _ => return Err(ProxyError::BadUpgrade),
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let tally = trail.tunnel();
             self.tunnels
-                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard, tally));
             drop(sender);
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, ResponseBody::empty()));

@@ -7,4 +7,5 @@ mod client_limits;
 mod h2;
 pub mod raw;
 mod smuggling;
+mod upgrades;
 mod upstreams;
