@@ -239,7 +239,7 @@ pub struct Task {
 
 /// How often pooled upstream connections are checked for ones their backend closed
 /// while idle. hyper's connections notice by themselves (each has a task); the
-/// gateway-driven ones (`upstream::h1`) are checked when taken from the pool and
+/// gateway-driven ones (`http1::client`) are checked when taken from the pool and
 /// here, so a backend that gets no traffic does not keep closed sockets around.
 const IDLE_SWEEP: Duration = Duration::from_secs(5);
 
