@@ -255,7 +255,9 @@ impl Proxy {
         // hyper's client consumes the request: a copy of the head is kept for a
         // retry after sending, made before the first attempt through it.
         let mut replay = None;
-        let mut req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
+        let (body, upload) =
+            RequestBody::client(body, route.max_request_body, route.timeouts.client_body);
+        let mut req = Request::from_parts(parts, body);
 
         let mut tried = Tried::default();
         let mut failures = 0usize;
@@ -302,7 +304,7 @@ impl Proxy {
                 if replayable && replay.is_none() {
                     replay = Some(Replay::of(&req));
                 }
-                cold(send(backend, req, &route.timeouts)).await
+                cold(send(backend, req, &route.timeouts, upload.as_deref())).await
             };
             match sent {
                 Ok(resp) => {
@@ -334,6 +336,12 @@ impl Proxy {
                         route.timeouts.idle,
                         trail,
                     );
+                }
+                Err(failed) if failed.error.is_client_fault() => {
+                    // The client broke its own request: the backend answered
+                    // nothing wrong, so nothing is reported against it.
+                    drop(guard);
+                    return Err(failed.error);
                 }
                 Err(failed) => {
                     report_failure(&pool, backend, &failed.error);
@@ -465,10 +473,7 @@ fn report_failure(pool: &crate::snapshot::Pool, backend: &Backend, error: &Proxy
 fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
     let cause = err.cause();
     tracing::debug!(%err, cause, "answered by the gateway");
-    let refused = matches!(
-        err,
-        ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
-    );
+    let refused = err.breaks_framing();
     let mut resp = err.into_response();
     if refused && version < Version::HTTP_2 {
         // What follows on this connection may be the rest of a request
@@ -481,10 +486,16 @@ fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Respon
 }
 
 /// One attempt on one backend: a pooled (or new) connection, then the request.
+///
+/// The response-header timer starts once the request's body (`upload`, when it
+/// has one) has been taken whole: a long upload is not a late answer. While the
+/// body goes up, the client body timeout bounds the client, and `response_header`
+/// bounds a backend that stops taking the body.
 async fn send(
     backend: &Backend,
     req: Request<RequestBody>,
     timeouts: &Timeouts,
+    upload: Option<&body::Progress>,
 ) -> Result<Answer, Failed> {
     let pool = backend.state.conns();
     let mut conn = match pool.checkout(timeouts.connect).await {
@@ -501,9 +512,26 @@ async fn send(
             );
         if ready {
             let sent = conn.sender.try_send_request(req);
-            match tokio::time::timeout(timeouts.response_header, sent).await {
+            let answer = async {
+                tokio::pin!(sent);
+                if let Some(upload) = upload {
+                    tokio::select! {
+                        biased;
+                        answer = &mut sent => return Ok(answer),
+                        uploaded = upload.sent(timeouts.response_header) => {
+                            if !uploaded {
+                                return Err(());
+                            }
+                        }
+                    }
+                }
+                tokio::time::timeout(timeouts.response_header, sent)
+                    .await
+                    .map_err(drop)
+            };
+            match answer.await {
                 Ok(Ok(resp)) => return Ok(Answer::Hyper(resp, conn.sender)),
-                Err(_) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
+                Err(()) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) if conn.reused => req = unsent,
                     Some(unsent) => {
@@ -514,7 +542,10 @@ async fn send(
                         let err = err.into_error();
                         let error = match body::body_too_large(&err) {
                             Some(limit) => ProxyError::BodyTooLarge { limit },
-                            None => ProxyError::Upstream(err),
+                            None => match body::client_fault(&err) {
+                                Some(fault) => ProxyError::ClientBody(fault, Some(err)),
+                                None => ProxyError::Upstream(err),
+                            },
                         };
                         return Err(Failed::consumed(error));
                     }

@@ -3,6 +3,7 @@
 //! served and checks that nothing leaked (connections, tasks).
 
 mod admin;
+mod blame;
 mod client_limits;
 mod h2;
 pub mod raw;
