@@ -45,6 +45,12 @@ pub fn render(spec: &Spec) -> String {
         c.http2_max_local_error_reset_streams,
         c.http2_max_client_resets,
     );
+    if !l.http1_fast_path {
+        let _ = writeln!(
+            out,
+            "        http1_fast_path off: hyper serves and forwards every request"
+        );
+    }
     if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
         let _ = writeln!(
             out,

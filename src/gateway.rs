@@ -141,6 +141,7 @@ impl Gateway {
             client: spec.listen.client,
         };
         let redirect = spec.listen.redirect_https;
+        let http1_fast_path = spec.listen.http1_fast_path;
         let admin_spec = spec.admin.clone();
         // Before the first snapshot: its metric handles register with the recorder.
         let exporter = if spec.metrics_enabled() {
@@ -160,13 +161,18 @@ impl Gateway {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
                 redirect.port.unwrap_or(https_addr.port()),
             ))),
-            _ => Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "http"))),
+            _ => Handler::Proxy(Arc::new(Proxy::new(
+                Arc::clone(&snapshot),
+                "http",
+                http1_fast_path,
+            ))),
         };
         let mut listeners = vec![Listener {
             tcp: http,
             transport: Transport::Plain,
             handler: http_handler,
             limits,
+            http1_fast_path,
         }];
         let frontend = loaded.frontend;
         let mut cert_watcher = None;
@@ -181,8 +187,13 @@ impl Gateway {
                     acceptor: frontend.acceptor.clone(),
                     handshake_timeout: frontend.handshake_timeout,
                 },
-                handler: Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "https"))),
+                handler: Handler::Proxy(Arc::new(Proxy::new(
+                    Arc::clone(&snapshot),
+                    "https",
+                    http1_fast_path,
+                ))),
                 limits,
+                http1_fast_path,
             });
         }
 

@@ -105,6 +105,9 @@ pub struct RawListen {
     /// Requests a client may cancel before their answer within 10 s; more drop
     /// the connection.
     pub http2_max_client_resets: Option<i64>,
+    /// Serve bodiless HTTP/1.1 on the gateway's own loops (`http1`); `false` sends
+    /// every request through hyper. On when absent.
+    pub http1_fast_path: Option<bool>,
 }
 
 /// `[tls]`: what the HTTPS listener presents.

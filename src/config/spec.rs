@@ -122,6 +122,9 @@ pub struct ListenSpec {
     pub stream_close_delay: Duration,
     /// Bounds on what one client may make the gateway hold.
     pub client: ClientLimits,
+    /// Whether bodiless HTTP/1.1 requests take the gateway's own HTTP/1 loops
+    /// (`http1`) on both sides; `false` serves and forwards everything through hyper.
+    pub http1_fast_path: bool,
 }
 
 /// Client-side limits of `[listen]` beyond the head timeout and connection cap.

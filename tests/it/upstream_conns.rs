@@ -110,9 +110,11 @@ async fn serve(
     }
 }
 
+/// The gateway's config before `backend`; these tests are of the gateway's own
+/// client, so they keep it on whatever the suite's switch says.
 fn config(backend: &KeepAliveBackend) -> String {
     format!(
-        r#"
+        r#"http1_fast_path = true
 [[pools]]
 name = "ka"
 backends = [{{ addr = "{}" }}]
