@@ -317,13 +317,18 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-            // HTTP/1.1 upstream needs Host; h2 clients send :authority instead.
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 upstream needs Host (RFC 9112 §3.2): h2 clients send
+            // :authority instead, an HTTP/1.0 absolute-form request may have none,
+            // and a `Connection: host` nomination must not take it away.
             if let Some(h) = forwarded_host.clone() {
                 parts.headers.insert(header::HOST, h);
             }
         }
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let forwarding = headers::Forwarding::new(
             &parts.headers,
             &client.ip_value,

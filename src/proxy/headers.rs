@@ -85,6 +85,27 @@ pub fn switched_to_allowed(headers: &HeaderMap, allowed: &Upgrades) -> bool {
     matches!((items.next(), items.next()), (Some(one), None) if allowed.allows(one))
 }
 
+/// Joins the `cookie` fields of an HTTP/2 request into one, with `"; "` (RFC 9113
+/// §8.2.3): h2 clients send each cookie as its own field, and an HTTP/1.1
+/// upstream may read only one `Cookie` line.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Valid values joined by "; " are a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
     v.to_str()
         .unwrap_or("")
@@ -456,6 +477,17 @@ mod tests {
         ]);
         assert!(keep_allowed_upgrades(&mut h, &h2c));
         assert_eq!(h["upgrade"], "H2C, websocket/13");
+    }
+
+    #[test]
+    fn h2_cookie_crumbs_are_joined_with_semicolons() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
     }
 
     #[test]
