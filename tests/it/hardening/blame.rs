@@ -13,7 +13,7 @@ use super::raw::{exchange_for, first_answer, Bystander};
 use crate::support::{agents, backends, TestGateway, WAIT};
 
 /// One echo agent that a single failed attempt would eject.
-async fn gateway(extra: &str) -> (TestGateway, Vec<sluicegate::echo_agent::EchoHandle>) {
+async fn gateway(extra: &str) -> (TestGateway, Vec<sluicegate_echo_agent::EchoHandle>) {
     let a = agents("blame", "v1", 1).await;
     let gw = TestGateway::start(&format!(
         r#"

@@ -51,7 +51,7 @@ async fn gateway(
 ) -> (
     TestGateway,
     FakeBackend,
-    Vec<sluicegate::echo_agent::EchoHandle>,
+    Vec<sluicegate_echo_agent::EchoHandle>,
 ) {
     let good = agents("good", "v1", 1).await;
     let fake = FakeBackend::start(Answer::Bytes(answer)).await;
