@@ -35,8 +35,12 @@
 //! Both loops share [`wire`] (head lines, list fields, read buffers) and
 //! [`deadline`] (one long-lived timer per connection); [`fields`] writes a backend's
 //! raw response fields for the client. The parsers are public
-//! ([`server::parse_request_head`], [`client::parse_response_head`]) so fuzz targets
-//! and property tests can drive them directly.
+//! ([`server::parse_request_head`], [`client::parse_response_head`],
+//! [`client::decode_chunked`]) so fuzz targets and property tests can drive them
+//! directly; `tests/it/props/upstream.rs` holds the client to hyper's on mutated
+//! responses, `tests/it/props/http.rs` the server loop to hyper's server.
+//!
+//! This module imports nothing from `proxy` or `upstream`: both build on it.
 
 pub mod client;
 pub mod deadline;
