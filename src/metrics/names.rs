@@ -165,7 +165,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 17);
+        assert_eq!(HELP.len(), 18);
     }
 
     #[test]
