@@ -321,6 +321,16 @@ impl Proxy {
             headers::join_cookies(&mut parts.headers);
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
+        if !bodiless && body_length_unknown(&parts.headers, body.as_ref()) {
+            // hyper's client sends a GET, HEAD or CONNECT whose body has no known
+            // length as bodiless unless the request says it is chunked; the client's
+            // own `Transfer-Encoding` went with the hop-by-hop fields.
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
         if !parts.headers.contains_key(header::HOST) {
             // HTTP/1.1 upstream needs Host (RFC 9112 §3.2): h2 clients send
             // :authority instead, an HTTP/1.0 absolute-form request may have none,
@@ -338,7 +348,6 @@ impl Proxy {
         trail.request_id(forwarding.request_id().as_bytes());
         parts.uri = origin_form(&parts.uri);
         parts.version = Version::HTTP_11;
-        let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
         let plain = bodiless && !upgrade;
@@ -793,6 +802,13 @@ fn request_host<B>(req: &Request<B>) -> Option<(&str, Option<&HeaderValue>)> {
 }
 
 /// Path and query only, as an HTTP/1.1 origin server expects.
+/// A body with no `Content-Length` and no exact size (HTTP/1.1 chunked, h2 DATA
+/// without `content-length`): it goes upstream chunked.
+fn body_length_unknown(headers: &HeaderMap, body: Option<&Incoming>) -> bool {
+    !headers.contains_key(header::CONTENT_LENGTH)
+        && body.is_some_and(|b| http_body::Body::size_hint(b).exact().is_none())
+}
+
 fn origin_form(uri: &Uri) -> Uri {
     let pq = uri
         .path_and_query()

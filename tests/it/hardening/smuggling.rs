@@ -240,3 +240,98 @@ async fn h2_host_that_differs_from_authority_is_400() {
         "only the unambiguous requests were forwarded"
     );
 }
+
+/// The body the backend got after the first request head of `received`.
+fn body_after_head(received: &str) -> &str {
+    received.split_once("\r\n\r\n").map_or("", |(_, body)| body)
+}
+
+#[tokio::test]
+async fn bodies_of_unknown_length_on_any_method_are_forwarded_chunked() {
+    // nginx forwards them; hyper's client would send a GET or HEAD with a body of
+    // unknown length as bodiless, and the client's connection was then closed
+    // under its still-sending body.
+    let fake = FakeBackend::start(Answer::Bytes(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    ))
+    .await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{}\" }}]", fake.addr))).await;
+    for (n, method) in ["GET", "HEAD", "DELETE", "OPTIONS"].iter().enumerate() {
+        // The chunked request, then a second one on the same connection: both answered.
+        let bytes = format!(
+            "{method} /u HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n\
+             GET /next HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        );
+        let r = exchange(gw.addr, bytes.as_bytes()).await;
+        assert_eq!(r.status, 200, "{method}: {}", r.text);
+        assert_eq!(
+            r.text.matches("HTTP/1.1 200").count(),
+            2,
+            "{method}: the connection served the next request: {}",
+            r.text
+        );
+        let received = {
+            let all = fake.received.lock().expect("lock");
+            String::from_utf8_lossy(&all[2 * n]).to_ascii_lowercase()
+        };
+        assert!(
+            received.starts_with(&format!("{} /u", method.to_ascii_lowercase())),
+            "{received}"
+        );
+        assert!(
+            received.contains("transfer-encoding: chunked"),
+            "{method}: {received}"
+        );
+        let body = body_after_head(&received);
+        let dechunked: String = body
+            .split("\r\n")
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .concat();
+        assert_eq!(dechunked, "abcde", "{method}: {body:?}");
+    }
+}
+
+#[tokio::test]
+async fn h2_get_with_data_and_no_content_length_is_forwarded_chunked() {
+    use futures_util::stream;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+    let fake = FakeBackend::start(Answer::Bytes(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    ))
+    .await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{}\" }}]", fake.addr))).await;
+    tokio::time::timeout(WAIT, async {
+        let stream = TcpStream::connect(gw.addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        // A stream body has no exact size: DATA frames and no content-length.
+        let frames = vec![
+            Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(b"abc"))),
+            Ok(Frame::data(Bytes::from_static(b"de"))),
+        ];
+        let req = Request::get("http://t.local/h2")
+            .body(StreamBody::new(stream::iter(frames)))
+            .expect("request");
+        let resp = sender.send_request(req).await.expect("answer");
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+    })
+    .await
+    .expect("bounded");
+    let received = fake.all_received().to_ascii_lowercase();
+    assert!(received.starts_with("get /h2"), "{received}");
+    assert!(
+        received.contains("transfer-encoding: chunked"),
+        "{received}"
+    );
+    assert!(!received.contains("content-length"), "{received}");
+    let body = body_after_head(&received);
+    assert!(body.contains("abc") && body.contains("de"), "{body:?}");
+    assert!(body.ends_with("0\r\n\r\n"), "{body:?}");
+}
