@@ -74,6 +74,15 @@ pub fn check<B>(req: &Request<B>) -> Result<(), Malformed> {
             return Err(Malformed::BadScheme);
         }
     }
+    // Userinfo is deprecated in http URIs (RFC 9110 §4.2.4) and never a Host:
+    // refused in an absolute-form target and an h2 `:authority` as in `Host`.
+    if req
+        .uri()
+        .authority()
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
+        return Err(Malformed::InvalidHost);
+    }
     if let (Some(target), Some(host)) = (req.uri().authority(), host) {
         if !same_authority(target, &host) {
             return Err(Malformed::HostMismatch);
@@ -276,6 +285,10 @@ mod tests {
         let h2 = req(Version::HTTP_2, "http://a.local/", &[("host", "b.local")]);
         assert_eq!(check(&h2), Err(Malformed::HostMismatch));
         assert_eq!(check(&req(Version::HTTP_2, "http://a.local/", &[])), Ok(()));
+        let userinfo = req(Version::HTTP_2, "http://user@a.local/", &[]);
+        assert_eq!(check(&userinfo), Err(Malformed::InvalidHost));
+        let userinfo = req(h11, "http://u:p@a.local/", &[("host", "a.local")]);
+        assert_eq!(check(&userinfo), Err(Malformed::InvalidHost));
     }
 
     #[test]

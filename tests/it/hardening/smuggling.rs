@@ -224,6 +224,14 @@ async fn h2_host_that_differs_from_authority_is_400() {
         assert_eq!(bad.status(), 400);
         assert_eq!(bad.headers()["sluicegate-error"], "host_mismatch");
         let _ = bad.into_body().collect().await;
+        // Userinfo in :authority is refused as it is in Host on HTTP/1.
+        let userinfo = sender
+            .send_request(send("user@t.local", None))
+            .await
+            .expect("answer");
+        assert_eq!(userinfo.status(), 400);
+        assert_eq!(userinfo.headers()["sluicegate-error"], "invalid_host");
+        let _ = userinfo.into_body().collect().await;
         for host in [None, Some("t.local")] {
             let ok = sender
                 .send_request(send("t.local", host))
