@@ -60,6 +60,8 @@ const MAX_FIELDS: usize = 100;
 const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
 /// Body data up to this size is copied after the head (one write for both).
 const COPY_MAX: usize = 16 * 1024;
+/// Empty lines taken before a request line; one more is a 400.
+const MAX_EMPTY_LINES: usize = 4;
 /// Spare buffers a worker thread keeps for connections that wake up.
 const MAX_SPARE: usize = 64;
 /// Largest buffer kept as a spare.
@@ -650,7 +652,26 @@ fn parse(buf: &mut BytesMut, max_headers: usize) -> Parsed {
     // the parse), else in a vector.
     let mut inline = [(0u32, 0u32, 0u32, 0u32); INLINE_FIELDS];
     let mut heap = Vec::new();
-    let (len, method_end, target, keep_alive, spans) = {
+    // RFC 9112 §2.2: empty lines before the request line are ignored (httparse
+    // skips them too), a few of them: a stream of them is no request.
+    let mut empty = 0;
+    let mut at_line = 0;
+    loop {
+        let rest = &buf[at_line..];
+        let eol = match rest {
+            [b'\r', b'\n', ..] => 2,
+            [b'\n', ..] => 1,
+            [] | [b'\r'] => return Parsed::Partial,
+            _ => break,
+        };
+        empty += 1;
+        at_line += eol;
+        if empty > MAX_EMPTY_LINES {
+            let _ = buf.split_to(at_line);
+            return Parsed::Bad;
+        }
+    }
+    let (len, method_span, target, keep_alive, spans) = {
         let mut fields = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_FIELDS];
         let mut req = httparse::Request::new(&mut []);
         let fields = &mut fields[..max_headers.min(MAX_FIELDS)];
@@ -708,16 +729,17 @@ fn parse(buf: &mut BytesMut, max_headers: usize) -> Parsed {
             );
         }
         let target = at(path.as_ptr()) as usize;
+        let method_at = at(method.as_ptr()) as usize;
         (
             len,
-            method.len(),
+            method_at..method_at + method.len(),
             target..target + path.len(),
             keep_alive,
             &*spans,
         )
     };
     let head = buf.split_to(len).freeze();
-    let Ok(method) = Method::from_bytes(&head[..method_end]) else {
+    let Ok(method) = Method::from_bytes(&head[method_span]) else {
         return Parsed::Bad;
     };
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target)) else {
@@ -791,16 +813,22 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
-        let reason = status.canonical_reason().unwrap_or("<none>");
+        // An unknown code has an empty reason (RFC 9112 §4 allows it), as hyper writes.
+        let reason = status.canonical_reason().unwrap_or("");
         out.extend_from_slice(reason.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     let mut length = None;
     let mut dated = false;
+    // 204 and 304 (and 1xx) carry no Content-Length here (RFC 9110 §8.6, §15.4.5):
+    // a backend's is not relayed, as hyper does not relay it.
+    let lengthless = status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+        || status.is_informational();
     if let Some(raw) = raw {
         fields::write_end_to_end(raw, out);
         dated = raw.dated;
-        if let Some(n) = raw.content_length {
+        if let Some(n) = raw.content_length.filter(|_| !lengthless) {
             write_length(out, n);
             length = Some(n);
         }
@@ -810,7 +838,7 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
             continue;
         }
         if *name == header::CONTENT_LENGTH {
-            if length.is_some() {
+            if length.is_some() || lengthless {
                 continue;
             }
             length = std::str::from_utf8(value.as_bytes())

@@ -97,6 +97,26 @@ fn partial_heads_wait_and_stay_in_the_buffer() {
 }
 
 #[test]
+fn a_few_leading_empty_lines_are_ignored_and_more_are_bad() {
+    for lead in ["\r\n", "\n", "\r\n\n\r\n\r\n"] {
+        let (parsed, rest) = parsed(&format!("{lead}PUT /x HTTP/1.1\r\nHost: t\r\n\r\n"));
+        let Parsed::Request(req, _) = parsed else {
+            panic!("{lead:?}: {parsed:?}");
+        };
+        assert_eq!(req.method(), Method::PUT, "{lead:?}");
+        assert_eq!(req.uri(), "/x");
+        assert!(rest.is_empty());
+    }
+    for waiting in ["\r\n", "\r\n\r", "\n\n"] {
+        let (parsed, rest) = parsed(waiting);
+        assert!(matches!(parsed, Parsed::Partial), "{waiting:?}: {parsed:?}");
+        assert_eq!(&rest[..], waiting.as_bytes());
+    }
+    let (parsed, _) = parsed("\r\n\r\n\r\n\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert!(matches!(parsed, Parsed::Bad), "{parsed:?}");
+}
+
+#[test]
 fn a_target_the_uri_parser_refuses_is_bad() {
     let (parsed, _) = parsed("GET http://[::1 HTTP/1.1\r\n\r\n");
     assert!(matches!(parsed, Parsed::Bad), "{parsed:?}");
@@ -119,6 +139,30 @@ fn head_of(
     };
     let head = encode_head(&mut out, &answer, keep_alive);
     (String::from_utf8(out).expect("ascii"), head)
+}
+
+#[test]
+fn no_content_and_not_modified_carry_no_length_and_unknown_codes_no_reason() {
+    for status in [StatusCode::NO_CONTENT, StatusCode::NOT_MODIFIED] {
+        let resp = Response::builder()
+            .status(status)
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let (text, head) = head_of(resp, None, true, true);
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(head.framing, Framing::None);
+    }
+    // HEAD keeps the length the GET would have had.
+    let resp = Response::builder()
+        .header("content-length", "5")
+        .body(())
+        .unwrap();
+    let (text, _) = head_of(resp, None, true, true);
+    assert!(text.contains("content-length: 5\r\n"), "{text}");
+    let resp = Response::builder().status(599).body(()).unwrap();
+    let (text, _) = head_of(resp, Some(0), false, true);
+    assert!(text.starts_with("HTTP/1.1 599 \r\n"), "{text}");
 }
 
 #[test]

@@ -343,3 +343,33 @@ async fn h2_get_with_data_and_no_content_length_is_forwarded_chunked() {
     assert!(body.contains("abc") && body.contains("de"), "{body:?}");
     assert!(body.ends_with("0\r\n\r\n"), "{body:?}");
 }
+
+#[tokio::test]
+async fn a_leading_empty_line_before_the_request_line_is_ignored() {
+    // RFC 9112 §2.2; hyper already did, the plain fast path answered 400.
+    let a = agents("a", "v1", 1).await;
+    let gw = TestGateway::start(&config(&backends(&a))).await;
+    for lead in ["\r\n", "\n", "\r\n\r\n"] {
+        let bytes = format!("{lead}GET /count HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        let r = exchange(gw.addr, bytes.as_bytes()).await;
+        assert_eq!(r.status, 200, "{lead:?}: {}", r.text);
+    }
+    assert_eq!(a[0].requests(), 3);
+}
+
+#[tokio::test]
+async fn no_content_from_a_backend_is_relayed_without_a_length() {
+    let fake = FakeBackend::start(Answer::Bytes(
+        b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\nx-b: 1\r\n\r\n",
+    ))
+    .await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{}\" }}]", fake.addr))).await;
+    let r = exchange(
+        gw.addr,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.header("x-b"), Some("1"), "{}", r.text);
+    assert_eq!(r.header("content-length"), None, "{}", r.text);
+}
