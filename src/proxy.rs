@@ -566,8 +566,20 @@ impl Proxy {
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
         }
         let (mut parts, body) = resp.into_parts();
+        let shape = framing::response_framing(
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        if !shape.use_length {
+            // hyper's client read the body by its coding; a length relayed beside
+            // it would cut the client's copy short.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers, false);
-        let body = UpstreamBody::new(body, guard, sender, idle);
+        let mut body = UpstreamBody::new(body, guard, sender, idle);
+        if !shape.reusable {
+            body.not_reusable();
+        }
         Ok(upstream_response(parts, body, None, set_cookie))
     }
 }

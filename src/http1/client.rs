@@ -560,7 +560,8 @@ fn framing(head: &Head, method: &Method) -> Result<(Framing, bool), H1Error> {
         }
         // With Content-Length as well the message is suspect (RFC 9112 §6.3.3):
         // read it by its transfer coding, then close.
-        let reuse = keep_alive && chunked && !head.has_content_length;
+        let shared = crate::proxy::framing::response_framing(true, head.has_content_length);
+        let reuse = keep_alive && chunked && shared.reusable;
         return Ok(match chunked {
             true => (Framing::Chunked(Chunk::Size), reuse),
             false => (Framing::Close, false),

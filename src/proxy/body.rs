@@ -128,6 +128,11 @@ impl UpstreamBody {
         body
     }
 
+    /// The connection is not pooled again after this body (its framing was suspect).
+    pub fn not_reusable(&mut self) {
+        self.inner.discard();
+    }
+
     /// Carries the request's access-log line until the body ends.
     pub fn attach_log(&mut self, mut line: PendingLine) {
         if self.inner.is_end_stream() {

@@ -176,6 +176,27 @@ fn check_transfer_coding(headers: &HeaderMap) -> Result<(), Malformed> {
     }
 }
 
+/// How a backend's response body is delimited when it names a transfer coding
+/// and/or a length: the one decision both upstream clients follow (the gateway's
+/// own, `http1::client`, and hyper's, whose response is relayed by the proxy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseFraming {
+    /// The `Content-Length` counts; else it is dropped before relaying.
+    pub use_length: bool,
+    /// The connection may carry another exchange after this body.
+    pub reusable: bool,
+}
+
+/// RFC 9112 §6.3 ¶3: with `Transfer-Encoding` the coding wins over any
+/// `Content-Length`, and a message with both is suspect (a smuggling attempt or a
+/// broken server), so its connection is not used again.
+pub fn response_framing(transfer_coding: bool, content_length: bool) -> ResponseFraming {
+    ResponseFraming {
+        use_length: !transfer_coding,
+        reusable: !(transfer_coding && content_length),
+    }
+}
+
 /// 413 when the declared length is above `limit`.
 pub fn check_declared_length(headers: &HeaderMap, limit: Option<u64>) -> Result<(), ProxyError> {
     let Some(limit) = limit else { return Ok(()) };
@@ -304,6 +325,39 @@ mod tests {
         assert_eq!(
             with(&["chunked", "chunked"]),
             Err(Malformed::TransferCoding)
+        );
+    }
+
+    #[test]
+    fn a_transfer_coding_wins_over_a_length_and_both_end_the_connection() {
+        let f = response_framing;
+        assert_eq!(
+            f(false, true),
+            ResponseFraming {
+                use_length: true,
+                reusable: true
+            }
+        );
+        assert_eq!(
+            f(true, false),
+            ResponseFraming {
+                use_length: false,
+                reusable: true
+            }
+        );
+        assert_eq!(
+            f(true, true),
+            ResponseFraming {
+                use_length: false,
+                reusable: false
+            }
+        );
+        assert_eq!(
+            f(false, false),
+            ResponseFraming {
+                use_length: true,
+                reusable: true
+            }
         );
     }
 

@@ -373,3 +373,28 @@ async fn no_content_from_a_backend_is_relayed_without_a_length() {
     assert_eq!(r.header("x-b"), Some("1"), "{}", r.text);
     assert_eq!(r.header("content-length"), None, "{}", r.text);
 }
+
+#[tokio::test]
+async fn a_response_with_length_and_chunked_is_read_chunked_on_both_clients() {
+    // RFC 9112 §6.3: the coding wins and the connection is not used again. A
+    // bodiless GET goes on the gateway's own client (fast path on), a POST on
+    // hyper's: both follow `framing::response_framing`.
+    let fake = FakeBackend::start(Answer::Bytes(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    ))
+    .await;
+    let gw = TestGateway::start(&config(&format!("[{{ addr = \"{}\" }}]", fake.addr))).await;
+    let requests = [
+        &b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"[..],
+        &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx"[..],
+    ];
+    for (n, bytes) in requests.iter().enumerate() {
+        let r = exchange(gw.addr, bytes).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let body = r.text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        assert!(body.contains("hello"), "the whole body: {}", r.text);
+        assert_ne!(r.header("content-length"), Some("2"), "{}", r.text);
+        // The suspect connection was closed, not pooled.
+        fake.wait_closed(n + 1).await;
+    }
+}
