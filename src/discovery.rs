@@ -159,6 +159,9 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Bound on each Docker API request (not on the event stream).
     pub request_timeout: Duration,
+    /// Where `docker_events_total` is counted: the gateway's own recorder (the
+    /// gateway sets it; off by default).
+    pub metrics: crate::metrics::Registrar,
 }
 
 impl Default for Options {
@@ -170,6 +173,7 @@ impl Default for Options {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            metrics: crate::metrics::Registrar::off(),
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
 use crate::discovery::{self, DockerDiscovery};
 use crate::health::{probe, HealthEvent};
-use crate::metrics::{Exporter, MetricsError};
+use crate::metrics::{Exporter, MetricsError, Registrar};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
 use crate::rollout::{Manager, RolloutHandle};
@@ -145,18 +145,23 @@ impl Gateway {
         };
         let redirect = spec.listen.redirect_https;
         let admin_spec = spec.admin.clone();
-        // Before the first snapshot: its metric handles register with the recorder.
+        // Before the first snapshot: its metric handles register with this
+        // gateway's own recorder (never the process's global one).
         let exporter = if spec.metrics_enabled() {
-            Some(crate::metrics::install().map_err(GatewayError::Metrics)?)
+            Some(Exporter::build().map_err(GatewayError::Metrics)?)
         } else {
             None
         };
-        let docker = spec
-            .discovery
-            .docker
-            .clone()
-            .map(|d| (d, options.discovery.clone()));
-        let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let metrics = exporter
+            .as_ref()
+            .map_or_else(Registrar::off, Exporter::registrar);
+        let docker = spec.discovery.docker.clone().map(|d| {
+            let mut discovery = options.discovery.clone();
+            discovery.metrics = metrics.clone();
+            (d, discovery)
+        });
+        let (task, control, snapshot) =
+            Task::new(spec, options.config_path.clone(), metrics.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
         let http_handler = match (redirect, https_addr) {
@@ -170,6 +175,7 @@ impl Gateway {
             transport: Transport::Plain,
             handler: http_handler,
             limits,
+            metrics: metrics.clone(),
         }];
         let frontend = loaded.frontend;
         let mut cert_watcher = None;
@@ -186,6 +192,7 @@ impl Gateway {
                 },
                 handler: Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "https"))),
                 limits,
+                metrics: metrics.clone(),
             });
         }
 

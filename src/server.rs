@@ -134,6 +134,8 @@ pub struct Listener {
     pub handler: Handler,
     /// Head timeout, connection cap and the other client limits.
     pub limits: Limits,
+    /// The gateway's metrics: open connections count here.
+    pub metrics: crate::metrics::Registrar,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains for at most `drain_timeout`.
@@ -152,6 +154,7 @@ pub async fn serve(
         transport,
         handler,
         limits,
+        metrics,
     } = listener;
     let builder = Arc::new(conn::builder(&limits));
     let closing = CancellationToken::new();
@@ -212,7 +215,7 @@ pub async fn serve(
         let transport = transport.clone();
         // Tracked from accept, so a connection still in its TLS handshake holds up
         // the drain (and counts in `active_connections`).
-        let open = crate::metrics::connection_opened();
+        let open = metrics.connection_opened();
         conns.spawn(async move {
             let _open = open;
             match transport {

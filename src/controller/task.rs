@@ -249,8 +249,13 @@ const IDLE_SWEEP: Duration = Duration::from_secs(5);
 impl Task {
     /// Loads persisted overrides (if `[admin].state_file` is set), builds the first
     /// snapshot from file + overrides, and returns the task, its handle and the
-    /// snapshot the data plane reads.
-    pub fn new(file: Spec, config_path: Option<PathBuf>) -> (Task, ControlHandle, SharedSnapshot) {
+    /// snapshot the data plane reads. Metrics are recorded into `metrics`, the
+    /// gateway's own recorder.
+    pub fn new(
+        file: Spec,
+        config_path: Option<PathBuf>,
+        metrics: crate::metrics::Registrar,
+    ) -> (Task, ControlHandle, SharedSnapshot) {
         let state_file = file.admin.as_ref().and_then(|a| a.state_file.clone());
         let overrides = match &state_file {
             Some(path) => load_overrides(path, &file),
@@ -258,7 +263,7 @@ impl Task {
         };
         let discovered = DiscoveredSet::default();
         let base = discovered::base_of(&file, &discovered);
-        let controller = Controller::new(overrides.merge(&base));
+        let controller = Controller::with_metrics(overrides.merge(&base), metrics);
         let shared = controller.shared();
         let (counters, counters_rx) = watch::channel(Counters {
             generation: controller.generation(),
@@ -336,7 +341,7 @@ impl Task {
             }
             Update::FileInvalid { errors } => {
                 tracing::debug!(%errors, "invalid config counted");
-                crate::metrics::count_reload(false);
+                self.controller.metrics().count_reload(false);
                 self.counters.send_modify(|c| c.reloads_failed += 1);
             }
             Update::Change { change, reply } => {

@@ -43,7 +43,7 @@ impl Task {
             self.persist_or_log();
         }
         self.publish().await;
-        crate::metrics::count_reload(true);
+        self.controller.metrics().count_reload(true);
         self.counters.send_modify(|c| c.reloads_ok += 1);
         tracing::info!(generation = self.controller.generation(), "config reloaded");
     }

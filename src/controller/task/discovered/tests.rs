@@ -78,7 +78,7 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         let spec = crate::config::parse(FILE).expect("valid");
-        let (mut task, handle, shared) = Task::new(spec, None);
+        let (mut task, handle, shared) = Task::new(spec, None, crate::metrics::Registrar::off());
         let (sets, sets_rx) = watch::channel(DiscoveredSet::default());
         let (hints, drains) = mpsc::channel(4);
         let (status, status_rx) = watch::channel(DiscoveryStatus::default());
