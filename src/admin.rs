@@ -20,6 +20,8 @@
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
 //! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET /api/v1/discovery/swarm` — the Swarm set this gateway read from its own
+//!   engine, for gateways on worker nodes (503 when it has none of its own);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 //!
@@ -51,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
+use crate::discovery::swarm::Board;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use crate::tasks::TaskWatch;
@@ -84,6 +87,8 @@ struct AdminState {
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
     metrics: MetricsSource,
+    /// Swarm discovery's export and its reason for `/readyz` to say 503.
+    board: Arc<Board>,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -134,6 +139,7 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
 }
@@ -160,6 +166,7 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let board = Arc::new(Board::default());
         let state = AdminState {
             control,
             rollouts,
@@ -167,13 +174,20 @@ impl AdminServer {
             ready,
             tasks,
             metrics,
+            board: Arc::clone(&board),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
             listener,
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
+            board,
         })
+    }
+
+    /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
     }
 
     /// The address actually bound.
@@ -187,6 +201,7 @@ impl AdminServer {
             listener,
             router,
             health,
+            ..
         } = self;
         serve::serve(listener, router, health, shutdown).await;
     }
