@@ -9,7 +9,8 @@
 //! Endpoints (`/healthz` and `/readyz` need no token, so a Docker HEALTHCHECK does
 //! not need the secret):
 //! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
-//!   traffic listener serving (503 while shutting down);
+//!   traffic listener serving (503 while shutting down, and while a configured
+//!   discovery source has never listed, see [`ListedGate`]);
 //! - `GET /metrics` — Prometheus text (behind the token when one is set): the
 //!   exporter's counters and histograms plus gauges sampled from the current
 //!   snapshot at that moment (see `crate::metrics`), rendered on the blocking pool
@@ -44,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
+use crate::discovery::ListedGate;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use auth::Token;
@@ -75,6 +77,8 @@ struct AdminState {
     token: Option<Token>,
     ready: Arc<AtomicBool>,
     metrics: MetricsSource,
+    /// Discovery sources that must have listed once before `/readyz` is 200.
+    listed: ListedGate,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -125,6 +129,7 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    listed: ListedGate,
 }
 
 impl AdminServer {
@@ -153,11 +158,19 @@ impl AdminServer {
             token,
             ready,
             metrics,
+            listed: ListedGate::default(),
         };
         Ok(AdminServer {
             listener,
+            listed: state.listed.clone(),
             router: api::router(state),
         })
+    }
+
+    /// The discovery sources `/readyz` waits for (see [`ListedGate`]); a source
+    /// registers there when it starts.
+    pub fn listed_gate(&self) -> ListedGate {
+        self.listed.clone()
     }
 
     /// The address actually bound.
@@ -167,7 +180,9 @@ impl AdminServer {
 
     /// Serves until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
-        let AdminServer { listener, router } = self;
+        let AdminServer {
+            listener, router, ..
+        } = self;
         serve::serve(listener, router, shutdown).await;
     }
 }

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::support::live::{api, config_text, LiveGateway};
 use crate::support::{agents, backends, get, WAIT};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
 
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
