@@ -216,6 +216,7 @@ fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
         listen: "127.0.0.1:0".parse().expect("addr"),
         token_env: None,
         state_file: None,
+        allowed_hosts: Vec::new(),
     });
     spec
 }

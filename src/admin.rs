@@ -9,8 +9,9 @@
 //! Endpoints (`/healthz` and `/readyz` need no token, so a Docker HEALTHCHECK does
 //! not need the secret):
 //! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
-//!   traffic listener serving (503 while shutting down, and while a configured
-//!   discovery source has never listed, see [`ListedGate`]);
+//!   traffic listener serving (503 while shutting down, 503 naming it once a
+//!   background task ended: see `crate::tasks`, and 503 while a configured
+//!   discovery source has never listed: see [`ListedGate`]);
 //! - `GET /metrics` — Prometheus text (behind the token when one is set): the
 //!   exporter's counters and histograms plus gauges sampled from the current
 //!   snapshot at that moment (see `crate::metrics`), rendered on the blocking pool
@@ -23,16 +24,22 @@
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 //!
+//! Every route refuses what a web page could send (see `guard`): a `Host` that
+//! does not name this listener, a foreign `Origin` (403), a write that is not
+//! `application/json` (415).
+//!
 //! Limits: request heads within 5 s, bodies up to 1 MiB (413 beyond), a whole
-//! request (body and handler) within 10 s (408), at most 64 connections at once.
+//! request (body and handler) within 10 s (408), at most 64 connections at once;
+//! beyond those, 8 more get only `/healthz` and `/readyz` with a 1 s head
+//! timeout, so idle connections cannot fail a health check.
 //! The token is never logged and never part of `/api/v1/state` (only the *name*
 //! of its environment variable is).
 
 mod api;
 pub mod auth;
+mod guard;
 mod rollouts;
 mod serve;
-pub mod state_view;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -48,6 +55,7 @@ use crate::controller::SharedSnapshot;
 use crate::discovery::ListedGate;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
+use crate::tasks::TaskWatch;
 use auth::Token;
 
 /// Why the admin API could not start.
@@ -76,6 +84,7 @@ struct AdminState {
     rollouts: RolloutHandle,
     token: Option<Token>,
     ready: Arc<AtomicBool>,
+    tasks: TaskWatch,
     metrics: MetricsSource,
     /// Discovery sources that must have listed once before `/readyz` is 200.
     listed: ListedGate,
@@ -129,17 +138,21 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    /// Served on connections beyond the regular budget (see `serve`).
+    health: Router,
     listed: ListedGate,
 }
 
 impl AdminServer {
     /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
-    /// reports; `rollouts` serves `/api/v1/rollouts`; `metrics` what `/metrics` serves.
+    /// reports, unless a task in `tasks` ended; `rollouts` serves
+    /// `/api/v1/rollouts`; `metrics` what `/metrics` serves.
     pub async fn bind(
         spec: &AdminSpec,
         control: ControlHandle,
         rollouts: RolloutHandle,
         ready: Arc<AtomicBool>,
+        tasks: TaskWatch,
         metrics: MetricsSource,
     ) -> Result<AdminServer, AdminError> {
         let token = resolve_token(spec)?;
@@ -157,13 +170,16 @@ impl AdminServer {
             rollouts,
             token,
             ready,
+            tasks,
             metrics,
             listed: ListedGate::default(),
         };
+        let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
             listener,
             listed: state.listed.clone(),
-            router: api::router(state),
+            router: api::router(state.clone(), hosts.clone()),
+            health: api::health_router(state, hosts),
         })
     }
 
@@ -181,9 +197,12 @@ impl AdminServer {
     /// Serves until `shutdown` is cancelled.
     pub async fn serve(self, shutdown: CancellationToken) {
         let AdminServer {
-            listener, router, ..
+            listener,
+            router,
+            health,
+            ..
         } = self;
-        serve::serve(listener, router, shutdown).await;
+        serve::serve(listener, router, health, shutdown).await;
     }
 }
 

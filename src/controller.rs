@@ -29,7 +29,11 @@
 //! It is driven by the controller task ([`task`]), which receives every change (file
 //! reload, admin API, TTL expiry) on one channel.
 
+mod refusal;
+pub mod state_view;
 pub mod task;
+
+pub use refusal::{Refusal, Stopped};
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -66,9 +70,6 @@ pub struct Controller {
     streams_closed: u64,
     /// Snapshots published so far (the first one is 1).
     generation: u64,
-    /// Test only: handed to the next build (see [`Build`]).
-    #[cfg(test)]
-    build_gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// A removed backend whose remaining streams close at `at`.
@@ -103,8 +104,6 @@ impl Controller {
             retiring: Vec::new(),
             streams_closed: 0,
             generation: 1,
-            #[cfg(test)]
-            build_gate: None,
         }
     }
 
@@ -133,8 +132,19 @@ impl Controller {
     /// with one worker (`--workers 1`) every request. The controller task waits
     /// here, so changes still apply one at a time and in order.
     pub async fn apply_off_worker(&mut self, spec: Spec) {
+        self.apply_off_worker_after(spec, || {}).await;
+    }
+
+    /// [`apply_off_worker`](Self::apply_off_worker), running `first` on the
+    /// blocking pool before the build: tests hold a build there to see whether
+    /// the runtime serves other tasks meanwhile.
+    async fn apply_off_worker_after(&mut self, spec: Spec, first: impl FnOnce() + Send + 'static) {
         let build = self.begin(spec);
-        let Some(built) = off_worker::run("snapshot build", move || build.run()).await else {
+        let run = move || {
+            first();
+            build.run()
+        };
+        let Some(built) = off_worker::run("snapshot build", run).await else {
             return;
         };
         let replaced = self.complete(built);
@@ -155,8 +165,6 @@ impl Controller {
             events: self.health.events(),
             previous: self.shared.load_full(),
             spec,
-            #[cfg(test)]
-            gate: self.build_gate.take(),
         }
     }
 
@@ -185,7 +193,7 @@ impl Controller {
         self.sessions = next.sessions;
         // What is left in `old.backends` was removed (or replaced: its pool's tls
         // setting changed).
-        let at = Instant::now() + delay;
+        let at = crate::clock::later(Instant::now(), delay);
         for (key, state) in old.backends {
             state.conns().clear_idle();
             if state.inflight() > 0 {
@@ -291,10 +299,6 @@ struct Build {
     events: broadcast::Sender<HealthEvent>,
     /// The snapshot being replaced: it lends its hash rings.
     previous: Arc<Snapshot>,
-    /// Test only: the build waits for a message here first (bounded), so a test can
-    /// tell whether the runtime ran other tasks meanwhile.
-    #[cfg(test)]
-    gate: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// What a [`Build`] made, and the registries it took, for `Controller::complete`.
@@ -307,16 +311,6 @@ struct Built {
 
 impl Build {
     fn run(mut self) -> Built {
-        #[cfg(test)]
-        if let Some(gate) = self.gate.take() {
-            // A timeout panics the build, which fails the test that set the gate.
-            if gate
-                .recv_timeout(std::time::Duration::from_secs(10))
-                .is_err()
-            {
-                panic!("build gate: no message within 10 s");
-            }
-        }
         let (snapshot, next) = rebuild(
             &mut self.old,
             &mut self.retiring,
@@ -508,11 +502,15 @@ split = [{ pool = "a", weight = 1 }, { pool = "b", weight = 0 }]
         let (tx, rx) = std::sync::mpsc::channel();
         // The build waits for a message that only another task on this one-thread
         // runtime sends: built on the runtime's thread, it would wait out its 10 s
-        // gate and panic.
-        c.build_gate = Some(rx);
+        // and panic.
+        let gate = move || {
+            if rx.recv_timeout(std::time::Duration::from_secs(10)).is_err() {
+                panic!("build gate: no message within 10 s");
+            }
+        };
         let other = tokio::spawn(async move { tx.send(()) });
         let fewer = TWO_POOLS.replace(r#", { addr = "127.0.0.1:9002" }"#, "");
-        c.apply_off_worker(crate::config::parse(&fewer).unwrap())
+        c.apply_off_worker_after(crate::config::parse(&fewer).unwrap(), gate)
             .await;
         assert!(other.await.unwrap().is_ok());
         assert_eq!(c.generation(), 2);

@@ -3,7 +3,7 @@
 //! Each command is one or two admin requests and a rendering of the answer as text
 //! an operator reads at a glance (tables, `+/-/~` plans). Errors come back as
 //! [`CtlError`], which the binary prints as `sluicegate: …` with a non-zero exit.
-//! The wire types are the gateway's own (`admin::state_view`, `plan`), so the client
+//! The wire types are the gateway's own (`controller::state_view`, `plan`), so the client
 //! and the server cannot disagree about the JSON.
 
 pub mod client;
@@ -15,8 +15,8 @@ use std::path::Path;
 use http::Method;
 use serde_json::Value;
 
-use crate::admin::state_view::{BackendView, SplitView, StateView};
 use crate::config::spec::Source;
+use crate::controller::state_view::{BackendView, SplitView, StateView};
 use crate::plan::Plan;
 pub use client::{AdminClient, CtlError};
 

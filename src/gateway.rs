@@ -47,6 +47,7 @@ use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
 use crate::rollout::{Manager, RolloutHandle};
 use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
+use crate::tasks::{self as watched, TaskWatch};
 use crate::tls::watch::{CertWatcher, ReloadStatus};
 use crate::tls::{self, Frontend};
 
@@ -113,6 +114,8 @@ pub struct Gateway {
     reloader: Option<Reloader>,
     docker: Option<(DockerSpec, discovery::Options)>,
     ready: Arc<AtomicBool>,
+    /// Which background tasks ended unplanned (`/readyz` reports them).
+    watch: TaskWatch,
     /// Present when metrics are on (with `[admin]`).
     exporter: Option<Exporter>,
 }
@@ -190,6 +193,7 @@ impl Gateway {
         }
 
         let ready = Arc::new(AtomicBool::new(false));
+        let watch = task.task_watch();
         let admin = match (&admin_spec, &exporter) {
             (Some(a), Some(exporter)) => {
                 let metrics = MetricsSource::new(exporter.clone(), Arc::clone(&snapshot));
@@ -199,6 +203,7 @@ impl Gateway {
                         control.clone(),
                         rollouts.clone(),
                         Arc::clone(&ready),
+                        watch.clone(),
                         metrics,
                     )
                     .await
@@ -230,8 +235,14 @@ impl Gateway {
             reloader,
             docker,
             ready,
+            watch,
             exporter,
         })
+    }
+
+    /// Which background tasks ended while the gateway ran (see [`crate::tasks`]).
+    pub fn task_watch(&self) -> TaskWatch {
+        self.watch.clone()
     }
 
     /// The HTTP traffic address actually bound (useful with port 0).
@@ -305,6 +316,7 @@ impl Gateway {
             reloader,
             docker,
             ready,
+            watch,
             exporter,
             snapshot,
             ..
@@ -323,23 +335,27 @@ impl Gateway {
                 drains: d.drains,
                 status: d.status,
             });
-            tasks.spawn(async move {
-                if let Err(err) = d.task.await {
-                    tracing::error!(%err, "docker discovery task failed");
-                }
-            });
+            tasks.spawn(watch.watched(watched::name::DISCOVERY, d.task, background.clone()));
             status
         });
-        tasks.spawn(task.run(background.clone()));
-        tasks.spawn(manager.run(background.clone()));
+        // Each task is watched: one that ends before `background` is cancelled is
+        // logged, counted and reported by `/readyz`.
+        let stop = || background.clone();
+        let run = task.run(stop());
+        tasks.spawn(watch.spawn(watched::name::CONTROLLER, run, stop()));
+        let run = manager.run(stop());
+        tasks.spawn(watch.spawn(watched::name::ROLLOUTS, run, stop()));
         if let Some(admin) = admin {
-            tasks.spawn(admin.serve(background.clone()));
+            let run = admin.serve(stop());
+            tasks.spawn(watch.spawn(watched::name::ADMIN, run, stop()));
         }
         if let Some(reloader) = reloader {
-            tasks.spawn(reloader.run(background.clone()));
+            let run = reloader.run(stop());
+            tasks.spawn(watch.spawn(watched::name::RELOAD, run, stop()));
         }
         if let Some(exporter) = exporter {
-            tasks.spawn(exporter.run_upkeep(background.clone()));
+            let run = exporter.run_upkeep(stop());
+            tasks.spawn(watch.spawn(watched::name::METRICS, run, stop()));
         }
         tasks.close();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -415,7 +431,7 @@ async fn first_probes_done(snapshot: &SharedSnapshot) {
         return;
     }
     let started = tokio::time::Instant::now();
-    let deadline = started + bound + FIRST_PROBE_SLACK;
+    let deadline = crate::clock::later(started, bound.saturating_add(FIRST_PROBE_SLACK));
     // No event says "probed" when a first probe fails without changing the status
     // (`fall` > 1); the results are atomics, read a few times a start-up.
     let mut check = tokio::time::interval(FIRST_PROBE_CHECK);

@@ -141,6 +141,12 @@ pub fn count_reload(ok: bool) {
     metrics::counter!(names::CONFIG_RELOADS, names::label::RESULT => result).increment(1);
 }
 
+/// Counts a background task that ended while the gateway ran (task names are a
+/// fixed set, `crate::tasks::name`).
+pub fn count_task_exit(task: &'static str) {
+    metrics::counter!(names::TASK_EXITS, "task" => task).increment(1);
+}
+
 /// Counts a Docker event by its action (for discovery; actions are Docker's fixed
 /// vocabulary, so the label stays bounded).
 pub fn count_docker_event(action: &str) {

@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::spec::{BackendSpec, PoolName, RouteName, Source, Spec, SplitSpec};
-use crate::rollout::Rollout;
+use crate::rollout_record::Rollout;
 
 /// Identifies one backend: its pool and address.
 pub type BackendKey = (PoolName, SocketAddr);
@@ -133,7 +133,7 @@ impl Overrides {
 
     /// Registers a backend or renews its registration (a heartbeat).
     pub fn register(&mut self, key: BackendKey, weight: u32, ttl: Option<Duration>, now: Instant) {
-        let expires = ttl.map(|ttl| now + ttl);
+        let expires = ttl.map(|ttl| crate::clock::later(now, ttl));
         self.backends.insert(
             key,
             Registered {

@@ -43,9 +43,9 @@ use crate::cold::cold;
 use crate::config::spec::Timeouts;
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
+use crate::http1::client::{self as h1, H1Body, H1Error, RawFields};
 use crate::route::{host_without_port, RequestView};
 use crate::snapshot::{Snapshot, Tried};
-use crate::upstream::h1::{self, H1Body, H1Error, RawFields};
 use crate::upstream::Sender;
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
@@ -241,7 +241,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
-        // connection (`upstream::h1`), which leaves it whole for a retry.
+        // connection (`http1::client`), which leaves it whole for a retry.
         let fast = bodiless && !upgrade;
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
@@ -319,7 +319,7 @@ impl Proxy {
                                 route.split.learn(pin, resp.headers(), &pool.name);
                             }
                             Answer::H1(_, fields) => {
-                                let headers = headers::end_to_end_map(fields);
+                                let headers = crate::http1::fields::end_to_end_map(fields);
                                 route.split.learn(pin, &headers, &pool.name);
                             }
                         }
@@ -513,7 +513,7 @@ async fn send(
     }
 }
 
-/// One attempt on a gateway-driven connection (`upstream::h1`): a request without
+/// One attempt on a gateway-driven connection (`http1::client`): a request without
 /// body or upgrade, to a plain-TCP backend. The head is written from the request,
 /// which stays whole: a failure hands it back for a retry.
 async fn send_h1(

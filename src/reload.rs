@@ -150,7 +150,10 @@ impl Reloader {
     /// periods); returns whether a forced trigger came meanwhile.
     async fn settle(&mut self) -> bool {
         let debounce = self.options.debounce;
-        let give_up = tokio::time::Instant::now() + debounce * 20;
+        let give_up = crate::clock::later(
+            tokio::time::Instant::now(),
+            crate::clock::times(debounce, 20),
+        );
         let mut forced = false;
         while let Ok(Some(t)) = tokio::time::timeout(debounce, self.rx.recv()).await {
             forced |= t == Trigger::Forced;

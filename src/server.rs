@@ -37,15 +37,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::spec::ClientLimits;
+use crate::http1::server as h1;
+use crate::http1::{fields, prefixed};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
-use crate::proxy::headers;
 use crate::proxy::{Client, Proxy};
 pub use redirect::RedirectHttps;
 
 mod conn;
-mod h1;
-mod prefixed;
 mod redirect;
 
 /// Client-side limits of a listener.
@@ -321,7 +320,7 @@ impl Connection {
                 let mut resp = handler.handle(req.map(Some), client).await;
                 // hyper writes the head from the map: a backend's raw fields go in.
                 if let Some(raw) = resp.body_mut().take_raw_fields() {
-                    headers::put_raw_first(&raw, resp.headers_mut());
+                    fields::put_raw_first(&raw, resp.headers_mut());
                 }
                 Ok::<_, Infallible>(resp.map(|body| conn::Tracked::new(body, guard)))
             }

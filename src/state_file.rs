@@ -24,7 +24,7 @@ use crate::config::raw::RawDuration;
 use crate::config::spec::{PoolName, RouteName, Spec};
 use crate::config::validate::{validate_backend, validate_split, ApiBackend};
 use crate::overrides::{Dropped, Overrides};
-use crate::rollout::Rollout;
+use crate::rollout_record::Rollout;
 
 /// Format version written in the file.
 const VERSION: u32 = 1;

@@ -27,9 +27,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub mod h1;
-
 use crate::config::spec::UpstreamTlsSpec;
+use crate::http1::client as h1;
 use crate::proxy::body::RequestBody;
 use crate::proxy::error::ProxyError;
 use crate::tls::upstream::UpstreamTls;

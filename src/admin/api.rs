@@ -16,21 +16,31 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{middleware, Json, Router};
+use http_body_util::BodyExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::guard::{self, HostPolicy};
 use super::{auth, AdminState};
+use crate::config::spec::UpstreamVerify;
 use crate::config::validate::ApiBackend;
-use crate::config::ConfigErrors;
-use crate::controller::task::{Change, ChangeError};
+use crate::config::{ConfigError, ConfigErrors, Spec};
+use crate::controller::task::{Change, DrainAction, Written};
+use crate::controller::{Refusal, Stopped};
 
 /// Largest admin request body (a whole `routes.toml` for `/plan` fits easily).
 pub const MAX_BODY: usize = 1024 * 1024;
 /// Longest an admin request may take, reading its body included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most of an oversized body read (and thrown away) before the 413, so that a
+/// client that sends its whole body before reading reads the 413 instead of a
+/// connection reset.
+const DISCARD_BYTES: usize = 64 * 1024 * 1024;
+/// Longest time spent throwing an oversized body away.
+const DISCARD_TIME: Duration = Duration::from_secs(3);
 
 /// The admin routes; `/api/v1/*` behind the token check.
-pub(super) fn router(state: AdminState) -> Router {
+pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
     let api = Router::new()
         .route("/state", get(state_handler))
         .route("/routes/{route}/split", put(set_split).delete(clear_split))
@@ -69,7 +79,27 @@ pub(super) fn router(state: AdminState) -> Router {
         })
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(read_body))
         .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(hosts, guard::check))
+}
+
+/// What a connection accepted while every regular slot is taken gets (see
+/// `serve`): `/healthz` and `/readyz`, and 503 for anything else.
+pub(super) fn health_router(state: AdminState, hosts: HostPolicy) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(|| async {
+            error_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the admin API is busy (every connection slot is taken); only /healthz and /readyz are answered now",
+                "",
+            )
+        })
+        .with_state(state)
+        .layer(middleware::from_fn(time_limit))
+        .layer(middleware::from_fn_with_state(hosts, guard::check))
 }
 
 /// Answers 408 when a request (a slow body included) takes longer than
@@ -82,6 +112,76 @@ async fn time_limit(req: Request, next: Next) -> Response {
             "the admin request took too long (sending the body included)",
             "",
         ),
+    }
+}
+
+/// Reads the whole body (at most [`MAX_BODY`]) before the handler runs. A larger
+/// body is answered 413 with `Connection: close`, after up to [`DISCARD_BYTES`]
+/// of it were read and thrown away ([`DISCARD_TIME`] at most), unless the client
+/// waits for `100 Continue` (it then sends nothing more).
+async fn read_body(req: Request, next: Next) -> Response {
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let waits_for_continue = parts
+        .headers
+        .get(axum::http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let too_large = || {
+        let mut resp = error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("the body is larger than the admin API takes ({MAX_BODY} bytes)"),
+            "",
+        );
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        resp
+    };
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        if !waits_for_continue {
+            discard(body).await;
+        }
+        return too_large();
+    }
+    let mut buf = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            let message = "the request body could not be read (cut short or badly framed)";
+            return error_response(StatusCode::BAD_REQUEST, message, "");
+        };
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > MAX_BODY {
+                discard(body).await;
+                return too_large();
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(buf)))
+        .await
+}
+
+/// Reads and drops what is left of `body` (bounded in bytes and time).
+async fn discard(mut body: axum::body::Body) {
+    let drain = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                seen = seen.saturating_add(data.len());
+                if seen > DISCARD_BYTES {
+                    break;
+                }
+            }
+        }
+    };
+    if tokio::time::timeout(DISCARD_TIME, drain).await.is_err() {
+        // The connection then closes under a client still sending.
+        tracing::debug!("oversized admin body still arriving after the discard time");
     }
 }
 
@@ -106,33 +206,54 @@ pub(super) fn config_errors(status: StatusCode, errors: &ConfigErrors) -> Respon
     (status, Json(body)).into_response()
 }
 
-pub(super) fn change_error(err: ChangeError) -> Response {
+/// A refusal as the admin API answers it: `{error, path}` (every error for an
+/// invalid request) with the refusal's status.
+pub(super) fn refusal(err: Refusal) -> Response {
+    let status = err.status();
     match &err {
-        ChangeError::Invalid(errors) => config_errors(StatusCode::BAD_REQUEST, errors),
-        ChangeError::NotFound { path, message } => {
-            error_response(StatusCode::NOT_FOUND, message, path)
-        }
-        ChangeError::Conflict { path, message } => {
-            error_response(StatusCode::CONFLICT, message, path)
-        }
-        ChangeError::Persist(e) => {
+        Refusal::Invalid(errors) => config_errors(status, errors),
+        Refusal::Persist(e) => {
             tracing::error!(err = %e, "admin change refused: state file not writable");
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &e.to_string(),
-                "state_file",
-            )
+            error_response(status, &e.to_string(), err.path())
         }
-        ChangeError::Closed => {
-            error_response(StatusCode::SERVICE_UNAVAILABLE, &err.to_string(), "")
+        Refusal::NotFound { message, .. } | Refusal::Conflict { message, .. } => {
+            error_response(status, message, err.path())
         }
+        Refusal::Closed(_) => error_response(status, &err.to_string(), err.path()),
+    }
+}
+
+/// The controller has stopped (503).
+fn controller_closed() -> Response {
+    refusal(Refusal::Closed(Stopped::Controller))
+}
+
+/// What a write changed, as JSON: the route or the backend (with its pool) as
+/// `GET /api/v1/state` shows them, or the removal.
+fn written(answer: Written) -> Value {
+    let to_value = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+    match answer {
+        Written::Route(route) => to_value(serde_json::to_value(route)),
+        Written::Backend { pool, backend } => match to_value(serde_json::to_value(backend)) {
+            Value::Object(mut map) => {
+                map.insert("pool".into(), Value::String(pool.to_string()));
+                Value::Object(map)
+            }
+            _ => Value::Null,
+        },
+        Written::Removed { pool, addr } => json!({
+            "pool": pool.as_str(),
+            "addr": addr.to_string(),
+            "source": crate::config::spec::Source::Api,
+            "removed": true,
+        }),
     }
 }
 
 async fn apply(state: &AdminState, change: Change) -> Response {
     match state.control.change(change).await {
-        Ok(value) => Json(value).into_response(),
-        Err(err) => change_error(err),
+        Ok(answer) => Json(written(answer)).into_response(),
+        Err(err) => refusal(err),
     }
 }
 
@@ -156,6 +277,11 @@ async fn metrics_handler(State(state): State<AdminState>) -> Response {
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
+    let ended = state.tasks.ended();
+    if !ended.is_empty() {
+        let body = format!("not ready: background task ended: {}\n", ended.join(", "));
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     if let Some(reason) = state.listed.unlisted() {
         let body = format!("not ready: {reason}\n");
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
@@ -169,7 +295,7 @@ async fn readyz(State(state): State<AdminState>) -> Response {
 
 async fn state_handler(State(state): State<AdminState>) -> Response {
     let Some(parts) = state.control.state_parts().await else {
-        return change_error(ChangeError::Closed);
+        return controller_closed();
     };
     // Built and written as JSON in one job off the workers: megabytes of it for
     // 10 000 backends.
@@ -185,7 +311,7 @@ async fn state_handler(State(state): State<AdminState>) -> Response {
             &format!("cannot write the state as JSON: {err}"),
             "",
         ),
-        None => change_error(ChangeError::Closed),
+        None => controller_closed(),
     }
 }
 
@@ -229,7 +355,7 @@ async fn drain(
         Change::Drain {
             pool,
             addr,
-            drain: true,
+            action: DrainAction::Drain,
         },
     )
     .await
@@ -244,7 +370,7 @@ async fn undrain(
         Change::Drain {
             pool,
             addr,
-            drain: false,
+            action: DrainAction::Undrain,
         },
     )
     .await
@@ -299,14 +425,60 @@ async fn plan(State(state): State<AdminState>, body: Bytes) -> Response {
         Ok(spec) => spec,
         Err(errors) => return config_errors(StatusCode::BAD_REQUEST, &errors),
     };
+    // Reading a file the posted text names would tell its sender whether it
+    // exists and is a valid PEM: only files the running config names are read.
+    let unknown = {
+        let running = state.metrics.snapshot.load();
+        unknown_files(running.spec(), &spec)
+    };
+    if !unknown.0.is_empty() {
+        return config_errors(StatusCode::BAD_REQUEST, &unknown);
+    }
     // A reload of this file would be refused if its TLS files do not load.
     if let Err(errors) = crate::tls::load_off_thread(&spec).await {
         return config_errors(StatusCode::BAD_REQUEST, &errors);
     }
     match state.control.plan(spec).await {
         Some(plan) => Json(plan).into_response(),
-        None => change_error(ChangeError::Closed),
+        None => controller_closed(),
     }
+}
+
+/// The files `spec` names that loading it reads (TLS certificates, keys and CA
+/// files), with their key paths.
+fn files_named(spec: &Spec) -> Vec<(String, &std::path::Path)> {
+    let mut files = Vec::new();
+    if let Some(tls) = &spec.tls {
+        for (i, c) in tls.certificates.iter().enumerate() {
+            files.push((format!("tls.certificates[{i}].cert"), c.cert.as_path()));
+            files.push((format!("tls.certificates[{i}].key"), c.key.as_path()));
+        }
+    }
+    for (i, pool) in spec.pools.iter().enumerate() {
+        if let Some(UpstreamVerify::Ca(ca)) = pool.tls.as_ref().map(|t| &t.verify) {
+            files.push((format!("pools[{i}].tls.ca"), ca.as_path()));
+        }
+    }
+    files
+}
+
+/// The files `posted` names that `running` does not, each as an error at its key
+/// path: `POST /api/v1/plan` reads only files the running config names.
+fn unknown_files(running: &Spec, posted: &Spec) -> ConfigErrors {
+    let known: Vec<&std::path::Path> = files_named(running).into_iter().map(|(_, p)| p).collect();
+    ConfigErrors(
+        files_named(posted)
+            .into_iter()
+            .filter(|(_, p)| !known.contains(p))
+            .map(|(path, p)| ConfigError {
+                path,
+                message: format!(
+                    "{} is not read: the plan reads only files the running config names; check a config with new files with `sluicegate check` on the gateway's host",
+                    p.display()
+                ),
+            })
+            .collect(),
+    )
 }
 
 /// Parses a JSON body, reporting the key path of a shape error.

@@ -19,33 +19,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 
-use super::api::{change_error, config_errors, error_response, parse_json};
+use super::api::{error_response, parse_json, refusal};
 use super::AdminState;
-use crate::rollout::{Action, RolloutError, RolloutRequest};
+use crate::rollout::{Action, RolloutRequest};
 
 /// Adds the rollout routes to the `/api/v1` router.
 pub(super) fn routes(api: Router<AdminState>) -> Router<AdminState> {
     api.route("/rollouts", get(list).post(start))
         .route("/rollouts/{id}", get(show))
         .route("/rollouts/{id}/{action}", post(act))
-}
-
-fn rollout_error(err: RolloutError) -> Response {
-    match err {
-        RolloutError::Invalid(errors) => config_errors(StatusCode::BAD_REQUEST, &errors),
-        RolloutError::NotFound { path, message } => {
-            error_response(StatusCode::NOT_FOUND, &message, &path)
-        }
-        RolloutError::Conflict { path, message } => {
-            error_response(StatusCode::CONFLICT, &message, &path)
-        }
-        RolloutError::Change(err) => change_error(err),
-        RolloutError::Closed => error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &RolloutError::Closed.to_string(),
-            "",
-        ),
-    }
 }
 
 async fn start(State(state): State<AdminState>, body: Bytes) -> Response {
@@ -55,21 +37,21 @@ async fn start(State(state): State<AdminState>, body: Bytes) -> Response {
     };
     match state.rollouts.start(req).await {
         Ok(rollout) => (StatusCode::CREATED, Json(rollout)).into_response(),
-        Err(err) => rollout_error(err),
+        Err(err) => refusal(err),
     }
 }
 
 async fn list(State(state): State<AdminState>) -> Response {
     match state.rollouts.list().await {
         Ok(list) => Json(list).into_response(),
-        Err(err) => rollout_error(err),
+        Err(err) => refusal(err),
     }
 }
 
 async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
     match state.rollouts.get(&id).await {
         Ok(rollout) => Json(rollout).into_response(),
-        Err(err) => rollout_error(err),
+        Err(err) => refusal(err),
     }
 }
 
@@ -90,6 +72,6 @@ async fn act(
     };
     match state.rollouts.act(&id, action).await {
         Ok(rollout) => Json(rollout).into_response(),
-        Err(err) => rollout_error(err),
+        Err(err) => refusal(err),
     }
 }

@@ -153,6 +153,9 @@ pub struct RawAdmin {
     pub token_env: Option<String>,
     /// Path of the JSON file that persists admin overrides.
     pub state_file: Option<String>,
+    /// Host names (besides the listen address and loopback names) the admin API
+    /// answers to.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// One `[[pools]]` entry.

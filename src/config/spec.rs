@@ -241,7 +241,13 @@ pub struct AdminSpec {
     pub token_env: Option<String>,
     /// Where admin-made overrides are persisted (JSON, written atomically).
     pub state_file: Option<PathBuf>,
+    /// Names a request's `Host` may carry besides the listen address and the
+    /// loopback names (lower-case, no port; see `admin::guard`).
+    pub allowed_hosts: Vec<String>,
 }
+
+/// Most `[admin].allowed_hosts` entries.
+pub const MAX_ALLOWED_HOSTS: usize = 64;
 
 /// Where a value of the running config came from (shown by `GET /api/v1/state`).
 #[derive(
@@ -504,6 +510,11 @@ pub enum ProjectFilter {
     /// Only containers whose `com.docker.compose.project` is one of these.
     Only(Vec<String>),
 }
+
+/// The longest duration any setting may have (a year), from the file, labels or
+/// the admin API: far beyond any sensible value, and far from where time
+/// arithmetic overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Default `[listen].header_read_timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

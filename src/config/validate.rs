@@ -29,6 +29,7 @@ mod values;
 pub use api::{validate_backend, validate_split, ApiBackend};
 pub use discovery::{pool_name, weight};
 pub(super) use values::key_path;
+pub use values::too_long;
 
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;

@@ -20,6 +20,7 @@ mod file;
 
 pub use discovered::DockerFeed;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,16 +29,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{Controller, SharedSnapshot};
-use crate::admin::state_view::{StateParts, StateView};
+use super::state_view::{BackendView, RouteView, StateParts, StateView};
+use super::{Controller, Refusal, SharedSnapshot, Stopped};
+use crate::config::spec::PoolName;
 use crate::config::validate::ApiBackend;
-use crate::config::{ConfigError, ConfigErrors, Spec};
+use crate::config::Spec;
 use crate::discovery::DiscoveredSet;
 use crate::off_worker;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
-use crate::rollout::{Rollout, Weight};
+use crate::rollout_record::{Rollout, Weight};
 use crate::state_file::{self, StateFileError};
+
 use file::load_overrides;
 
 /// Queue length of the update channel; senders wait when it is full.
@@ -69,7 +72,7 @@ pub enum Update {
     /// An admin API write.
     Change {
         change: Change,
-        reply: oneshot::Sender<Result<serde_json::Value, ChangeError>>,
+        reply: oneshot::Sender<Result<Written, Refusal>>,
     },
     /// `GET /api/v1/state`: what the task holds of it (see [`StateParts`]).
     State { reply: oneshot::Sender<StateParts> },
@@ -98,7 +101,7 @@ pub enum Change {
     Drain {
         pool: String,
         addr: String,
-        drain: bool,
+        action: DrainAction,
     },
     /// `POST /api/v1/pools/{pool}/backends` (also the heartbeat).
     Register { pool: String, body: ApiBackend },
@@ -125,34 +128,33 @@ pub enum RolloutSplit {
     Keep,
 }
 
-/// Why an admin write was refused; nothing changed.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// The body broke a config rule (400).
-    #[error("{0}")]
-    Invalid(ConfigErrors),
-    /// The route, pool or backend in the URL does not exist (404).
-    #[error("{path}: {message}")]
-    NotFound { path: String, message: String },
-    /// The change contradicts the file (409).
-    #[error("{path}: {message}")]
-    Conflict { path: String, message: String },
-    /// The override could not be persisted, so it was not applied (500).
-    #[error(transparent)]
-    Persist(StateFileError),
-    /// The gateway is shutting down (503).
-    #[error("the controller is not running (shutting down)")]
-    Closed,
+/// Take a backend out of rotation (in-flight requests finish) or put it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrainAction {
+    Drain,
+    Undrain,
 }
 
-impl ChangeError {
-    /// A single-error `Invalid`.
-    pub fn invalid(path: &str, message: impl Into<String>) -> ChangeError {
-        ChangeError::Invalid(ConfigErrors(vec![ConfigError {
-            path: path.to_owned(),
-            message: message.into(),
-        }]))
+impl DrainAction {
+    /// Whether the backend is draining afterwards.
+    pub fn draining(self) -> bool {
+        self == DrainAction::Drain
     }
+}
+
+/// What an admin write changed, as the state shows it once the change is live
+/// (the admin layer renders it).
+#[derive(Clone, Debug)]
+pub enum Written {
+    /// A split or rollout write: the route (`None` only if it vanished meanwhile).
+    Route(Option<RouteView>),
+    /// A drain, undrain or registration: the backend, and its pool.
+    Backend {
+        pool: PoolName,
+        backend: Option<BackendView>,
+    },
+    /// A deregistration: the backend is gone.
+    Removed { pool: PoolName, addr: SocketAddr },
 }
 
 /// The sending side, shared by the file watcher, the admin API and tests.
@@ -169,12 +171,13 @@ impl ControlHandle {
     }
 
     /// Applies an admin write; returns once it is live.
-    pub async fn change(&self, change: Change) -> Result<serde_json::Value, ChangeError> {
+    pub async fn change(&self, change: Change) -> Result<Written, Refusal> {
+        let closed = || Refusal::Closed(Stopped::Controller);
         let (reply, answer) = oneshot::channel();
         self.send(Update::Change { change, reply })
             .await
-            .ok_or(ChangeError::Closed)?;
-        answer.await.map_err(|_| ChangeError::Closed)?
+            .ok_or_else(closed)?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// The running state; `None` when the task has stopped.
@@ -239,7 +242,7 @@ pub struct Task {
 
 /// How often pooled upstream connections are checked for ones their backend closed
 /// while idle. hyper's connections notice by themselves (each has a task); the
-/// gateway-driven ones (`upstream::h1`) are checked when taken from the pool and
+/// gateway-driven ones (`http1::client`) are checked when taken from the pool and
 /// here, so a backend that gets no traffic does not keep closed sockets around.
 const IDLE_SWEEP: Duration = Duration::from_secs(5);
 
@@ -280,6 +283,11 @@ impl Task {
             counters: counters_rx,
         };
         (task, handle, shared)
+    }
+
+    /// Where the probe tasks are watched (see [`crate::tasks`]).
+    pub fn task_watch(&self) -> crate::tasks::TaskWatch {
+        self.controller.health().task_watch()
     }
 
     /// Every health transition from now on (probe status changes, ejections).

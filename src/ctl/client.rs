@@ -116,6 +116,9 @@ impl AdminClient {
                     tracing::debug!(%err, "admin connection ended with an error");
                 }
             });
+            // The admin API takes writes only as JSON (it refuses what a web page
+            // could send), bodiless ones included.
+            let write = !matches!(method, Method::GET | Method::HEAD);
             let mut req = Request::builder()
                 .method(method)
                 .uri(format!("{}{path}", self.base_path))
@@ -128,7 +131,12 @@ impl AdminClient {
                     req = req.header(header::CONTENT_TYPE, content_type);
                     Full::new(Bytes::from(bytes))
                 }
-                None => Full::new(Bytes::new()),
+                None => {
+                    if write {
+                        req = req.header(header::CONTENT_TYPE, "application/json");
+                    }
+                    Full::new(Bytes::new())
+                }
             };
             let req = req
                 .body(body)

@@ -204,7 +204,7 @@ impl Worker {
                 event = events.next() => match event {
                     Some(Ok(event)) => {
                         if self.on_event(event) && relist_at.is_none() {
-                            relist_at = Some(Instant::now() + self.options.debounce);
+                            relist_at = Some(crate::clock::later(Instant::now(), self.options.debounce));
                         }
                     }
                     Some(Err(error)) => return Err(error.into()),

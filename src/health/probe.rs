@@ -112,7 +112,8 @@ where
     let spec = &target.spec;
     let addr = target.state.addr();
     let first = first_delay(spec.interval);
-    let mut ticks = tokio::time::interval_at(Instant::now() + first, spec.interval);
+    let mut ticks =
+        tokio::time::interval_at(crate::clock::later(Instant::now(), first), spec.interval);
     // A slow probe (up to `timeout` < `interval`) must not cause a burst after it.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

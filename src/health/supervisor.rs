@@ -8,7 +8,9 @@
 //! (a cancelled task leaves the count when it has really ended), and dropping the
 //! supervisor cancels them all.
 //!
-//! It also owns the health event channel ([`HealthSupervisor::subscribe`]).
+//! It also owns the health event channel ([`HealthSupervisor::subscribe`]), and
+//! watches its probe tasks ([`HealthSupervisor::task_watch`]): a probe that ends
+//! before it was cancelled is reported as the `probes` task ending.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,6 +27,7 @@ use super::{HealthEvent, EVENT_CAPACITY};
 use crate::backend::BackendState;
 use crate::config::spec::{PoolName, ProbeSpec};
 use crate::snapshot::Snapshot;
+use crate::tasks::{self, TaskWatch};
 
 /// Starts, restarts and stops probe tasks as snapshots change.
 #[derive(Debug)]
@@ -33,6 +36,7 @@ pub struct HealthSupervisor {
     tracker: TaskTracker,
     shutdown: CancellationToken,
     events: broadcast::Sender<HealthEvent>,
+    watch: TaskWatch,
 }
 
 #[derive(Debug)]
@@ -50,6 +54,7 @@ impl HealthSupervisor {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
+            watch: TaskWatch::new(),
         }
     }
 
@@ -63,6 +68,12 @@ impl HealthSupervisor {
     /// oldest events (`RecvError::Lagged`); the backend state stays the truth.
     pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
         self.events.subscribe()
+    }
+
+    /// Where the probe tasks are watched; the gateway watches its other tasks
+    /// there too, so one list says which ended.
+    pub fn task_watch(&self) -> TaskWatch {
+        self.watch.clone()
     }
 
     /// Probe tasks alive right now.
@@ -141,8 +152,11 @@ impl HealthSupervisor {
         // backend states, so this task is restarted with the new one.
         let tls = target.state.conns().tls().cloned();
         let prober = move || probe::http_probe(addr, path.clone(), host.clone(), tls.clone());
-        self.tracker
-            .spawn_on(probe::run(target, cancel, prober), &runtime);
+        let probe = runtime.spawn(probe::run(target, cancel.clone(), prober));
+        self.tracker.spawn_on(
+            self.watch.watched(tasks::name::PROBES, probe, cancel),
+            &runtime,
+        );
         Some(task)
     }
 }

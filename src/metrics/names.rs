@@ -38,10 +38,13 @@ pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
 pub const ROLLOUT_STEP: &str = "sluicegate_rollout_step";
 /// `rollout_state{route,state}`: 1 for the latest rollout's phase, 0 for the others.
 pub const ROLLOUT_STATE: &str = "sluicegate_rollout_state";
+/// `task_exits_total{task}`: background tasks that ended while the gateway ran
+/// (`crate::tasks::name`).
+pub const TASK_EXITS: &str = "sluicegate_task_exits_total";
 /// `rollouts_total{result}`: rollouts ended, by final phase.
 pub const ROLLOUTS: &str = "sluicegate_rollouts_total";
 
-/// The values of `rollout_state`'s `state` label (`rollout::Phase::as_str`).
+/// The values of `rollout_state`'s `state` label (`rollout_record::Phase::as_str`).
 pub const ROLLOUT_STATES: [&str; 5] = ["running", "paused", "succeeded", "rolled_back", "aborted"];
 
 /// Label names.
@@ -114,6 +117,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
+    (TASK_EXITS, Kind::Counter, "Background tasks (controller, rollout_manager, discovery, probes, admin, reload, metrics_upkeep) that ended while the gateway ran; /readyz answers 503 naming them."),
 ];
 
 /// The kind of a series (for describing it).
@@ -152,12 +156,12 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 16);
+        assert_eq!(HELP.len(), 17);
     }
 
     #[test]
     fn rollout_states_are_the_phase_names() {
-        use crate::rollout::Phase;
+        use crate::rollout_record::Phase;
         for phase in [
             Phase::Running,
             Phase::Paused,

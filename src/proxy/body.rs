@@ -25,7 +25,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::access_log::PendingLine;
 use crate::backend::InflightGuard;
-use crate::upstream::h1::{H1Body, RawFields};
+use crate::http1::client::{H1Body, RawFields};
 use crate::upstream::Sender;
 
 /// Errors a streamed body can end with.
@@ -146,7 +146,7 @@ enum Source {
         body: Incoming,
         conn: Option<Sender>,
     },
-    /// A connection the gateway drives itself (`upstream::h1`), which has no task
+    /// A connection the gateway drives itself (`http1::client`), which has no task
     /// to end when the backend is removed: a body that waits also waits on that.
     H1 {
         body: H1Body,
@@ -201,7 +201,7 @@ impl UpstreamBody {
         Self::from_source(source, guard, idle_timeout)
     }
 
-    /// A body read off a gateway-driven connection (`upstream::h1`).
+    /// A body read off a gateway-driven connection (`http1::client`).
     pub fn h1(body: H1Body, guard: InflightGuard, idle_timeout: Duration) -> Self {
         let source = Source::H1 {
             body,
@@ -352,7 +352,7 @@ pin_project! {
     #[project = ResponseBodyProj]
     pub enum ResponseBody {
         /// Streamed from a backend; `fields` are its head's fields when they came
-        /// raw (the fast path, `upstream::h1`), else they are in the response's map.
+        /// raw (the fast path, `http1::client`), else they are in the response's map.
         Upstream { #[pin] body: UpstreamBody, fields: Option<RawFields> },
         /// The gateway's own (error pages, 101 responses): sent in one frame.
         Full { data: Option<Bytes> },

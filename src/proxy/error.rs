@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::framing::Malformed;
-use crate::upstream::h1::H1Error;
+use crate::http1::client::H1Error;
 
 /// Name of the response header that carries [`ProxyError::cause`].
 pub const ERROR_HEADER: &str = "sluicegate-error";
@@ -42,7 +42,7 @@ pub enum ProxyError {
     #[error("the backend failed while answering: {0}")]
     Upstream(#[source] hyper::Error),
     /// As [`NotSent`](Self::NotSent), on a connection the gateway drives itself
-    /// (`upstream::h1`): the request head could not be written to a new connection.
+    /// (`http1::client`): the request head could not be written to a new connection.
     #[error("the backend connection closed before the request was sent: {0}")]
     NotSentH1(#[source] H1Error),
     /// As [`Upstream`](Self::Upstream), on a connection the gateway drives itself.

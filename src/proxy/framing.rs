@@ -26,7 +26,7 @@ use http::uri::{Authority, Scheme};
 use http::{header, HeaderMap, Method, Request, Version};
 
 use super::error::ProxyError;
-use crate::wire::list_items;
+use crate::http1::wire::list_items;
 
 /// Why a request is refused before routing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

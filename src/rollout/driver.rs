@@ -20,7 +20,8 @@ use super::gate::{judge, target_health, Judgement};
 use super::measure::{fill, fresh, Measure};
 use super::request::split_at;
 use super::{export_metrics, unix_ms, Action, Phase, Reason, Rollout, Verdict};
-use crate::controller::task::{Change, ChangeError, ControlHandle, RolloutSplit};
+use crate::controller::task::{Change, ControlHandle, RolloutSplit};
+use crate::controller::Refusal;
 use crate::controller::SharedSnapshot;
 
 /// What the driver needs from the gateway.
@@ -81,7 +82,7 @@ impl Driver {
         i: usize,
         expect: Option<Vec<super::Weight>>,
         promote: bool,
-    ) -> Result<(), ChangeError> {
+    ) -> Result<(), Refusal> {
         let weight = self.record.spec.steps.get(i).copied().unwrap_or(100);
         let last = i + 1 >= self.record.spec.steps.len();
         let judged = !promote && (!last || self.record.spec.bake.is_some());
@@ -114,7 +115,7 @@ impl Driver {
             return false;
         }
         if now >= self.next_check {
-            self.next_check = now + poll;
+            self.next_check = crate::clock::later(now, poll);
             let reason = target_health(&ctx.snapshot.load(), &self.record.spec.to);
             if let Some(reason) = reason {
                 self.rollback(ctx, reason, Phase::RolledBack, Verdict::Skipped)
@@ -133,7 +134,7 @@ impl Driver {
         let waited_out = elapsed >= self.record.spec.max_wait;
         let judgement = judge(&self.record.spec, &target, &baseline, elapsed, waited_out);
         if matches!(judgement, Judgement::Wait(_)) {
-            m.judge_at = now + poll;
+            m.judge_at = crate::clock::later(now, poll);
         }
         if let Some(step) = self.record.steps.last_mut() {
             fill(step, &target, &baseline, elapsed);
@@ -258,7 +259,7 @@ impl Driver {
             RolloutSplit::Set(weights)
         };
         let mut result = apply(ctx, &next, split, None).await;
-        if matches!(result, Err(ChangeError::Invalid(_))) {
+        if matches!(result, Err(Refusal::Invalid(_))) {
             // A pool of the starting split is gone: the file's split is what is left.
             tracing::warn!(rollout = %next.id, "starting split no longer valid; rolling back to the file's split");
             result = apply(ctx, &next, RolloutSplit::File, None).await;
@@ -267,7 +268,7 @@ impl Driver {
             Ok(()) => {
                 tracing::info!(rollout = %next.id, route = %next.spec.route, phase = phase.as_str(), "rollout rolled back to its starting split")
             }
-            Err(ChangeError::Closed) => return,
+            Err(Refusal::Closed(_)) => return,
             Err(err) => {
                 tracing::error!(rollout = %next.id, %err, "ROLLBACK NOT APPLIED: the route keeps its current split; set it by hand")
             }
@@ -278,7 +279,7 @@ impl Driver {
     }
 
     /// The last step passed its bake: the rollout succeeded.
-    async fn succeed(&mut self, ctx: Ctx<'_>) -> Result<(), ChangeError> {
+    async fn succeed(&mut self, ctx: Ctx<'_>) -> Result<(), Refusal> {
         let mut next = self.record.clone();
         next.phase = Phase::Succeeded;
         next.ended_ms = Some(unix_ms());
@@ -290,10 +291,10 @@ impl Driver {
 
     /// After a refused change: roll back (unless the controller is gone). Returns
     /// whether the rollout has ended.
-    async fn after_apply(&mut self, ctx: Ctx<'_>, result: Result<(), ChangeError>) -> bool {
+    async fn after_apply(&mut self, ctx: Ctx<'_>, result: Result<(), Refusal>) -> bool {
         match result {
             Ok(()) => !self.record.phase.is_active(),
-            Err(ChangeError::Closed) => false,
+            Err(Refusal::Closed(_)) => false,
             Err(err) => {
                 let reason =
                     Reason::plain("apply", format!("the controller refused the change: {err}"));
@@ -336,7 +337,7 @@ async fn apply(
     record: &Rollout,
     split: RolloutSplit,
     expect: Option<Vec<super::Weight>>,
-) -> Result<(), ChangeError> {
+) -> Result<(), Refusal> {
     let change = Change::Rollout {
         record: Box::new(record.clone()),
         split,

@@ -20,11 +20,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::driver::{Ctx, Driver};
-use super::request::{check, Refused, RolloutRequest};
+use super::request::{check, RolloutRequest};
 use super::{unix_ms, Action, Phase, Rollout};
-use crate::config::ConfigErrors;
-use crate::controller::task::{ChangeError, ControlHandle};
-use crate::controller::SharedSnapshot;
+use crate::controller::task::ControlHandle;
+use crate::controller::{Refusal, SharedSnapshot, Stopped};
 
 /// How often a running rollout looks at its target's health (and, while a step
 /// waits for `min_requests`, at its traffic).
@@ -49,26 +48,6 @@ pub struct RolloutList {
     pub totals: Totals,
 }
 
-/// Why a rollout request was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RolloutError {
-    /// Bad values in the request (400).
-    #[error("{0}")]
-    Invalid(ConfigErrors),
-    /// No such route or rollout (404).
-    #[error("{path}: {message}")]
-    NotFound { path: String, message: String },
-    /// Not now: another rollout runs on the route, this one has ended… (409).
-    #[error("{path}: {message}")]
-    Conflict { path: String, message: String },
-    /// The controller refused the first step.
-    #[error(transparent)]
-    Change(ChangeError),
-    /// The gateway is shutting down (503).
-    #[error("the rollout manager is not running (shutting down)")]
-    Closed,
-}
-
 enum Command {
     Start(Box<RolloutRequest>, Reply<Rollout>),
     Get(String, Reply<Rollout>),
@@ -76,7 +55,7 @@ enum Command {
     Act(String, Action, Reply<Rollout>),
 }
 
-type Reply<T> = oneshot::Sender<Result<T, RolloutError>>;
+type Reply<T> = oneshot::Sender<Result<T, Refusal>>;
 
 /// The admin API's side of the manager.
 #[derive(Clone, Debug)]
@@ -87,22 +66,22 @@ pub struct RolloutHandle {
 
 impl RolloutHandle {
     /// Starts a rollout; returns it once its first step is live.
-    pub async fn start(&self, req: RolloutRequest) -> Result<Rollout, RolloutError> {
+    pub async fn start(&self, req: RolloutRequest) -> Result<Rollout, Refusal> {
         self.ask(|reply| Command::Start(Box::new(req), reply)).await
     }
 
     /// A rollout, with the current step's figures as of now.
-    pub async fn get(&self, id: &str) -> Result<Rollout, RolloutError> {
+    pub async fn get(&self, id: &str) -> Result<Rollout, Refusal> {
         self.ask(|reply| Command::Get(id.to_owned(), reply)).await
     }
 
     /// Every known rollout (running first, then the latest finished) and totals.
-    pub async fn list(&self) -> Result<RolloutList, RolloutError> {
+    pub async fn list(&self) -> Result<RolloutList, Refusal> {
         self.ask(Command::List).await
     }
 
     /// `pause`, `resume`, `promote` or `abort`.
-    pub async fn act(&self, id: &str, action: Action) -> Result<Rollout, RolloutError> {
+    pub async fn act(&self, id: &str, action: Action) -> Result<Rollout, Refusal> {
         self.ask(|reply| Command::Act(id.to_owned(), action, reply))
             .await
     }
@@ -112,13 +91,15 @@ impl RolloutHandle {
         self.changes.clone()
     }
 
-    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, RolloutError> {
+    async fn ask<T>(&self, command: impl FnOnce(Reply<T>) -> Command) -> Result<T, Refusal> {
         let (reply, answer) = oneshot::channel();
         self.tx
             .send(command(reply))
             .await
-            .map_err(|_| RolloutError::Closed)?;
-        answer.await.map_err(|_| RolloutError::Closed)?
+            .map_err(|_| Refusal::Closed(Stopped::RolloutManager))?;
+        answer
+            .await
+            .map_err(|_| Refusal::Closed(Stopped::RolloutManager))?
     }
 }
 
@@ -246,31 +227,28 @@ impl Manager {
         }
     }
 
-    async fn start(&mut self, req: RolloutRequest) -> Result<Rollout, RolloutError> {
+    async fn start(&mut self, req: RolloutRequest) -> Result<Rollout, Refusal> {
         if let Some(d) = self
             .drivers
             .values()
             .find(|d| d.record.phase.is_active() && d.record.spec.route == req.route)
         {
-            return Err(RolloutError::Conflict {
-                path: "route".into(),
-                message: format!(
+            return Err(Refusal::conflict(
+                "route",
+                format!(
                     "rollout {} is {} on route {}; one rollout per route at a time",
                     d.record.id,
                     d.record.phase.as_str(),
                     req.route
                 ),
-            });
+            ));
         }
-        let state = self.control.state().await.ok_or(RolloutError::Closed)?;
-        let checked = check(&req, &state).map_err(|refused| match refused {
-            Refused::Invalid(errors) => RolloutError::Invalid(errors),
-            Refused::NoRoute(message) => RolloutError::NotFound {
-                path: "route".into(),
-                message,
-            },
-            Refused::Conflict(path, message) => RolloutError::Conflict { path, message },
-        })?;
+        let state = self
+            .control
+            .state()
+            .await
+            .ok_or(Refusal::Closed(Stopped::Controller))?;
+        let checked = check(&req, &state)?;
         let id = self.next_id(&req.route);
         let expect = checked.start_split.clone();
         let mut driver = Driver::new(Rollout {
@@ -287,8 +265,7 @@ impl Manager {
         });
         driver
             .enter_step(self.ctx(), 0, Some(expect), false)
-            .await
-            .map_err(RolloutError::Change)?;
+            .await?;
         tracing::info!(rollout = %id, route = %req.route, to = %req.to, "rollout started");
         let ended = !driver.record.phase.is_active();
         let record = driver.view(self.ctx());
@@ -300,7 +277,7 @@ impl Manager {
         Ok(record)
     }
 
-    fn get(&self, id: &str) -> Result<Rollout, RolloutError> {
+    fn get(&self, id: &str) -> Result<Rollout, Refusal> {
         self.drivers
             .get(id)
             .map(|d| d.view(self.ctx()))
@@ -317,22 +294,21 @@ impl Manager {
         }
     }
 
-    async fn act(&mut self, id: &str, action: Action) -> Result<Rollout, RolloutError> {
+    async fn act(&mut self, id: &str, action: Action) -> Result<Rollout, Refusal> {
         let ctx = Ctx {
             control: &self.control,
             snapshot: &self.snapshot,
         };
         let driver = self.drivers.get_mut(id).ok_or_else(|| not_found(id))?;
-        let ended = driver
-            .act(ctx, action)
-            .await
-            .map_err(|phase| RolloutError::Conflict {
-                path: "id".into(),
-                message: format!(
+        let ended = driver.act(ctx, action).await.map_err(|phase| {
+            Refusal::conflict(
+                "id",
+                format!(
                     "rollout {id} has ended ({}); start a new one",
                     phase.as_str()
                 ),
-            })?;
+            )
+        })?;
         let record = driver.view(ctx);
         if ended {
             self.count(record.phase);
@@ -385,11 +361,11 @@ impl Manager {
     }
 }
 
-fn not_found(id: &str) -> RolloutError {
-    RolloutError::NotFound {
-        path: "id".into(),
-        message: format!(
+fn not_found(id: &str) -> Refusal {
+    Refusal::not_found(
+        "id",
+        format!(
             "no rollout {id:?} (finished rollouts are kept until a restart, the last {HISTORY})"
         ),
-    }
+    )
 }

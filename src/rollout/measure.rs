@@ -33,7 +33,7 @@ impl Measure {
         let started = Instant::now();
         Measure {
             started,
-            judge_at: started + len,
+            judge_at: crate::clock::later(started, len),
             target: sample(&record.spec.to),
             baseline: record.spec.from.iter().map(|p| sample(p)).collect(),
         }

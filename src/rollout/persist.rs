@@ -15,7 +15,8 @@ use super::driver::Driver;
 use super::engine::Manager;
 use super::request::split_at;
 use super::{unix_ms, OnRestart, Phase, Reason, Verdict};
-use crate::controller::task::{Change, ChangeError, RolloutSplit};
+use crate::controller::task::{Change, RolloutSplit};
+use crate::controller::Refusal;
 
 impl Manager {
     /// Restores the persisted rollouts (see the module doc).
@@ -37,7 +38,7 @@ impl Manager {
                     Ok(()) => {
                         tracing::info!(rollout = %id, phase = driver.record.phase.as_str(), step = driver.record.current_weight(), "rollout resumed after a restart");
                     }
-                    Err(ChangeError::Closed) => return,
+                    Err(Refusal::Closed(_)) => return,
                     Err(err) => {
                         let reason = Reason::plain(
                             "restart",
@@ -68,7 +69,7 @@ impl Manager {
 
 /// Applies the current step again (with a fresh step record if it was measured)
 /// and restarts its measuring.
-async fn resume_step(manager: &Manager, driver: &mut Driver) -> Result<(), ChangeError> {
+async fn resume_step(manager: &Manager, driver: &mut Driver) -> Result<(), Refusal> {
     let mut next = driver.record.clone();
     next.resumed += 1;
     let running = next.phase == Phase::Running;

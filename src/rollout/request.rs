@@ -15,9 +15,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{LowTraffic, OnRestart, RolloutSpec, Weight};
-use crate::admin::state_view::StateView;
-use crate::config::spec::{Source, MAX_WEIGHT};
+use crate::config::spec::{Source, MAX_DURATION, MAX_WEIGHT};
+use crate::config::validate::too_long;
 use crate::config::{ConfigError, ConfigErrors};
+use crate::controller::state_view::StateView;
+use crate::controller::Refusal;
 
 /// Default `max_error_rate`.
 pub const DEFAULT_MAX_ERROR_RATE: f64 = 0.01;
@@ -56,17 +58,6 @@ pub struct RolloutRequest {
     pub on_restart: Option<OnRestart>,
 }
 
-/// Why a request was refused.
-#[derive(Debug)]
-pub enum Refused {
-    /// Bad values (400).
-    Invalid(ConfigErrors),
-    /// The route does not exist (404).
-    NoRoute(String),
-    /// The running state does not allow it (409): `(path, message)`.
-    Conflict(String, String),
-}
-
 /// A checked request: the spec, and the route's split now.
 #[derive(Debug)]
 pub struct Checked {
@@ -76,7 +67,7 @@ pub struct Checked {
 }
 
 /// Checks `req` against the running `state`.
-pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused> {
+pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refusal> {
     let mut errs = Errs::default();
     let route = state.route(&req.route);
     let pool_known = |name: &str| state.pools.iter().any(|p| p.name == name);
@@ -146,7 +137,7 @@ pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused
     };
     let longest = step_interval.max(bake.unwrap_or_default());
     let max_wait = match &req.max_wait {
-        None => longest * DEFAULT_MAX_WAIT_FACTOR,
+        None => crate::clock::times(longest, DEFAULT_MAX_WAIT_FACTOR),
         Some(text) => match duration(text, "max_wait", &mut errs) {
             Some(d) if d < longest => {
                 errs.add(
@@ -166,13 +157,16 @@ pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused
     let Some(route) = route else {
         return Err(if errs.0.is_empty() {
             let known: Vec<&str> = state.routes.iter().map(|r| r.name.as_str()).collect();
-            Refused::NoRoute(format!(
-                "no route named {:?}; routes: {}",
-                req.route,
-                known.join(", ")
-            ))
+            Refusal::not_found(
+                "route",
+                format!(
+                    "no route named {:?}; routes: {}",
+                    req.route,
+                    known.join(", ")
+                ),
+            )
         } else {
-            Refused::Invalid(ConfigErrors(std::mem::take(&mut errs.0)))
+            Refusal::Invalid(ConfigErrors(std::mem::take(&mut errs.0)))
         });
     };
     let start_split: Vec<Weight> = route
@@ -209,7 +203,7 @@ pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused
             .collect(),
     };
     if !errs.0.is_empty() {
-        return Err(Refused::Invalid(ConfigErrors(std::mem::take(&mut errs.0))));
+        return Err(Refusal::Invalid(ConfigErrors(std::mem::take(&mut errs.0))));
     }
     let moved: u64 = start_split
         .iter()
@@ -217,8 +211,8 @@ pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused
         .map(|w| u64::from(w.weight))
         .sum();
     if moved == 0 {
-        return Err(Refused::Conflict(
-            "from".into(),
+        return Err(Refusal::conflict(
+            "from",
             format!(
                 "no pool but {} carries weight on route {}: there is nothing to move",
                 req.to, req.route
@@ -232,8 +226,8 @@ pub fn check(req: &RolloutRequest, state: &StateView) -> Result<Checked, Refused
             .any(|b| b.healthy && !b.ejected && !b.draining)
     });
     if !usable {
-        return Err(Refused::Conflict(
-            "to".into(),
+        return Err(Refusal::conflict(
+            "to",
             format!(
                 "pool {} has no healthy backend; its share of the traffic would fail",
                 req.to
@@ -324,6 +318,10 @@ impl Errs {
 
 fn duration(text: &str, path: &str, errs: &mut Errs) -> Option<Duration> {
     match humantime::parse_duration(text) {
+        Ok(d) if d > MAX_DURATION => {
+            errs.add(path, too_long(text));
+            None
+        }
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {
             errs.add(path, format!("{text:?} is zero; give a duration above 0"));

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::*;
 use crate::config::parse;
 use crate::config::spec::SplitSpec;
-use crate::rollout::Rollout;
+use crate::rollout_record::Rollout;
 
 const FILE: &str = r#"
 [listen]

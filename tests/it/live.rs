@@ -38,7 +38,7 @@ async fn answered_by(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
 }
 
 pub(crate) fn split_of(
-    state: &sluicegate::admin::state_view::StateView,
+    state: &sluicegate::controller::state_view::StateView,
     route: &str,
 ) -> Vec<(String, u32)> {
     let r = state.route(route).expect("route");

@@ -1,4 +1,4 @@
-//! Upstream keep-alive on the gateway-driven connections (`upstream::h1`): bodiless
+//! Upstream keep-alive on the gateway-driven connections (`http1::client`): bodiless
 //! requests share one connection, a connection the backend closed while idle costs
 //! no failed request, and every way a backend frames a body reaches the client.
 

@@ -15,6 +15,7 @@ use super::Report;
 use crate::config::raw::{RawAdmin, RawListen};
 use crate::config::spec::{
     AdminSpec, ListenSpec, RedirectHttps, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_STREAM_CLOSE_DELAY,
+    MAX_ALLOWED_HOSTS,
 };
 
 pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<ListenSpec> {
@@ -188,12 +189,53 @@ pub(super) fn check_admin(
         }
         Some(path) => Some(Some(PathBuf::from(path))),
     };
+    let allowed_hosts = check_allowed_hosts(raw.allowed_hosts.unwrap_or_default(), report);
     // A clash or a missing token was reported above, which fails the whole file.
     Some(AdminSpec {
         listen: addr?,
         token_env: token_env?,
         state_file: state_file?,
+        allowed_hosts: allowed_hosts?,
     })
+}
+
+/// `[admin].allowed_hosts`: DNS names or IP addresses, without a port, at most
+/// [`MAX_ALLOWED_HOSTS`]; stored lower-case without a trailing dot.
+fn check_allowed_hosts(raw: Vec<String>, report: &mut Report) -> Option<Vec<String>> {
+    if raw.len() > MAX_ALLOWED_HOSTS {
+        report.add(
+            "admin.allowed_hosts",
+            format!("{} names; give at most {MAX_ALLOWED_HOSTS}", raw.len()),
+        );
+        return None;
+    }
+    let mut names = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    for (i, name) in raw.iter().enumerate() {
+        let clean = name.trim_end_matches('.').to_ascii_lowercase();
+        let is_ip = clean.parse::<std::net::IpAddr>().is_ok();
+        let is_dns = !clean.is_empty()
+            && clean.len() <= 253
+            && clean.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if is_ip || is_dns {
+            names.push(clean);
+        } else {
+            ok = false;
+            report.add(
+                format!("admin.allowed_hosts[{i}]"),
+                format!(
+                    "{name:?} is not a host name or IP address; write the name clients use, without a port, e.g. \"sluicegate.internal\""
+                ),
+            );
+        }
+    }
+    ok.then_some(names)
 }
 
 /// Whether two listen addresses would fight over one port (port 0 = any free port).

@@ -13,7 +13,7 @@ use serde_path_to_error::Segment;
 
 use super::Report;
 use crate::config::raw::RawDuration;
-use crate::config::spec::HashKey;
+use crate::config::spec::{HashKey, MAX_DURATION};
 
 /// Longest pool or route name accepted.
 const MAX_NAME_LEN: usize = 64;
@@ -144,7 +144,15 @@ fn looks_like_hostname(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
 }
 
-/// A human duration greater than zero.
+/// Why a duration above [`MAX_DURATION`] is refused.
+pub fn too_long(text: &str) -> String {
+    format!(
+        "{text:?} is too long; a duration may be at most {} (365 days)",
+        humantime::format_duration(MAX_DURATION)
+    )
+}
+
+/// A human duration greater than zero and at most [`MAX_DURATION`].
 pub(super) fn check_duration(
     raw: &RawDuration,
     path: &str,
@@ -156,6 +164,10 @@ pub(super) fn check_duration(
                 path,
                 format!("{:?} is zero; the duration must be greater than 0", raw.0),
             );
+            None
+        }
+        Ok(d) if d > MAX_DURATION => {
+            report.add(path, too_long(&raw.0));
             None
         }
         Ok(d) => Some(d),
@@ -225,4 +237,62 @@ pub(super) fn check_hash_key(key: &str, path: &str, report: &mut Report) -> Opti
     };
     report.add(path, message);
     None
+}
+
+#[cfg(test)]
+mod tests {
+    /// Overflowing inputs: `u64::MAX` seconds, the same as milliseconds, and a
+    /// number past `u64`.
+    const OVERFLOWS: [&str; 3] = [
+        "18446744073709551615s",
+        "18446744073709551615ms",
+        "99999999999999999999999s",
+    ];
+
+    #[test]
+    fn every_duration_of_the_example_file_refuses_overflowing_values_with_its_key_path() {
+        let text = include_str!("../../../config/routes.toml");
+        // (what the example writes, the key path it is reported at)
+        let keys = [
+            (
+                "header_read_timeout = \"10s\"",
+                "listen.header_read_timeout",
+            ),
+            ("slow_start = \"30s\"", "pools[0].slow_start"),
+            ("interval = \"2s\"", "pools[0].health.interval"),
+            ("base_ejection = \"10s\"", "pools[0].outlier.base_ejection"),
+            ("connect = \"1s\"", "timeouts.connect"),
+            ("response_header = \"30s\"", "timeouts.response_header"),
+            ("idle = \"60s\"", "timeouts.idle"),
+        ];
+        for (written, path) in keys {
+            assert!(text.contains(written), "{written}");
+            for huge in OVERFLOWS {
+                let (key, _) = written.split_once(" = ").unwrap();
+                let bad = text.replacen(written, &format!("{key} = \"{huge}\""), 1);
+                let errors = crate::config::parse(&bad).expect_err(huge).0;
+                assert!(
+                    errors.iter().any(|e| e.path.ends_with(path)),
+                    "{written} → {huge}: {errors:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_year_is_the_longest_duration() {
+        let mut report = super::Report::default();
+        let year = super::RawDuration("365d".into());
+        assert!(super::check_duration(&year, "k", &mut report).is_some());
+        for text in ["366d", OVERFLOWS[0], OVERFLOWS[1]] {
+            let raw = super::RawDuration(text.into());
+            assert_eq!(super::check_duration(&raw, "k", &mut report), None);
+        }
+        assert!(report.errors.iter().all(|e| e.path == "k"));
+        assert!(
+            report.errors[0].message.contains("too long"),
+            "{:?}",
+            report.errors
+        );
+    }
 }

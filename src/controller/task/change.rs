@@ -11,20 +11,19 @@
 
 use std::net::SocketAddr;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Change, ChangeError, RolloutSplit, Task};
-use crate::admin::state_view;
+use super::{Change, RolloutSplit, Task, Written};
 use crate::config::spec::{PoolName, PoolSpec, RouteName, Source};
 use crate::config::validate::{validate_backend, validate_split};
+use crate::controller::{state_view, Refusal};
 use crate::overrides::Overrides;
-use crate::rollout::Weight;
+use crate::rollout_record::Weight;
 use crate::state_file::Persisted;
 
 impl Task {
     /// Applies one admin write; the answer is the changed part of the state.
-    pub(super) async fn change(&mut self, change: Change) -> Result<Value, ChangeError> {
+    pub(super) async fn change(&mut self, change: Change) -> Result<Written, Refusal> {
         let mut next = self.overrides.clone();
         let answer = match change {
             Change::SetSplit { route, mut weights } => {
@@ -33,7 +32,7 @@ impl Task {
                 next.clear_rollout(&route);
                 self.order_like_file(&route, &mut weights);
                 let pools: Vec<&str> = self.file.pools.iter().map(|p| p.name.as_str()).collect();
-                let split = validate_split(&weights, &pools).map_err(ChangeError::Invalid)?;
+                let split = validate_split(&weights, &pools).map_err(Refusal::Invalid)?;
                 tracing::info!(%route, ?weights, "split set through the admin API");
                 next.set_split(route.clone(), split);
                 Answer::Route(route)
@@ -47,7 +46,7 @@ impl Task {
                 }
                 Answer::Route(route)
             }
-            Change::Drain { pool, addr, drain } => {
+            Change::Drain { pool, addr, action } => {
                 let pool = self.pool(&pool)?.name.clone();
                 let addr = parse_addr(&addr)?;
                 let running = self.controller.backend_state(&pool, addr).is_some();
@@ -57,15 +56,19 @@ impl Task {
                         format!("pool {pool} has no backend {addr}"),
                     ));
                 }
-                if next.set_drain((pool.clone(), addr), drain) {
-                    let verb = if drain { "drained" } else { "undrained" };
+                if next.set_drain((pool.clone(), addr), action.draining()) {
+                    let verb = if action.draining() {
+                        "drained"
+                    } else {
+                        "undrained"
+                    };
                     tracing::info!(%pool, backend = %addr, "backend {verb} through the admin API");
                 }
                 Answer::Backend(pool, addr)
             }
             Change::Register { pool, body } => {
                 let pool = self.pool(&pool)?;
-                let (backend, ttl) = validate_backend(&body).map_err(ChangeError::Invalid)?;
+                let (backend, ttl) = validate_backend(&body).map_err(Refusal::Invalid)?;
                 match listed(pool, backend.addr) {
                     Some(Source::Docker) => return Err(conflict(format!(
                         "{} is a backend of pool {} found by Docker discovery; register only backends nothing else lists",
@@ -118,30 +121,29 @@ impl Task {
                 let route = self.route(&record.spec.route)?;
                 if let Some(other) = next.active_rollout(&route) {
                     if other.id != record.id {
-                        return Err(ChangeError::Conflict {
-                            path: "route".into(),
-                            message: format!(
+                        return Err(Refusal::conflict(
+                            "route",
+                            format!(
                                 "rollout {} is {} on route {route}",
                                 other.id,
                                 other.phase.as_str()
                             ),
-                        });
+                        ));
                     }
                 }
                 if let Some(expect) = expect {
                     if self.running_split(&route) != expect {
-                        return Err(ChangeError::Conflict {
-                            path: "route".into(),
-                            message: format!("the split of route {route} changed while the rollout was starting; try again"),
-                        });
+                        return Err(Refusal::conflict(
+                            "route",
+                            format!("the split of route {route} changed while the rollout was starting; try again"),
+                        ));
                     }
                 }
                 match split {
                     RolloutSplit::Set(weights) => {
                         let pools: Vec<&str> =
                             self.file.pools.iter().map(|p| p.name.as_str()).collect();
-                        let split =
-                            validate_split(&weights, &pools).map_err(ChangeError::Invalid)?;
+                        let split = validate_split(&weights, &pools).map_err(Refusal::Invalid)?;
                         next.set_split(route.clone(), split);
                     }
                     RolloutSplit::File => {
@@ -158,17 +160,17 @@ impl Task {
     }
 
     /// A hand-made split change while a rollout owns the route is refused (409).
-    fn refuse_during_rollout(&self, route: &RouteName) -> Result<(), ChangeError> {
+    fn refuse_during_rollout(&self, route: &RouteName) -> Result<(), Refusal> {
         match self.overrides.active_rollout(route) {
-            Some(r) => Err(ChangeError::Conflict {
-                path: "route".into(),
-                message: format!(
+            Some(r) => Err(Refusal::conflict(
+                "route",
+                format!(
                     "rollout {} is {} on route {route}; abort it first (`sluicegate ctl rollout abort {}`) or let it finish",
                     r.id,
                     r.phase.as_str(),
                     r.id
                 ),
-            }),
+            )),
             None => Ok(()),
         }
     }
@@ -195,11 +197,11 @@ impl Task {
 
     /// Persists `next` if what would be on disk changed, makes it current, and
     /// publishes if the effective spec changed.
-    async fn commit(&mut self, next: Overrides) -> Result<(), ChangeError> {
+    async fn commit(&mut self, next: Overrides) -> Result<(), Refusal> {
         let visible =
             Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
         if visible {
-            self.persist(&next).map_err(ChangeError::Persist)?;
+            self.persist(&next).map_err(Refusal::Persist)?;
         }
         self.overrides = next;
         if visible {
@@ -208,25 +210,25 @@ impl Task {
         Ok(())
     }
 
-    fn answer(&self, answer: Answer) -> Value {
+    fn answer(&self, answer: Answer) -> Written {
         match answer {
-            Answer::Route(route) => {
-                state_view::route_json(&self.controller, &self.file, &self.overrides, &route)
-            }
+            Answer::Route(route) => Written::Route(state_view::route_of(
+                &self.controller,
+                &self.file,
+                &self.overrides,
+                &route,
+            )),
             Answer::Backend(pool, addr) => {
-                state_view::backend_json(&self.controller, &self.overrides, &pool, addr)
+                let backend =
+                    state_view::backend_of(&self.controller, &self.overrides, &pool, addr);
+                Written::Backend { pool, backend }
             }
-            Answer::Gone(pool, addr) => serde_json::json!({
-                "pool": pool.as_str(),
-                "addr": addr.to_string(),
-                "source": Source::Api,
-                "removed": true,
-            }),
+            Answer::Gone(pool, addr) => Written::Removed { pool, addr },
         }
     }
 
     /// The route named in the URL; routes come from the file only.
-    fn route(&self, name: &str) -> Result<RouteName, ChangeError> {
+    fn route(&self, name: &str) -> Result<RouteName, Refusal> {
         match self.file.routes.iter().find(|r| r.name.as_str() == name) {
             Some(r) => Ok(r.name.clone()),
             None => {
@@ -253,7 +255,7 @@ impl Task {
 
     /// The pool named in the URL, as the file and Docker discovery define it
     /// (without admin-registered backends).
-    fn pool(&self, name: &str) -> Result<&PoolSpec, ChangeError> {
+    fn pool(&self, name: &str) -> Result<&PoolSpec, Refusal> {
         self.base
             .pools
             .iter()
@@ -283,25 +285,19 @@ fn listed(pool: &PoolSpec, addr: SocketAddr) -> Option<Source> {
         .map(|b| b.source)
 }
 
-fn parse_addr(addr: &str) -> Result<SocketAddr, ChangeError> {
+fn parse_addr(addr: &str) -> Result<SocketAddr, Refusal> {
     addr.parse().map_err(|_| {
-        ChangeError::invalid(
+        Refusal::invalid(
             "addr",
             format!("{addr:?} is not an ip:port address; write e.g. \"10.0.0.5:9001\""),
         )
     })
 }
 
-fn not_found(path: &str, message: String) -> ChangeError {
-    ChangeError::NotFound {
-        path: path.to_owned(),
-        message,
-    }
+fn not_found(path: &str, message: String) -> Refusal {
+    Refusal::not_found(path, message)
 }
 
-fn conflict(message: String) -> ChangeError {
-    ChangeError::Conflict {
-        path: "addr".to_owned(),
-        message,
-    }
+fn conflict(message: String) -> Refusal {
+    Refusal::conflict("addr", message)
 }

@@ -16,8 +16,8 @@
 use tokio::sync::{mpsc, watch};
 
 use super::Task;
-use crate::admin::state_view::DockerView;
 use crate::config::Spec;
+use crate::controller::state_view::DockerView;
 use crate::discovery::{self, DiscoveredSet, DiscoveryStatus, DrainHint};
 
 /// The receiving ends of a running discovery task, handed to the controller task.

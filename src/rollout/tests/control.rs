@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use super::{canary, table, weights, Rig, CONFIG};
-use crate::rollout::{Action, Phase, RolloutError, RolloutRequest, Totals, Verdict};
+use crate::controller::Refusal;
+use crate::rollout::{Action, Phase, RolloutRequest, Totals, Verdict};
 
 #[tokio::test(start_paused = true)]
 async fn pause_holds_the_split_and_resume_measures_the_step_again() {
@@ -66,7 +67,7 @@ async fn promote_jumps_to_100_and_abort_rolls_back() {
     assert_eq!(steps, [(5, Verdict::Skipped), (100, Verdict::NotJudged)]);
     assert_eq!(weights(&rig.split()), [0, 100]);
     let err = rig.rollouts.act("r-1", Action::Abort).await.unwrap_err();
-    assert!(matches!(err, RolloutError::Conflict { .. }), "{err}");
+    assert!(matches!(err, Refusal::Conflict { .. }), "{err}");
 
     // From 0/100 back to 100/0 with a second rollout, aborted midway: the split
     // returns to where that rollout started (an override, kept as one).

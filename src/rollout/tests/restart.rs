@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use super::{canary, table, weights, Rig, CONFIG};
-use crate::controller::task::{Change, ChangeError};
-use crate::rollout::{OnRestart, Phase, RolloutError, RolloutRequest, Verdict};
+use crate::controller::task::Change;
+use crate::controller::Refusal;
+use crate::rollout::{OnRestart, Phase, RolloutRequest, Verdict};
 
 /// [`CONFIG`] with an `[admin]` table persisting to `state.json` in `dir`.
 fn config(dir: &tempfile::TempDir) -> String {
@@ -98,7 +99,7 @@ async fn one_rollout_per_route_and_no_hand_made_split_meanwhile() {
     rig.rollouts.start(canary(&[5, 100])).await.expect("start");
     let again = rig.rollouts.start(canary(&[5, 100])).await.unwrap_err();
     assert!(
-        matches!(&again, RolloutError::Conflict { path, message } if path == "route" && message.contains("r-1 is running")),
+        matches!(&again, Refusal::Conflict { path, message } if path == "route" && message.contains("r-1 is running")),
         "{again}"
     );
     let by_hand = Change::SetSplit {
@@ -107,7 +108,7 @@ async fn one_rollout_per_route_and_no_hand_made_split_meanwhile() {
     };
     let refused = rig.control.change(by_hand).await.unwrap_err();
     assert!(
-        matches!(&refused, ChangeError::Conflict { message, .. } if message.contains("abort it first")),
+        matches!(&refused, Refusal::Conflict { message, .. } if message.contains("abort it first")),
         "{refused}"
     );
     assert_eq!(weights(&rig.split()), [95, 5]);
@@ -141,7 +142,7 @@ async fn bad_requests_name_every_problem_with_its_path() {
         ..canary(&[])
     };
     let err = rig.rollouts.start(bad).await.unwrap_err();
-    let RolloutError::Invalid(errors) = err else {
+    let Refusal::Invalid(errors) = err else {
         panic!("expected 400, got {err}");
     };
     let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
@@ -161,7 +162,7 @@ async fn bad_requests_name_every_problem_with_its_path() {
     };
     assert!(matches!(
         rig.rollouts.start(missing).await,
-        Err(RolloutError::NotFound { .. })
+        Err(Refusal::NotFound { .. })
     ));
     // Nothing to move: green already has it all.
     let none = RolloutRequest {
@@ -170,7 +171,7 @@ async fn bad_requests_name_every_problem_with_its_path() {
         ..canary(&[100])
     };
     assert!(
-        matches!(rig.rollouts.start(none).await, Err(RolloutError::Conflict { path, .. }) if path == "from")
+        matches!(rig.rollouts.start(none).await, Err(Refusal::Conflict { path, .. }) if path == "from")
     );
     rig.stop().await;
 }

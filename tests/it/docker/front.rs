@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use sluicegate::admin::state_view::{BackendView, StateView};
+use sluicegate::controller::state_view::{BackendView, StateView};
 use sluicegate::discovery::Options as DiscoveryOptions;
 use tokio::sync::Mutex;
 use tokio::time::Instant;

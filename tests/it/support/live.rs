@@ -8,13 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use sluicegate::admin::state_view::StateView;
+use sluicegate::controller::state_view::StateView;
 use sluicegate::controller::task::{ControlHandle, Counters};
 use sluicegate::discovery::Options as DiscoveryOptions;
 use sluicegate::gateway::{Gateway, Options};
 use sluicegate::reload::ReloadOptions;
 use sluicegate::rollout::RolloutHandle;
 use sluicegate::server::Drained;
+use sluicegate::tasks::TaskWatch;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -30,6 +31,8 @@ pub struct LiveGateway {
     pub control: ControlHandle,
     /// Starts and steers rollouts (and signals their changes).
     pub rollouts: RolloutHandle,
+    /// The gateway's watched background tasks (tests end them on purpose).
+    pub tasks: TaskWatch,
     pub path: PathBuf,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -79,6 +82,7 @@ impl LiveGateway {
         let admin = gateway.admin_addr().expect("admin listener");
         let control = gateway.control();
         let rollouts = gateway.rollouts();
+        let tasks = gateway.task_watch();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(
             async move {
@@ -91,6 +95,7 @@ impl LiveGateway {
             admin,
             control,
             rollouts,
+            tasks,
             path,
             dir,
             stop: Some(stop),
@@ -179,6 +184,7 @@ pub async fn api(
     body: Option<&str>,
     token: Option<&str>,
 ) -> Reply {
+    let write = !matches!(method, Method::GET | Method::HEAD);
     let mut req = Request::builder()
         .method(method)
         .uri(path)
@@ -186,7 +192,8 @@ pub async fn api(
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
-    if body.is_some() {
+    // Writes are JSON, bodiless ones included (the admin API refuses others).
+    if body.is_some() || write {
         req = req.header("content-type", "application/json");
     }
     let body = Full::new(Bytes::from(body.unwrap_or("").to_owned()));

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::DockerFeed;
 use crate::backend::BackendState;
 use crate::config::spec::{PoolName, Source};
-use crate::controller::task::{Change, ControlHandle, Task};
+use crate::controller::task::{Change, ControlHandle, DrainAction, Task};
 use crate::controller::SharedSnapshot;
 use crate::discovery::{DiscoveredBackend, DiscoveredSet, DiscoveryStatus, DrainHint};
 
@@ -105,7 +105,7 @@ impl Fixture {
     }
 
     /// A round trip through the task: discovery news sent before it are handled.
-    async fn settle(&self) -> crate::admin::state_view::StateView {
+    async fn settle(&self) -> crate::controller::state_view::StateView {
         self.handle.state().await.expect("task running")
     }
 
@@ -190,7 +190,7 @@ async fn a_hint_drains_at_once_and_later_publishes_keep_it_drained() {
     let undrain = Change::Drain {
         pool: "blue".into(),
         addr: BLUE.into(),
-        drain: false,
+        action: DrainAction::Undrain,
     };
     f.handle.change(undrain).await.expect("undrain accepted");
     let split = Change::SetSplit {
@@ -219,7 +219,7 @@ async fn admin_drain_and_registration_see_discovered_backends() {
     let drain = Change::Drain {
         pool: "extra".into(),
         addr: GREEN.into(),
-        drain: true,
+        action: DrainAction::Drain,
     };
     f.handle
         .change(drain)

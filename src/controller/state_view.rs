@@ -1,7 +1,10 @@
-//! `GET /api/v1/state`: the running config and live backend state, as JSON.
+//! The state view: the running config and live backend state, as the controller
+//! sees it (`GET /api/v1/state` serializes it, rollout checks read it).
 //!
 //! The same types serialize on the gateway and deserialize in `sluicegate ctl`, so
-//! the two cannot drift. Each value says where it came from (`source`: file | api |
+//! the two cannot drift. It belongs to the controller, which owns what it shows;
+//! the admin layer only renders it. A new section (another discovery source) is
+//! one more optional field of [`StateView`] and a view type beside [`DockerView`]. Each value says where it came from (`source`: file | api |
 //! docker | rollout); live numbers (in-flight, health, ejection) are read from the
 //! backends' atomics at the moment of the request. Backends from Docker name their
 //! container and its Docker health; `docker` shows the engine connection and the
@@ -15,15 +18,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::time::Instant;
 
+use super::task::Counters;
+use super::Controller;
 use crate::backend::BackendState;
 use crate::config::spec::{
     BackendSpec, Balance, PoolName, RouteName, RouteSpec, Source, Spec, SplitSpec,
 };
-use crate::controller::task::Counters;
-use crate::controller::Controller;
 use crate::discovery::{DiscoveredSet, DiscoveryStatus};
 use crate::overrides::{BackendKey, Overrides};
 use crate::snapshot::Snapshot;
@@ -320,60 +322,49 @@ fn backend_view(
     }
 }
 
-/// The JSON answer for a route write: the route as `GET /api/v1/state` shows it.
-///
-/// Built for that route alone: the whole state of a large fleet (10 000
-/// backends) takes milliseconds, on the controller task's worker.
-pub fn route_json(
+/// A route as the state shows it, built for that route alone (the answer to a
+/// route write): the whole state of a large fleet takes milliseconds, on the
+/// controller task's worker.
+pub fn route_of(
     controller: &Controller,
     file: &Spec,
     overrides: &Overrides,
     route: &RouteName,
-) -> Value {
+) -> Option<RouteView> {
     let snapshot = controller.shared().load_full();
     snapshot
         .spec()
         .routes
         .iter()
         .find(|r| r.name == *route)
-        .and_then(|r| serde_json::to_value(route_view(r, file, overrides)).ok())
-        .unwrap_or(Value::Null)
+        .map(|r| route_view(r, file, overrides))
 }
 
-/// The JSON answer for a backend write: the backend with its pool (built for that
-/// backend alone, as [`route_json`]).
-pub fn backend_json(
+/// A backend as the state shows it, built for that backend alone (as
+/// [`route_of`]).
+pub fn backend_of(
     controller: &Controller,
     overrides: &Overrides,
     pool: &PoolName,
     addr: SocketAddr,
-) -> Value {
+) -> Option<BackendView> {
     let snapshot = controller.shared().load_full();
     let found = snapshot
         .spec()
         .pools
         .iter()
         .find(|p| p.name == *pool)
-        .and_then(|p| p.backends.iter().find(|b| b.addr == addr));
-    let view = found.map(|b| {
-        let expires = overrides
-            .backends()
-            .get(&(pool.clone(), addr))
-            .and_then(|r| r.expires);
-        backend_view(
-            controller.backend_state(pool, addr),
-            expires,
-            Instant::now(),
-            b,
-        )
-    });
-    match view.and_then(|b| serde_json::to_value(b).ok()) {
-        Some(Value::Object(mut map)) => {
-            map.insert("pool".into(), Value::String(pool.to_string()));
-            Value::Object(map)
-        }
-        _ => Value::Null,
-    }
+        .and_then(|p| p.backends.iter().find(|b| b.addr == addr))?;
+    let expires = overrides
+        .backends()
+        .get(&(pool.clone(), addr))
+        .and_then(|r| r.expires);
+    Some(backend_view(
+        controller.backend_state(pool, addr),
+        expires,
+        Instant::now(),
+        found,
+    ))
 }
 
 fn split_view(split: &[SplitSpec]) -> Vec<SplitView> {

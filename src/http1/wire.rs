@@ -1,5 +1,5 @@
 //! HTTP/1 text that both of the gateway's own HTTP/1 loops share, the client side
-//! (`server::h1`) and the backend side (`upstream::h1`): head lines, list-valued
+//! (`http1::server`) and the backend side (`http1::client`): head lines, list-valued
 //! fields, and how their read buffers grow.
 
 use bytes::BytesMut;

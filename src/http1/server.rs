@@ -22,7 +22,7 @@
 //! Timers: the first request must complete its head within `header_read_timeout` of
 //! the accept; between requests a connection may wait `idle_timeout`, and once a head
 //! has begun it must complete within `header_read_timeout`. One timer per connection
-//! watches these ([`crate::deadline`]), re-armed about once a period, not per
+//! watches these ([`super::deadline`]), re-armed about once a period, not per
 //! request; the drain's token is registered once per connection (polling it takes
 //! the token's mutex).
 
@@ -46,11 +46,11 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use super::client::RawFields;
+use super::fields;
+use super::wire::{list_items, reserve, write_line, READ_SIZE};
 use crate::cold::cold;
 use crate::proxy::body::ResponseBody;
-use crate::proxy::headers;
-use crate::upstream::h1::RawFields;
-use crate::wire::{list_items, reserve, write_line, READ_SIZE};
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;
@@ -68,25 +68,25 @@ const MAX_SPARE_CAPACITY: usize = 16 * 1024;
 
 /// The listener's client limits this loop applies.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Settings {
+pub(crate) struct Settings {
     /// A head must be complete this long after its first byte (the first request:
     /// after the accept).
-    pub(super) header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// A connection with no request in flight is closed after this long.
-    pub(super) idle_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
     /// A head that has not completed within this many bytes is hyper's (431).
-    pub(super) max_head_bytes: usize,
+    pub(crate) max_head_bytes: usize,
     /// A head with more fields is hyper's (431).
-    pub(super) max_headers: usize,
+    pub(crate) max_headers: usize,
 }
 
 /// The listener's drain as this loop sees it: a flag read on every request (an
 /// atomic load; the token's own check takes its mutex, shared by every connection)
 /// and the token that wakes a waiting connection.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Drain<'a> {
-    pub(super) started: &'a AtomicBool,
-    pub(super) token: &'a CancellationToken,
+pub(crate) struct Drain<'a> {
+    pub(crate) started: &'a AtomicBool,
+    pub(crate) token: &'a CancellationToken,
 }
 
 impl Drain<'_> {
@@ -97,7 +97,7 @@ impl Drain<'_> {
 
 /// How [`serve`] left the connection.
 #[derive(Debug)]
-pub(super) enum Outcome {
+pub(crate) enum Outcome {
     /// Finished: closed by either side, timed out, drained or failed.
     Done,
     /// A request this loop does not serve: hyper takes the connection from here,
@@ -134,7 +134,7 @@ enum Next {
 }
 
 /// Serves `io` until it closes or asks for hyper; `handle` answers each request.
-pub(super) async fn serve<H: Handle>(
+pub(crate) async fn serve<H: Handle>(
     io: TcpStream,
     handle: H,
     settings: Settings,
@@ -246,7 +246,7 @@ impl<H: Handle> Busy<'_, H> {
 
 /// What answers the requests: the listener's handler (a closure over it), or a
 /// test's.
-pub(super) trait Handle {
+pub(crate) trait Handle {
     /// The answers' body.
     type Body: AnswerBody<Error: std::fmt::Display>;
     /// The answer to come.
@@ -271,7 +271,7 @@ where
 
 /// An answer's body, which may carry its head's fields raw (a backend's, from the
 /// fast path): they are written before the fields of the answer's map.
-pub(super) trait AnswerBody: Body<Data = bytes::Bytes> {
+pub(crate) trait AnswerBody: Body<Data = bytes::Bytes> {
     /// The raw fields, taken (only the head writer asks).
     fn take_raw_fields(&mut self) -> Option<RawFields> {
         None
@@ -348,7 +348,7 @@ impl Conn {
                     return Poll::Ready(None);
                 }
                 // One timer for the connection, not one per request.
-                let now = ready!(crate::deadline::poll(timer.as_mut(), cx, wake_at));
+                let now = ready!(super::deadline::poll(timer.as_mut(), cx, wake_at));
                 // Before the connection's deadline, the spell's end came first.
                 released = now < deadline;
                 Poll::Ready(None)
@@ -798,7 +798,7 @@ fn encode_head(out: &mut Vec<u8>, answer: &Answer<'_>, keep_alive: bool) -> Head
     let mut length = None;
     let mut dated = false;
     if let Some(raw) = raw {
-        headers::write_end_to_end(raw, out);
+        fields::write_end_to_end(raw, out);
         dated = raw.dated;
         if let Some(n) = raw.content_length {
             write_length(out, n);

@@ -28,8 +28,8 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
-use crate::wire::{reserve, write_line, READ_SIZE};
+use super::wire::{reserve, write_line, READ_SIZE};
+use crate::upstream::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
 
 /// Largest request-head buffer a pooled connection keeps between requests.
 const MAX_KEPT_HEAD_BUFFER: usize = 4 * 1024;
@@ -82,7 +82,7 @@ struct ConnParts {
     buf: BytesMut,
     /// The request head being written (kept for its capacity).
     out: Vec<u8>,
-    /// Bounds each exchange ([`crate::deadline`]: each request's deadline is later
+    /// Bounds each exchange ([`super::deadline`]: each request's deadline is later
     /// than the last, so a request costs no timer registration). Made with the
     /// connection's first exchange.
     timer: Option<Pin<Box<Sleep>>>,
@@ -207,7 +207,7 @@ fn poll_deadline<T>(
     (deadline, timeout): (Instant, Duration),
 ) -> Poll<Result<T, H1Error>> {
     let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-    crate::deadline::poll(timer.as_mut(), cx, deadline).map(|_| Err(H1Error::TimedOut(timeout)))
+    super::deadline::poll(timer.as_mut(), cx, deadline).map(|_| Err(H1Error::TimedOut(timeout)))
 }
 
 /// Lets go of a head buffer a large request grew: a pooled connection keeps its

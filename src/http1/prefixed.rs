@@ -10,13 +10,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// `io` with `prefix` in front of what it reads; writes go straight to `io`.
 #[derive(Debug)]
-pub(super) struct Prefixed<I> {
+pub(crate) struct Prefixed<I> {
     prefix: Bytes,
     io: I,
 }
 
 impl<I> Prefixed<I> {
-    pub(super) fn new(prefix: Bytes, io: I) -> Self {
+    pub(crate) fn new(prefix: Bytes, io: I) -> Self {
         Prefixed { prefix, io }
     }
 }
