@@ -128,13 +128,13 @@ async fn discovery_that_listed_once_stays_ready_after_losing_the_engine() {
 
 /// A stand-in Docker engine: `/version`, an empty `/containers/json`, and an
 /// `/events` stream that stays open until [`FakeEngine::stop`].
-struct FakeEngine {
+pub(crate) struct FakeEngine {
     path: PathBuf,
     task: Option<JoinHandle<()>>,
 }
 
 impl FakeEngine {
-    fn start(path: &Path) -> FakeEngine {
+    pub(crate) fn start(path: &Path) -> FakeEngine {
         let listener = UnixListener::bind(path).expect("bind fake engine");
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) closes every connection.
