@@ -147,16 +147,8 @@ fn sigterm(pid: u32) {
 #[tokio::test]
 async fn drain_waits_for_an_open_sse_stream() {
     let a = agents("a", "v1", 1).await;
-    let gw = crate::support::TestGateway::start(&format!(
-        r#"
-[[pools]]
-name = "p"
-backends = [{{ addr = "{}" }}]
-[[routes]]
-name = "all"
-split = [{{ pool = "p", weight = 1 }}]
-"#,
-        a[0].addr()
+    let gw = crate::support::TestGateway::start(&crate::support::one_pool_toml(
+        &crate::support::backends(&a[..1]),
     ))
     .await;
     let addr = gw.addr;

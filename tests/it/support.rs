@@ -14,11 +14,11 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use sluicegate::controller::SharedSnapshot;
-use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
 use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
 use sluicegate::tls::watch::ReloadStatus;
+use sluicegate_echo_agent::{self as echo_agent, EchoHandle};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -128,6 +128,15 @@ pub fn backends(agents: &[EchoHandle]) -> String {
         .map(|a| format!("{{ addr = \"{}\" }}", a.addr()))
         .collect();
     format!("[{}]", list.join(", "))
+}
+
+/// The most common fixture: pool `p` with `backends` (a TOML array, e.g. from
+/// [`backends`]) and route `all` sending everything to it. Sections a test needs
+/// besides (`[listen]`, `[admin]`, more routes) go around it.
+pub fn one_pool_toml(backends: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"p\"\nbackends = {backends}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\n"
+    )
 }
 
 /// A response read in full.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sluicegate::echo_agent::{self, EchoConfig, EchoHandle};
+use sluicegate_echo_agent::{self as echo_agent, EchoConfig, EchoHandle};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
