@@ -11,7 +11,7 @@
 # benches/proxy/candidate.sh writes; BENCH_PROFILE / BENCH_METRICS apply) on
 # 127.0.0.1:18090, warms up, then counts instructions only while
 # `wrk -t1 -c16 -d10s` runs (CONNS sets -c) and divides by the requests wrk completed. Kernel work
-# (syscalls, TCP) is not counted: see `perf` in benches/README.md for that share.
+# (syscalls, TCP) is not counted: see `perf` in benches/JOURNAL.md for that share.
 #
 # Usage: benches/proxy/callgrind.sh [label]      (needs valgrind, nginx, wrk, curl)
 #        CONNS=1 benches/proxy/callgrind.sh LABEL  wrk's connection count (default 16;

@@ -21,7 +21,7 @@
 #            and the upstreams there.
 # Syscalls per request, for the same setup: add
 #   perf stat -e 'raw_syscalls:sys_enter,syscalls:sys_enter_recvfrom,...' -p PID
-# around a run (benches/README.md, fifth pass, has the figures).
+# around a run (benches/JOURNAL.md, fifth pass, has the figures).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 conns=${CONNS:-64}

@@ -84,7 +84,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if any {
         // Almost every `Connection` is one `keep-alive` or `close`, which names no
-        // field: those skip the token walk (~600 instructions per upstream response).
+        // field: those skip the token walk (benches/JOURNAL.md, fourth pass).
         let names_fields = present[CONNECTION_AT]
             && headers.get_all(header::CONNECTION).iter().any(|v| {
                 let v = v.as_bytes().trim_ascii();
@@ -125,8 +125,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 ///
 /// Every field of every request and response goes through this, so it looks at the
 /// name's length first: most names have a length no hop-by-hop name has, and the
-/// rest are one or two string compares (a scan of the list was ~700 instructions
-/// per head, measured with `benches/proxy/callgrind.sh`).
+/// rest are one or two string compares (a scan of the list cost more: see
+/// benches/JOURNAL.md, seventh pass).
 fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
     let at = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP_NAMES[i]).then_some(i);
     match name.len() {
