@@ -21,6 +21,8 @@
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
 //! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET /api/v1/discovery/swarm` — the Swarm set this gateway read from its own
+//!   engine, for gateways on worker nodes (503 when it has none of its own);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 //!
@@ -52,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
+use crate::discovery::swarm::Board;
 use crate::discovery::ListedGate;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
@@ -88,6 +91,8 @@ struct AdminState {
     metrics: MetricsSource,
     /// Discovery sources that must have listed once before `/readyz` is 200.
     listed: ListedGate,
+    /// Swarm discovery's export and its reason for `/readyz` to say 503.
+    board: Arc<Board>,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -138,6 +143,7 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
     listed: ListedGate,
@@ -165,6 +171,7 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let board = Arc::new(Board::default());
         let state = AdminState {
             control,
             rollouts,
@@ -173,6 +180,7 @@ impl AdminServer {
             tasks,
             metrics,
             listed: ListedGate::default(),
+            board: Arc::clone(&board),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
@@ -180,6 +188,7 @@ impl AdminServer {
             listed: state.listed.clone(),
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
+            board,
         })
     }
 
@@ -187,6 +196,11 @@ impl AdminServer {
     /// registers there when it starts.
     pub fn listed_gate(&self) -> ListedGate {
         self.listed.clone()
+    }
+
+    /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
     }
 
     /// The address actually bound.

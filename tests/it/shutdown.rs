@@ -83,7 +83,7 @@ fn one_pool_config(
     let path = dir.path().join("routes.toml");
     std::fs::write(
         &path,
-        format!(
+        crate::support::with_fast_path_switch(&format!(
             r#"
 [listen]
 http = "{listen}"
@@ -95,7 +95,7 @@ backends = [{{ addr = "{backend}" }}]
 name = "all"
 split = [{{ pool = "p", weight = 1 }}]
 "#
-        ),
+        )),
     )
     .unwrap();
     path

@@ -48,7 +48,9 @@ pub enum Command {
         config: PathBuf,
     },
     /// List what Docker discovery finds for routes.toml's [discovery.docker]
-    /// (pools, backends, skipped containers and why); `--watch` follows changes.
+    /// (pools, backends, skipped containers and why) or [discovery.swarm]
+    /// (services, their tasks with node, address, state and desired state, and
+    /// what was skipped and why); `--watch` follows changes.
     Discover {
         #[arg(short, long, default_value = "routes.toml")]
         config: PathBuf,

@@ -54,6 +54,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     sighup: true,
                 },
                 discovery: Default::default(),
+                swarm: Default::default(),
             };
             runtime(workers)?.block_on(async {
                 // Installed first, so a stop from here on is a graceful one.
@@ -78,8 +79,18 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Discover { config, watch } => {
             let spec = config::load(&config)?;
+            if let Some(swarm) = spec.discovery.swarm.clone() {
+                let options = sluicegate::discovery::swarm::Options {
+                    manager_token: sluicegate::discovery::swarm::manager_token(&spec),
+                    ..Default::default()
+                };
+                return runtime(None)?.block_on(discover_swarm(swarm, options, watch));
+            }
             let docker = spec.discovery.docker.clone().with_context(|| {
-                format!("{} has no enabled [discovery.docker]", config.display())
+                format!(
+                    "{} has no enabled [discovery.docker] or [discovery.swarm]",
+                    config.display()
+                )
             })?;
             runtime(None)?.block_on(discover(docker, watch))
         }
@@ -148,6 +159,50 @@ async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<Exi
             }
             println!();
             print!("{}", check::render_discovered(&d.sets.borrow_and_update()));
+        }
+    }
+    shutdown.cancel();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `sluicegate discover` for `[discovery.swarm]`: the first read (bounded),
+/// then changes if asked. A swarm that cannot be read is an error naming why.
+async fn discover_swarm(
+    spec: config::spec::SwarmSpec,
+    options: sluicegate::discovery::swarm::Options,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
+    use sluicegate::discovery::swarm::SwarmDiscovery;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let board = std::sync::Arc::default();
+    let mut d = SwarmDiscovery::spawn(spec, options, board, shutdown.clone());
+    let first = tokio::time::timeout(
+        Duration::from_secs(10),
+        d.status.wait_for(|s| s.lists > 0 || s.last_error.is_some()),
+    );
+    if !matches!(first.await, Ok(Ok(_))) {
+        anyhow::bail!("no answer from the swarm within 10s");
+    }
+    let status = d.status.borrow().clone();
+    if status.lists == 0 {
+        anyhow::bail!("{}", status.last_error.unwrap_or_default());
+    }
+    print!(
+        "{}",
+        check::render_swarm(&d.reports.borrow_and_update(), &status)
+    );
+    if watch {
+        loop {
+            tokio::select! {
+                changed = d.reports.changed() => changed.context("discovery stopped")?,
+                _ = shutdown_signal() => break,
+            }
+            println!();
+            let status = d.status.borrow().clone();
+            print!(
+                "{}",
+                check::render_swarm(&d.reports.borrow_and_update(), &status)
+            );
         }
     }
     shutdown.cancel();
