@@ -234,6 +234,11 @@ impl PairMetrics {
     pub fn pool(&self) -> &SharedString {
         &self.labels[1]
     }
+
+    /// The gateway's metrics these handles belong to.
+    pub fn registrar(&self) -> &Registrar {
+        &self.reg
+    }
 }
 
 /// The pairs of one route: one per split entry (same order), and one for requests
