@@ -36,6 +36,7 @@
 
 mod api;
 pub mod auth;
+mod events;
 mod guard;
 mod rollouts;
 mod serve;
@@ -84,6 +85,8 @@ struct AdminState {
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
     metrics: MetricsSource,
+    /// Cancelled when the listener shuts down: ends open event streams.
+    closing: CancellationToken,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -136,6 +139,8 @@ pub struct AdminServer {
     router: Router,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
+    /// Ends open event streams at shutdown.
+    closing: CancellationToken,
 }
 
 impl AdminServer {
@@ -160,6 +165,7 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let closing = CancellationToken::new();
         let state = AdminState {
             control,
             rollouts,
@@ -167,12 +173,14 @@ impl AdminServer {
             ready,
             tasks,
             metrics,
+            closing: closing.clone(),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
             listener,
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
+            closing,
         })
     }
 
@@ -187,8 +195,16 @@ impl AdminServer {
             listener,
             router,
             health,
+            closing,
         } = self;
+        // Event streams never end by themselves: they must end for the drain to.
+        let ends = shutdown.clone();
+        let streams_end = tokio::spawn(async move {
+            ends.cancelled().await;
+            closing.cancel();
+        });
         serve::serve(listener, router, health, shutdown).await;
+        streams_end.abort();
     }
 }
 

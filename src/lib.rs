@@ -20,6 +20,7 @@ pub mod ctl;
 pub mod demo;
 pub mod discovery;
 pub mod echo_agent;
+pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod http1;

@@ -54,7 +54,8 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         )
         .route("/pools/{pool}/backends/{addr}/drain", post(drain))
         .route("/pools/{pool}/backends/{addr}/undrain", post(undrain))
-        .route("/plan", post(plan));
+        .route("/plan", post(plan))
+        .route("/events", get(super::events::events));
     let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
