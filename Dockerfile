@@ -5,14 +5,15 @@ FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY crates ./crates
 COPY examples ./examples
 COPY benches ./benches
-RUN cargo build --release --locked --bin sluicegate --example echo_agent
+RUN cargo build --release --locked -p sluicegate -p sluicegate-echo-agent --bins
 
 FROM debian:bookworm-slim
 RUN useradd --system --uid 10001 --no-create-home sluicegate
 COPY --from=build /src/target/release/sluicegate /usr/local/bin/sluicegate
-COPY --from=build /src/target/release/examples/echo_agent /usr/local/bin/echo_agent
+COPY --from=build /src/target/release/echo_agent /usr/local/bin/echo_agent
 COPY config/routes.toml /etc/sluicegate/routes.toml
 USER 10001
 EXPOSE 8080

@@ -108,6 +108,7 @@ fn spec_with_routes(n: usize) -> Spec {
             redirect_https: None,
             stream_close_delay: DEFAULT_STREAM_CLOSE_DELAY,
             client: Default::default(),
+            http1_fast_path: true,
         },
         admin: None,
         pools: vec![PoolSpec {

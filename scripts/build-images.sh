@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds local Docker images of sluicegate and the echo agent without pulling
+# Builds local Docker images of sluicegate and the echo agent (the workspace
+# package crates/echo-agent, binary echo_agent) without pulling
 # anything: a `FROM scratch` image holding the host-built binary plus the shared
 # libraries `ldd` lists (and the dynamic loader), sent to `docker build -` as a
 # tar context. With --static the binary is linked statically against glibc
@@ -60,11 +61,15 @@ if [ "$static" = 1 ]; then
     export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
 fi
 
-targets=()
-[ "$only" != echo ] && targets+=(--bin sluicegate)
-[ "$only" != sluicegate ] && targets+=(--example echo_agent)
+# One cargo build of the packages asked for. Both together (the default) is one
+# dependency graph: the echo agent asks no crate or feature sluicegate's own graph
+# lacks, so after `cargo build --release` (or the demo) only the agent compiles.
+# The echo image alone builds the agent's smaller graph (what the Docker tests do).
+packages=()
+[ "$only" != echo ] && packages+=(-p sluicegate)
+[ "$only" != sluicegate ] && packages+=(-p sluicegate-echo-agent)
 if [ "$build" = 1 ]; then
-    (cd "$root" && cargo build --locked "${cargo_args[@]}" "${targets[@]}" --target-dir "$target_dir")
+    (cd "$root" && cargo build --locked "${cargo_args[@]}" "${packages[@]}" --bins --target-dir "$target_dir")
 fi
 
 tmp="$(mktemp -d)"
@@ -110,7 +115,7 @@ ENTRYPOINT ["/usr/local/bin/sluicegate"]
 CMD ["run", "-c", "/etc/sluicegate/routes.toml"]'
 fi
 if [ "$only" != sluicegate ]; then
-    image "sluicegate-echo:local$suffix" "$bin_dir/examples/echo_agent" echo_agent \
+    image "sluicegate-echo:local$suffix" "$bin_dir/echo_agent" echo_agent \
 'ENV AGENT_LISTEN=0.0.0.0:8080
 HEALTHCHECK --interval=2s --timeout=2s --start-period=10s --retries=3 CMD ["/usr/local/bin/echo_agent", "--probe", "http://127.0.0.1:8080/health"]
 ENTRYPOINT ["/usr/local/bin/echo_agent"]'

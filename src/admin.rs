@@ -20,6 +20,8 @@
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
 //! - `POST /api/v1/plan` (body: a `routes.toml`);
+//! - `GET /api/v1/discovery/swarm` — the Swarm set this gateway read from its own
+//!   engine, for gateways on worker nodes (503 when it has none of its own);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
 //!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
 //!
@@ -52,6 +54,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
+use crate::discovery::swarm::Board;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use crate::tasks::TaskWatch;
@@ -87,6 +90,8 @@ struct AdminState {
     metrics: MetricsSource,
     /// Cancelled when the listener shuts down: ends open event streams.
     closing: CancellationToken,
+    /// Swarm discovery's export and its reason for `/readyz` to say 503.
+    board: Arc<Board>,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -137,6 +142,7 @@ where
 pub struct AdminServer {
     listener: TcpListener,
     router: Router,
+    board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
     /// Ends open event streams at shutdown.
@@ -166,6 +172,7 @@ impl AdminServer {
                 error,
             })?;
         let closing = CancellationToken::new();
+        let board = Arc::new(Board::default());
         let state = AdminState {
             control,
             rollouts,
@@ -174,6 +181,7 @@ impl AdminServer {
             tasks,
             metrics,
             closing: closing.clone(),
+            board: Arc::clone(&board),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
@@ -181,7 +189,13 @@ impl AdminServer {
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
             closing,
+            board,
         })
+    }
+
+    /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
+    pub fn board(&self) -> Arc<Board> {
+        Arc::clone(&self.board)
     }
 
     /// The address actually bound.
@@ -196,6 +210,7 @@ impl AdminServer {
             router,
             health,
             closing,
+            ..
         } = self;
         // Event streams never end by themselves: they must end for the drain to.
         let ends = shutdown.clone();

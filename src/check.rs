@@ -45,6 +45,12 @@ pub fn render(spec: &Spec) -> String {
         c.http2_max_local_error_reset_streams,
         c.http2_max_client_resets,
     );
+    if !l.http1_fast_path {
+        let _ = writeln!(
+            out,
+            "        http1_fast_path off: hyper serves and forwards every request"
+        );
+    }
     if let (Some(https), Some(tls)) = (l.https, &spec.tls) {
         let _ = writeln!(
             out,
@@ -184,11 +190,7 @@ pub fn render(spec: &Spec) -> String {
             }
         };
         let _ = writeln!(out, "  {}  balance={balance}{tls}", p.name);
-        let implied = spec
-            .discovery
-            .docker
-            .as_ref()
-            .is_some_and(|d| d.implied_pools.contains(&p.name));
+        let implied = spec.discovery.implied_pools().contains(&p.name);
         if implied {
             let _ = writeln!(out, "     (not in the file: filled by Docker labels)");
         } else if p.backends.is_empty() {
@@ -226,6 +228,65 @@ pub fn render_discovered(set: &crate::discovery::DiscoveredSet) -> String {
     }
     for s in &set.skipped {
         let _ = writeln!(out, "skipped {}: {}", s.container_name, s.reason);
+    }
+    out
+}
+
+/// Renders what Swarm discovery found (`sluicegate discover` with
+/// `[discovery.swarm]`): where it was read, every service, its tasks (node,
+/// address, state / desired state, role) and what was skipped and why.
+pub fn render_swarm(
+    report: &crate::discovery::swarm::SwarmReport,
+    status: &crate::discovery::DiscoveryStatus,
+) -> String {
+    use crate::discovery::swarm::TaskRole;
+    let mut out = String::new();
+    let source = status.source.as_deref().unwrap_or("nowhere yet");
+    let confirmed = status
+        .last_confirmed
+        .map_or_else(|| "never".to_owned(), crate::discovery::swarm::rfc3339);
+    let _ = writeln!(out, "read from {source}, confirmed {confirmed}");
+    if let Some(error) = &status.last_error {
+        let _ = writeln!(out, "last error: {error}");
+    }
+    if report.services.is_empty() {
+        let _ = writeln!(out, "no services");
+    }
+    for s in &report.services {
+        match (&s.skipped, &s.pool, s.labelled) {
+            (Some(reason), _, _) => {
+                let _ = writeln!(out, "service {}  skipped: {reason}", s.name);
+                continue;
+            }
+            (None, Some(pool), _) => {
+                let _ = writeln!(out, "service {}  pool {pool}", s.name);
+            }
+            (None, None, _) => {
+                let _ = writeln!(out, "service {}  not labelled (ignored)", s.name);
+                continue;
+            }
+        }
+        if s.tasks.is_empty() {
+            let _ = writeln!(out, "  no running tasks");
+        }
+        for t in &s.tasks {
+            let addr = t.addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+            let role = match t.role {
+                TaskRole::Backend => "backend",
+                TaskRole::Draining => "draining",
+                TaskRole::Waiting => "waiting",
+                TaskRole::Skipped => "skipped",
+            };
+            let why = t
+                .reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!(" ({r})"));
+            let _ = writeln!(
+                out,
+                "  {}  node {}  {addr}  state {}  desired {}  {role}{why}",
+                t.name, t.node, t.state, t.desired_state
+            );
+        }
     }
     out
 }

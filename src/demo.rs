@@ -9,9 +9,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+mod agent;
+
 use crate::config;
-use crate::echo_agent::{self, EchoHandle};
 use crate::gateway::{Gateway, GatewayError};
+use agent::Agent;
 
 /// The demo's embedded `routes.toml`; `{listen}` and `{blueN}`/`{greenN}` are filled in.
 const DEMO_CONFIG: &str = r#"
@@ -64,7 +66,7 @@ pub async fn run(
     program: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DemoError> {
-    let mut agents: Vec<EchoHandle> = Vec::new();
+    let mut agents: Vec<Agent> = Vec::new();
     for (name, version) in [
         ("blue-1", "v1"),
         ("blue-2", "v1"),
@@ -72,7 +74,7 @@ pub async fn run(
         ("green-2", "v2"),
     ] {
         agents.push(
-            echo_agent::spawn_local(name, version)
+            Agent::spawn(name, version)
                 .await
                 .map_err(DemoError::Agent)?,
         );

@@ -20,6 +20,7 @@ mod docker;
 pub mod labels;
 pub mod network;
 mod set;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -139,6 +140,15 @@ pub struct DiscoveryStatus {
     pub lists: u64,
     /// The last connection or request error, cleared by the next list.
     pub last_error: Option<String>,
+    /// Sets published so far (a list equal to the last one publishes none).
+    /// Swarm discovery only.
+    pub sets_published: u64,
+    /// When the set in force was last confirmed by a successful list. Swarm
+    /// discovery only.
+    pub last_confirmed: Option<std::time::SystemTime>,
+    /// Where the last set was read (`swarm engine …`, `manager gateway …`).
+    /// Swarm discovery only.
+    pub source: Option<String>,
 }
 
 /// Timings and the endpoint of Docker discovery; [`Default`] is what the

@@ -2,6 +2,9 @@
 //! manager, proxy, traffic listeners (HTTP and, with `listen.https`, HTTPS), admin
 //! API (with `/metrics`), file reload, certificate reload, Docker discovery and
 //! metrics upkeep.
+//! With `[discovery.swarm]`, Swarm discovery feeds the controller the same way
+//! (and the same first-list wait applies); its export and its "cannot reach the
+//! swarm" reason are shared with the admin API.
 //!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
@@ -33,10 +36,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer, MetricsSource};
 use crate::backend::BackendState;
-use crate::config::spec::{DockerSpec, InitialHealth, Spec};
+use crate::config::spec::{DockerSpec, InitialHealth, Spec, SwarmSpec};
 use crate::config::ConfigErrors;
 use crate::controller::task::{ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
+use crate::discovery::swarm::{self, Board, SwarmDiscovery};
 use crate::discovery::{self, DockerDiscovery};
 use crate::health::{probe, HealthEvent};
 use crate::metrics::{Exporter, MetricsError};
@@ -69,6 +73,9 @@ pub struct Options {
     /// Engine address and timings of Docker discovery (used only with
     /// `[discovery.docker]`).
     pub discovery: discovery::Options,
+    /// Timings of Swarm discovery (used only with `[discovery.swarm]`); its
+    /// engine is `discovery.docker_host` unless set here.
+    pub swarm: swarm::Options,
 }
 
 /// Why a gateway could not start.
@@ -110,6 +117,8 @@ pub struct Gateway {
     admin: Option<AdminServer>,
     reloader: Option<Reloader>,
     docker: Option<(DockerSpec, discovery::Options)>,
+    swarm: Option<(SwarmSpec, swarm::Options)>,
+    board: Arc<Board>,
     ready: Arc<AtomicBool>,
     /// Which background tasks ended unplanned (`/readyz` reports them).
     watch: TaskWatch,
@@ -144,6 +153,7 @@ impl Gateway {
             client: spec.listen.client,
         };
         let redirect = spec.listen.redirect_https;
+        let http1_fast_path = spec.listen.http1_fast_path;
         let admin_spec = spec.admin.clone();
         // Before the first snapshot: its metric handles register with the recorder.
         let exporter = if spec.metrics_enabled() {
@@ -156,6 +166,16 @@ impl Gateway {
             .docker
             .clone()
             .map(|d| (d, options.discovery.clone()));
+        let swarm = spec.discovery.swarm.clone().map(|s| {
+            let mut o = options.swarm.clone();
+            if o.docker_host.is_none() {
+                o.docker_host.clone_from(&options.discovery.docker_host);
+            }
+            if o.manager_token.is_none() {
+                o.manager_token = swarm::manager_token(&spec);
+            }
+            (s, o)
+        });
         let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
@@ -163,13 +183,18 @@ impl Gateway {
             (Some(redirect), Some(https_addr)) => Handler::Redirect(Arc::new(RedirectHttps::new(
                 redirect.port.unwrap_or(https_addr.port()),
             ))),
-            _ => Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "http"))),
+            _ => Handler::Proxy(Arc::new(Proxy::new(
+                Arc::clone(&snapshot),
+                "http",
+                http1_fast_path,
+            ))),
         };
         let mut listeners = vec![Listener {
             tcp: http,
             transport: Transport::Plain,
             handler: http_handler,
             limits,
+            http1_fast_path,
         }];
         let frontend = loaded.frontend;
         let mut cert_watcher = None;
@@ -184,8 +209,13 @@ impl Gateway {
                     acceptor: frontend.acceptor.clone(),
                     handshake_timeout: frontend.handshake_timeout,
                 },
-                handler: Handler::Proxy(Arc::new(Proxy::new(Arc::clone(&snapshot), "https"))),
+                handler: Handler::Proxy(Arc::new(Proxy::new(
+                    Arc::clone(&snapshot),
+                    "https",
+                    http1_fast_path,
+                ))),
                 limits,
+                http1_fast_path,
             });
         }
 
@@ -210,6 +240,7 @@ impl Gateway {
             // Metrics are on exactly when [admin] is: the exporter exists with it.
             _ => None,
         };
+        let board = admin.as_ref().map_or_else(Arc::default, AdminServer::board);
         let reloader = match &options.config_path {
             Some(path) => Some(
                 Reloader::new(path, options.reload.clone(), control.clone())
@@ -231,6 +262,8 @@ impl Gateway {
             admin,
             reloader,
             docker,
+            swarm,
+            board,
             ready,
             watch,
             exporter,
@@ -312,6 +345,8 @@ impl Gateway {
             admin,
             reloader,
             docker,
+            swarm,
+            board,
             ready,
             watch,
             exporter,
@@ -331,6 +366,18 @@ impl Gateway {
             });
             tasks.spawn(watch.watched(watched::name::DISCOVERY, d.task, background.clone()));
             status
+        });
+        let first_list = first_list.or_else(|| {
+            let (spec, options) = swarm?;
+            let d = SwarmDiscovery::spawn(spec, options, board, background.clone());
+            let status = d.status.clone();
+            task.attach_docker(DockerFeed {
+                sets: d.sets,
+                drains: d.drains,
+                status: d.status,
+            });
+            tasks.spawn(watch.watched(watched::name::DISCOVERY, d.task, background.clone()));
+            Some(status)
         });
         // Each task is watched: one that ends before `background` is cancelled is
         // logged, counted and reported by `/readyz`.

@@ -99,12 +99,14 @@ pub fn keep_restart_only(running: &Spec, next: &mut Spec) -> Vec<&'static str> {
         old.header_read_timeout,
         old.https,
         old.redirect_https,
+        old.http1_fast_path,
     ) != (
         new.http,
         new.max_connections,
         new.header_read_timeout,
         new.https,
         new.redirect_https,
+        new.http1_fast_path,
     ) {
         notes.push("[listen] changes apply only at the next restart");
         new.http = old.http;
@@ -112,6 +114,7 @@ pub fn keep_restart_only(running: &Spec, next: &mut Spec) -> Vec<&'static str> {
         new.header_read_timeout = old.header_read_timeout;
         new.https = old.https;
         new.redirect_https = old.redirect_https;
+        new.http1_fast_path = old.http1_fast_path;
     }
     if running.tls != next.tls {
         notes.push("[tls] changes (certificate list, handshake_timeout) apply only at the next restart; certificate file contents are reloaded when they change");

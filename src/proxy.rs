@@ -1,7 +1,12 @@
 //! The request path: route → split → balance → forward → stream back.
 //!
-//! [`Proxy::handle`] loads the current snapshot once, finds the route, picks a pool
-//! and a backend, and forwards the request on a pooled keep-alive connection. Bodies
+//! [`Proxy::handle`] loads the current snapshot once, then forwards in three steps:
+//! *prepare* (route, split, head rewriting), *attempt* (pick a backend, one
+//! exchange on a pooled keep-alive connection, retries, hold, replay) and
+//! *respond* (the backend's answer into the client's). An exchange goes on one
+//! kind of connection (`ConnKind`: the gateway's own HTTP/1 client or hyper's) and
+//! ends in an answer or a [`ProxyError`] that says whether the request was sent,
+//! whatever the kind, so the retry rules are written once. Bodies
 //! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
 //! own short answers (see [`error`]). Retries go to a different backend: always when
 //! the request never left, otherwise only for idempotent requests without a body.
@@ -27,10 +32,12 @@ pub mod headers;
 mod trail;
 mod tunnel;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -40,12 +47,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::backend::{Backend, InflightGuard};
 use crate::cold::cold;
+use crate::config::spec::PoolName;
 use crate::config::spec::Timeouts;
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::http1::client::{self as h1, H1Body, H1Error, RawFields};
 use crate::route::{host_without_port, RequestView};
-use crate::snapshot::{Snapshot, Tried};
+use crate::snapshot::{Pool, Route, Snapshot, Tried};
+use crate::split::Pin as SessionPin;
 use crate::upstream::Sender;
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
@@ -76,6 +85,9 @@ pub struct Proxy {
     snapshot: SharedSnapshot,
     scheme: &'static str,
     tunnels: TaskTracker,
+    /// `listen.http1_fast_path`: bodiless requests may go on gateway-driven
+    /// connections (`http1::client`).
+    http1_fast_path: bool,
 }
 
 /// What a failed attempt leaves: the error, and the request when it is still whole
@@ -100,20 +112,69 @@ impl Failed {
     }
 }
 
-/// A backend's answer, from hyper's client or from a gateway-driven connection
-/// (whose head fields stay raw, passed on as they came).
+/// What `prepare` made of a request: where it goes, how it is sent, and what the
+/// answer needs.
+struct Prepared<'s, 'c> {
+    route: &'s Route,
+    /// Owned, so a hold can swap in the latest snapshot's version of the pool.
+    pool: Arc<Pool>,
+    /// The balancer's hash key, when the pool hashes.
+    key: Option<u64>,
+    /// On a route that learns sessions: handed to the split with the answer.
+    session: Option<SessionPin>,
+    /// The sticky cookie to set on the answer.
+    set_cookie: Option<HeaderValue>,
+    /// The client's side of an upgrade it asked for.
+    client_upgrade: Option<OnUpgrade>,
+    forwarding: headers::Forwarding<'c>,
+    /// Whether the forwarding fields are in the request's map yet (hyper's
+    /// client needs them there; a gateway-driven connection writes them itself).
+    forwarding_in_map: bool,
+    /// Neither body nor upgrade, with the fast path on: may go on a
+    /// gateway-driven connection.
+    fast: bool,
+    /// May be sent again after it was sent once: retries, bodiless, idempotent.
+    replayable: bool,
+}
+
+/// The kind of connection an attempt goes on. Everything above [`exchange`] is
+/// the same for each; another upstream protocol is another kind here.
+#[derive(Clone, Copy, Debug)]
+enum ConnKind {
+    /// The gateway's own HTTP/1.1 client (`http1::client`): bodiless requests to
+    /// plain-TCP backends.
+    Http1,
+    /// hyper's HTTP/1.1 client: bodies, upgrades, TLS backends.
+    Hyper,
+}
+
+/// A backend's answer, by the kind of connection it came on.
 // The large variant is the common one: boxing it would allocate per request.
 #[allow(clippy::large_enum_variant)]
 enum Answer {
+    /// From hyper's client; the sender goes back to the pool when the body ends.
     Hyper(Response<Incoming>, Sender),
-    H1(Response<H1Body>, RawFields),
+    /// From a gateway-driven connection, whose head fields stay raw, passed on as
+    /// they came.
+    Http1(Response<H1Body>, RawFields),
 }
 
 impl Answer {
     fn status(&self) -> StatusCode {
         match self {
             Answer::Hyper(resp, _) => resp.status(),
-            Answer::H1(resp, _) => resp.status(),
+            Answer::Http1(resp, _) => resp.status(),
+        }
+    }
+
+    /// Hands the answer's head to a route that learns sessions.
+    #[cold]
+    fn learn(&self, split: &crate::split::Split, pin: SessionPin, pool: &PoolName) {
+        match self {
+            Answer::Hyper(resp, _) => split.learn(pin, resp.headers(), pool),
+            Answer::Http1(_, fields) => {
+                split.learn(pin, &crate::http1::fields::end_to_end_map(fields), pool);
+            }
         }
     }
 }
@@ -144,12 +205,14 @@ impl Replay {
 }
 
 impl Proxy {
-    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`).
-    pub fn new(snapshot: SharedSnapshot, scheme: &'static str) -> Self {
+    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`);
+    /// `http1_fast_path` is `listen.http1_fast_path` (`false`: hyper's client only).
+    pub fn new(snapshot: SharedSnapshot, scheme: &'static str, http1_fast_path: bool) -> Self {
         Proxy {
             snapshot,
             scheme,
             tunnels: TaskTracker::new(),
+            http1_fast_path,
         }
     }
 
@@ -177,13 +240,39 @@ impl Proxy {
         }
     }
 
+    /// prepare → attempt → respond.
     async fn forward<'s>(
         &self,
         snapshot: &'s Snapshot,
-        mut req: Request<Option<Incoming>>,
+        req: Request<Option<Incoming>>,
         client: &Client,
         trail: &mut Trail<'s>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (mut plan, req) = self.prepare(snapshot, req, client, trail)?;
+        let (answer, guard) = self.attempt(&mut plan, req, trail).await?;
+        let Prepared {
+            route,
+            client_upgrade,
+            set_cookie,
+            ..
+        } = plan;
+        self.respond(
+            answer,
+            guard,
+            client_upgrade,
+            set_cookie,
+            route.timeouts.idle,
+        )
+    }
+
+    /// Routes the request, picks its pool, and rewrites its head for the backend.
+    fn prepare<'s, 'c>(
+        &self,
+        snapshot: &'s Snapshot,
+        mut req: Request<Option<Incoming>>,
+        client: &'c Client,
+        trail: &mut Trail<'s>,
+    ) -> Result<(Prepared<'s, 'c>, Request<RequestBody>), ProxyError> {
         framing::check(&req).map_err(ProxyError::Malformed)?;
         // One lookup of Host serves routing and `X-Forwarded-Host`.
         let host = request_host(&req);
@@ -207,8 +296,7 @@ impl Proxy {
             .iter()
             .position(|e| Arc::ptr_eq(&e.pool, choice.pool));
         trail.pool(route, entry);
-        // Owned, so a hold can swap in the latest snapshot's version of the pool.
-        let mut pool = Arc::clone(choice.pool);
+        let pool = Arc::clone(choice.pool);
         let set_cookie = choice.set_cookie.cloned();
         let session = choice.session;
         let key = pool.request_key(req.headers(), client.addr.ip());
@@ -242,27 +330,56 @@ impl Proxy {
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
-        let fast = bodiless && !upgrade;
+        let plain = bodiless && !upgrade;
+        let fast = plain && self.http1_fast_path;
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
-        let mut forwarding_in_map = !fast;
+        let forwarding_in_map = !fast;
         if forwarding_in_map {
             forwarding.apply(&mut parts.headers);
         }
-        let replayable = route.retries > 0 && fast && is_idempotent(&parts.method);
+        // Whichever client sends it: a bodiless head can be sent again.
+        let replayable = route.retries > 0 && plain && is_idempotent(&parts.method);
+        let req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
+        let plan = Prepared {
+            route,
+            pool,
+            key,
+            session,
+            set_cookie,
+            client_upgrade,
+            forwarding,
+            forwarding_in_map,
+            fast,
+            replayable,
+        };
+        Ok((plan, req))
+    }
+
+    /// Sends the request to a backend of the plan's pool until one answers: a
+    /// failed attempt goes again to another backend when the retry rules allow it
+    /// (always when the request was not sent; after sending, only a replayable
+    /// request whose backend failed), and a pool with `hold` parks a request that
+    /// finds no usable backend. Returns the answer and the backend's in-flight guard.
+    async fn attempt<'s>(
+        &self,
+        plan: &mut Prepared<'s, '_>,
+        mut req: Request<RequestBody>,
+        trail: &mut Trail<'s>,
+    ) -> Result<(Answer, InflightGuard), ProxyError> {
+        let route = plan.route;
         // hyper's client consumes the request: a copy of the head is kept for a
         // retry after sending, made before the first attempt through it.
         let mut replay = None;
-        let mut req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
-
         let mut tried = Tried::default();
         let mut failures = 0usize;
         let mut hold_deadline = None;
         let mut last_error = None;
         loop {
-            let backend = match pool.pick(key, &tried) {
+            let backend = match plan.pool.pick(plan.key, &tried) {
                 Some(backend) => backend,
                 None => {
+                    let pool = &plan.pool;
                     let Some(spec) = pool.policy().hold else {
                         if last_error.is_none() {
                             pool.health().traffic().record_error();
@@ -272,10 +389,10 @@ impl Proxy {
                     let deadline =
                         *hold_deadline.get_or_insert_with(|| Instant::now() + spec.timeout);
                     // Boxed like the connect path: rare, and large.
-                    let held = hold::wait(&self.snapshot, &pool, &spec, deadline, &mut tried);
+                    let held = hold::wait(&self.snapshot, pool, &spec, deadline, &mut tried);
                     match cold(Box::pin(held)).await {
                         Ok(current) => {
-                            pool = current;
+                            plan.pool = current;
                             continue;
                         }
                         Err(err) => {
@@ -286,59 +403,46 @@ impl Proxy {
                     }
                 }
             };
+            let pool = &plan.pool;
             trail.attempt(backend, &route.name.0);
             let guard = backend.state.start_request();
             let started = Instant::now();
-            let sent = if fast && backend.state.conns().fast_path() {
-                let forwarding = (!forwarding_in_map).then_some(&forwarding);
-                send_h1(backend, req, &route.timeouts, forwarding, started).await
+            let kind = if plan.fast && backend.state.conns().fast_path() {
+                ConnKind::Http1
             } else {
-                if !forwarding_in_map {
-                    forwarding.apply(req.headers_mut());
-                    forwarding_in_map = true;
+                if !plan.forwarding_in_map {
+                    plan.forwarding.apply(req.headers_mut());
+                    plan.forwarding_in_map = true;
                 }
-                if replayable && replay.is_none() {
+                if plan.replayable && replay.is_none() {
                     replay = Some(Replay::of(&req));
                 }
-                cold(send(backend, req, &route.timeouts)).await
+                ConnKind::Hyper
             };
-            match sent {
-                Ok(resp) => {
+            let forwarding = (!plan.forwarding_in_map).then_some(&plan.forwarding);
+            match exchange(kind, backend, req, &route.timeouts, forwarding, started).await {
+                Ok(answer) => {
                     let answered = Instant::now();
                     let latency = answered.saturating_duration_since(started);
                     backend.state.observe_latency(latency, answered);
                     trail.answered(latency, answered);
-                    pool.report_response(backend, resp.status());
+                    pool.report_response(backend, answer.status());
                     pool.health()
                         .traffic()
-                        .record_response(resp.status(), latency);
-                    if let Some(pin) = session {
+                        .record_response(answer.status(), latency);
+                    if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
-                        match &resp {
-                            Answer::Hyper(resp, _) => {
-                                route.split.learn(pin, resp.headers(), &pool.name);
-                            }
-                            Answer::H1(_, fields) => {
-                                let headers = crate::http1::fields::end_to_end_map(fields);
-                                route.split.learn(pin, &headers, &pool.name);
-                            }
-                        }
+                        answer.learn(&route.split, pin, &pool.name);
                     }
-                    return self.respond(
-                        resp,
-                        guard,
-                        client_upgrade,
-                        set_cookie,
-                        route.timeouts.idle,
-                    );
+                    return Ok((answer, guard));
                 }
                 Err(failed) => {
-                    report_failure(&pool, backend, &failed.error);
+                    report_failure(pool, backend, &failed.error);
                     tried.add(backend);
                     failures += 1;
                     let next = if failed.error.request_unsent() {
                         failed.req
-                    } else if failed.error.retryable_after_send() && replayable {
+                    } else if failed.error.retryable_after_send() && plan.replayable {
                         failed.req.or_else(|| replay.as_ref().map(Replay::request))
                     } else {
                         None
@@ -367,10 +471,10 @@ impl Proxy {
                 return self.respond_hyper(resp, sender, guard, client_upgrade, set_cookie, idle)
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
-            Answer::H1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Answer::Http1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(ProxyError::BadUpgrade)
             }
-            Answer::H1(resp, fields) => (resp, fields),
+            Answer::Http1(resp, fields) => (resp, fields),
         };
         // The map is empty: the fields stay raw, and their hop-by-hop ones are left
         // out where they are written (`headers::end_to_end`), so there is nothing to
@@ -425,13 +529,13 @@ fn upstream_response(
 /// Counts a failed attempt where passive ejection and the metrics see it.
 #[cold]
 #[inline(never)]
-fn report_failure(pool: &crate::snapshot::Pool, backend: &Backend, error: &ProxyError) {
+fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
     tracing::debug!(backend = %backend.addr, err = %error, "attempt failed");
     if error.is_connect_failure() {
         backend.metrics.connect_errors.increment(1);
     }
     pool.report_error(backend, error);
-    if !matches!(error, ProxyError::NotSent(_) | ProxyError::NotSentH1(_)) {
+    if !matches!(error, ProxyError::NotSent(_)) {
         pool.health().traffic().record_error();
     }
 }
@@ -457,6 +561,24 @@ fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Respon
     resp
 }
 
+/// One exchange with one backend on a connection of `kind`: the answer, or why
+/// it failed with whether the request was sent (the error says) and the request
+/// when it is still whole. Not an `async fn`: that would nest one more state
+/// machine in every request's future.
+fn exchange<'a>(
+    kind: ConnKind,
+    backend: &'a Backend,
+    req: Request<RequestBody>,
+    timeouts: &'a Timeouts,
+    forwarding: Option<&'a headers::Forwarding<'a>>,
+    started: Instant,
+) -> impl Future<Output = Result<Answer, Failed>> + Send + 'a {
+    match kind {
+        ConnKind::Http1 => Either::Left(send_h1(backend, req, timeouts, forwarding, started)),
+        ConnKind::Hyper => Either::Right(cold(send(backend, req, timeouts))),
+    }
+}
+
 /// One attempt on one backend: a pooled (or new) connection, then the request.
 async fn send(
     backend: &Backend,
@@ -466,7 +588,7 @@ async fn send(
     let pool = backend.state.conns();
     let mut conn = match pool.checkout(timeouts.connect).await {
         Ok(conn) => conn,
-        Err(error) => return Err(Failed::with_request(error, req)),
+        Err(error) => return Err(Failed::with_request(error.into(), req)),
     };
     let mut req = req;
     loop {
@@ -484,14 +606,14 @@ async fn send(
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) if conn.reused => req = unsent,
                     Some(unsent) => {
-                        let error = ProxyError::NotSent(err.into_error());
+                        let error = ProxyError::not_sent(err.into_error());
                         return Err(Failed::with_request(error, unsent));
                     }
                     None => {
                         let err = err.into_error();
                         let error = match body::body_too_large(&err) {
                             Some(limit) => ProxyError::BodyTooLarge { limit },
-                            None => ProxyError::Upstream(err),
+                            None => ProxyError::sent(err),
                         };
                         return Err(Failed::consumed(error));
                     }
@@ -508,7 +630,7 @@ async fn send(
                 sender,
                 reused: false,
             },
-            Err(error) => return Err(Failed::with_request(error, req)),
+            Err(error) => return Err(Failed::with_request(error.into(), req)),
         };
     }
 }
@@ -531,7 +653,7 @@ async fn send_h1(
         // Boxed like hyper's connect path: rare, and it would size every request.
         None => match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
             Ok(conn) => (conn, false, Instant::now()),
-            Err(error) => return Err(Failed::with_request(error, req)),
+            Err(error) => return Err(Failed::with_request(error.into(), req)),
         },
     };
     // The connection's own timer bounds the exchange (no timer made per request).
@@ -566,18 +688,18 @@ async fn send_h1(
         if again_on_fresh {
             conn = match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
                 Ok(conn) => conn,
-                Err(error) => return Err(Failed::with_request(error, req)),
+                Err(error) => return Err(Failed::with_request(error.into(), req)),
             };
             reused = false;
             continue;
         }
         let error = match outcome {
-            Ok(Ok((resp, fields))) => return Ok(Answer::H1(resp, fields)),
+            Ok(Ok((resp, fields))) => return Ok(Answer::Http1(resp, fields)),
             Err(_) => ProxyError::ResponseTimeout,
             Ok(Err((err, false))) => {
-                return Err(Failed::with_request(ProxyError::NotSentH1(err), req))
+                return Err(Failed::with_request(ProxyError::not_sent(err), req))
             }
-            Ok(Err((err, true))) => ProxyError::UpstreamH1(err),
+            Ok(Err((err, true))) => ProxyError::sent(err),
         };
         return Err(Failed::with_request(error, req));
     }

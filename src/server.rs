@@ -11,9 +11,10 @@
 //! Client-side limits (head size and count, head timeout, idle timeout, HTTP/2
 //! streams and resets, connection cap) are applied per connection in [`conn`].
 //!
-//! A plain connection starts on the gateway's own HTTP/1.1 loop ([`h1`]), which
-//! serves bodiless requests and hands the connection to hyper at the first request
-//! it does not serve (and h2c from the first byte).
+//! A plain connection starts on the gateway's own HTTP/1.1 loop
+//! ([`crate::http1::server`]), which serves bodiless requests and hands the
+//! connection to hyper at the first request it does not serve (and h2c from the
+//! first byte); with `listen.http1_fast_path = false` hyper serves it from the start.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -134,6 +135,9 @@ pub struct Listener {
     pub handler: Handler,
     /// Head timeout, connection cap and the other client limits.
     pub limits: Limits,
+    /// Plain connections start on the gateway's own HTTP/1.1 loop
+    /// (`listen.http1_fast_path`); `false`: hyper serves every connection.
+    pub http1_fast_path: bool,
 }
 
 /// Serves `listener` until `shutdown` resolves, then drains for at most `drain_timeout`.
@@ -152,6 +156,7 @@ pub async fn serve(
         transport,
         handler,
         limits,
+        http1_fast_path,
     } = listener;
     let builder = Arc::new(conn::builder(&limits));
     let closing = CancellationToken::new();
@@ -208,6 +213,7 @@ pub async fn serve(
             settings,
             timeouts,
             max_cancels: limits.client.http2_max_client_resets,
+            http1_fast_path,
         };
         let transport = transport.clone();
         // Tracked from accept, so a connection still in its TLS handshake holds up
@@ -273,6 +279,8 @@ struct Connection {
     timeouts: conn::Timeouts,
     /// `http2_max_client_resets`.
     max_cancels: u32,
+    /// `listen.http1_fast_path`.
+    http1_fast_path: bool,
 }
 
 impl Connection {
@@ -280,6 +288,10 @@ impl Connection {
     /// the connection over.
     async fn serve_plain(self, stream: TcpStream) {
         let client = Client::new(self.peer);
+        if !self.http1_fast_path {
+            // Boxed as in the hand-off below: only with the switch off.
+            return Box::pin(self.serve(stream, client)).await;
+        }
         let drain = h1::Drain {
             started: &self.draining,
             token: &self.closing,

@@ -13,6 +13,13 @@
 //! A pool with `tls = { … }` gives its backends an [`UpstreamTls`]: a new
 //! connection then runs the TLS handshake (within the same connect timeout)
 //! before HTTP/1.1; pooled connections are TLS streams like any other.
+//!
+//! A pool holds two kinds of connection: hyper's (a [`Sender`] whose connection
+//! runs as a task of its own) and the gateway's own ([`h1::H1Conn`], driven by the
+//! request's task). Their failures are one [`WireError`] and their connects one
+//! [`ConnectError`], so the proxy's exchange and retry rules read the same for
+//! both. This module sits below `proxy`: it knows the request body
+//! ([`body::RequestBody`]) and nothing of routing or of the gateway's answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +36,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::spec::UpstreamTlsSpec;
 use crate::http1::client as h1;
-use crate::proxy::body::RequestBody;
-use crate::proxy::error::ProxyError;
 use crate::tls::upstream::UpstreamTls;
+use body::RequestBody;
+
+pub mod body;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
@@ -43,15 +51,35 @@ const MAX_IDLE: usize = 256;
 /// close is how a proxy loses requests.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
-/// Largest response head accepted from a backend; a larger one is a 502, so a
-/// broken or hostile backend cannot make the gateway buffer without bound.
-pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields in a backend's response head (more is a 502). This is hyper's
-/// own default, and it matters that it is: with any explicit limit hyper allocates
-/// two arrays of that many slots (6 KiB each) for every response it parses, where
-/// its default uses arrays on the stack (measured: ~1 500 instructions and two
-/// large allocations per request).
-pub const MAX_RESPONSE_HEADERS: usize = 100;
+pub use crate::http1::client::{MAX_RESPONSE_HEADERS, MAX_RESPONSE_HEAD_BYTES};
+
+/// Why no connection to a backend could be made: the request was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Refused, unreachable, or the new connection failed before it was ready.
+    #[error("connecting to the backend failed: {0}")]
+    Io(#[source] std::io::Error),
+    /// Neither connected nor (with TLS) handshaken within the connect timeout.
+    #[error("connecting to the backend timed out")]
+    TimedOut,
+    /// The TLS handshake failed (certificate not trusted or not for the name, no
+    /// common protocol).
+    #[error("TLS handshake with the backend failed: {0}")]
+    Tls(#[source] std::io::Error),
+}
+
+/// What broke an exchange on a backend connection, whichever HTTP client drove
+/// it: whether the request had been sent is the caller's to say (it knows at
+/// which step it failed), so one error serves every kind of connection.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// hyper's client (requests with a body, upgrades, TLS backends).
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The gateway's own client (`http1::client`).
+    #[error(transparent)]
+    Http1(#[from] h1::H1Error),
+}
 
 /// A connection taken out of the pool (or freshly made) for one request.
 #[derive(Debug)]
@@ -161,7 +189,7 @@ impl ConnPool {
     }
 
     /// A new [`h1`] connection (within `connect_timeout`).
-    pub async fn connect_h1(&self, connect_timeout: Duration) -> Result<h1::H1Conn, ProxyError> {
+    pub async fn connect_h1(&self, connect_timeout: Duration) -> Result<h1::H1Conn, ConnectError> {
         let deadline = Instant::now() + connect_timeout;
         self.connect_tcp(deadline).await.map(h1::H1Conn::new)
     }
@@ -194,7 +222,7 @@ impl ConnPool {
     }
 
     /// A live pooled connection if there is one, else a new one.
-    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ProxyError> {
+    pub async fn checkout(&self, connect_timeout: Duration) -> Result<Conn, ConnectError> {
         if let Some(sender) = self.pop_idle() {
             return Ok(Conn {
                 sender,
@@ -214,7 +242,7 @@ impl ConnPool {
 
     /// Opens a new connection (used directly when a pooled one turned out stale).
     /// `connect_timeout` bounds TCP connect and TLS handshake together.
-    pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ProxyError> {
+    pub async fn connect(&self, connect_timeout: Duration) -> Result<Sender, ConnectError> {
         let deadline = Instant::now() + connect_timeout;
         let stream = self.connect_tcp(deadline).await?;
         match &self.tls {
@@ -222,19 +250,19 @@ impl ConnPool {
             Some(tls) => {
                 match tokio::time::timeout_at(deadline, tls.connect(self.addr, stream)).await {
                     Ok(Ok(stream)) => self.handshake(stream).await,
-                    Ok(Err(err)) => Err(ProxyError::UpstreamTls(err)),
-                    Err(_) => Err(ProxyError::ConnectTimeout),
+                    Ok(Err(err)) => Err(ConnectError::Tls(err)),
+                    Err(_) => Err(ConnectError::TimedOut),
                 }
             }
         }
     }
 
     /// A TCP connection to the backend by `deadline`, with `TCP_NODELAY`.
-    async fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, ProxyError> {
+    async fn connect_tcp(&self, deadline: Instant) -> Result<TcpStream, ConnectError> {
         let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(self.addr)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(err)) => return Err(ProxyError::Connect(err)),
-            Err(_) => return Err(ProxyError::ConnectTimeout),
+            Ok(Err(err)) => return Err(ConnectError::Io(err)),
+            Err(_) => return Err(ConnectError::TimedOut),
         };
         // Small request/response exchanges must not wait for Nagle's algorithm.
         if let Err(err) = stream.set_nodelay(true) {
@@ -244,7 +272,7 @@ impl ConnPool {
     }
 
     /// The HTTP/1.1 client handshake on `io`; the connection task is spawned.
-    async fn handshake<I>(&self, io: I) -> Result<Sender, ProxyError>
+    async fn handshake<I>(&self, io: I) -> Result<Sender, ConnectError>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -254,7 +282,7 @@ impl ConnPool {
             // setting it makes hyper allocate per response (see the constant).
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|err| ProxyError::Connect(std::io::Error::other(err)))?;
+            .map_err(|err| ConnectError::Io(std::io::Error::other(err)))?;
         let addr = self.addr;
         let closed = self.closed.clone();
         tokio::spawn(async move {

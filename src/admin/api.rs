@@ -55,7 +55,8 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/pools/{pool}/backends/{addr}/drain", post(drain))
         .route("/pools/{pool}/backends/{addr}/undrain", post(undrain))
         .route("/plan", post(plan))
-        .route("/events", get(super::events::events));
+        .route("/events", get(super::events::events))
+        .route("/discovery/swarm", get(swarm_export));
     let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
@@ -283,10 +284,29 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         let body = format!("not ready: background task ended: {}\n", ended.join(", "));
         return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
+    if let Some(reason) = state.board.not_ready.load_full() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    }
+}
+
+/// `GET /api/v1/discovery/swarm`: the set read from this gateway's own engine.
+async fn swarm_export(State(state): State<AdminState>) -> Response {
+    match state.board.export.load_full() {
+        Some(export) => Json(&*export).into_response(),
+        None => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this gateway has no Swarm set read from its own engine (Swarm discovery is off, its engine is not a manager, or it is unreachable)",
+            "",
+        ),
     }
 }
 

@@ -53,6 +53,29 @@ pub struct RawLog {
 pub struct RawDiscovery {
     /// `[discovery.docker]`.
     pub docker: Option<RawDocker>,
+    /// `[discovery.swarm]`.
+    pub swarm: Option<RawSwarm>,
+}
+
+/// `[discovery.swarm]`: Swarm services with `sluicegate.*` labels; their running
+/// tasks become backends.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSwarm {
+    /// On when the table is present, unless `enabled = false`.
+    pub enabled: Option<bool>,
+    /// Label key prefix; `sluicegate` when absent.
+    pub label_prefix: Option<String>,
+    /// The overlay network whose task IPs to use.
+    pub network: Option<String>,
+    /// How often the task list is read; `1s` when absent.
+    pub poll_interval: Option<RawDuration>,
+    /// Admin API URLs of gateway replicas on manager nodes, read when this
+    /// node's engine refuses cluster reads (a worker).
+    pub managers: Option<Vec<String>>,
+    /// Environment variable holding the bearer token for `managers`; absent:
+    /// `[admin].token_env`.
+    pub token_env: Option<String>,
 }
 
 /// `[discovery.docker]`: containers with `sluicegate.*` labels become backends.
@@ -105,6 +128,9 @@ pub struct RawListen {
     /// Requests a client may cancel before their answer within 10 s; more drop
     /// the connection.
     pub http2_max_client_resets: Option<i64>,
+    /// Serve bodiless HTTP/1.1 on the gateway's own loops (`http1`); `false` sends
+    /// every request through hyper. On when absent.
+    pub http1_fast_path: Option<bool>,
 }
 
 /// `[tls]`: what the HTTPS listener presents.

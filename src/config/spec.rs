@@ -122,6 +122,9 @@ pub struct ListenSpec {
     pub stream_close_delay: Duration,
     /// Bounds on what one client may make the gateway hold.
     pub client: ClientLimits,
+    /// Whether bodiless HTTP/1.1 requests take the gateway's own HTTP/1 loops
+    /// (`http1`) on both sides; `false` serves and forwards everything through hyper.
+    pub http1_fast_path: bool,
 }
 
 /// Client-side limits of `[listen]` beyond the head timeout and connection cap.
@@ -452,6 +455,67 @@ impl Default for Timeouts {
 pub struct DiscoverySpec {
     /// `[discovery.docker]` when present and enabled.
     pub docker: Option<DockerSpec>,
+    /// `[discovery.swarm]` when present and enabled (never together with `docker`).
+    pub swarm: Option<SwarmSpec>,
+}
+
+impl DiscoverySpec {
+    /// True when some discovery fills pools besides the file.
+    pub fn is_on(&self) -> bool {
+        self.docker.is_some() || self.swarm.is_some()
+    }
+
+    /// Pools routes name that the file lacks, filled by discovery (empty when off).
+    pub fn implied_pools(&self) -> &[PoolName] {
+        match (&self.docker, &self.swarm) {
+            (Some(d), _) => &d.implied_pools,
+            (None, Some(s)) => &s.implied_pools,
+            (None, None) => &[],
+        }
+    }
+}
+
+/// `[discovery.swarm]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwarmSpec {
+    /// Label key prefix, e.g. `sluicegate` for `sluicegate.pool`.
+    pub label_prefix: Arc<str>,
+    /// The overlay whose task IPs to use (a service's `<prefix>.network` label
+    /// wins); matched as written or as `<stack>_<name>`.
+    pub network: Option<Arc<str>>,
+    /// How often the task list is read (the truth; events only hurry it).
+    pub poll_interval: Duration,
+    /// Gateway replicas on managers whose admin API serves the discovered set,
+    /// read in order when this node's engine refuses cluster reads.
+    pub managers: Vec<ManagerUrl>,
+    /// Environment variable with the bearer token sent to `managers`.
+    pub token_env: Option<String>,
+    /// Pools that routes name but the file does not define (see [`DockerSpec`]).
+    pub implied_pools: Vec<PoolName>,
+}
+
+/// Default `[discovery.swarm].poll_interval`.
+pub const DEFAULT_SWARM_POLL: Duration = Duration::from_secs(1);
+/// Bounds of `[discovery.swarm].poll_interval`.
+pub const SWARM_POLL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(60));
+
+/// `http://host:port` of a gateway's admin API (`host` may be a DNS name such
+/// as `tasks.gateway`; every address it resolves to is tried).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManagerUrl {
+    pub host: Arc<str>,
+    pub port: u16,
+}
+
+impl std::fmt::Display for ManagerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `[discovery.docker]`, validated.

@@ -145,10 +145,17 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     // With Docker discovery on, a split may name a pool the file lacks: labels
     // fill it. It exists (empty) from the start so the gateway boots with it.
     let mut discovery = discovery;
-    if let Some(docker) = discovery.as_mut().and_then(|d| d.docker.as_mut()) {
-        docker.implied_pools = discovery::implied_pools(&route_tables, &defined);
-        defined.extend(docker.implied_pools.iter().map(|p| p.as_str()));
-        pool_specs.extend(docker.implied_pools.iter().cloned().map(PoolSpec::empty));
+    let implied = discovery
+        .as_mut()
+        .and_then(|d| match (&mut d.docker, &mut d.swarm) {
+            (Some(docker), _) => Some(&mut docker.implied_pools),
+            (None, Some(swarm)) => Some(&mut swarm.implied_pools),
+            (None, None) => None,
+        });
+    if let Some(implied) = implied {
+        *implied = discovery::implied_pools(&route_tables, &defined);
+        defined.extend(implied.iter().map(|p| p.as_str()));
+        pool_specs.extend(implied.iter().cloned().map(PoolSpec::empty));
     }
     let route_names = names_of(&route_tables);
     let mut route_specs = Vec::new();

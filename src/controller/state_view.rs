@@ -56,7 +56,13 @@ pub struct DockerView {
     /// The last connection error, cleared by the next list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Labelled containers that are not backends, with the reason.
+    /// Swarm: when a list last confirmed the set in force (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed: Option<String>,
+    /// Swarm: where the set was read (`swarm engine …`, `manager gateway …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Labelled containers (Swarm: services and tasks) that are not backends, with the reason.
     pub skipped: Vec<SkippedView>,
 }
 
@@ -74,6 +80,8 @@ impl DockerView {
             connected: status.connected,
             lists: status.lists,
             last_error: status.last_error.clone(),
+            last_confirmed: status.last_confirmed.map(crate::discovery::swarm::rfc3339),
+            source: status.source.clone(),
             skipped: set
                 .skipped
                 .iter()

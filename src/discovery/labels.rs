@@ -82,6 +82,10 @@ pub enum LabelError {
     /// Docker reported an IP that does not parse.
     #[error("network {network:?} reports IP {ip:?}, which is not an IP address")]
     BadIp { network: String, ip: String },
+    /// A reason Swarm discovery states as text (a service or task rule, or a
+    /// reason relayed from the manager gateway a worker reads).
+    #[error("{0}")]
+    Reported(String),
 }
 
 fn list(items: &[String]) -> String {

@@ -188,11 +188,7 @@ pub struct Merged {
 /// `draining` mark, and the controller holds back the ones that may not serve.
 pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
     let mut spec = file.clone();
-    let implied: &[PoolName] = file
-        .discovery
-        .docker
-        .as_ref()
-        .map_or(&[], |d| d.implied_pools.as_slice());
+    let implied: &[PoolName] = file.discovery.implied_pools();
     let mut created: Vec<LabelPool> = implied
         .iter()
         .map(|name| label_pool(name, set.pool(name.as_str())))

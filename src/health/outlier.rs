@@ -56,10 +56,8 @@ impl Outcome {
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTls(_)
             | ProxyError::ResponseTimeout
-            | ProxyError::Upstream(_)
-            | ProxyError::UpstreamH1(_) => Some(Outcome::Failure),
+            | ProxyError::Upstream(_) => Some(Outcome::Failure),
             ProxyError::NotSent(_)
-            | ProxyError::NotSentH1(_)
             | ProxyError::BadUpgrade
             | ProxyError::NoRoute
             | ProxyError::NoHealthyBackend

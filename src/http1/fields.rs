@@ -1,13 +1,12 @@
 //! A backend's raw response fields on their way to the client: which of them are
-//! end-to-end (what `proxy::headers::strip_hop_by_hop` would leave), written as head
+//! end-to-end (what `proxy::headers::strip_hop_by_hop` would leave of a map), written as head
 //! lines by the gateway's own loop or put in a map for hyper's server.
 
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
 use super::client::RawFields;
-use super::wire::write_line;
-use crate::proxy::headers::is_hop_by_hop_name;
+use super::wire::{is_hop_by_hop_name, write_line};
 
 /// The end-to-end fields of a backend's raw response head, as `(name, value)`:
 /// what [`strip_hop_by_hop`] would leave of them, and no `Content-Length` (the

@@ -50,7 +50,6 @@ use super::client::RawFields;
 use super::fields;
 use super::wire::{list_items, reserve, write_line, READ_SIZE};
 use crate::cold::cold;
-use crate::proxy::body::ResponseBody;
 
 /// Field positions kept on the stack while a head is parsed.
 const INLINE_FIELDS: usize = 16;
@@ -109,7 +108,7 @@ pub(crate) enum Outcome {
 // Built once per request and moved twice: boxing would allocate for each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-enum Parsed {
+pub enum Parsed {
     /// A bodiless request this loop serves, and whether the client lets the
     /// connection carry another one after it.
     Request(Request<()>, bool),
@@ -275,12 +274,6 @@ pub(crate) trait AnswerBody: Body<Data = bytes::Bytes> {
     /// The raw fields, taken (only the head writer asks).
     fn take_raw_fields(&mut self) -> Option<RawFields> {
         None
-    }
-}
-
-impl AnswerBody for ResponseBody {
-    fn take_raw_fields(&mut self) -> Option<RawFields> {
-        ResponseBody::take_raw_fields(self)
     }
 }
 
@@ -640,6 +633,13 @@ fn give_spare<T>(kind: fn(&mut Spares) -> &mut Vec<T>, buffer: T, capacity: fn(&
             list.push(buffer);
         }
     });
+}
+
+/// The request head at the front of `buf`, as the loop reads it with at most
+/// `max_headers` fields: taken off it when the loop serves it, left there for
+/// hyper otherwise. For fuzz targets and property tests.
+pub fn parse_request_head(buf: &mut BytesMut, max_headers: usize) -> Parsed {
+    parse(buf, max_headers)
 }
 
 /// The request head at the front of `buf`: taken off it when this loop serves it,

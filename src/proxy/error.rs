@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::ResponseBody;
 use super::framing::Malformed;
-use crate::http1::client::H1Error;
+use crate::upstream::{ConnectError, WireError};
 
 /// Name of the response header that carries [`ProxyError::cause`].
 pub const ERROR_HEADER: &str = "sluicegate-error";
@@ -36,18 +36,13 @@ pub enum ProxyError {
     #[error("TLS handshake with the backend failed: {0}")]
     UpstreamTls(#[source] std::io::Error),
     /// The backend connection failed before the request was written (a pooled
-    /// keep-alive connection the backend had just closed): safe to retry.
+    /// keep-alive connection the backend had just closed, or a new one whose
+    /// request head could not be written): safe to retry.
     #[error("the backend connection closed before the request was sent: {0}")]
-    NotSent(#[source] hyper::Error),
+    NotSent(#[source] WireError),
+    /// The request was sent and the backend failed while answering.
     #[error("the backend failed while answering: {0}")]
-    Upstream(#[source] hyper::Error),
-    /// As [`NotSent`](Self::NotSent), on a connection the gateway drives itself
-    /// (`http1::client`): the request head could not be written to a new connection.
-    #[error("the backend connection closed before the request was sent: {0}")]
-    NotSentH1(#[source] H1Error),
-    /// As [`Upstream`](Self::Upstream), on a connection the gateway drives itself.
-    #[error("the backend failed while answering: {0}")]
-    UpstreamH1(#[source] H1Error),
+    Upstream(#[source] WireError),
     #[error("the backend sent no response head in time")]
     ResponseTimeout,
     #[error("the backend answered an upgrade request without switching protocols, or the reverse")]
@@ -68,8 +63,6 @@ impl ProxyError {
             | ProxyError::UpstreamTls(_)
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
-            | ProxyError::NotSentH1(_)
-            | ProxyError::UpstreamH1(_)
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -85,8 +78,8 @@ impl ProxyError {
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_failed",
-            ProxyError::NotSent(_) | ProxyError::NotSentH1(_) => "connection_closed",
-            ProxyError::Upstream(_) | ProxyError::UpstreamH1(_) => "backend_failed",
+            ProxyError::NotSent(_) => "connection_closed",
+            ProxyError::Upstream(_) => "backend_failed",
             ProxyError::ResponseTimeout => "response_timeout",
             ProxyError::BadUpgrade => "bad_upgrade",
         }
@@ -101,7 +94,6 @@ impl ProxyError {
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamTls(_)
                 | ProxyError::NotSent(_)
-                | ProxyError::NotSentH1(_)
         )
     }
 
@@ -115,7 +107,17 @@ impl ProxyError {
     /// that were sent): timeouts are not retried, as the next backend would likely
     /// make the client wait just as long.
     pub fn retryable_after_send(&self) -> bool {
-        matches!(self, ProxyError::Upstream(_) | ProxyError::UpstreamH1(_))
+        matches!(self, ProxyError::Upstream(_))
+    }
+
+    /// The request was sent: the backend failed while answering.
+    pub fn sent(err: impl Into<WireError>) -> Self {
+        ProxyError::Upstream(err.into())
+    }
+
+    /// The request was not sent: the connection failed before it was written.
+    pub fn not_sent(err: impl Into<WireError>) -> Self {
+        ProxyError::NotSent(err.into())
     }
 
     /// The gateway's own short answer.
@@ -138,9 +140,20 @@ impl ProxyError {
     }
 }
 
+impl From<ConnectError> for ProxyError {
+    fn from(err: ConnectError) -> Self {
+        match err {
+            ConnectError::Io(err) => ProxyError::Connect(err),
+            ConnectError::TimedOut => ProxyError::ConnectTimeout,
+            ConnectError::Tls(err) => ProxyError::UpstreamTls(err),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::client::H1Error;
 
     #[test]
     fn every_cause_maps_to_the_documented_status() {
@@ -154,14 +167,24 @@ mod tests {
             (ProxyError::ResponseTimeout, 504, "response_timeout"),
             (ProxyError::BadUpgrade, 502, "bad_upgrade"),
             (
-                ProxyError::UpstreamH1(H1Error::ClosedBeforeHead),
+                ProxyError::sent(H1Error::ClosedBeforeHead),
                 502,
                 "backend_failed",
             ),
             (
-                ProxyError::NotSentH1(H1Error::ClosedBeforeHead),
+                ProxyError::not_sent(H1Error::ClosedBeforeHead),
                 502,
                 "connection_closed",
+            ),
+            (
+                ProxyError::from(ConnectError::TimedOut),
+                504,
+                "connect_timeout",
+            ),
+            (
+                ProxyError::from(ConnectError::Tls(io())),
+                502,
+                "upstream_tls_failed",
             ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (
@@ -196,8 +219,8 @@ mod tests {
         assert!(ProxyError::UpstreamTls(tls).request_unsent());
         assert!(!ProxyError::ResponseTimeout.request_unsent());
         assert!(!ProxyError::ResponseTimeout.retryable_after_send());
-        assert!(ProxyError::NotSentH1(H1Error::ClosedBeforeHead).request_unsent());
-        let sent = ProxyError::UpstreamH1(H1Error::ClosedBeforeHead);
+        assert!(ProxyError::not_sent(H1Error::ClosedBeforeHead).request_unsent());
+        let sent = ProxyError::sent(H1Error::ClosedBeforeHead);
         assert!(!sent.request_unsent() && sent.retryable_after_send());
     }
 }

@@ -11,7 +11,9 @@ use std::sync::OnceLock;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
-use crate::http1::wire::write_line;
+#[cfg(test)]
+use crate::http1::wire::HOP_BY_HOP_NAMES;
+use crate::http1::wire::{hop_by_hop_index, write_line, CONNECTION_AT};
 
 /// Fields that only make sense on one connection (RFC 9110 §7.6.1 and RFC 7230's list).
 /// `Connection` comes first: [`strip_hop_by_hop`] reads the fields it names.
@@ -24,21 +26,6 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-/// [`HOP_BY_HOP`]'s names as bytes, in its order (`HeaderName::as_str` is a
-/// match for every call).
-const HOP_BY_HOP_NAMES: [&[u8]; 7] = [
-    b"connection",
-    b"proxy-connection",
-    b"keep-alive",
-    b"te",
-    b"trailer",
-    b"transfer-encoding",
-    b"upgrade",
-];
-
-/// Where `Connection` is in [`HOP_BY_HOP`].
-const CONNECTION_AT: usize = 0;
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -60,11 +47,6 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
         .split(',')
         .map(str::trim)
         .filter(|t| !t.is_empty())
-}
-
-/// Whether `name` (any case) is a field of [`HOP_BY_HOP`].
-pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
-    hop_by_hop_index(name).is_some()
 }
 
 /// Removes hop-by-hop fields. With `keep_upgrade`, the `Upgrade` field survives and
@@ -118,24 +100,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// Where `name` is in [`HOP_BY_HOP`], if it is there.
-///
-/// Every field of every request and response goes through this, so it looks at the
-/// name's length first: most names have a length no hop-by-hop name has, and the
-/// rest are one or two string compares (a scan of the list was ~700 instructions
-/// per head, measured with `benches/proxy/callgrind.sh`).
-fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
-    let at = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP_NAMES[i]).then_some(i);
-    match name.len() {
-        2 => at(3),
-        7 => at(4).or_else(|| at(6)),
-        10 => at(CONNECTION_AT).or_else(|| at(2)),
-        16 => at(1),
-        17 => at(5),
-        _ => None,
     }
 }
 

@@ -39,6 +39,7 @@ match = {{ headers = {{ "x-to" = "al" }} }}
 split = [{{ pool = "al", weight = 1 }}]
 "#
     );
+    let text = crate::support::with_fast_path_switch(&text);
     std::fs::write(&path, text).expect("write config");
     let child = Command::new(BIN)
         .args(["run", "--no-watch", "-c"])

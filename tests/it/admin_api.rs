@@ -8,7 +8,7 @@ use crate::live::{split_of, two_pools};
 use crate::support::agents;
 use crate::support::backends;
 use crate::support::live::{config_text, LiveGateway};
-use sluicegate::echo_agent::EchoHandle;
+use sluicegate_echo_agent::EchoHandle;
 
 /// One blue and one green agent, and a gateway whose `agents` route sends
 /// everything to blue (the agents live as long as the handles).

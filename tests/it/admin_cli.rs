@@ -11,13 +11,20 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::live::{api, config_text, LiveGateway};
-use crate::support::{agents, backends, get, WAIT};
+use crate::support::{agents, backends, get, one_pool_toml, WAIT};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// The address after `{field}=` in a log line that contains `message`: how a test
+/// learns the ports a gateway bound (its config asks for port 0).
+fn logged_addr(line: &str, message: &str, field: &str) -> Option<SocketAddr> {
+    if !line.contains(message) {
+        return None;
+    }
+    let prefix = format!("{field}=");
+    line.split_whitespace()
+        .find_map(|word| word.strip_prefix(prefix.as_str()))
+        .and_then(|addr| addr.parse().ok())
 }
 
 /// A `sluicegate run` child and every stderr line it printed so far.
@@ -50,7 +57,8 @@ impl Running {
     }
 }
 
-/// Writes `routes.toml` (admin on a free port) into `dir` and starts the binary.
+/// Writes `routes.toml` (admin on port 0) into `dir`, starts the binary and reads the
+/// admin address it bound from its `admin API` log line.
 async fn run(
     dir: &std::path::Path,
     body: &str,
@@ -58,10 +66,7 @@ async fn run(
     env: &[(&str, &str)],
     args: &[&str],
 ) -> Running {
-    let port = free_port();
-    let admin: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-    let text = config_text(body, "", admin_extra)
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{admin}\""));
+    let text = config_text(body, "", admin_extra);
     let path = dir.join("routes.toml");
     std::fs::write(&path, text).expect("write");
     let mut cmd = Command::new(BIN);
@@ -81,12 +86,19 @@ async fn run(
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let log = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&log);
-    tokio::time::timeout(WAIT, async {
+    let admin = tokio::time::timeout(WAIT, async {
+        let mut admin = None;
         while let Ok(Some(line)) = lines.next_line().await {
+            admin = admin.or_else(|| logged_addr(&line, "admin API", "admin"));
             let serving = line.contains("serving");
             sink.lock().expect("log").push(line);
             if serving {
-                return;
+                return admin.unwrap_or_else(|| {
+                    panic!(
+                        "no admin address logged before serving:\n{}",
+                        sink.lock().expect("log").join("\n")
+                    )
+                });
             }
         }
         panic!(
@@ -125,9 +137,7 @@ pub(crate) fn text(bytes: &[u8]) -> String {
 }
 
 fn one_pool(addr: &str) -> String {
-    format!(
-        "[[pools]]\nname = \"p\"\nbackends = [{{ addr = \"{addr}\" }}]\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\n"
-    )
+    one_pool_toml(&format!("[{{ addr = \"{addr}\" }}]"))
 }
 
 #[tokio::test]
@@ -269,7 +279,12 @@ async fn truncated_state_file_is_reported_loudly_and_the_file_config_used() {
         .status
         .success());
     gw.stop().await;
-    let dead = format!("http://127.0.0.1:{}", free_port());
+    // Bound but not listening: the port stays ours and a connect is refused.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let dead = format!("http://{}", socket.local_addr().expect("addr"));
     let out = cli(&["health", "--admin", &dead, "--timeout", "2s"], &[]).await;
     assert!(!out.status.success());
 }

@@ -20,5 +20,6 @@ mod rollout;
 mod routing;
 mod shutdown;
 mod support;
+mod swarm_discovery;
 mod tls;
 mod upstream_conns;

@@ -13,6 +13,7 @@
 mod admin;
 mod config;
 mod http;
+mod upstream;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -11,22 +11,11 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::support::{agents, backends, get, send, TestGateway, WAIT};
+use crate::support::{agents, backends, get, one_pool_toml, send, TestGateway, WAIT};
 
-async fn one_pool_gateway(n: usize) -> (TestGateway, Vec<sluicegate::echo_agent::EchoHandle>) {
+async fn one_pool_gateway(n: usize) -> (TestGateway, Vec<sluicegate_echo_agent::EchoHandle>) {
     let a = agents("a", "v1", n).await;
-    let gw = TestGateway::start(&format!(
-        r#"
-[[pools]]
-name = "p"
-backends = {}
-[[routes]]
-name = "all"
-split = [{{ pool = "p", weight = 1 }}]
-"#,
-        backends(&a)
-    ))
-    .await;
+    let gw = TestGateway::start(&one_pool_toml(&backends(&a))).await;
     (gw, a)
 }
 

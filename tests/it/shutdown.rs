@@ -83,7 +83,7 @@ fn one_pool_config(
     let path = dir.path().join("routes.toml");
     std::fs::write(
         &path,
-        format!(
+        crate::support::with_fast_path_switch(&format!(
             r#"
 [listen]
 http = "{listen}"
@@ -95,7 +95,7 @@ backends = [{{ addr = "{backend}" }}]
 name = "all"
 split = [{{ pool = "p", weight = 1 }}]
 "#
-        ),
+        )),
     )
     .unwrap();
     path
@@ -147,16 +147,8 @@ fn sigterm(pid: u32) {
 #[tokio::test]
 async fn drain_waits_for_an_open_sse_stream() {
     let a = agents("a", "v1", 1).await;
-    let gw = crate::support::TestGateway::start(&format!(
-        r#"
-[[pools]]
-name = "p"
-backends = [{{ addr = "{}" }}]
-[[routes]]
-name = "all"
-split = [{{ pool = "p", weight = 1 }}]
-"#,
-        a[0].addr()
+    let gw = crate::support::TestGateway::start(&crate::support::one_pool_toml(
+        &crate::support::backends(&a[..1]),
     ))
     .await;
     let addr = gw.addr;

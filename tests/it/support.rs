@@ -14,17 +14,37 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use sluicegate::controller::SharedSnapshot;
-use sluicegate::echo_agent::{self, EchoHandle};
 use sluicegate::gateway::Gateway;
 use sluicegate::health::HealthEvent;
 use sluicegate::server::Drained;
 use sluicegate::tls::watch::ReloadStatus;
+use sluicegate_echo_agent::{self as echo_agent, EchoHandle};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 
 /// Upper bound for any single wait in a test.
 pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Set to `0` to run every gateway the tests start with `listen.http1_fast_path =
+/// false` (everything through hyper): `.ci/run` runs the suite both ways.
+pub const FAST_PATH_ENV: &str = "SLUICEGATE_IT_HTTP1_FAST_PATH";
+
+/// `text` with `http1_fast_path = false` in its `[listen]` table when
+/// [`FAST_PATH_ENV`] is `0` (and the file does not set it), else as it is.
+pub fn with_fast_path_switch(text: &str) -> String {
+    let off = std::env::var(FAST_PATH_ENV).is_ok_and(|v| v == "0");
+    if !off || text.contains("http1_fast_path") {
+        return text.to_owned();
+    }
+    match text.find("[listen]\n") {
+        Some(at) => {
+            let end = at + "[listen]\n".len();
+            format!("{}http1_fast_path = false\n{}", &text[..end], &text[end..])
+        }
+        None => text.to_owned(),
+    }
+}
 
 /// A gateway serving in this process.
 pub struct TestGateway {
@@ -49,6 +69,7 @@ impl TestGateway {
 
     /// Starts a gateway from a whole config file.
     pub async fn start_config(text: &str) -> TestGateway {
+        let text = &with_fast_path_switch(text);
         let spec = sluicegate::config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let gateway = Gateway::bind(spec).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
@@ -128,6 +149,15 @@ pub fn backends(agents: &[EchoHandle]) -> String {
         .map(|a| format!("{{ addr = \"{}\" }}", a.addr()))
         .collect();
     format!("[{}]", list.join(", "))
+}
+
+/// The most common fixture: pool `p` with `backends` (a TOML array, e.g. from
+/// [`backends`]) and route `all` sending everything to it. Sections a test needs
+/// besides (`[listen]`, `[admin]`, more routes) go around it.
+pub fn one_pool_toml(backends: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"p\"\nbackends = {backends}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\n"
+    )
 }
 
 /// A response read in full.

@@ -110,9 +110,11 @@ async fn serve(
     }
 }
 
+/// The gateway's config before `backend`; these tests are of the gateway's own
+/// client, so they keep it on whatever the suite's switch says.
 fn config(backend: &KeepAliveBackend) -> String {
     format!(
-        r#"
+        r#"http1_fast_path = true
 [[pools]]
 name = "ka"
 backends = [{{ addr = "{}" }}]
@@ -236,4 +238,28 @@ async fn a_pooled_connection_closed_as_the_request_went_out_costs_no_failure() {
         "{} connections",
         backend.accepted()
     );
+}
+
+#[tokio::test]
+async fn with_the_fast_path_off_hypers_client_carries_the_request() {
+    // The gateway's own client writes the standard reason phrase; hyper's passes
+    // the backend's on: which one answered shows which path the request took.
+    let backend =
+        KeepAliveBackend::start(b"HTTP/1.1 200 Fine\r\ncontent-length: 2\r\n\r\nok").await;
+    let pools = config(&backend);
+    for (switch, status_line) in [("true", "HTTP/1.1 200 OK"), ("false", "HTTP/1.1 200 Fine")] {
+        let toml = pools.replacen(
+            "http1_fast_path = true",
+            &format!("http1_fast_path = {switch}"),
+            1,
+        );
+        let gw = TestGateway::start(&toml).await;
+        let head = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let r = crate::hardening::raw::first_answer(gw.addr, head, WAIT).await;
+        assert!(
+            r.text.starts_with(status_line),
+            "http1_fast_path = {switch}: {:?}",
+            r.text
+        );
+    }
 }

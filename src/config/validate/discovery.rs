@@ -8,11 +8,13 @@
 
 use std::sync::Arc;
 
+use super::values::check_duration;
 use super::values::{check_name, key_path};
 use super::{shape, table_of, Report};
-use crate::config::raw::{RawDiscovery, RawDocker};
+use crate::config::raw::{RawDiscovery, RawDocker, RawSwarm};
 use crate::config::spec::{
-    DiscoverySpec, DockerSpec, PoolName, ProjectFilter, DEFAULT_LABEL_PREFIX, MAX_WEIGHT,
+    DiscoverySpec, DockerSpec, ManagerUrl, PoolName, ProjectFilter, SwarmSpec,
+    DEFAULT_LABEL_PREFIX, DEFAULT_SWARM_POLL, MAX_WEIGHT, SWARM_POLL_BOUNDS,
 };
 use crate::config::ConfigError;
 
@@ -24,16 +26,122 @@ const MAX_PREFIX_LEN: usize = 64;
 pub(super) fn check_discovery(value: toml::Value, report: &mut Report) -> Option<DiscoverySpec> {
     let table = table_of(value, "discovery", "[discovery.docker]", report)?;
     let raw = shape::<RawDiscovery>(table, "discovery", report)?;
-    match raw.docker {
-        None => Some(DiscoverySpec::default()),
-        Some(docker) => check_docker(docker, report).map(|docker| DiscoverySpec { docker }),
+    let docker = match raw.docker {
+        None => Some(None),
+        Some(docker) => check_docker(docker, report),
+    };
+    let swarm = match raw.swarm {
+        None => Some(None),
+        Some(swarm) => check_swarm(swarm, report),
+    };
+    let (docker, swarm) = (docker?, swarm?);
+    if docker.is_some() && swarm.is_some() {
+        report.add(
+            "discovery.swarm",
+            "[discovery.docker] and [discovery.swarm] are both on; a gateway follows either one engine's containers or a swarm's services: remove one (or set enabled = false)",
+        );
+        return None;
     }
+    Some(DiscoverySpec { docker, swarm })
 }
 
 /// `Some(None)` when disabled, `None` on errors.
-fn check_docker(raw: RawDocker, report: &mut Report) -> Option<Option<DockerSpec>> {
-    let path = "discovery.docker";
-    let label_prefix = match raw.label_prefix.as_deref() {
+fn check_swarm(raw: RawSwarm, report: &mut Report) -> Option<Option<SwarmSpec>> {
+    let path = "discovery.swarm";
+    let label_prefix = check_prefix(raw.label_prefix.as_deref(), path, report);
+    let network = check_network(raw.network.as_deref(), path, report);
+    let (min, max) = SWARM_POLL_BOUNDS;
+    let poll_path = key_path(path, "poll_interval");
+    let poll_interval = match &raw.poll_interval {
+        None => Some(DEFAULT_SWARM_POLL),
+        Some(d) => check_duration(d, &poll_path, report).and_then(|d| {
+            if (min..=max).contains(&d) {
+                Some(d)
+            } else {
+                report.add(
+                    &poll_path,
+                    format!(
+                        "{:?} is out of range; the task list is read every {} to {} (default {})",
+                        d,
+                        humantime::format_duration(min),
+                        humantime::format_duration(max),
+                        humantime::format_duration(DEFAULT_SWARM_POLL),
+                    ),
+                );
+                None
+            }
+        }),
+    };
+    let mut managers = Some(Vec::new());
+    for (i, text) in raw.managers.unwrap_or_default().iter().enumerate() {
+        match manager_url(text) {
+            Ok(url) => {
+                if let Some(list) = managers.as_mut() {
+                    list.push(url);
+                }
+            }
+            Err(message) => {
+                report.add(format!("{path}.managers[{i}]"), message);
+                managers = None;
+            }
+        }
+    }
+    let token_env = match raw.token_env {
+        Some(name) if name.is_empty() || name.contains(['=', '\0']) => {
+            report.add(
+                key_path(path, "token_env"),
+                format!("{name:?} is not an environment variable name, e.g. \"SLUICEGATE_TOKEN\""),
+            );
+            None
+        }
+        other => Some(other),
+    };
+    let spec = SwarmSpec {
+        label_prefix: Arc::from(label_prefix?),
+        network: network?,
+        poll_interval: poll_interval?,
+        managers: managers?,
+        token_env: token_env?,
+        implied_pools: Vec::new(),
+    };
+    Some(raw.enabled.unwrap_or(true).then_some(spec))
+}
+
+/// `http://host:port` (a path of `/` at most): a gateway's admin API.
+fn manager_url(text: &str) -> Result<ManagerUrl, String> {
+    let example = "e.g. \"http://tasks.gateway-manager:9901\"";
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL; write http://host:port, {example}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{text:?}: only http:// is supported (the admin API serves plain HTTP); {example}"
+        ));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!(
+            "{text:?} has a path; write only http://host:port (the gateway adds /api/v1/...)"
+        ));
+    }
+    let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+        return Err(format!(
+            "{text:?} has no port; write http://host:port, {example}"
+        ));
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(format!(
+            "{text:?} needs a host and a port 1-65535; {example}"
+        ));
+    }
+    Ok(ManagerUrl {
+        host: Arc::from(host),
+        port,
+    })
+}
+
+fn check_prefix<'a>(raw: Option<&'a str>, path: &str, report: &mut Report) -> Option<&'a str> {
+    match raw {
         None => Some(DEFAULT_LABEL_PREFIX),
         Some(prefix) if prefix_ok(prefix) => Some(prefix),
         Some(prefix) => {
@@ -45,8 +153,11 @@ fn check_docker(raw: RawDocker, report: &mut Report) -> Option<Option<DockerSpec
             );
             None
         }
-    };
-    let network = match raw.network.as_deref() {
+    }
+}
+
+fn check_network(raw: Option<&str>, path: &str, report: &mut Report) -> Option<Option<Arc<str>>> {
+    match raw {
         None => Some(None),
         Some(name) if network_ok(name) => Some(Some(Arc::from(name))),
         Some(name) => {
@@ -58,7 +169,14 @@ fn check_docker(raw: RawDocker, report: &mut Report) -> Option<Option<DockerSpec
             );
             None
         }
-    };
+    }
+}
+
+/// `Some(None)` when disabled, `None` on errors.
+fn check_docker(raw: RawDocker, report: &mut Report) -> Option<Option<DockerSpec>> {
+    let path = "discovery.docker";
+    let label_prefix = check_prefix(raw.label_prefix.as_deref(), path, report);
+    let network = check_network(raw.network.as_deref(), path, report);
     let projects = check_projects(raw.projects, &key_path(path, "projects"), report);
     let spec = DockerSpec {
         label_prefix: Arc::from(label_prefix?),
@@ -287,6 +405,92 @@ mod tests {
             .find(|p| p.name.as_str() == "from-labels")
             .expect("pool");
         assert!(pool.backends.is_empty());
+    }
+
+    fn swarm_of(text: &str) -> Option<SwarmSpec> {
+        crate::config::parse(text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .discovery
+            .swarm
+    }
+
+    #[test]
+    fn swarm_defaults_and_values() {
+        let s = swarm_of(&format!("{LISTEN}[discovery.swarm]\n")).expect("on");
+        assert_eq!(&*s.label_prefix, "sluicegate");
+        assert_eq!(s.network, None);
+        assert_eq!(s.poll_interval, DEFAULT_SWARM_POLL);
+        assert!(s.managers.is_empty() && s.token_env.is_none());
+        let text = format!(
+            "{LISTEN}[discovery.swarm]\nnetwork = \"front\"\npoll_interval = \"500ms\"\nlabel_prefix = \"gw\"\nmanagers = [\"http://tasks.gw-manager:9901\", \"http://[::1]:9901/\"]\ntoken_env = \"GW_TOKEN\"\n"
+        );
+        let s = swarm_of(&text).expect("on");
+        assert_eq!(
+            (&*s.label_prefix, s.network.as_deref()),
+            ("gw", Some("front"))
+        );
+        assert_eq!(s.poll_interval, std::time::Duration::from_millis(500));
+        let urls: Vec<String> = s.managers.iter().map(ToString::to_string).collect();
+        assert_eq!(urls, ["http://tasks.gw-manager:9901", "http://[::1]:9901"]);
+        assert_eq!(s.token_env.as_deref(), Some("GW_TOKEN"));
+        assert_eq!(
+            swarm_of(&format!("{LISTEN}[discovery.swarm]\nenabled = false\n")),
+            None
+        );
+        let route = "[[routes]]\nname = \"r\"\nsplit = [{ pool = \"agent-blue\", weight = 1 }, { pool = \"green\", weight = 1 }]\n";
+        let spec =
+            crate::config::parse(&with_pools(&format!("[discovery.swarm]\n{route}"))).unwrap();
+        assert_eq!(spec.discovery.implied_pools(), &[PoolName("green".into())]);
+    }
+
+    #[test]
+    fn swarm_errors_name_their_key() {
+        let at = |extra: &str| format!("{LISTEN}[discovery.swarm]\n{extra}\n");
+        assert_one(
+            &at("poll_interval = \"10ms\""),
+            "discovery.swarm.poll_interval",
+            "out of range",
+        );
+        assert_one(
+            &at("poll_interval = \"2h\""),
+            "discovery.swarm.poll_interval",
+            "out of range",
+        );
+        assert_one(
+            &at("poll_interval = \"soon\""),
+            "discovery.swarm.poll_interval",
+            "not a duration",
+        );
+        assert_one(
+            &at("managers = [\"http://a:1\", \"https://b:9901\"]"),
+            "discovery.swarm.managers[1]",
+            "only http://",
+        );
+        assert_one(
+            &at("managers = [\"http://b\"]"),
+            "discovery.swarm.managers[0]",
+            "has no port",
+        );
+        assert_one(
+            &at("managers = [\"http://b:9901/api\"]"),
+            "discovery.swarm.managers[0]",
+            "has a path",
+        );
+        assert_one(
+            &at("network = \"a b\""),
+            "discovery.swarm.network",
+            "not a Docker network name",
+        );
+        assert_one(
+            &at("vip = true"),
+            "discovery.swarm.vip",
+            "unknown key `vip`",
+        );
+        assert_one(
+            &format!("{LISTEN}[discovery.docker]\n[discovery.swarm]\n"),
+            "discovery.swarm",
+            "both on",
+        );
     }
 
     #[test]

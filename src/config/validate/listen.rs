@@ -76,6 +76,7 @@ pub(super) fn check_listen(raw: RawListen, report: &mut Report) -> Option<Listen
         redirect_https: redirect_https?,
         stream_close_delay: stream_close_delay?,
         client: client?,
+        http1_fast_path: raw.http1_fast_path.unwrap_or(true),
     })
 }
 

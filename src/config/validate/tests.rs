@@ -46,6 +46,25 @@ fn listen_max_connections_at_least_one() {
 }
 
 #[test]
+fn listen_http1_fast_path_is_a_bool_on_by_default() {
+    assert_one(
+        &format!("{LISTEN}http1_fast_path = \"no\"\n"),
+        "listen.http1_fast_path",
+        "expected a boolean",
+    );
+    let on = crate::config::parse(&with_pool(r#"backends = [{ addr = "127.0.0.1:9001" }]"#))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(on.listen.http1_fast_path);
+    let text = with_pool(r#"backends = [{ addr = "127.0.0.1:9001" }]"#).replacen(
+        "[listen]\n",
+        "[listen]\nhttp1_fast_path = false\n",
+        1,
+    );
+    let off = crate::config::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!off.listen.http1_fast_path);
+}
+
+#[test]
 fn listen_header_read_timeout_positive_duration() {
     assert_one(
         &format!("{LISTEN}header_read_timeout = \"0s\"\n"),

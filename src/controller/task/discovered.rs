@@ -69,7 +69,7 @@ pub(super) async fn next_news(feed: Option<&mut DockerFeed>) -> News {
 
 /// `file` with the backends of `set` merged in, when discovery is on.
 pub(super) fn base_of(file: &Spec, set: &DiscoveredSet) -> Spec {
-    if file.discovery.docker.is_none() {
+    if !file.discovery.is_on() {
         return file.clone();
     }
     discovery::merge(file, set).spec

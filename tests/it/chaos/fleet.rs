@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use sluicegate::echo_agent::{self, EchoConfig, EchoHandle};
+use sluicegate_echo_agent::{self as echo_agent, EchoConfig, EchoHandle};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
@@ -112,7 +112,7 @@ pub fn config(http: SocketAddr, admin: SocketAddr, slots: &[Slot], blue: u32) ->
         "[[routes]]\nname = \"agents\"\nsplit = [{{ pool = \"blue\", weight = {blue} }}, {{ pool = \"green\", weight = {} }}]\nretries = 2\ntimeouts = {{ connect = \"500ms\", response_header = \"10s\", idle = \"10s\" }}\n",
         100 - blue
     ));
-    text
+    crate::support::with_fast_path_switch(&text)
 }
 
 /// The gateway binary, started from `path`.

@@ -2,7 +2,7 @@
 //! build's binary, `HEALTHCHECK` via `sluicegate health`) in the compose project
 //! with the Docker socket mounted, finding the agents of its own project on the
 //! network it shares with them, steered with `docker-compose exec gateway
-//! sluicegate ctl`. Test image tags and a free host port come in through the
+//! sluicegate ctl`. Test image tags and host port 0 (Docker picks one) come in through the
 //! file's `SLUICEGATE_TAG` and `SLUICEGATE_PORT`; an override file adds the
 //! run's labels so the exit reaper finds the containers and the network.
 
@@ -25,12 +25,6 @@ fn override_file(run_label: &str) -> String {
     )
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_example_serves_and_flips_with_ctl() {
     let scope = scope!("example");
@@ -48,7 +42,8 @@ async fn the_compose_example_serves_and_flips_with_ctl() {
     let extra = dir.path().join("labels.yml");
     std::fs::write(&extra, override_file(&scope.run_label())).expect("write override");
     let project = scope.name.replace('-', "");
-    let port = free_port();
+    // Host port 0: Docker picks a free one when it publishes; read back below.
+    let port = 0;
     let gid = cmd("stat", &["-c", "%g", "/var/run/docker.sock"]).await;
     let files = [
         example.to_string_lossy().into_owned(),
@@ -102,7 +97,11 @@ async fn the_compose_example_serves_and_flips_with_ctl() {
         "compose example ({image}): gateway healthy {:.1?} after `up -d`",
         started.elapsed()
     ));
-    let addr = format!("127.0.0.1:{port}").parse().expect("addr");
+    let published = cmd("docker", &["port", &gateway, "8080/tcp"]).await;
+    let addr: std::net::SocketAddr = published
+        .lines()
+        .find_map(|line| line.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no published address for 8080/tcp: {published:?}"));
     let reply = get(addr, "/hello", &[]).await;
     assert_eq!(
         (

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use sluicegate::echo_agent::{self, EchoConfig};
 use sluicegate::health::HealthStatus;
+use sluicegate_echo_agent::{self as echo_agent, EchoConfig};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 

@@ -9,9 +9,9 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Version};
 use proptest::prelude::*;
-use sluicegate::echo_agent::EchoHandle;
 use sluicegate::proxy::{framing, headers};
 use sluicegate::route::host_without_port;
+use sluicegate_echo_agent::EchoHandle;
 use tokio::time::Instant;
 
 use super::{check, edits, mutate, out_of_time, runner, seeds};

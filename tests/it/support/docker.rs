@@ -50,9 +50,8 @@ fn init() -> Result<Run, String> {
     let id = format!("{}x{:04x}", std::process::id(), fastrand::u16(..));
     spawn_reaper(&id)?;
     let started = std::time::Instant::now();
-    build_image(&id, "echo").map_err(|e| {
-        format!("building the echo image failed (cargo test builds the echo_agent example; run `cargo build --example echo_agent`): {e}")
-    })?;
+    build_image(&id, "echo")
+        .map_err(|e| format!("building the echo image (and its binary) failed: {e}"))?;
     notice(&format!(
         "docker tests: engine {}, echo image {} built in {:.1?}",
         version.trim(),
@@ -83,12 +82,19 @@ impl Run {
     }
 }
 
-/// `scripts/build-images.sh --only <which>` from the binaries of this test build.
+/// `scripts/build-images.sh --only <which>` in this test build's target directory and
+/// profile. The gateway image packages the binary `cargo test` built; the echo agent
+/// is another package, which `cargo test --test it` does not build, so the script
+/// builds it (`cargo build -p sluicegate-echo-agent`; fresh after the first run).
 fn build_image(id: &str, which: &str) -> Result<(), String> {
     let (target_dir, profile) = target_dir()?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/build-images.sh");
-    let out = Command::new(&script)
-        .args(["--no-build", "--only", which, "--profile", &profile])
+    let mut cmd = Command::new(&script);
+    if which == "sluicegate" {
+        cmd.arg("--no-build");
+    }
+    let out = cmd
+        .args(["--only", which, "--profile", &profile])
         .args(["--tag-suffix", &format!("-test{id}")])
         .args(["--label", &format!("{RUN_LABEL}={id}")])
         .arg("--target-dir")

@@ -66,6 +66,7 @@ impl LiveGateway {
         discovery: DiscoveryOptions,
     ) -> LiveGateway {
         let path = dir.path().join("routes.toml");
+        let text = &super::with_fast_path_switch(text);
         std::fs::write(&path, text).expect("write config");
         let spec = sluicegate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let options = Options {
@@ -76,6 +77,7 @@ impl LiveGateway {
                 sighup: false,
             },
             discovery,
+            ..Default::default()
         };
         let gateway = Gateway::bind_with(spec, options).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
@@ -107,7 +109,7 @@ impl LiveGateway {
     /// temporary file beside it, then rename it over the old one.
     pub fn rewrite(&self, text: &str) {
         let tmp = self.dir.path().join(".routes.toml.tmp");
-        std::fs::write(&tmp, text).expect("write temp config");
+        std::fs::write(&tmp, super::with_fast_path_switch(text)).expect("write temp config");
         std::fs::rename(&tmp, &self.path).expect("rename config");
     }
 

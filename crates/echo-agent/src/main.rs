@@ -1,5 +1,5 @@
 //! Standalone echo agent: the upstream used by sluicegate's Docker images and
-//! manual testing. All behaviour lives in `sluicegate::echo_agent`; this file
+//! manual testing. All behaviour lives in the library of this package; this file
 //! only parses flags, runs the runtime and handles signals, plus `--probe URL`:
 //! a one-shot health check for Docker `HEALTHCHECK` in images without curl.
 
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use sluicegate::echo_agent::{self, EchoConfig};
+use sluicegate_echo_agent::{self as echo_agent, EchoConfig};
 
 /// How long shutdown may take before we exit anyway; connections are dropped,
 /// not drained, so this is only a safety net.

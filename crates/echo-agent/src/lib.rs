@@ -1,7 +1,8 @@
-//! Echo agent: the reference upstream behind sluicegate's integration tests,
-//! the in-process `demo` command and the Docker images.
+//! Echo agent: the reference upstream behind sluicegate's integration tests and
+//! its test images (`scripts/build-images.sh`, `examples/compose/`). A test
+//! fixture, kept out of the product: `sluicegate demo` runs its own small agent.
 //!
-//! This module owns a small HTTP/1.1 + h2c server that reflects requests back
+//! This crate owns a small HTTP/1.1 + h2c server that reflects requests back
 //! as JSON, plus the knobs the gateway's tests need to imitate a real replica:
 //! health flips, forced failures, slow answers, server-sent events, WebSocket
 //! echo and an abrupt "the replica died" shutdown. It knows nothing about the
@@ -36,7 +37,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use http::header::{
     HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, SEC_WEBSOCKET_ACCEPT,
     SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION, UPGRADE,
@@ -51,10 +51,9 @@ use hyper_util::server::conn::auto;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Message, Role};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
+
+pub mod ws;
 
 const DEFAULT_SLOW_MS: u64 = 1_000;
 const MAX_SLOW_MS: u64 = 600_000;
@@ -537,7 +536,7 @@ fn websocket(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<Body>
     let Some(key) = websocket_key(&req) else {
         return text(StatusCode::BAD_REQUEST, "expected a WebSocket upgrade");
     };
-    let Ok(accept) = HeaderValue::from_str(&derive_accept_key(key.as_bytes())) else {
+    let Ok(accept) = HeaderValue::from_str(&ws::accept_key(key.as_bytes())) else {
         return text(StatusCode::INTERNAL_SERVER_ERROR, "bad accept key");
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
@@ -546,19 +545,9 @@ fn websocket(shared: &Arc<Shared>, mut req: Request<Incoming>) -> Response<Body>
             Ok(upgraded) => upgraded,
             Err(err) => return tracing::debug!("websocket upgrade failed: {err}"),
         };
-        let io = TokioIo::new(upgraded);
-        let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
-        // tungstenite answers pings and the close handshake itself while we
-        // keep reading; the stream ends once the close has been exchanged.
-        while let Some(msg) = ws.next().await {
-            let result = match msg {
-                Ok(msg @ (Message::Text(_) | Message::Binary(_))) => ws.send(msg).await,
-                Ok(_) => Ok(()),
-                Err(err) => Err(err),
-            };
-            if let Err(err) = result {
-                return tracing::debug!("websocket session ended: {err}");
-            }
+        // The session answers pings and the close handshake itself.
+        if let Err(err) = ws::echo(TokioIo::new(upgraded)).await {
+            tracing::debug!("websocket session ended: {err}");
         }
     });
     let mut res = Response::new(empty());
@@ -643,12 +632,14 @@ fn json_response(value: &Value) -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::{SinkExt, StreamExt};
     use http::HeaderMap;
     use hyper::client::conn::{http1, http2};
     use hyper_util::rt::TokioExecutor;
     use std::time::Instant;
     use tokio::task::JoinHandle;
     use tokio::time::timeout;
+    use tokio_tungstenite::tungstenite::Message;
 
     /// Upper bound for every wait in these tests.
     const WAIT: Duration = Duration::from_secs(5);

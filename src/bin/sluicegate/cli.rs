@@ -1,0 +1,242 @@
+//! The command line: every subcommand and flag (clap types), and their conversion
+//! into the library's requests. No behaviour: `dispatch` runs the commands.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use sluicegate::ctl::{self, AdminClient};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "sluicegate",
+    version,
+    about = "HTTP front door for docker-compose agent fleets"
+)]
+/// `sluicegate` and its subcommands.
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve traffic. SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0.
+    Run {
+        /// Path to routes.toml.
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        /// Longest time to wait for in-flight requests and tunnels on shutdown.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+        /// Worker threads (default: one per CPU). One worker runs tokio's
+        /// current-thread scheduler.
+        #[arg(long, env = "TOKIO_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+        workers: Option<u16>,
+        /// Do not watch the config file; reload only on SIGHUP.
+        #[arg(long)]
+        no_watch: bool,
+        /// Quiet time after a change of the config file before it is reloaded.
+        #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+        reload_debounce: Duration,
+    },
+    /// Validate routes.toml and print the resolved table; exit 1 on any error.
+    Check {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// List what Docker discovery finds for routes.toml's [discovery.docker]
+    /// (pools, backends, skipped containers and why) or [discovery.swarm]
+    /// (services, their tasks with node, address, state and desired state, and
+    /// what was skipped and why); `--watch` follows changes.
+    Discover {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        /// Keep printing the set whenever it changes (Ctrl-C to stop).
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Show what reloading routes.toml would change in the running gateway (applies nothing).
+    Plan {
+        #[arg(short, long, default_value = "routes.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Steer a running gateway through its admin API.
+    Ctl {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+    /// Exit 0 if the local admin API's /readyz answers (for Docker HEALTHCHECK).
+    Health {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Start blue and green demo agents in-process with the gateway in front.
+    Demo {
+        /// Address of the demo gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Address of the demo's admin API.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+    },
+}
+
+/// Where the admin API is.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Admin API base URL.
+    #[arg(
+        long = "admin",
+        env = "SLUICEGATE_ADMIN",
+        default_value = "http://127.0.0.1:9901"
+    )]
+    pub url: String,
+    /// Bearer token (the value of the gateway's [admin].token_env variable).
+    #[arg(long, env = "SLUICEGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Give up on the admin API after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `ctl` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Routes, splits, pools and backends (health, in-flight, source).
+    Status,
+    /// Set a route's whole split: `split agents agent-blue=0 agent-green=100`.
+    Split {
+        route: String,
+        /// POOL=WEIGHT for every pool of the new split.
+        assignments: Vec<String>,
+        /// Drop the admin override: back to the config file's split.
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Stop sending new requests to a backend; in-flight ones and streams finish.
+    Drain { pool: String, addr: String },
+    /// Put a drained backend back in rotation.
+    Undrain { pool: String, addr: String },
+    /// Automated rollouts: start, status [--watch], pause, resume, promote, abort.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
+}
+
+/// `ctl rollout` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Move ROUTE to a pool in steps, judging each: `start agents --to agent-green`.
+    Start(Box<RolloutArgs>),
+    /// One rollout's step table (or, without ID, every rollout).
+    Status {
+        id: Option<String>,
+        /// Redraw as it changes until the rollout ends.
+        #[arg(long, requires = "id")]
+        watch: bool,
+    },
+    /// Hold the current split; resume measures the step again from its start.
+    Pause { id: String },
+    /// Continue a paused rollout.
+    Resume { id: String },
+    /// Jump to 100% on the target now (no more judging).
+    Promote { id: String },
+    /// Roll back to the starting split now.
+    Abort { id: String },
+}
+
+/// The rollout request (see `POST /api/v1/rollouts`).
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    route: String,
+    /// Follow the rollout until it ends.
+    #[arg(long)]
+    pub watch: bool,
+    /// The pool that receives the traffic.
+    #[arg(long)]
+    to: String,
+    /// Pools the traffic comes from (default: those carrying weight now).
+    #[arg(long, value_delimiter = ',')]
+    from: Option<Vec<String>>,
+    /// Percent on the target at each step, ending at 100 (`100` alone: blue-green).
+    #[arg(long, value_delimiter = ',', default_value = "5,25,50,100")]
+    steps: Vec<i64>,
+    /// How long each step runs before it is judged.
+    #[arg(long = "step-interval", default_value = "30s")]
+    step_interval: String,
+    /// Highest error rate (5xx and gateway errors) of the target during a step.
+    #[arg(long)]
+    max_error_rate: Option<f64>,
+    /// Highest p99 latency of the target during a step, e.g. 500ms.
+    #[arg(long)]
+    max_p99: Option<String>,
+    /// Highest error rate of the target above that of the `from` pools.
+    #[arg(long)]
+    max_error_rate_delta: Option<f64>,
+    /// Requests the target must see in a step before it is judged.
+    #[arg(long)]
+    min_requests: Option<i64>,
+    /// Longest a step waits for min-requests.
+    #[arg(long)]
+    max_wait: Option<String>,
+    /// After max-wait with too few requests: fail (roll back) or pass.
+    #[arg(long, value_parser = ["fail", "pass"])]
+    on_low_traffic: Option<String>,
+    /// Judge the final 100% step for this long (blue-green).
+    #[arg(long)]
+    bake: Option<String>,
+    /// What a gateway restart mid-rollout does: resume or rollback.
+    #[arg(long, value_parser = ["resume", "rollback"])]
+    on_restart: Option<String>,
+}
+
+impl RolloutArgs {
+    /// The admin API request these flags ask for.
+    pub fn request(self) -> Result<sluicegate::rollout::RolloutRequest, ctl::CtlError> {
+        Ok(sluicegate::rollout::RolloutRequest {
+            route: self.route,
+            to: self.to,
+            from: self.from,
+            steps: self.steps,
+            step_interval: self.step_interval,
+            max_error_rate: self.max_error_rate,
+            max_p99: self.max_p99,
+            min_requests: self.min_requests,
+            max_wait: self.max_wait,
+            on_low_traffic: choice("on-low-traffic", self.on_low_traffic)?,
+            max_error_rate_delta: self.max_error_rate_delta,
+            bake: self.bake,
+            on_restart: choice("on-restart", self.on_restart)?,
+        })
+    }
+}
+
+/// A `snake_case` enum value given on the command line.
+fn choice<T: serde::de::DeserializeOwned>(
+    flag: &str,
+    value: Option<String>,
+) -> Result<Option<T>, ctl::CtlError> {
+    value
+        .map(|v| serde_json::from_value(serde_json::Value::String(v)))
+        .transpose()
+        .map_err(|e| ctl::CtlError::Usage(format!("--{flag}: {e}")))
+}
+
+impl AdminArgs {
+    /// A client of the admin API these flags name.
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        Ok(AdminClient::new(
+            &self.url,
+            self.token.clone(),
+            self.timeout,
+        )?)
+    }
+}
