@@ -191,14 +191,20 @@ async fn changes_reload_rollout_and_a_killed_agent_arrive_in_order_and_resume_wo
     let (phase, _) = events.until("rollout_phase").await;
     assert_eq!(phase["phase"], "aborted");
 
-    // A killed agent: its probe fails.
+    // A killed agent: its probe fails (once it had passed).
+    tokio::time::timeout(WAIT, async {
+        while !gw.state().await.pools[0].backends[0].healthy {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("blue healthy in time");
     blue[0].shutdown();
-    let (health, _) = events.until("backend_health").await;
-    let health = if health["to"] == "healthy" {
-        // The first probe's pass may come this late on a busy machine.
-        events.until("backend_health").await.0
-    } else {
-        health
+    let health = loop {
+        let (health, _) = events.until("backend_health").await;
+        if health["to"] != "healthy" {
+            break health;
+        }
     };
     assert_eq!(health["addr"], blue[0].addr().to_string());
     assert_eq!(
@@ -253,4 +259,71 @@ async fn a_subscriber_that_never_reads_slows_neither_admin_writes_nor_requests()
     assert!(slowest_write < Duration::from_secs(2), "{slowest_write:?}");
     assert!(slowest_get < Duration::from_secs(2), "{slowest_get:?}");
     drop(silent);
+}
+
+#[tokio::test]
+async fn ctl_watch_once_prints_the_state_and_watch_prints_a_line_per_event() {
+    use crate::admin_cli::{cli, text};
+    let blue = agents("blue", "v1", 1).await;
+    let green = agents("green", "v2", 1).await;
+    // No probe: the picture does not change between the two reads.
+    let body = crate::live::two_pools(&backends(&blue), &backends(&green), (100, 0));
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    gw.split("agents", r#"{"blue": 70, "green": 30}"#).await;
+    let url = format!("http://{}", gw.admin);
+    let out = cli(&["ctl", "--admin", &url, "watch", "--once"], &[]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    // The same picture as `ctl status` renders from the state right now.
+    let state = gw.state().await;
+    assert_eq!(shown, sluicegate::ctl::render_status(&state));
+    for needle in [
+        "agents",
+        "blue",
+        "green",
+        "70",
+        "30",
+        &blue[0].addr().to_string(),
+    ] {
+        assert!(shown.contains(needle), "{needle} missing:\n{shown}");
+    }
+
+    // Without a terminal: the picture once, then one line per event.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["ctl", "--admin", &url, "watch"])
+        .env_remove("SLUICEGATE_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn ctl watch");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout"));
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    // The picture ends with the last backend line; wait until it was printed.
+    tokio::time::timeout(WAIT, async {
+        while !line.contains(&green[0].addr().to_string()) {
+            line.clear();
+            lines.read_line(&mut line).await.expect("read");
+        }
+    })
+    .await
+    .expect("picture printed");
+    gw.split("agents", r#"{"blue": 40, "green": 60}"#).await;
+    let event = tokio::time::timeout(WAIT, async {
+        loop {
+            line.clear();
+            lines.read_line(&mut line).await.expect("read");
+            if line.contains("split_changed") {
+                return line.clone();
+            }
+        }
+    })
+    .await
+    .expect("event line in time");
+    assert!(
+        event.contains("route=agents split=blue=40,green=60"),
+        "{event}"
+    );
+    assert!(event.contains("by=api"), "{event}");
+    child.kill().await.expect("kill ctl watch");
 }
