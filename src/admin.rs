@@ -42,6 +42,7 @@ mod events;
 mod guard;
 mod rollouts;
 mod serve;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;

@@ -71,6 +71,7 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(metrics)
+        .merge(super::ui::routes())
         .nest("/api/v1", api)
         .fallback(|| async {
             error_response(

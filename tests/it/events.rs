@@ -327,3 +327,70 @@ async fn ctl_watch_once_prints_the_state_and_watch_prints_a_line_per_event() {
     assert!(event.contains("by=api"), "{event}");
     child.kill().await.expect("kill ctl watch");
 }
+
+/// Runs Debian's `chromium` headless against `url` with `args`; `None` when it is
+/// not installed (CI installs it: `.ci/run`, and then it is required).
+async fn chromium(args: &[&str], url: &str) -> Option<String> {
+    let installed = std::process::Command::new("chromium")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs chromium (.ci/run installs it)"
+        );
+        eprintln!("dashboard: chromium not installed; skipped");
+        return None;
+    }
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--disable-gpu",
+                "--no-sandbox",
+                "--virtual-time-budget=3000",
+            ])
+            .args(args)
+            .arg(url)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("chromium in time")
+    .expect("chromium ran");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn the_dashboard_in_headless_chromium_shows_the_routes_and_split() {
+    let blue = agents("blue", "v1", 1).await;
+    let green = agents("green", "v2", 1).await;
+    let body = crate::live::two_pools(&backends(&blue), &backends(&green), (100, 0));
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    gw.split("agents", r#"{"blue": 90, "green": 10}"#).await;
+    let url = format!("http://{}/ui/", gw.admin);
+    let Some(dom) = chromium(&["--dump-dom"], &url).await else {
+        return;
+    };
+    // Rendered by the page's script from /api/v1/state, not in the served HTML.
+    assert!(
+        dom.contains(r#"data-route="agents"><b>agents</b> blue=90 green=10"#),
+        "{dom}"
+    );
+    assert!(dom.contains("source: api"), "{dom}");
+    assert!(dom.contains(&blue[0].addr().to_string()), "{dom}");
+    assert!(dom.contains(">live<"), "the event stream is open: {dom}");
+    let shot = std::env::temp_dir().join(format!("sluicegate-dashboard-{}.png", gw.admin.port()));
+    let arg = format!("--screenshot={}", shot.display());
+    chromium(&[&arg, "--window-size=1000,800"], &url).await;
+    let len = std::fs::metadata(&shot).expect("screenshot written").len();
+    assert!(len > 1000, "screenshot of {len} bytes");
+    eprintln!("dashboard: screenshot saved to {}", shot.display());
+}
