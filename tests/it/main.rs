@@ -15,6 +15,7 @@ mod live;
 mod metrics;
 mod props;
 mod proxying;
+mod readiness;
 mod removal;
 mod rollout;
 mod routing;
