@@ -39,9 +39,11 @@
 
 mod api;
 pub mod auth;
+mod events;
 mod guard;
 mod rollouts;
 mod serve;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -89,6 +91,8 @@ struct AdminState {
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
     metrics: MetricsSource,
+    /// Cancelled when the listener shuts down: ends open event streams.
+    closing: CancellationToken,
     /// Discovery sources that must have listed once before `/readyz` is 200.
     listed: ListedGate,
     /// Swarm discovery's export and its reason for `/readyz` to say 503.
@@ -146,6 +150,8 @@ pub struct AdminServer {
     board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
+    /// Ends open event streams at shutdown.
+    closing: CancellationToken,
     listed: ListedGate,
 }
 
@@ -171,6 +177,7 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let closing = CancellationToken::new();
         let board = Arc::new(Board::default());
         let state = AdminState {
             control,
@@ -179,6 +186,7 @@ impl AdminServer {
             ready,
             tasks,
             metrics,
+            closing: closing.clone(),
             listed: ListedGate::default(),
             board: Arc::clone(&board),
         };
@@ -188,6 +196,7 @@ impl AdminServer {
             listed: state.listed.clone(),
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
+            closing,
             board,
         })
     }
@@ -214,9 +223,17 @@ impl AdminServer {
             listener,
             router,
             health,
+            closing,
             ..
         } = self;
+        // Event streams never end by themselves: they must end for the drain to.
+        let ends = shutdown.clone();
+        let streams_end = tokio::spawn(async move {
+            ends.cancelled().await;
+            closing.cancel();
+        });
         serve::serve(listener, router, health, shutdown).await;
+        streams_end.abort();
     }
 }
 

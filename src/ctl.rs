@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod rollout;
+pub mod watch;
 
 use std::fmt::Write;
 use std::path::Path;

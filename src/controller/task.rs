@@ -35,6 +35,9 @@ use crate::config::spec::PoolName;
 use crate::config::validate::ApiBackend;
 use crate::config::Spec;
 use crate::discovery::DiscoveredSet;
+use crate::events::diff::Summary;
+use crate::events::{By, EventHub, EventKind};
+use crate::health::{HealthChange, HealthEvent};
 use crate::off_worker;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
@@ -162,6 +165,7 @@ pub enum Written {
 pub struct ControlHandle {
     tx: mpsc::Sender<Update>,
     counters: watch::Receiver<Counters>,
+    events: EventHub,
 }
 
 impl ControlHandle {
@@ -217,6 +221,11 @@ impl ControlHandle {
     pub fn counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
     }
+
+    /// The event stream of what the task changes (see [`crate::events`]).
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
 }
 
 /// The task's state; run it with [`Task::run`].
@@ -238,6 +247,12 @@ pub struct Task {
     rx: mpsc::Receiver<Update>,
     /// When pooled upstream connections are next checked (see [`IDLE_SWEEP`]).
     next_sweep: Instant,
+    /// Where what changed is told (see [`crate::events`]).
+    events: EventHub,
+    /// What the last publish showed, for the next one's events.
+    summary: Summary,
+    /// Whether discovery was connected when last told (`None`: not yet).
+    discovery_connected: Option<bool>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -270,6 +285,8 @@ impl Task {
             ..Counters::default()
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let events = EventHub::new();
+        let summary = Summary::of(controller.shared.load().spec(), overrides.rollouts());
         let task = Task {
             controller,
             file,
@@ -282,10 +299,14 @@ impl Task {
             counters,
             rx,
             next_sweep: Instant::now() + IDLE_SWEEP,
+            events: events.clone(),
+            summary,
+            discovery_connected: None,
         };
         let handle = ControlHandle {
             tx,
             counters: counters_rx,
+            events,
         };
         (task, handle, shared)
     }
@@ -302,6 +323,7 @@ impl Task {
 
     /// Serves updates until `shutdown` is cancelled or every handle is dropped.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut health = self.controller.subscribe_health();
         loop {
             let wake = [
                 self.overrides.next_expiry(),
@@ -326,6 +348,15 @@ impl Task {
                     None => break,
                 },
                 () = timer => self.tick(Instant::now()).await,
+                event = health.recv() => match event {
+                    Ok(event) => self.events.emit(health_event(&event)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "health events came faster than the event stream took them");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        health = self.controller.subscribe_health();
+                    }
+                },
             }
         }
     }
@@ -341,6 +372,7 @@ impl Task {
             }
             Update::FileInvalid { errors } => {
                 tracing::debug!(%errors, "invalid config counted");
+                self.events.emit(EventKind::ReloadRefused { errors });
                 self.controller.metrics().count_reload(false);
                 self.counters.send_modify(|c| c.reloads_failed += 1);
             }
@@ -377,7 +409,7 @@ impl Task {
         }
         if !expired.is_empty() {
             self.persist_or_log();
-            self.publish().await;
+            self.publish(By::Ttl).await;
         }
         let closed = self.controller.close_retired(now);
         if closed > 0 {
@@ -390,12 +422,21 @@ impl Task {
     }
 
     /// The one publish path: effective spec → [`Controller::apply_off_worker`].
-    async fn publish(&mut self) {
+    /// `by` is who made the change, for the events it causes.
+    async fn publish(&mut self, by: By) {
         self.controller
             .apply_off_worker(self.overrides.merge(&self.base))
             .await;
         let generation = self.controller.generation();
         self.counters.send_modify(|c| c.generation = generation);
+        let summary = Summary::of(
+            self.controller.shared.load().spec(),
+            self.overrides.rollouts(),
+        );
+        for event in self.summary.diff(&summary, by, self.overrides.rollouts()) {
+            self.events.emit(event);
+        }
+        self.summary = summary;
     }
 
     /// Writes the overrides to the state file, if there is one.
@@ -427,5 +468,20 @@ impl Task {
         let running = self.controller.shared.load_full();
         let next = discovered::base_of(next, &self.discovered);
         crate::plan::plan(running.spec(), &self.base, &self.overrides, &next)
+    }
+}
+
+/// A health transition as an event.
+fn health_event(event: &HealthEvent) -> EventKind {
+    let (pool, addr) = (event.pool.to_string(), event.addr);
+    match event.change {
+        HealthChange::Status { from, to } => EventKind::BackendHealth {
+            pool,
+            addr,
+            from: from.as_str(),
+            to: to.as_str(),
+        },
+        HealthChange::Ejected { level, .. } => EventKind::BackendEjected { pool, addr, level },
+        HealthChange::Restored => EventKind::BackendRecovered { pool, addr },
     }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod cutover;
 mod docker;
 mod errors;
+mod events;
 mod hardening;
 mod health;
 mod live;

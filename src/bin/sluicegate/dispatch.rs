@@ -124,6 +124,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         ctl::drain(&client, &pool, &addr, false).await
                     }
                     CtlCommand::Rollout { command } => rollout(&client, command).await,
+                    CtlCommand::Watch { once: true } => ctl::watch::picture(&client).await,
+                    CtlCommand::Watch { once: false } => {
+                        use std::io::IsTerminal;
+                        let redraw = std::io::stdout().is_terminal();
+                        ctl::watch::watch(&client, redraw, |text| println!("{text}"))
+                            .await
+                            .map(|()| String::new())
+                    }
                 }
             })?;
             print!("{out}");
