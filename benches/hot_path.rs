@@ -82,6 +82,7 @@ fn spec_with_routes(n: usize) -> Spec {
             retries: 0,
             timeouts: Timeouts::default(),
             max_request_body: None,
+            upgrades: Default::default(),
         })
         .collect();
     routes.push(RouteSpec {
@@ -98,6 +99,7 @@ fn spec_with_routes(n: usize) -> Spec {
         retries: 0,
         timeouts: Timeouts::default(),
         max_request_body: None,
+        upgrades: Default::default(),
     });
     Spec {
         listen: ListenSpec {

@@ -5,7 +5,7 @@
 //! message and side, from one thread on mio's edge-triggered epoll. It parses
 //! nothing, picks nothing and records nothing, so its CPU per request is what the
 //! kernel's loopback TCP costs plus about the least user-space work any proxy can do.
-//! `compare-proxies.sh` runs it as a candidate beside nginx (benches/README.md,
+//! `compare-proxies.sh` runs it as a candidate beside nginx (benches/JOURNAL.md,
 //! eleventh pass): how far under nginx *any* proxy on these sockets can get.
 //!
 //! It speaks the candidate contract of `../shared/bench/compare-proxies.sh`:

@@ -15,7 +15,8 @@
 //! | `route`, `pool`, `backend` | what served it; "" where none was chosen |
 //! | `upstream_ms` | last attempt: request sent → response head (absent if no backend answered) |
 //! | `total_ms` | arrival → end of the response body |
-//! | `bytes` | response body bytes sent |
+//! | `bytes` | response body bytes sent (a tunnel: bytes backend → client) |
+//! | `bytes_up` | only for an upgrade tunnel (status 101): bytes client → backend, written when it closes |
 //! | `retries` | extra attempts on other backends |
 //! | `error` | the `sluicegate-error` cause of a gateway answer, else "" |
 //! | `complete` | false when the body ended early (backend broke, idle timeout, client left) |
@@ -72,8 +73,10 @@ pub struct AccessRecord {
     pub backend: Option<SocketAddr>,
     /// Request sent → response head, of the attempt that answered.
     pub upstream: Option<Duration>,
-    /// Response body bytes sent so far.
+    /// Response body bytes sent so far (for a tunnel: backend to client).
     pub bytes: u64,
+    /// For a tunnel (a `101`), the bytes sent from client to backend.
+    pub bytes_up: Option<u64>,
     /// Extra attempts on other backends.
     pub retries: u32,
     /// `sluicegate-error` cause of a gateway answer, "" otherwise.
@@ -96,6 +99,7 @@ impl AccessRecord {
             backend: None,
             upstream: None,
             bytes: 0,
+            bytes_up: None,
             retries: 0,
             error: "",
         }
@@ -106,7 +110,7 @@ impl AccessRecord {
         let total_ms = millis(self.started.elapsed());
         let backend = self.backend.map(|b| b.to_string()).unwrap_or_default();
         macro_rules! line {
-            ($($upstream:tt)*) => {
+            (@ $($upstream:tt)*) => {
                 tracing::info!(
                     target: TARGET,
                     request_id = self.request_id.as_str(),
@@ -125,6 +129,12 @@ impl AccessRecord {
                     error = self.error,
                     complete,
                 )
+            };
+            ($($upstream:tt)*) => {
+                match self.bytes_up {
+                    Some(bytes_up) => line!(@ $($upstream)* bytes_up,),
+                    None => line!(@ $($upstream)*),
+                }
             };
         }
         match self.upstream {

@@ -9,8 +9,9 @@
 //! Endpoints (`/healthz` and `/readyz` need no token, so a Docker HEALTHCHECK does
 //! not need the secret):
 //! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
-//!   traffic listener serving (503 while shutting down, and 503 naming it once a
-//!   background task ended: see `crate::tasks`);
+//!   traffic listener serving (503 while shutting down, 503 naming it once a
+//!   background task ended: see `crate::tasks`, and 503 while a configured
+//!   discovery source has never listed: see [`ListedGate`]);
 //! - `GET /metrics` — Prometheus text (behind the token when one is set): the
 //!   exporter's counters and histograms plus gauges sampled from the current
 //!   snapshot at that moment (see `crate::metrics`), rendered on the blocking pool
@@ -54,6 +55,7 @@ use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
 use crate::discovery::swarm::Board;
+use crate::discovery::ListedGate;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use crate::tasks::TaskWatch;
@@ -87,6 +89,8 @@ struct AdminState {
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
     metrics: MetricsSource,
+    /// Discovery sources that must have listed once before `/readyz` is 200.
+    listed: ListedGate,
     /// Swarm discovery's export and its reason for `/readyz` to say 503.
     board: Arc<Board>,
 }
@@ -142,6 +146,7 @@ pub struct AdminServer {
     board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
+    listed: ListedGate,
 }
 
 impl AdminServer {
@@ -174,15 +179,23 @@ impl AdminServer {
             ready,
             tasks,
             metrics,
+            listed: ListedGate::default(),
             board: Arc::clone(&board),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
             listener,
+            listed: state.listed.clone(),
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
             board,
         })
+    }
+
+    /// The discovery sources `/readyz` waits for (see [`ListedGate`]); a source
+    /// registers there when it starts.
+    pub fn listed_gate(&self) -> ListedGate {
+        self.listed.clone()
     }
 
     /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).

@@ -194,8 +194,8 @@ impl BackendState {
     }
 
     /// Feeds one response latency, observed at `at`, into the estimate. The caller
-    /// passes the clock reading it took the latency from: a reading costs ~25 ns
-    /// here, and a request already takes several.
+    /// passes the clock reading it took the latency from: a reading is not free
+    /// (benches/JOURNAL.md, eighth pass), and a request already takes several.
     pub fn observe_latency(&self, rtt: Duration, at: Instant) {
         self.ewma.observe(rtt, ns_at(at));
     }

@@ -6,9 +6,9 @@
 //! wait all ended up in `Proxy::forward`'s machine code, between the blocks every
 //! bodiless request on a pooled connection runs. A request then fetches more
 //! instruction-cache lines than the code it executes needs, and in a busy host's
-//! shared cores those lines are fetched again for every request (benches/README.md,
-//! ninth pass: ~1 350 simulated first-level misses per request against nginx's
-//! ~1 025). [`Cold`] polls its future through a function of its own, never inlined,
+//! shared cores those lines are fetched again for every request (benches/JOURNAL.md,
+//! ninth pass: more simulated first-level misses per request than nginx's).
+//! [`Cold`] polls its future through a function of its own, never inlined,
 //! so that code stays in one place off the common path; the future's state still
 //! lives inline (no allocation) and each poll costs one call. Synchronous rare paths
 //! get the same with `#[cold] #[inline(never)]` where they are written.

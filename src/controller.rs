@@ -127,7 +127,7 @@ impl Controller {
     /// [`apply`](Self::apply), with the snapshot built (and the one it replaces let
     /// go) on tokio's blocking pool.
     ///
-    /// A build of a large fleet takes milliseconds (10 000 backends: ~10–20 ms);
+    /// A build of a large fleet takes milliseconds (benches/JOURNAL.md, sixth pass);
     /// on a runtime worker it would hold up every request that worker serves, and
     /// with one worker (`--workers 1`) every request. The controller task waits
     /// here, so changes still apply one at a time and in order.

@@ -15,7 +15,10 @@
 //! With `[discovery.docker]`, `serve` waits (bounded) for the first container list
 //! to be applied before it reports ready, so a gateway that just started does not
 //! answer 503 for pools Docker is about to fill; an unreachable engine only
-//! delays readiness by that bound (the pools stay empty until it answers).
+//! delays serving by that bound (the pools stay empty until it answers). `/readyz`
+//! stays 503 until every configured discovery source has listed once
+//! ([`discovery::ListedGate`]): a gateway that never reached the engine is not
+//! healthy, one that listed and then lost the connection keeps serving and stays ready.
 //! Likewise it waits (bounded by the probes' own first delay and timeout) until every
 //! probed backend has had its first probe: a probed backend gets no traffic before
 //! its first pass, so serving earlier would answer 503 for pools that are up. The
@@ -359,6 +362,9 @@ impl Gateway {
         let first_list = docker.map(|(spec, options)| {
             let d = DockerDiscovery::spawn(spec, options, background.clone());
             let status = d.status.clone();
+            if let Some(admin) = &admin {
+                admin.listed_gate().watch("docker", d.status.clone());
+            }
             task.attach_docker(DockerFeed {
                 sets: d.sets,
                 drains: d.drains,

@@ -228,6 +228,9 @@ fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {
     if old.max_request_body != new.max_request_body {
         what.push("max_request_body");
     }
+    if old.upgrades != new.upgrades {
+        what.push("upgrades");
+    }
     what
 }
 

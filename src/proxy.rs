@@ -48,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use crate::backend::{Backend, InflightGuard};
 use crate::cold::cold;
 use crate::config::spec::PoolName;
-use crate::config::spec::Timeouts;
+use crate::config::spec::{Timeouts, Upgrades};
 use crate::controller::SharedSnapshot;
 use crate::health::hold;
 use crate::http1::client::{self as h1, H1Body, H1Error, RawFields};
@@ -135,6 +135,9 @@ struct Prepared<'s, 'c> {
     fast: bool,
     /// May be sent again after it was sent once: retries, bodiless, idempotent.
     replayable: bool,
+    /// How far the client's body has gone upstream (when it has one): the
+    /// response-header timer starts once it is whole.
+    upload: Option<Arc<body::Progress>>,
 }
 
 /// The kind of connection an attempt goes on. Everything above [`exchange`] is
@@ -259,9 +262,10 @@ impl Proxy {
         self.respond(
             answer,
             guard,
-            client_upgrade,
+            client_upgrade.map(|on| (on, &route.upgrades)),
             set_cookie,
             route.timeouts.idle,
+            trail,
         )
     }
 
@@ -306,18 +310,25 @@ impl Proxy {
             None => HeaderValue::from_str(host).ok(),
         });
 
-        let upgrade =
-            req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers());
+        // Only the route's `upgrades` may become tunnels; any other upgrade request
+        // goes on as a plain one (its `Upgrade` is stripped with the hop-by-hop rest).
+        let upgrade = req.version() == Version::HTTP_11
+            && headers::keep_allowed_upgrades(req.headers_mut(), &route.upgrades);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
-        if parts.version == Version::HTTP_2 && !parts.headers.contains_key(header::HOST) {
-            // HTTP/1.1 upstream needs Host; h2 clients send :authority instead.
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 upstream needs Host (RFC 9112 §3.2): h2 clients send
+            // :authority instead, an HTTP/1.0 absolute-form request may have none,
+            // and a `Connection: host` nomination must not take it away.
             if let Some(h) = forwarded_host.clone() {
                 parts.headers.insert(header::HOST, h);
             }
         }
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         let forwarding = headers::Forwarding::new(
             &parts.headers,
             &client.ip_value,
@@ -340,7 +351,9 @@ impl Proxy {
         }
         // Whichever client sends it: a bodiless head can be sent again.
         let replayable = route.retries > 0 && plain && is_idempotent(&parts.method);
-        let req = Request::from_parts(parts, RequestBody::client(body, route.max_request_body));
+        let (body, upload) =
+            RequestBody::client(body, route.max_request_body, route.timeouts.client_body);
+        let req = Request::from_parts(parts, body);
         let plan = Prepared {
             route,
             pool,
@@ -352,6 +365,7 @@ impl Proxy {
             forwarding_in_map,
             fast,
             replayable,
+            upload,
         };
         Ok((plan, req))
     }
@@ -420,7 +434,18 @@ impl Proxy {
                 ConnKind::Hyper
             };
             let forwarding = (!plan.forwarding_in_map).then_some(&plan.forwarding);
-            match exchange(kind, backend, req, &route.timeouts, forwarding, started).await {
+            let upload = plan.upload.as_deref();
+            match exchange(
+                kind,
+                backend,
+                req,
+                &route.timeouts,
+                forwarding,
+                started,
+                upload,
+            )
+            .await
+            {
                 Ok(answer) => {
                     let answered = Instant::now();
                     let latency = answered.saturating_duration_since(started);
@@ -435,6 +460,12 @@ impl Proxy {
                         answer.learn(&route.split, pin, &pool.name);
                     }
                     return Ok((answer, guard));
+                }
+                Err(failed) if failed.error.is_client_fault() => {
+                    // The client broke its own request: the backend answered
+                    // nothing wrong, so nothing is reported against it.
+                    drop(guard);
+                    return Err(failed.error);
                 }
                 Err(failed) => {
                     report_failure(pool, backend, &failed.error);
@@ -458,17 +489,28 @@ impl Proxy {
     }
 
     /// Turns a backend's response into the client's.
+    /// `client_upgrade` is there when the request asked for an upgrade its route
+    /// allows (with the route's `upgrades`).
     fn respond(
         &self,
         answer: Answer,
         guard: InflightGuard,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (resp, fields) = match answer {
             Answer::Hyper(resp, sender) => {
-                return self.respond_hyper(resp, sender, guard, client_upgrade, set_cookie, idle)
+                return self.respond_hyper(
+                    resp,
+                    sender,
+                    guard,
+                    client_upgrade,
+                    set_cookie,
+                    idle,
+                    trail,
+                )
             }
             // Never sent for an upgrade: a 101 here is the backend's error.
             Answer::Http1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -487,20 +529,29 @@ impl Proxy {
     /// `respond` for an answer from hyper's client (requests with a body, upgrades):
     /// out of line, so its code is not among the gateway-driven path's.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn respond_hyper(
         &self,
         mut resp: Response<Incoming>,
         sender: Sender,
         guard: InflightGuard,
-        client_upgrade: Option<OnUpgrade>,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let client_upgrade = client_upgrade.ok_or(ProxyError::BadUpgrade)?;
+            // A 101 to a request that asked for no allowed upgrade, or to a
+            // protocol the route does not allow, is the backend's error: the
+            // connection must not become a tunnel past routing.
+            let client_upgrade = match client_upgrade {
+                Some((on, allowed)) if headers::switched_to_allowed(resp.headers(), allowed) => on,
+                _ => return Err(ProxyError::BadUpgrade),
+            };
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let tally = trail.tunnel();
             self.tunnels
-                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard));
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard, tally));
             drop(sender);
             let (parts, _) = resp.into_parts();
             return Ok(Response::from_parts(parts, ResponseBody::empty()));
@@ -546,10 +597,7 @@ fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
 fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
     let cause = err.cause();
     tracing::debug!(%err, cause, "answered by the gateway");
-    let refused = matches!(
-        err,
-        ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. }
-    );
+    let refused = err.breaks_framing();
     let mut resp = err.into_response();
     if refused && version < Version::HTTP_2 {
         // What follows on this connection may be the rest of a request
@@ -572,18 +620,25 @@ fn exchange<'a>(
     timeouts: &'a Timeouts,
     forwarding: Option<&'a headers::Forwarding<'a>>,
     started: Instant,
+    upload: Option<&'a body::Progress>,
 ) -> impl Future<Output = Result<Answer, Failed>> + Send + 'a {
     match kind {
         ConnKind::Http1 => Either::Left(send_h1(backend, req, timeouts, forwarding, started)),
-        ConnKind::Hyper => Either::Right(cold(send(backend, req, timeouts))),
+        ConnKind::Hyper => Either::Right(cold(send(backend, req, timeouts, upload))),
     }
 }
 
 /// One attempt on one backend: a pooled (or new) connection, then the request.
+///
+/// The response-header timer starts once the request's body (`upload`, when it
+/// has one) has been taken whole: a long upload is not a late answer. While the
+/// body goes up, the client body timeout bounds the client, and `response_header`
+/// bounds a backend that stops taking the body.
 async fn send(
     backend: &Backend,
     req: Request<RequestBody>,
     timeouts: &Timeouts,
+    upload: Option<&body::Progress>,
 ) -> Result<Answer, Failed> {
     let pool = backend.state.conns();
     let mut conn = match pool.checkout(timeouts.connect).await {
@@ -600,9 +655,26 @@ async fn send(
             );
         if ready {
             let sent = conn.sender.try_send_request(req);
-            match tokio::time::timeout(timeouts.response_header, sent).await {
+            let answer = async {
+                tokio::pin!(sent);
+                if let Some(upload) = upload {
+                    tokio::select! {
+                        biased;
+                        answer = &mut sent => return Ok(answer),
+                        uploaded = upload.sent(timeouts.response_header) => {
+                            if !uploaded {
+                                return Err(());
+                            }
+                        }
+                    }
+                }
+                tokio::time::timeout(timeouts.response_header, sent)
+                    .await
+                    .map_err(drop)
+            };
+            match answer.await {
                 Ok(Ok(resp)) => return Ok(Answer::Hyper(resp, conn.sender)),
-                Err(_) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
+                Err(()) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
                 Ok(Err(mut err)) => match err.take_message() {
                     Some(unsent) if conn.reused => req = unsent,
                     Some(unsent) => {
@@ -613,7 +685,10 @@ async fn send(
                         let err = err.into_error();
                         let error = match body::body_too_large(&err) {
                             Some(limit) => ProxyError::BodyTooLarge { limit },
-                            None => ProxyError::sent(err),
+                            None => match body::client_fault(&err) {
+                                Some(fault) => ProxyError::ClientBody(fault, Some(err)),
+                                None => ProxyError::sent(err),
+                            },
                         };
                         return Err(Failed::consumed(error));
                     }

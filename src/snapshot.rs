@@ -20,6 +20,7 @@ use crate::backend::{Backend, BackendState};
 use crate::balance::{key_hash, Balancer};
 use crate::config::spec::{
     BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
+    Upgrades,
 };
 use crate::config::MatchSpec;
 use crate::health::{PoolHealth, FULL_RAMP};
@@ -54,6 +55,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Largest request body in bytes; `None` means no limit.
     pub max_request_body: Option<u64>,
+    /// `Upgrade` protocols that may become tunnels.
+    pub upgrades: Upgrades,
 }
 
 /// A pool as the request path sees it.
@@ -184,6 +187,7 @@ impl Snapshot {
                     timeouts: r.timeouts,
                     metrics,
                     max_request_body: r.max_request_body,
+                    upgrades: r.upgrades.clone(),
                 }
             })
             .collect();

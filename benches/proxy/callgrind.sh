@@ -11,7 +11,7 @@
 # benches/proxy/candidate.sh writes; BENCH_PROFILE / BENCH_METRICS apply) on
 # 127.0.0.1:18090, warms up, then counts instructions only while
 # `wrk -t1 -c16 -d10s` runs (CONNS sets -c) and divides by the requests wrk completed. Kernel work
-# (syscalls, TCP) is not counted: see `perf` in benches/README.md for that share.
+# (syscalls, TCP) is not counted: see `perf` in benches/JOURNAL.md for that share.
 #
 # Usage: benches/proxy/callgrind.sh [label]      (needs valgrind, nginx, wrk, curl)
 #        CONNS=1 benches/proxy/callgrind.sh LABEL  wrk's connection count (default 16;
@@ -29,11 +29,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 label=${1:-run}
 conns=${CONNS:-16}
 out=${OUT:-/tmp/sluicegate-callgrind}
-bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+bin=${SLUICEGATE_BIN:-$root/target/bench-release/sluicegate}
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need callgrind.sh valgrind callgrind_control callgrind_annotate nginx wrk curl
-[[ ${PROXY:-sluicegate} != sluicegate || -x $bin ]] || { echo "callgrind.sh: build first: cargo build --release" >&2; exit 2; }
+[[ ${PROXY:-sluicegate} != sluicegate || -x $bin ]] || { echo "callgrind.sh: build first: cargo build --profile bench-release" >&2; exit 2; }
 mkdir -p "$out"
 rm -f "$out/callgrind.out.$label"*
 

@@ -290,6 +290,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
         )
             .into_response();
     }
+    if let Some(reason) = state.listed.unlisted() {
+        let body = format!("not ready: {reason}\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
+    }
     if state.ready.load(Ordering::Acquire) {
         "ready\n".into_response()
     } else {

@@ -17,11 +17,11 @@
 //! ring: the top bits of a point select a bucket holding the range of ring positions
 //! whose points share those bits (2 to 8 points per bucket), and only that range
 //! is searched. A plain binary search over 200 000 points is ~18 dependent cache
-//! misses (~110 ns a pick at 1000 backends); with the bucket index it is about two
+//! misses; with the bucket index it is about two
 //! (the bucket's bounds, then its points, each stored beside its owner). The pick
 //! reads those points from a copy of the ring a quarter of its size (16 more bits
 //! of each point beside a 16-bit owner): at 1000 backends, 800 KB that stay in this
-//! host's L2 instead of 3.2 MB that do not (63–120 ns a pick → 33–44 ns).
+//! host's L2 instead of 3.2 MB that do not (benches/JOURNAL.md, seventh pass).
 //!
 //! Pick cost: O(1) expected lookup (bucket, then a search of its few points) plus a
 //! short clockwise walk past unusable points; O(ring) worst case while some backend

@@ -17,8 +17,8 @@
 //! [`CHOICES`] candidates
 //! are drawn with probability proportional to weight (an alias table built with the
 //! snapshot, O(1) a draw), and the least loaded of them by the same
-//! `inflight / weight` comparison wins. A scan costs a few ns per backend (3 µs at
-//! 1000), a sample a fixed few tens of ns; and with k choices the most loaded
+//! `inflight / weight` comparison wins. A scan's cost grows with the pool, a
+//! sample's does not (benches/JOURNAL.md, seventh pass); and with k choices the most loaded
 //! backend stays within O(log log n / log k) of the average (the classic result),
 //! so the pool is still balanced by load, just not by the exact minimum on every
 //! pick (which also spares the herd effect of every task piling onto the same
@@ -124,7 +124,7 @@ impl LeastConn {
 ///
 /// The ties are kept on the stack and one number is drawn among them at the end,
 /// where the reservoir of larger pools draws one per tie: an idle pool of ten
-/// drew ten (~60 ns a pick).
+/// drew ten (benches/JOURNAL.md, seventh pass).
 fn scan_small(
     backends: &[Backend],
     usable: impl Fn(usize) -> bool,

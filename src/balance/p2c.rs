@@ -20,7 +20,8 @@
 //! their two update stamps on, so the pick compares the stored estimates with the
 //! older one decayed to the newer stamp, and no clock read, instead of two clock
 //! reads and two `exp()` to decay both to "now" (which chose the same backend, at
-//! ~110 ns a pick). Bounds on the decay settle all but near-ties without its
+//! a higher cost: benches/JOURNAL.md, seventh pass). Bounds on the decay settle all
+//! but near-ties without its
 //! `exp()` either.
 //!
 //! Pick cost: O(1) when most backends are usable (two `usable` calls, two latency

@@ -376,6 +376,8 @@ pub struct RawRoute {
     /// Largest request body accepted (bytes, or a size like `"10MiB"`); absent
     /// means no limit.
     pub max_request_body: Option<RawSize>,
+    /// Upgrade protocols that may become tunnels (`["websocket"]` when absent).
+    pub upgrades: Option<Vec<String>>,
 }
 
 /// `match = { host, path_prefix, headers, method }`.
@@ -454,7 +456,7 @@ pub struct RawSticky {
     pub max_sessions: Option<i64>,
 }
 
-/// `timeouts = { connect, response_header, idle }`.
+/// `timeouts = { connect, response_header, idle, client_body }`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
@@ -464,6 +466,8 @@ pub struct RawTimeouts {
     pub response_header: Option<RawDuration>,
     /// Longest gap between two body chunks.
     pub idle: Option<RawDuration>,
+    /// Longest gap between two reads of the client's request body.
+    pub client_body: Option<RawDuration>,
 }
 
 /// A byte size as written: a number of bytes (`65536`) or a string with a unit

@@ -358,6 +358,32 @@ pub struct ContainerRef {
     /// False while Docker's health check says `starting` or `unhealthy`: such a
     /// backend gets no traffic, whatever the gateway's own probes say.
     pub docker_healthy: bool,
+    /// Docker's health state in its own words (`docker_healthy` is derived from it).
+    pub docker_health: DockerHealth,
+}
+
+/// A container's health as Docker reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DockerHealth {
+    /// The container has no health check.
+    #[default]
+    None,
+    /// The health check has not passed yet (within its start period).
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl DockerHealth {
+    /// Docker's word for it (`none` when there is no health check).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerHealth::None => "none",
+            DockerHealth::Starting => "starting",
+            DockerHealth::Healthy => "healthy",
+            DockerHealth::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// Largest backend or split weight accepted.
@@ -376,6 +402,46 @@ pub struct RouteSpec {
     pub timeouts: Timeouts,
     /// Largest request body in bytes (413 beyond); `None` means no limit.
     pub max_request_body: Option<u64>,
+    /// The `Upgrade` protocols that may become tunnels.
+    pub upgrades: Upgrades,
+}
+
+/// A route's `upgrades`: the protocol names (lowercase) whose `Upgrade` requests
+/// may become byte tunnels. Any other upgrade request is forwarded as a plain
+/// request, its `Upgrade` and the `Connection` token naming it removed (RFC 9110
+/// §7.8 lets an intermediary ignore an upgrade it does not take part in).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrades(Box<[Box<str>]>);
+
+impl Upgrades {
+    /// From names already checked as tokens, lowercased here.
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Upgrades(
+            names
+                .into_iter()
+                .map(|n| n.to_ascii_lowercase().into())
+                .collect(),
+        )
+    }
+
+    /// The names, lowercase, in the order written.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|n| &**n)
+    }
+
+    /// Whether an `Upgrade` list item (`name` or `name/version`) names an allowed
+    /// protocol, in any case.
+    pub fn allows(&self, item: &str) -> bool {
+        let name = item.split('/').next().unwrap_or("").trim();
+        self.0.iter().any(|n| n.eq_ignore_ascii_case(name))
+    }
+}
+
+impl Default for Upgrades {
+    /// WebSocket only, as Envoy and nginx tunnel by default.
+    fn default() -> Self {
+        Upgrades::new(["websocket"])
+    }
 }
 
 /// `match = { … }` of a route.
@@ -434,10 +500,12 @@ pub struct LearnSpec {
 pub struct Timeouts {
     /// TCP connect to a backend.
     pub connect: Duration,
-    /// From the request being sent until the response head arrives.
+    /// From the request (head and body) being sent until the response head arrives.
     pub response_header: Duration,
     /// Longest gap between two body chunks from the backend.
     pub idle: Duration,
+    /// Longest gap between two reads of the client's request body (408 beyond).
+    pub client_body: Duration,
 }
 
 impl Default for Timeouts {
@@ -446,6 +514,8 @@ impl Default for Timeouts {
             connect: Duration::from_secs(2),
             response_header: Duration::from_secs(60),
             idle: Duration::from_secs(300),
+            // nginx's `client_body_timeout`.
+            client_body: Duration::from_secs(60),
         }
     }
 }

@@ -62,7 +62,8 @@ impl Outcome {
             | ProxyError::NoRoute
             | ProxyError::NoHealthyBackend
             | ProxyError::Malformed(_)
-            | ProxyError::BodyTooLarge { .. } => None,
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBody(..) => None,
         }
     }
 }

@@ -2,8 +2,8 @@
 //! request: no body, no upgrade, plain TCP.
 //!
 //! hyper's client connection is a task of its own fed through channels, and it parses
-//! each response into a fresh head (measured: about a third of the instructions of a
-//! proxied request, `benches/proxy/callgrind.sh`). For a bodiless request the whole
+//! each response into a fresh head (a large share of a proxied request's instructions:
+//! benches/JOURNAL.md, third pass). For a bodiless request the whole
 //! exchange is one write and one or two reads, so here the request's own task does it:
 //! the head is written from the request as it stands (so it is still whole for a
 //! retry), the response head is parsed in place (header values share the read buffer),
@@ -36,8 +36,8 @@ pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields in a backend's response head (more is a 502). This is hyper's
 /// own default, and it matters that it is: with any explicit limit hyper allocates
 /// two arrays of that many slots (6 KiB each) for every response it parses, where
-/// its default uses arrays on the stack (measured: ~1 500 instructions and two
-/// large allocations per request).
+/// its default uses arrays on the stack (the difference, in instructions and two
+/// large allocations per request: benches/JOURNAL.md, third pass).
 pub const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// Largest request-head buffer a pooled connection keeps between requests.
@@ -80,7 +80,7 @@ pub enum H1Error {
 /// request's future, into the response body, back into the pool), and a box moves
 /// in one word. It also keeps the pool's ring of slots small: the pool walks every
 /// slot of its ring in turn, and slots the size of the whole connection went cold
-/// between visits (`perf` put 95 % of a check-in on the slot's first load).
+/// between visits (benches/JOURNAL.md, eighth pass).
 #[derive(Debug)]
 pub struct H1Conn(Box<ConnParts>);
 
@@ -251,8 +251,9 @@ pub fn write_fields(headers: &HeaderMap, out: &mut Vec<u8>) {
 }
 
 /// A backend's response fields as they arrived: passed on to an HTTP/1 client
-/// line by line, never parsed into a `HeaderMap` on the way (that was about a sixth
-/// of a proxied request's instructions). What the framing needed of them was read
+/// line by line, never parsed into a `HeaderMap` on the way (that was a large share
+/// of a proxied request's instructions: benches/JOURNAL.md, fourth pass). What the
+/// framing needed of them was read
 /// once, when the head was parsed.
 #[derive(Debug, Clone, Default)]
 pub struct RawFields {
@@ -814,6 +815,92 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     }
     let text = std::str::from_utf8(digits).map_err(|_| bad())?;
     u64::from_str_radix(text, 16).map_err(|_| bad())
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/response_head.rs`): parses `data` as a
+/// response head to a GET or (odd first byte) a HEAD, then frames what follows it.
+/// Panics only on a bug: a head must parse the same whole and split in two.
+#[doc(hidden)]
+pub fn fuzz_response(data: &[u8]) {
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    let method = if pick & 1 == 1 {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
+    let data = &data[..data.len().min(MAX_RESPONSE_HEAD_BYTES)];
+    let mut whole = BytesMut::from(data);
+    let parsed = parse_head(&mut whole);
+    // The same bytes in two reads: a partial head must not be taken off the buffer.
+    let cut = usize::from(pick >> 1).min(data.len());
+    let mut split = BytesMut::from(&data[..cut]);
+    let first = parse_head(&mut split);
+    let again = match first {
+        Ok(Some(_)) | Err(_) => first,
+        Ok(None) => {
+            assert_eq!(&split[..], &data[..cut], "a partial head was consumed");
+            split.extend_from_slice(&data[cut..]);
+            parse_head(&mut split)
+        }
+    };
+    let (Ok(Some(head)), Ok(Some(_))) = (parsed, again) else {
+        return;
+    };
+    let _ = head.fields.iter().count();
+    if let Ok((mut framing, _)) = framing(&head, &method) {
+        drain(&mut framing, &mut whole);
+    }
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/chunked.rs`): decodes `data` as a chunked
+/// body in one read and again in reads cut where the first byte says. Panics only on
+/// a bug: both must give the same bytes and the same outcome.
+#[doc(hidden)]
+pub fn fuzz_chunked(data: &[u8]) {
+    let Some((&pick, data)) = data.split_first() else {
+        return;
+    };
+    let mut framing = Framing::Chunked(Chunk::Size);
+    let mut whole = BytesMut::from(data);
+    let (one, one_ok) = drain(&mut framing, &mut whole);
+    let one_done = framing == Framing::Done;
+    let mut framing = Framing::Chunked(Chunk::Size);
+    let mut buf = BytesMut::new();
+    let (mut pieces, mut ok) = (Vec::new(), true);
+    let step_len = usize::from(pick).max(1);
+    for piece in data.chunks(step_len) {
+        buf.extend_from_slice(piece);
+        let (out, fine) = drain(&mut framing, &mut buf);
+        pieces.extend_from_slice(&out);
+        if !fine {
+            ok = false;
+            break;
+        }
+    }
+    assert_eq!(one_ok, ok, "one read and many disagree on failing");
+    if ok {
+        assert_eq!(one, pieces, "one read and many give different bytes");
+        assert_eq!(one_done, framing == Framing::Done);
+    }
+}
+
+/// Steps `framing` over `buf` until it needs more bytes or ends: the body bytes,
+/// and false on a framing error.
+fn drain(framing: &mut Framing, buf: &mut BytesMut) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    loop {
+        if matches!(framing, Framing::Done | Framing::Close) {
+            return (out, true);
+        }
+        match step(framing, buf) {
+            Ok(Step::Data(data)) => out.extend_from_slice(&data),
+            Ok(Step::Again) => {}
+            Ok(Step::NeedMore) => return (out, true),
+            Err(_) => return (out, false),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -37,8 +37,8 @@ fn left_out_of_raw(name: &[u8]) -> bool {
 ///
 /// A line already written as that (`name: value` CRLF, the value trimmed) is
 /// copied whole and its name lowercased in place: one copy per field instead of
-/// four, and no trimming (field by field this was a tenth of a proxied request's
-/// instructions, `benches/proxy/callgrind.sh`). Fields named by `Connection` need
+/// four, and no trimming (field by field this was a visible share of a proxied
+/// request's instructions: benches/JOURNAL.md, fourth pass). Fields named by `Connection` need
 /// the general walk.
 pub fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
     let Some(lines) = raw.lines().filter(|_| !raw.connection_names_fields) else {

@@ -1,8 +1,8 @@
 //! HTTP/1.1 on a plain client connection for the common request, served without
 //! hyper's server.
 //!
-//! hyper's server was about 40 % of the instructions of a proxied request
-//! (`benches/proxy/callgrind.sh`), keeps two 8 KiB buffers for every connection, idle
+//! hyper's server was a large share of a proxied request's instructions
+//! (benches/JOURNAL.md, fourth pass), keeps two 8 KiB buffers for every connection, idle
 //! ones included, and its head timer also bounds the wait between keep-alive requests
 //! (so those closed at `header_read_timeout`, not `idle_timeout`). Most requests a
 //! front door sees are one head and no body, answered by one head and a body streamed
@@ -189,10 +189,10 @@ pub(crate) async fn serve<H: Handle>(
 const BUSY_IDLE: Duration = Duration::from_secs(1);
 
 /// A busy spell: requests served one after another until the connection has had
-/// none for [`BUSY_IDLE`]. A request's futures are most of this loop's size (6.4 KiB
-/// inline, which every idle connection would keep), and a box per request cost 5 %
-/// of a request's instructions; so a spell runs boxed, and an idle connection holds
-/// only the small waiting state.
+/// none for [`BUSY_IDLE`]. A request's futures are most of this loop's size (inline,
+/// every idle connection would keep them), and a box per request cost a visible share
+/// of a request's instructions (benches/JOURNAL.md, fourth pass); so a spell runs
+/// boxed, and an idle connection holds only the small waiting state.
 struct Busy<'a, H> {
     handle: &'a H,
     settings: &'a Settings,
@@ -888,6 +888,28 @@ fn write_date(out: &mut Vec<u8>) {
         }
         write_line(out, b"date", &date.1);
     });
+}
+
+/// Fuzzing entry point (`fuzz/fuzz_targets/request_head.rs`): parses `data` as the
+/// request heads at the front of a connection's buffer, the way [`serve`] does.
+/// Panics only on a bug: a partial head stays in the buffer, a taken one shrinks it.
+#[doc(hidden)]
+pub fn fuzz_request_head(data: &[u8]) {
+    let mut buf = BytesMut::from(data);
+    while !buf.is_empty() {
+        let before = buf.len();
+        match parse(&mut buf, MAX_FIELDS) {
+            Parsed::Request(req, _) => {
+                assert!(buf.len() < before, "a served head stayed in the buffer");
+                let _ = crate::proxy::framing::check(&req);
+            }
+            Parsed::Bad => assert!(buf.len() < before, "a bad head stayed in the buffer"),
+            Parsed::Partial | Parsed::Other => {
+                assert_eq!(buf.len(), before, "a head left for hyper was consumed");
+                return;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -62,8 +62,8 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 ///
 /// Every field of every request and response goes through this, so it looks at the
 /// name's length first: most names have a length no hop-by-hop name has, and the
-/// rest are one or two string compares (a scan of the list was ~700 instructions
-/// per head, measured with `benches/proxy/callgrind.sh`).
+/// rest are one or two string compares (a scan of the list cost more: see
+/// benches/JOURNAL.md, seventh pass).
 pub fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
     let at = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP_NAMES[i]).then_some(i);
     match name.len() {

@@ -43,6 +43,12 @@ pub const ROLLOUT_STATE: &str = "sluicegate_rollout_state";
 pub const TASK_EXITS: &str = "sluicegate_task_exits_total";
 /// `rollouts_total{result}`: rollouts ended, by final phase.
 pub const ROLLOUTS: &str = "sluicegate_rollouts_total";
+/// `tunnel_bytes_total{route,pool,direction}`: bytes through closed upgrade tunnels.
+pub const TUNNEL_BYTES: &str = "sluicegate_tunnel_bytes_total";
+/// `direction` of [`TUNNEL_BYTES`]: client to backend.
+pub const DIRECTION_UP: &str = "up";
+/// `direction` of [`TUNNEL_BYTES`]: backend to client.
+pub const DIRECTION_DOWN: &str = "down";
 
 /// The values of `rollout_state`'s `state` label (`rollout_record::Phase::as_str`).
 pub const ROLLOUT_STATES: [&str; 5] = ["running", "paused", "succeeded", "rolled_back", "aborted"];
@@ -67,6 +73,8 @@ pub mod label {
     pub const VERSION: &str = "version";
     /// A rollout phase.
     pub const STATE: &str = "state";
+    /// `up` (client to backend) or `down`.
+    pub const DIRECTION: &str = "direction";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -113,6 +121,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (DOCKER_EVENTS, Kind::Counter, "Docker events received by discovery, by action."),
     (ACTIVE_CONNECTIONS, Kind::Gauge, "Client connections open on the traffic listeners."),
     (BUILD_INFO, Kind::Gauge, "Always 1; the version label says which build runs."),
+    (TUNNEL_BYTES, Kind::Counter, "Bytes carried by upgrade tunnels (WebSocket), counted when each tunnel closes; direction up is client to backend."),
     (ACCESS_LOG_DROPPED, Kind::Counter, "Access-log lines dropped because the log writer could not keep up (the request path never waits for it)."),
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
@@ -156,7 +165,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 17);
+        assert_eq!(HELP.len(), 18);
     }
 
     #[test]

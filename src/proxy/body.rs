@@ -28,7 +28,10 @@ use crate::backend::InflightGuard;
 use crate::http1::client::{H1Body, RawFields};
 use crate::upstream::Sender;
 
-pub use crate::upstream::body::{body_too_large, BodyTooLarge, BoxError, RequestBody};
+pub use crate::upstream::body::{
+    body_too_large, client_fault, BodyTooLarge, BoxError, ClientBodyError, ClientFault, Progress,
+    RequestBody,
+};
 
 /// The backend stopped sending body frames for longer than the route's idle timeout.
 #[derive(Debug, thiserror::Error)]

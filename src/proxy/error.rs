@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 
-use super::body::ResponseBody;
+use super::body::{ClientFault, ResponseBody};
 use super::framing::Malformed;
 use crate::upstream::{ConnectError, WireError};
 
@@ -47,7 +47,15 @@ pub enum ProxyError {
     ResponseTimeout,
     #[error("the backend answered an upgrade request without switching protocols, or the reverse")]
     BadUpgrade,
+    /// The client's request body failed on its way up: bad framing, the client
+    /// gone, or too slow. Never the backend's fault (see [`is_client_fault`](Self::is_client_fault)).
+    #[error("the client's request body failed ({0:?}): {1:?}")]
+    ClientBody(ClientFault, #[source] Option<hyper::Error>),
 }
+
+/// The status nginx logs for a client that closed before its answer: no answer
+/// reaches it, the access log and metrics record it.
+pub const CLIENT_CLOSED: u16 = 499;
 
 impl ProxyError {
     /// The status the client receives.
@@ -65,6 +73,11 @@ impl ProxyError {
             | ProxyError::Upstream(_)
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ResponseTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(ClientFault::Malformed, _) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientBody(ClientFault::TimedOut, _) => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientBody(ClientFault::Aborted, _) => {
+                StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -82,6 +95,9 @@ impl ProxyError {
             ProxyError::Upstream(_) => "backend_failed",
             ProxyError::ResponseTimeout => "response_timeout",
             ProxyError::BadUpgrade => "bad_upgrade",
+            ProxyError::ClientBody(ClientFault::Malformed, _) => "malformed_body",
+            ProxyError::ClientBody(ClientFault::Aborted, _) => "client_aborted",
+            ProxyError::ClientBody(ClientFault::TimedOut, _) => "client_body_timeout",
         }
     }
 
@@ -122,6 +138,25 @@ impl ProxyError {
     /// The request was not sent: the connection failed before it was written.
     pub fn not_sent(err: impl Into<WireError>) -> Self {
         ProxyError::NotSent(err.into())
+    }
+
+    /// True when the client, not the backend, broke the exchange (its body was
+    /// malformed, slow or cut off, or too large): it never counts toward passive
+    /// ejection, a pool's error rate (rollout gates) or a backend's failures.
+    pub fn is_client_fault(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ClientBody(..) | ProxyError::BodyTooLarge { .. } | ProxyError::Malformed(_)
+        )
+    }
+
+    /// True when what follows on an HTTP/1 connection may be the rest of a request
+    /// the gateway could not frame: the connection must close after the answer.
+    pub fn breaks_framing(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Malformed(_) | ProxyError::BodyTooLarge { .. } | ProxyError::ClientBody(..)
+        )
     }
 
     /// The gateway's own short answer.
@@ -192,6 +227,21 @@ mod tests {
             ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (
+                ProxyError::ClientBody(ClientFault::TimedOut, None),
+                408,
+                "client_body_timeout",
+            ),
+            (
+                ProxyError::ClientBody(ClientFault::Malformed, None),
+                400,
+                "malformed_body",
+            ),
+            (
+                ProxyError::ClientBody(ClientFault::Aborted, None),
+                499,
+                "client_aborted",
+            ),
+            (
                 ProxyError::Malformed(Malformed::HostMismatch),
                 400,
                 "host_mismatch",
@@ -211,6 +261,23 @@ mod tests {
             let resp = err.into_response();
             assert_eq!(resp.status().as_u16(), status);
             assert_eq!(resp.headers()[ERROR_HEADER], cause);
+        }
+    }
+
+    #[test]
+    fn client_faults_are_never_the_backends() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let timed_out = ProxyError::ClientBody(ClientFault::TimedOut, None);
+        assert!(timed_out.is_client_fault() && timed_out.breaks_framing());
+        assert!(!timed_out.request_unsent() && !timed_out.retryable_after_send());
+        assert!(ProxyError::BodyTooLarge { limit: 1 }.is_client_fault());
+        for backend in [
+            ProxyError::Connect(io()),
+            ProxyError::ResponseTimeout,
+            ProxyError::sent(H1Error::ClosedBeforeHead),
+            ProxyError::BadUpgrade,
+        ] {
+            assert!(!backend.is_client_fault(), "{backend}");
         }
     }
 
@@ -243,6 +310,11 @@ mod tests {
             (ProxyError::BadUpgrade, false, false),
             (ProxyError::NoHealthyBackend, false, false),
             (ProxyError::BodyTooLarge { limit: 1 }, false, false),
+            (
+                ProxyError::ClientBody(ClientFault::TimedOut, None),
+                false,
+                false,
+            ),
         ];
         for (err, unsent, after_send) in cases {
             assert_eq!(

@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use http::header::{self, Entry, HeaderName};
 use http::{HeaderMap, HeaderValue};
 
+use crate::config::spec::Upgrades;
 #[cfg(test)]
 use crate::http1::wire::HOP_BY_HOP_NAMES;
 use crate::http1::wire::{hop_by_hop_index, write_line, CONNECTION_AT};
@@ -41,6 +42,70 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
             .any(|v| connection_tokens(v).any(|t| t.eq_ignore_ascii_case("upgrade")))
 }
 
+/// Narrows an upgrade request's `Upgrade` field to the protocols `allowed` names
+/// (in the client's order and spelling); false when it is no upgrade request or
+/// none remain. A request that keeps none is forwarded as a plain one: its
+/// `Upgrade` and `Connection` are hop-by-hop and go with the rest (RFC 9110 §7.8
+/// lets an intermediary ignore an upgrade it does not take part in).
+pub fn keep_allowed_upgrades(headers: &mut HeaderMap, allowed: &Upgrades) -> bool {
+    if !is_upgrade_request(headers) {
+        return false;
+    }
+    let mut offered = 0usize;
+    let mut kept: Vec<&str> = Vec::new();
+    for item in headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(connection_tokens)
+    {
+        offered += 1;
+        if allowed.allows(item) {
+            kept.push(item);
+        }
+    }
+    if kept.is_empty() {
+        return false;
+    }
+    if kept.len() < offered {
+        // Items were tokens of a valid field value, so their join is one too.
+        if let Ok(value) = HeaderValue::from_str(&kept.join(", ")) {
+            headers.insert(header::UPGRADE, value);
+        }
+    }
+    true
+}
+
+/// Whether a backend's `101` switches to a protocol the route allows: its
+/// `Upgrade` names exactly one (RFC 9110 §7.8), and that one is allowed.
+pub fn switched_to_allowed(headers: &HeaderMap, allowed: &Upgrades) -> bool {
+    let mut items = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .flat_map(connection_tokens);
+    matches!((items.next(), items.next()), (Some(one), None) if allowed.allows(one))
+}
+
+/// Joins the `cookie` fields of an HTTP/2 request into one, with `"; "` (RFC 9113
+/// §8.2.3): h2 clients send each cookie as its own field, and an HTTP/1.1
+/// upstream may read only one `Cookie` line.
+pub fn join_cookies(headers: &mut HeaderMap) {
+    let mut all = headers.get_all(header::COOKIE).iter();
+    if all.next().is_none() || all.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Valid values joined by "; " are a valid value.
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
     v.to_str()
         .unwrap_or("")
@@ -66,7 +131,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
     if any {
         // Almost every `Connection` is one `keep-alive` or `close`, which names no
-        // field: those skip the token walk (~600 instructions per upstream response).
+        // field: those skip the token walk (benches/JOURNAL.md, fourth pass).
         let names_fields = present[CONNECTION_AT]
             && headers.get_all(header::CONNECTION).iter().any(|v| {
                 let v = v.as_bytes().trim_ascii();
@@ -382,6 +447,59 @@ mod tests {
     #[test]
     fn the_fixed_list_has_connection_where_the_strip_reads_it() {
         assert_eq!(HOP_BY_HOP[CONNECTION_AT], header::CONNECTION);
+    }
+
+    #[test]
+    fn only_allowed_upgrade_protocols_are_kept_in_any_case() {
+        let ws = Upgrades::default();
+        let mut h = map(&[("upgrade", "WebSocket, foo"), ("connection", "Upgrade")]);
+        assert!(keep_allowed_upgrades(&mut h, &ws));
+        assert_eq!(h["upgrade"], "WebSocket");
+        let mut h = map(&[
+            ("upgrade", "h2c"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+        ]);
+        assert!(!keep_allowed_upgrades(&mut h, &ws));
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty(), "{h:?}");
+        let mut h = map(&[("upgrade", "websocket")]);
+        assert!(
+            !keep_allowed_upgrades(&mut h, &ws),
+            "no Connection: upgrade"
+        );
+        let none = Upgrades::new([]);
+        let mut h = map(&[("upgrade", "websocket"), ("connection", "upgrade")]);
+        assert!(!keep_allowed_upgrades(&mut h, &none));
+        let h2c = Upgrades::new(["h2c", "websocket"]);
+        let mut h = map(&[
+            ("upgrade", "foo/2, H2C, websocket/13"),
+            ("connection", "upgrade"),
+        ]);
+        assert!(keep_allowed_upgrades(&mut h, &h2c));
+        assert_eq!(h["upgrade"], "H2C, websocket/13");
+    }
+
+    #[test]
+    fn h2_cookie_crumbs_are_joined_with_semicolons() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("cookie", "c=3")]);
+        join_cookies(&mut h);
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2; c=3");
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
+    }
+
+    #[test]
+    fn a_switch_must_name_one_allowed_protocol() {
+        let ws = Upgrades::default();
+        assert!(switched_to_allowed(&map(&[("upgrade", "WebSocket")]), &ws));
+        assert!(!switched_to_allowed(&map(&[("upgrade", "h2c")]), &ws));
+        assert!(!switched_to_allowed(&map(&[]), &ws));
+        assert!(!switched_to_allowed(
+            &map(&[("upgrade", "websocket, h2c")]),
+            &ws
+        ));
     }
 
     #[test]

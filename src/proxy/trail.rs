@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
+use metrics::SharedString;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::body::ResponseBody;
@@ -34,6 +36,9 @@ pub(super) struct Trail<'s> {
     backend: Option<Arc<ClassCounters>>,
     attempts: u32,
     log: Option<Box<AccessRecord>>,
+    /// Set when the answer opened a tunnel: the line goes there, to be written
+    /// with the tunnel's bytes when it closes.
+    tunnel: Option<oneshot::Sender<Box<AccessRecord>>>,
 }
 
 impl<'s> Trail<'s> {
@@ -54,6 +59,7 @@ impl<'s> Trail<'s> {
             backend: None,
             attempts: 0,
             log,
+            tunnel: None,
         }
     }
 
@@ -66,6 +72,21 @@ impl<'s> Trail<'s> {
     pub(super) fn pool(&mut self, route: &'s Route, index: Option<usize>) {
         if let Some(index) = index {
             self.pair = route.metrics.pair(index);
+        }
+    }
+
+    /// The answer opened a tunnel: its labels, and where the access-log line
+    /// (when on) will wait for the tunnel to close.
+    pub(super) fn tunnel(&mut self) -> TunnelTally {
+        let log = self.log.is_some().then(|| {
+            let (tx, rx) = oneshot::channel();
+            self.tunnel = Some(tx);
+            rx
+        });
+        TunnelTally {
+            route: self.pair.route().clone(),
+            pool: self.pair.pool().clone(),
+            log,
         }
     }
 
@@ -117,6 +138,14 @@ impl<'s> Trail<'s> {
             log.pool = self.pair.pool().to_string();
             log.retries = retries;
             log.error = cause.unwrap_or("");
+            if let Some(tunnel) = self.tunnel {
+                // The tunnel writes it when it closes (or drops it unwritten if
+                // the upgrade never completes, after logging that).
+                if let Err(log) = tunnel.send(log) {
+                    log.emit(false);
+                }
+                return;
+            }
             match resp.body_mut() {
                 ResponseBody::Upstream { body, .. } => body.attach_log(PendingLine::new(log)),
                 ResponseBody::Full { data } => {
@@ -126,4 +155,13 @@ impl<'s> Trail<'s> {
             }
         }
     }
+}
+
+/// What a tunnel needs to account for itself when it closes.
+pub(super) struct TunnelTally {
+    /// The metric labels of its request.
+    pub(super) route: SharedString,
+    pub(super) pool: SharedString,
+    /// The request's access-log line, when the log is on.
+    pub(super) log: Option<oneshot::Receiver<Box<AccessRecord>>>,
 }

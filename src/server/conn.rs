@@ -49,8 +49,9 @@ pub(super) fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
         .max_buf_size(client.max_header_bytes)
         .max_headers(client.max_headers)
         // Responses are mostly small: one buffer and one write beats queueing
-        // buffers for a vectored write (callgrind: -1.4 % instructions per request;
-        // a large body is copied once more, into hyper's buffer).
+        // buffers for a vectored write (fewer instructions per request: see
+        // benches/JOURNAL.md, fifth pass; a large body is copied once more, into
+        // hyper's buffer).
         .writev(false);
     builder
         .http2()

@@ -3,8 +3,10 @@
 //! served and checks that nothing leaked (connections, tasks).
 
 mod admin;
+mod blame;
 mod client_limits;
 mod h2;
 pub mod raw;
 mod smuggling;
+mod upgrades;
 mod upstreams;

@@ -14,6 +14,7 @@ mod live;
 mod metrics;
 mod props;
 mod proxying;
+mod readiness;
 mod removal;
 mod rollout;
 mod routing;

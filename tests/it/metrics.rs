@@ -359,3 +359,59 @@ split = [{{ pool = "mr-blue", weight = 100 }}, {{ pool = "mr-green", weight = 0 
     );
     assert!(aborted(&s) >= before + 1.0, "{}", s.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_tunnel_is_one_upgraded_request_with_its_bytes_each_way() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let ags = agents("mt", "v1", 1).await;
+    let a = ags[0].addr();
+    let body = format!(
+        r#"
+[[pools]]
+name = "mt-ws"
+backends = [{{ addr = "{a}" }}]
+[[routes]]
+name = "mt-ws-r"
+split = [{{ pool = "mt-ws", weight = 1 }}]
+"#
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    tokio::time::timeout(WAIT, async {
+        let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let url = format!("ws://{}/ws", gw.addr);
+        let (mut ws, resp) = tokio_tungstenite::client_async(url, stream).await.unwrap();
+        assert_eq!(resp.status(), 101);
+        ws.send(Message::Binary(vec![7; 1000])).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Binary(vec![7; 1000])
+        );
+        ws.close(None).await.unwrap();
+        while ws.next().await.is_some() {}
+    })
+    .await
+    .expect("bounded");
+    let a = a.to_string();
+    let tunnel = |s: &Scrape, direction: &str| {
+        let labels = [
+            ("route", "mt-ws-r"),
+            ("pool", "mt-ws"),
+            ("direction", direction),
+        ];
+        s.value("sluicegate_tunnel_bytes_total", &labels)
+            .unwrap_or(0.0)
+    };
+    let s = scrape_until(&gw, "the tunnel's bytes", |s| {
+        tunnel(s, "up") > 1000.0 && tunnel(s, "down") > 1000.0
+    })
+    .await;
+    let labels = [
+        ("route", "mt-ws-r"),
+        ("pool", "mt-ws"),
+        ("backend", a.as_str()),
+        ("code_class", "1xx"),
+    ];
+    assert_eq!(s.value("sluicegate_requests_total", &labels), Some(1.0));
+}

@@ -211,3 +211,45 @@ split = [{{ pool = "p", weight = 1 }}]
     }
     drop(resp);
 }
+
+#[tokio::test]
+async fn host_is_always_sent_upstream() {
+    use crate::hardening::raw::exchange;
+    let (gw, _a) = one_pool_gateway(1).await;
+    // `Connection: host` nominates Host as hop-by-hop: it must still go upstream.
+    let r = exchange(
+        gw.addr,
+        b"GET /who HTTP/1.1\r\nhost: named.local\r\nconnection: host, close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains(r#""host":"named.local""#), "{}", r.text);
+    // HTTP/1.0 absolute-form without Host: the authority becomes the Host.
+    let r = exchange(gw.addr, b"GET http://abs.local/who HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.text.contains(r#""host":"abs.local""#), "{}", r.text);
+}
+
+#[tokio::test]
+async fn h2_cookie_crumbs_reach_an_http1_upstream_as_one_line() {
+    let (gw, _a) = one_pool_gateway(1).await;
+    tokio::time::timeout(WAIT, async {
+        let stream = TcpStream::connect(gw.addr).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://h2.local:{}/c", gw.addr.port()))
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(seen["headers"]["cookie"], "a=1; b=2", "{seen}");
+    })
+    .await
+    .expect("bounded");
+}

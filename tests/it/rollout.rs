@@ -361,3 +361,54 @@ async fn rollout_api_errors_are_json_with_a_key_path() {
         .await;
     assert_eq!(twice.status, 409);
 }
+
+/// Malformed chunked bodies and uploads cut off mid-way, alternating, until `stop`
+/// (at most `max`): client faults a rollout gate must not count against a pool.
+async fn misbehave(addr: SocketAddr, stop: Arc<AtomicBool>, max: usize) -> usize {
+    use tokio::io::AsyncWriteExt;
+    let mut sent = 0;
+    while sent < max && !stop.load(Ordering::Acquire) {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let bytes: &[u8] = if sent % 2 == 0 {
+            b"POST / HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"
+        } else {
+            b"POST / HTTP/1.1\r\nhost: t\r\ncontent-length: 100000\r\n\r\nten bytes."
+        };
+        let _ = s.write_all(bytes).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(s);
+        sent += 1;
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_faults_mixed_into_traffic_do_not_veto_a_healthy_rollout() {
+    let blue = agents("blue", "v1", 2).await;
+    let green = agents("green", "v2", 2).await;
+    let gw = LiveGateway::start(&config(&backends(&blue), &backends(&green))).await;
+    let (load, workers) = spawn_load(gw.addr);
+    load.wait_more(100).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let abuse = tokio::spawn(misbehave(gw.addr, Arc::clone(&stop), 400));
+
+    let r = run_rollout(
+        &gw,
+        r#"{"route": "agents", "to": "green", "steps": [25, 50, 100],
+            "step_interval": "400ms", "max_error_rate": 0.01, "min_requests": 10,
+            "max_wait": "20s"}"#,
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let abused = abuse.await.expect("abuse task");
+    stop_load(&load, workers).await;
+    eprintln!("{abused} misbehaving requests during the rollout");
+    assert!(abused >= 10, "only {abused} misbehaving requests");
+    assert_eq!(r.phase, Phase::Succeeded, "{r:#?}");
+    for step in &r.steps[..2] {
+        assert_eq!(step.errors, 0, "{step:?}");
+    }
+    assert_eq!(load.failed(), 0);
+}

@@ -46,7 +46,7 @@ pub fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// read by clap; else one per CPU). One worker gets tokio's current-thread scheduler:
 /// everything then runs on the thread that drives the I/O, as nginx's single worker
 /// does, without the cross-thread queues and wake-ups of the multi-thread scheduler
-/// (measured in benches/README.md).
+/// (benches/JOURNAL.md, "Side by side with nginx and HAProxy").
 pub fn runtime(workers: Option<u16>) -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = match workers {
         Some(1) => {

@@ -7,6 +7,7 @@
 //! parent module.
 
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
@@ -16,16 +17,22 @@ use super::values::{check_duration, check_name, key_path};
 use super::Report;
 use crate::config::raw::{RawMatch, RawMethods, RawRoute, RawSplit};
 use crate::config::spec::{
-    HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, Timeouts, MAX_WEIGHT,
+    HostMatch, MatchSpec, PoolName, RouteName, RouteSpec, SplitSpec, Timeouts, Upgrades, MAX_WEIGHT,
 };
 
 /// Largest `retries` accepted.
 const MAX_RETRIES: i64 = 10;
 
-/// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
 /// Largest `max_request_body` accepted: 1 TiB (beyond that, leave it unset).
 const MAX_REQUEST_BODY: u64 = 1 << 40;
 
+/// Longest `timeouts.client_body` accepted.
+const MAX_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Most entries in `upgrades`.
+const MAX_UPGRADES: usize = 16;
+
+/// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
 pub(super) fn check_route(
     path: &str,
     raw: RawRoute,
@@ -58,6 +65,25 @@ pub(super) fn check_route(
         defaults.response_header,
     );
     let idle = timeout(&raw.timeouts.idle, "idle", defaults.idle);
+    let client_body = timeout(
+        &raw.timeouts.client_body,
+        "client_body",
+        defaults.client_body,
+    )
+    .and_then(|d| {
+        if d <= MAX_CLIENT_BODY_TIMEOUT {
+            return Some(d);
+        }
+        report.add(
+            format!("{path}.timeouts.client_body"),
+            format!(
+                "{d:?} is longer than {}s; a stalled upload would hold its connection that long, use at most \"1h\"",
+                MAX_CLIENT_BODY_TIMEOUT.as_secs()
+            ),
+        );
+        None
+    });
+    let upgrades = check_upgrades(raw.upgrades.as_deref(), &format!("{path}.upgrades"), report);
     let max_request_body = match &raw.max_request_body {
         None => Some(None),
         Some(size) => check_size(
@@ -80,10 +106,51 @@ pub(super) fn check_route(
             connect: connect?,
             response_header: response_header?,
             idle: idle?,
+            client_body: client_body?,
         },
         max_request_body: max_request_body?,
+        upgrades: upgrades?,
     };
     name_ok.then_some(spec)
+}
+
+/// `upgrades = ["websocket", …]`: protocol names (RFC 9110 tokens, no version),
+/// each once; empty means no upgrade becomes a tunnel. `path` is `….upgrades`.
+fn check_upgrades(raw: Option<&[String]>, path: &str, report: &mut Report) -> Option<Upgrades> {
+    let Some(raw) = raw else {
+        return Some(Upgrades::default());
+    };
+    let mut ok = true;
+    if raw.len() > MAX_UPGRADES {
+        report.add(
+            path,
+            format!("{} protocols listed; use at most {MAX_UPGRADES}", raw.len()),
+        );
+        ok = false;
+    }
+    for (i, name) in raw.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let token = !name.is_empty() && name.len() <= 64 && name.bytes().all(is_tchar);
+        if !token {
+            report.add(
+                &at,
+                format!("{name:?} is not a protocol name; write a token like \"websocket\" (no version, no spaces)"),
+            );
+            ok = false;
+        } else if let Some(first) = raw[..i].iter().position(|n| n.eq_ignore_ascii_case(name)) {
+            report.add(
+                &at,
+                format!("{name:?} is listed twice (first at {path}[{first}]); remove one"),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Upgrades::new(raw.iter().map(String::as_str)))
+}
+
+/// RFC 9110 §5.6.2 `tchar`, less `/` (which separates a protocol's version).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn check_split(

@@ -282,6 +282,41 @@ fn timeout_rules() {
     assert_one(
         &timeouts(r#"total = "1s""#),
         "routes[0].timeouts.total",
-        "accepted keys: connect, response_header, idle",
+        "accepted keys: connect, response_header, idle, client_body",
     );
+    assert_one(
+        &timeouts(r#"client_body = "2h""#),
+        "routes[0].timeouts.client_body",
+        "use at most \"1h\"",
+    );
+    assert_one(
+        &timeouts(r#"client_body = "0s""#),
+        "routes[0].timeouts.client_body",
+        "greater than 0",
+    );
+}
+
+#[test]
+fn upgrade_rules() {
+    let upgrades = |u: &str| {
+        with_route(&format!(
+            "upgrades = {u}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+        ))
+    };
+    assert_one(
+        &upgrades(r#"["websocket", "h2c/1"]"#),
+        "routes[0].upgrades[1]",
+        "is not a protocol name",
+    );
+    assert_one(
+        &upgrades(r#"["websocket", ""]"#),
+        "routes[0].upgrades[1]",
+        "is not a protocol name",
+    );
+    assert_one(
+        &upgrades(r#"["websocket", "WebSocket"]"#),
+        "routes[0].upgrades[1]",
+        "listed twice (first at routes[0].upgrades[0])",
+    );
+    assert_one(&upgrades(r#""websocket""#), "routes[0].upgrades", "");
 }

@@ -49,6 +49,11 @@ fn backend(name: &str, at: &str, docker_healthy: bool) -> DiscoveredBackend {
         container_name: Arc::from(name),
         container_id: Arc::from(format!("id-{name}")),
         docker_healthy,
+        docker_health: if docker_healthy {
+            crate::config::spec::DockerHealth::Healthy
+        } else {
+            crate::config::spec::DockerHealth::Starting
+        },
         draining: false,
         health_path: None,
         network: Arc::from("net"),

@@ -1,0 +1,6 @@
+//! Request heads at the front of a client connection's buffer (the HTTP/1 fast
+//! path's parser, then the framing checks every request goes through).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| sluicegate::http1::server::fuzz_request_head(data));
