@@ -242,11 +242,15 @@ fn bench_rebuild(c: &mut Criterion) {
     let mut group = c.benchmark_group("rebuild");
     group.sample_size(20);
     for (name, metrics) in [("100x100", false), ("100x100_metrics", true)] {
-        if metrics {
-            sluicegate::metrics::install().expect("metrics recorder");
-        }
+        let registrar = if metrics {
+            sluicegate::metrics::Exporter::build()
+                .expect("metrics recorder")
+                .registrar()
+        } else {
+            sluicegate::metrics::Registrar::off()
+        };
         let spec = spec_with_pools(100, 100, metrics);
-        let mut controller = Controller::new(spec.clone());
+        let mut controller = Controller::with_metrics(spec.clone(), registrar);
         group.bench_function(name, |b| {
             b.iter_batched(
                 || spec.clone(),

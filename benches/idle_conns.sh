@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Memory cost of idle keep-alive client connections (target: 10 000 for ≤ 100 MiB).
 #
-# Builds the release gateway and the examples/idle_conns.rs client, raises the open-file
+# Builds the benchmark-profile (`bench-release`: fat LTO) gateway and the examples/idle_conns.rs client, raises the open-file
 # limit, and runs the client, which starts the gateway as its own child, opens N client
 # connections with one request each, reads the gateway's VmRSS before and after, and
 # kills the gateway again. Bounded by `timeout`; it kills nothing it did not start.
@@ -27,8 +27,8 @@ ulimit -n "$want"
 
 # Two builds: an example brings in the dev-dependencies' features (tokio's test-util,
 # whose clock takes a lock on every reading), and one invocation would build the
-# gateway with them too, leaving that binary in target/release for the next benchmark.
-cargo build --release --bin sluicegate
-cargo build --release --example idle_conns
-timeout 300 target/release/examples/idle_conns \
-    --conns "$conns" --settle-secs "$settle" --bin target/release/sluicegate "$@"
+# gateway with them too, leaving that binary in target/bench-release for the next benchmark.
+cargo build --profile bench-release --bin sluicegate
+cargo build --profile bench-release --example idle_conns
+timeout 300 target/bench-release/examples/idle_conns \
+    --conns "$conns" --settle-secs "$settle" --bin target/bench-release/sluicegate "$@"

@@ -9,8 +9,9 @@
 //! Endpoints (`/healthz` and `/readyz` need no token, so a Docker HEALTHCHECK does
 //! not need the secret):
 //! - `GET /healthz` — the process is alive; `GET /readyz` — config loaded and the
-//!   traffic listener serving (503 while shutting down, and 503 naming it once a
-//!   background task ended: see `crate::tasks`);
+//!   traffic listener serving (503 while shutting down, 503 naming it once a
+//!   background task ended: see `crate::tasks`, and 503 while a configured
+//!   discovery source has never listed: see [`ListedGate`]);
 //! - `GET /metrics` — Prometheus text (behind the token when one is set): the
 //!   exporter's counters and histograms plus gauges sampled from the current
 //!   snapshot at that moment (see `crate::metrics`), rendered on the blocking pool
@@ -38,9 +39,11 @@
 
 mod api;
 pub mod auth;
+mod events;
 mod guard;
 mod rollouts;
 mod serve;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
@@ -54,6 +57,7 @@ use crate::config::spec::AdminSpec;
 use crate::controller::task::ControlHandle;
 use crate::controller::SharedSnapshot;
 use crate::discovery::swarm::Board;
+use crate::discovery::ListedGate;
 use crate::metrics::Exporter;
 use crate::rollout::RolloutHandle;
 use crate::tasks::TaskWatch;
@@ -87,6 +91,10 @@ struct AdminState {
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
     metrics: MetricsSource,
+    /// Cancelled when the listener shuts down: ends open event streams.
+    closing: CancellationToken,
+    /// Discovery sources that must have listed once before `/readyz` is 200.
+    listed: ListedGate,
     /// Swarm discovery's export and its reason for `/readyz` to say 503.
     board: Arc<Board>,
 }
@@ -142,6 +150,9 @@ pub struct AdminServer {
     board: Arc<Board>,
     /// Served on connections beyond the regular budget (see `serve`).
     health: Router,
+    /// Ends open event streams at shutdown.
+    closing: CancellationToken,
+    listed: ListedGate,
 }
 
 impl AdminServer {
@@ -166,6 +177,7 @@ impl AdminServer {
                 addr: spec.listen,
                 error,
             })?;
+        let closing = CancellationToken::new();
         let board = Arc::new(Board::default());
         let state = AdminState {
             control,
@@ -174,15 +186,25 @@ impl AdminServer {
             ready,
             tasks,
             metrics,
+            closing: closing.clone(),
+            listed: ListedGate::default(),
             board: Arc::clone(&board),
         };
         let hosts = guard::HostPolicy::new(spec.listen.ip(), &spec.allowed_hosts);
         Ok(AdminServer {
             listener,
+            listed: state.listed.clone(),
             router: api::router(state.clone(), hosts.clone()),
             health: api::health_router(state, hosts),
+            closing,
             board,
         })
+    }
+
+    /// The discovery sources `/readyz` waits for (see [`ListedGate`]); a source
+    /// registers there when it starts.
+    pub fn listed_gate(&self) -> ListedGate {
+        self.listed.clone()
     }
 
     /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
@@ -201,9 +223,17 @@ impl AdminServer {
             listener,
             router,
             health,
+            closing,
             ..
         } = self;
+        // Event streams never end by themselves: they must end for the drain to.
+        let ends = shutdown.clone();
+        let streams_end = tokio::spawn(async move {
+            ends.cancelled().await;
+            closing.cancel();
+        });
         serve::serve(listener, router, health, shutdown).await;
+        streams_end.abort();
     }
 }
 

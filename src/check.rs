@@ -217,7 +217,10 @@ pub fn render_discovered(set: &crate::discovery::DiscoveredSet) -> String {
             let state = match (b.draining, b.docker_healthy) {
                 (true, _) => "draining",
                 (false, true) => "eligible",
-                (false, false) => "docker health: not healthy",
+                (false, false) => match b.docker_health {
+                    crate::config::spec::DockerHealth::Starting => "docker health: starting",
+                    _ => "docker health: unhealthy",
+                },
             };
             let _ = writeln!(
                 out,

@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use crate::backend::BackendState;
 use crate::config::spec::{InitialHealth, PoolName, PoolSpec, RouteName, Spec, UpstreamTlsSpec};
 use crate::health::{HealthEvent, HealthStatus, HealthSupervisor, PoolHealth};
+use crate::metrics::Registrar;
 use crate::off_worker;
 use crate::sessions::SessionTable;
 use crate::snapshot::Snapshot;
@@ -83,14 +84,26 @@ impl Controller {
     /// Builds the first snapshot from `spec` and starts its probes (which needs a
     /// tokio runtime when a pool has `[pools.health]`).
     pub fn new(spec: Spec) -> Controller {
+        Controller::with_metrics(spec, Registrar::off())
+    }
+
+    /// The gateway's own metrics (what the current snapshot records into).
+    pub fn metrics(&self) -> Registrar {
+        self.shared.load().metrics().clone()
+    }
+
+    /// [`new`](Self::new), with every snapshot's metric handles and the pools'
+    /// ejection counts recorded into `metrics` (the gateway's own recorder).
+    pub fn with_metrics(spec: Spec, metrics: Registrar) -> Controller {
         let mut health = HealthSupervisor::new();
+        health.task_watch().count_exits_into(metrics.clone());
         let mut old = Registries::default();
         let (snapshot, next) = rebuild(
             &mut old,
             &mut Vec::new(),
             &health.events(),
             spec,
-            None,
+            (None, &metrics),
             Generation::First,
         );
         let snapshot = Arc::new(snapshot);
@@ -316,7 +329,7 @@ impl Build {
             &mut self.retiring,
             &self.events,
             self.spec,
-            Some(&self.previous),
+            (Some(&self.previous), &self.previous.metrics().clone()),
             Generation::Later,
         );
         Built {
@@ -333,13 +346,14 @@ impl Build {
 /// is the one the state was made with, and pool state by name; returns the
 /// registries of exactly what the new snapshot holds. What stays in
 /// `old.backends` was removed or replaced. Each backend's `draining` and Docker
-/// health flags are set from the spec. `previous` is the snapshot being replaced.
+/// health flags are set from the spec. `previous` is the snapshot being replaced;
+/// `metrics` is the gateway's recorder (the same for every snapshot of a gateway).
 fn rebuild(
     old: &mut Registries,
     retiring: &mut Vec<(Key, Retiring)>,
     events: &broadcast::Sender<HealthEvent>,
     spec: Spec,
-    previous: Option<&Snapshot>,
+    (previous, metrics): (Option<&Snapshot>, &Registrar),
     generation: Generation,
 ) -> (Snapshot, Registries) {
     let mut backends = Registry::with_capacity(old.backends.len());
@@ -352,6 +366,7 @@ fn rebuild(
     let snapshot = Snapshot::build_full(
         Arc::new(spec),
         previous,
+        metrics,
         |pool, b| {
             let key = (pool.name.clone(), b.addr);
             let want = pool.tls.as_ref();
@@ -377,10 +392,10 @@ fn rebuild(
             state
         },
         |pool| {
-            let shared = old_pools
-                .get(&pool.name)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(PoolHealth::new(pool.name.clone(), events.clone())));
+            let shared = old_pools.get(&pool.name).cloned().unwrap_or_else(|| {
+                let health = PoolHealth::new(pool.name.clone(), events.clone());
+                Arc::new(health.counting_into(metrics.clone()))
+            });
             pools.insert(pool.name.clone(), Arc::clone(&shared));
             shared
         },

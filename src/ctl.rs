@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod rollout;
+pub mod watch;
 
 use std::fmt::Write;
 use std::path::Path;
@@ -171,7 +172,11 @@ pub fn render_status(view: &StateView) -> String {
         }
         for b in &p.backends {
             let health = match (b.healthy, b.ejected, b.docker_healthy) {
-                (_, _, Some(false)) => "docker: not healthy",
+                (_, _, Some(false)) => match b.docker_health.as_deref() {
+                    Some("starting") => "docker: starting",
+                    Some("unhealthy") => "docker: unhealthy",
+                    _ => "docker: not healthy",
+                },
                 (_, true, _) => "ejected",
                 (true, false, _) => "healthy",
                 (false, false, _) => "unhealthy",
@@ -203,6 +208,11 @@ pub fn render_status(view: &StateView) -> String {
     if let Some(d) = &view.docker {
         let link = if d.connected {
             "connected".to_owned()
+        } else if d.lists == 0 {
+            format!(
+                "DISCONNECTED ({}); never listed: no discovered backends, not ready until it lists",
+                d.last_error.as_deref().unwrap_or("not listed yet")
+            )
         } else {
             format!(
                 "DISCONNECTED ({}); last known backends keep serving",

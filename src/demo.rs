@@ -1,6 +1,6 @@
 //! `sluicegate demo`: the one-command first run.
 //!
-//! Starts two "blue" (v1) and two "green" (v2) echo agents in-process on loopback,
+//! Starts two `agent-blue` (v1) and two `agent-green` (v2) echo agents in-process on loopback,
 //! the gateway in front of them with an embedded config (a 90/10 canary split with a
 //! sticky cookie, and a header route that pins testers to green) and its admin API,
 //! and prints what to curl and the `ctl split` that flips blue to green.
@@ -13,6 +13,7 @@ mod agent;
 
 use crate::config;
 use crate::gateway::{Gateway, GatewayError};
+use crate::server::Drained;
 use agent::Agent;
 
 /// The demo's embedded `routes.toml`; `{listen}` and `{blueN}`/`{greenN}` are filled in.
@@ -24,12 +25,12 @@ http = "{listen}"
 listen = "{admin}"
 
 [[pools]]
-name = "blue"
+name = "agent-blue"
 balance = "least_conn"
 backends = [{ addr = "{blue1}" }, { addr = "{blue2}" }]
 
 [[pools]]
-name = "green"
+name = "agent-green"
 balance = "round_robin"
 backends = [{ addr = "{green1}" }, { addr = "{green2}" }]
 
@@ -37,12 +38,12 @@ backends = [{ addr = "{green1}" }, { addr = "{green2}" }]
 [[routes]]
 name = "canary-testers"
 match = { headers = { "x-canary" = "always" } }
-split = [{ pool = "green", weight = 1 }]
+split = [{ pool = "agent-green", weight = 1 }]
 
 # Everyone else: 90 % blue, 10 % green; a client stays on the version it first got.
 [[routes]]
 name = "agents"
-split = [{ pool = "blue", weight = 90 }, { pool = "green", weight = 10 }]
+split = [{ pool = "agent-blue", weight = 90 }, { pool = "agent-green", weight = 10 }]
 sticky = { cookie = "sg_pool" }
 retries = 2
 "#;
@@ -105,14 +106,25 @@ pub async fn run(
          curl -sN 'http://{addr}/sse?events=5&interval_ms=500'  # a streamed SSE response\n  \
          for i in $(seq 20); do curl -s http://{addr}/ | grep -o '\"agent\":\"[a-z0-9-]*\"'; done | sort | uniq -c\n\
          \nAdmin API on http://{admin}. Flip every new request from blue to green (no request is dropped):\n  \
-         {program} ctl --admin http://{admin} split agents blue=0 green=100\n  \
+         {program} ctl --admin http://{admin} split agents agent-blue=0 agent-green=100\n  \
          {program} ctl --admin http://{admin} status\n  \
          curl -s http://{admin}/api/v1/state\n\
+         \nWatch it live: the dashboard at http://{admin}/ui/ (read-only), in a terminal\n  \
+         {program} ctl --admin http://{admin} watch\n  \
+         and the raw event stream: curl -sN http://{admin}/api/v1/events\n\
          \nOr let the gateway do it in steps, judging green on its own traffic (keep curling meanwhile):\n  \
-         {program} ctl --admin http://{admin} rollout start agents --to green --steps 25,50,100 --step-interval 10s --min-requests 5 --watch\n\
+         {program} ctl --admin http://{admin} rollout start agents --to agent-green --steps 25,50,100 --step-interval 10s --min-requests 5 --watch\n\
          \nCtrl-C stops it."
     );
-    gateway.serve(shutdown, Duration::from_secs(5)).await;
+    let drain_timeout = Duration::from_secs(5);
+    // Logged as `run` logs it, so the demo's stop reads the same.
+    match gateway.serve(shutdown, drain_timeout).await {
+        Drained::Clean => tracing::info!("drained, exiting"),
+        Drained::TimedOut => tracing::warn!(
+            ?drain_timeout,
+            "drain timeout reached: remaining requests were cut"
+        ),
+    }
     for a in &agents {
         a.shutdown();
     }

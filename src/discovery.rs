@@ -18,6 +18,7 @@
 
 mod docker;
 pub mod labels;
+mod listed;
 pub mod network;
 mod set;
 pub mod swarm;
@@ -29,9 +30,10 @@ use std::time::Duration;
 
 pub use docker::{ConnectError, DockerDiscovery};
 pub use labels::LabelError;
+pub use listed::ListedGate;
 pub use set::{build, merge, Context, LabelPool, Merged, Projects};
 
-use crate::config::spec::PoolName;
+use crate::config::spec::{DockerHealth, PoolName};
 
 /// Probe path of a pool created by labels that name none.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
@@ -88,6 +90,8 @@ pub struct DiscoveredBackend {
     /// False while Docker's health check says `starting` or `unhealthy`; true
     /// when `healthy` or when the container has no health check.
     pub docker_healthy: bool,
+    /// Docker's health state (`starting`, …) that `docker_healthy` sums up.
+    pub docker_health: DockerHealth,
     /// True from a `kill`/`stop`/`die`/`pause` event until the container is
     /// gone (or started again): no new requests, in-flight ones finish.
     pub draining: bool,
@@ -169,6 +173,9 @@ pub struct Options {
     pub backoff_max: Duration,
     /// Bound on each Docker API request (not on the event stream).
     pub request_timeout: Duration,
+    /// Where `docker_events_total` is counted: the gateway's own recorder (the
+    /// gateway sets it; off by default).
+    pub metrics: crate::metrics::Registrar,
 }
 
 impl Default for Options {
@@ -180,6 +187,7 @@ impl Default for Options {
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(5),
             request_timeout: Duration::from_secs(10),
+            metrics: crate::metrics::Registrar::off(),
         }
     }
 }

@@ -15,7 +15,10 @@
 //! With `[discovery.docker]`, `serve` waits (bounded) for the first container list
 //! to be applied before it reports ready, so a gateway that just started does not
 //! answer 503 for pools Docker is about to fill; an unreachable engine only
-//! delays readiness by that bound (the pools stay empty until it answers).
+//! delays serving by that bound (the pools stay empty until it answers). `/readyz`
+//! stays 503 until every configured discovery source has listed once
+//! ([`discovery::ListedGate`]): a gateway that never reached the engine is not
+//! healthy, one that listed and then lost the connection keeps serving and stays ready.
 //! Likewise it waits (bounded by the probes' own first delay and timeout) until every
 //! probed backend has had its first probe: a probed backend gets no traffic before
 //! its first pass, so serving earlier would answer 503 for pools that are up. The
@@ -43,7 +46,7 @@ use crate::controller::SharedSnapshot;
 use crate::discovery::swarm::{self, Board, SwarmDiscovery};
 use crate::discovery::{self, DockerDiscovery};
 use crate::health::{probe, HealthEvent};
-use crate::metrics::{Exporter, MetricsError};
+use crate::metrics::{Exporter, MetricsError, Registrar};
 use crate::proxy::Proxy;
 use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
 use crate::rollout::{Manager, RolloutHandle};
@@ -155,17 +158,21 @@ impl Gateway {
         let redirect = spec.listen.redirect_https;
         let http1_fast_path = spec.listen.http1_fast_path;
         let admin_spec = spec.admin.clone();
-        // Before the first snapshot: its metric handles register with the recorder.
+        // Before the first snapshot: its metric handles register with this
+        // gateway's own recorder (never the process's global one).
         let exporter = if spec.metrics_enabled() {
-            Some(crate::metrics::install().map_err(GatewayError::Metrics)?)
+            Some(Exporter::build().map_err(GatewayError::Metrics)?)
         } else {
             None
         };
-        let docker = spec
-            .discovery
-            .docker
-            .clone()
-            .map(|d| (d, options.discovery.clone()));
+        let metrics = exporter
+            .as_ref()
+            .map_or_else(Registrar::off, Exporter::registrar);
+        let docker = spec.discovery.docker.clone().map(|d| {
+            let mut discovery = options.discovery.clone();
+            discovery.metrics = metrics.clone();
+            (d, discovery)
+        });
         let swarm = spec.discovery.swarm.clone().map(|s| {
             let mut o = options.swarm.clone();
             if o.docker_host.is_none() {
@@ -176,7 +183,8 @@ impl Gateway {
             }
             (s, o)
         });
-        let (task, control, snapshot) = Task::new(spec, options.config_path.clone());
+        let (task, control, snapshot) =
+            Task::new(spec, options.config_path.clone(), metrics.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
 
         let http_handler = match (redirect, https_addr) {
@@ -194,6 +202,7 @@ impl Gateway {
             transport: Transport::Plain,
             handler: http_handler,
             limits,
+            metrics: metrics.clone(),
             http1_fast_path,
         }];
         let frontend = loaded.frontend;
@@ -215,6 +224,7 @@ impl Gateway {
                     http1_fast_path,
                 ))),
                 limits,
+                metrics: metrics.clone(),
                 http1_fast_path,
             });
         }
@@ -359,6 +369,9 @@ impl Gateway {
         let first_list = docker.map(|(spec, options)| {
             let d = DockerDiscovery::spawn(spec, options, background.clone());
             let status = d.status.clone();
+            if let Some(admin) = &admin {
+                admin.listed_gate().watch("docker", d.status.clone());
+            }
             task.attach_docker(DockerFeed {
                 sets: d.sets,
                 drains: d.drains,

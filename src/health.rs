@@ -35,7 +35,7 @@ use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
 
 use crate::config::spec::PoolName;
-use crate::metrics::{self, names};
+use crate::metrics::{names, Registrar};
 use crate::pool_stats::PoolStats;
 
 pub use hold::HoldError;
@@ -92,6 +92,8 @@ pub struct PoolHealth {
     events: broadcast::Sender<HealthEvent>,
     /// The pool's live traffic (the rollout gate reads it).
     traffic: PoolStats,
+    /// Where `backend_ejections_total` is counted: the gateway's own recorder.
+    metrics: Registrar,
 }
 
 impl PoolHealth {
@@ -104,7 +106,14 @@ impl PoolHealth {
             ejecting: AtomicBool::new(false),
             events,
             traffic: PoolStats::new(),
+            metrics: Registrar::off(),
         }
+    }
+
+    /// This runtime, counting ejections into `metrics` (the gateway's recorder).
+    pub fn counting_into(mut self, metrics: Registrar) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// A runtime whose events nobody receives (snapshots built without a controller).
@@ -139,12 +148,15 @@ impl PoolHealth {
     pub(crate) fn publish(&self, addr: SocketAddr, change: HealthChange) {
         match change {
             HealthChange::Ejected { .. } => {
-                metrics::count_ejection(self.name.as_str(), addr, names::REASON_OUTLIER);
+                self.metrics
+                    .count_ejection(self.name.as_str(), addr, names::REASON_OUTLIER);
             }
             HealthChange::Status {
                 from: HealthStatus::Healthy,
                 to: HealthStatus::Unhealthy,
-            } => metrics::count_ejection(self.name.as_str(), addr, names::REASON_PROBE),
+            } => self
+                .metrics
+                .count_ejection(self.name.as_str(), addr, names::REASON_PROBE),
             HealthChange::Status { .. } | HealthChange::Restored => {}
         }
         let event = HealthEvent {

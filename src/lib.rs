@@ -19,6 +19,7 @@ pub mod controller;
 pub mod ctl;
 pub mod demo;
 pub mod discovery;
+pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod http1;

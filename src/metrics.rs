@@ -1,11 +1,15 @@
-//! Prometheus metrics: the process-wide exporter, the handles requests use, and the
-//! gauges sampled at scrape time.
+//! Prometheus metrics: each gateway's own recorder and exporter, the handles
+//! requests use, and the gauges sampled at scrape time.
 //!
 //! sluicegate records metrics when the admin listener is configured (it is where
 //! `GET /metrics` is served; with no reader, nothing is recorded and every handle is
 //! a no-op). The recorder is `metrics-exporter-prometheus` built without its HTTP
-//! listener, installed once per process ([`install`]); gateways in one process (the
-//! integration tests) share it, so their series differ by label.
+//! listener and never installed as the process's global recorder: each gateway
+//! builds its own ([`Exporter::build`]) and hands its [`Registrar`] to whatever
+//! records, so gateways sharing a process (the integration tests) share no series,
+//! no connection count and no rollout figures. Handles are registered with the
+//! recorder directly; the rare events (reloads, ejections, task exits, Docker
+//! events) and the scrape-time gauges go through `metrics::with_local_recorder`.
 //!
 //! Where each series comes from:
 //! - request counters, the duration histogram, retries and connect errors: the
@@ -30,14 +34,17 @@ pub mod handles;
 pub mod names;
 pub mod rollouts;
 
-use std::sync::OnceLock;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 
-pub use gauges::{connection_opened, ConnectionGuard};
+pub use gauges::ConnectionGuard;
 pub use handles::{BackendMetrics, ClassCounters, PairMetrics, Registrar};
 use names::Kind;
 
@@ -49,40 +56,26 @@ pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Why metrics could not be set up.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum MetricsError {
-    /// Something else in this process installed a global `metrics` recorder first.
-    #[error("another metrics recorder is already installed in this process; sluicegate's Prometheus exporter must be the global recorder")]
-    RecorderTaken,
     /// The exporter rejected its configuration (a bug: the buckets are constants).
     #[error("cannot build the Prometheus exporter: {0}")]
     Build(String),
 }
 
-/// The process's Prometheus exporter: renders what `GET /metrics` serves.
-#[derive(Clone, Debug)]
-pub struct Exporter {
-    handle: PrometheusHandle,
+/// What one gateway records into: its recorder, its open connection count and the
+/// latest figures of its rollouts.
+#[derive(Debug)]
+pub(crate) struct Recording {
+    pub(crate) recorder: PrometheusRecorder,
+    /// Client connections open now on this gateway's traffic listeners.
+    pub(crate) open_connections: AtomicI64,
+    pub(crate) rollouts: rollouts::Latest,
 }
 
-/// Installs the global recorder (once per process) and describes every series.
-/// Later calls return the same exporter.
-pub fn install() -> Result<Exporter, MetricsError> {
-    static EXPORTER: OnceLock<Result<Exporter, MetricsError>> = OnceLock::new();
-    EXPORTER
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Full(names::REQUEST_DURATION.to_owned()),
-                    names::DURATION_BUCKETS,
-                )
-                .map_err(|e| MetricsError::Build(e.to_string()))?
-                .idle_timeout(MetricKindMask::GAUGE, Some(gauges::GAUGE_IDLE))
-                .build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).map_err(|_| MetricsError::RecorderTaken)?;
-            describe();
-            Ok(Exporter { handle })
-        })
-        .clone()
+/// One gateway's Prometheus exporter: renders what its `GET /metrics` serves.
+#[derive(Clone, Debug)]
+pub struct Exporter {
+    recording: Arc<Recording>,
+    handle: PrometheusHandle,
 }
 
 /// Help text for every series (the exporter prints it with the series).
@@ -97,12 +90,41 @@ fn describe() {
 }
 
 impl Exporter {
+    /// Builds a gateway's own recorder (not installed globally) and describes
+    /// every series in it.
+    pub fn build() -> Result<Exporter, MetricsError> {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(names::REQUEST_DURATION.to_owned()),
+                names::DURATION_BUCKETS,
+            )
+            .map_err(|e| MetricsError::Build(e.to_string()))?
+            .idle_timeout(MetricKindMask::GAUGE, Some(gauges::GAUGE_IDLE))
+            .build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, describe);
+        let recording = Arc::new(Recording {
+            recorder,
+            open_connections: AtomicI64::new(0),
+            rollouts: rollouts::Latest::default(),
+        });
+        Ok(Exporter { recording, handle })
+    }
+
+    /// Where this gateway's handles and events are recorded.
+    pub fn registrar(&self) -> Registrar {
+        Registrar::recording(Arc::clone(&self.recording))
+    }
+
     /// Samples the gauges from `snapshot`, then renders the Prometheus text format.
     pub fn render(&self, snapshot: &Snapshot) -> String {
-        gauges::sample(snapshot);
-        if let Some(dropped) = crate::access_log::dropped_lines() {
-            metrics::counter!(names::ACCESS_LOG_DROPPED).absolute(dropped);
-        }
+        let recording = &*self.recording;
+        metrics::with_local_recorder(&recording.recorder, || {
+            gauges::sample(snapshot, recording);
+            if let Some(dropped) = crate::access_log::dropped_lines() {
+                metrics::counter!(names::ACCESS_LOG_DROPPED).absolute(dropped);
+            }
+        });
         self.handle.render()
     }
 
@@ -119,36 +141,45 @@ impl Exporter {
     }
 }
 
-/// Counts a backend leaving rotation for `reason` ([`names::REASON_OUTLIER`] or
-/// [`names::REASON_PROBE`]). A rare event: the labels are built here.
-pub fn count_ejection(pool: &str, backend: std::net::SocketAddr, reason: &'static str) {
-    metrics::counter!(
-        names::EJECTIONS,
-        names::label::POOL => pool.to_owned(),
-        names::label::BACKEND => backend.to_string(),
-        names::label::REASON => reason,
-    )
-    .increment(1);
-}
+impl Registrar {
+    /// Counts a backend leaving rotation for `reason` ([`names::REASON_OUTLIER`] or
+    /// [`names::REASON_PROBE`]). A rare event: the labels are built here.
+    pub fn count_ejection(&self, pool: &str, backend: std::net::SocketAddr, reason: &'static str) {
+        self.with(|| {
+            metrics::counter!(
+                names::EJECTIONS,
+                names::label::POOL => pool.to_owned(),
+                names::label::BACKEND => backend.to_string(),
+                names::label::REASON => reason,
+            )
+            .increment(1);
+        });
+    }
 
-/// Counts a config file reload: applied (`ok = true`) or rejected.
-pub fn count_reload(ok: bool) {
-    let result = if ok {
-        names::RESULT_OK
-    } else {
-        names::RESULT_ERROR
-    };
-    metrics::counter!(names::CONFIG_RELOADS, names::label::RESULT => result).increment(1);
-}
+    /// Counts a config file reload: applied (`ok = true`) or rejected.
+    pub fn count_reload(&self, ok: bool) {
+        let result = if ok {
+            names::RESULT_OK
+        } else {
+            names::RESULT_ERROR
+        };
+        self.with(|| {
+            metrics::counter!(names::CONFIG_RELOADS, names::label::RESULT => result).increment(1);
+        });
+    }
 
-/// Counts a background task that ended while the gateway ran (task names are a
-/// fixed set, `crate::tasks::name`).
-pub fn count_task_exit(task: &'static str) {
-    metrics::counter!(names::TASK_EXITS, "task" => task).increment(1);
-}
+    /// Counts a background task that ended while the gateway ran (task names are a
+    /// fixed set, `crate::tasks::name`).
+    pub fn count_task_exit(&self, task: &'static str) {
+        self.with(|| metrics::counter!(names::TASK_EXITS, "task" => task).increment(1));
+    }
 
-/// Counts a Docker event by its action (for discovery; actions are Docker's fixed
-/// vocabulary, so the label stays bounded).
-pub fn count_docker_event(action: &str) {
-    metrics::counter!(names::DOCKER_EVENTS, names::label::ACTION => action.to_owned()).increment(1);
+    /// Counts a Docker event by its action (for discovery; actions are Docker's
+    /// fixed vocabulary, so the label stays bounded).
+    pub fn count_docker_event(&self, action: &str) {
+        self.with(|| {
+            metrics::counter!(names::DOCKER_EVENTS, names::label::ACTION => action.to_owned())
+                .increment(1);
+        });
+    }
 }

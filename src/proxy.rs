@@ -382,7 +382,7 @@ impl Proxy {
     /// Sends the request to a backend of the plan's pool until one answers: a
     /// failed attempt goes again to another backend when the retry rules allow it
     /// (always when the request was not sent; after sending, only a replayable
-    /// request whose backend failed), and a pool with `hold` parks a request that
+    /// request whose backend failed or timed out), and a pool with `hold` parks a request that
     /// finds no usable backend. Returns the answer and the backend's in-flight guard.
     async fn attempt<'s>(
         &self,

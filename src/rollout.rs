@@ -43,7 +43,7 @@ pub use request::RolloutRequest;
 /// [`Rollout::current_weight`], `rollout_state{route,state}` = 1 for `phase`, 0 for
 /// the others, and, when `finished`, `rollouts_total{result = phase}` += 1 (see
 /// `crate::metrics::rollouts`). The same figures are in `GET /api/v1/rollouts`.
-pub fn export_metrics(rollout: &Rollout, finished: bool) {
+pub fn export_metrics(metrics: &crate::metrics::Registrar, rollout: &Rollout, finished: bool) {
     tracing::debug!(
         route = %rollout.spec.route,
         rollout_step = rollout.current_weight(),
@@ -51,7 +51,7 @@ pub fn export_metrics(rollout: &Rollout, finished: bool) {
         finished,
         "rollout metrics"
     );
-    crate::metrics::rollouts::record(
+    metrics.record_rollout(
         &rollout.spec.route,
         rollout.current_weight(),
         rollout.phase.as_str(),

@@ -135,6 +135,8 @@ pub struct Listener {
     pub handler: Handler,
     /// Head timeout, connection cap and the other client limits.
     pub limits: Limits,
+    /// The gateway's metrics: open connections count here.
+    pub metrics: crate::metrics::Registrar,
     /// Plain connections start on the gateway's own HTTP/1.1 loop
     /// (`listen.http1_fast_path`); `false`: hyper serves every connection.
     pub http1_fast_path: bool,
@@ -156,6 +158,7 @@ pub async fn serve(
         transport,
         handler,
         limits,
+        metrics,
         http1_fast_path,
     } = listener;
     let builder = Arc::new(conn::builder(&limits));
@@ -218,7 +221,7 @@ pub async fn serve(
         let transport = transport.clone();
         // Tracked from accept, so a connection still in its TLS handshake holds up
         // the drain (and counts in `active_connections`).
-        let open = crate::metrics::connection_opened();
+        let open = metrics.connection_opened();
         conns.spawn(async move {
             let _open = open;
             match transport {

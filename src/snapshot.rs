@@ -41,6 +41,8 @@ pub struct Snapshot {
     spec: Arc<Spec>,
     /// Metrics of requests no route matched (`route=""`, `pool=""`).
     unrouted: PairMetrics,
+    /// The gateway's own metrics, which every handle here records into.
+    metrics: Registrar,
 }
 
 /// A route as the request path sees it.
@@ -95,24 +97,31 @@ impl Snapshot {
         state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
     ) -> Snapshot {
-        Snapshot::build_full(spec, None, state_for, health_for, |_, learn| {
-            Arc::new(SessionTable::new(learn))
-        })
+        Snapshot::build_full(
+            spec,
+            None,
+            &Registrar::off(),
+            state_for,
+            health_for,
+            |_, learn| Arc::new(SessionTable::new(learn)),
+        )
     }
 
     /// [`build_with`](Self::build_with), with `sessions_for` supplying the session
     /// table of each route with `sticky.learn_header` (kept across rebuilds by the
     /// controller, so pins survive split changes). A pool of `previous` (the
     /// snapshot being replaced) with the same name lends what its balancers can
-    /// share (see [`Balancer::build_reusing`]).
+    /// share (see [`Balancer::build_reusing`]). Metric handles register with
+    /// `metrics`, the gateway's own recorder (see [`crate::metrics`]).
     pub fn build_full(
         spec: Arc<Spec>,
         previous: Option<&Snapshot>,
+        metrics: &Registrar,
         mut state_for: impl FnMut(&PoolSpec, &BackendSpec) -> Arc<BackendState>,
         mut health_for: impl FnMut(&PoolSpec) -> Arc<PoolHealth>,
         mut sessions_for: impl FnMut(&RouteName, &LearnSpec) -> Arc<SessionTable>,
     ) -> Snapshot {
-        let reg = Registrar::new(spec.metrics_enabled());
+        let reg = metrics;
         let before: HashMap<&PoolName, &Pool> = previous
             .map(|s| s.pools.iter().map(|p| (&p.name, &**p)).collect())
             .unwrap_or_default();
@@ -134,7 +143,7 @@ impl Snapshot {
                     // The state is per (pool, address), so same routes ⇒ same handles.
                     let metrics = state.metrics_or(
                         |m| m.same_as(reg, &serves),
-                        || BackendMetrics::new(reg, &p.name.0, b.addr, &serves),
+                        || BackendMetrics::new(reg.clone(), &p.name.0, b.addr, &serves),
                     );
                     Backend {
                         addr: b.addr,
@@ -173,7 +182,7 @@ impl Snapshot {
                     .filter_map(|s| by_name.get(&s.pool).map(|p| (Arc::clone(p), s.weight)))
                     .collect();
                 let metrics =
-                    RouteMetrics::new(reg, &r.name.0, split.iter().map(|(p, _)| &p.name.0));
+                    RouteMetrics::new(reg.clone(), &r.name.0, split.iter().map(|(p, _)| &p.name.0));
                 let sticky = r.sticky.as_ref();
                 let sessions = sticky
                     .and_then(|s| s.learn.as_ref())
@@ -196,7 +205,8 @@ impl Snapshot {
             index,
             pools: pools.into(),
             spec,
-            unrouted: PairMetrics::new(reg, "".into(), "".into(), false),
+            unrouted: PairMetrics::new(reg.clone(), "".into(), "".into(), false),
+            metrics: reg.clone(),
         }
     }
 
@@ -234,6 +244,11 @@ impl Snapshot {
     /// Metric handles of requests no route matched.
     pub fn unrouted(&self) -> &PairMetrics {
         &self.unrouted
+    }
+
+    /// The gateway's own metrics (a no-op registrar when metrics are off).
+    pub fn metrics(&self) -> &Registrar {
+        &self.metrics
     }
 }
 

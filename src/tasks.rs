@@ -13,10 +13,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Registrar;
 
 /// The names the gateway's tasks are watched under (the `task` label).
 pub mod name {
@@ -42,6 +44,8 @@ struct Inner {
     /// Live tasks, for [`TaskWatch::abort_one`].
     live: Mutex<HashMap<u64, (&'static str, AbortHandle)>>,
     next_id: AtomicU64,
+    /// Where `task_exits_total` is counted: the gateway's own recorder.
+    metrics: OnceLock<Registrar>,
 }
 
 /// How a watched task ended.
@@ -56,6 +60,12 @@ impl TaskWatch {
     /// A watch with no task yet.
     pub fn new() -> TaskWatch {
         TaskWatch::default()
+    }
+
+    /// Counts unplanned ends into `metrics` (the gateway's recorder) from now on;
+    /// the first call wins.
+    pub fn count_exits_into(&self, metrics: Registrar) {
+        let _already_set = self.inner.metrics.set(metrics);
     }
 
     /// A future that waits for `task` (already spawned) to end and reports the end
@@ -127,7 +137,9 @@ impl TaskWatch {
             task = name,
             "background task {name} {how} while the gateway runs; /readyz answers 503 until a restart"
         );
-        crate::metrics::count_task_exit(name);
+        if let Some(metrics) = self.inner.metrics.get() {
+            metrics.count_task_exit(name);
+        }
         let mut ended = lock(&self.inner.ended);
         if !ended.contains(&name) {
             ended.push(name);

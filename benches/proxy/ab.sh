@@ -10,7 +10,7 @@
 #
 # Usage: ROUNDS=3 CONNS=64 DUR=8 benches/proxy/ab.sh OLD_BIN NEW_BIN
 # (an old binary: `git worktree add /tmp/base REV` and
-#  `CARGO_TARGET_DIR=/tmp/base-target cargo build --release` there)
+#  `CARGO_TARGET_DIR=/tmp/base-target cargo build --profile bench-release` there)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=common.sh

@@ -29,11 +29,11 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 label=${1:-run}
 conns=${CONNS:-16}
 out=${OUT:-/tmp/sluicegate-callgrind}
-bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+bin=${SLUICEGATE_BIN:-$root/target/bench-release/sluicegate}
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need callgrind.sh valgrind callgrind_control callgrind_annotate nginx wrk curl
-[[ ${PROXY:-sluicegate} != sluicegate || -x $bin ]] || { echo "callgrind.sh: build first: cargo build --release" >&2; exit 2; }
+[[ ${PROXY:-sluicegate} != sluicegate || -x $bin ]] || { echo "callgrind.sh: build first: cargo build --profile bench-release" >&2; exit 2; }
 mkdir -p "$out"
 rm -f "$out/callgrind.out.$label"*
 

@@ -2,12 +2,13 @@
 # sluicegate as the candidate of ../shared/bench/compare-proxies.sh.
 #
 # Writes a routes.toml from BENCH_LISTEN / BENCH_UPSTREAMS (set by the script) and
-# execs the release binary. The default profile is what a real deployment runs
+# execs the benchmark build (target/bench-release: `[profile.bench-release]`, fat LTO,
+# one codegen unit). The default config profile is what a real deployment runs
 # (issue 7: "every feature on"): two routes (a header rule for testers and a
 # catch-all), a 90/10 split over two pools (a cutover in progress; both pools hold
 # both upstreams, so the upstreams still see an even share), least_conn, active
 # health probes every second, passive outlier detection, retries, and metrics on.
-# Build first:  cargo build --release
+# Build first:  cargo build --profile bench-release
 # Run:          ../shared/bench/compare-proxies.sh --candidate benches/proxy/candidate.sh \
 #                   --candidate-port 8080 --candidate-name sluicegate
 # TOKIO_WORKER_THREADS (set to 1 by the script) is the worker count; --workers overrides.
@@ -108,4 +109,4 @@ TOML
     fi
 } > "$cfg"
 export RUST_LOG=${RUST_LOG:-warn}
-exec "${SLUICEGATE_BIN:-$root/target/release/sluicegate}" run -c "$cfg"
+exec "${SLUICEGATE_BIN:-$root/target/bench-release/sluicegate}" run -c "$cfg"

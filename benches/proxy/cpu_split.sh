@@ -29,12 +29,12 @@ dur=${DUR:-8}
 proxy_cpu=$([[ ${SAME_CPU:-0} == 1 ]] && echo 0 || echo 1)
 count=${COUNT:-0}
 rounds=${ROUNDS:-3}
-bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+bin=${SLUICEGATE_BIN:-$root/target/bench-release/sluicegate}
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need cpu_split.sh nginx wrk curl taskset
 [[ $count == 1 ]] && need cpu_split.sh perf
-[[ -x $bin ]] || { echo "cpu_split.sh: build first: cargo build --release" >&2; exit 2; }
+[[ -x $bin ]] || { echo "cpu_split.sh: build first: cargo build --profile bench-release" >&2; exit 2; }
 work=$(mktemp -d /tmp/sluicegate-cpu-split.XXXXXX)
 start_upstreams "$work" 0
 sed -e "s#@WORKDIR@#$work#g" -e "s#@LISTEN_PORT@#18081#g" -e "s#@UPSTREAM1_PORT@#9101#g" \

@@ -19,7 +19,7 @@
 #        CHANGE=scrape benches/proxy/reload_latency.sh   (or CHANGE=state)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-bin=${SLUICEGATE_BIN:-$root/target/release/sluicegate}
+bin=${SLUICEGATE_BIN:-$root/target/bench-release/sluicegate}
 dur=${DUR:-10}
 every=${EVERY:-0.1}
 change=${CHANGE:-api}
@@ -32,7 +32,7 @@ esac
 # shellcheck source=common.sh
 source "$root/benches/proxy/common.sh"
 need reload_latency.sh nginx wrk curl
-[[ -x $bin ]] || { echo "reload_latency.sh: build first: cargo build --release" >&2; exit 2; }
+[[ -x $bin ]] || { echo "reload_latency.sh: build first: cargo build --profile bench-release" >&2; exit 2; }
 
 dir=$(mktemp -d /tmp/sluicegate-reload.XXXXXX)
 start_upstreams "$dir"

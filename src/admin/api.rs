@@ -55,6 +55,7 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/pools/{pool}/backends/{addr}/drain", post(drain))
         .route("/pools/{pool}/backends/{addr}/undrain", post(undrain))
         .route("/plan", post(plan))
+        .route("/events", get(super::events::events))
         .route("/discovery/swarm", get(swarm_export));
     let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
         state.clone(),
@@ -70,6 +71,7 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .merge(metrics)
+        .merge(super::ui::routes())
         .nest("/api/v1", api)
         .fallback(|| async {
             error_response(
@@ -289,6 +291,10 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             format!("not ready: {reason}\n"),
         )
             .into_response();
+    }
+    if let Some(reason) = state.listed.unlisted() {
+        let body = format!("not ready: {reason}\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, body).into_response();
     }
     if state.ready.load(Ordering::Acquire) {
         "ready\n".into_response()

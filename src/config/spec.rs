@@ -358,6 +358,32 @@ pub struct ContainerRef {
     /// False while Docker's health check says `starting` or `unhealthy`: such a
     /// backend gets no traffic, whatever the gateway's own probes say.
     pub docker_healthy: bool,
+    /// Docker's health state in its own words (`docker_healthy` is derived from it).
+    pub docker_health: DockerHealth,
+}
+
+/// A container's health as Docker reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DockerHealth {
+    /// The container has no health check.
+    #[default]
+    None,
+    /// The health check has not passed yet (within its start period).
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl DockerHealth {
+    /// Docker's word for it (`none` when there is no health check).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerHealth::None => "none",
+            DockerHealth::Starting => "starting",
+            DockerHealth::Healthy => "healthy",
+            DockerHealth::Unhealthy => "unhealthy",
+        }
+    }
 }
 
 /// Largest backend or split weight accepted.

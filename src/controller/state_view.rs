@@ -156,6 +156,9 @@ pub struct BackendView {
     /// `unhealthy` (no traffic then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_healthy: Option<bool>,
+    /// Docker's own word for that container's health (`starting`, `unhealthy`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_health: Option<String>,
     /// For a registered backend with a TTL: time left before it lapses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_remaining_ms: Option<u64>,
@@ -319,6 +322,10 @@ fn backend_view(
         broken_streams: state.map_or(0, |s| s.broken_streams()),
         container: b.container.as_ref().map(|c| c.name.to_string()),
         docker_healthy: b.container.as_ref().map(|c| c.docker_healthy),
+        docker_health: b
+            .container
+            .as_ref()
+            .map(|c| c.docker_health.as_str().to_owned()),
         ttl_remaining_ms,
     }
 }

@@ -35,6 +35,9 @@ use crate::config::spec::PoolName;
 use crate::config::validate::ApiBackend;
 use crate::config::Spec;
 use crate::discovery::DiscoveredSet;
+use crate::events::diff::Summary;
+use crate::events::{By, EventHub, EventKind};
+use crate::health::{HealthChange, HealthEvent};
 use crate::off_worker;
 use crate::overrides::Overrides;
 use crate::plan::Plan;
@@ -162,6 +165,7 @@ pub enum Written {
 pub struct ControlHandle {
     tx: mpsc::Sender<Update>,
     counters: watch::Receiver<Counters>,
+    events: EventHub,
 }
 
 impl ControlHandle {
@@ -217,6 +221,11 @@ impl ControlHandle {
     pub fn counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
     }
+
+    /// The event stream of what the task changes (see [`crate::events`]).
+    pub fn events(&self) -> &EventHub {
+        &self.events
+    }
 }
 
 /// The task's state; run it with [`Task::run`].
@@ -238,6 +247,12 @@ pub struct Task {
     rx: mpsc::Receiver<Update>,
     /// When pooled upstream connections are next checked (see [`IDLE_SWEEP`]).
     next_sweep: Instant,
+    /// Where what changed is told (see [`crate::events`]).
+    events: EventHub,
+    /// What the last publish showed, for the next one's events.
+    summary: Summary,
+    /// Whether discovery was connected when last told (`None`: not yet).
+    discovery_connected: Option<bool>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -249,8 +264,13 @@ const IDLE_SWEEP: Duration = Duration::from_secs(5);
 impl Task {
     /// Loads persisted overrides (if `[admin].state_file` is set), builds the first
     /// snapshot from file + overrides, and returns the task, its handle and the
-    /// snapshot the data plane reads.
-    pub fn new(file: Spec, config_path: Option<PathBuf>) -> (Task, ControlHandle, SharedSnapshot) {
+    /// snapshot the data plane reads. Metrics are recorded into `metrics`, the
+    /// gateway's own recorder.
+    pub fn new(
+        file: Spec,
+        config_path: Option<PathBuf>,
+        metrics: crate::metrics::Registrar,
+    ) -> (Task, ControlHandle, SharedSnapshot) {
         let state_file = file.admin.as_ref().and_then(|a| a.state_file.clone());
         let overrides = match &state_file {
             Some(path) => load_overrides(path, &file),
@@ -258,13 +278,15 @@ impl Task {
         };
         let discovered = DiscoveredSet::default();
         let base = discovered::base_of(&file, &discovered);
-        let controller = Controller::new(overrides.merge(&base));
+        let controller = Controller::with_metrics(overrides.merge(&base), metrics);
         let shared = controller.shared();
         let (counters, counters_rx) = watch::channel(Counters {
             generation: controller.generation(),
             ..Counters::default()
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let events = EventHub::new();
+        let summary = Summary::of(controller.shared.load().spec(), overrides.rollouts());
         let task = Task {
             controller,
             file,
@@ -277,10 +299,14 @@ impl Task {
             counters,
             rx,
             next_sweep: Instant::now() + IDLE_SWEEP,
+            events: events.clone(),
+            summary,
+            discovery_connected: None,
         };
         let handle = ControlHandle {
             tx,
             counters: counters_rx,
+            events,
         };
         (task, handle, shared)
     }
@@ -297,6 +323,7 @@ impl Task {
 
     /// Serves updates until `shutdown` is cancelled or every handle is dropped.
     pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut health = self.controller.subscribe_health();
         loop {
             let wake = [
                 self.overrides.next_expiry(),
@@ -321,6 +348,15 @@ impl Task {
                     None => break,
                 },
                 () = timer => self.tick(Instant::now()).await,
+                event = health.recv() => match event {
+                    Ok(event) => self.events.emit(health_event(&event)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::debug!(missed = n, "health events came faster than the event stream took them");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        health = self.controller.subscribe_health();
+                    }
+                },
             }
         }
     }
@@ -336,7 +372,8 @@ impl Task {
             }
             Update::FileInvalid { errors } => {
                 tracing::debug!(%errors, "invalid config counted");
-                crate::metrics::count_reload(false);
+                self.events.emit(EventKind::ReloadRefused { errors });
+                self.controller.metrics().count_reload(false);
                 self.counters.send_modify(|c| c.reloads_failed += 1);
             }
             Update::Change { change, reply } => {
@@ -372,7 +409,7 @@ impl Task {
         }
         if !expired.is_empty() {
             self.persist_or_log();
-            self.publish().await;
+            self.publish(By::Ttl).await;
         }
         let closed = self.controller.close_retired(now);
         if closed > 0 {
@@ -385,12 +422,21 @@ impl Task {
     }
 
     /// The one publish path: effective spec → [`Controller::apply_off_worker`].
-    async fn publish(&mut self) {
+    /// `by` is who made the change, for the events it causes.
+    async fn publish(&mut self, by: By) {
         self.controller
             .apply_off_worker(self.overrides.merge(&self.base))
             .await;
         let generation = self.controller.generation();
         self.counters.send_modify(|c| c.generation = generation);
+        let summary = Summary::of(
+            self.controller.shared.load().spec(),
+            self.overrides.rollouts(),
+        );
+        for event in self.summary.diff(&summary, by, self.overrides.rollouts()) {
+            self.events.emit(event);
+        }
+        self.summary = summary;
     }
 
     /// Writes the overrides to the state file, if there is one.
@@ -422,5 +468,20 @@ impl Task {
         let running = self.controller.shared.load_full();
         let next = discovered::base_of(next, &self.discovered);
         crate::plan::plan(running.spec(), &self.base, &self.overrides, &next)
+    }
+}
+
+/// A health transition as an event.
+fn health_event(event: &HealthEvent) -> EventKind {
+    let (pool, addr) = (event.pool.to_string(), event.addr);
+    match event.change {
+        HealthChange::Status { from, to } => EventKind::BackendHealth {
+            pool,
+            addr,
+            from: from.as_str(),
+            to: to.as_str(),
+        },
+        HealthChange::Ejected { level, .. } => EventKind::BackendEjected { pool, addr, level },
+        HealthChange::Restored => EventKind::BackendRecovered { pool, addr },
     }
 }

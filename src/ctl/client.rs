@@ -154,6 +154,57 @@ impl AdminClient {
             })?
     }
 
+    /// Opens `GET /api/v1/events` (resuming after `last` if given) within the
+    /// timeout; the body is the live stream, read for as long as the caller wants.
+    pub async fn events(&self, last: Option<u64>) -> Result<hyper::body::Incoming, CtlError> {
+        let url = format!("{}/api/v1/events", self.url);
+        let open = async {
+            let stream =
+                TcpStream::connect(&self.authority)
+                    .await
+                    .map_err(|error| CtlError::Connect {
+                        url: self.url.clone(),
+                        error,
+                    })?;
+            let http = |error| CtlError::Http {
+                url: url.clone(),
+                error,
+            };
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(http)?;
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    tracing::debug!(%err, "event stream connection ended with an error");
+                }
+            });
+            let mut req = Request::get(format!("{}/api/v1/events", self.base_path))
+                .header(header::HOST, &self.authority);
+            if let Some(token) = &self.token {
+                req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+            }
+            if let Some(last) = last {
+                req = req.header("last-event-id", last.to_string());
+            }
+            let req = req
+                .body(Full::new(Bytes::new()))
+                .map_err(|e| CtlError::BadUrl(format!("{url} ({e})")))?;
+            let resp = sender.send_request(req).await.map_err(http)?;
+            if !resp.status().is_success() {
+                let status = resp.status();
+                let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+                return Err(api_error(status, &bytes));
+            }
+            Ok(resp.into_body())
+        };
+        tokio::time::timeout(self.timeout, open)
+            .await
+            .map_err(|_| CtlError::Timeout {
+                url: url.clone(),
+                timeout: self.timeout,
+            })?
+    }
+
     /// Sends a request and decodes a 2xx JSON answer.
     pub async fn json<T: DeserializeOwned>(
         &self,

@@ -4,7 +4,9 @@
 //! requests, errors, error rate and p99 during the step, the baseline's error rate,
 //! and the verdict with its note; then why it ended, if it did. `status --watch`
 //! (and `start --watch`) redraws the table whenever it changes until the rollout
-//! ends, so the steps and figures show as they happen.
+//! ends, so the steps and figures show as they happen; when the output is not a
+//! terminal it prints one line per change instead (see [`changes`]), so a log or
+//! a pipe gets a readable history rather than a table per second.
 
 use std::fmt::Write;
 use std::time::Duration;
@@ -76,27 +78,105 @@ pub async fn act(client: &AdminClient, id: &str, action: Action) -> Result<Rollo
     client.json(Method::POST, &path, None).await
 }
 
-/// Polls rollout `id` every `every`, calling `frame` with the rendered table each
-/// time it changed, until the rollout has ended; returns its last state.
+/// How `--watch` shows a rollout as it runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchOutput {
+    /// The whole table again whenever it changed (for a terminal).
+    Table,
+    /// One line per change: a step started or judged, the phase changed (for a
+    /// pipe or a file, where redrawn tables would pile up).
+    Lines,
+}
+
+/// Polls rollout `id` every `every` until it has ended, calling `emit` with each
+/// change in the form `output` asks for; returns its last state.
 pub async fn watch(
     client: &AdminClient,
     id: &str,
     every: Duration,
-    mut frame: impl FnMut(&str),
+    output: WatchOutput,
+    mut emit: impl FnMut(&str),
 ) -> Result<Rollout, CtlError> {
-    let mut last = String::new();
+    let mut last_table = String::new();
+    let mut last: Option<Rollout> = None;
     loop {
         let r = get(client, id).await?;
-        let text = render(&r);
-        if text != last {
-            frame(&text);
-            last = text;
+        match output {
+            WatchOutput::Table => {
+                let text = render(&r);
+                if text != last_table {
+                    emit(&text);
+                    last_table = text;
+                }
+            }
+            WatchOutput::Lines => {
+                for line in changes(last.as_ref(), &r) {
+                    emit(&line);
+                }
+            }
         }
         if !r.phase.is_active() {
             return Ok(r);
         }
+        last = Some(r);
         tokio::time::sleep(every).await;
     }
+}
+
+/// What changed from `prev` (the last poll, `None` at first) to `next`, one line
+/// each: the rollout's header at first, each step as it starts and as it is
+/// judged, each phase change with the reason the rollout ended. Figures that move
+/// on every poll (elapsed time, request counts) are not changes on their own.
+pub fn changes(prev: Option<&Rollout>, next: &Rollout) -> Vec<String> {
+    let mut lines = Vec::new();
+    let total = next.spec.steps.len();
+    if prev.is_none() {
+        lines.push(render(next).lines().next().unwrap_or_default().to_owned());
+    }
+    for (i, step) in next.steps.iter().enumerate() {
+        let before = prev.and_then(|p| p.steps.get(i));
+        if before.is_none() {
+            lines.push(format!("step {}/{total}: {}% started", i + 1, step.weight));
+        }
+        let judged = step.verdict != crate::rollout::Verdict::Measuring;
+        if judged && before.is_none_or(|b| b.verdict != step.verdict) {
+            let mut line = format!(
+                "step {}/{total}: {}% {} after {:.1}s: {} requests, {} errors ({}), p99 {}",
+                i + 1,
+                step.weight,
+                verdict_word(step.verdict),
+                step.elapsed_ms as f64 / 1000.0,
+                step.requests,
+                step.errors,
+                percent(step.error_rate),
+                step.p99_ms.map_or("-".into(), |p| format!("{p:.1}ms")),
+            );
+            if let Some(note) = &step.note {
+                let _ = write!(line, "; {note}");
+            }
+            lines.push(line);
+        }
+    }
+    // After the steps, so a poll that saw a step judged and the rollout end reads
+    // in the order it happened.
+    let phase_changed = prev.is_some_and(|p| p.phase != next.phase);
+    if phase_changed {
+        lines.push(format!("rollout {} {}", next.id, next.phase.as_str()));
+    }
+    if (phase_changed || prev.is_none()) && !next.phase.is_active() {
+        if let Some(reason) = &next.reason {
+            lines.push(format!("{}: {}", reason.metric, reason.message));
+        }
+    }
+    lines
+}
+
+/// A verdict as the step table writes it (`passed`, `not_judged`, …).
+fn verdict_word(verdict: crate::rollout::Verdict) -> String {
+    serde_json::to_value(verdict)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The rollout as a header, its gate, the step table and the reason it ended.
@@ -156,10 +236,7 @@ pub fn render(r: &Rollout) -> String {
             percent(step.error_rate),
             step.p99_ms.map_or("-".into(), |p| format!("{p:.1}ms")),
             step.baseline_error_rate.map_or("-".into(), percent),
-            serde_json::to_value(step.verdict)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            verdict_word(step.verdict),
             step.note.clone().unwrap_or_default(),
         ]);
     }
@@ -210,5 +287,69 @@ mod tests {
             ["1", "5%", "30.0s", "1500", "75", "5.00%", "20.5ms", "0.00%", "failed"]
         );
         assert!(text.ends_with("error_rate: error rate 5.00% (75 of 1500 requests to green) > max_error_rate 1.00%\n"), "{text}");
+    }
+
+    fn rollout(phase: &str, steps: &str, reason: &str) -> Rollout {
+        serde_json::from_str(&format!(
+            r#"{{
+          "id": "agents-1", "phase": "{phase}", "start_from_file": true,
+          "start_split": [{{"pool": "blue", "weight": 100}}], "started_ms": 1, "resumed": 0,
+          "spec": {{"route": "agents", "to": "green", "from": ["blue"], "steps": [25, 100],
+            "step_interval": "10s", "max_error_rate": 0.01,
+            "min_requests": 5, "max_wait": "90s", "on_low_traffic": "fail",
+            "on_restart": "resume"}},
+          "steps": [{steps}]{reason}
+        }}"#
+        ))
+        .expect("a rollout")
+    }
+
+    fn step(weight: u32, elapsed_ms: u64, requests: u64, verdict: &str) -> String {
+        format!(
+            r#"{{"weight": {weight}, "started_ms": 1, "elapsed_ms": {elapsed_ms}, "requests": {requests},
+            "errors": 0, "error_rate": 0.0, "verdict": "{verdict}"}}"#
+        )
+    }
+
+    #[test]
+    fn watch_lines_show_changes_not_moving_figures() {
+        let first = rollout("running", &step(25, 100, 1, "measuring"), "");
+        let lines = changes(None, &first);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("rollout agents-1  route agents  blue -> green  running"));
+        assert_eq!(lines[1], "step 1/2: 25% started");
+        // Time and counts moved; nothing else did: no line.
+        let later = rollout("running", &step(25, 5000, 40, "measuring"), "");
+        assert!(changes(Some(&first), &later).is_empty());
+        let next = rollout(
+            "running",
+            &format!(
+                "{},{}",
+                step(25, 10000, 80, "passed"),
+                step(100, 0, 0, "measuring")
+            ),
+            "",
+        );
+        let lines = changes(Some(&later), &next);
+        assert_eq!(
+            lines,
+            [
+                "step 1/2: 25% passed after 10.0s: 80 requests, 0 errors (0.00%), p99 -",
+                "step 2/2: 100% started",
+            ]
+        );
+        let done = rollout(
+            "succeeded",
+            &format!(
+                "{},{}",
+                step(25, 10000, 80, "passed"),
+                step(100, 10, 1, "not_judged")
+            ),
+            "",
+        );
+        let lines = changes(Some(&next), &done);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].starts_with("step 2/2: 100% not_judged after 0.0s"));
+        assert_eq!(lines[1], "rollout agents-1 succeeded");
     }
 }

@@ -35,6 +35,9 @@ const INSPECT_CONCURRENCY: usize = 8;
 /// Why a session with the engine ended (the task logs it and reconnects).
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The engine's unix socket cannot be opened; the text says why and what fixes it.
+    #[error("{0}")]
+    Socket(String),
     /// `DOCKER_HOST` (or `Options::docker_host`) has a scheme we cannot use.
     #[error(
         "unsupported Docker host {0:?}; use unix:///path, tcp://host:port or http://host:port"
@@ -137,7 +140,12 @@ impl Worker {
                 failures = 0;
             }
             failures += 1;
-            if failures == 1 {
+            let never_listed = self.status.borrow().lists == 0;
+            if failures == 1 && never_listed {
+                // One line that says why, so `docker logs` of a gateway with no
+                // backends names the problem (the socket, its permission, the fix).
+                tracing::error!("docker discovery cannot list containers (not ready until it does; retrying): {error}");
+            } else if failures == 1 {
                 tracing::warn!(%error, "docker discovery: connection lost; keeping the last known backends and reconnecting");
             } else {
                 tracing::debug!(%error, attempt = failures, "docker discovery: reconnect failed");
@@ -156,6 +164,14 @@ impl Worker {
 
     /// One connection: list, then follow events until something fails.
     async fn session(&mut self) -> Result<(), ConnectError> {
+        let host = docker_host(self.options.docker_host.as_deref());
+        if let Some(path) = host.strip_prefix("unix://") {
+            // The HTTP client reports any socket failure as "client error (Connect)";
+            // opening the socket first keeps the OS's reason (permission, missing).
+            if let Err(error) = tokio::net::UnixStream::connect(path).await {
+                return Err(ConnectError::Socket(socket_problem(path, &error)));
+            }
+        }
         let docker = connect(
             self.options.docker_host.as_deref(),
             self.options.request_timeout,
@@ -311,12 +327,39 @@ impl Worker {
     }
 }
 
+/// `host`, else `$DOCKER_HOST`, else the default socket.
+fn docker_host(host: Option<&str>) -> String {
+    host.map(str::to_owned)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned())
+}
+
+/// Why the socket at `path` cannot be opened, and what fixes it, in one sentence.
+fn socket_problem(path: &str, error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    use std::os::unix::fs::MetadataExt;
+    match error.kind() {
+        ErrorKind::PermissionDenied => {
+            let group = std::fs::metadata(path)
+                .map(|m| format!("group {}", m.gid()))
+                .unwrap_or_else(|_| "its group".to_owned());
+            format!(
+                "permission denied on the Docker socket {path}: this process is not in the socket's {group}; \
+                 run it with that group (docker-compose: `export DOCKER_GID=$(stat -c %g {path})` before \
+                 `docker-compose up`, used by `group_add`) or point DOCKER_HOST at a socket it may read"
+            )
+        }
+        ErrorKind::NotFound => format!(
+            "no Docker socket at {path}: mount the engine's socket there (`-v /var/run/docker.sock:{path}:ro`) \
+             or set DOCKER_HOST"
+        ),
+        _ => format!("cannot connect to the Docker socket {path}: {error}"),
+    }
+}
+
 /// A client for `host` (else `$DOCKER_HOST`, else the default socket).
 fn connect(host: Option<&str>, timeout: Duration) -> Result<Docker, ConnectError> {
-    let host = host
-        .map(str::to_owned)
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
-        .unwrap_or_else(|| "unix:///var/run/docker.sock".to_owned());
+    let host = docker_host(host);
     let secs = timeout.as_secs().max(1);
     if let Some(path) = host.strip_prefix("unix://") {
         Ok(Docker::connect_with_unix(path, secs, API_DEFAULT_VERSION)?)
@@ -335,5 +378,34 @@ mod tests {
     fn unknown_scheme_is_refused() {
         let e = connect(Some("ssh://host"), Duration::from_secs(1)).unwrap_err();
         assert!(matches!(e, ConnectError::Scheme(_)), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let path = path.to_str().unwrap();
+        let error = tokio::net::UnixStream::connect(path).await.unwrap_err();
+        let text = socket_problem(path, &error);
+        assert!(
+            text.starts_with(&format!("no Docker socket at {path}")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn permission_denied_names_the_group_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        std::fs::write(&path, "").unwrap();
+        let path = path.to_str().unwrap();
+        let error = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let text = socket_problem(path, &error);
+        assert!(
+            text.contains(&format!("permission denied on the Docker socket {path}")),
+            "{text}"
+        );
+        assert!(text.contains("DOCKER_GID"), "{text}");
+        assert!(text.contains("group "), "{text}");
     }
 }

@@ -16,8 +16,8 @@ use super::{DiscoveredBackend, DiscoveredSet, Skipped, DEFAULT_HEALTH_PATH};
 use http::uri::PathAndQuery;
 
 use crate::config::spec::{
-    BackendSpec, ContainerRef, InitialHealth, PoolHealthSpec, PoolName, PoolSpec, ProbeSpec,
-    ProjectFilter, Source, Spec, StatusRange,
+    BackendSpec, ContainerRef, DockerHealth, InitialHealth, PoolHealthSpec, PoolName, PoolSpec,
+    ProbeSpec, ProjectFilter, Source, Spec, StatusRange,
 };
 
 /// Which compose projects are considered, once the gateway's own is known.
@@ -132,9 +132,15 @@ fn backend_of(
     let project = labels.get(COMPOSE_PROJECT).map(String::as_str);
     let (network, ip) = network::choose(networks, own_networks, rule, project, ctx.prefix)?;
     let health = state.and_then(|s| s.health.as_ref()).and_then(|h| h.status);
+    let docker_health = match health {
+        Some(HealthStatusEnum::STARTING) => DockerHealth::Starting,
+        Some(HealthStatusEnum::UNHEALTHY) => DockerHealth::Unhealthy,
+        Some(HealthStatusEnum::HEALTHY) => DockerHealth::Healthy,
+        _ => DockerHealth::None,
+    };
     let docker_healthy = !matches!(
-        health,
-        Some(HealthStatusEnum::STARTING | HealthStatusEnum::UNHEALTHY)
+        docker_health,
+        DockerHealth::Starting | DockerHealth::Unhealthy
     );
     let id = c.id.as_deref().unwrap_or("");
     let started_at = state.and_then(|s| s.started_at.as_deref()).unwrap_or("");
@@ -148,6 +154,7 @@ fn backend_of(
         container_name: name_of(c),
         container_id: Arc::from(id),
         docker_healthy,
+        docker_health,
         draining,
         health_path: wanted.health_path,
         network: Arc::from(network),
@@ -203,6 +210,7 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
             container: Some(ContainerRef {
                 name: Arc::clone(&b.container_name),
                 docker_healthy: b.docker_healthy,
+                docker_health: b.docker_health,
             }),
         });
         match spec.pools.iter_mut().find(|p| &p.name == name) {

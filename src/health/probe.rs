@@ -1,8 +1,10 @@
 //! Active probes: one task per backend sending `GET path` every `interval`.
 //!
-//! [`run`] is the task body: it waits a random first delay (so 100 backends are not
-//! probed in the same millisecond, and keep that spread since every later probe is
-//! one `interval` after the previous tick), probes, and feeds the outcome to
+//! [`run`] is the task body: it waits a first delay ([`FirstProbe`]: random for the
+//! backends present at start-up, so 100 backends are not probed in the same
+//! millisecond, and keep that spread since every later probe is one `interval` after
+//! the previous tick; next to none for a backend that appears later, which gets no
+//! traffic before its first pass), probes, and feeds the outcome to
 //! [`record`], the rise/fall state machine. [`http_probe`] is the real probe: a fresh
 //! HTTP/1.1 connection per probe (it also proves the backend still accepts new
 //! connections), inside TLS for a pool with `tls = { … }` (the same client settings
@@ -42,6 +44,42 @@ use crate::tls::upstream::UpstreamTls;
 /// The first probe of a backend is delayed by a random share of this (or of the
 /// interval, if shorter).
 const MAX_FIRST_DELAY: Duration = Duration::from_secs(1);
+
+/// How far apart, on average, the first probes of backends that appear together
+/// after start-up are spread.
+const NEWCOMER_SPACING: Duration = Duration::from_millis(1);
+
+/// When a probe task's first probe comes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirstProbe {
+    /// The backends present at start-up, or a probe restarted with new settings (its
+    /// backend keeps its status): a random share of `min(interval, 1 s)`, so that
+    /// many backends are not probed in the same millisecond.
+    Spread,
+    /// A backend that appeared after start-up (discovered, registered, added by a
+    /// reload), one of `batch` that appeared together: it gets no traffic before its
+    /// first pass, so it is probed at once; a batch is spread over about a
+    /// millisecond per backend (never longer than [`Spread`](Self::Spread)).
+    Newcomer {
+        /// How many backends appeared in the same snapshot.
+        batch: usize,
+    },
+}
+
+impl FirstProbe {
+    /// The random delay before the first probe.
+    pub fn delay(self, interval: Duration) -> Duration {
+        let span = interval.min(MAX_FIRST_DELAY);
+        let span = match self {
+            FirstProbe::Spread => span,
+            FirstProbe::Newcomer { batch } => {
+                let batch = u32::try_from(batch).unwrap_or(u32::MAX).max(1);
+                span.min(NEWCOMER_SPACING.saturating_mul(batch))
+            }
+        };
+        random_below(span)
+    }
+}
 
 /// What [`record`] made of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,16 +140,21 @@ pub struct ProbeTarget {
 }
 
 /// The probe loop of one backend until `cancel`; `probe` performs one probe (the
-/// timeout is applied here). Transitions are published on the pool's event channel,
-/// and every pass wakes the pool's held requests.
-pub async fn run<P, F>(target: ProbeTarget, cancel: CancellationToken, mut probe: P)
-where
+/// timeout is applied here), the first one after `first`'s delay. Transitions are
+/// published on the pool's event channel, and every pass wakes the pool's held
+/// requests.
+pub async fn run<P, F>(
+    target: ProbeTarget,
+    first: FirstProbe,
+    cancel: CancellationToken,
+    mut probe: P,
+) where
     P: FnMut() -> F,
     F: Future<Output = ProbeOutcome>,
 {
     let spec = &target.spec;
     let addr = target.state.addr();
-    let first = first_delay(spec.interval);
+    let first = first.delay(spec.interval);
     let mut ticks =
         tokio::time::interval_at(crate::clock::later(Instant::now(), first), spec.interval);
     // A slow probe (up to `timeout` < `interval`) must not cause a burst after it.
@@ -153,9 +196,8 @@ pub fn first_result_within(spec: &ProbeSpec) -> Duration {
     spec.interval.min(MAX_FIRST_DELAY) + spec.timeout
 }
 
-/// A uniformly random delay below `min(interval, MAX_FIRST_DELAY)`.
-fn first_delay(interval: Duration) -> Duration {
-    let span = interval.min(MAX_FIRST_DELAY);
+/// A uniformly random delay below `span` (zero for a zero span).
+fn random_below(span: Duration) -> Duration {
     let nanos = u64::try_from(span.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(fastrand::u64(..nanos.max(1)))
 }

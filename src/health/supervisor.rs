@@ -3,7 +3,9 @@
 //! [`HealthSupervisor::reconcile`] is called by the controller with every snapshot it
 //! publishes. It starts a task for each probed backend that has none, restarts a task
 //! whose probe settings changed (the backend keeps its status and counters: they live
-//! in its `BackendState`), and cancels tasks whose backend or probe went away. Tasks
+//! in its `BackendState`), and cancels tasks whose backend or probe went away. The
+//! first snapshot's backends have their first probes spread; a backend that appears
+//! in a later one is probed at once (`probe::FirstProbe`). Tasks
 //! run on a `TaskTracker`, so [`HealthSupervisor::probes`] counts tasks actually alive
 //! (a cancelled task leaves the count when it has really ended), and dropping the
 //! supervisor cancels them all.
@@ -21,7 +23,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::probe::{self, ProbeTarget};
+use super::probe::{self, FirstProbe, ProbeTarget};
 use super::state::HealthStatus;
 use super::{HealthEvent, EVENT_CAPACITY};
 use crate::backend::BackendState;
@@ -37,6 +39,9 @@ pub struct HealthSupervisor {
     shutdown: CancellationToken,
     events: broadcast::Sender<HealthEvent>,
     watch: TaskWatch,
+    /// Whether a snapshot was reconciled already: the backends of the first are the
+    /// start-up set.
+    started: bool,
 }
 
 #[derive(Debug)]
@@ -55,6 +60,7 @@ impl HealthSupervisor {
             shutdown: CancellationToken::new(),
             events: broadcast::channel(EVENT_CAPACITY).0,
             watch: TaskWatch::new(),
+            started: false,
         }
     }
 
@@ -85,6 +91,8 @@ impl HealthSupervisor {
     /// requests (the snapshot may hold a backend they can use).
     pub fn reconcile(&mut self, snapshot: &Snapshot) {
         let mut next = HashMap::with_capacity(self.tasks.len());
+        // Tasks to start once the number of new backends is known.
+        let mut starts = Vec::new();
         for pool in snapshot.pools() {
             let probe = pool.policy().probe.as_ref();
             for backend in pool.backends() {
@@ -106,6 +114,10 @@ impl HealthSupervisor {
                         task
                     }
                     old => {
+                        // Same state, new settings: a restart, not a new backend.
+                        let restart = old
+                            .as_ref()
+                            .is_some_and(|old| Arc::ptr_eq(&old.state, &backend.state));
                         if let Some(old) = old {
                             old.cancel.cancel();
                         }
@@ -114,10 +126,8 @@ impl HealthSupervisor {
                             state: Arc::clone(&backend.state),
                             spec: Arc::clone(spec),
                         };
-                        match self.start(target) {
-                            Some(task) => task,
-                            None => continue,
-                        }
+                        starts.push((key, target, restart || !self.started));
+                        continue;
                     }
                 };
                 next.insert(key, task);
@@ -127,11 +137,23 @@ impl HealthSupervisor {
         for (_, gone) in self.tasks.drain() {
             gone.cancel.cancel();
         }
+        let batch = starts.iter().filter(|(.., spread)| !spread).count();
+        for (key, target, spread) in starts {
+            let first = if spread {
+                FirstProbe::Spread
+            } else {
+                FirstProbe::Newcomer { batch }
+            };
+            if let Some(task) = self.start(target, first) {
+                next.insert(key, task);
+            }
+        }
         self.tasks = next;
+        self.started = true;
     }
 
     /// Spawns the probe task of `target`; `None` (logged) outside a tokio runtime.
-    fn start(&self, target: ProbeTarget) -> Option<ProbeTask> {
+    fn start(&self, target: ProbeTarget, first: FirstProbe) -> Option<ProbeTask> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!(
                 backend = %target.state.addr(),
@@ -152,7 +174,7 @@ impl HealthSupervisor {
         // backend states, so this task is restarted with the new one.
         let tls = target.state.conns().tls().cloned();
         let prober = move || probe::http_probe(addr, path.clone(), host.clone(), tls.clone());
-        let probe = runtime.spawn(probe::run(target, cancel.clone(), prober));
+        let probe = runtime.spawn(probe::run(target, first, cancel.clone(), prober));
         self.tracker.spawn_on(
             self.watch.watched(tasks::name::PROBES, probe, cancel),
             &runtime,

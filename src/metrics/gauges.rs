@@ -13,10 +13,12 @@
 //! previous one. No gauge handle is ever cached (a cached handle of a deleted gauge
 //! would update nothing): [`sample`] looks each one up, once per scrape.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::names::{self, label};
+use super::{Recording, Registrar};
 use crate::snapshot::Snapshot;
 
 /// A gauge not set for this long is deleted at the next render. Longer than the gap
@@ -24,34 +26,42 @@ use crate::snapshot::Snapshot;
 /// concurrent scrapes (each sets its gauges before rendering).
 pub const GAUGE_IDLE: Duration = Duration::from_secs(2);
 
-/// Client connections open now, on every traffic listener of the process.
-static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
-
-/// Counts one open client connection until dropped.
+/// Counts one open client connection of a gateway until dropped.
 #[derive(Debug)]
-pub struct ConnectionGuard(());
+pub struct ConnectionGuard(Option<Arc<Recording>>);
 
-/// Counts a client connection as open until the guard is dropped.
-pub fn connection_opened() -> ConnectionGuard {
-    OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-    ConnectionGuard(())
+impl Registrar {
+    /// Counts a client connection as open on this gateway until the guard is
+    /// dropped (once per connection: an `Arc` clone and an atomic add).
+    pub fn connection_opened(&self) -> ConnectionGuard {
+        let recording = self.get_arc();
+        if let Some(r) = &recording {
+            r.open_connections.fetch_add(1, Ordering::Relaxed);
+        }
+        ConnectionGuard(recording)
+    }
+
+    /// Client connections open now on this gateway (0 with metrics off).
+    pub fn open_connections(&self) -> i64 {
+        self.get()
+            .map_or(0, |r| r.open_connections.load(Ordering::Relaxed))
+    }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        if let Some(r) = &self.0 {
+            r.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
-/// Client connections open now.
-pub fn open_connections() -> i64 {
-    OPEN_CONNECTIONS.load(Ordering::Relaxed)
-}
-
-/// Sets every gauge from `snapshot` (and the process-wide connection count).
-pub fn sample(snapshot: &Snapshot) {
+/// Sets every gauge from `snapshot` and from the gateway's own `recording` (its
+/// connection count and rollouts). Call with the gateway's recorder as the local one.
+pub(super) fn sample(snapshot: &Snapshot, recording: &Recording) {
     metrics::gauge!(names::BUILD_INFO, label::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
-    metrics::gauge!(names::ACTIVE_CONNECTIONS).set(open_connections() as f64);
+    let open = recording.open_connections.load(Ordering::Relaxed);
+    metrics::gauge!(names::ACTIVE_CONNECTIONS).set(open as f64);
     for pool in snapshot.pools() {
         let pool_name = pool.name.as_str().to_owned();
         for backend in pool.backends() {
@@ -74,5 +84,5 @@ pub fn sample(snapshot: &Snapshot) {
             metrics::gauge!(names::SPLIT_WEIGHT, &labels).set(f64::from(entry.weight));
         }
     }
-    super::rollouts::sample(snapshot);
+    super::rollouts::sample(snapshot, &recording.rollouts);
 }

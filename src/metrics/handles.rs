@@ -12,53 +12,97 @@
 //! failures create (gateway answers with `backend=""`, `pool=""`, `route=""`) are
 //! registered on first use, once per snapshot, through a `OnceLock`.
 //!
-//! With metrics off (no `[admin]`), every handle is a no-op.
+//! Handles are registered with the gateway's own recorder (held by its
+//! [`Registrar`]), never through the process's global one. With metrics off (no
+//! `[admin]`), every handle is a no-op.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{Counter, Histogram, SharedString};
+use metrics::{Counter, Histogram, Key, Level, Metadata, Recorder, SharedString};
 
 use super::names::{self, label, CODE_CLASSES};
+use super::Recording;
 
-/// Creates handles, or no-op handles when metrics are off for this gateway.
-#[derive(Clone, Copy, Debug)]
+/// What registrations say about their origin (the Prometheus exporter ignores it).
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
+/// One gateway's way into its own recorder: creates handles (no-op handles when
+/// metrics are off for the gateway) and counts the gateway's rare events.
+#[derive(Clone, Debug, Default)]
 pub struct Registrar {
-    enabled: bool,
+    recording: Option<Arc<Recording>>,
 }
 
 impl Registrar {
-    /// `enabled`: whether this gateway records metrics at all.
-    pub fn new(enabled: bool) -> Self {
-        Registrar { enabled }
+    /// Records into `recording`.
+    pub(crate) fn recording(recording: Arc<Recording>) -> Self {
+        Registrar {
+            recording: Some(recording),
+        }
     }
 
-    /// A registrar whose handles do nothing (unit tests, benches).
+    /// A registrar whose handles do nothing (metrics off, unit tests, benches).
     pub fn off() -> Self {
-        Registrar { enabled: false }
+        Registrar { recording: None }
+    }
+
+    /// Whether this gateway records metrics at all.
+    pub fn enabled(&self) -> bool {
+        self.recording.is_some()
+    }
+
+    /// The gateway's recording, if metrics are on.
+    pub(crate) fn get(&self) -> Option<&Recording> {
+        self.recording.as_deref()
+    }
+
+    /// The gateway's recording, shared, if metrics are on.
+    pub(crate) fn get_arc(&self) -> Option<Arc<Recording>> {
+        self.recording.clone()
+    }
+
+    /// Runs `f` with this gateway's recorder as the thread's recorder, so the
+    /// `metrics` macros inside record here (nothing happens when metrics are off).
+    pub(crate) fn with(&self, f: impl FnOnce()) {
+        if let Some(r) = &self.recording {
+            metrics::with_local_recorder(&r.recorder, f);
+        }
+    }
+
+    /// Whether both record into the same recorder (or both record nothing).
+    fn same_recorder(&self, other: &Registrar) -> bool {
+        match (&self.recording, &other.recording) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     // Labels come as a closure so a disabled registrar allocates nothing (a snapshot
     // rebuild makes six handles per backend).
-    fn counter(self, name: &'static str, labels: impl FnOnce() -> Vec<metrics::Label>) -> Counter {
-        if self.enabled {
-            metrics::counter!(name, labels())
-        } else {
-            Counter::noop()
+    fn counter(&self, name: &'static str, labels: impl FnOnce() -> Vec<metrics::Label>) -> Counter {
+        match &self.recording {
+            Some(r) => r
+                .recorder
+                .register_counter(&Key::from_parts(name, labels()), &METADATA),
+            None => Counter::noop(),
         }
     }
 
     fn histogram(
-        self,
+        &self,
         name: &'static str,
         labels: impl FnOnce() -> Vec<metrics::Label>,
     ) -> Histogram {
-        if self.enabled {
-            metrics::histogram!(name, labels())
-        } else {
-            Histogram::noop()
+        match &self.recording {
+            Some(r) => r
+                .recorder
+                .register_histogram(&Key::from_parts(name, labels()), &METADATA),
+            None => Histogram::noop(),
         }
     }
 }
@@ -85,7 +129,7 @@ impl ClassCounters {
             counters: Default::default(),
         };
         // Eager registration only makes series show at 0; a disabled registrar has none.
-        if eager && reg.enabled {
+        if eager && c.reg.enabled() {
             for i in 0..CODE_CLASSES.len() {
                 c.get(i);
             }
@@ -131,7 +175,8 @@ impl PairMetrics {
     /// Handles for `route` × `pool`; `eager` registers the histogram and retry
     /// counter now (the class counters of gateway answers always wait for use).
     pub fn new(reg: Registrar, route: SharedString, pool: SharedString, eager: bool) -> Self {
-        let gateway = ClassCounters::new(reg, [route.clone(), pool.clone(), "".into()], false);
+        let gateway =
+            ClassCounters::new(reg.clone(), [route.clone(), pool.clone(), "".into()], false);
         let pair = PairMetrics {
             reg,
             labels: [route, pool],
@@ -189,6 +234,11 @@ impl PairMetrics {
     pub fn pool(&self) -> &SharedString {
         &self.labels[1]
     }
+
+    /// The gateway's metrics these handles belong to.
+    pub fn registrar(&self) -> &Registrar {
+        &self.reg
+    }
 }
 
 /// The pairs of one route: one per split entry (same order), and one for requests
@@ -209,7 +259,7 @@ impl RouteMetrics {
         let name: SharedString = Arc::clone(route).into();
         let pairs = pools
             .into_iter()
-            .map(|pool| PairMetrics::new(reg, name.clone(), Arc::clone(pool).into(), true))
+            .map(|pool| PairMetrics::new(reg.clone(), name.clone(), Arc::clone(pool).into(), true))
             .collect();
         RouteMetrics {
             pairs,
@@ -268,7 +318,7 @@ impl BackendMetrics {
                 let labels = [Arc::clone(route).into(), pool.clone(), addr.clone()];
                 (
                     Arc::clone(route),
-                    Arc::new(ClassCounters::new(reg, labels, true)),
+                    Arc::new(ClassCounters::new(reg.clone(), labels, true)),
                 )
             })
             .collect();
@@ -284,8 +334,8 @@ impl BackendMetrics {
     /// Whether these are the handles [`new`](Self::new) would make for `reg` and
     /// `routes` (same pool and address given): a rebuild reuses them then, instead
     /// of registering six series per backend again.
-    pub fn same_as(&self, reg: Registrar, routes: &[Arc<str>]) -> bool {
-        self.reg.enabled == reg.enabled
+    pub fn same_as(&self, reg: &Registrar, routes: &[Arc<str>]) -> bool {
+        self.reg.same_recorder(reg)
             && self.routes.len() == routes.len()
             && self
                 .routes
@@ -314,7 +364,7 @@ impl BackendMetrics {
         match found {
             Some((_, counters)) => Arc::clone(counters),
             None => Arc::new(ClassCounters::new(
-                self.reg,
+                self.reg.clone(),
                 [
                     Arc::clone(route).into(),
                     self.pool.clone(),
@@ -336,7 +386,7 @@ mod tests {
         let route: Arc<str> = Arc::from("r");
         let pool: Arc<str> = Arc::from("p");
         let b = BackendMetrics::new(
-            reg,
+            reg.clone(),
             &pool,
             "127.0.0.1:1".parse().unwrap(),
             std::slice::from_ref(&route),

@@ -2,44 +2,48 @@
 //! `rollouts_total{result}`.
 //!
 //! The rollout driver reports every change through `rollout::export_metrics`, which
-//! calls [`record`]. The counter is incremented there; the two gauges are kept here
-//! (the latest figures per route, a route's next rollout replacing its last) and set
-//! at each scrape by [`sample`], like every gauge (see `gauges`): a route that left
-//! the config stops being sampled, so its rollout gauges disappear with it.
+//! calls [`Registrar::record_rollout`] of the gateway the rollout runs on. The
+//! counter is incremented there; the two gauges are kept in the gateway's
+//! [`Latest`] (the latest figures per route, a route's next rollout replacing its
+//! last) and set at each scrape by [`sample`], like every gauge (see `gauges`): a
+//! route that left the config stops being sampled, so its rollout gauges disappear
+//! with it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
 use super::names::{self, label, ROLLOUT_STATES};
+use super::Registrar;
 use crate::snapshot::Snapshot;
 
-/// Route → (target's percentage, phase name) of its latest rollout.
-type Latest = BTreeMap<String, (u32, &'static str)>;
+/// Route → (target's percentage, phase name) of the latest rollout of one gateway.
+#[derive(Debug, Default)]
+pub struct Latest(ArcSwap<BTreeMap<String, (u32, &'static str)>>);
 
-fn latest() -> &'static ArcSwap<Latest> {
-    static LATEST: OnceLock<ArcSwap<Latest>> = OnceLock::new();
-    LATEST.get_or_init(|| ArcSwap::from_pointee(Latest::new()))
-}
-
-/// Records a change of the rollout on `route`: the target now has `step` % in
-/// `state`; `finished` counts it in `rollouts_total{result = state}` (once per
-/// rollout, when it ends). Rare: allocates freely.
-pub fn record(route: &str, step: u32, state: &'static str, finished: bool) {
-    latest().rcu(|map| {
-        let mut map = Latest::clone(map);
-        map.insert(route.to_owned(), (step, state));
-        Arc::new(map)
-    });
-    if finished {
-        metrics::counter!(names::ROLLOUTS, label::RESULT => state).increment(1);
+impl Registrar {
+    /// Records a change of the rollout on `route`: the target now has `step` % in
+    /// `state`; `finished` counts it in `rollouts_total{result = state}` (once per
+    /// rollout, when it ends). Rare: allocates freely.
+    pub fn record_rollout(&self, route: &str, step: u32, state: &'static str, finished: bool) {
+        let Some(recording) = self.get() else {
+            return;
+        };
+        recording.rollouts.0.rcu(|map| {
+            let mut map = BTreeMap::clone(map);
+            map.insert(route.to_owned(), (step, state));
+            Arc::new(map)
+        });
+        if finished {
+            self.with(|| metrics::counter!(names::ROLLOUTS, label::RESULT => state).increment(1));
+        }
     }
 }
 
 /// Sets the rollout gauges of the routes `snapshot` still has.
-pub(super) fn sample(snapshot: &Snapshot) {
-    for (route, &(step, state)) in latest().load().iter() {
+pub(super) fn sample(snapshot: &Snapshot, latest: &Latest) {
+    for (route, &(step, state)) in latest.0.load().iter() {
         if !snapshot.routes().iter().any(|r| r.name.as_str() == route) {
             continue;
         }

@@ -119,11 +119,15 @@ impl ProxyError {
         matches!(self, ProxyError::Connect(_) | ProxyError::ConnectTimeout)
     }
 
-    /// True when the backend itself misbehaved (used for retry decisions of requests
-    /// that were sent): timeouts are not retried, as the next backend would likely
-    /// make the client wait just as long.
+    /// True when a request that was sent may go to another backend, if the request
+    /// can be replayed (idempotent, bodiless: the caller's rule): the backend failed
+    /// while answering, or sent no response head in time. A timeout is retried like
+    /// nginx's `proxy_next_upstream error timeout`: a backend that stops answering
+    /// (its host lost, its link cut) would otherwise fail every request already sent
+    /// to it; the next attempt gets its own `response_header` time, within the
+    /// route's `retries`.
     pub fn retryable_after_send(&self) -> bool {
-        matches!(self, ProxyError::Upstream(_))
+        matches!(self, ProxyError::Upstream(_) | ProxyError::ResponseTimeout)
     }
 
     /// The request was sent: the backend failed while answering.
@@ -285,9 +289,39 @@ mod tests {
         let tls = std::io::Error::other("unknown issuer");
         assert!(ProxyError::UpstreamTls(tls).request_unsent());
         assert!(!ProxyError::ResponseTimeout.request_unsent());
-        assert!(!ProxyError::ResponseTimeout.retryable_after_send());
         assert!(ProxyError::not_sent(H1Error::ClosedBeforeHead).request_unsent());
         let sent = ProxyError::sent(H1Error::ClosedBeforeHead);
         assert!(!sent.request_unsent() && sent.retryable_after_send());
+    }
+
+    /// What may follow each backend-side failure: another backend for any request
+    /// (`request_unsent`), another backend for a replayable one only
+    /// (`retryable_after_send`), or neither.
+    #[test]
+    fn retry_rules_by_cause() {
+        let io = || std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let cases = [
+            (ProxyError::Connect(io()), true, false),
+            (ProxyError::ConnectTimeout, true, false),
+            (ProxyError::UpstreamTls(io()), true, false),
+            (ProxyError::not_sent(H1Error::ClosedBeforeHead), true, false),
+            (ProxyError::sent(H1Error::ClosedBeforeHead), false, true),
+            (ProxyError::ResponseTimeout, false, true),
+            (ProxyError::BadUpgrade, false, false),
+            (ProxyError::NoHealthyBackend, false, false),
+            (ProxyError::BodyTooLarge { limit: 1 }, false, false),
+            (
+                ProxyError::ClientBody(ClientFault::TimedOut, None),
+                false,
+                false,
+            ),
+        ];
+        for (err, unsent, after_send) in cases {
+            assert_eq!(
+                (err.request_unsent(), err.retryable_after_send()),
+                (unsent, after_send),
+                "{err}"
+            );
+        }
     }
 }

@@ -21,7 +21,7 @@ use super::body::ResponseBody;
 use crate::access_log::{AccessRecord, PendingLine};
 use crate::backend::Backend;
 use crate::config::spec::AccessLog;
-use crate::metrics::{ClassCounters, PairMetrics};
+use crate::metrics::{ClassCounters, PairMetrics, Registrar};
 use crate::snapshot::{Route, Snapshot};
 
 /// The accounting of one request in flight.
@@ -86,6 +86,7 @@ impl<'s> Trail<'s> {
         TunnelTally {
             route: self.pair.route().clone(),
             pool: self.pair.pool().clone(),
+            metrics: self.pair.registrar().clone(),
             log,
         }
     }
@@ -162,6 +163,8 @@ pub(super) struct TunnelTally {
     /// The metric labels of its request.
     pub(super) route: SharedString,
     pub(super) pool: SharedString,
+    /// The gateway's metrics, where the tunnel's bytes are counted.
+    pub(super) metrics: Registrar,
     /// The request's access-log line, when the log is on.
     pub(super) log: Option<oneshot::Receiver<Box<AccessRecord>>>,
 }

@@ -107,8 +107,10 @@ async fn close(tally: TunnelTally, up: u64, down: u64, complete: bool) {
             (names::label::DIRECTION, direction.into()),
         ]
     };
-    metrics::counter!(names::TUNNEL_BYTES, &labels(names::DIRECTION_UP)).increment(up);
-    metrics::counter!(names::TUNNEL_BYTES, &labels(names::DIRECTION_DOWN)).increment(down);
+    tally.metrics.with(|| {
+        metrics::counter!(names::TUNNEL_BYTES, &labels(names::DIRECTION_UP)).increment(up);
+        metrics::counter!(names::TUNNEL_BYTES, &labels(names::DIRECTION_DOWN)).increment(down);
+    });
     // The line was handed over before the 101 went out: it is there by now.
     if let Some(Ok(mut log)) = match tally.log {
         Some(rx) => Some(rx.await),

@@ -104,7 +104,7 @@ impl Driver {
         tracing::info!(rollout = %next.id, route = %next.spec.route, to = %next.spec.to, weight, "rollout step live");
         self.record = next;
         self.measure = judged.then(|| Measure::start(ctx, &self.record, self.step_len()));
-        export_metrics(&self.record, !judged);
+        export_metrics(ctx.snapshot.load().metrics(), &self.record, !judged);
         Ok(())
     }
 
@@ -202,7 +202,7 @@ impl Driver {
                     if !pause {
                         self.remeasure(ctx);
                     }
-                    export_metrics(&self.record, false);
+                    export_metrics(ctx.snapshot.load().metrics(), &self.record, false);
                 }
                 Ok(self.after_apply(ctx, result).await)
             }
@@ -275,7 +275,7 @@ impl Driver {
         }
         self.record = next;
         self.measure = None;
-        export_metrics(&self.record, true);
+        export_metrics(ctx.snapshot.load().metrics(), &self.record, true);
     }
 
     /// The last step passed its bake: the rollout succeeded.
@@ -285,7 +285,7 @@ impl Driver {
         next.ended_ms = Some(unix_ms());
         apply(ctx, &next, RolloutSplit::Keep, None).await?;
         self.record = next;
-        export_metrics(&self.record, true);
+        export_metrics(ctx.snapshot.load().metrics(), &self.record, true);
         Ok(())
     }
 

@@ -61,7 +61,7 @@ pub(super) struct Rig {
 impl Rig {
     pub async fn start(config: &str) -> Rig {
         let spec = crate::config::parse(config).unwrap_or_else(|e| panic!("{e}"));
-        let (task, control, snapshot) = Task::new(spec, None);
+        let (task, control, snapshot) = Task::new(spec, None, crate::metrics::Registrar::off());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();

@@ -13,7 +13,7 @@ use tokio::process::{Child, Command};
 use crate::support::live::{api, config_text, LiveGateway};
 use crate::support::{agents, backends, get, one_pool_toml, WAIT};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_sluicegate");
 
 /// The address after `{field}=` in a log line that contains `message`: how a test
 /// learns the ports a gateway bound (its config asks for port 0).

@@ -48,6 +48,36 @@ async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, seen)
 }
 
+/// A backend that reads request heads and never answers: the connection stays
+/// open (as to a host whose link was cut). Counts the heads it read.
+async fn hanger() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = Arc::clone(&count);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let mut head = Vec::new();
+                // Reads until the peer closes; never writes.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        head.drain(..end + 4);
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
 fn config(backends: &str, extra_route: &str) -> String {
     format!(
         r#"
@@ -234,4 +264,65 @@ async fn malformed_requests_get_400_and_the_gateway_keeps_serving() {
     }
     assert_eq!(a[0].requests(), 0, "nothing malformed was forwarded");
     assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn timed_out_gets_are_retried_elsewhere_and_count_toward_ejection() {
+    let live = agents("live", "v1", 1).await;
+    let (hung, hung_seen) = hanger().await;
+    let text = config(
+        &format!(
+            "[{{ addr = \"{hung}\" }}, {{ addr = \"{}\" }}]",
+            live[0].addr()
+        ),
+        "retries = 1\ntimeouts = { response_header = \"300ms\" }",
+    )
+    .replace(
+        "[[routes]]",
+        "[pools.outlier]\nconsecutive_failures = 2\nbase_ejection = \"60s\"\n[[routes]]",
+    );
+    let gw = TestGateway::start(&text).await;
+    for i in 0..8 {
+        let r = get(gw.addr, "/", &[]).await;
+        assert_eq!(r.status, 200, "GET {i}: {:?}", r.error());
+    }
+    // Two timeouts in a row eject the hanging backend: it saw two GETs, each then
+    // answered by the live one.
+    assert_eq!(hung_seen.load(Ordering::SeqCst), 2);
+    assert_eq!(live[0].requests(), 8);
+}
+
+#[tokio::test]
+async fn timed_out_posts_are_504_and_never_sent_twice() {
+    let live = agents("live", "v1", 1).await;
+    let (hung, hung_seen) = hanger().await;
+    let gw = TestGateway::start(&config(
+        &format!(
+            "[{{ addr = \"{hung}\" }}, {{ addr = \"{}\" }}]",
+            live[0].addr()
+        ),
+        "retries = 1\ntimeouts = { response_header = \"300ms\" }",
+    ))
+    .await;
+    let mut timed_out = 0usize;
+    for i in 0..6 {
+        let post = Request::post("/submit")
+            .header("host", "test.local")
+            .body(Full::new(Bytes::from_static(b"once")))
+            .unwrap();
+        let r = send(gw.addr, post).await;
+        if r.status == 504 {
+            assert_eq!(r.error(), "response_timeout", "POST {i}");
+            timed_out += 1;
+        } else {
+            assert_eq!(r.status, 200, "POST {i}: {:?}", r.error());
+        }
+    }
+    assert!(
+        timed_out >= 1,
+        "round robin should have sent a POST to the hanging backend"
+    );
+    // Each POST that reached the hanging backend was answered 504 and not retried.
+    assert_eq!(hung_seen.load(Ordering::SeqCst), timed_out);
+    assert_eq!(live[0].requests(), 6 - timed_out as u64);
 }

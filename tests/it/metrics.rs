@@ -1,7 +1,7 @@
 //! `GET /metrics` after known traffic: exact counts per route, pool, backend and
 //! status class; histogram counts; gauges after a health flip, a split change and a
-//! backend removal; reload counters. Series are told apart by unique backend
-//! addresses and route/pool names (other tests share the process-wide recorder).
+//! backend removal; reload counters. Each gateway has its own recorder: two
+//! gateways in one process share no series (`gateways_in_one_process_share_no_metrics`).
 
 mod scrape;
 
@@ -358,6 +358,109 @@ split = [{{ pool = "mr-blue", weight = 100 }}, {{ pool = "mr-green", weight = 0 
         Some(0.0)
     );
     assert!(aborted(&s) >= before + 1.0, "{}", s.text);
+}
+
+/// Two gateways with the same config in one process: traffic, an open connection
+/// and a rollout on one show on its own `/metrics` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_in_one_process_share_no_metrics() {
+    let ags = agents("ng", "v1", 2).await;
+    let (a1, a2) = (ags[0].addr(), ags[1].addr());
+    let body = format!(
+        r#"
+[[pools]]
+name = "ng-blue"
+backends = [{{ addr = "{a1}" }}]
+[[pools]]
+name = "ng-green"
+backends = [{{ addr = "{a2}" }}]
+[[routes]]
+name = "ng-r"
+split = [{{ pool = "ng-blue", weight = 100 }}, {{ pool = "ng-green", weight = 0 }}]
+"#
+    );
+    let busy = LiveGateway::start(&config_text(&body, "", "")).await;
+    let idle = LiveGateway::start(&config_text(&body, "", "")).await;
+    let blue = a1.to_string();
+    let ok = [
+        ("route", "ng-r"),
+        ("pool", "ng-blue"),
+        ("backend", blue.as_str()),
+        ("code_class", "2xx"),
+    ];
+    for _ in 0..5 {
+        assert_eq!(get(busy.addr, "/", &[]).await.status, 200);
+    }
+    // A client connection held open on the busy gateway only.
+    let held = tokio::net::TcpStream::connect(busy.addr)
+        .await
+        .expect("connect");
+    let start = r#"{"route": "ng-r", "to": "ng-green", "steps": [5, 100], "step_interval": "1m"}"#;
+    let r = busy
+        .api(Method::POST, "/api/v1/rollouts", Some(start))
+        .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let step = |s: &Scrape| s.value("sluicegate_rollout_step", &[("route", "ng-r")]);
+    let b = scrape_until(
+        &busy,
+        "traffic, connection and rollout on the busy gateway",
+        |s| {
+            step(s) == Some(5.0)
+                && s.value("sluicegate_active_connections", &[]).unwrap_or(0.0) >= 1.0
+        },
+    )
+    .await;
+    assert_eq!(
+        b.value("sluicegate_requests_total", &ok),
+        Some(5.0),
+        "{}",
+        b.text
+    );
+
+    let s = Scrape::get(&idle).await;
+    // The idle gateway's own series exist (at 0), and carry none of the busy one's.
+    assert_eq!(
+        s.value("sluicegate_requests_total", &ok),
+        Some(0.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.value(
+            "sluicegate_request_duration_seconds_count",
+            &[("route", "ng-r"), ("pool", "ng-blue")]
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.value("sluicegate_active_connections", &[]),
+        Some(0.0),
+        "{}",
+        s.text
+    );
+    assert_eq!(step(&s), None, "{}", s.text);
+    assert_eq!(
+        s.value(
+            "sluicegate_rollout_state",
+            &[("route", "ng-r"), ("state", "running")]
+        ),
+        None,
+        "{}",
+        s.text
+    );
+    assert_eq!(
+        s.value(
+            "sluicegate_pool_split_weight",
+            &[("route", "ng-r"), ("pool", "ng-green")]
+        ),
+        Some(0.0),
+        "{}",
+        s.text
+    );
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,13 +355,24 @@ async fn serve(path: PathBuf, mut on: watch::Receiver<bool>) {
     }
 }
 
+/// `[pools.health]` of [`routes_toml`]: probed every 500 ms, one pass admits, two
+/// failures eject (node loss is seen within about a second).
+pub const FAST_PROBE: &str =
+    "path = \"/health\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\nrise = 1\nfall = 2";
+
+/// `[pools.health]` with every setting at its default.
+pub const DEFAULT_PROBE: &str = "path = \"/health\"";
+
 /// The `routes.toml` of a test gateway: one route over pool `agents`, filled by
 /// Swarm discovery of services labelled `<prefix>.pool=agents` on `net` polled every
-/// second, probed every 500 ms (one pass admits, two failures eject: a new backend's
-/// first probe comes after a random share of the interval, so the interval bounds
-/// how long after discovery a new task gets traffic); `swarm_extra` goes into
-/// `[discovery.swarm]`.
+/// second, probed by [`FAST_PROBE`] (a backend that appears after start-up is probed
+/// at once, whatever the interval); `swarm_extra` goes into `[discovery.swarm]`.
 pub fn routes_toml(net: &str, prefix: &str, swarm_extra: &str) -> String {
+    routes_toml_with(net, prefix, swarm_extra, FAST_PROBE)
+}
+
+/// [`routes_toml`] with `probe` as the pool's `[pools.health]` table.
+pub fn routes_toml_with(net: &str, prefix: &str, swarm_extra: &str, probe: &str) -> String {
     format!(
         r#"[listen]
 http = "0.0.0.0:8080"
@@ -380,11 +391,7 @@ poll_interval = "1s"
 name = "agents"
 balance = "least_conn"
 [pools.health]
-path = "/health"
-interval = "500ms"
-timeout = "400ms"
-rise = 1
-fall = 2
+{probe}
 
 [[routes]]
 name = "agents"

@@ -1,5 +1,6 @@
 //! `docker service scale` 4 → 8 → 2 under GET, POST and SSE load: nothing fails, and
-//! every new task answers within 2 s of Swarm reporting it `running`.
+//! every new task answers within 2 s of Swarm reporting it `running`, with the
+//! pool's probe at its default settings.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::{cluster, docker, notice};
-use super::gateway::{routes_toml, Engine, Gateway};
+use super::gateway::{routes_toml_with, Engine, Gateway, DEFAULT_PROBE};
 use super::traffic::{counts, describe_failures, describe_streams, failures, task_of, Load, Sse};
 
 /// "A new task gets traffic within 2 s of `running`".
@@ -34,7 +35,7 @@ async fn scale_4_to_8_to_2_fails_nothing_and_new_tasks_answer_within_2s_of_runni
     let gw = Gateway::start(
         c,
         "scale-gw",
-        &routes_toml(&c.net, &prefix, ""),
+        &routes_toml_with(&c.net, &prefix, "", DEFAULT_PROBE),
         Engine::Manager,
         false,
     )

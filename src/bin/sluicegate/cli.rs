@@ -124,6 +124,13 @@ pub enum CtlCommand {
     Drain { pool: String, addr: String },
     /// Put a drained backend back in rotation.
     Undrain { pool: String, addr: String },
+    /// The status picture, live from the event stream (redrawn on a terminal,
+    /// one line per event otherwise).
+    Watch {
+        /// Print the picture once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Automated rollouts: start, status [--watch], pause, resume, promote, abort.
     Rollout {
         #[command(subcommand)]

@@ -124,6 +124,14 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         ctl::drain(&client, &pool, &addr, false).await
                     }
                     CtlCommand::Rollout { command } => rollout(&client, command).await,
+                    CtlCommand::Watch { once: true } => ctl::watch::picture(&client).await,
+                    CtlCommand::Watch { once: false } => {
+                        use std::io::IsTerminal;
+                        let redraw = std::io::stdout().is_terminal();
+                        ctl::watch::watch(&client, redraw, |text| println!("{text}"))
+                            .await
+                            .map(|()| String::new())
+                    }
                 }
             })?;
             print!("{out}");
@@ -209,12 +217,20 @@ async fn discover_swarm(
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ctl rollout …`; with `--watch` the table is printed as it changes.
+/// `ctl rollout …`; with `--watch` the table is printed as it changes (one line per
+/// change when stdout is not a terminal).
 async fn rollout(client: &AdminClient, command: RolloutCommand) -> Result<String, ctl::CtlError> {
     use sluicegate::rollout::Action;
     let watch = |id: String| async move {
+        use std::io::IsTerminal;
         let every = Duration::from_secs(1);
-        let shown = ctl::rollout::watch(client, &id, every, |frame| println!("{frame}")).await?;
+        let output = if std::io::stdout().is_terminal() {
+            ctl::rollout::WatchOutput::Table
+        } else {
+            ctl::rollout::WatchOutput::Lines
+        };
+        let shown =
+            ctl::rollout::watch(client, &id, every, output, |frame| println!("{frame}")).await?;
         Ok(format!("rollout {id} ended: {}\n", shown.phase.as_str()))
     };
     let (action, id) = match command {

@@ -17,6 +17,7 @@ use super::{Change, RolloutSplit, Task, Written};
 use crate::config::spec::{PoolName, PoolSpec, RouteName, Source};
 use crate::config::validate::{validate_backend, validate_split};
 use crate::controller::{state_view, Refusal};
+use crate::events::By;
 use crate::overrides::Overrides;
 use crate::rollout_record::Weight;
 use crate::state_file::Persisted;
@@ -25,6 +26,10 @@ impl Task {
     /// Applies one admin write; the answer is the changed part of the state.
     pub(super) async fn change(&mut self, change: Change) -> Result<Written, Refusal> {
         let mut next = self.overrides.clone();
+        let by = match change {
+            Change::Rollout { .. } => By::Rollout,
+            _ => By::Api,
+        };
         let answer = match change {
             Change::SetSplit { route, mut weights } => {
                 let route = self.route(&route)?;
@@ -155,7 +160,7 @@ impl Task {
                 Answer::Route(route)
             }
         };
-        self.commit(next).await?;
+        self.commit(next, by).await?;
         Ok(self.answer(answer))
     }
 
@@ -197,7 +202,7 @@ impl Task {
 
     /// Persists `next` if what would be on disk changed, makes it current, and
     /// publishes if the effective spec changed.
-    async fn commit(&mut self, next: Overrides) -> Result<(), Refusal> {
+    async fn commit(&mut self, next: Overrides, by: By) -> Result<(), Refusal> {
         let visible =
             Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
         if visible {
@@ -205,7 +210,7 @@ impl Task {
         }
         self.overrides = next;
         if visible {
-            self.publish().await;
+            self.publish(by).await;
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ pub(super) enum News {
     Hint(DrainHint),
     /// A new set was published.
     Set,
+    /// The connection state changed (for the event stream).
+    Status,
     /// The discovery task ended (only at shutdown): keep the last set.
     Ended,
 }
@@ -52,6 +54,7 @@ impl DockerFeed {
                 Ok(()) => News::Set,
                 Err(_) => News::Ended,
             },
+            Ok(()) = self.status.changed() => News::Status,
         }
     }
 }
@@ -95,10 +98,29 @@ impl Task {
                 self.take_set().await;
             }
             News::Set => self.take_set().await,
+            News::Status => self.status_event(),
             News::Ended => {
                 tracing::debug!("docker discovery stopped; keeping the last set");
                 self.docker = None;
             }
+        }
+    }
+
+    /// Tells the event stream when discovery lost or regained the engine.
+    fn status_event(&mut self) {
+        let Some(feed) = self.docker.as_mut() else {
+            return;
+        };
+        let status = feed.status.borrow_and_update().clone();
+        let was = self.discovery_connected.replace(status.connected);
+        match (was, status.connected) {
+            (Some(true), false) => self.events.emit(crate::events::EventKind::DiscoveryLost {
+                error: status.last_error,
+            }),
+            (Some(false), true) => self
+                .events
+                .emit(crate::events::EventKind::DiscoveryRegained),
+            _ => {}
         }
     }
 
@@ -113,7 +135,7 @@ impl Task {
         }
         self.discovered = set;
         self.base = base_of(&self.file, &self.discovered);
-        self.publish().await;
+        self.publish(crate::events::By::Discovery).await;
     }
 
     /// The `docker` part of the state view.

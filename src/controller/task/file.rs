@@ -42,9 +42,12 @@ impl Task {
         if !dropped.is_empty() {
             self.persist_or_log();
         }
-        self.publish().await;
-        crate::metrics::count_reload(true);
+        self.publish(crate::events::By::File).await;
+        self.controller.metrics().count_reload(true);
         self.counters.send_modify(|c| c.reloads_ok += 1);
+        let generation = self.controller.generation();
+        self.events
+            .emit(crate::events::EventKind::ReloadApplied { generation });
         tracing::info!(generation = self.controller.generation(), "config reloaded");
     }
 }

@@ -38,11 +38,13 @@ impl Worker {
         let action = event.action.as_deref().unwrap_or("");
         let action = action.split(':').next().unwrap_or("").trim();
         // `docker_events_total{action}`: Docker's own vocabulary keeps the label bounded.
-        crate::metrics::count_docker_event(if ACTIONS.contains(&action) {
-            action
-        } else {
-            "other"
-        });
+        self.options
+            .metrics
+            .count_docker_event(if ACTIONS.contains(&action) {
+                action
+            } else {
+                "other"
+            });
         let actor = event.actor.unwrap_or_default();
         let id = actor.id.unwrap_or_default();
         let attributes = actor.attributes.unwrap_or_default();

@@ -122,6 +122,8 @@ impl SwarmReport {
                         container_name: Arc::from(task.name.as_str()),
                         container_id: Arc::from(task.id.as_str()),
                         docker_healthy: true,
+                        // Swarm reports task state, not a container health check.
+                        docker_health: crate::config::spec::DockerHealth::None,
                         draining,
                         health_path: task.health_path.as_deref().map(Arc::from),
                         network: Arc::from(network),

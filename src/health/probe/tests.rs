@@ -131,7 +131,7 @@ async fn the_loop_jitters_the_first_probe_then_keeps_the_interval() {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let start = Instant::now();
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(target, cancel.clone(), move || {
+    let task = tokio::spawn(run(target, FirstProbe::Spread, cancel.clone(), move || {
         // A receiver dropped at the end of the test is fine.
         let _ = tx.send(Instant::now());
         async { PASS }
@@ -157,7 +157,7 @@ async fn the_loop_jitters_the_first_probe_then_keeps_the_interval() {
 #[tokio::test(start_paused = true)]
 async fn first_probes_of_many_backends_are_spread() {
     let delays: Vec<Duration> = (0..100)
-        .map(|_| first_delay(Duration::from_secs(2)))
+        .map(|_| FirstProbe::Spread.delay(Duration::from_secs(2)))
         .collect();
     assert!(delays.iter().all(|d| *d < Duration::from_secs(1)));
     let mut ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
@@ -170,6 +170,81 @@ async fn first_probes_of_many_backends_are_spread() {
     );
 }
 
+/// The instants of the first `n` probes of a loop started now with `first`, probing
+/// every `interval`.
+async fn probe_times(first: FirstProbe, interval: Duration, n: usize) -> Vec<Duration> {
+    let mut s = spec(1, 1, Duration::ZERO);
+    s.interval = interval;
+    let (target, _events) = target(s);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(target, first, cancel.clone(), move || {
+        let _ = tx.send(Instant::now());
+        async { PASS }
+    }));
+    let mut at = Vec::new();
+    for _ in 0..n {
+        at.push(rx.recv().await.expect("probe") - start);
+    }
+    cancel.cancel();
+    task.await.expect("the loop ends on cancel");
+    at
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_appears_later_is_probed_at_once_then_every_interval() {
+    // The default interval: a start-up backend may wait up to a second.
+    let interval = ProbeSpec::DEFAULT_INTERVAL;
+    let at = probe_times(FirstProbe::Newcomer { batch: 1 }, interval, 3).await;
+    // Below a millisecond, which tokio's timer rounds up to its next one.
+    assert!(
+        at[0] <= Duration::from_millis(1),
+        "first probe after {:?}",
+        at[0]
+    );
+    assert_eq!(at[1] - at[0], interval);
+    assert_eq!(at[2] - at[1], interval);
+}
+
+#[tokio::test(start_paused = true)]
+async fn newcomers_are_spread_briefly_and_never_longer_than_at_start_up() {
+    fastrand::seed(7);
+    let interval = ProbeSpec::DEFAULT_INTERVAL;
+    let delays: Vec<Duration> = (0..200)
+        .map(|_| FirstProbe::Newcomer { batch: 200 }.delay(interval))
+        .collect();
+    assert!(delays.iter().all(|d| *d < Duration::from_millis(200)));
+    let mut ms: Vec<u128> = delays.iter().map(|d| d.as_millis()).collect();
+    ms.sort_unstable();
+    ms.dedup();
+    assert!(
+        ms.len() > 80,
+        "a batch bunches up: {} distinct ms",
+        ms.len()
+    );
+    // A huge batch is capped like the start-up spread.
+    let huge = FirstProbe::Newcomer { batch: usize::MAX };
+    assert!((0..100).all(|_| huge.delay(interval) < Duration::from_secs(1)));
+    // And never beyond a short interval.
+    let short = Duration::from_millis(50);
+    assert!((0..100).all(|_| huge.delay(short) < short));
+}
+
+#[tokio::test(start_paused = true)]
+async fn start_up_backends_keep_their_random_first_delay() {
+    fastrand::seed(11);
+    let interval = ProbeSpec::DEFAULT_INTERVAL;
+    let firsts: Vec<Duration> = (0..20)
+        .map(|_| FirstProbe::Spread.delay(interval))
+        .collect();
+    assert!(firsts.iter().all(|d| *d < Duration::from_secs(1)));
+    assert!(
+        firsts.iter().any(|d| *d > Duration::from_millis(100)),
+        "start-up probes are spread over the second: {firsts:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn hanging_probes_time_out_and_transitions_are_published() {
     let (target, mut events) = target(spec(1, 2, Duration::ZERO));
@@ -177,7 +252,7 @@ async fn hanging_probes_time_out_and_transitions_are_published() {
     let calls = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&calls);
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(run(target, cancel.clone(), move || {
+    let task = tokio::spawn(run(target, FirstProbe::Spread, cancel.clone(), move || {
         counted.fetch_add(1, Ordering::Relaxed);
         std::future::pending::<ProbeOutcome>()
     }));

@@ -317,14 +317,18 @@ split = [{ pool = "blue", weight = 1 }]
         let gw = LiveGateway::start(&config_text(PROBED, "", "")).await;
         readyz_names_an_ended_task(&gw, task).await;
     }
-    // Docker discovery, pointed at a socket that does not exist: it retries with
-    // backoff (never reaching the real engine) until it is ended on purpose.
-    let nowhere = sluicegate::discovery::Options {
-        docker_host: Some("unix:///nonexistent/sluicegate-test/docker.sock".into()),
+    // Docker discovery, pointed at a stand-in engine (never the real one): ready
+    // once it listed (a gateway whose discovery never listed is not ready, see
+    // `readiness`), then ended on purpose.
+    let engine_dir = tempfile::tempdir().expect("tempdir");
+    let socket = engine_dir.path().join("engine.sock");
+    let _engine = crate::readiness::FakeEngine::start(&socket);
+    let stand_in = sluicegate::discovery::Options {
+        docker_host: Some(format!("unix://{}", socket.display())),
         ..sluicegate::discovery::Options::default()
     };
     let text = config_text(&format!("[discovery.docker]\n{BODY}"), "", "");
     let dir = tempfile::tempdir().expect("tempdir");
-    let gw = LiveGateway::start_with(dir, &text, nowhere).await;
+    let gw = LiveGateway::start_with(dir, &text, stand_in).await;
     readyz_names_an_ended_task(&gw, "discovery").await;
 }

@@ -49,6 +49,11 @@ fn backend(name: &str, at: &str, docker_healthy: bool) -> DiscoveredBackend {
         container_name: Arc::from(name),
         container_id: Arc::from(format!("id-{name}")),
         docker_healthy,
+        docker_health: if docker_healthy {
+            crate::config::spec::DockerHealth::Healthy
+        } else {
+            crate::config::spec::DockerHealth::Starting
+        },
         draining: false,
         health_path: None,
         network: Arc::from("net"),
@@ -78,7 +83,7 @@ struct Fixture {
 impl Fixture {
     fn start() -> Fixture {
         let spec = crate::config::parse(FILE).expect("valid");
-        let (mut task, handle, shared) = Task::new(spec, None);
+        let (mut task, handle, shared) = Task::new(spec, None, crate::metrics::Registrar::off());
         let (sets, sets_rx) = watch::channel(DiscoveredSet::default());
         let (hints, drains) = mpsc::channel(4);
         let (status, status_rx) = watch::channel(DiscoveryStatus::default());
