@@ -257,7 +257,24 @@ mod tests {
                 "connect_not_supported",
             ),
         ];
+        // docs/errors.md lists each cause with its status in both of its tables
+        // (what it means, and whose fault it records).
+        let docs = include_str!("../../docs/errors.md");
+        let (meaning, fault) = docs
+            .split_once("## Whose fault each one records")
+            .expect("errors.md has its fault table");
         for (err, status, cause) in cases {
+            let row = |table: &str, status_first: bool| {
+                table.lines().any(|line| {
+                    let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                    let (s, c) = if status_first { (1, 2) } else { (2, 1) };
+                    cells.len() > 2
+                        && cells[s].starts_with(&status.to_string())
+                        && cells[c].contains(&format!("`{cause}`"))
+                })
+            };
+            assert!(row(meaning, true), "{cause} {status} in the status table");
+            assert!(row(fault, false), "{cause} {status} in the fault table");
             let resp = err.into_response();
             assert_eq!(resp.status().as_u16(), status);
             assert_eq!(resp.headers()[ERROR_HEADER], cause);
