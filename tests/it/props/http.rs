@@ -194,13 +194,14 @@ const HEAD_VOCABULARY: &[&str] = &[
     "ffffffffffffffffff\r\n",
 ];
 
-/// A gateway with a 300 ms head timeout and a 500 ms response timeout before one
-/// agent, and the request heads to send it: the `http_heads` corpus, then `cases`
+/// A gateway with a 300 ms head timeout, a 500 ms client body timeout (a head whose
+/// Content-Length promises more than the input holds is a stalled upload: 408) and a
+/// 500 ms response timeout before one agent, and the request heads to send it: the `http_heads` corpus, then `cases`
 /// mutations of it (`SLUICEGATE_FUZZ_CASES` overrides).
 async fn mutated_heads(cases: u32) -> (TestGateway, Vec<EchoHandle>, Vec<Vec<u8>>) {
     let a = agents("a", "v1", 1).await;
     let toml = format!(
-        "header_read_timeout = \"300ms\"\n[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\ntimeouts = {{ response_header = \"500ms\" }}\n",
+        "header_read_timeout = \"300ms\"\n[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\ntimeouts = {{ response_header = \"500ms\", client_body = \"500ms\" }}\n",
         backends(&a)
     );
     let gw = TestGateway::start(&toml).await;
@@ -224,7 +225,7 @@ async fn mutated_request_heads_are_answered_or_closed_and_never_hang() {
         if out_of_time(started) {
             break;
         }
-        // Head timeout 300 ms, response timeout 500 ms: 3 s is a hang.
+        // Head timeout 300 ms, body and response timeouts 500 ms: 3 s is a hang.
         let r = first_answer(gw.addr, &input, Duration::from_secs(3)).await;
         let answered = r.status >= 100 && r.status < 600;
         assert!(
