@@ -194,8 +194,9 @@ const HEAD_VOCABULARY: &[&str] = &[
     "ffffffffffffffffff\r\n",
 ];
 
-/// A gateway with a 300 ms head timeout and 500 ms response and client-body timeouts before one
-/// agent, and the request heads to send it: the `http_heads` corpus, then `cases`
+/// A gateway with a 300 ms head timeout, a 500 ms client body timeout (a head whose
+/// Content-Length promises more than the input holds is a stalled upload: 408) and a
+/// 500 ms response timeout before one agent, and the request heads to send it: the `http_heads` corpus, then `cases`
 /// mutations of it (`SLUICEGATE_FUZZ_CASES` overrides).
 async fn mutated_heads(cases: u32) -> (TestGateway, Vec<EchoHandle>, Vec<Vec<u8>>) {
     let a = agents("a", "v1", 1).await;
@@ -224,8 +225,7 @@ async fn mutated_request_heads_are_answered_or_closed_and_never_hang() {
         if out_of_time(started) {
             break;
         }
-        // Head timeout 300 ms, response and client-body timeouts 500 ms (a body
-        // shorter than its Content-Length waits on the latter): 3 s is a hang.
+        // Head timeout 300 ms, body and response timeouts 500 ms: 3 s is a hang.
         let r = first_answer(gw.addr, &input, Duration::from_secs(3)).await;
         let answered = r.status >= 100 && r.status < 600;
         assert!(
