@@ -13,6 +13,7 @@
 mod admin;
 mod config;
 mod http;
+mod paths;
 mod upstream;
 
 use std::path::PathBuf;
