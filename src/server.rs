@@ -40,6 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::spec::ClientLimits;
 use crate::http1::server as h1;
 use crate::http1::{fields, prefixed};
+use crate::log_limit::{self, Allowed, LogLimit};
 use crate::proxy::body::ResponseBody;
 use crate::proxy::error::ERROR_HEADER;
 use crate::proxy::{Client, Proxy};
@@ -186,7 +187,10 @@ pub async fn serve(
                 Ok(pair) => pair,
                 Err(err) => {
                     // Usually EMFILE/ENFILE: back off briefly instead of spinning.
-                    tracing::warn!(%err, "accept failed");
+                    static ACCEPT_FAILED: LogLimit = LogLimit::new(log_limit::PER_SECOND);
+                    if let Some(Allowed { suppressed }) = ACCEPT_FAILED.check() {
+                        tracing::warn!(%err, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
@@ -353,7 +357,15 @@ impl Connection {
                 tracing::debug!(client = %peer, "client connection closed: idle");
             }
             Some(conn::Close::Abusive) => {
-                tracing::info!(client = %peer, "client connection dropped: too many cancelled requests");
+                // A reconnecting attacker provokes this once per connection.
+                static ABUSIVE: LogLimit = LogLimit::new(log_limit::PER_SECOND);
+                if let Some(Allowed { suppressed }) = ABUSIVE.check() {
+                    tracing::info!(
+                        client = %peer,
+                        suppressed,
+                        "client connection dropped: too many cancelled requests"
+                    );
+                }
             }
             Some(conn::Close::NoRequest) => {
                 tracing::debug!(client = %peer, "client connection closed: no request within the head timeout");

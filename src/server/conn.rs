@@ -36,6 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Limits;
+use crate::log_limit::{self, Allowed, LogLimit};
 
 /// The connection builder every client connection of a listener is served with.
 pub(super) fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
@@ -138,10 +139,15 @@ impl Activity {
                 .saturating_add(1)
         };
         if count > self.max_cancels && !self.abusive.is_cancelled() {
-            tracing::info!(
-                cancelled = count,
-                "client cancelled too many requests (rapid reset?): closing its connection"
-            );
+            // Once per connection, and a reconnecting attacker makes many.
+            static RAPID_RESET: LogLimit = LogLimit::new(log_limit::PER_SECOND);
+            if let Some(Allowed { suppressed }) = RAPID_RESET.check() {
+                tracing::info!(
+                    cancelled = count,
+                    suppressed,
+                    "client cancelled too many requests (rapid reset?): closing its connection"
+                );
+            }
             self.abusive.cancel();
         }
     }

@@ -116,3 +116,122 @@ async fn rapid_reset_flood_closes_the_connection_and_others_are_served() {
     assert!(sent < 1_000, "the gateway let {sent} resets through");
     bystander.assert_served().await;
 }
+
+/// One rapid-reset connection: cancels streams until the gateway drops it.
+async fn reset_until_dropped(addr: std::net::SocketAddr) {
+    let (mut send, conn) = h2_client(addr).await;
+    // The handle is dropped on every way out, so a surviving connection ends too.
+    for _ in 0..50 {
+        send = match send.ready().await {
+            Ok(send) => send,
+            Err(_) => break,
+        };
+        let Ok((_, mut stream)) = send.send_request(get("/slow?ms=50"), false) else {
+            break;
+        };
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        stream.send_reset(Reason::CANCEL);
+        tokio::task::yield_now().await;
+    }
+    let ended = tokio::time::timeout(WAIT, conn).await;
+    assert!(
+        ended.is_ok(),
+        "the gateway kept a rapid-reset connection open"
+    );
+}
+
+#[tokio::test]
+async fn reconnecting_rapid_reset_clients_log_a_bounded_number_of_lines() {
+    use std::process::Stdio;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    const CONNECTIONS: usize = 200;
+    let a = agents("a", "v1", 1).await;
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("routes.toml");
+    let listen = format!("[listen]\nhttp = \"{addr}\"\nhttp2_max_client_resets = 1");
+    let text = crate::support::with_fast_path_switch(&config(&listen, &backends(&a)));
+    std::fs::write(&path, text).expect("write config");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluicegate"))
+        .args(["run", "--no-watch", "-c"])
+        .arg(&path)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn sluicegate");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    tokio::time::timeout(WAIT, async {
+        while let Some(line) = lines.next_line().await.expect("read log") {
+            if line.contains("serving") {
+                return;
+            }
+        }
+        panic!("sluicegate exited before serving");
+    })
+    .await
+    .expect("gateway started in time");
+    let log = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+
+    let started = tokio::time::Instant::now();
+    // Ten clients at a time, each reconnecting as soon as it is dropped.
+    for _ in 0..CONNECTIONS / 10 {
+        let round = (0..10).map(|_| tokio::spawn(reset_until_dropped(addr)));
+        for done in futures_util::future::join_all(round).await {
+            done.expect("client task");
+        }
+    }
+    // A drop in a later second carries the count of the lines held back.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    reset_until_dropped(addr).await;
+    let elapsed = started.elapsed();
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::timeout(WAIT, child.wait())
+        .await
+        .expect("exit in time")
+        .expect("exit status");
+    let log = tokio::time::timeout(WAIT, log)
+        .await
+        .expect("log read")
+        .expect("log task");
+
+    // Each of the two lines logs at most a handful per second...
+    let budget = (elapsed.as_secs() as usize + 2) * sluicegate::log_limit::PER_SECOND as usize;
+    for needle in ["too many cancelled requests", "(rapid reset?)"] {
+        let lines: Vec<_> = log.iter().filter(|l| l.contains(needle)).collect();
+        assert!(
+            !lines.is_empty() && lines.len() <= budget,
+            "{} `{needle}` lines in {elapsed:?}",
+            lines.len()
+        );
+        // ...while the ones let through account for every connection dropped.
+        let suppressed: usize = lines
+            .iter()
+            .filter_map(|l| l.split("suppressed=").nth(1))
+            .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+            .sum();
+        let fired = lines.len() + suppressed;
+        assert!(
+            fired >= CONNECTIONS / 2,
+            "`{needle}` fired {fired} times for {CONNECTIONS} connections: {lines:?}"
+        );
+    }
+}
