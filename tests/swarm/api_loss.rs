@@ -20,18 +20,7 @@ const RESYNC: Duration = Duration::from_secs(2);
 async fn manager_api_lost_for_5s_keeps_the_last_set_and_resyncs_within_2s() {
     let Some(c) = cluster("api") else { return };
     let started = Instant::now();
-    let prefix = format!("sgs{}api", c.id);
-    let svc = c
-        .agent_service(
-            "api",
-            4,
-            &[
-                format!("{prefix}.pool=agents"),
-                format!("{prefix}.port=8080"),
-            ],
-            &[],
-        )
-        .await;
+    let (prefix, svc) = c.agents_service("api", 4).await;
     let four = svc.wait_running(4, Duration::from_secs(60)).await;
     let proxy = SocketProxy::start();
     let gw = Gateway::start(

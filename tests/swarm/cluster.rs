@@ -209,6 +209,18 @@ impl Cluster {
     pub fn name(&self, short: &str) -> String {
         format!("sgs{}-{short}", self.id)
     }
+    /// A scenario's agent service: `replicas` tasks in pool `agents` on port 8080,
+    /// labelled under the scenario's own prefix (`sgs<id><short>`, so no other
+    /// scenario's gateway reads them). Returns the prefix and the service.
+    pub async fn agents_service(&self, short: &str, replicas: u32) -> (String, Service) {
+        let prefix = format!("sgs{}{short}", self.id);
+        let labels = [
+            format!("{prefix}.pool=agents"),
+            format!("{prefix}.port=8080"),
+        ];
+        let svc = self.agent_service(short, replicas, &labels, &[]).await;
+        (prefix, svc)
+    }
 
     /// Creates an agent service of `replicas` tasks spread over both nodes, with
     /// `labels` as service labels (`deploy.labels`). The agent names itself

@@ -56,18 +56,7 @@ async fn node_loss(short: &str, loss: Loss) {
     let Some(c) = cluster(short) else { return };
     let _rebuild = Rebuild(c);
     let started = Instant::now();
-    let prefix = format!("sgs{}{short}", c.id);
-    let svc = c
-        .agent_service(
-            short,
-            4,
-            &[
-                format!("{prefix}.pool=agents"),
-                format!("{prefix}.port=8080"),
-            ],
-            &[],
-        )
-        .await;
+    let (prefix, svc) = c.agents_service(short, 4).await;
     let tasks = svc.wait_running(4, Duration::from_secs(60)).await;
     let on_node2: BTreeSet<String> = tasks
         .iter()

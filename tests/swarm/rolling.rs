@@ -19,18 +19,7 @@ const POLL_SLACK: Duration = Duration::from_millis(1500);
 async fn rolling_update_to_the_next_image_fails_nothing_and_converges_on_it() {
     let Some(c) = cluster("rolling") else { return };
     let started = Instant::now();
-    let prefix = format!("sgs{}roll", c.id);
-    let svc = c
-        .agent_service(
-            "roll",
-            4,
-            &[
-                format!("{prefix}.pool=agents"),
-                format!("{prefix}.port=8080"),
-            ],
-            &[],
-        )
-        .await;
+    let (prefix, svc) = c.agents_service("roll", 4).await;
     let before = svc.wait_running(4, Duration::from_secs(60)).await;
     let nodes: std::collections::BTreeSet<&str> = before.iter().map(|t| t.node.as_str()).collect();
     assert_eq!(nodes.len(), 2, "4 tasks over both nodes: {before:#?}");

@@ -19,18 +19,7 @@ const FIRST_ANSWER: Duration = Duration::from_secs(2);
 async fn scale_4_to_8_to_2_fails_nothing_and_new_tasks_answer_within_2s_of_running() {
     let Some(c) = cluster("scale") else { return };
     let started = Instant::now();
-    let prefix = format!("sgs{}scale", c.id);
-    let svc = c
-        .agent_service(
-            "scale",
-            4,
-            &[
-                format!("{prefix}.pool=agents"),
-                format!("{prefix}.port=8080"),
-            ],
-            &[],
-        )
-        .await;
+    let (prefix, svc) = c.agents_service("scale", 4).await;
     let four = svc.wait_running(4, Duration::from_secs(60)).await;
     let gw = Gateway::start(
         c,

@@ -16,18 +16,7 @@ use super::traffic::{counts, describe_failures, failures, node_of, Load};
 async fn a_gateway_on_the_worker_routes_to_tasks_on_both_nodes() {
     let Some(c) = cluster("worker") else { return };
     let started = Instant::now();
-    let prefix = format!("sgs{}worker", c.id);
-    let svc = c
-        .agent_service(
-            "worker",
-            4,
-            &[
-                format!("{prefix}.pool=agents"),
-                format!("{prefix}.port=8080"),
-            ],
-            &[],
-        )
-        .await;
+    let (prefix, svc) = c.agents_service("worker", 4).await;
     let tasks = svc.wait_running(4, Duration::from_secs(60)).await;
     let manager = Gateway::start(
         c,
