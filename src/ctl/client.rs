@@ -88,6 +88,44 @@ impl AdminClient {
         })
     }
 
+    /// One HTTP/1.1 connection to the admin listener; its driver runs on its own task.
+    async fn connect(
+        &self,
+        url: &str,
+    ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, CtlError> {
+        let stream =
+            TcpStream::connect(&self.authority)
+                .await
+                .map_err(|error| CtlError::Connect {
+                    url: self.url.clone(),
+                    error,
+                })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| CtlError::Http {
+                url: url.to_owned(),
+                error,
+            })?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, "admin connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// A request to `path` under the admin base path, with Host and the token.
+    fn request(&self, method: Method, path: &str) -> http::request::Builder {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base_path))
+            .header(header::HOST, &self.authority);
+        match &self.token {
+            Some(token) => req.header(header::AUTHORIZATION, format!("Bearer {token}")),
+            None => req,
+        }
+    }
+
     /// Sends one request; returns the status and whole body.
     pub async fn send(
         &self,
@@ -97,35 +135,15 @@ impl AdminClient {
     ) -> Result<(StatusCode, Bytes), CtlError> {
         let url = format!("{}{path}", self.url);
         let exchange = async {
-            let stream =
-                TcpStream::connect(&self.authority)
-                    .await
-                    .map_err(|error| CtlError::Connect {
-                        url: self.url.clone(),
-                        error,
-                    })?;
             let http = |error| CtlError::Http {
                 url: url.clone(),
                 error,
             };
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(http)?;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(%err, "admin connection ended with an error");
-                }
-            });
+            let mut sender = self.connect(&url).await?;
             // The admin API takes writes only as JSON (it refuses what a web page
             // could send), bodiless ones included.
             let write = !matches!(method, Method::GET | Method::HEAD);
-            let mut req = Request::builder()
-                .method(method)
-                .uri(format!("{}{path}", self.base_path))
-                .header(header::HOST, &self.authority);
-            if let Some(token) = &self.token {
-                req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-            }
+            let mut req = self.request(method, path);
             let body = match body {
                 Some((content_type, bytes)) => {
                     req = req.header(header::CONTENT_TYPE, content_type);
@@ -159,30 +177,12 @@ impl AdminClient {
     pub async fn events(&self, last: Option<u64>) -> Result<hyper::body::Incoming, CtlError> {
         let url = format!("{}/api/v1/events", self.url);
         let open = async {
-            let stream =
-                TcpStream::connect(&self.authority)
-                    .await
-                    .map_err(|error| CtlError::Connect {
-                        url: self.url.clone(),
-                        error,
-                    })?;
             let http = |error| CtlError::Http {
                 url: url.clone(),
                 error,
             };
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(http)?;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    tracing::debug!(%err, "event stream connection ended with an error");
-                }
-            });
-            let mut req = Request::get(format!("{}/api/v1/events", self.base_path))
-                .header(header::HOST, &self.authority);
-            if let Some(token) = &self.token {
-                req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-            }
+            let mut sender = self.connect(&url).await?;
+            let mut req = self.request(Method::GET, "/api/v1/events");
             if let Some(last) = last {
                 req = req.header("last-event-id", last.to_string());
             }
