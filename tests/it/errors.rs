@@ -22,35 +22,18 @@ async fn dead_addr() -> SocketAddr {
 
 /// A backend that reads a request head and closes without answering.
 async fn closer() -> (SocketAddr, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&seen);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let count = Arc::clone(&count);
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 65536];
-                let mut head = Vec::new();
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                    if head.windows(4).any(|w| w == b"\r\n\r\n") {
-                        count.fetch_add(1, Ordering::SeqCst);
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    (addr, seen)
+    silent_backend(true).await
 }
 
 /// A backend that reads request heads and never answers: the connection stays
 /// open (as to a host whose link was cut). Counts the heads it read.
 async fn hanger() -> (SocketAddr, Arc<AtomicUsize>) {
+    silent_backend(false).await
+}
+
+/// A backend that never answers and counts the request heads it reads; with
+/// `close_after_head` it closes each connection after its first head.
+async fn silent_backend(close_after_head: bool) -> (SocketAddr, Arc<AtomicUsize>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -61,7 +44,6 @@ async fn hanger() -> (SocketAddr, Arc<AtomicUsize>) {
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let mut head = Vec::new();
-                // Reads until the peer closes; never writes.
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {
                         break;
@@ -69,6 +51,9 @@ async fn hanger() -> (SocketAddr, Arc<AtomicUsize>) {
                     head.extend_from_slice(&buf[..n]);
                     while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
                         count.fetch_add(1, Ordering::SeqCst);
+                        if close_after_head {
+                            return;
+                        }
                         head.drain(..end + 4);
                     }
                 }
