@@ -569,3 +569,18 @@ fn rfc3339_parses_dockers_timestamps() {
     assert!(parse_rfc3339("2026-12-07T05:01:02.123456789Z").is_some());
     assert!(parse_rfc3339("yesterday").is_none());
 }
+
+/// Builds the swarm again when the test ends, however it ends: after a node loss, or
+/// after a churn of hundreds of tasks whose overlay gossip can leave the next service's
+/// cross-node endpoints unknown to the manager for longer than a test waits.
+pub struct Rebuild(pub &'static Cluster);
+
+impl Drop for Rebuild {
+    fn drop(&mut self) {
+        let started = std::time::Instant::now();
+        match self.0.rebuild() {
+            Ok(()) => notice(&format!("swarm rebuilt in {:.1?}", started.elapsed())),
+            Err(e) => notice(&format!("rebuilding the swarm: {e}")),
+        }
+    }
+}
