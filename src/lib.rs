@@ -7,6 +7,7 @@
 //! CLI's other commands. At the top: [`gateway`] assembles a running gateway from
 //! both planes; [`metrics`], [`tasks`] and [`clock`] serve both.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
 pub mod clock;
 pub mod control_plane;

@@ -29,10 +29,10 @@
 //! The exporter needs upkeep (draining histogram samples into buckets);
 //! [`Exporter::run_upkeep`] is the gateway's owned background task for it.
 
-pub mod gauges;
-pub mod handles;
-pub mod names;
-pub mod rollouts;
+pub(crate) mod gauges;
+pub(crate) mod handles;
+pub(crate) mod names;
+pub(crate) mod rollouts;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;

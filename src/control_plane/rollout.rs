@@ -26,11 +26,11 @@
 //! (`crate::control_plane::rollout_record`, re-exported here) are what the admin API returns,
 //! what `ctl` reads and what the state file holds.
 
-pub mod driver;
-pub mod engine;
-pub mod gate;
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod gate;
 mod measure;
-pub mod persist;
+pub(crate) mod persist;
 pub mod request;
 
 pub use crate::control_plane::rollout_record::{

@@ -22,11 +22,11 @@
 //! Choosing among eligible backends (and applying the ramp) is `balance`'s job;
 //! panic routing is in `snapshot::Pool::pick`.
 
-pub mod hold;
-pub mod outlier;
-pub mod probe;
-pub mod state;
-pub mod supervisor;
+pub(crate) mod hold;
+pub(crate) mod outlier;
+pub(crate) mod probe;
+pub(crate) mod state;
+pub(crate) mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -43,8 +43,8 @@
 //! This module imports nothing from `proxy` or `upstream`: both build on it.
 
 pub mod client;
-pub mod deadline;
-pub mod fields;
-pub mod prefixed;
+pub(crate) mod deadline;
+pub(crate) mod fields;
+pub(crate) mod prefixed;
 pub mod server;
-pub mod wire;
+pub(crate) mod wire;

@@ -25,8 +25,8 @@
 //! and pin sessions in a sharded table (one shard mutex, a map operation; see
 //! `sessions`).
 
-pub mod body;
-pub mod error;
+pub(crate) mod body;
+pub(crate) mod error;
 pub mod framing;
 pub mod headers;
 mod trail;

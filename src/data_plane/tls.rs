@@ -13,8 +13,8 @@
 //! process-wide default is installed), with its default cipher suites: AES-GCM
 //! and ChaCha20-Poly1305 with ECDHE, nothing older.
 
-pub mod certs;
-pub mod resolver;
+pub(crate) mod certs;
+pub(crate) mod resolver;
 pub mod upstream;
 pub mod watch;
 

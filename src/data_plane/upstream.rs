@@ -39,7 +39,7 @@ use crate::data_plane::http1::client as h1;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use body::RequestBody;
 
-pub mod body;
+pub(crate) mod body;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
