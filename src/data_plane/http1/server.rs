@@ -921,8 +921,7 @@ fn write_date(out: &mut Vec<u8>) {
 /// Fuzzing entry point (`fuzz/fuzz_targets/request_head.rs`): parses `data` as the
 /// request heads at the front of a connection's buffer, the way [`serve`] does.
 /// Panics only on a bug: a partial head stays in the buffer, a taken one shrinks it.
-#[doc(hidden)]
-pub fn fuzz_request_head(data: &[u8]) {
+pub(crate) fn fuzz_request_head(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     while !buf.is_empty() {
         let before = buf.len();
