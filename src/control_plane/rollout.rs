@@ -13,11 +13,11 @@
 //! Who does what:
 //! - [`request`]: the `POST /api/v1/rollouts` body and its checks against the
 //!   running config;
-//! - [`gate`]: the verdict on one step's figures, and the target pool's health;
-//! - [`engine`]: the manager task that owns every rollout, runs their clocks under
+//! - `gate`: the verdict on one step's figures, and the target pool's health;
+//! - `engine`: the manager task that owns every rollout, runs their clocks under
 //!   `tokio::time` and answers the admin API ([`RolloutHandle`]);
-//! - [`driver`]: one rollout's state transitions;
-//! - [`persist`]: what a restart does with a rollout that was running.
+//! - `driver`: one rollout's state transitions;
+//! - `persist`: what a restart does with a rollout that was running.
 //!
 //! Splits change only through the controller task (`Change::Rollout`), which
 //! validates them like any admin split, writes the rollout record *together with*

@@ -6,12 +6,12 @@
 //! Docker-unhealthy). Nothing here rebuilds snapshots: a probe or an ejection
 //! flips an atomic and the next pick sees it.
 //!
-//! - [`probe`]: one task per backend of a pool with `[pools.health]`, sending
+//! - `probe`: one task per backend of a pool with `[pools.health]`, sending
 //!   `GET path` every `interval` and counting `rise` / `fall`;
-//! - [`supervisor`]: owns those tasks and reconciles them with each new snapshot;
-//! - [`outlier`]: passive ejection from the outcomes the proxy reports;
-//! - [`hold`]: requests waiting for a backend instead of a 503;
-//! - [`state`]: the atomics and their read accessors (for the admin view and
+//! - `supervisor`: owns those tasks and reconciles them with each new snapshot;
+//! - `outlier`: passive ejection from the outcomes the proxy reports;
+//! - `hold`: requests waiting for a backend instead of a 503;
+//! - `state`: the atomics and their read accessors (for the admin view and
 //!   metrics).
 //!
 //! Per pool, a [`PoolHealth`] survives snapshots like backend state does: it wakes

@@ -19,7 +19,7 @@
 //! request's task). Their failures are one [`WireError`] and their connects one
 //! [`ConnectError`], so the proxy's exchange and retry rules read the same for
 //! both. This module sits below `proxy`: it knows the request body
-//! ([`body::RequestBody`]) and nothing of routing or of the gateway's answers.
+//! (`body::RequestBody`) and nothing of routing or of the gateway's answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
