@@ -12,12 +12,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use metrics::SharedString;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::body::ResponseBody;
+use super::error::CLIENT_CLOSED;
 use crate::control_plane::config::spec::AccessLog;
 use crate::data_plane::access_log::{AccessRecord, PendingLine};
 use crate::data_plane::backend::Backend;
@@ -39,6 +40,9 @@ pub(super) struct Trail<'s> {
     /// Set when the answer opened a tunnel: the line goes there, to be written
     /// with the tunnel's bytes when it closes.
     tunnel: Option<oneshot::Sender<Box<AccessRecord>>>,
+    /// Set by [`finish`](Self::finish); a trail dropped without it belongs to a
+    /// request whose handler was cancelled: the client went away before its answer.
+    finished: bool,
 }
 
 impl<'s> Trail<'s> {
@@ -60,6 +64,7 @@ impl<'s> Trail<'s> {
             attempts: 0,
             log,
             tunnel: None,
+            finished: false,
         }
     }
 
@@ -120,7 +125,8 @@ impl<'s> Trail<'s> {
     /// A backend's answer ended the request when its head arrived; the gateway's
     /// own ends it now.
     // By reference: a response is a few hundred bytes, and each move copies them.
-    pub(super) fn finish(self, resp: &mut Response<ResponseBody>, cause: Option<&'static str>) {
+    pub(super) fn finish(mut self, resp: &mut Response<ResponseBody>, cause: Option<&'static str>) {
+        self.finished = true;
         let status = resp.status();
         let retries = self.attempts.saturating_sub(1);
         let ended = match (cause, self.answered) {
@@ -133,13 +139,13 @@ impl<'s> Trail<'s> {
             ended.saturating_duration_since(self.started),
             retries,
         );
-        if let Some(mut log) = self.log {
+        if let Some(mut log) = self.log.take() {
             log.status = status;
             log.route = self.pair.route().to_string();
             log.pool = self.pair.pool().to_string();
             log.retries = retries;
             log.error = cause.unwrap_or("");
-            if let Some(tunnel) = self.tunnel {
+            if let Some(tunnel) = self.tunnel.take() {
                 // The tunnel writes it when it closes (or drops it unwritten if
                 // the upgrade never completes, after logging that).
                 if let Err(log) = tunnel.send(log) {
@@ -157,6 +163,39 @@ impl<'s> Trail<'s> {
         }
     }
 }
+
+impl Drop for Trail<'_> {
+    /// A request whose handler was dropped before it had an answer: the client
+    /// closed the connection (or reset the stream) while it waited. Recorded as
+    /// nginx does, status 499 in the metrics and the access log, with the backend it
+    /// was waiting for; 4xx, so never a backend failure.
+    #[cold]
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        let retries = self.attempts.saturating_sub(1);
+        self.pair.record(
+            status,
+            self.backend.as_deref(),
+            self.started.elapsed(),
+            retries,
+        );
+        if let Some(mut log) = self.log.take() {
+            log.status = status;
+            log.route = self.pair.route().to_string();
+            log.pool = self.pair.pool().to_string();
+            log.retries = retries;
+            log.error = CLIENT_GONE;
+            log.emit(false);
+        }
+    }
+}
+
+/// The `error` of the access-log line of a request whose client went away before
+/// its answer (the same token as a client gone during its upload).
+const CLIENT_GONE: &str = "client_aborted";
 
 /// What a tunnel needs to account for itself when it closes.
 pub(super) struct TunnelTally {
