@@ -374,7 +374,7 @@ pub struct RawRoute {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Largest request body accepted (bytes, or a size like `"10MiB"`); absent
-    /// means no limit.
+    /// means 100 MiB, 0 means no limit.
     pub max_request_body: Option<RawSize>,
     /// Upgrade protocols that may become tunnels (`["websocket"]` when absent).
     pub upgrades: Option<Vec<String>>,

@@ -320,3 +320,33 @@ fn upgrade_rules() {
     );
     assert_one(&upgrades(r#""websocket""#), "routes[0].upgrades", "");
 }
+
+#[test]
+fn max_request_body_defaults_to_100_mib_and_zero_is_unlimited() {
+    let body = |line: &str| {
+        let text = with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\n{line}"
+        ));
+        crate::config::parse(&text)
+            .expect("valid")
+            .routes
+            .remove(0)
+            .max_request_body
+    };
+    assert_eq!(body(""), Some(100 * 1024 * 1024));
+    assert_eq!(body("max_request_body = 0"), None);
+    assert_eq!(body("max_request_body = \"0B\""), None);
+    assert_eq!(body("max_request_body = \"1KiB\""), Some(1024));
+    assert_one(
+        &with_route(
+            "split = [{ pool = \"agent-blue\", weight = 1 }]\nmax_request_body = \"1025GiB\"",
+        ),
+        "routes[0].max_request_body",
+        "out of range",
+    );
+    assert_one(
+        &with_route("split = [{ pool = \"agent-blue\", weight = 1 }]\nmax_request_body = -1"),
+        "routes[0].max_request_body",
+        "is not a size",
+    );
+}
