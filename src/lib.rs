@@ -23,6 +23,7 @@ pub mod events;
 pub mod gateway;
 pub mod health;
 pub mod http1;
+pub mod limits;
 pub mod log_limit;
 pub mod metrics;
 pub(crate) mod off_worker;

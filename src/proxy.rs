@@ -398,9 +398,16 @@ impl Proxy {
         let mut failures = 0usize;
         let mut hold_deadline = None;
         let mut last_error = None;
+        // A backend's answer in `retry_on_status`, kept while another backend is
+        // tried: the client gets it when no other backend can be.
+        let mut kept: Option<(Answer, InflightGuard)> = None;
+        if plan.pool.limits.retry_budget.is_some() {
+            plan.pool.health().retry_window().request(Instant::now());
+        }
         loop {
             let backend = match plan.pool.pick(plan.key, &tried) {
                 Some(backend) => backend,
+                None if kept.is_some() => return kept.ok_or(ProxyError::NoHealthyBackend),
                 None => {
                     let pool = &plan.pool;
                     let Some(spec) = pool.policy().hold else {
@@ -431,6 +438,11 @@ impl Proxy {
             let guard = backend.state.start_request();
             let started = Instant::now();
             let kind = if plan.fast && backend.state.conns().fast_path() {
+                if plan.replayable && replay.is_none() && !route.retry_on_status.is_empty() {
+                    // An answer in `retry_on_status` sends it again: the
+                    // gateway-driven connection does not give it back after one.
+                    replay = Some(Replay::of(&req));
+                }
                 ConnKind::Http1
             } else {
                 if !plan.forwarding_in_map {
@@ -464,6 +476,18 @@ impl Proxy {
                     pool.health()
                         .traffic()
                         .record_response(answer.status(), latency);
+                    if failures < route.retries as usize
+                        && route.retry_on_status.contains(&answer.status().as_u16())
+                    {
+                        let next = replay.as_ref().filter(|_| plan.replayable);
+                        if let Some(next) = next.filter(|_| retry_allowed(pool, route)) {
+                            tried.add(backend);
+                            failures += 1;
+                            kept = Some((answer, guard));
+                            req = next.request();
+                            continue;
+                        }
+                    }
                     if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
                         answer.learn(&route.split, pin, &pool.name);
@@ -488,8 +512,12 @@ impl Proxy {
                         None
                     };
                     match next {
-                        Some(next) if failures <= route.retries as usize => req = next,
-                        _ => return Err(failed.error),
+                        Some(next)
+                            if failures <= route.retries as usize && retry_allowed(pool, route) =>
+                        {
+                            req = next;
+                        }
+                        _ => return kept.ok_or(failed.error),
                     }
                     last_error = Some(failed.error);
                 }
@@ -596,6 +624,24 @@ fn upstream_response(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     Response::from_parts(parts, ResponseBody::upstream(body, fields))
+}
+
+/// Whether the pool's retry budget (if it has one) allows one more retry now;
+/// a retry it refuses is counted against the route.
+#[inline]
+fn retry_allowed(pool: &Pool, route: &Route) -> bool {
+    let Some(budget) = &pool.limits.retry_budget else {
+        return true;
+    };
+    if pool
+        .health()
+        .retry_window()
+        .try_retry(budget, Instant::now())
+    {
+        return true;
+    }
+    route.refusals.count(crate::limits::Kind::RetryBudget);
+    false
 }
 
 /// Counts a failed attempt where passive ejection and the metrics see it.

@@ -19,11 +19,12 @@ use tokio::time::Instant;
 use crate::backend::{Backend, BackendState};
 use crate::balance::{key_hash, Balancer};
 use crate::config::spec::{
-    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
-    Upgrades,
+    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName, PoolSpec, RouteName,
+    Spec, Timeouts, Upgrades,
 };
 use crate::config::MatchSpec;
 use crate::health::{PoolHealth, FULL_RAMP};
+use crate::limits::Refusals;
 use crate::metrics::handles::RouteMetrics;
 use crate::metrics::{BackendMetrics, PairMetrics, Registrar};
 use crate::route::{self, RequestView, RouteIndex};
@@ -59,6 +60,10 @@ pub struct Route {
     pub max_request_body: Option<u64>,
     /// `Upgrade` protocols that may become tunnels.
     pub upgrades: Upgrades,
+    /// 5xx answers that send a replayable request to another backend.
+    pub retry_on_status: Box<[u16]>,
+    /// Requests the limits refused (kept across snapshots by route name).
+    pub refusals: Arc<Refusals>,
 }
 
 /// A pool as the request path sees it.
@@ -72,6 +77,8 @@ pub struct Pool {
     primary_balancer: Balancer,
     backups: Box<[Backend]>,
     backup_balancer: Balancer,
+    /// Retry budget and circuit breaking (their counts are in `health`).
+    pub limits: PoolLimitsSpec,
 }
 
 impl Snapshot {
@@ -158,17 +165,23 @@ impl Snapshot {
                 crate::config::spec::Balance::Hash(key) => Some(key.clone()),
                 _ => None,
             };
-            let pool = Arc::new(Pool::new(
+            let mut pool = Pool::new(
                 p.name.clone(),
                 &p.balance,
                 hash_key,
                 (p.health.clone(), health_for(p)),
                 backends,
                 before.get(&p.name).copied(),
-            ));
+            );
+            pool.limits = p.limits.clone();
+            let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
         }
+        // A route keeps its refusal counts across snapshots (they are counters).
+        let refusals_before: HashMap<&RouteName, &Arc<Refusals>> = previous
+            .map(|s| s.routes.iter().map(|r| (&r.name, &r.refusals)).collect())
+            .unwrap_or_default();
         let order = route::precedence_order(spec.routes.iter().map(|r| &r.matcher));
         let index = RouteIndex::build(order.iter().map(|&i| &spec.routes[i].matcher));
         let routes = order
@@ -197,6 +210,10 @@ impl Snapshot {
                     metrics,
                     max_request_body: r.max_request_body,
                     upgrades: r.upgrades.clone(),
+                    retry_on_status: r.retry_on_status.clone(),
+                    refusals: refusals_before
+                        .get(&r.name)
+                        .map_or_else(Arc::default, |c| Arc::clone(c)),
                 }
             })
             .collect();
@@ -274,6 +291,7 @@ impl Pool {
             backup_balancer: build(&backups, previous.map(|p| &p.backup_balancer)),
             primaries: primaries.into(),
             backups: backups.into(),
+            limits: PoolLimitsSpec::default(),
         }
     }
 

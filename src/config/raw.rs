@@ -211,6 +211,18 @@ pub struct RawPool {
     pub panic_threshold: Option<i64>,
     /// `hold = { timeout, max_queued }`: wait for a backend instead of a 503.
     pub hold: Option<RawHold>,
+    /// `retry_budget = { percent, min_per_second }`: retries at most this share.
+    pub retry_budget: Option<RawRetryBudget>,
+}
+
+/// `retry_budget = { percent, min_per_second }` of a pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    /// Retries as a percentage of the pool's requests over the window.
+    pub percent: Option<i64>,
+    /// Retries a second allowed whatever the traffic.
+    pub min_per_second: Option<i64>,
 }
 
 /// `[pools.health]`: one active HTTP probe per backend.
@@ -378,6 +390,8 @@ pub struct RawRoute {
     pub max_request_body: Option<RawSize>,
     /// Upgrade protocols that may become tunnels (`["websocket"]` when absent).
     pub upgrades: Option<Vec<String>>,
+    /// 5xx answers that send a replayable request to another backend.
+    pub retry_on_status: Option<Vec<i64>>,
 }
 
 /// `match = { host, path_prefix, headers, method }`.

@@ -350,3 +350,51 @@ fn max_request_body_defaults_to_100_mib_and_zero_is_unlimited() {
         "is not a size",
     );
 }
+
+#[test]
+fn retry_on_status_takes_5xx_statuses_once() {
+    let route = |line: &str| {
+        with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\n{line}"
+        ))
+    };
+    let spec = crate::config::parse(&route("retry_on_status = [502, 503]")).expect("valid");
+    assert_eq!(&*spec.routes[0].retry_on_status, &[502, 503]);
+    assert_one(
+        &route("retry_on_status = [503, 404]"),
+        "routes[0].retry_on_status[1]",
+        "404 is not a 5xx status",
+    );
+    assert_one(
+        &route("retry_on_status = [503, 503]"),
+        "routes[0].retry_on_status[1]",
+        "503 is listed twice",
+    );
+}
+
+#[test]
+fn retry_budget_fields_are_checked_with_their_paths() {
+    let pool = |budget: &str| {
+        format!(
+            "{LISTEN}\n[[pools]]\nname = \"agent-blue\"\nbackends = []\nretry_budget = {budget}\n{ROUTE}"
+        )
+    };
+    let spec = crate::config::parse(&pool("{}")).expect("valid");
+    let budget = spec.pools[0].limits.retry_budget.expect("a budget");
+    assert_eq!((budget.percent, budget.min_per_second), (20, 3));
+    assert_one(
+        &pool("{ percent = 101 }"),
+        "pools[0].retry_budget.percent",
+        "between 0 and 100, got 101",
+    );
+    assert_one(
+        &pool("{ min_per_second = -1 }"),
+        "pools[0].retry_budget.min_per_second",
+        "got -1",
+    );
+    assert_one(
+        &pool("{ percnt = 5 }"),
+        "pools[0].retry_budget.percnt",
+        "unknown key `percnt`; accepted keys: percent, min_per_second",
+    );
+}
