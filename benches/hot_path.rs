@@ -84,6 +84,7 @@ fn spec_with_routes(n: usize) -> Spec {
             max_request_body: None,
             upgrades: Default::default(),
             retry_on_status: Box::default(),
+            limits: Default::default(),
         })
         .collect();
     routes.push(RouteSpec {
@@ -102,6 +103,7 @@ fn spec_with_routes(n: usize) -> Spec {
         max_request_body: None,
         upgrades: Default::default(),
         retry_on_status: Box::default(),
+        limits: Default::default(),
     });
     Spec {
         listen: ListenSpec {

@@ -1,5 +1,5 @@
 //! Protection of the agents at run time (`docs/limits.md`): the retry budget of
-//! a pool ([`budget`]), and the count of every request a limit refused
+//! a pool ([`budget`]), a route's rate limit ([`rate`]), and the count of every request a limit refused
 //! ([`Refusals`]), exported as `sluicegate_limited_total{route,kind}` and shown by
 //! `ctl status`.
 //!
@@ -9,6 +9,7 @@
 //! does not reset a window or a count.
 
 pub mod budget;
+pub mod rate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,16 +20,19 @@ pub enum Kind {
     /// A retry the pool's retry budget did not allow (not made; the request
     /// got the answer or error of its last attempt).
     RetryBudget,
+    /// A request over the route's `rate_limit` (429).
+    Rate,
 }
 
 impl Kind {
     /// Every kind, in label order.
-    pub const ALL: [Kind; 1] = [Kind::RetryBudget];
+    pub const ALL: [Kind; 2] = [Kind::RetryBudget, Kind::Rate];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::RetryBudget => "retry_budget",
+            Kind::Rate => "rate",
         }
     }
 }

@@ -293,6 +293,11 @@ impl Proxy {
         let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
         trail.route(route);
         framing::check_declared_length(req.headers(), route.max_request_body)?;
+        if let Some(rate) = &route.rate {
+            if let Err(wait) = rate.check(req.headers(), client.addr.ip(), Instant::now()) {
+                return Err(rate_limited(route, wait));
+            }
+        }
         let choice = route
             .split
             .pick(req.headers())
@@ -628,6 +633,19 @@ fn upstream_response(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     Response::from_parts(parts, ResponseBody::upstream(body, fields))
+}
+
+/// The refusal of a request over its route's `rate_limit`, counted; `wait` is
+/// how long until its key may send again (`Retry-After`, whole seconds, ≥ 1).
+#[cold]
+fn rate_limited(route: &Route, wait: Duration) -> ProxyError {
+    route.refusals.count(crate::data_plane::limits::Kind::Rate);
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    ProxyError::RateLimited {
+        retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
+    }
 }
 
 /// Whether the pool's retry budget (if it has one) allows one more retry now;

@@ -24,6 +24,7 @@ use crate::control_plane::config::MatchSpec;
 use crate::data_plane::backend::{Backend, BackendState};
 use crate::data_plane::balance::{key_hash, Balancer};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
+use crate::data_plane::limits::rate::RateTable;
 use crate::data_plane::limits::Refusals;
 use crate::data_plane::route::{self, RequestView, RouteIndex};
 use crate::data_plane::sessions::SessionTable;
@@ -64,6 +65,8 @@ pub struct Route {
     pub retry_on_status: Box<[u16]>,
     /// Requests the limits refused (kept across snapshots by route name).
     pub refusals: Arc<Refusals>,
+    /// The `rate_limit` buckets (kept across snapshots while the settings stay).
+    pub rate: Option<Arc<RateTable>>,
 }
 
 /// A pool as the request path sees it.
@@ -179,8 +182,9 @@ impl Snapshot {
             pools.push(pool);
         }
         // A route keeps its refusal counts across snapshots (they are counters).
-        let refusals_before: HashMap<&RouteName, &Arc<Refusals>> = previous
-            .map(|s| s.routes.iter().map(|r| (&r.name, &r.refusals)).collect())
+        // So do its rate buckets while its `rate_limit` is unchanged.
+        let routes_before: HashMap<&RouteName, &Route> = previous
+            .map(|s| s.routes.iter().map(|r| (&r.name, r)).collect())
             .unwrap_or_default();
         let order = route::precedence_order(spec.routes.iter().map(|r| &r.matcher));
         let index = RouteIndex::build(order.iter().map(|&i| &spec.routes[i].matcher));
@@ -211,9 +215,16 @@ impl Snapshot {
                     max_request_body: r.max_request_body,
                     upgrades: r.upgrades.clone(),
                     retry_on_status: r.retry_on_status.clone(),
-                    refusals: refusals_before
+                    refusals: routes_before
                         .get(&r.name)
-                        .map_or_else(Arc::default, |c| Arc::clone(c)),
+                        .map_or_else(Arc::default, |before| Arc::clone(&before.refusals)),
+                    rate: r.limits.rate.as_ref().map(|spec| {
+                        routes_before
+                            .get(&r.name)
+                            .and_then(|before| before.rate.as_ref())
+                            .filter(|table| table.spec() == spec)
+                            .map_or_else(|| Arc::new(RateTable::new(spec)), Arc::clone)
+                    }),
                 }
             })
             .collect();

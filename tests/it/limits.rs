@@ -1,5 +1,7 @@
-//! Protection of the agents (`docs/limits.md`): the retry budget, with real
+//! Protection of the agents (`docs/limits.md`): the retry budget and rate limits, with real
 //! gateways and echo agents on 127.0.0.1.
+
+use std::time::{Duration, Instant};
 
 use crate::support::{agents, backends, get, TestGateway};
 
@@ -46,4 +48,67 @@ async fn a_retry_budget_keeps_a_sick_pool_near_its_request_rate() {
         "agents saw {seen} for {n} requests (bound {bound})"
     );
     assert!(seen > n + n / 10, "the budget still allows retries: {seen}");
+}
+
+/// One client floods a route limited to 50 requests a second (burst 5) for 10 s;
+/// another, behind the same trusted proxy, sends 10 a second. The first gets
+/// 200s at the configured rate (±10 %) and 429s with `Retry-After`; the second
+/// is never refused.
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_at_the_rate_and_others_are_unaffected() {
+    let a = agents("rated", "v1", 1).await;
+    let toml = format!(
+        "[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\nrate_limit = {{ rate = 50, burst = 5, key = \"client_ip\", trusted_proxies = [\"127.0.0.0/8\"] }}\n",
+        backends(&a)
+    );
+    let gw = TestGateway::start(&toml).await;
+    let addr = gw.addr;
+    let run = Duration::from_secs(10);
+    let started = Instant::now();
+    let calm = tokio::spawn(async move {
+        let mut refused = 0;
+        let mut sent = 0;
+        while started.elapsed() < run {
+            let r = get(addr, "/", &[("x-forwarded-for", "2.2.2.2")]).await;
+            sent += 1;
+            if r.status != 200 {
+                refused += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        (sent, refused)
+    });
+    let (mut ok, mut limited) = (0u64, 0u64);
+    while started.elapsed() < run {
+        let r = get(addr, "/", &[("x-forwarded-for", "9.9.9.9, 1.1.1.1")]).await;
+        match r.status.as_u16() {
+            200 => ok += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.error(), "rate_limited");
+                assert_eq!(
+                    r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+                    Some("1")
+                );
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (calm_sent, calm_refused) = calm.await.expect("calm client");
+    let expected = 5.0 + 50.0 * elapsed;
+    eprintln!(
+        "flooding client: {ok} answered, {limited} refused in {elapsed:.2}s (expected {expected:.0}); calm client: {calm_sent} sent, {calm_refused} refused"
+    );
+    assert!(
+        limited > ok,
+        "the flood was mostly refused: {ok} ok, {limited} limited"
+    );
+    let ratio = ok as f64 / expected;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "{ok} answered, {expected:.0} expected"
+    );
+    assert_eq!(calm_refused, 0, "the other client is unaffected");
+    assert!(calm_sent >= 50);
 }

@@ -392,6 +392,24 @@ pub struct RawRoute {
     pub upgrades: Option<Vec<String>>,
     /// 5xx answers that send a replayable request to another backend.
     pub retry_on_status: Option<Vec<i64>>,
+    /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { … }` of a route.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests a second.
+    pub rate: Option<f64>,
+    /// Requests at once after a pause; `rate` rounded up (at least 1) when absent.
+    pub burst: Option<i64>,
+    /// `"client_ip"` (the default), `"header:NAME"` or `"route"`.
+    pub key: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (`"10.0.0.0/8"`, `"::1"`).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Buckets kept at most.
+    pub max_keys: Option<i64>,
 }
 
 /// `match = { host, path_prefix, headers, method }`.

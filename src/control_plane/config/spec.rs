@@ -413,6 +413,8 @@ pub struct RouteSpec {
     /// backend, within `retries` (and the pool's retry budget); empty: answers
     /// are never retried.
     pub retry_on_status: Box<[u16]>,
+    /// Rate limit and concurrency limit.
+    pub limits: RouteLimitsSpec,
 }
 
 /// A route's `upgrades`: the protocol names (lowercase) whose `Upgrade` requests

@@ -34,3 +34,82 @@ impl RetryBudgetSpec {
     /// Largest `min_per_second` accepted.
     pub const MAX_MIN_PER_SECOND: u32 = 10_000;
 }
+
+/// Protection settings of one route.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RouteLimitsSpec {
+    /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
+    pub rate: Option<RateLimitSpec>,
+}
+
+/// A token bucket per key: `rate` requests a second on average, `burst` at once.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RateLimitSpec {
+    /// Requests a second (> 0).
+    pub rate: f64,
+    /// Bucket size (≥ 1): requests a key may make at once after a pause.
+    pub burst: u32,
+    /// What a bucket belongs to.
+    pub key: RateKey,
+    /// Buckets kept (a power of two ≥ the configured count): the memory bound.
+    pub max_keys: usize,
+}
+
+impl RateLimitSpec {
+    /// Default `max_keys`.
+    pub const DEFAULT_MAX_KEYS: usize = 100_000;
+    /// Largest `max_keys` accepted.
+    pub const MAX_MAX_KEYS: usize = 1 << 24;
+    /// Largest `rate` accepted (requests a second).
+    pub const MAX_RATE: f64 = 1_000_000.0;
+    /// Largest `burst` accepted.
+    pub const MAX_BURST: u32 = 1_000_000;
+}
+
+/// What a rate limit's bucket belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client's IP: the connection's peer, or, when the peer is one of
+    /// `trusted` proxies, the right-most `X-Forwarded-For` address that is not.
+    ClientIp {
+        /// `trusted_proxies`: networks whose `X-Forwarded-For` is believed.
+        trusted: Box<[IpNet]>,
+    },
+    /// The value of a request header (requests without it share one bucket).
+    Header(http::HeaderName),
+    /// The route as a whole: one bucket.
+    Route,
+}
+
+/// An IP network (`10.0.0.0/8`, `::1/128`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    /// The network's address (host bits zero).
+    pub addr: std::net::IpAddr,
+    /// Prefix length.
+    pub len: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.len)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.len))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}

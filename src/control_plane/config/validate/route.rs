@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::limits::check_size;
-use super::protect::check_retry_on_status;
+use super::protect::{check_retry_on_status, check_route_limits};
 use super::sticky::check_sticky;
 use super::values::{check_duration, check_name, key_path};
 use super::Report;
@@ -91,6 +91,7 @@ pub(super) fn check_route(
     });
     let upgrades = check_upgrades(raw.upgrades.as_deref(), &format!("{path}.upgrades"), report);
     let retry_on_status = check_retry_on_status(path, raw.retry_on_status.as_deref(), report);
+    let limits = check_route_limits(path, &raw, report);
     // Absent: the default; 0: no limit.
     let max_request_body = match &raw.max_request_body {
         None => Some(Some(DEFAULT_MAX_REQUEST_BODY)),
@@ -119,6 +120,7 @@ pub(super) fn check_route(
         max_request_body: max_request_body?,
         upgrades: upgrades?,
         retry_on_status: retry_on_status?,
+        limits: limits?,
     };
     name_ok.then_some(spec)
 }

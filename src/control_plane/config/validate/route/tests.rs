@@ -400,3 +400,60 @@ fn retry_budget_fields_are_checked_with_their_paths() {
         "unknown key `percnt`; accepted keys: percent, min_per_second",
     );
 }
+
+#[test]
+fn rate_limit_fields_are_checked_with_their_paths() {
+    let route = |limit: &str| {
+        with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\nrate_limit = {limit}"
+        ))
+    };
+    let spec = crate::control_plane::config::parse(&route(
+        "{ rate = 2.5, trusted_proxies = [\"10.0.0.0/8\", \"::1\"] }",
+    ))
+    .expect("valid");
+    let rate = spec.routes[0].limits.rate.clone().expect("a rate limit");
+    assert_eq!((rate.rate, rate.burst, rate.max_keys), (2.5, 3, 100_000));
+    assert!(
+        matches!(rate.key, crate::control_plane::config::spec::RateKey::ClientIp { ref trusted } if trusted.len() == 2)
+    );
+    for (limit, path, fragment) in [
+        (
+            "{ burst = 3 }",
+            "routes[0].rate_limit.rate",
+            "rate is required",
+        ),
+        (
+            "{ rate = 0 }",
+            "routes[0].rate_limit.rate",
+            "must be above 0",
+        ),
+        (
+            "{ rate = 1, burst = 0 }",
+            "routes[0].rate_limit.burst",
+            "between 1 and",
+        ),
+        (
+            "{ rate = 1, key = \"cookie:x\" }",
+            "routes[0].rate_limit.key",
+            "is not a key",
+        ),
+        (
+            "{ rate = 1, max_keys = 0 }",
+            "routes[0].rate_limit.max_keys",
+            "between 1 and",
+        ),
+        (
+            "{ rate = 1, trusted_proxies = [\"10.0.0.1/8\"] }",
+            "routes[0].rate_limit.trusted_proxies[0]",
+            "is not an IP address or network",
+        ),
+        (
+            "{ rate = 1, key = \"route\", trusted_proxies = [\"10.0.0.0/8\"] }",
+            "routes[0].rate_limit.trusted_proxies",
+            "only applies to key = \"client_ip\"",
+        ),
+    ] {
+        assert_one(&route(limit), path, fragment);
+    }
+}
