@@ -45,6 +45,9 @@ pub const TASK_EXITS: &str = "sluicegate_task_exits_total";
 pub const ROLLOUTS: &str = "sluicegate_rollouts_total";
 /// `tunnel_bytes_total{route,pool,direction}`: bytes through closed upgrade tunnels.
 pub const TUNNEL_BYTES: &str = "sluicegate_tunnel_bytes_total";
+/// `limited_total{route,kind}`: requests (or retries) a limit refused; `kind` is
+/// one of `data_plane::limits::Kind::as_str`.
+pub const LIMITED: &str = "sluicegate_limited_total";
 /// `direction` of [`TUNNEL_BYTES`]: client to backend.
 pub const DIRECTION_UP: &str = "up";
 /// `direction` of [`TUNNEL_BYTES`]: backend to client.
@@ -75,6 +78,8 @@ pub mod label {
     pub const STATE: &str = "state";
     /// `up` (client to backend) or `down`.
     pub const DIRECTION: &str = "direction";
+    /// What a limit refused (`data_plane::limits::Kind::as_str`).
+    pub const KIND: &str = "kind";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -126,6 +131,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
+    (LIMITED, Kind::Counter, "Requests a route's limits refused, by kind: rate (429 rate_limited), retry_budget (a retry the pool's budget did not allow; not made). Sampled at scrape from the route's counts."),
     (TASK_EXITS, Kind::Counter, "Background tasks (controller, rollout_manager, discovery, probes, admin, reload, metrics_upkeep) that ended while the gateway ran; /readyz answers 503 naming them."),
 ];
 
@@ -165,7 +171,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 18);
+        assert_eq!(HELP.len(), 19);
     }
 
     #[test]
