@@ -83,6 +83,8 @@ fn spec_with_routes(n: usize) -> Spec {
             timeouts: Timeouts::default(),
             max_request_body: None,
             upgrades: Default::default(),
+            retry_on_status: Box::default(),
+            limits: Default::default(),
         })
         .collect();
     routes.push(RouteSpec {
@@ -100,6 +102,8 @@ fn spec_with_routes(n: usize) -> Spec {
         timeouts: Timeouts::default(),
         max_request_body: None,
         upgrades: Default::default(),
+        retry_on_status: Box::default(),
+        limits: Default::default(),
     });
     Spec {
         listen: ListenSpec {
@@ -119,6 +123,7 @@ fn spec_with_routes(n: usize) -> Spec {
             backends: vec![],
             tls: None,
             health: Default::default(),
+            limits: Default::default(),
         }],
         routes,
         log: Default::default(),
@@ -181,6 +186,7 @@ fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
                 .collect(),
             tls: None,
             health: Default::default(),
+            limits: Default::default(),
         })
         .collect();
     let default = spec

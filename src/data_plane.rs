@@ -14,6 +14,7 @@ pub mod balance;
 pub(crate) mod cold;
 pub mod health;
 pub mod http1;
+pub mod limits;
 pub mod log_limit;
 pub(crate) mod pool_stats;
 pub mod proxy;

@@ -231,6 +231,9 @@ fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {
     if old.upgrades != new.upgrades {
         what.push("upgrades");
     }
+    if old.retry_on_status != new.retry_on_status {
+        what.push("retry_on_status");
+    }
     what
 }
 
@@ -247,6 +250,13 @@ fn pool_changes(old: &PoolSpec, new: &PoolSpec, push: &mut impl FnMut(Op, String
             Op::Change,
             format!("pool {}", new.name),
             "tls changed: its backends start afresh (new connections; open streams close after stream_close_delay)".into(),
+        );
+    }
+    if old.limits != new.limits {
+        push(
+            Op::Change,
+            format!("pool {}", new.name),
+            "limits changed (retry_budget)".into(),
         );
     }
     for b in &old.backends {

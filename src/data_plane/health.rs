@@ -94,6 +94,8 @@ pub struct PoolHealth {
     traffic: PoolStats,
     /// Where `backend_ejections_total` is counted: the gateway's own recorder.
     metrics: Registrar,
+    /// Requests and retries of the last seconds, for the pool's `retry_budget`.
+    retry_window: crate::data_plane::limits::budget::RetryWindow,
 }
 
 impl PoolHealth {
@@ -107,6 +109,7 @@ impl PoolHealth {
             events,
             traffic: PoolStats::new(),
             metrics: Registrar::off(),
+            retry_window: crate::data_plane::limits::budget::RetryWindow::default(),
         }
     }
 
@@ -130,6 +133,11 @@ impl PoolHealth {
     /// snapshots like the rest of this runtime.
     pub fn traffic(&self) -> &PoolStats {
         &self.traffic
+    }
+
+    /// The counts behind the pool's `retry_budget` (kept across snapshots).
+    pub fn retry_window(&self) -> &crate::data_plane::limits::budget::RetryWindow {
+        &self.retry_window
     }
 
     /// Requests waiting for a backend of this pool right now.

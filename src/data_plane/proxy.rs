@@ -293,6 +293,11 @@ impl Proxy {
         let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
         trail.route(route);
         framing::check_declared_length(req.headers(), route.max_request_body)?;
+        if let Some(rate) = &route.rate {
+            if let Err(wait) = rate.check(req.headers(), client.addr.ip(), Instant::now()) {
+                return Err(rate_limited(route, wait));
+            }
+        }
         let choice = route
             .split
             .pick(req.headers())
@@ -402,9 +407,16 @@ impl Proxy {
         let mut failures = 0usize;
         let mut hold_deadline = None;
         let mut last_error = None;
+        // A backend's answer in `retry_on_status`, kept while another backend is
+        // tried: the client gets it when no other backend can be.
+        let mut kept: Option<(Answer, InflightGuard)> = None;
+        if plan.pool.limits.retry_budget.is_some() {
+            plan.pool.health().retry_window().request(Instant::now());
+        }
         loop {
             let backend = match plan.pool.pick(plan.key, &tried) {
                 Some(backend) => backend,
+                None if kept.is_some() => return kept.ok_or(ProxyError::NoHealthyBackend),
                 None => {
                     let pool = &plan.pool;
                     let Some(spec) = pool.policy().hold else {
@@ -435,6 +447,11 @@ impl Proxy {
             let guard = backend.state.start_request();
             let started = Instant::now();
             let kind = if plan.fast && backend.state.conns().fast_path() {
+                if plan.replayable && replay.is_none() && !route.retry_on_status.is_empty() {
+                    // An answer in `retry_on_status` sends it again: the
+                    // gateway-driven connection does not give it back after one.
+                    replay = Some(Replay::of(&req));
+                }
                 ConnKind::Http1
             } else {
                 if !plan.forwarding_in_map {
@@ -468,6 +485,18 @@ impl Proxy {
                     pool.health()
                         .traffic()
                         .record_response(answer.status(), latency);
+                    if failures < route.retries as usize
+                        && route.retry_on_status.contains(&answer.status().as_u16())
+                    {
+                        let next = replay.as_ref().filter(|_| plan.replayable);
+                        if let Some(next) = next.filter(|_| retry_allowed(pool, route)) {
+                            tried.add(backend);
+                            failures += 1;
+                            kept = Some((answer, guard));
+                            req = next.request();
+                            continue;
+                        }
+                    }
                     if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
                         answer.learn(&route.split, pin, &pool.name);
@@ -492,8 +521,12 @@ impl Proxy {
                         None
                     };
                     match next {
-                        Some(next) if failures <= route.retries as usize => req = next,
-                        _ => return Err(failed.error),
+                        Some(next)
+                            if failures <= route.retries as usize && retry_allowed(pool, route) =>
+                        {
+                            req = next;
+                        }
+                        _ => return kept.ok_or(failed.error),
                     }
                     last_error = Some(failed.error);
                 }
@@ -600,6 +633,39 @@ fn upstream_response(
         parts.headers.append(header::SET_COOKIE, cookie);
     }
     Response::from_parts(parts, ResponseBody::upstream(body, fields))
+}
+
+/// The refusal of a request over its route's `rate_limit`, counted; `wait` is
+/// how long until its key may send again (`Retry-After`, whole seconds, ≥ 1).
+#[cold]
+fn rate_limited(route: &Route, wait: Duration) -> ProxyError {
+    route.refusals.count(crate::data_plane::limits::Kind::Rate);
+    let secs = wait
+        .as_secs()
+        .saturating_add(u64::from(wait.subsec_nanos() > 0));
+    ProxyError::RateLimited {
+        retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
+    }
+}
+
+/// Whether the pool's retry budget (if it has one) allows one more retry now;
+/// a retry it refuses is counted against the route.
+#[inline]
+fn retry_allowed(pool: &Pool, route: &Route) -> bool {
+    let Some(budget) = &pool.limits.retry_budget else {
+        return true;
+    };
+    if pool
+        .health()
+        .retry_window()
+        .try_retry(budget, Instant::now())
+    {
+        return true;
+    }
+    route
+        .refusals
+        .count(crate::data_plane::limits::Kind::RetryBudget);
+    false
 }
 
 /// Counts a failed attempt where passive ejection and the metrics see it.

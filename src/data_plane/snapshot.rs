@@ -17,13 +17,15 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolName, PoolSpec, RouteName, Spec, Timeouts,
-    Upgrades,
+    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName, PoolSpec, RouteName,
+    Spec, Timeouts, Upgrades,
 };
 use crate::control_plane::config::MatchSpec;
 use crate::data_plane::backend::{Backend, BackendState};
 use crate::data_plane::balance::{key_hash, Balancer};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
+use crate::data_plane::limits::rate::RateTable;
+use crate::data_plane::limits::Refusals;
 use crate::data_plane::route::{self, RequestView, RouteIndex};
 use crate::data_plane::sessions::SessionTable;
 use crate::data_plane::split::{cookie_value, Split};
@@ -59,6 +61,12 @@ pub struct Route {
     pub max_request_body: Option<u64>,
     /// `Upgrade` protocols that may become tunnels.
     pub upgrades: Upgrades,
+    /// 5xx answers that send a replayable request to another backend.
+    pub retry_on_status: Box<[u16]>,
+    /// Requests the limits refused (kept across snapshots by route name).
+    pub refusals: Arc<Refusals>,
+    /// The `rate_limit` buckets (kept across snapshots while the settings stay).
+    pub rate: Option<Arc<RateTable>>,
 }
 
 /// A pool as the request path sees it.
@@ -72,6 +80,8 @@ pub struct Pool {
     primary_balancer: Balancer,
     backups: Box<[Backend]>,
     backup_balancer: Balancer,
+    /// Retry budget and circuit breaking (their counts are in `health`).
+    pub limits: PoolLimitsSpec,
 }
 
 impl Snapshot {
@@ -158,17 +168,24 @@ impl Snapshot {
                 crate::control_plane::config::spec::Balance::Hash(key) => Some(key.clone()),
                 _ => None,
             };
-            let pool = Arc::new(Pool::new(
+            let mut pool = Pool::new(
                 p.name.clone(),
                 &p.balance,
                 hash_key,
                 (p.health.clone(), health_for(p)),
                 backends,
                 before.get(&p.name).copied(),
-            ));
+            );
+            pool.limits = p.limits.clone();
+            let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
         }
+        // A route keeps its refusal counts across snapshots (they are counters).
+        // So do its rate buckets while its `rate_limit` is unchanged.
+        let routes_before: HashMap<&RouteName, &Route> = previous
+            .map(|s| s.routes.iter().map(|r| (&r.name, r)).collect())
+            .unwrap_or_default();
         let order = route::precedence_order(spec.routes.iter().map(|r| &r.matcher));
         let index = RouteIndex::build(order.iter().map(|&i| &spec.routes[i].matcher));
         let routes = order
@@ -197,6 +214,17 @@ impl Snapshot {
                     metrics,
                     max_request_body: r.max_request_body,
                     upgrades: r.upgrades.clone(),
+                    retry_on_status: r.retry_on_status.clone(),
+                    refusals: routes_before
+                        .get(&r.name)
+                        .map_or_else(Arc::default, |before| Arc::clone(&before.refusals)),
+                    rate: r.limits.rate.as_ref().map(|spec| {
+                        routes_before
+                            .get(&r.name)
+                            .and_then(|before| before.rate.as_ref())
+                            .filter(|table| table.spec() == spec)
+                            .map_or_else(|| Arc::new(RateTable::new(spec)), Arc::clone)
+                    }),
                 }
             })
             .collect();
@@ -274,6 +302,7 @@ impl Pool {
             backup_balancer: build(&backups, previous.map(|p| &p.backup_balancer)),
             primaries: primaries.into(),
             backups: backups.into(),
+            limits: PoolLimitsSpec::default(),
         }
     }
 

@@ -83,6 +83,18 @@ pub(super) fn sample(snapshot: &Snapshot, recording: &Recording) {
             ];
             metrics::gauge!(names::SPLIT_WEIGHT, &labels).set(f64::from(entry.weight));
         }
+        // Counters kept as atomics beside the route (so `ctl status` reads them
+        // too), written here as they stand; a kind never refused is not listed.
+        for kind in crate::data_plane::limits::Kind::ALL {
+            let n = route.refusals.get(kind);
+            if n > 0 {
+                let labels = [
+                    (label::ROUTE, route.name.as_str().to_owned()),
+                    (label::KIND, kind.as_str().to_owned()),
+                ];
+                metrics::counter!(names::LIMITED, &labels).absolute(n);
+            }
+        }
     }
     super::rollouts::sample(snapshot, &recording.rollouts);
 }

@@ -34,6 +34,9 @@ pub(crate) const ACTIVE_CONNECTIONS: &str = "sluicegate_active_connections";
 pub(crate) const BUILD_INFO: &str = "sluicegate_build_info";
 /// `access_log_dropped_total`: access-log lines dropped because the writer lagged.
 pub(crate) const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+/// `limited_total{route,kind}`: requests (or retries) a limit refused; `kind` is
+/// one of `data_plane::limits::Kind::as_str`.
+pub(crate) const LIMITED: &str = "sluicegate_limited_total";
 /// `rollout_step{route}`: the rollout target's percentage of the route.
 pub(crate) const ROLLOUT_STEP: &str = "sluicegate_rollout_step";
 /// `rollout_state{route,state}`: 1 for the latest rollout's phase, 0 for the others.
@@ -76,6 +79,8 @@ pub(crate) mod label {
     pub(crate) const STATE: &str = "state";
     /// `up` (client to backend) or `down`.
     pub(crate) const DIRECTION: &str = "direction";
+    /// What a limit refused (`data_plane::limits::Kind::as_str`).
+    pub(crate) const KIND: &str = "kind";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -126,6 +131,7 @@ pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (BUILD_INFO, Kind::Gauge, "Always 1; the version label says which build runs."),
     (TUNNEL_BYTES, Kind::Counter, "Bytes carried by upgrade tunnels (WebSocket), counted when each tunnel closes; direction up is client to backend."),
     (ACCESS_LOG_DROPPED, Kind::Counter, "Access-log lines dropped because the log writer could not keep up (the request path never waits for it)."),
+    (LIMITED, Kind::Counter, "Requests a route's limits refused, by kind: rate (429 rate_limited), retry_budget (a retry the pool's budget did not allow; not made). Sampled at scrape from the route's counts."),
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
@@ -168,7 +174,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 18);
+        assert_eq!(HELP.len(), 19);
     }
 
     #[test]

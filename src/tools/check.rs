@@ -161,8 +161,11 @@ pub fn render(spec: &Spec) -> String {
                 learn.max_sessions
             );
         }
-        if let Some(max) = r.max_request_body {
-            let _ = write!(out, ", max_request_body {max} bytes");
+        match r.max_request_body {
+            Some(max) => {
+                let _ = write!(out, ", max_request_body {max} bytes");
+            }
+            None => out.push_str(", max_request_body unlimited"),
         }
         out.push('\n');
     }

@@ -11,6 +11,7 @@ mod errors;
 mod events;
 mod hardening;
 mod health;
+mod limits;
 mod live;
 mod metrics;
 mod props;

@@ -562,3 +562,36 @@ split = [{{ pool = "gone", weight = 1 }}]
     assert_eq!(class(&s, "2xx"), 0.0, "{}", s.text);
     assert_eq!(class(&s, "5xx"), 0.0, "{}", s.text);
 }
+
+/// Refusals of a route's limits are `sluicegate_limited_total{route,kind}`: a
+/// rate limit's 429s, exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_of_limits_are_counted_by_route_and_kind() {
+    let ags = agents("lim", "v1", 1).await;
+    let a1 = ags[0].addr();
+    let body = format!(
+        r#"
+[[pools]]
+name = "lim-p"
+backends = [{{ addr = "{a1}" }}]
+[[routes]]
+name = "lim-r"
+split = [{{ pool = "lim-p", weight = 1 }}]
+rate_limit = {{ rate = 0.01, burst = 2, key = "route" }}
+"#
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let mut refused = 0;
+    for _ in 0..7 {
+        if get(gw.addr, "/", &[]).await.status == 429 {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 5, "burst 2 of 7");
+    let labels = [("route", "lim-r"), ("kind", "rate")];
+    let s = scrape_until(&gw, "limited_total", |s| {
+        s.value("sluicegate_limited_total", &labels).is_some()
+    })
+    .await;
+    assert_eq!(s.value("sluicegate_limited_total", &labels), Some(5.0));
+}

@@ -211,6 +211,18 @@ pub struct RawPool {
     pub panic_threshold: Option<i64>,
     /// `hold = { timeout, max_queued }`: wait for a backend instead of a 503.
     pub hold: Option<RawHold>,
+    /// `retry_budget = { percent, min_per_second }`: retries at most this share.
+    pub retry_budget: Option<RawRetryBudget>,
+}
+
+/// `retry_budget = { percent, min_per_second }` of a pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    /// Retries as a percentage of the pool's requests over the window.
+    pub percent: Option<i64>,
+    /// Retries a second allowed whatever the traffic.
+    pub min_per_second: Option<i64>,
 }
 
 /// `[pools.health]`: one active HTTP probe per backend.
@@ -374,10 +386,30 @@ pub struct RawRoute {
     #[serde(default)]
     pub timeouts: RawTimeouts,
     /// Largest request body accepted (bytes, or a size like `"10MiB"`); absent
-    /// means no limit.
+    /// means 100 MiB, 0 means no limit.
     pub max_request_body: Option<RawSize>,
     /// Upgrade protocols that may become tunnels (`["websocket"]` when absent).
     pub upgrades: Option<Vec<String>>,
+    /// 5xx answers that send a replayable request to another backend.
+    pub retry_on_status: Option<Vec<i64>>,
+    /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { … }` of a route.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Requests a second.
+    pub rate: Option<f64>,
+    /// Requests at once after a pause; `rate` rounded up (at least 1) when absent.
+    pub burst: Option<i64>,
+    /// `"client_ip"` (the default), `"header:NAME"` or `"route"`.
+    pub key: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed (`"10.0.0.0/8"`, `"::1"`).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Buckets kept at most.
+    pub max_keys: Option<i64>,
 }
 
 /// `match = { host, path_prefix, headers, method }`.

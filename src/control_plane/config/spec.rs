@@ -15,8 +15,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 mod health;
+mod limits;
 
 pub use health::*;
+pub use limits::*;
 
 /// Name of a pool, as written in `[[pools]].name`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -292,6 +294,8 @@ pub struct PoolSpec {
     pub tls: Option<UpstreamTlsSpec>,
     /// Probes, ejection, slow start, panic threshold, hold.
     pub health: PoolHealthSpec,
+    /// Retry budget and circuit breaking.
+    pub limits: PoolLimitsSpec,
 }
 
 impl PoolSpec {
@@ -304,6 +308,7 @@ impl PoolSpec {
             backends: Vec::new(),
             health: PoolHealthSpec::default(),
             tls: None,
+            limits: PoolLimitsSpec::default(),
         }
     }
 }
@@ -404,6 +409,12 @@ pub struct RouteSpec {
     pub max_request_body: Option<u64>,
     /// The `Upgrade` protocols that may become tunnels.
     pub upgrades: Upgrades,
+    /// Backend answers (5xx statuses) that send a replayable request to another
+    /// backend, within `retries` (and the pool's retry budget); empty: answers
+    /// are never retried.
+    pub retry_on_status: Box<[u16]>,
+    /// Rate limit and concurrency limit.
+    pub limits: RouteLimitsSpec,
 }
 
 /// A route's `upgrades`: the protocol names (lowercase) whose `Upgrade` requests

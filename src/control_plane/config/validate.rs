@@ -21,6 +21,7 @@ mod limits;
 mod listen;
 mod log;
 mod pool;
+mod protect;
 mod route;
 mod sticky;
 mod tls;

@@ -63,6 +63,7 @@ impl Outcome {
             | ProxyError::NoHealthyBackend
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
+            | ProxyError::RateLimited { .. }
             | ProxyError::ClientBody(..) => None,
         }
     }

@@ -25,6 +25,10 @@ pub enum ProxyError {
     BodyTooLarge { limit: u64 },
     #[error("no route matches this request")]
     NoRoute,
+    /// The request's key is over the route's `rate_limit`; it may send again
+    /// after `retry_after` seconds.
+    #[error("over the route's rate limit; retry after {retry_after}s")]
+    RateLimited { retry_after: u32 },
     #[error("no backend of pool is available")]
     NoHealthyBackend,
     #[error("connecting to the backend failed: {0}")]
@@ -66,6 +70,7 @@ impl ProxyError {
             ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
@@ -87,6 +92,7 @@ impl ProxyError {
             ProxyError::Malformed(m) => m.cause(),
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute => "no_route",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
@@ -146,7 +152,10 @@ impl ProxyError {
     pub fn is_client_fault(&self) -> bool {
         matches!(
             self,
-            ProxyError::ClientBody(..) | ProxyError::BodyTooLarge { .. } | ProxyError::Malformed(_)
+            ProxyError::ClientBody(..)
+                | ProxyError::BodyTooLarge { .. }
+                | ProxyError::Malformed(_)
+                | ProxyError::RateLimited { .. }
         )
     }
 
@@ -162,6 +171,10 @@ impl ProxyError {
     /// The gateway's own short answer.
     pub fn into_response(self) -> Response<ResponseBody> {
         let cause = self.cause();
+        let retry_after = match &self {
+            ProxyError::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        };
         let mut body = String::with_capacity(64);
         body.push_str(self.status().canonical_reason().unwrap_or("error"));
         body.push_str(": ");
@@ -171,6 +184,9 @@ impl ProxyError {
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();
         headers.insert(ERROR_HEADER, HeaderValue::from_static(cause));
+        if let Some(secs) = retry_after {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         headers.insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -226,6 +242,11 @@ mod tests {
                 "upstream_tls_failed",
             ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
+            (
+                ProxyError::RateLimited { retry_after: 1 },
+                429,
+                "rate_limited",
+            ),
             (
                 ProxyError::ClientBody(ClientFault::TimedOut, None),
                 408,

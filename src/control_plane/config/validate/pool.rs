@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::health::check_health;
+use super::protect::check_pool_limits;
 use super::tls::check_upstream_tls;
 use super::values::{check_hash_key, check_name, socket_addr};
 use super::Report;
@@ -18,6 +19,7 @@ use crate::control_plane::config::spec::{
 pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Option<PoolSpec> {
     let name_ok = check_name(&raw.name, &format!("{path}.name"), "pool", report);
     let health = check_health(path, &raw, report);
+    let limits = check_pool_limits(path, &raw, report);
     let key_path = format!("{path}.hash_key");
     let kind = match raw.balance.as_deref() {
         None => Some(RawBalance::RoundRobin),
@@ -87,13 +89,14 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         Some(tls) => check_upstream_tls(&format!("{path}.tls"), tls, report).map(Some),
     };
 
-    let (balance, health, tls) = (balance?, health?, tls?);
+    let (balance, health, tls, limits) = (balance?, health?, tls?, limits?);
     (name_ok && backends_ok).then(|| PoolSpec {
         name: PoolName(raw.name.as_str().into()),
         balance,
         backends,
         tls,
         health,
+        limits,
     })
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::limits::check_size;
+use super::protect::{check_retry_on_status, check_route_limits};
 use super::sticky::check_sticky;
 use super::values::{check_duration, check_name, key_path};
 use super::Report;
@@ -23,8 +24,13 @@ use crate::control_plane::config::spec::{
 /// Largest `retries` accepted.
 const MAX_RETRIES: i64 = 10;
 
-/// Largest `max_request_body` accepted: 1 TiB (beyond that, leave it unset).
+/// Largest `max_request_body` accepted: 1 TiB (beyond that, write 0: no limit).
 const MAX_REQUEST_BODY: u64 = 1 << 40;
+
+/// `max_request_body` when the route does not say: 100 MiB. An unbounded default
+/// lets one client stream without end into an agent (kamal-proxy#90); a route
+/// that takes larger uploads says so, or writes 0 for no limit.
+pub(super) const DEFAULT_MAX_REQUEST_BODY: u64 = 100 << 20;
 
 /// Longest `timeouts.client_body` accepted.
 const MAX_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -84,16 +90,19 @@ pub(super) fn check_route(
         None
     });
     let upgrades = check_upgrades(raw.upgrades.as_deref(), &format!("{path}.upgrades"), report);
+    let retry_on_status = check_retry_on_status(path, raw.retry_on_status.as_deref(), report);
+    let limits = check_route_limits(path, &raw, report);
+    // Absent: the default; 0: no limit.
     let max_request_body = match &raw.max_request_body {
-        None => Some(None),
+        None => Some(Some(DEFAULT_MAX_REQUEST_BODY)),
         Some(size) => check_size(
             size,
             &format!("{path}.max_request_body"),
-            1,
+            0,
             MAX_REQUEST_BODY,
             report,
         )
-        .map(Some),
+        .map(|n| (n > 0).then_some(n)),
     };
 
     let spec = RouteSpec {
@@ -110,6 +119,8 @@ pub(super) fn check_route(
         },
         max_request_body: max_request_body?,
         upgrades: upgrades?,
+        retry_on_status: retry_on_status?,
+        limits: limits?,
     };
     name_ok.then_some(spec)
 }

@@ -321,3 +321,139 @@ fn upgrade_rules() {
     );
     assert_one(&upgrades(r#""websocket""#), "routes[0].upgrades", "");
 }
+
+#[test]
+fn max_request_body_defaults_to_100_mib_and_zero_is_unlimited() {
+    let body = |line: &str| {
+        let text = with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\n{line}"
+        ));
+        crate::control_plane::config::parse(&text)
+            .expect("valid")
+            .routes
+            .remove(0)
+            .max_request_body
+    };
+    assert_eq!(body(""), Some(100 * 1024 * 1024));
+    assert_eq!(body("max_request_body = 0"), None);
+    assert_eq!(body("max_request_body = \"0B\""), None);
+    assert_eq!(body("max_request_body = \"1KiB\""), Some(1024));
+    assert_one(
+        &with_route(
+            "split = [{ pool = \"agent-blue\", weight = 1 }]\nmax_request_body = \"1025GiB\"",
+        ),
+        "routes[0].max_request_body",
+        "out of range",
+    );
+    assert_one(
+        &with_route("split = [{ pool = \"agent-blue\", weight = 1 }]\nmax_request_body = -1"),
+        "routes[0].max_request_body",
+        "is not a size",
+    );
+}
+
+#[test]
+fn retry_on_status_takes_5xx_statuses_once() {
+    let route = |line: &str| {
+        with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\n{line}"
+        ))
+    };
+    let spec =
+        crate::control_plane::config::parse(&route("retry_on_status = [502, 503]")).expect("valid");
+    assert_eq!(&*spec.routes[0].retry_on_status, &[502, 503]);
+    assert_one(
+        &route("retry_on_status = [503, 404]"),
+        "routes[0].retry_on_status[1]",
+        "404 is not a 5xx status",
+    );
+    assert_one(
+        &route("retry_on_status = [503, 503]"),
+        "routes[0].retry_on_status[1]",
+        "503 is listed twice",
+    );
+}
+
+#[test]
+fn retry_budget_fields_are_checked_with_their_paths() {
+    let pool = |budget: &str| {
+        format!(
+            "{LISTEN}\n[[pools]]\nname = \"agent-blue\"\nbackends = []\nretry_budget = {budget}\n{ROUTE}"
+        )
+    };
+    let spec = crate::control_plane::config::parse(&pool("{}")).expect("valid");
+    let budget = spec.pools[0].limits.retry_budget.expect("a budget");
+    assert_eq!((budget.percent, budget.min_per_second), (20, 3));
+    assert_one(
+        &pool("{ percent = 101 }"),
+        "pools[0].retry_budget.percent",
+        "between 0 and 100, got 101",
+    );
+    assert_one(
+        &pool("{ min_per_second = -1 }"),
+        "pools[0].retry_budget.min_per_second",
+        "got -1",
+    );
+    assert_one(
+        &pool("{ percnt = 5 }"),
+        "pools[0].retry_budget.percnt",
+        "unknown key `percnt`; accepted keys: percent, min_per_second",
+    );
+}
+
+#[test]
+fn rate_limit_fields_are_checked_with_their_paths() {
+    let route = |limit: &str| {
+        with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\nrate_limit = {limit}"
+        ))
+    };
+    let spec = crate::control_plane::config::parse(&route(
+        "{ rate = 2.5, trusted_proxies = [\"10.0.0.0/8\", \"::1\"] }",
+    ))
+    .expect("valid");
+    let rate = spec.routes[0].limits.rate.clone().expect("a rate limit");
+    assert_eq!((rate.rate, rate.burst, rate.max_keys), (2.5, 3, 100_000));
+    assert!(
+        matches!(rate.key, crate::control_plane::config::spec::RateKey::ClientIp { ref trusted } if trusted.len() == 2)
+    );
+    for (limit, path, fragment) in [
+        (
+            "{ burst = 3 }",
+            "routes[0].rate_limit.rate",
+            "rate is required",
+        ),
+        (
+            "{ rate = 0 }",
+            "routes[0].rate_limit.rate",
+            "must be above 0",
+        ),
+        (
+            "{ rate = 1, burst = 0 }",
+            "routes[0].rate_limit.burst",
+            "between 1 and",
+        ),
+        (
+            "{ rate = 1, key = \"cookie:x\" }",
+            "routes[0].rate_limit.key",
+            "is not a key",
+        ),
+        (
+            "{ rate = 1, max_keys = 0 }",
+            "routes[0].rate_limit.max_keys",
+            "between 1 and",
+        ),
+        (
+            "{ rate = 1, trusted_proxies = [\"10.0.0.1/8\"] }",
+            "routes[0].rate_limit.trusted_proxies[0]",
+            "is not an IP address or network",
+        ),
+        (
+            "{ rate = 1, key = \"route\", trusted_proxies = [\"10.0.0.0/8\"] }",
+            "routes[0].rate_limit.trusted_proxies",
+            "only applies to key = \"client_ip\"",
+        ),
+    ] {
+        assert_one(&route(limit), path, fragment);
+    }
+}
