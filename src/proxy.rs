@@ -464,6 +464,10 @@ impl Proxy {
                     pool.health()
                         .traffic()
                         .record_response(answer.status(), latency);
+                    backend
+                        .state
+                        .traffic()
+                        .record_response(answer.status(), latency);
                     if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
                         answer.learn(&route.split, pin, &pool.name);
@@ -609,6 +613,7 @@ fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
     pool.report_error(backend, error);
     if !matches!(error, ProxyError::NotSent(_)) {
         pool.health().traffic().record_error();
+        backend.state.traffic().record_error();
     }
 }
 
