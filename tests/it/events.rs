@@ -279,7 +279,7 @@ async fn ctl_watch_once_prints_the_state_and_watch_prints_a_line_per_event() {
     // The same picture as `ctl status` renders from the state right now, then
     // the traffic table.
     let state = gw.state().await;
-    let status = sluicegate::ctl::render_status(&state);
+    let status = sluicegate::tools::ctl::render_status(&state);
     assert!(shown.starts_with(&status), "{shown}\n---\n{status}");
     assert!(
         shown[status.len()..].contains("REQ/S"),
@@ -692,7 +692,7 @@ fn p99(mut took: Vec<Duration>) -> Duration {
 async fn a_subscriber_that_never_reads_is_dropped_at_the_socket_and_the_gateway_p99_is_unchanged() {
     // Bursts below the per-subscriber buffer: a reader that reads keeps up.
     const SPARE: usize = 200;
-    assert!(SPARE + 2 < sluicegate::events::BUFFER);
+    assert!(SPARE + 2 < sluicegate::control_plane::events::BUFFER);
     let blue = agents("blue", "v1", 1).await;
     let green = agents("green", "v2", 1).await;
     let (b, g) = (backends(&blue), backends(&green));
