@@ -437,16 +437,19 @@ async fn the_dashboard_in_headless_chromium_shows_the_state_and_a_ctl_split_with
     assert_ne!(page.eval(&cell(blue[1].addr(), "p99")).await, "-");
     assert_ne!(page.eval(&cell(blue[1].addr(), "rps")).await, "-");
 
-    // An admin API change → the page shows it.
+    // An admin API change → the page shows it. Timed twice: by the page's own
+    // clock (the MutationObserver's `Date.now()` against the wall clock here) and
+    // from this side (polling the page every 10 ms: an upper bound).
     assert_eq!(page.eval(&observe("blue=30 green=70")).await, true);
-    let sent = now_ms();
+    let (sent, started) = (now_ms(), Instant::now());
     gw.split("agents", r#"{"blue": 30, "green": 70}"#).await;
     let seen = page.wait_for("window.__seen", WAIT).await;
+    let api_polled = started.elapsed();
     let api_ms = seen.as_f64().expect("a time") - sent;
     // The real `sluicegate ctl split` (its process start included).
     assert_eq!(page.eval(&observe("blue=60 green=40")).await, true);
     let admin = format!("http://{}", gw.admin);
-    let sent = now_ms();
+    let (sent, started) = (now_ms(), Instant::now());
     let out = cli(
         &[
             "ctl", "--admin", &admin, "split", "agents", "blue=60", "green=40",
@@ -456,12 +459,13 @@ async fn the_dashboard_in_headless_chromium_shows_the_state_and_a_ctl_split_with
     .await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let seen = page.wait_for("window.__seen", WAIT).await;
+    let ctl_polled = started.elapsed();
     let ctl_ms = seen.as_f64().expect("a time") - sent;
     eprintln!(
-        "dashboard: admin API split -> page shows it in {api_ms:.0} ms; `ctl split` (process start included) -> page in {ctl_ms:.0} ms"
+        "dashboard: admin API split -> page shows it in {api_ms:.0} ms (page clock), {api_polled:.0?} polled; `ctl split` (process start included) -> page in {ctl_ms:.0} ms (page clock), {ctl_polled:.0?} polled"
     );
-    assert!(api_ms < 1000.0, "{api_ms} ms");
-    assert!(ctl_ms < 1000.0, "{ctl_ms} ms");
+    assert!(api_polled < Duration::from_secs(1), "{api_polled:?}");
+    assert!(ctl_polled < Duration::from_secs(1), "{ctl_polled:?}");
     page.wait_for(
         "document.getElementById('events').textContent.includes('split_changed')",
         WAIT,
@@ -692,7 +696,7 @@ fn p99(mut took: Vec<Duration>) -> Duration {
 async fn a_subscriber_that_never_reads_is_dropped_at_the_socket_and_the_gateway_p99_is_unchanged() {
     // Bursts below the per-subscriber buffer: a reader that reads keeps up.
     const SPARE: usize = 200;
-    assert!(SPARE + 2 < sluicegate::control_plane::events::BUFFER);
+    const { assert!(SPARE + 2 < sluicegate::control_plane::events::BUFFER) };
     let blue = agents("blue", "v1", 1).await;
     let green = agents("green", "v2", 1).await;
     let (b, g) = (backends(&blue), backends(&green));
