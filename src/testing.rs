@@ -29,3 +29,7 @@ pub fn fuzz_response(data: &[u8]) {
 pub fn fuzz_chunked(data: &[u8]) {
     crate::data_plane::http1::client::fuzz_chunked(data);
 }
+
+/// How many events a subscriber may fall behind before it is dropped
+/// (`tests/it/events.rs` sizes its bursts from it).
+pub const EVENT_BUFFER: usize = crate::control_plane::events::BUFFER;

@@ -17,6 +17,10 @@
 //!   snapshot at that moment (see `crate::metrics`), rendered on the blocking pool
 //!   and one scrape at a time;
 //! - `GET /api/v1/state`;
+//! - `GET /api/v1/stats` — per pool and backend: in-flight, request rate, error
+//!   rate and p99 over the last seconds (see `stats`);
+//! - `GET /api/v1/events` — the event stream (see `events`); `GET /ui/` — the
+//!   dashboard (see `ui`);
 //! - `PUT|DELETE /api/v1/routes/{route}/split`;
 //! - `POST /api/v1/pools/{pool}/backends/{addr}/drain|undrain`;
 //! - `POST /api/v1/pools/{pool}/backends`, `DELETE …/backends[/{addr}]`;
@@ -43,6 +47,7 @@ mod events;
 mod guard;
 mod rollouts;
 mod serve;
+mod stats;
 mod ui;
 
 use std::net::SocketAddr;
@@ -97,6 +102,8 @@ struct AdminState {
     listed: ListedGate,
     /// Swarm discovery's export and its reason for `/readyz` to say 503.
     board: Arc<Board>,
+    /// What `GET /api/v1/stats` measures from.
+    stats: stats::StatsWindow,
 }
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
@@ -179,7 +186,9 @@ impl AdminServer {
             })?;
         let closing = CancellationToken::new();
         let board = Arc::new(Board::default());
+        let stats = stats::StatsWindow::start(metrics.snapshot.clone());
         let state = AdminState {
+            stats,
             control,
             rollouts,
             token,

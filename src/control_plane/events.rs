@@ -14,11 +14,12 @@ pub(crate) mod diff;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// Events kept for resuming with `Last-Event-ID`.
 pub(crate) const HISTORY: usize = 1024;
@@ -153,6 +154,11 @@ struct Inner {
     /// takes the history and its receiver, so the two never miss or repeat one.
     history: Mutex<History>,
     tx: broadcast::Sender<Arc<Event>>,
+    /// The last sequence number, for watchdogs that only need to know how far
+    /// the hub is ahead of a subscriber (see [`EventHub::watch_seq`]).
+    seq: watch::Sender<u64>,
+    /// Open subscriptions.
+    subscribers: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -175,6 +181,8 @@ impl EventHub {
             inner: Arc::new(Inner {
                 history: Mutex::new(History::default()),
                 tx,
+                seq: watch::Sender::new(0),
+                subscribers: AtomicUsize::new(0),
             }),
         }
     }
@@ -194,6 +202,17 @@ impl EventHub {
         history.ring.push_back(Arc::clone(&event));
         // No subscriber is not an error.
         let _ = self.inner.tx.send(event);
+        self.inner.seq.send_replace(history.last_seq);
+    }
+
+    /// The last sequence number as it changes.
+    pub fn watch_seq(&self) -> watch::Receiver<u64> {
+        self.inner.seq.subscribe()
+    }
+
+    /// Subscriptions open now.
+    pub fn subscribers(&self) -> usize {
+        self.inner.subscribers.load(Ordering::Relaxed)
     }
 
     /// The sequence number of the last event (0 before the first).
@@ -216,11 +235,14 @@ impl EventHub {
             }
             backlog.extend(history.ring.iter().filter(|e| e.seq > after).cloned());
         }
+        self.inner.subscribers.fetch_add(1, Ordering::Relaxed);
         Subscription {
             backlog,
             gap,
             rx,
             done: false,
+            start: history.last_seq,
+            hub: Arc::clone(&self.inner),
         }
     }
 }
@@ -245,6 +267,16 @@ pub struct Subscription {
     gap: Option<u64>,
     rx: broadcast::Receiver<Arc<Event>>,
     done: bool,
+    /// The hub's last sequence number when this subscription began.
+    start: u64,
+    /// For the count of open subscriptions.
+    hub: Arc<Inner>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// What a subscription yields.
@@ -258,6 +290,12 @@ pub enum Next {
 }
 
 impl Subscription {
+    /// The hub's last sequence number when this subscription began: live events
+    /// are those after it.
+    pub fn start(&self) -> u64 {
+        self.start
+    }
+
     /// The next event; `None` once dropped or when the hub is gone.
     pub async fn next(&mut self) -> Option<Next> {
         if self.done {

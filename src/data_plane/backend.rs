@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::data_plane::health::{BackendHealth, HealthStatus};
+use crate::data_plane::pool_stats::PoolStats;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use crate::data_plane::upstream::ConnPool;
 use crate::metrics::BackendMetrics;
@@ -45,6 +46,9 @@ pub struct BackendState {
     requests: AtomicU64,
     /// Response bodies that ended early: the backend closed or fell silent mid-body.
     broken_streams: AtomicU64,
+    /// This backend's attempts, errors and latency histogram (what the dashboard and
+    /// `GET /api/v1/stats` show per backend), recorded where the pool's are.
+    traffic: PoolStats,
     /// Reasons the backend is withheld from every pick, health aside: bits
     /// [`DRAINING`] and [`DOCKER_UNHEALTHY`]. One byte so eligibility stays one
     /// load for both.
@@ -75,6 +79,7 @@ impl BackendState {
             inflight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             broken_streams: AtomicU64::new(0),
+            traffic: PoolStats::new(),
             withheld: AtomicU8::new(0),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
@@ -117,6 +122,11 @@ impl BackendState {
     /// Attempts started on this backend since it was created (for metrics and tests).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    /// This backend's traffic counters (attempts, errors, latency histogram).
+    pub fn traffic(&self) -> &PoolStats {
+        &self.traffic
     }
 
     /// Health status, probe counters, ejection and ramp of this backend.

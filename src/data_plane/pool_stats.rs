@@ -1,7 +1,8 @@
-//! Live traffic counters of one pool: attempts, errors and a latency histogram.
+//! Live traffic counters of one pool (or one backend): attempts, errors and a
+//! latency histogram.
 //!
-//! A [`PoolStats`] lives in the pool's `PoolHealth`, so like backend state it
-//! survives snapshot swaps. The request path records each attempt with a few
+//! A [`PoolStats`] lives in the pool's `PoolHealth`, and one in each
+//! `BackendState`, so like backend state they survive snapshot swaps. The request path records each attempt with a few
 //! relaxed atomic adds (no lock, no allocation): one for the attempt, one for an
 //! error, one for the latency bucket. Readers (the rollout gate) take a [`Sample`]
 //! at the start and the end of a window and look at the difference ([`Window`]),
@@ -84,7 +85,11 @@ impl PoolStats {
             latency: self
                 .latency
                 .iter()
-                .map(|b| b.load(Ordering::Relaxed))
+                .enumerate()
+                .filter_map(|(i, b)| {
+                    let n = b.load(Ordering::Relaxed);
+                    (n > 0).then_some((i as u16, n))
+                })
                 .collect(),
         }
     }
@@ -95,29 +100,40 @@ impl PoolStats {
 pub struct Sample {
     requests: u64,
     errors: u64,
-    latency: Box<[u64]>,
+    /// (bucket, count) of the non-empty buckets, by bucket: samples are kept
+    /// (per backend, by the stats window) and most buckets are empty.
+    latency: Box<[(u16, u64)]>,
 }
 
 impl Sample {
     /// What happened between `earlier` and this sample.
     pub fn since(&self, earlier: &Sample) -> Window {
-        let latency = (0..BUCKETS)
-            .map(|i| {
-                let now = self.latency.get(i).copied().unwrap_or(0);
-                let then = earlier.latency.get(i).copied().unwrap_or(0);
-                now.saturating_sub(then)
-            })
-            .collect();
+        let mut latency = vec![0u64; BUCKETS];
+        for &(i, n) in self.latency.iter() {
+            if let Some(slot) = latency.get_mut(usize::from(i)) {
+                *slot = n;
+            }
+        }
+        for &(i, n) in earlier.latency.iter() {
+            if let Some(slot) = latency.get_mut(usize::from(i)) {
+                *slot = slot.saturating_sub(n);
+            }
+        }
         Window {
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
-            latency,
+            latency: latency.into(),
         }
     }
 
     /// Requests counted since the pool's stats were created.
     pub fn requests(&self) -> u64 {
         self.requests
+    }
+
+    /// Errors counted since the pool's stats were created.
+    pub fn errors(&self) -> u64 {
+        self.errors
     }
 }
 

@@ -485,6 +485,10 @@ impl Proxy {
                     pool.health()
                         .traffic()
                         .record_response(answer.status(), latency);
+                    backend
+                        .state
+                        .traffic()
+                        .record_response(answer.status(), latency);
                     if failures < route.retries as usize
                         && route.retry_on_status.contains(&answer.status().as_u16())
                     {
@@ -679,6 +683,7 @@ fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
     pool.report_error(backend, error);
     if !matches!(error, ProxyError::NotSent(_)) {
         pool.health().traffic().record_error();
+        backend.state.traffic().record_error();
     }
 }
 

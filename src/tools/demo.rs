@@ -109,7 +109,8 @@ pub async fn run(
          {program} ctl --admin http://{admin} split agents agent-blue=0 agent-green=100\n  \
          {program} ctl --admin http://{admin} status\n  \
          curl -s http://{admin}/api/v1/state\n\
-         \nWatch it live: the dashboard at http://{admin}/ui/ (read-only), in a terminal\n  \
+         \nWatch it live: the dashboard at http://{admin}/ui/ (read-only: splits, backends with\n\
+         their request rate, error rate and p99, rollouts, events), in a terminal\n  \
          {program} ctl --admin http://{admin} watch\n  \
          and the raw event stream: curl -sN http://{admin}/api/v1/events\n\
          \nOr let the gateway do it in steps, judging green on its own traffic (keep curling meanwhile):\n  \

@@ -10,7 +10,7 @@
 //! agent is gone. POST/SSE/WebSocket failures are reported by cause: a replica
 //! killed mid-request or mid-stream takes those with it (they are not retried).
 
-mod fleet;
+pub(crate) mod fleet;
 mod load;
 
 use std::time::Duration;

@@ -43,6 +43,7 @@ const DISCARD_TIME: Duration = Duration::from_secs(3);
 pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
     let api = Router::new()
         .route("/state", get(state_handler))
+        .route("/stats", get(super::stats::stats))
         .route("/routes/{route}/split", put(set_split).delete(clear_split))
         .route(
             "/pools/{pool}/backends",

@@ -13,6 +13,10 @@
 //! [`HEALTH_HEADER_READ_TIMEOUT`]. Silent connections in the spare slots are cut
 //! off quickly, so a local process cannot make a health check wait out the
 //! regular head timeout.
+//!
+//! Each request carries its connection's [`CloseConnection`]: a handler that finds
+//! its client stuck (an event stream whose reader stopped reading) cancels it and
+//! the connection is dropped at once, socket and all, whatever hyper was writing.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +40,31 @@ pub(super) const HEALTH_CONNECTIONS: usize = 8;
 pub(super) const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for open admin connections after shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
+
+/// Cancelling it closes the connection the request came on (see the module doc).
+#[derive(Clone, Debug, Default)]
+pub(super) struct CloseConnection(pub(super) CancellationToken);
+
+/// Puts the connection's [`CloseConnection`] into each request's extensions.
+#[derive(Clone, Debug)]
+struct WithClose<S> {
+    inner: S,
+    close: CloseConnection,
+}
+
+impl<S> hyper::service::Service<http::Request<hyper::body::Incoming>> for WithClose<S>
+where
+    S: hyper::service::Service<http::Request<hyper::body::Incoming>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.close.clone());
+        self.inner.call(req)
+    }
+}
 
 /// Which budget a connection is served from.
 enum Slot {
@@ -105,14 +134,21 @@ pub(super) async fn serve(
             Slot::Regular(permit) => (&regular_builder, router.clone(), permit),
             Slot::Health(permit) => (&health_builder, health.clone(), permit),
         };
+        let close = CloseConnection::default();
+        let service = WithClose {
+            inner: TowerToHyperService::new(service),
+            close: close.clone(),
+        };
         let conn = builder
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .serve_connection(TokioIo::new(stream), service)
             .into_owned();
         let shutdown = shutdown.clone();
         conns.spawn(async move {
             tokio::pin!(conn);
             let ended = tokio::select! {
                 ended = conn.as_mut() => ended,
+                // Dropping the connection closes its socket.
+                () = close.0.cancelled() => Ok(()),
                 () = shutdown.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await

@@ -13,11 +13,14 @@ use super::AdminState;
 const INDEX: &str = include_str!("ui/index.html");
 const SCRIPT: &str = include_str!("ui/app.js");
 const STYLE: &str = include_str!("ui/app.css");
+/// Linked from the page, so the browser does not ask for `/favicon.ico` (a 404
+/// in its console).
+const ICON: &str = include_str!("ui/icon.svg");
 
 /// Only this origin's own files run; nothing is framed.
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-/// `/ui/`, its two files, and `/ui` → `/ui/`.
+/// `/ui/`, its files, and `/ui` → `/ui/`.
 pub(super) fn routes() -> Router<AdminState> {
     Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
@@ -32,6 +35,10 @@ pub(super) fn routes() -> Router<AdminState> {
         .route(
             "/ui/app.css",
             get(|| async { file("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/ui/icon.svg",
+            get(|| async { file("image/svg+xml", ICON) }),
         )
 }
 

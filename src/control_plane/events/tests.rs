@@ -96,3 +96,26 @@ fn an_event_is_typed_json_with_its_sequence_as_the_sse_id() {
     assert_eq!(data["by"], "api");
     assert_eq!(data["split"][0]["pool"], "blue");
 }
+
+#[tokio::test]
+async fn open_subscriptions_are_counted_and_the_sequence_number_is_watched() {
+    let hub = EventHub::new();
+    let mut seq = hub.watch_seq();
+    let a = hub.subscribe(None);
+    hub.emit(added(1));
+    let b = hub.subscribe(Some(0));
+    assert_eq!((a.start(), b.start()), (0, 1));
+    assert_eq!(hub.subscribers(), 2);
+    drop(a);
+    assert_eq!(hub.subscribers(), 1);
+    drop(b);
+    assert_eq!(hub.subscribers(), 0);
+    assert!(seq.has_changed().expect("hub alive"));
+    assert_eq!(*seq.borrow_and_update(), 1);
+    hub.emit(added(2));
+    tokio::time::timeout(std::time::Duration::from_secs(1), seq.changed())
+        .await
+        .expect("woken")
+        .expect("hub alive");
+    assert_eq!(*seq.borrow(), 2);
+}

@@ -1,10 +1,13 @@
-//! `sluicegate ctl watch`: the `ctl status` picture, live from the event stream.
+//! `sluicegate ctl watch`: the `ctl status` picture and each backend's traffic
+//! (in-flight, request rate, error rate, p99 from `GET /api/v1/stats`), live.
 //!
 //! On a terminal the picture is redrawn (with the last events under it) whenever
 //! an event arrives; without one, each event is printed as one line, for logs and
 //! pipes. `--once` prints the picture and exits. A stream that ends (the gateway
 //! restarted, or this client fell behind and was dropped) is reopened with
-//! `Last-Event-ID`, so no event is missed while the history has it.
+//! `Last-Event-ID`, so no event is missed while the history has it. On a
+//! terminal the picture is also redrawn every [`TRAFFIC_REFRESH`] without
+//! events, since the traffic figures change with every request.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -20,13 +23,76 @@ use crate::control_plane::controller::state_view::StateView;
 
 /// Events shown under the redrawn picture.
 const SHOWN: usize = 10;
+/// Redraw interval on a terminal when no event arrives (the traffic figures).
+pub const TRAFFIC_REFRESH: Duration = Duration::from_secs(2);
 /// Wait before reopening an ended stream.
 const REOPEN: Duration = Duration::from_secs(1);
 
-/// The picture: `ctl status`'s table of routes, pools and backends.
+/// The picture: `ctl status`'s table of routes, pools and backends, then each
+/// backend's traffic from `GET /api/v1/stats` (see [`render_traffic`]).
 pub async fn picture(client: &AdminClient) -> Result<String, CtlError> {
     let view: StateView = client.json(Method::GET, "/api/v1/state", None).await?;
-    Ok(render_status(&view))
+    let stats: Value = client.json(Method::GET, "/api/v1/stats", None).await?;
+    let mut out = render_status(&view);
+    out.push('\n');
+    out.push_str(&render_traffic(&stats));
+    Ok(out)
+}
+
+/// The traffic table: per pool (its own counters) and per backend, in-flight
+/// now, then request rate, error rate and p99 over the stats window (`-` where
+/// the window has no figure).
+pub fn render_traffic(stats: &Value) -> String {
+    let window = match stats["window_s"].as_f64() {
+        Some(w) => format!("over the last {w:.1} s"),
+        None => "no earlier sample yet: rates show at the next refresh".to_owned(),
+    };
+    let mut out = format!(
+        "traffic {window}; event stream subscribers {}\n",
+        stats["event_subscribers"]
+    );
+    let mut rows = vec![super::row(&[
+        "POOL", "BACKEND", "INFLIGHT", "REQ/S", "ERRORS", "P99", "REQUESTS",
+    ])];
+    let figures = |v: &Value| {
+        let rps = v["rps"]
+            .as_f64()
+            .map_or("-".to_owned(), |r| format!("{r:.1}"));
+        let err = v["error_rate"]
+            .as_f64()
+            .map_or("-".to_owned(), |e| format!("{:.2}%", e * 100.0));
+        let p99 = v["p99_ms"]
+            .as_f64()
+            .map_or("-".to_owned(), |p| format!("{p:.1}ms"));
+        [rps, err, p99, str_of(&v["requests"])]
+    };
+    for pool in stats["pools"].as_array().into_iter().flatten() {
+        let name = str_of(&pool["pool"]);
+        let [rps, err, p99, total] = figures(pool);
+        rows.push(vec![
+            name.clone(),
+            "(pool)".into(),
+            "".into(),
+            rps,
+            err,
+            p99,
+            total,
+        ]);
+        for b in pool["backends"].as_array().into_iter().flatten() {
+            let [rps, err, p99, total] = figures(b);
+            rows.push(vec![
+                name.clone(),
+                str_of(&b["addr"]),
+                str_of(&b["inflight"]),
+                rps,
+                err,
+                p99,
+                total,
+            ]);
+        }
+    }
+    out.push_str(&super::table(&rows));
+    out
 }
 
 /// Follows the stream until it fails to open; `redraw` (a terminal) redraws the
@@ -58,7 +124,19 @@ pub async fn watch(
             first = false;
         }
         let mut buf = String::new();
-        while let Some(Ok(f)) = body.frame().await {
+        loop {
+            let next = if redraw {
+                match tokio::time::timeout(TRAFFIC_REFRESH, body.frame()).await {
+                    Ok(frame) => frame,
+                    Err(_) => {
+                        out(&frame(&picture(client).await?, &recent));
+                        continue;
+                    }
+                }
+            } else {
+                body.frame().await
+            };
+            let Some(Ok(f)) = next else { break };
             let Ok(data) = f.into_data() else { continue };
             buf.push_str(&String::from_utf8_lossy(&data));
             while let Some(end) = buf.find("\n\n") {

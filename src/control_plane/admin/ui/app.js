@@ -1,6 +1,7 @@
 "use strict";
 // The dashboard: reads /api/v1/state and /api/v1/rollouts, and refreshes them on
-// every event of /api/v1/events (read with fetch, which, unlike EventSource, can
+// every event of /api/v1/events; polls /api/v1/stats every 2 s for the per-backend
+// rates (read with fetch, which, unlike EventSource, can
 // send the bearer token as a header). The token lives in sessionStorage only.
 const colors = ["#2a6fdb", "#2bb673", "#e08a1e", "#9b59b6", "#d64545", "#16a2b8"];
 const $ = (id) => document.getElementById(id);
@@ -48,47 +49,96 @@ function renderRoutes(state) {
   }
 }
 
+// Per-backend figures from /api/v1/stats (polled: they change with every request,
+// not only with events).
+let stats = null;
+let lastState = null;
+
+const fmt = {
+  rate: (v) => (v == null ? "-" : v < 10 ? v.toFixed(1) : String(Math.round(v))),
+  pct: (v) => (v == null ? "-" : (100 * v).toFixed(v > 0 && v < 0.01 ? 2 : 1) + "%"),
+  ms: (v) => (v == null ? "-" : v < 10 ? v.toFixed(1) + "ms" : Math.round(v) + "ms"),
+};
+
 function renderPools(state) {
+  lastState = state;
   const body = $("pools").tBodies[0];
   body.replaceChildren();
+  const figures = new Map();
+  for (const p of (stats && stats.pools) || []) for (const b of p.backends) figures.set(p.pool + "/" + b.addr, b);
   for (const p of state.pools) {
     for (const b of p.backends) {
+      const f = figures.get(p.name + "/" + b.addr) || {};
       const health = b.healthy ? el("span", { class: "ok" }, "healthy") : el("span", { class: "bad" }, "unhealthy");
-      body.append(el("tr", {}, el("td", {}, p.name), el("td", {}, b.addr), el("td", {}, String(b.source)), el("td", {}, health), el("td", {}, b.ejected ? "ejected" : "-"), el("td", {}, b.draining ? "draining" : "-"), el("td", {}, String(b.inflight))));
+      const err = el("td", { class: "error-rate" + (f.error_rate > 0 ? " bad" : "") }, fmt.pct(f.error_rate));
+      body.append(el("tr", { "data-backend": p.name + "/" + b.addr },
+        el("td", {}, p.name), el("td", {}, b.addr), el("td", {}, String(b.source)), el("td", {}, health),
+        el("td", {}, b.ejected ? "ejected" : "-"), el("td", {}, b.draining ? "draining" : "-"),
+        el("td", { class: "inflight" }, String(f.inflight ?? b.inflight)),
+        el("td", { class: "rps" }, fmt.rate(f.rps)), err, el("td", { class: "p99" }, fmt.ms(f.p99_ms))));
     }
   }
   $("gen").textContent = "generation " + state.counters.generation;
+  $("window").textContent = stats && stats.window_s != null ? `rates over the last ${stats.window_s.toFixed(1)} s` : "";
 }
 
-// One rollout's steps: bars of error rate (left axis, against max_error_rate) and
-// dots of p99 (against max_p99).
+async function pollStats() {
+  try {
+    stats = await (await api("/api/v1/stats")).json();
+    if (lastState) renderPools(lastState);
+  } catch (e) {
+    console.warn(e);
+  }
+}
+
+// "1s 500ms" (a humantime duration, as the rollout spec is written) in ms.
+function durationMs(text) {
+  if (text == null) return null;
+  const unit = { ns: 1e-6, us: 1e-3, "µs": 1e-3, ms: 1, s: 1e3, m: 6e4, min: 6e4, h: 3.6e6, d: 8.64e7 };
+  let ms = 0;
+  for (const [, n, u] of String(text).matchAll(/(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|min|s|m|h|d)/g)) ms += Number(n) * unit[u];
+  return ms;
+}
+
+// One rollout's steps as two panels: error rate per step against max_error_rate,
+// p99 per step against max_p99 (dashed lines: the gate's bounds). Colour: the
+// step's verdict.
 function chart(r) {
-  const w = 420, h = 140, n = Math.max(r.steps.length, 1);
-  const maxErr = r.spec.max_error_rate ?? null;
-  const errTop = Math.max(maxErr ?? 0, ...r.steps.map((s) => s.error_rate), 0.01) * 1.2;
+  const pw = 300, h = 150, gap = 30, w = 2 * pw + gap, n = Math.max(r.steps.length, 1);
   const ns = "http://www.w3.org/2000/svg";
   const svg = document.createElementNS(ns, "svg");
   svg.setAttribute("width", w);
   svg.setAttribute("height", h);
+  svg.setAttribute("class", "rollout-chart");
   const add = (tag, a, text) => {
     const e = document.createElementNS(ns, tag);
     for (const [k, v] of Object.entries(a)) e.setAttribute(k, v);
     if (text) e.textContent = text;
     svg.append(e);
+    return e;
   };
-  r.steps.forEach((s, i) => {
-    const x = 30 + (i * (w - 40)) / n, bw = (w - 40) / n - 8;
-    const bh = ((h - 30) * s.error_rate) / errTop;
-    const fill = s.verdict === "failed" ? "#d64545" : s.verdict === "passed" ? "#2bb673" : "#999";
-    add("rect", { x, y: h - 20 - bh, width: bw, height: Math.max(bh, 1), fill });
-    const p99 = s.p99_ms != null ? ` p99 ${Math.round(s.p99_ms)}ms` : "";
-    add("text", { x, y: h - 6, "font-size": 10 }, `${s.weight}%${p99}`);
-  });
-  if (maxErr != null) {
-    const y = h - 20 - ((h - 30) * maxErr) / errTop;
-    add("line", { x1: 25, x2: w, y1: y, y2: y, stroke: "#d64545", "stroke-dasharray": "4 3" });
-    add("text", { x: 28, y: y - 3, "font-size": 10, fill: "#d64545" }, `max error rate ${maxErr}`);
-  }
+  const panel = (x0, title, values, bound, label) => {
+    const top = Math.max(bound ?? 0, ...values.map((v) => v ?? 0)) * 1.2 || 1;
+    const y = (v) => h - 20 - ((h - 40) * v) / top;
+    add("text", { x: x0, y: 12, "font-size": 11 }, title);
+    r.steps.forEach((s, i) => {
+      const x = x0 + 5 + (i * (pw - 10)) / n, bw = (pw - 10) / n - 6, v = values[i];
+      const fill = s.verdict === "failed" ? "#d64545" : s.verdict === "passed" ? "#2bb673" : "#999";
+      if (v != null) {
+        const bar = add("rect", { x, y: y(v), width: bw, height: Math.max(h - 20 - y(v), 1), fill, class: "step" });
+        const tip = document.createElementNS(ns, "title");
+        tip.textContent = `step ${i}: ${s.weight}% ${title} ${label(v)} (${s.verdict})`;
+        bar.append(tip);
+      }
+      add("text", { x, y: h - 6, "font-size": 10 }, `${s.weight}%`);
+    });
+    if (bound != null) {
+      add("line", { x1: x0, x2: x0 + pw, y1: y(bound), y2: y(bound), stroke: "#d64545", "stroke-dasharray": "4 3", class: "bound" });
+      add("text", { x: x0 + 2, y: y(bound) - 3, "font-size": 10, fill: "#d64545" }, "gate " + label(bound));
+    }
+  };
+  panel(0, "error rate", r.steps.map((s) => s.error_rate), r.spec.max_error_rate ?? null, fmt.pct);
+  panel(pw + gap, "p99", r.steps.map((s) => s.p99_ms ?? null), durationMs(r.spec.max_p99), fmt.ms);
   return svg;
 }
 
@@ -165,3 +215,5 @@ async function follow() {
 }
 
 follow();
+pollStats();
+setInterval(pollStats, 2000);
