@@ -33,3 +33,7 @@ pub fn fuzz_chunked(data: &[u8]) {
 /// How many events a subscriber may fall behind before it is dropped
 /// (`tests/it/events.rs` sizes its bursts from it).
 pub const EVENT_BUFFER: usize = crate::control_plane::events::BUFFER;
+
+/// Regular connections the admin listener serves at once (beyond its spare
+/// slots for health checks).
+pub const ADMIN_MAX_CONNECTIONS: usize = crate::control_plane::admin::serve::MAX_CONNECTIONS;

@@ -35,7 +35,7 @@
 //! `application/json` (415).
 //!
 //! Limits: request heads within 5 s, bodies up to 1 MiB (413 beyond), a whole
-//! request (body and handler) within 10 s (408), at most 64 connections at once;
+//! request (body and handler) within 10 s (408), at most 256 connections at once;
 //! beyond those, 8 more get only `/healthz` and `/readyz` with a 1 s head
 //! timeout, so idle connections cannot fail a health check.
 //! The token is never logged and never part of `/api/v1/state` (only the *name*
@@ -46,7 +46,7 @@ pub(crate) mod auth;
 mod events;
 mod guard;
 mod rollouts;
-mod serve;
+pub(crate) mod serve;
 mod stats;
 mod ui;
 

@@ -32,8 +32,9 @@ use tokio_util::task::TaskTracker;
 
 /// Time an admin client has to send its request head.
 pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once.
-pub(super) const MAX_CONNECTIONS: usize = 64;
+/// Admin connections served at once: room for a few dozen open dashboards (each
+/// holds its event stream and one connection for its API calls) and `ctl watch`es.
+pub(crate) const MAX_CONNECTIONS: usize = 256;
 /// Spare connections for `/healthz` and `/readyz` when the regular ones are taken.
 pub(super) const HEALTH_CONNECTIONS: usize = 8;
 /// Time a connection in a spare slot has to send its request head.

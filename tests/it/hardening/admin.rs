@@ -250,7 +250,7 @@ async fn a_ten_mib_body_from_a_raw_client_reads_413() {
 async fn silent_connections_do_not_starve_health_checks() {
     let gw = LiveGateway::start(&config_text(BODY, "", "")).await;
     let mut silent = Vec::new();
-    for _ in 0..64 {
+    for _ in 0..sluicegate::testing::ADMIN_MAX_CONNECTIONS {
         silent.push(TcpStream::connect(gw.admin).await.expect("connect"));
     }
     // Give the listener time to take them all into its regular slots.
