@@ -123,6 +123,7 @@ fn spec_with_routes(n: usize) -> Spec {
         routes,
         log: Default::default(),
         discovery: Default::default(),
+        cluster: None,
         tls: None,
     }
 }
