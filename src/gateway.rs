@@ -6,6 +6,10 @@
 //! (and the same first-list wait applies); its export and its "cannot reach the
 //! swarm" reason are shared with the admin API.
 //!
+//! With `[cluster]`, a poller reads the shared store and the controller task
+//! writes admin changes to it (see `crate::cluster`); `serve` waits (bounded)
+//! for the first read to be applied, like discovery's first list.
+//!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
 //! one), then binds every socket, so every startup error surfaces before serving.
@@ -39,9 +43,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminError, AdminServer, MetricsSource};
 use crate::backend::BackendState;
+use crate::cluster::{self, ClusterStore, Identity};
 use crate::config::spec::{DockerSpec, InitialHealth, Spec, SwarmSpec};
 use crate::config::ConfigErrors;
-use crate::controller::task::{ControlHandle, DockerFeed, Task};
+use crate::controller::task::{ClusterFeed, ControlHandle, DockerFeed, Task};
 use crate::controller::SharedSnapshot;
 use crate::discovery::swarm::{self, Board, SwarmDiscovery};
 use crate::discovery::{self, DockerDiscovery};
@@ -79,6 +84,9 @@ pub struct Options {
     /// Timings of Swarm discovery (used only with `[discovery.swarm]`); its
     /// engine is `discovery.docker_host` unless set here.
     pub swarm: swarm::Options,
+    /// The store `[cluster]` uses instead of the one it names (tests share one
+    /// in memory between gateways of one process).
+    pub cluster_store: Option<Arc<dyn ClusterStore>>,
 }
 
 /// Why a gateway could not start.
@@ -101,6 +109,9 @@ pub enum GatewayError {
     Reload(ReloadError),
     #[error(transparent)]
     Metrics(MetricsError),
+    /// `[cluster]` names a store that cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A gateway whose listeners are bound but not yet serving.
@@ -127,6 +138,8 @@ pub struct Gateway {
     watch: TaskWatch,
     /// Present when metrics are on (with `[admin]`).
     exporter: Option<Exporter>,
+    /// The shared store and how often to read it, with `[cluster]`.
+    cluster: Option<(Arc<dyn ClusterStore>, Duration)>,
 }
 
 impl Gateway {
@@ -183,6 +196,16 @@ impl Gateway {
             }
             (s, o)
         });
+        let cluster = match &spec.cluster {
+            Some(c) => {
+                let store = match &options.cluster_store {
+                    Some(store) => Arc::clone(store),
+                    None => cluster::open(c).map_err(GatewayError::Cluster)?,
+                };
+                Some((store, c.poll_interval))
+            }
+            None => None,
+        };
         let (task, control, snapshot) =
             Task::new(spec, options.config_path.clone(), metrics.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
@@ -277,6 +300,7 @@ impl Gateway {
             ready,
             watch,
             exporter,
+            cluster,
         })
     }
 
@@ -361,6 +385,7 @@ impl Gateway {
             watch,
             exporter,
             snapshot,
+            cluster,
             ..
         } = self;
         let mut task = task;
@@ -395,6 +420,17 @@ impl Gateway {
         // Each task is watched: one that ends before `background` is cancelled is
         // logged, counted and reported by `/readyz`.
         let stop = || background.clone();
+        let first_read = cluster.map(|(store, interval)| {
+            let (tx, rx) = cluster::poll::channel();
+            task.attach_cluster(ClusterFeed {
+                store: Arc::clone(&store),
+                observed: rx.clone(),
+                identity: Identity::from_env(),
+            });
+            let run = cluster::poll::run(store, interval, tx, stop());
+            tasks.spawn(watch.spawn(watched::name::CLUSTER, run, stop()));
+            rx
+        });
         let run = task.run(stop());
         tasks.spawn(watch.spawn(watched::name::CONTROLLER, run, stop()));
         let run = manager.run(stop());
@@ -416,6 +452,9 @@ impl Gateway {
         let start_up = async {
             if let Some(status) = first_list {
                 first_list_applied(status, &control).await;
+            }
+            if let Some(read) = first_read {
+                first_read_applied(read, &control).await;
             }
             first_probes_done(&snapshot).await;
         };
@@ -506,6 +545,29 @@ async fn first_probes_done(snapshot: &SharedSnapshot) {
             return;
         }
         check.tick().await;
+    }
+}
+
+/// Waits (at most [`FIRST_LIST`]) until the cluster store was read once and the
+/// controller task applied what it holds (an unreachable store only delays
+/// serving by that bound; the gateway then starts from its config file).
+async fn first_read_applied(
+    mut read: watch::Receiver<Option<cluster::poll::Observation>>,
+    control: &ControlHandle,
+) {
+    let seen = tokio::time::timeout(FIRST_LIST, read.wait_for(|o| o.is_some()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if seen {
+        // The task takes store reads before queued requests: once this answers,
+        // what was read is live.
+        if control.state().await.is_none() {
+            tracing::debug!("controller stopped before the first cluster read was applied");
+        }
+    } else {
+        tracing::warn!(
+            "no answer from the cluster store yet; serving from the config file until it answers"
+        );
     }
 }
 

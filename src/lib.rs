@@ -13,6 +13,7 @@ pub mod backend;
 pub mod balance;
 pub mod check;
 pub mod clock;
+pub mod cluster;
 pub(crate) mod cold;
 pub mod config;
 pub mod controller;

@@ -219,9 +219,9 @@ pub(super) fn refusal(err: Refusal) -> Response {
             tracing::error!(err = %e, "admin change refused: state file not writable");
             error_response(status, &e.to_string(), err.path())
         }
-        Refusal::NotFound { message, .. } | Refusal::Conflict { message, .. } => {
-            error_response(status, message, err.path())
-        }
+        Refusal::NotFound { message, .. }
+        | Refusal::Conflict { message, .. }
+        | Refusal::Unavailable { message, .. } => error_response(status, message, err.path()),
         Refusal::Closed(_) => error_response(status, &err.to_string(), err.path()),
     }
 }

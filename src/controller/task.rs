@@ -15,9 +15,11 @@
 //! for closing streams of removed backends.
 
 mod change;
+mod cluster;
 mod discovered;
 mod file;
 
+pub use cluster::ClusterFeed;
 pub use discovered::DockerFeed;
 
 use std::net::SocketAddr;
@@ -253,6 +255,8 @@ pub struct Task {
     summary: Summary,
     /// Whether discovery was connected when last told (`None`: not yet).
     discovery_connected: Option<bool>,
+    /// The shared store, with `[cluster]` (see `cluster`).
+    cluster: Option<cluster::Link>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -302,6 +306,7 @@ impl Task {
             events: events.clone(),
             summary,
             discovery_connected: None,
+            cluster: None,
         };
         let handle = ControlHandle {
             tx,
@@ -343,6 +348,7 @@ impl Task {
                 biased;
                 () = shutdown.cancelled() => break,
                 news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news).await,
+                seen = cluster::next_observed(self.cluster.as_mut()) => self.on_observed(seen).await,
                 update = self.rx.recv() => match update {
                     Some(update) => self.handle(update).await,
                     None => break,
@@ -462,6 +468,7 @@ impl Task {
             self.config_path.as_deref(),
             self.docker_view(),
         )
+        .with_cluster(self.cluster_view())
     }
 
     fn plan(&self, next: &Spec) -> Plan {
