@@ -8,6 +8,7 @@
 //! updates). Reading it back re-checks every value with the file's rules, like a
 //! state file ([`state_file::restore`]).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,10 @@ pub struct ClusterDoc {
     /// When each TTL registration lapses unless renewed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expires: Vec<Expiry>,
+    /// Rollout ID → the replica whose rollout manager drives it (the only one
+    /// that resumes it after a restart).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drivers: BTreeMap<String, String>,
 }
 
 /// When a registration lapses.
@@ -127,6 +132,7 @@ impl ClusterDoc {
             written_ms: unix_ms(clocks.wall),
             state: Persisted::from_overrides(overrides),
             expires,
+            drivers: BTreeMap::new(),
         }
     }
 

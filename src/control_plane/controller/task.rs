@@ -400,12 +400,7 @@ impl Task {
                     tracing::debug!("plan requester went away");
                 }
             }
-            Update::Rollouts { reply } => {
-                let records = self.overrides.rollouts().values().cloned().collect();
-                if reply.send(records).is_err() {
-                    tracing::debug!("rollout records requester went away");
-                }
-            }
+            Update::Rollouts { reply } => self.answer_rollouts(reply),
         }
     }
 

@@ -36,9 +36,13 @@ impl Task {
             self.commit(next, by).await?;
             return Ok(self.answer(answer));
         }
+        let driving = match &change {
+            Change::Rollout { record, .. } => Some(record.id.clone()),
+            _ => None,
+        };
         for _ in 0..super::cluster::MAX_TRIES {
             let (next, answer) = self.prepare(&change)?;
-            match self.commit_shared(next, by).await? {
+            match self.commit_shared(next, by, driving.as_deref()).await? {
                 super::cluster::Written::Done => return Ok(self.answer(answer)),
                 super::cluster::Written::Stale => self.refresh().await?,
             }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::Task;
 use crate::control_plane::cluster::doc::{Clocks, ClusterDoc};
@@ -26,6 +26,7 @@ use crate::control_plane::controller::state_view::{ClusterView, ReplicaView};
 use crate::control_plane::controller::Refusal;
 use crate::control_plane::events::By;
 use crate::control_plane::overrides::Overrides;
+use crate::control_plane::rollout_record::Rollout;
 use crate::control_plane::state_file::Persisted;
 
 /// Attempts of one admin write against a store that keeps moving.
@@ -58,6 +59,8 @@ pub(super) struct Link {
     ignored: Option<String>,
     writes: u64,
     conflicts: u64,
+    /// The rollout manager's start-up question, held until the first read.
+    rollouts_asked: Vec<oneshot::Sender<Vec<Rollout>>>,
 }
 
 /// How a store write ended.
@@ -81,7 +84,49 @@ impl Task {
             ignored: None,
             writes: 0,
             conflicts: 0,
+            rollouts_asked: Vec::new(),
         });
+    }
+
+    /// The rollout records this replica's rollout manager resumes: all of them on
+    /// a single gateway; with `[cluster]`, only those it drives (asked once at
+    /// start, answered after the first read of the store, so that a replica never
+    /// picks up a rollout another replica is driving).
+    pub(super) fn answer_rollouts(&mut self, reply: oneshot::Sender<Vec<Rollout>>) {
+        let records = match self.cluster.as_mut() {
+            None => self.overrides.rollouts().values().cloned().collect(),
+            Some(link) if link.version.is_none() && link.last_error.is_none() => {
+                link.rollouts_asked.push(reply);
+                return;
+            }
+            Some(link) => {
+                let me = link.feed.identity.id.as_str();
+                let drivers = link.doc.as_ref().map(|d| &d.drivers);
+                self.overrides
+                    .rollouts()
+                    .values()
+                    .filter(|r| drivers.and_then(|d| d.get(&r.id)).map(String::as_str) == Some(me))
+                    .cloned()
+                    .collect()
+            }
+        };
+        if reply.send(records).is_err() {
+            tracing::debug!("rollout records requester went away");
+        }
+    }
+
+    /// Answers the rollout manager's held question once the store was read (or
+    /// failed to be).
+    fn answer_held_rollouts(&mut self) {
+        let held = match self.cluster.as_mut() {
+            Some(link) if !link.rollouts_asked.is_empty() => {
+                std::mem::take(&mut link.rollouts_asked)
+            }
+            _ => return,
+        };
+        for reply in held {
+            self.answer_rollouts(reply);
+        }
     }
 
     /// A read of the poller.
@@ -90,6 +135,7 @@ impl Task {
             Ok(stored) => self.adopt(stored, seen.at).await,
             Err(err) => self.lost(&err, seen.at),
         }
+        self.answer_held_rollouts();
     }
 
     fn lost(&mut self, err: &StoreError, at: SystemTime) {
@@ -181,10 +227,12 @@ impl Task {
 
     /// Writes `next` to the store as the next document; on success it is in force
     /// and published.
+    /// `driving` names the rollout this write steps, which this replica drives.
     pub(super) async fn commit_shared(
         &mut self,
         next: Overrides,
         by: By,
+        driving: Option<&str>,
     ) -> Result<Written, Refusal> {
         if self.cluster.as_ref().is_some_and(|l| l.version.is_none()) {
             self.refresh().await?;
@@ -211,11 +259,22 @@ impl Task {
             Some(doc) => doc.needs_write(&next, clocks),
             None => !next.is_empty(),
         };
+        let mut drivers = link
+            .doc
+            .as_ref()
+            .map(|d| d.drivers.clone())
+            .unwrap_or_default();
+        drivers.retain(|id, _| next.rollouts().values().any(|r| &r.id == id));
+        if let Some(id) = driving {
+            drivers.insert(id.to_owned(), link.feed.identity.id.clone());
+        }
+        let needed = needed || link.doc.as_ref().is_some_and(|d| d.drivers != drivers);
         let visible =
             Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
         if needed {
             let seq = link.doc.as_ref().map_or(0, |d| d.seq).saturating_add(1);
-            let doc = ClusterDoc::of(&next, seq, &link.feed.identity.id, clocks);
+            let mut doc = ClusterDoc::of(&next, seq, &link.feed.identity.id, clocks);
+            doc.drivers = drivers;
             let text = doc
                 .encode()
                 .map_err(|e| Refusal::conflict("cluster", e.to_string()))?;

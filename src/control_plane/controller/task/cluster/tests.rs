@@ -372,3 +372,63 @@ async fn heartbeats_are_coalesced_and_reach_the_other_replica() {
         "b's expiry is a's: {left} ms"
     );
 }
+
+/// A rollout of route `agents` to green, at its second step (running).
+fn rollout() -> crate::control_plane::rollout_record::Rollout {
+    let text = r#"{
+      "id": "agents-3", "phase": "running", "start_from_file": true,
+      "start_split": [{"pool": "blue", "weight": 100}, {"pool": "green", "weight": 0}],
+      "started_ms": 1, "resumed": 0,
+      "spec": {"route": "agents", "to": "green", "from": ["blue"], "steps": [5, 75, 100],
+        "step_interval": "30s", "max_error_rate": 0.01, "max_p99": "500ms", "min_requests": 20,
+        "max_wait": "1m 30s", "on_low_traffic": "fail", "on_restart": "resume"},
+      "steps": [
+        {"weight": 5, "started_ms": 1, "elapsed_ms": 30000, "requests": 1500, "errors": 1,
+          "error_rate": 0.000667, "p99_ms": 20.5, "verdict": "passed"},
+        {"weight": 75, "started_ms": 2, "requests": 0, "errors": 0, "error_rate": 0.0,
+          "verdict": "measuring"}
+      ]
+    }"#;
+    serde_json::from_str(text).expect("a rollout record")
+}
+
+#[tokio::test]
+async fn only_the_replica_driving_a_rollout_resumes_it() {
+    let store = MemoryStore::new();
+    let a = replica(&store, "a", FAST);
+    a.wait("a read", |v, _| v.reachable).await;
+    a.handle
+        .change(Change::Rollout {
+            record: Box::new(rollout()),
+            split: crate::control_plane::controller::task::RolloutSplit::Set(vec![
+                ("blue".to_owned(), 25),
+                ("green".to_owned(), 75),
+            ]),
+            expect: None,
+        })
+        .await
+        .expect("step written");
+    let doc = stored_doc(&store);
+    assert_eq!(doc.drivers.get("agents-3").map(String::as_str), Some("a"));
+    drop(a);
+
+    // Restarted, and a peer: asked at once (before their first read), each
+    // answers after reading the store, and only the driver gets the record.
+    let (again, peer) = (replica(&store, "a", FAST), replica(&store, "c", FAST));
+    let mine = again.handle.rollouts().await.expect("answered");
+    let theirs = peer.handle.rollouts().await.expect("answered");
+    assert_eq!(mine.len(), 1);
+    assert!(theirs.is_empty(), "{theirs:?}");
+    // Both route the recorded step.
+    assert_eq!(peer.split("agents"), split(25, 75));
+
+    // A hand split on another route keeps the driver on record.
+    peer.set_split("other", 3, 0).await.expect("written");
+    assert_eq!(
+        stored_doc(&store)
+            .drivers
+            .get("agents-3")
+            .map(String::as_str),
+        Some("a")
+    );
+}
