@@ -89,6 +89,8 @@ pub struct Options {
     /// The store `[cluster]` uses instead of the one it names (tests share one
     /// in memory between gateways of one process).
     pub cluster_store: Option<Arc<dyn ClusterStore>>,
+    /// Who this replica is, instead of [`Identity::from_env`] (tests).
+    pub cluster_identity: Option<Identity>,
 }
 
 /// Why a gateway could not start.
@@ -140,8 +142,18 @@ pub struct Gateway {
     watch: TaskWatch,
     /// Present when metrics are on (with `[admin]`).
     exporter: Option<Exporter>,
-    /// The shared store and how often to read it, with `[cluster]`.
-    cluster: Option<(Arc<dyn ClusterStore>, Duration)>,
+    /// The shared store and how to read it and the peers, with `[cluster]`.
+    cluster: Option<ClusterRun>,
+}
+
+/// What `serve` starts for `[cluster]`.
+#[derive(Debug)]
+struct ClusterRun {
+    store: Arc<dyn ClusterStore>,
+    poll_interval: Duration,
+    peers: Vec<crate::control_plane::config::spec::ManagerUrl>,
+    token: Option<String>,
+    identity: Identity,
 }
 
 impl Gateway {
@@ -204,7 +216,22 @@ impl Gateway {
                     Some(store) => Arc::clone(store),
                     None => cluster::open(c).map_err(GatewayError::Cluster)?,
                 };
-                Some((store, c.poll_interval))
+                let token = spec
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.token_env.as_deref())
+                    .and_then(|name| std::env::var(name).ok())
+                    .filter(|t| !t.is_empty());
+                Some(ClusterRun {
+                    store,
+                    poll_interval: c.poll_interval,
+                    peers: c.peers.clone(),
+                    token,
+                    identity: options
+                        .cluster_identity
+                        .clone()
+                        .unwrap_or_else(Identity::from_env),
+                })
             }
             None => None,
         };
@@ -422,15 +449,22 @@ impl Gateway {
         // Each task is watched: one that ends before `background` is cancelled is
         // logged, counted and reported by `/readyz`.
         let stop = || background.clone();
-        let first_read = cluster.map(|(store, interval)| {
+        let first_read = cluster.map(|run| {
             let (tx, rx) = cluster::poll::channel();
-            task.attach_cluster(ClusterFeed {
-                store: Arc::clone(&store),
-                observed: rx.clone(),
-                identity: Identity::from_env(),
+            let peers = (!run.peers.is_empty()).then(|| {
+                let (peers_tx, peers_rx) = watch::channel(Vec::new());
+                let read = cluster::peers::run(run.peers, run.token, peers_tx, stop());
+                tasks.spawn(watch.spawn(watched::name::CLUSTER_PEERS, read, stop()));
+                peers_rx
             });
-            let run = cluster::poll::run(store, interval, tx, stop());
-            tasks.spawn(watch.spawn(watched::name::CLUSTER, run, stop()));
+            task.attach_cluster(ClusterFeed {
+                store: Arc::clone(&run.store),
+                observed: rx.clone(),
+                identity: run.identity,
+                peers,
+            });
+            let poll = cluster::poll::run(run.store, run.poll_interval, tx, stop());
+            tasks.spawn(watch.spawn(watched::name::CLUSTER, poll, stop()));
             rx
         });
         let run = task.run(stop());

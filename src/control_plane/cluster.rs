@@ -18,6 +18,7 @@
 
 pub mod doc;
 pub mod memory;
+pub mod peers;
 pub mod poll;
 pub mod swarm;
 

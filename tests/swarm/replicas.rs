@@ -31,7 +31,7 @@ const WITHIN: Duration = Duration::from_secs(1);
 /// Requests per replica for its measured shares.
 const SHARE_REQUESTS: usize = 1000;
 
-fn routes_toml(net: &str, prefix: &str, store: &str) -> String {
+fn routes_toml(net: &str, prefix: &str, store: &str, peers: &str) -> String {
     format!(
         r#"[listen]
 http = "0.0.0.0:8080"
@@ -44,6 +44,7 @@ token_env = "SG_ADMIN_TOKEN"
 store = "swarm"
 service = "{store}"
 poll_interval = "250ms"
+peers = [{peers}]
 
 [discovery.swarm]
 network = "{net}"
@@ -181,7 +182,13 @@ async fn a_split_through_one_replica_is_routed_by_every_replica_within_a_second(
     store.wait_running(1, Duration::from_secs(60)).await;
     let (store_tasks, version_before) = tasks_and_version(&store.name).await;
 
-    let config = routes_toml(&c.net, &prefix, &store.name);
+    // Each replica reads the others' admin APIs by container name (on the
+    // overlay, from inside the containers) for its replica table.
+    let peers = (1..=3)
+        .map(|i| format!("\"http://{}:9901\"", c.name(&format!("rep-gw{i}"))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = routes_toml(&c.net, &prefix, &store.name, &peers);
     let mut replicas = Vec::new();
     for (i, on_node2) in [(1, false), (2, false), (3, true)] {
         // Every replica talks to the manager's engine (node 2's own refuses
@@ -304,4 +311,12 @@ async fn a_split_through_one_replica_is_routed_by_every_replica_within_a_second(
     );
     assert_eq!(status["cluster"]["serving"], WRITES as u64, "{status}");
     assert_eq!(status["cluster"]["reachable"], true);
+    let table = status["cluster"]["replicas"].as_array().expect("replicas");
+    assert_eq!(table.len(), 3, "every replica known: {table:?}");
+    for r in table {
+        assert_eq!(
+            r["serving"], WRITES as u64,
+            "every replica serves the last write: {r}"
+        );
+    }
 }

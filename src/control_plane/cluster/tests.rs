@@ -184,3 +184,78 @@ async fn the_memory_store_is_a_compare_and_set() {
     store.set_down(false);
     assert_eq!(store.writes(), 1);
 }
+
+/// Two gateways in this process sharing a memory store; the second reads the
+/// first through `[cluster].peers`: its state lists both replicas with the state
+/// version each serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_lists_its_peers_with_the_version_they_serve() {
+    use std::sync::Arc;
+
+    use crate::gateway::{Gateway, Options};
+
+    let store = MemoryStore::new();
+    let config = |peers: &str| {
+        format!(
+            "[listen]\nhttp = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[cluster]\nstore = \"swarm\"\nservice = \"gw\"\npoll_interval = \"50ms\"\n{peers}\n{}",
+            &FILE[FILE.find("[[pools]]").expect("pools")..]
+        )
+    };
+    let options = |id: &str| Options {
+        cluster_store: Some(Arc::new(store.clone()) as Arc<dyn ClusterStore>),
+        cluster_identity: Some(super::Identity {
+            id: id.to_owned(),
+            node: format!("node-{id}"),
+        }),
+        ..Options::default()
+    };
+    let a = Gateway::bind_with(
+        crate::control_plane::config::parse(&config("")).expect("valid"),
+        options("a"),
+    )
+    .await
+    .expect("bind a");
+    let a_admin = a.admin_addr().expect("admin");
+    let a_control = a.control();
+    let peers = format!("peers = [\"http://{a_admin}\"]");
+    let b = Gateway::bind_with(
+        crate::control_plane::config::parse(&config(&peers)).expect("valid"),
+        options("b"),
+    )
+    .await
+    .expect("bind b");
+    let b_control = b.control();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (sa, sb) = (stop.clone(), stop.clone());
+    let ta = tokio::spawn(a.serve(async move { sa.cancelled().await }, Duration::from_secs(1)));
+    let tb = tokio::spawn(b.serve(async move { sb.cancelled().await }, Duration::from_secs(1)));
+
+    a_control
+        .change(crate::control_plane::controller::task::Change::SetSplit {
+            route: "agents".to_owned(),
+            weights: vec![("blue".to_owned(), 60), ("green".to_owned(), 40)],
+        })
+        .await
+        .expect("written");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let view = loop {
+        let state = b_control.state().await.expect("state");
+        let view = state.cluster.expect("cluster");
+        let a_seen = view.replicas.iter().find(|r| r.id == "a");
+        if view.serving == 1 && a_seen.is_some_and(|r| r.serving == Some(1)) {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "{view:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(view.replicas[0].id, "b", "itself first: {view:?}");
+    let a_view = &view.replicas[1];
+    assert_eq!(a_view.node, "node-a");
+    assert!(
+        a_view.last_seen.is_some() && a_view.error.is_none(),
+        "{a_view:?}"
+    );
+    stop.cancel();
+    let _ = ta.await;
+    let _ = tb.await;
+}

@@ -52,6 +52,9 @@ pub struct RawCluster {
     pub engine: Option<String>,
     /// How often the store is read; `250ms` when absent.
     pub poll_interval: Option<RawDuration>,
+    /// Admin API URLs of the other replicas (`http://tasks.gateway:9901`), read
+    /// for `ctl status`.
+    pub peers: Option<Vec<String>>,
 }
 
 /// `[log]`. Values stay text so a wrong one is explained with the accepted ones.

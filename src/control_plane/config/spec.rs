@@ -84,6 +84,9 @@ pub struct ClusterSpec {
     pub engine: Option<String>,
     /// How often the store is read for other replicas' writes.
     pub poll_interval: Duration,
+    /// Admin APIs of the replicas (a name may resolve to several), read every
+    /// second for the replica table of the state (with `[admin].token_env`'s token).
+    pub peers: Vec<ManagerUrl>,
 }
 
 /// `[cluster].store`.

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::state_view::{BackendView, RouteView, StateParts, StateView};
+use super::state_view::{BackendView, ReplicaView, RouteView, StateParts, StateView};
 use super::{Controller, Refusal, SharedSnapshot, Stopped};
 use crate::control_plane::config::spec::PoolName;
 use crate::control_plane::config::validate::ApiBackend;
@@ -168,6 +168,8 @@ pub struct ControlHandle {
     tx: mpsc::Sender<Update>,
     counters: watch::Receiver<Counters>,
     events: EventHub,
+    /// This replica as its peers see it, with `[cluster]`.
+    replica: watch::Receiver<Option<ReplicaView>>,
 }
 
 impl ControlHandle {
@@ -219,6 +221,12 @@ impl ControlHandle {
         answer.await.ok()
     }
 
+    /// This replica (ID, node, state version served) with `[cluster]`, else `None`;
+    /// read without a round trip to the task.
+    pub fn replica(&self) -> Option<ReplicaView> {
+        self.replica.borrow().clone()
+    }
+
     /// A watch on the counters (reloads, generation, closed streams).
     pub fn counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
@@ -257,6 +265,8 @@ pub struct Task {
     discovery_connected: Option<bool>,
     /// The shared store, with `[cluster]` (see `cluster`).
     cluster: Option<cluster::Link>,
+    /// What [`ControlHandle::replica`] reads.
+    replica: watch::Sender<Option<ReplicaView>>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -289,6 +299,7 @@ impl Task {
             ..Counters::default()
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (replica, replica_rx) = watch::channel(None);
         let events = EventHub::new();
         let summary = Summary::of(controller.shared.load().spec(), overrides.rollouts());
         let task = Task {
@@ -307,11 +318,13 @@ impl Task {
             summary,
             discovery_connected: None,
             cluster: None,
+            replica,
         };
         let handle = ControlHandle {
             tx,
             counters: counters_rx,
             events,
+            replica: replica_rx,
         };
         (task, handle, shared)
     }

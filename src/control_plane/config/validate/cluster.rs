@@ -88,7 +88,22 @@ pub(super) fn check_cluster(value: toml::Value, report: &mut Report) -> Option<C
             }
         }),
     };
+    let mut peers = Some(Vec::new());
+    for (i, text) in raw.peers.unwrap_or_default().iter().enumerate() {
+        match super::discovery::manager_url(text) {
+            Ok(url) => {
+                if let Some(list) = peers.as_mut() {
+                    list.push(url);
+                }
+            }
+            Err(message) => {
+                report.add(format!("{path}.peers[{i}]"), message);
+                peers = None;
+            }
+        }
+    }
     Some(ClusterSpec {
+        peers: peers?,
         store: store?,
         service: service?,
         engine: engine?,
@@ -143,6 +158,12 @@ mod tests {
             .unwrap();
         assert_eq!(c.engine.as_deref(), Some("unix:///run/d.sock"));
         assert_eq!(c.poll_interval, Duration::from_millis(100));
+        let c = parse(
+            "[cluster]\nstore = \"swarm\"\nservice = \"gw\"\npeers = [\"http://tasks.gw:9901\"]\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.peers[0].to_string(), "http://tasks.gw:9901");
     }
 
     #[test]
@@ -157,6 +178,10 @@ mod tests {
             ("[cluster]\nstore = \"swarm\"\nservice = \"gw\"\npoll_interval = \"soon\"\n", "cluster.poll_interval"),
             ("[cluster]\nstore = \"swarm\"\nservice = \"gw\"\nstorage = \"x\"\n", "cluster.storage"),
             ("cluster = 3\n", "cluster"),
+            (
+                "[cluster]\nstore = \"swarm\"\nservice = \"gw\"\npeers = [\"http://a:1\", \"ftp://b:2\"]\n",
+                "cluster.peers[1]",
+            ),
             (
                 "[admin]\nlisten = \"127.0.0.1:9901\"\nstate_file = \"/tmp/s.json\"\n[cluster]\nstore = \"swarm\"\nservice = \"gw\"\n",
                 "cluster",

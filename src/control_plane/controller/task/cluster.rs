@@ -39,6 +39,8 @@ pub struct ClusterFeed {
     /// Reads of the store by the poller (`cluster::poll`).
     pub observed: watch::Receiver<Option<Observation>>,
     pub identity: Identity,
+    /// The other replicas as last read from their admin APIs (`cluster::peers`).
+    pub peers: Option<watch::Receiver<Vec<ReplicaView>>>,
 }
 
 /// The task's side of the store.
@@ -85,6 +87,26 @@ impl Task {
             writes: 0,
             conflicts: 0,
             rollouts_asked: Vec::new(),
+        });
+        self.show_replica();
+    }
+
+    /// Updates what peers read of this replica (its ID, node, state version).
+    fn show_replica(&self) {
+        let Some(link) = self.cluster.as_ref() else {
+            return;
+        };
+        let me = ReplicaView {
+            id: link.feed.identity.id.clone(),
+            node: link.feed.identity.node.clone(),
+            last_seen: None,
+            serving: Some(link.doc.as_ref().map_or(0, |d| d.seq)),
+            error: None,
+        };
+        self.replica.send_if_modified(|v| {
+            let news = v.as_ref() != Some(&me);
+            *v = Some(me);
+            news
         });
     }
 
@@ -135,6 +157,7 @@ impl Task {
             Ok(stored) => self.adopt(stored, seen.at).await,
             Err(err) => self.lost(&err, seen.at),
         }
+        self.show_replica();
         self.answer_held_rollouts();
     }
 
@@ -289,6 +312,7 @@ impl Task {
                     link.doc = Some(doc);
                     link.text = Some(text);
                     link.writes += 1;
+                    self.show_replica();
                 }
                 Err(StoreError::Conflict { .. }) => {
                     link.conflicts += 1;
@@ -340,7 +364,17 @@ impl Task {
             ignored: link.ignored.clone(),
             writes: link.writes,
             conflicts: link.conflicts,
-            replicas: vec![me],
+            replicas: std::iter::once(me)
+                .chain(
+                    link.feed
+                        .peers
+                        .as_ref()
+                        .map(|p| p.borrow().clone())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|p| p.id != link.feed.identity.id),
+                )
+                .collect(),
         })
     }
 }

@@ -68,6 +68,7 @@ fn replica(store: &MemoryStore, id: &str, every: Duration) -> Replica {
             id: id.to_owned(),
             node: "n1".to_owned(),
         },
+        peers: None,
     });
     let cancel = CancellationToken::new();
     tokio::spawn(poll::run(store, every, tx, cancel.clone()));
