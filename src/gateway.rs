@@ -86,11 +86,6 @@ pub struct Options {
     /// Timings of Swarm discovery (used only with `[discovery.swarm]`); its
     /// engine is `discovery.docker_host` unless set here.
     pub swarm: swarm::Options,
-    /// The store `[cluster]` uses instead of the one it names (tests share one
-    /// in memory between gateways of one process).
-    pub cluster_store: Option<Arc<dyn ClusterStore>>,
-    /// Who this replica is, instead of [`Identity::from_env`] (tests).
-    pub cluster_identity: Option<Identity>,
 }
 
 /// Why a gateway could not start.
@@ -166,6 +161,27 @@ impl Gateway {
     /// snapshot, binds `[listen].http`, `[listen].https` and `[admin].listen`, and
     /// sets up reload of the config file and of the certificates.
     pub async fn bind_with(spec: Spec, options: Options) -> Result<Gateway, GatewayError> {
+        Gateway::bind_inner(spec, options, None).await
+    }
+
+    /// [`bind_with`](Self::bind_with), with `[cluster]` on `store` as `identity`
+    /// instead of the store the table names and the environment's identity (tests
+    /// share a store in memory between gateways of one process).
+    #[cfg(test)]
+    pub(crate) async fn bind_with_cluster(
+        spec: Spec,
+        options: Options,
+        store: Arc<dyn ClusterStore>,
+        identity: Identity,
+    ) -> Result<Gateway, GatewayError> {
+        Gateway::bind_inner(spec, options, Some((store, identity))).await
+    }
+
+    async fn bind_inner(
+        spec: Spec,
+        options: Options,
+        cluster_given: Option<(Arc<dyn ClusterStore>, Identity)>,
+    ) -> Result<Gateway, GatewayError> {
         let loaded = tls::load(&spec).map_err(GatewayError::Tls)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
@@ -212,9 +228,12 @@ impl Gateway {
         });
         let cluster = match &spec.cluster {
             Some(c) => {
-                let store = match &options.cluster_store {
-                    Some(store) => Arc::clone(store),
-                    None => cluster::open(c).map_err(GatewayError::Cluster)?,
+                let (store, identity) = match cluster_given {
+                    Some(given) => given,
+                    None => (
+                        cluster::open(c).map_err(GatewayError::Cluster)?,
+                        Identity::from_env(),
+                    ),
                 };
                 let token = spec
                     .admin
@@ -227,10 +246,7 @@ impl Gateway {
                     poll_interval: c.poll_interval,
                     peers: c.peers.clone(),
                     token,
-                    identity: options
-                        .cluster_identity
-                        .clone()
-                        .unwrap_or_else(Identity::from_env),
+                    identity,
                 })
             }
             None => None,

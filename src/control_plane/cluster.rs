@@ -16,11 +16,12 @@
 //! This module owns the store interface, the document and the poller; it does not
 //! decide what a write means (the controller task does).
 
-pub mod doc;
-pub mod memory;
-pub mod peers;
-pub mod poll;
-pub mod swarm;
+pub(crate) mod doc;
+#[cfg(test)]
+pub(crate) mod memory;
+pub(crate) mod peers;
+pub(crate) mod poll;
+pub(crate) mod swarm;
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -32,15 +33,15 @@ use crate::control_plane::config::spec::{ClusterSpec, ClusterStoreKind};
 /// What the store holds: its version (the compare-and-set token) and the value,
 /// `None` when nothing was written yet.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Stored {
+pub(crate) struct Stored {
     /// Grows with every change of the store (not only of the value).
-    pub version: u64,
-    pub value: Option<String>,
+    pub(crate) version: u64,
+    pub(crate) value: Option<String>,
 }
 
 /// Why the store could not be read or written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// The store moved past the version the write was based on: re-read, re-apply.
     #[error("the cluster store changed since version {expected}")]
     Conflict { expected: u64 },
@@ -53,7 +54,7 @@ pub enum StoreError {
 }
 
 /// A versioned value with compare-and-set writes.
-pub trait ClusterStore: Send + Sync + Debug {
+pub(crate) trait ClusterStore: Send + Sync + Debug {
     /// The whole value and its version.
     fn read(&self) -> BoxFuture<'_, Result<Stored, StoreError>>;
 
@@ -70,14 +71,14 @@ pub trait ClusterStore: Send + Sync + Debug {
 /// `SLUICEGATE_REPLICA` says otherwise) and the node it runs on
 /// (`SLUICEGATE_NODE`, e.g. `{{.Node.Hostname}}` in a Swarm service template).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    pub id: String,
-    pub node: String,
+pub(crate) struct Identity {
+    pub(crate) id: String,
+    pub(crate) node: String,
 }
 
 impl Identity {
     /// From the environment (see the type).
-    pub fn from_env() -> Identity {
+    pub(crate) fn from_env() -> Identity {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let id = var("SLUICEGATE_REPLICA")
             .or_else(|| var("HOSTNAME"))
@@ -94,7 +95,7 @@ impl Identity {
 }
 
 /// The store `spec` names.
-pub fn open(spec: &ClusterSpec) -> Result<Arc<dyn ClusterStore>, String> {
+pub(crate) fn open(spec: &ClusterSpec) -> Result<Arc<dyn ClusterStore>, String> {
     match spec.store {
         ClusterStoreKind::Swarm => {
             let store = swarm::SwarmStore::new(spec).map_err(|e| e.to_string())?;

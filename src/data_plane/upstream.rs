@@ -19,7 +19,7 @@
 //! request's task). Their failures are one [`WireError`] and their connects one
 //! [`ConnectError`], so the proxy's exchange and retry rules read the same for
 //! both. This module sits below `proxy`: it knows the request body
-//! ([`body::RequestBody`]) and nothing of routing or of the gateway's answers.
+//! (`body::RequestBody`) and nothing of routing or of the gateway's answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,7 +39,7 @@ use crate::data_plane::http1::client as h1;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use body::RequestBody;
 
-pub mod body;
+pub(crate) mod body;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;

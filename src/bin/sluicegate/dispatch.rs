@@ -57,8 +57,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
                 discovery: Default::default(),
                 swarm: Default::default(),
-                cluster_store: None,
-                cluster_identity: None,
             };
             runtime(workers)?.block_on(async {
                 // Installed first, so a stop from here on is a graceful one.

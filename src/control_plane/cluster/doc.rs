@@ -19,46 +19,46 @@ use crate::control_plane::overrides::{Dropped, Overrides};
 use crate::control_plane::state_file::{self, Persisted};
 
 /// Format version written; a document of another format is foreign (ignored).
-pub const FORMAT: u32 = 1;
+pub(crate) const FORMAT: u32 = 1;
 /// Largest document written or read. A Swarm service spec travels in one Raft
 /// entry; this keeps the label far below the store's own limits.
-pub const MAX_DOC: usize = 256 * 1024;
+pub(crate) const MAX_DOC: usize = 256 * 1024;
 
 /// The shared state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClusterDoc {
-    pub format: u32,
+pub(crate) struct ClusterDoc {
+    pub(crate) format: u32,
     /// Bumped by every write: the state version a replica serves.
-    pub seq: u64,
+    pub(crate) seq: u64,
     /// The replica that wrote it.
-    pub writer: String,
+    pub(crate) writer: String,
     /// When it was written (milliseconds since the Unix epoch).
-    pub written_ms: u64,
+    pub(crate) written_ms: u64,
     /// Splits, drains, registrations, rollout records.
-    pub state: Persisted,
+    pub(crate) state: Persisted,
     /// When each TTL registration lapses unless renewed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub expires: Vec<Expiry>,
+    pub(crate) expires: Vec<Expiry>,
     /// Rollout ID → the replica whose rollout manager drives it (the only one
     /// that resumes it after a restart).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub drivers: BTreeMap<String, String>,
+    pub(crate) drivers: BTreeMap<String, String>,
 }
 
 /// When a registration lapses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Expiry {
-    pub pool: String,
-    pub addr: String,
+pub(crate) struct Expiry {
+    pub(crate) pool: String,
+    pub(crate) addr: String,
     /// Milliseconds since the Unix epoch.
-    pub at_ms: u64,
+    pub(crate) at_ms: u64,
 }
 
 /// Why a stored value is not a document this replica can use.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DocError {
+pub(crate) enum DocError {
     #[error("{len} bytes, more than the {MAX_DOC} bytes a cluster document may have")]
     TooLarge { len: usize },
     #[error("not a sluicegate cluster document ({0})")]
@@ -68,21 +68,21 @@ pub enum DocError {
 }
 
 /// Milliseconds since the Unix epoch (0 before it).
-pub fn unix_ms(t: SystemTime) -> u64 {
+pub(crate) fn unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The moment `now` (monotonic) is, as wall-clock time `wall`, for expiry times.
 #[derive(Clone, Copy, Debug)]
-pub struct Clocks {
-    pub now: Instant,
-    pub wall: SystemTime,
+pub(crate) struct Clocks {
+    pub(crate) now: Instant,
+    pub(crate) wall: SystemTime,
 }
 
 impl Clocks {
     /// Both clocks, now.
-    pub fn now() -> Clocks {
+    pub(crate) fn now() -> Clocks {
         Clocks {
             now: Instant::now(),
             wall: SystemTime::now(),
@@ -113,7 +113,7 @@ impl Clocks {
 
 impl ClusterDoc {
     /// The document for `overrides`, numbered `seq`, written by `writer`.
-    pub fn of(overrides: &Overrides, seq: u64, writer: &str, clocks: Clocks) -> ClusterDoc {
+    pub(crate) fn of(overrides: &Overrides, seq: u64, writer: &str, clocks: Clocks) -> ClusterDoc {
         let expires = overrides
             .backends()
             .iter()
@@ -137,7 +137,7 @@ impl ClusterDoc {
     }
 
     /// The JSON text, refused when larger than [`MAX_DOC`].
-    pub fn encode(&self) -> Result<String, DocError> {
+    pub(crate) fn encode(&self) -> Result<String, DocError> {
         let text = serde_json::to_string(self).map_err(|e| DocError::Malformed(e.to_string()))?;
         if text.len() > MAX_DOC {
             return Err(DocError::TooLarge { len: text.len() });
@@ -146,7 +146,7 @@ impl ClusterDoc {
     }
 
     /// Reads a stored value: bounded, JSON of this shape, this format.
-    pub fn decode(text: &str) -> Result<ClusterDoc, DocError> {
+    pub(crate) fn decode(text: &str) -> Result<ClusterDoc, DocError> {
         if text.len() > MAX_DOC {
             return Err(DocError::TooLarge { len: text.len() });
         }
@@ -165,7 +165,7 @@ impl ClusterDoc {
 
     /// The overrides it holds for `file`, each value re-checked with the file's
     /// rules; returns what was skipped and why.
-    pub fn restore(&self, file: &Spec, clocks: Clocks) -> (Overrides, Vec<Dropped>) {
+    pub(crate) fn restore(&self, file: &Spec, clocks: Clocks) -> (Overrides, Vec<Dropped>) {
         let (mut overrides, skipped) = state_file::restore(&self.state, file, clocks.now);
         for e in &self.expires {
             if let Ok(addr) = e.addr.parse() {
@@ -181,7 +181,7 @@ impl ClusterDoc {
     /// let a registration's stored expiry come within half its TTL (heartbeats
     /// are coalesced: at most about two writes per TTL per agent, each carrying
     /// every renewal due).
-    pub fn needs_write(&self, next: &Overrides, clocks: Clocks) -> bool {
+    pub(crate) fn needs_write(&self, next: &Overrides, clocks: Clocks) -> bool {
         if self.state != Persisted::from_overrides(next) {
             return true;
         }

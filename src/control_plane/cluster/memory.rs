@@ -12,7 +12,7 @@ use super::{ClusterStore, StoreError, Stored};
 
 /// A shared in-memory store; clones share the value.
 #[derive(Clone, Debug, Default)]
-pub struct MemoryStore {
+pub(crate) struct MemoryStore {
     inner: Arc<Inner>,
 }
 
@@ -36,23 +36,23 @@ impl Default for Stored {
 
 impl MemoryStore {
     /// An empty store at version 1.
-    pub fn new() -> MemoryStore {
+    pub(crate) fn new() -> MemoryStore {
         MemoryStore::default()
     }
 
     /// Makes every read and write fail as unreachable (`true`) or work again.
-    pub fn set_down(&self, down: bool) {
+    pub(crate) fn set_down(&self, down: bool) {
         self.inner.down.store(down, Ordering::SeqCst);
     }
 
     /// Successful writes so far.
-    pub fn writes(&self) -> u64 {
+    pub(crate) fn writes(&self) -> u64 {
         self.inner.writes.load(Ordering::SeqCst)
     }
 
     /// Sets the value directly (another writer, an operator, a foreign tool);
     /// returns the new version.
-    pub fn put(&self, value: Option<String>) -> u64 {
+    pub(crate) fn put(&self, value: Option<String>) -> u64 {
         let mut stored = self.lock();
         stored.version += 1;
         stored.value = value;
@@ -60,13 +60,13 @@ impl MemoryStore {
     }
 
     /// The value and version now.
-    pub fn get(&self) -> Stored {
+    pub(crate) fn get(&self) -> Stored {
         self.lock().clone()
     }
 
     /// Refuses the next `n` writes with a conflict, as if another replica had
     /// written just before each (the version moves, the value stays).
-    pub fn conflict_next(&self, n: u64) {
+    pub(crate) fn conflict_next(&self, n: u64) {
         self.inner.conflicts.store(n, Ordering::SeqCst);
     }
 

@@ -13,14 +13,14 @@ use crate::control_plane::controller::state_view::ReplicaView;
 use crate::control_plane::discovery::swarm::engine::Endpoint;
 
 /// Where a replica says who it is.
-pub const REPLICA_PATH: &str = "/api/v1/cluster/replica";
+pub(crate) const REPLICA_PATH: &str = "/api/v1/cluster/replica";
 /// How often the peers are read.
 const EVERY: Duration = Duration::from_secs(1);
 /// Bound on each read.
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Reads `peers` every second into `tx` until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     peers: Vec<ManagerUrl>,
     token: Option<String>,
     tx: watch::Sender<Vec<ReplicaView>>,

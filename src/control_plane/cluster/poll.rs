@@ -14,14 +14,14 @@ use super::{ClusterStore, StoreError, Stored};
 
 /// One read of the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Observation {
+pub(crate) struct Observation {
     /// When the read finished.
-    pub at: SystemTime,
-    pub result: Result<Stored, StoreError>,
+    pub(crate) at: SystemTime,
+    pub(crate) result: Result<Stored, StoreError>,
 }
 
 /// A watch that the poller fills; `None` until the first read.
-pub fn channel() -> (
+pub(crate) fn channel() -> (
     watch::Sender<Option<Observation>>,
     watch::Receiver<Option<Observation>>,
 ) {
@@ -29,7 +29,7 @@ pub fn channel() -> (
 }
 
 /// Reads `store` every `interval` until `shutdown`.
-pub async fn run(
+pub(crate) async fn run(
     store: Arc<dyn ClusterStore>,
     interval: Duration,
     tx: watch::Sender<Option<Observation>>,

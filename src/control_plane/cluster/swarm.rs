@@ -24,20 +24,20 @@ use crate::control_plane::config::spec::ClusterSpec;
 use crate::control_plane::discovery::swarm::engine::{Endpoint, RequestError};
 
 /// The label holding the document.
-pub const LABEL: &str = "sluicegate.cluster.state";
+pub(crate) const LABEL: &str = "sluicegate.cluster.state";
 /// Bound on each call to the engine.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Labels of the gateway's own Swarm service.
 #[derive(Debug)]
-pub struct SwarmStore {
+pub(crate) struct SwarmStore {
     engine: Endpoint,
     service: String,
 }
 
 impl SwarmStore {
     /// The store of `spec` (its engine, else `$DOCKER_HOST`, else the default socket).
-    pub fn new(spec: &ClusterSpec) -> Result<SwarmStore, RequestError> {
+    pub(crate) fn new(spec: &ClusterSpec) -> Result<SwarmStore, RequestError> {
         Ok(SwarmStore {
             engine: Endpoint::docker(spec.engine.as_deref())?,
             service: spec.service.to_string(),

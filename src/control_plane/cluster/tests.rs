@@ -201,29 +201,20 @@ async fn a_replica_lists_its_peers_with_the_version_they_serve() {
             &FILE[FILE.find("[[pools]]").expect("pools")..]
         )
     };
-    let options = |id: &str| Options {
-        cluster_store: Some(Arc::new(store.clone()) as Arc<dyn ClusterStore>),
-        cluster_identity: Some(super::Identity {
+    let bind = |text: String, id: &str| {
+        let identity = super::Identity {
             id: id.to_owned(),
             node: format!("node-{id}"),
-        }),
-        ..Options::default()
+        };
+        let shared: Arc<dyn ClusterStore> = Arc::new(store.clone());
+        let spec = crate::control_plane::config::parse(&text).expect("valid");
+        Gateway::bind_with_cluster(spec, Options::default(), shared, identity)
     };
-    let a = Gateway::bind_with(
-        crate::control_plane::config::parse(&config("")).expect("valid"),
-        options("a"),
-    )
-    .await
-    .expect("bind a");
+    let a = bind(config(""), "a").await.expect("bind a");
     let a_admin = a.admin_addr().expect("admin");
     let a_control = a.control();
     let peers = format!("peers = [\"http://{a_admin}\"]");
-    let b = Gateway::bind_with(
-        crate::control_plane::config::parse(&config(&peers)).expect("valid"),
-        options("b"),
-    )
-    .await
-    .expect("bind b");
+    let b = bind(config(&peers), "b").await.expect("bind b");
     let b_control = b.control();
     let stop = tokio_util::sync::CancellationToken::new();
     let (sa, sb) = (stop.clone(), stop.clone());

@@ -34,13 +34,13 @@ pub(super) const MAX_TRIES: u32 = 5;
 
 /// What the gateway hands the task when `[cluster]` is on.
 #[derive(Debug)]
-pub struct ClusterFeed {
-    pub store: Arc<dyn ClusterStore>,
+pub(crate) struct ClusterFeed {
+    pub(crate) store: Arc<dyn ClusterStore>,
     /// Reads of the store by the poller (`cluster::poll`).
-    pub observed: watch::Receiver<Option<Observation>>,
-    pub identity: Identity,
+    pub(crate) observed: watch::Receiver<Option<Observation>>,
+    pub(crate) identity: Identity,
     /// The other replicas as last read from their admin APIs (`cluster::peers`).
-    pub peers: Option<watch::Receiver<Vec<ReplicaView>>>,
+    pub(crate) peers: Option<watch::Receiver<Vec<ReplicaView>>>,
 }
 
 /// The task's side of the store.
@@ -74,7 +74,7 @@ pub(super) enum Written {
 
 impl Task {
     /// Turns on `[cluster]`: admin writes go through `feed.store`.
-    pub fn attach_cluster(&mut self, feed: ClusterFeed) {
+    pub(crate) fn attach_cluster(&mut self, feed: ClusterFeed) {
         self.cluster = Some(Link {
             feed,
             version: None,
