@@ -128,6 +128,7 @@ fn spec_with_routes(n: usize) -> Spec {
         routes,
         log: Default::default(),
         discovery: Default::default(),
+        cluster: None,
         tls: None,
     }
 }

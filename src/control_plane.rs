@@ -7,6 +7,7 @@
 //! `rollout_record` are what it publishes; `plan` is the diff a reload would make.
 
 pub(crate) mod admin;
+pub(crate) mod cluster;
 pub mod config;
 pub mod controller;
 pub mod discovery;

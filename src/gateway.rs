@@ -6,6 +6,10 @@
 //! (and the same first-list wait applies); its export and its "cannot reach the
 //! swarm" reason are shared with the admin API.
 //!
+//! With `[cluster]`, a poller reads the shared store and the controller task
+//! writes admin changes to it (see `crate::control_plane::cluster`); `serve` waits (bounded)
+//! for the first read to be applied, like discovery's first list.
+//!
 //! This is what `sluicegate run`, `sluicegate demo` and the integration tests start.
 //! [`Gateway::bind_with`] loads the TLS files first (refusing to start on a bad
 //! one), then binds every socket, so every startup error surfaces before serving.
@@ -38,9 +42,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::control_plane::admin::{AdminError, AdminServer, MetricsSource};
+use crate::control_plane::cluster::{self, ClusterStore, Identity};
 use crate::control_plane::config::spec::{DockerSpec, InitialHealth, Spec, SwarmSpec};
 use crate::control_plane::config::ConfigErrors;
-use crate::control_plane::controller::task::{ControlHandle, DockerFeed, Task};
+use crate::control_plane::controller::task::{ClusterFeed, ControlHandle, DockerFeed, Task};
 use crate::control_plane::controller::SharedSnapshot;
 use crate::control_plane::discovery::swarm::{self, Board, SwarmDiscovery};
 use crate::control_plane::discovery::{self, DockerDiscovery};
@@ -103,6 +108,9 @@ pub enum GatewayError {
     Reload(ReloadError),
     #[error(transparent)]
     Metrics(MetricsError),
+    /// `[cluster]` names a store that cannot be used.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// A gateway whose listeners are bound but not yet serving.
@@ -129,6 +137,18 @@ pub struct Gateway {
     watch: TaskWatch,
     /// Present when metrics are on (with `[admin]`).
     exporter: Option<Exporter>,
+    /// The shared store and how to read it and the peers, with `[cluster]`.
+    cluster: Option<ClusterRun>,
+}
+
+/// What `serve` starts for `[cluster]`.
+#[derive(Debug)]
+struct ClusterRun {
+    store: Arc<dyn ClusterStore>,
+    poll_interval: Duration,
+    peers: Vec<crate::control_plane::config::spec::ManagerUrl>,
+    token: Option<String>,
+    identity: Identity,
 }
 
 impl Gateway {
@@ -141,6 +161,27 @@ impl Gateway {
     /// snapshot, binds `[listen].http`, `[listen].https` and `[admin].listen`, and
     /// sets up reload of the config file and of the certificates.
     pub async fn bind_with(spec: Spec, options: Options) -> Result<Gateway, GatewayError> {
+        Gateway::bind_inner(spec, options, None).await
+    }
+
+    /// [`bind_with`](Self::bind_with), with `[cluster]` on `store` as `identity`
+    /// instead of the store the table names and the environment's identity (tests
+    /// share a store in memory between gateways of one process).
+    #[cfg(test)]
+    pub(crate) async fn bind_with_cluster(
+        spec: Spec,
+        options: Options,
+        store: Arc<dyn ClusterStore>,
+        identity: Identity,
+    ) -> Result<Gateway, GatewayError> {
+        Gateway::bind_inner(spec, options, Some((store, identity))).await
+    }
+
+    async fn bind_inner(
+        spec: Spec,
+        options: Options,
+        cluster_given: Option<(Arc<dyn ClusterStore>, Identity)>,
+    ) -> Result<Gateway, GatewayError> {
         let loaded = tls::load(&spec).map_err(GatewayError::Tls)?;
         for warning in &loaded.warnings {
             tracing::warn!("{warning}");
@@ -185,6 +226,31 @@ impl Gateway {
             }
             (s, o)
         });
+        let cluster = match &spec.cluster {
+            Some(c) => {
+                let (store, identity) = match cluster_given {
+                    Some(given) => given,
+                    None => (
+                        cluster::open(c).map_err(GatewayError::Cluster)?,
+                        Identity::from_env(),
+                    ),
+                };
+                let token = spec
+                    .admin
+                    .as_ref()
+                    .and_then(|a| a.token_env.as_deref())
+                    .and_then(|name| std::env::var(name).ok())
+                    .filter(|t| !t.is_empty());
+                Some(ClusterRun {
+                    store,
+                    poll_interval: c.poll_interval,
+                    peers: c.peers.clone(),
+                    token,
+                    identity,
+                })
+            }
+            None => None,
+        };
         let (task, control, snapshot) =
             Task::new(spec, options.config_path.clone(), metrics.clone());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
@@ -279,6 +345,7 @@ impl Gateway {
             ready,
             watch,
             exporter,
+            cluster,
         })
     }
 
@@ -363,6 +430,7 @@ impl Gateway {
             watch,
             exporter,
             snapshot,
+            cluster,
             ..
         } = self;
         let mut task = task;
@@ -397,6 +465,24 @@ impl Gateway {
         // Each task is watched: one that ends before `background` is cancelled is
         // logged, counted and reported by `/readyz`.
         let stop = || background.clone();
+        let first_read = cluster.map(|run| {
+            let (tx, rx) = cluster::poll::channel();
+            let peers = (!run.peers.is_empty()).then(|| {
+                let (peers_tx, peers_rx) = watch::channel(Vec::new());
+                let read = cluster::peers::run(run.peers, run.token, peers_tx, stop());
+                tasks.spawn(watch.spawn(watched::name::CLUSTER_PEERS, read, stop()));
+                peers_rx
+            });
+            task.attach_cluster(ClusterFeed {
+                store: Arc::clone(&run.store),
+                observed: rx.clone(),
+                identity: run.identity,
+                peers,
+            });
+            let poll = cluster::poll::run(run.store, run.poll_interval, tx, stop());
+            tasks.spawn(watch.spawn(watched::name::CLUSTER, poll, stop()));
+            rx
+        });
         let run = task.run(stop());
         tasks.spawn(watch.spawn(watched::name::CONTROLLER, run, stop()));
         let run = manager.run(stop());
@@ -418,6 +504,9 @@ impl Gateway {
         let start_up = async {
             if let Some(status) = first_list {
                 first_list_applied(status, &control).await;
+            }
+            if let Some(read) = first_read {
+                first_read_applied(read, &control).await;
             }
             first_probes_done(&snapshot).await;
         };
@@ -508,6 +597,29 @@ async fn first_probes_done(snapshot: &SharedSnapshot) {
             return;
         }
         check.tick().await;
+    }
+}
+
+/// Waits (at most [`FIRST_LIST`]) until the cluster store was read once and the
+/// controller task applied what it holds (an unreachable store only delays
+/// serving by that bound; the gateway then starts from its config file).
+async fn first_read_applied(
+    mut read: watch::Receiver<Option<cluster::poll::Observation>>,
+    control: &ControlHandle,
+) {
+    let seen = tokio::time::timeout(FIRST_LIST, read.wait_for(|o| o.is_some()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    if seen {
+        // The task takes store reads before queued requests: once this answers,
+        // what was read is live.
+        if control.state().await.is_none() {
+            tracing::debug!("controller stopped before the first cluster read was applied");
+        }
+    } else {
+        tracing::warn!(
+            "no answer from the cluster store yet; serving from the config file until it answers"
+        );
     }
 }
 

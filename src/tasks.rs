@@ -29,6 +29,8 @@ pub mod name {
     pub const ADMIN: &str = "admin";
     pub const RELOAD: &str = "reload";
     pub const METRICS: &str = "metrics_upkeep";
+    pub const CLUSTER: &str = "cluster_poll";
+    pub const CLUSTER_PEERS: &str = "cluster_peers";
 }
 
 /// Which watched tasks ended unplanned; cheap to clone (one per gateway).

@@ -51,6 +51,8 @@ pub enum By {
     Discovery,
     /// A registered backend's TTL ran out.
     Ttl,
+    /// Another gateway replica, through the cluster store (`[cluster]`).
+    Cluster,
 }
 
 /// What happened; `type` in the JSON.

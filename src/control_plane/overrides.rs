@@ -146,6 +146,18 @@ impl Overrides {
         );
     }
 
+    /// Sets when `key`'s registration lapses (a replica learning another's
+    /// heartbeat from the cluster store); false when it is not registered with a TTL.
+    pub fn renew_until(&mut self, key: &BackendKey, at: Instant) -> bool {
+        match self.backends.get_mut(key) {
+            Some(reg) if reg.ttl.is_some() => {
+                reg.expires = Some(at);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Removes a registration (and its drain); false when it was not registered.
     pub fn deregister(&mut self, key: &BackendKey) -> bool {
         let was = self.backends.remove(key).is_some();

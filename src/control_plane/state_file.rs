@@ -30,7 +30,7 @@ use crate::control_plane::rollout_record::Rollout;
 const VERSION: u32 = 1;
 
 /// The file's content.
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Persisted {
     pub version: u32,
@@ -48,7 +48,7 @@ pub(crate) struct Persisted {
 }
 
 /// One entry of a persisted split.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersistedSplit {
     pub pool: String,
@@ -56,7 +56,7 @@ pub(crate) struct PersistedSplit {
 }
 
 /// A drained backend.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersistedBackend {
     pub pool: String,
@@ -64,7 +64,7 @@ pub(crate) struct PersistedBackend {
 }
 
 /// A registered backend; its TTL restarts from the moment it is loaded.
-#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersistedRegistration {
     pub pool: String,

@@ -225,7 +225,54 @@ pub fn render_status(view: &StateView) -> String {
             let _ = writeln!(out, "  skipped {}: {}", s.container, s.reason);
         }
     }
+    if let Some(c) = &view.cluster {
+        render_cluster(&mut out, c);
+    }
     out
+}
+
+/// The `[cluster]` lines of `ctl status`.
+fn render_cluster(out: &mut String, c: &crate::control_plane::controller::state_view::ClusterView) {
+    let link = if c.reachable {
+        "reachable".to_owned()
+    } else {
+        format!(
+            "UNREACHABLE ({}); routing on the last state, writes refused",
+            c.last_error.as_deref().unwrap_or("not read yet")
+        )
+    };
+    let _ = writeln!(
+        out,
+        "\ncluster: {} ({link}); serving state {} written by {}; store version {}; {} writes, {} conflicts{}",
+        c.store,
+        c.serving,
+        c.written_by.as_deref().unwrap_or("-"),
+        c.store_version.map_or_else(|| "-".to_owned(), |v| v.to_string()),
+        c.writes,
+        c.conflicts,
+        if c.stale { "; STATE MAY BE STALE" } else { "" },
+    );
+    if let Some(why) = &c.ignored {
+        let _ = writeln!(out, "  IGNORED store value: {why}");
+    }
+    let mut rows = vec![row(&["REPLICA", "NODE", "LAST SEEN", "SERVING", "AGREES"])];
+    for r in &c.replicas {
+        let serving = r.serving.map_or_else(|| "?".to_owned(), |s| s.to_string());
+        let agrees = match (r.serving, &r.error) {
+            (_, Some(e)) => format!("unknown ({e})"),
+            (Some(s), None) if s == c.serving => "yes".to_owned(),
+            (Some(_), None) => "NO".to_owned(),
+            (None, None) => "unknown".to_owned(),
+        };
+        rows.push(vec![
+            r.id.clone(),
+            r.node.clone(),
+            r.last_seen.clone().unwrap_or_else(|| "-".to_owned()),
+            serving,
+            agrees,
+        ]);
+    }
+    out.push_str(&table(&rows));
 }
 
 /// `blue=90 (90%) green=10 (10%)`.
@@ -285,6 +332,53 @@ mod tests {
         assert!(split_body(&["blue".into()]).is_err());
         assert!(split_body(&["blue=x".into()]).is_err());
         assert!(split_body(&["blue=1".into(), "blue=2".into()]).is_err());
+    }
+
+    #[test]
+    fn cluster_status_names_replicas_staleness_and_ignored_values() {
+        use crate::control_plane::controller::state_view::{ClusterView, ReplicaView};
+        let mut c = ClusterView {
+            store: "swarm service gw".into(),
+            replica: "r1".into(),
+            node: "n1".into(),
+            reachable: true,
+            serving: 4,
+            written_by: Some("r2".into()),
+            store_version: Some(120),
+            replicas: vec![
+                ReplicaView {
+                    id: "r1".into(),
+                    node: "n1".into(),
+                    serving: Some(4),
+                    ..Default::default()
+                },
+                ReplicaView {
+                    id: "r2".into(),
+                    node: "n2".into(),
+                    serving: Some(3),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let mut out = String::new();
+        render_cluster(&mut out, &c);
+        assert!(out.contains("serving state 4 written by r2"), "{out}");
+        assert!(out.contains("r2       n2"), "{out}");
+        assert!(out.contains("NO"), "{out}");
+        assert!(!out.contains("STALE"), "{out}");
+        c.reachable = false;
+        c.stale = true;
+        c.last_error = Some("engine gone".into());
+        c.ignored = Some("store version 130: format 2".into());
+        let mut out = String::new();
+        render_cluster(&mut out, &c);
+        assert!(out.contains("UNREACHABLE (engine gone)"), "{out}");
+        assert!(out.contains("STATE MAY BE STALE"), "{out}");
+        assert!(
+            out.contains("IGNORED store value: store version 130"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -158,6 +158,12 @@ impl Gateway {
         }
     }
 
+    /// The admin API's bearer token.
+    #[allow(dead_code)]
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// `GET path` on the admin API with the token.
     pub async fn admin_get(&self, path: &str) -> Result<(u16, String), String> {
         get(self.admin, path, Some(&self.token)).await

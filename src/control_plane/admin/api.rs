@@ -57,7 +57,8 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/pools/{pool}/backends/{addr}/undrain", post(undrain))
         .route("/plan", post(plan))
         .route("/events", get(super::events::events))
-        .route("/discovery/swarm", get(swarm_export));
+        .route("/discovery/swarm", get(swarm_export))
+        .route("/cluster/replica", get(cluster_replica));
     let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
         state.clone(),
         auth::require_token,
@@ -220,9 +221,9 @@ pub(super) fn refusal(err: Refusal) -> Response {
             tracing::error!(err = %e, "admin change refused: state file not writable");
             error_response(status, &e.to_string(), err.path())
         }
-        Refusal::NotFound { message, .. } | Refusal::Conflict { message, .. } => {
-            error_response(status, message, err.path())
-        }
+        Refusal::NotFound { message, .. }
+        | Refusal::Conflict { message, .. }
+        | Refusal::Unavailable { message, .. } => error_response(status, message, err.path()),
         Refusal::Closed(_) => error_response(status, &err.to_string(), err.path()),
     }
 }
@@ -312,6 +313,19 @@ async fn swarm_export(State(state): State<AdminState>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             "this gateway has no Swarm set read from its own engine (Swarm discovery is off, its engine is not a manager, or it is unreachable)",
             "",
+        ),
+    }
+}
+
+/// `GET /api/v1/cluster/replica`: this replica's ID, node and the state version it
+/// serves (what peers show in their replica table); 404 without `[cluster]`.
+async fn cluster_replica(State(state): State<AdminState>) -> Response {
+    match state.control.replica() {
+        Some(me) => Json(me).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "this gateway has no [cluster] table",
+            "cluster",
         ),
     }
 }

@@ -35,6 +35,26 @@ pub struct RawConfig {
     pub tls: Option<RawTls>,
     /// `[log]`.
     pub log: Option<RawLog>,
+    /// `[cluster]`: state shared by gateway replicas.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `[cluster]`: where gateway replicas share their admin state.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// The store; only `"swarm"` (labels on the gateway's own Swarm service).
+    pub store: Option<String>,
+    /// The gateway's own Swarm service name (or ID).
+    pub service: Option<String>,
+    /// Docker engine of a manager (`unix:///…`, `tcp://host:port`); absent:
+    /// `$DOCKER_HOST`, else the default socket.
+    pub engine: Option<String>,
+    /// How often the store is read; `250ms` when absent.
+    pub poll_interval: Option<RawDuration>,
+    /// Admin API URLs of the other replicas (`http://tasks.gateway:9901`), read
+    /// for `ctl status`.
+    pub peers: Option<Vec<String>>,
 }
 
 /// `[log]`. Values stay text so a wrong one is explained with the accepted ones.

@@ -70,7 +70,40 @@ pub struct Spec {
     pub tls: Option<TlsSpec>,
     /// `[log]`; all defaults (access log off) when the file has none.
     pub log: LogSpec,
+    /// `[cluster]`; `None`: a single gateway (overrides in `[admin].state_file`).
+    pub cluster: Option<ClusterSpec>,
 }
+
+/// `[cluster]`, validated: replicas share their admin state through a store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// Where the shared state lives.
+    pub store: ClusterStoreKind,
+    /// The gateway's own Swarm service (name or ID).
+    pub service: Arc<str>,
+    /// A manager's engine address as written (`None`: `$DOCKER_HOST` or the
+    /// default socket).
+    pub engine: Option<String>,
+    /// How often the store is read for other replicas' writes.
+    pub poll_interval: Duration,
+    /// Admin APIs of the replicas (a name may resolve to several), read every
+    /// second for the replica table of the state (with `[admin].token_env`'s token).
+    pub peers: Vec<ManagerUrl>,
+}
+
+/// `[cluster].store`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterStoreKind {
+    /// Labels of the gateway's own Swarm service, written by compare-and-set on
+    /// the service version.
+    Swarm,
+}
+
+/// Default `[cluster].poll_interval`.
+pub const DEFAULT_CLUSTER_POLL: Duration = Duration::from_millis(250);
+/// Bounds of `[cluster].poll_interval` (writes must reach every replica in 1 s).
+pub const CLUSTER_POLL_BOUNDS: (Duration, Duration) =
+    (Duration::from_millis(50), Duration::from_secs(1));
 
 impl Spec {
     /// Metrics are recorded when the admin listener, which serves `GET /metrics`,

@@ -15,6 +15,7 @@
 //! This module does not read files or parse TOML text.
 
 mod api;
+mod cluster;
 mod discovery;
 mod health;
 mod limits;
@@ -75,15 +76,21 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let log = doc.remove("log");
     let discovery = doc.remove("discovery");
     let tls = doc.remove("tls");
+    let cluster = doc.remove("cluster");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
             format!(
-                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, discovery, tls"
+                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, discovery, tls, cluster"
             ),
         );
     }
+    // `None`: [cluster] had errors (already reported).
+    let cluster = match cluster {
+        None => Some(None),
+        Some(value) => cluster::check_cluster(value, &mut report).map(Some),
+    };
     let discovery = match discovery {
         None => Some(DiscoverySpec::default()),
         Some(value) => discovery::check_discovery(value, &mut report),
@@ -171,13 +178,23 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         }
     }
 
+    if let (Some(Some(_)), Some(Some(admin))) = (&cluster, &admin) {
+        if admin.state_file.is_some() {
+            report.add(
+                "cluster",
+                "[cluster] and [admin].state_file both keep the admin overrides; with [cluster] the store holds them for every replica: remove state_file",
+            );
+        }
+    }
     let admin = match admin {
         None => Some(None),
         Some(Some(admin)) => Some(Some(admin)),
         Some(None) => None,
     };
-    match (listen, admin, discovery, log) {
-        (Some(listen), Some(admin), Some(discovery), Some(log)) if report.errors.is_empty() => {
+    match (listen, admin, discovery, log, cluster) {
+        (Some(listen), Some(admin), Some(discovery), Some(log), Some(cluster))
+            if report.errors.is_empty() =>
+        {
             Ok(Spec {
                 listen,
                 admin,
@@ -186,6 +203,7 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
                 discovery,
                 log,
                 tls,
+                cluster,
             })
         }
         _ => Err(ConfigErrors(report.errors)),

@@ -26,6 +26,10 @@ pub enum Refusal {
     /// The change could not be persisted, so it was not applied (500).
     #[error(transparent)]
     Persist(StateFileError),
+    /// The shared state (`[cluster]`) cannot be written now: the store does not
+    /// answer, or holds a value this replica cannot read (503).
+    #[error("{path}: {message}")]
+    Unavailable { path: String, message: String },
     /// The task that would answer has stopped (shutting down) (503).
     #[error("the {0} is not running (shutting down)")]
     Closed(Stopped),
@@ -79,7 +83,7 @@ impl Refusal {
             Refusal::NotFound { .. } => StatusCode::NOT_FOUND,
             Refusal::Conflict { .. } => StatusCode::CONFLICT,
             Refusal::Persist(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Refusal::Closed(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable { .. } | Refusal::Closed(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -87,7 +91,9 @@ impl Refusal {
     pub fn path(&self) -> &str {
         match self {
             Refusal::Invalid(errors) => errors.0.first().map_or("", |e| e.path.as_str()),
-            Refusal::NotFound { path, .. } | Refusal::Conflict { path, .. } => path,
+            Refusal::NotFound { path, .. }
+            | Refusal::Conflict { path, .. }
+            | Refusal::Unavailable { path, .. } => path,
             Refusal::Persist(_) => "state_file",
             Refusal::Closed(_) => "",
         }
@@ -110,6 +116,14 @@ mod tests {
             (Refusal::conflict("addr", "from the file"), 409, "addr"),
             (Refusal::Persist(io()), 500, "state_file"),
             (Refusal::Closed(Stopped::Controller), 503, ""),
+            (
+                Refusal::Unavailable {
+                    path: "cluster".into(),
+                    message: "store down".into(),
+                },
+                503,
+                "cluster",
+            ),
         ];
         for (refusal, status, path) in table {
             assert_eq!(refusal.status().as_u16(), status, "{refusal}");

@@ -43,6 +43,63 @@ pub struct StateView {
     /// Docker discovery, when `[discovery.docker]` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerView>,
+    /// The shared state of gateway replicas, when `[cluster]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterView>,
+}
+
+/// `[cluster]`: the store, what this replica serves, and the replicas it knows.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterView {
+    /// Where the shared state lives.
+    pub store: String,
+    /// This replica.
+    pub replica: String,
+    pub node: String,
+    /// Whether the last read of the store worked.
+    pub reachable: bool,
+    /// True while the store does not answer or holds a value this replica
+    /// ignores: the state served may be behind the other replicas'.
+    pub stale: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the store was last read (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read: Option<String>,
+    /// The store's version last seen (its compare-and-set token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_version: Option<u64>,
+    /// The state version (`seq` of the shared document) this replica serves;
+    /// 0: nothing was written yet.
+    pub serving: u64,
+    /// Which replica wrote the state served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_by: Option<String>,
+    /// A value in the store that was ignored (malformed or foreign), and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignored: Option<String>,
+    /// Writes to the store by this replica, and version conflicts it met.
+    pub writes: u64,
+    pub conflicts: u64,
+    /// The replicas this one knows (itself first).
+    #[serde(default)]
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// A gateway replica as another one sees it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaView {
+    pub id: String,
+    pub node: String,
+    /// When it was last heard from (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// The state version it serves, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<u64>,
+    /// Why it could not be read, if the last try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// How Docker discovery is doing and which labelled containers it skipped.
@@ -223,6 +280,7 @@ pub struct StateParts {
     /// the snapshot does not hold.
     expires: HashMap<BackendKey, Instant>,
     docker: Option<DockerView>,
+    cluster: Option<ClusterView>,
 }
 
 impl StateParts {
@@ -254,7 +312,14 @@ impl StateParts {
             routes,
             expires,
             docker,
+            cluster: None,
         }
+    }
+
+    /// Adds the `[cluster]` section.
+    pub fn with_cluster(mut self, cluster: Option<ClusterView>) -> StateParts {
+        self.cluster = cluster;
+        self
     }
 
     /// The state, with every backend's live numbers read now.
@@ -299,6 +364,7 @@ impl StateParts {
             routes: self.routes,
             pools,
             docker: self.docker,
+            cluster: self.cluster,
         }
     }
 }

@@ -15,9 +15,11 @@
 //! for closing streams of removed backends.
 
 mod change;
+mod cluster;
 mod discovered;
 mod file;
 
+pub(crate) use cluster::ClusterFeed;
 pub use discovered::DockerFeed;
 
 use std::net::SocketAddr;
@@ -29,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::state_view::{BackendView, RouteView, StateParts, StateView};
+use super::state_view::{BackendView, ReplicaView, RouteView, StateParts, StateView};
 use super::{Controller, Refusal, SharedSnapshot, Stopped};
 use crate::control_plane::config::spec::PoolName;
 use crate::control_plane::config::validate::ApiBackend;
@@ -166,6 +168,8 @@ pub struct ControlHandle {
     tx: mpsc::Sender<Update>,
     counters: watch::Receiver<Counters>,
     events: EventHub,
+    /// This replica as its peers see it, with `[cluster]`.
+    replica: watch::Receiver<Option<ReplicaView>>,
 }
 
 impl ControlHandle {
@@ -217,6 +221,12 @@ impl ControlHandle {
         answer.await.ok()
     }
 
+    /// This replica (ID, node, state version served) with `[cluster]`, else `None`;
+    /// read without a round trip to the task.
+    pub fn replica(&self) -> Option<ReplicaView> {
+        self.replica.borrow().clone()
+    }
+
     /// A watch on the counters (reloads, generation, closed streams).
     pub fn counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
@@ -253,6 +263,10 @@ pub struct Task {
     summary: Summary,
     /// Whether discovery was connected when last told (`None`: not yet).
     discovery_connected: Option<bool>,
+    /// The shared store, with `[cluster]` (see `cluster`).
+    cluster: Option<cluster::Link>,
+    /// What [`ControlHandle::replica`] reads.
+    replica: watch::Sender<Option<ReplicaView>>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -285,6 +299,7 @@ impl Task {
             ..Counters::default()
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (replica, replica_rx) = watch::channel(None);
         let events = EventHub::new();
         let summary = Summary::of(controller.shared.load().spec(), overrides.rollouts());
         let task = Task {
@@ -302,11 +317,14 @@ impl Task {
             events: events.clone(),
             summary,
             discovery_connected: None,
+            cluster: None,
+            replica,
         };
         let handle = ControlHandle {
             tx,
             counters: counters_rx,
             events,
+            replica: replica_rx,
         };
         (task, handle, shared)
     }
@@ -345,6 +363,7 @@ impl Task {
                 biased;
                 () = shutdown.cancelled() => break,
                 news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news).await,
+                seen = cluster::next_observed(self.cluster.as_mut()) => self.on_observed(seen).await,
                 update = self.rx.recv() => match update {
                     Some(update) => self.handle(update).await,
                     None => break,
@@ -394,12 +413,7 @@ impl Task {
                     tracing::debug!("plan requester went away");
                 }
             }
-            Update::Rollouts { reply } => {
-                let records = self.overrides.rollouts().values().cloned().collect();
-                if reply.send(records).is_err() {
-                    tracing::debug!("rollout records requester went away");
-                }
-            }
+            Update::Rollouts { reply } => self.answer_rollouts(reply),
         }
     }
 
@@ -464,6 +478,7 @@ impl Task {
             self.config_path.as_deref(),
             self.docker_view(),
         )
+        .with_cluster(self.cluster_view())
     }
 
     fn plan(&self, next: &Spec) -> Plan {

@@ -108,7 +108,7 @@ fn check_swarm(raw: RawSwarm, report: &mut Report) -> Option<Option<SwarmSpec>> 
 }
 
 /// `http://host:port` (a path of `/` at most): a gateway's admin API.
-fn manager_url(text: &str) -> Result<ManagerUrl, String> {
+pub(super) fn manager_url(text: &str) -> Result<ManagerUrl, String> {
     let example = "e.g. \"http://tasks.gateway-manager:9901\"";
     let uri: http::Uri = text
         .parse()

@@ -24,15 +24,46 @@ use crate::control_plane::state_file::Persisted;
 
 impl Task {
     /// Applies one admin write; the answer is the changed part of the state.
+    /// With `[cluster]` it goes to the shared store first (see `cluster`): on a
+    /// version conflict the write is prepared again on what the store holds.
     pub(super) async fn change(&mut self, change: Change) -> Result<Written, Refusal> {
-        let mut next = self.overrides.clone();
         let by = match change {
             Change::Rollout { .. } => By::Rollout,
             _ => By::Api,
         };
+        if self.cluster.is_none() {
+            let (next, answer) = self.prepare(&change)?;
+            self.commit(next, by).await?;
+            return Ok(self.answer(answer));
+        }
+        let driving = match &change {
+            Change::Rollout { record, .. } => Some(record.id.clone()),
+            _ => None,
+        };
+        for _ in 0..super::cluster::MAX_TRIES {
+            let (next, answer) = self.prepare(&change)?;
+            match self.commit_shared(next, by, driving.as_deref()).await? {
+                super::cluster::Written::Done => return Ok(self.answer(answer)),
+                super::cluster::Written::Stale => self.refresh().await?,
+            }
+        }
+        Err(Refusal::conflict(
+            "cluster",
+            format!(
+                "other replicas kept changing the shared state while this write was tried {} times; nothing was changed, try again",
+                super::cluster::MAX_TRIES
+            ),
+        ))
+    }
+
+    /// The overrides after `change`, prepared on those in force, and what to
+    /// answer; nothing is changed yet.
+    fn prepare(&self, change: &Change) -> Result<(Overrides, Answer), Refusal> {
+        let mut next = self.overrides.clone();
         let answer = match change {
-            Change::SetSplit { route, mut weights } => {
-                let route = self.route(&route)?;
+            Change::SetSplit { route, weights } => {
+                let mut weights = weights.clone();
+                let route = self.route(route)?;
                 self.refuse_during_rollout(&route)?;
                 next.clear_rollout(&route);
                 self.order_like_file(&route, &mut weights);
@@ -43,7 +74,7 @@ impl Task {
                 Answer::Route(route)
             }
             Change::ClearSplit { route } => {
-                let route = self.route(&route)?;
+                let route = self.route(route)?;
                 self.refuse_during_rollout(&route)?;
                 next.clear_rollout(&route);
                 if next.clear_split(&route) {
@@ -52,8 +83,8 @@ impl Task {
                 Answer::Route(route)
             }
             Change::Drain { pool, addr, action } => {
-                let pool = self.pool(&pool)?.name.clone();
-                let addr = parse_addr(&addr)?;
+                let pool = self.pool(pool)?.name.clone();
+                let addr = parse_addr(addr)?;
                 let running = self.controller.backend_state(&pool, addr).is_some();
                 if !running {
                     return Err(not_found(
@@ -72,8 +103,8 @@ impl Task {
                 Answer::Backend(pool, addr)
             }
             Change::Register { pool, body } => {
-                let pool = self.pool(&pool)?;
-                let (backend, ttl) = validate_backend(&body).map_err(Refusal::Invalid)?;
+                let pool = self.pool(pool)?;
+                let (backend, ttl) = validate_backend(body).map_err(Refusal::Invalid)?;
                 match listed(pool, backend.addr) {
                     Some(Source::Docker) => return Err(conflict(format!(
                         "{} is a backend of pool {} found by Docker discovery; register only backends nothing else lists",
@@ -93,8 +124,8 @@ impl Task {
                 Answer::Backend(key.0, key.1)
             }
             Change::Deregister { pool, addr } => {
-                let pool = self.pool(&pool)?;
-                let addr = parse_addr(&addr)?;
+                let pool = self.pool(pool)?;
+                let addr = parse_addr(addr)?;
                 match listed(pool, addr) {
                     Some(Source::Docker) => {
                         return Err(conflict(format!(
@@ -137,7 +168,7 @@ impl Task {
                     }
                 }
                 if let Some(expect) = expect {
-                    if self.running_split(&route) != expect {
+                    if &self.running_split(&route) != expect {
                         return Err(Refusal::conflict(
                             "route",
                             format!("the split of route {route} changed while the rollout was starting; try again"),
@@ -148,7 +179,7 @@ impl Task {
                     RolloutSplit::Set(weights) => {
                         let pools: Vec<&str> =
                             self.file.pools.iter().map(|p| p.name.as_str()).collect();
-                        let split = validate_split(&weights, &pools).map_err(Refusal::Invalid)?;
+                        let split = validate_split(weights, &pools).map_err(Refusal::Invalid)?;
                         next.set_split(route.clone(), split);
                     }
                     RolloutSplit::File => {
@@ -156,12 +187,11 @@ impl Task {
                     }
                     RolloutSplit::Keep => {}
                 }
-                next.set_rollout(route.clone(), *record);
+                next.set_rollout(route.clone(), (**record).clone());
                 Answer::Route(route)
             }
         };
-        self.commit(next, by).await?;
-        Ok(self.answer(answer))
+        Ok((next, answer))
     }
 
     /// A hand-made split change while a rollout owns the route is refused (409).

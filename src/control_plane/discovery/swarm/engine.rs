@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpStream, UnixStream};
@@ -115,6 +115,17 @@ impl Endpoint {
         path: &str,
         token: Option<&str>,
     ) -> Result<hyper::Response<Incoming>, RequestError> {
+        self.send_with(http::Method::GET, path, token, None).await
+    }
+
+    /// Sends one request; `body` is JSON when given.
+    async fn send_with(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+    ) -> Result<hyper::Response<Incoming>, RequestError> {
         let connect_err = |error| RequestError::Connect {
             endpoint: self.to_string(),
             error,
@@ -141,17 +152,23 @@ impl Endpoint {
             Endpoint::Unix(_) => "localhost",
             Endpoint::Tcp(a) => a.as_str(),
         };
-        let mut req = Request::get(path).header(http::header::HOST, host);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, host);
         if let Some(token) = token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let req = req
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| RequestError::Decode {
-                endpoint: self.to_string(),
-                path: path.to_owned(),
-                error: e.to_string(),
-            })?;
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req =
+            req.body(Full::new(body.unwrap_or_default()))
+                .map_err(|e| RequestError::Decode {
+                    endpoint: self.to_string(),
+                    path: path.to_owned(),
+                    error: e.to_string(),
+                })?;
         sender.send_request(req).await.map_err(http_err)
     }
 
@@ -162,8 +179,31 @@ impl Endpoint {
         token: Option<&str>,
         timeout: Duration,
     ) -> Result<Bytes, RequestError> {
+        self.call(http::Method::GET, path, token, None, timeout)
+            .await
+    }
+
+    /// `POST path` with a JSON `body`, the whole 2xx answer within `timeout`.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
+        self.call(http::Method::POST, path, None, Some(body), timeout)
+            .await
+    }
+
+    async fn call(
+        &self,
+        method: http::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Bytes>,
+        timeout: Duration,
+    ) -> Result<Bytes, RequestError> {
         let work = async {
-            let resp = self.send(path, token).await?;
+            let resp = self.send_with(method, path, token, body).await?;
             let status = resp.status();
             let body = Limited::new(resp.into_body(), MAX_ANSWER)
                 .collect()
