@@ -83,6 +83,8 @@ fn spec_with_routes(n: usize) -> Spec {
             timeouts: Timeouts::default(),
             max_request_body: None,
             upgrades: Default::default(),
+            pause: None,
+            maintenance: None,
         })
         .collect();
     routes.push(RouteSpec {
@@ -100,6 +102,8 @@ fn spec_with_routes(n: usize) -> Spec {
         timeouts: Timeouts::default(),
         max_request_body: None,
         upgrades: Default::default(),
+        pause: None,
+        maintenance: None,
     });
     Spec {
         listen: ListenSpec {

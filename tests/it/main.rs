@@ -9,6 +9,7 @@ mod cutover;
 mod docker;
 mod errors;
 mod events;
+mod gates;
 mod hardening;
 mod health;
 mod live;

@@ -27,6 +27,12 @@ pub enum ProxyError {
     NoRoute,
     #[error("no backend of pool is available")]
     NoHealthyBackend,
+    /// The route is paused (`ctl pause`) and the request waited its `max`.
+    #[error("the route is paused and stayed paused for the pause's max wait")]
+    PausedTimeout,
+    /// The route is paused and its waiting room is full.
+    #[error("the route is paused and {0} requests already wait")]
+    PauseQueueFull(usize),
     #[error("connecting to the backend failed: {0}")]
     Connect(#[source] std::io::Error),
     #[error("connecting to the backend timed out")]
@@ -66,7 +72,10 @@ impl ProxyError {
             ProxyError::Malformed(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyBackend | ProxyError::PauseQueueFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
             | ProxyError::NotSent(_)
@@ -88,6 +97,8 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => "body_too_large",
             ProxyError::NoRoute => "no_route",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::PausedTimeout => "paused_timeout",
+            ProxyError::PauseQueueFull(_) => "pause_queue_full",
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_failed",

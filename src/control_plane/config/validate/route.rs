@@ -110,6 +110,8 @@ pub(super) fn check_route(
         },
         max_request_body: max_request_body?,
         upgrades: upgrades?,
+        pause: None,
+        maintenance: None,
     };
     name_ok.then_some(spec)
 }
