@@ -7,6 +7,7 @@
 //! and the server cannot disagree about the JSON.
 
 pub mod client;
+pub mod deploy;
 pub mod rollout;
 pub mod watch;
 

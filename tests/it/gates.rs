@@ -63,7 +63,8 @@ async fn a_three_second_pause_under_load_delays_requests_and_fails_none() {
         .await;
     let records = load.stop().await;
 
-    let (failed, total) = failures(&records);
+    let (failed_get, failed_post) = failures(&records);
+    let (failed, total) = (failed_get + failed_post, records.len());
     assert_eq!(
         failed,
         0,

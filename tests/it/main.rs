@@ -6,6 +6,7 @@ mod admin_cli;
 mod chaos;
 mod cli;
 mod cutover;
+mod deploy;
 mod docker;
 mod errors;
 mod events;

@@ -135,6 +135,25 @@ pub enum CtlCommand {
         #[arg(long)]
         max_queued: Option<i64>,
     },
+    /// Switch ROUTE to POOL once all of POOL's backends are healthy, then wait
+    /// until the pools that lost their share have nothing in flight; exits 0
+    /// with the timeline, non-zero (routing as before) when POOL is not healthy in
+    /// time.
+    Deploy {
+        route: String,
+        /// The pool that gets the whole route.
+        #[arg(long)]
+        to: String,
+        /// Longest wait for POOL to be healthy.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_healthy: Duration,
+        /// How long POOL must stay healthy before the switch.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// Longest wait for the old pools' in-flight requests, streams and tunnels.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
     /// End a route's pause: the waiting requests go on.
     Resume { route: String },
     /// Answer a route's requests 503 with Retry-After (an HTML page for browsers,

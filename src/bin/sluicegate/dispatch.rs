@@ -132,6 +132,30 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         max,
                         max_queued,
                     } => ctl::pause(&client, &route, Some((max, max_queued))).await,
+                    CtlCommand::Deploy {
+                        route,
+                        to,
+                        wait_healthy,
+                        settle,
+                        drain_timeout,
+                    } => {
+                        let args = ctl::deploy::DeployArgs {
+                            route,
+                            to,
+                            wait_healthy,
+                            settle,
+                            drain_timeout,
+                            poll: Duration::from_millis(100),
+                        };
+                        let interrupt = async {
+                            if tokio::signal::ctrl_c().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        };
+                        ctl::deploy::deploy(&client, &args, interrupt)
+                            .await
+                            .map(|t| t.render(&args))
+                    }
                     CtlCommand::Resume { route } => ctl::pause(&client, &route, None).await,
                     CtlCommand::Maintenance {
                         route,
