@@ -211,3 +211,71 @@ async fn maintenance_answers_503_html_to_browsers_and_json_to_api_clients() {
     assert_eq!(ok.status, 200);
     assert!(ok.agent().starts_with("blue"));
 }
+
+/// The `ctl` commands of the binary: pause/resume, maintenance on/off, status
+/// shows them, and a deploy to a pool that is not there exits non-zero with
+/// routing unchanged.
+#[tokio::test]
+async fn ctl_pause_maintenance_and_a_failed_deploy_through_the_binary() {
+    use crate::admin_cli::{cli, text};
+    let (_agents, gw) = gateway().await;
+    let url = format!("http://{}", gw.admin);
+    let ctl = |args: &[&str]| {
+        let mut all = vec!["ctl", "--admin", url.as_str()];
+        all.extend_from_slice(args);
+        all.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let run = |args: Vec<String>| async move {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        cli(&refs, &[]).await
+    };
+
+    let out = run(ctl(&["pause", "agents", "--max", "5s"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("paused"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(ctl(&["status"])).await;
+    assert!(
+        text(&out.stdout).contains("PAUSED (max 5s"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(ctl(&["resume", "agents"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+
+    let out = run(ctl(&["maintenance", "agents", "--retry-after", "30"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(ctl(&["status"])).await;
+    assert!(text(&out.stdout).contains("MAINTENANCE (retry after 30s)"));
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 503);
+    let out = run(ctl(&["maintenance", "agents", "--off"])).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+
+    let out = run(ctl(&[
+        "deploy",
+        "agents",
+        "--to",
+        "nope",
+        "--wait-healthy",
+        "1s",
+    ]))
+    .await;
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("nothing changed"), "{err}");
+    let out = run(ctl(&[
+        "deploy", "agents", "--to", "green", "--settle", "100ms",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("switched at") && said.contains("drained at"),
+        "{said}"
+    );
+}
