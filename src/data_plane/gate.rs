@@ -15,8 +15,9 @@
 //!
 //! *Maintenance* answers every request of the route 503 with `Retry-After`, as
 //! HTML when the client prefers it (`Accept` names `text/html`, as browsers do)
-//! and as JSON otherwise. The page is a template (built in, or `[maintenance]
-//! template` in the config) with `{{message}}`, `{{route}}` and `{{retry_after}}`.
+//! and as JSON otherwise. The page is the built-in [`DEFAULT_TEMPLATE`] with
+//! `{{message}}`, `{{route}}` and `{{retry_after}}` (replacing it from the config
+//! is not there yet).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::control_plane::config::spec::{MaintenanceSpec, PauseSpec};
 use crate::data_plane::proxy::body::ResponseBody;
 use crate::data_plane::proxy::error::ERROR_HEADER;
 
-/// The built-in maintenance page (`[maintenance] template` replaces it).
+/// The built-in maintenance page.
 pub const DEFAULT_TEMPLATE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
 <title>Down for maintenance</title></head>\n<body><h1>Down for maintenance</h1>\n\
 <p>{{message}}</p>\n<p>Please try again in {{retry_after}} seconds.</p></body></html>\n";
