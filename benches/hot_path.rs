@@ -85,6 +85,8 @@ fn spec_with_routes(n: usize) -> Spec {
             upgrades: Default::default(),
             retry_on_status: Box::default(),
             limits: Default::default(),
+            pause: None,
+            maintenance: None,
         })
         .collect();
     routes.push(RouteSpec {
@@ -104,6 +106,8 @@ fn spec_with_routes(n: usize) -> Spec {
         upgrades: Default::default(),
         retry_on_status: Box::default(),
         limits: Default::default(),
+        pause: None,
+        maintenance: None,
     });
     Spec {
         listen: ListenSpec {

@@ -12,6 +12,7 @@ pub mod access_log;
 pub mod backend;
 pub mod balance;
 pub(crate) mod cold;
+pub mod gate;
 pub mod health;
 pub mod http1;
 pub mod limits;

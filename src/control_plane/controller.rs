@@ -195,6 +195,8 @@ impl Controller {
         let delay = snapshot.spec().listen.stream_close_delay;
         let snapshot = Arc::new(snapshot);
         let replaced = self.shared.swap(Arc::clone(&snapshot));
+        // Requests waiting on a paused route look again: the pause may have ended.
+        replaced.wake_gates();
         self.generation += 1;
         self.health.reconcile(&snapshot);
         for (name, gone) in &old.pools {

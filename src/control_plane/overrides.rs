@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, PoolName, RouteName, Source, Spec, SplitSpec,
+    BackendSpec, MaintenanceSpec, PauseSpec, PoolName, RouteName, Source, Spec, SplitSpec,
 };
 use crate::control_plane::rollout_record::Rollout;
 
@@ -53,6 +53,10 @@ pub struct Overrides {
     backends: BTreeMap<BackendKey, Registered>,
     /// The latest rollout of each route whose split it explains.
     rollouts: BTreeMap<RouteName, Rollout>,
+    /// Paused routes (`ctl pause`).
+    pauses: BTreeMap<RouteName, PauseSpec>,
+    /// Routes in maintenance (`ctl maintenance`).
+    maintenance: BTreeMap<RouteName, MaintenanceSpec>,
 }
 
 /// An override that no longer applies, and why (logged, shown by `plan`).
@@ -77,6 +81,38 @@ impl Overrides {
             && self.drains.is_empty()
             && self.backends.is_empty()
             && self.rollouts.is_empty()
+            && self.pauses.is_empty()
+            && self.maintenance.is_empty()
+    }
+
+    /// Paused routes.
+    pub fn pauses(&self) -> &BTreeMap<RouteName, PauseSpec> {
+        &self.pauses
+    }
+
+    /// Routes in maintenance.
+    pub fn maintenance(&self) -> &BTreeMap<RouteName, MaintenanceSpec> {
+        &self.maintenance
+    }
+
+    /// Pauses `route` (or changes its pause); the caller checked the route exists.
+    pub fn set_pause(&mut self, route: RouteName, pause: PauseSpec) {
+        self.pauses.insert(route, pause);
+    }
+
+    /// Ends `route`'s pause; false when it was not paused.
+    pub fn clear_pause(&mut self, route: &RouteName) -> bool {
+        self.pauses.remove(route).is_some()
+    }
+
+    /// Puts `route` in maintenance (or changes its message).
+    pub fn set_maintenance(&mut self, route: RouteName, m: MaintenanceSpec) {
+        self.maintenance.insert(route, m);
+    }
+
+    /// Ends `route`'s maintenance; false when it was not in maintenance.
+    pub fn clear_maintenance(&mut self, route: &RouteName) -> bool {
+        self.maintenance.remove(route).is_some()
     }
 
     /// Rollout records by route.
@@ -250,6 +286,22 @@ impl Overrides {
             }
         });
 
+        for (kind, map) in [
+            ("pause", &mut self.pauses as &mut dyn RouteKeyed),
+            ("maintenance", &mut self.maintenance),
+        ] {
+            map.retain_routes(&mut |route: &RouteName| {
+                let keep = file.routes.iter().any(|f| &f.name == route);
+                if !keep {
+                    dropped.push(Dropped {
+                        what: format!("{kind} of route {route}"),
+                        why: "the route is no longer in the file".into(),
+                    });
+                }
+                keep
+            });
+        }
+
         let backends = &self.backends;
         self.drains.retain(|key| {
             let (pool, addr) = key;
@@ -274,6 +326,8 @@ impl Overrides {
             if let Some(split) = self.splits.get(&route.name) {
                 route.split = split.clone();
             }
+            route.pause = self.pauses.get(&route.name).cloned();
+            route.maintenance = self.maintenance.get(&route.name).cloned();
         }
         for pool in &mut spec.pools {
             let registered = self.backends.iter().filter(|((p, _), _)| *p == pool.name);
@@ -296,6 +350,17 @@ impl Overrides {
             }
         }
         spec
+    }
+}
+
+/// A map keyed by route, so `prune` treats pauses and maintenance alike.
+trait RouteKeyed {
+    fn retain_routes(&mut self, keep: &mut dyn FnMut(&RouteName) -> bool);
+}
+
+impl<V> RouteKeyed for BTreeMap<RouteName, V> {
+    fn retain_routes(&mut self, keep: &mut dyn FnMut(&RouteName) -> bool) {
+        self.retain(|route, _| keep(route));
     }
 }
 

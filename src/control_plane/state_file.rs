@@ -22,7 +22,10 @@ use tokio::time::Instant;
 
 use crate::control_plane::config::raw::RawDuration;
 use crate::control_plane::config::spec::{PoolName, RouteName, Spec};
-use crate::control_plane::config::validate::{validate_backend, validate_split, ApiBackend};
+use crate::control_plane::config::validate::{
+    validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
+    ApiMaintenance, ApiPause,
+};
 use crate::control_plane::overrides::{Dropped, Overrides};
 use crate::control_plane::rollout_record::Rollout;
 
@@ -45,6 +48,31 @@ pub(crate) struct Persisted {
     /// there is one, so files without rollouts stay readable by older versions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rollouts: Vec<Rollout>,
+    /// Paused routes (written only when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pauses: Vec<PersistedPause>,
+    /// Routes in maintenance (written only when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub maintenance: Vec<PersistedMaintenance>,
+}
+
+/// A paused route, as `POST …/pause` took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedPause {
+    pub route: String,
+    pub max: String,
+    pub max_queued: i64,
+}
+
+/// A route in maintenance, as `PUT …/maintenance` took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedMaintenance {
+    pub route: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub retry_after: i64,
 }
 
 /// One entry of a persisted split.
@@ -137,6 +165,24 @@ impl Persisted {
             drains,
             backends,
             rollouts: overrides.rollouts().values().cloned().collect(),
+            pauses: overrides
+                .pauses()
+                .iter()
+                .map(|(route, p)| PersistedPause {
+                    route: route.to_string(),
+                    max: humantime::format_duration(p.max).to_string(),
+                    max_queued: i64::try_from(p.max_queued).unwrap_or(i64::MAX),
+                })
+                .collect(),
+            maintenance: overrides
+                .maintenance()
+                .iter()
+                .map(|(route, m)| PersistedMaintenance {
+                    route: route.to_string(),
+                    message: m.message.clone(),
+                    retry_after: i64::from(m.retry_after),
+                })
+                .collect(),
         }
     }
 }
@@ -257,6 +303,32 @@ pub(crate) fn restore(
     for rollout in &persisted.rollouts {
         let route = RouteName(rollout.spec.route.as_str().into());
         overrides.set_rollout(route, rollout.clone());
+    }
+    for p in &persisted.pauses {
+        let body = ApiPause {
+            max: Some(RawDuration(p.max.clone())),
+            max_queued: Some(p.max_queued),
+        };
+        match validate_pause(&body) {
+            Ok(spec) => overrides.set_pause(RouteName(p.route.as_str().into()), spec),
+            Err(errors) => skipped.push(Dropped {
+                what: format!("pause of route {}", p.route),
+                why: errors.to_string().replace('\n', "; "),
+            }),
+        }
+    }
+    for m in &persisted.maintenance {
+        let body = ApiMaintenance {
+            message: m.message.clone(),
+            retry_after: Some(m.retry_after),
+        };
+        match validate_maintenance(&body) {
+            Ok(spec) => overrides.set_maintenance(RouteName(m.route.as_str().into()), spec),
+            Err(errors) => skipped.push(Dropped {
+                what: format!("maintenance of route {}", m.route),
+                why: errors.to_string().replace('\n', "; "),
+            }),
+        }
     }
     skipped.extend(overrides.prune(file));
     (overrides, skipped)

@@ -50,6 +50,7 @@ use crate::control_plane::config::spec::{Timeouts, Upgrades};
 use crate::control_plane::controller::SharedSnapshot;
 use crate::data_plane::backend::{Backend, InflightGuard};
 use crate::data_plane::cold::cold;
+use crate::data_plane::gate::Gate;
 use crate::data_plane::health::hold;
 use crate::data_plane::http1::client::{self as h1, H1Body, H1Error, RawFields};
 use crate::data_plane::route::{host_without_port, RequestView};
@@ -235,8 +236,14 @@ impl Proxy {
         req: Request<Option<Incoming>>,
         client: &Client,
     ) -> Response<ResponseBody> {
-        let snapshot = self.snapshot.load_full();
+        let mut snapshot = self.snapshot.load_full();
         let version = req.version();
+        if snapshot.gated() {
+            snapshot = match cold(self.pass_gate(snapshot, &req, client)).await {
+                Ok(snapshot) => snapshot,
+                Err(answer) => return answer,
+            };
+        }
         let mut trail = Trail::start(&snapshot, &req, client.addr);
         match self.forward(&snapshot, req, client, &mut trail).await {
             Ok(mut resp) => {
@@ -244,6 +251,73 @@ impl Proxy {
                 resp
             }
             Err(err) => gateway_answer(err, version, trail),
+        }
+    }
+
+    /// The route's gate (see [`crate::data_plane::gate`]): returns the snapshot to
+    /// go on with (the latest, after a pause), or the gateway's answer
+    /// (maintenance, a pause's deadline or full queue).
+    async fn pass_gate(
+        &self,
+        mut snapshot: Arc<Snapshot>,
+        req: &Request<Option<Incoming>>,
+        client: &Client,
+    ) -> Result<Arc<Snapshot>, Response<ResponseBody>> {
+        let arrived = Instant::now();
+        let mut deadline = None;
+        let mut slot: Option<crate::data_plane::gate::PauseSlot> = None;
+        loop {
+            let host = request_host(req);
+            let view = RequestView {
+                host: host.map(|(host, _)| host_without_port(host)),
+                path: req.uri().path(),
+                method: req.method(),
+                headers: req.headers(),
+            };
+            let Some(route) = snapshot.find(&view) else {
+                return Ok(snapshot);
+            };
+            let refuse = |err: ProxyError| {
+                let mut trail = Trail::start(&snapshot, req, client.addr);
+                trail.route(route);
+                gateway_answer(err, req.version(), trail)
+            };
+            let (spec, shared) = match &route.gate {
+                None => return Ok(Arc::clone(&snapshot)),
+                Some(Gate::Maintenance(page)) => {
+                    let mut trail = Trail::start(&snapshot, req, client.addr);
+                    trail.route(route);
+                    let mut resp = page.answer(req.headers());
+                    trail.finish(&mut resp, Some(crate::data_plane::gate::MAINTENANCE_CAUSE));
+                    return Err(resp);
+                }
+                Some(Gate::Pause(pause)) => (pause.spec.clone(), Arc::clone(&pause.shared)),
+            };
+            // The first pause met sets the deadline; a pause changed meanwhile
+            // does not restart it.
+            let deadline = *deadline.get_or_insert_with(|| crate::clock::later(arrived, spec.max));
+            if !slot.as_ref().is_some_and(|s| s.is_in(&shared)) {
+                slot = shared.enter(spec.max_queued);
+                if slot.is_none() {
+                    return Err(refuse(ProxyError::PauseQueueFull(spec.max_queued)));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(refuse(ProxyError::PausedTimeout));
+            }
+            {
+                let notified = shared.notified();
+                let mut notified = std::pin::pin!(notified);
+                notified.as_mut().enable();
+                // A swap between this snapshot's load and registering is seen here.
+                if Arc::ptr_eq(&self.snapshot.load(), &snapshot) {
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep_until(deadline) => {}
+                    }
+                }
+            }
+            snapshot = self.snapshot.load_full();
         }
     }
 

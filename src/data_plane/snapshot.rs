@@ -18,11 +18,12 @@ use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
     BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName, PoolSpec, RouteName,
-    Spec, Timeouts, Upgrades,
+    RouteSpec, Spec, Timeouts, Upgrades,
 };
 use crate::control_plane::config::MatchSpec;
 use crate::data_plane::backend::{Backend, BackendState};
 use crate::data_plane::balance::{key_hash, Balancer};
+use crate::data_plane::gate::{Gate, MaintenancePage, Pause};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
 use crate::data_plane::limits::rate::RateTable;
 use crate::data_plane::limits::Refusals;
@@ -45,6 +46,9 @@ pub struct Snapshot {
     unrouted: PairMetrics,
     /// The gateway's own metrics, which every handle here records into.
     metrics: Registrar,
+    /// Whether any route has a [`Gate`] (paused or in maintenance): only then
+    /// does a request look for one.
+    gated: bool,
 }
 
 /// A route as the request path sees it.
@@ -67,6 +71,8 @@ pub struct Route {
     pub refusals: Arc<Refusals>,
     /// The `rate_limit` buckets (kept across snapshots while the settings stay).
     pub rate: Option<Arc<RateTable>>,
+    /// Paused or in maintenance (admin overrides; see `gate`).
+    pub gate: Option<Gate>,
 }
 
 /// A pool as the request path sees it.
@@ -204,7 +210,9 @@ impl Snapshot {
                 let sessions = sticky
                     .and_then(|s| s.learn.as_ref())
                     .map(|learn| sessions_for(&r.name, learn));
+                let gate = gate_of(r, previous);
                 Route {
+                    gate,
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
                     split: Split::new(split, sticky.and_then(|s| s.cookie.clone()))
@@ -227,8 +235,10 @@ impl Snapshot {
                     }),
                 }
             })
-            .collect();
+            .collect::<Box<[Route]>>();
+        let gated = routes.iter().any(|r| r.gate.is_some());
         Snapshot {
+            gated,
             routes,
             index,
             pools: pools.into(),
@@ -247,6 +257,22 @@ impl Snapshot {
             route::matches_beyond_host(&routes[i].matcher, req)
         })?;
         routes.get(i)
+    }
+
+    /// Whether any route is paused or in maintenance.
+    #[inline]
+    pub fn gated(&self) -> bool {
+        self.gated
+    }
+
+    /// Wakes the requests waiting on this snapshot's paused routes, to look at the
+    /// snapshot that replaced it (the controller calls it after each swap).
+    pub fn wake_gates(&self) {
+        for route in &self.routes {
+            if let Some(Gate::Pause(p)) = &route.gate {
+                p.shared.wake();
+            }
+        }
     }
 
     /// Routes in precedence order.
@@ -278,6 +304,28 @@ impl Snapshot {
     pub fn metrics(&self) -> &Registrar {
         &self.metrics
     }
+}
+
+/// A route's gate: maintenance beats a pause (it answers at once); a pause keeps
+/// the waiting room of the previous snapshot's pause of the same route.
+fn gate_of(r: &RouteSpec, previous: Option<&Snapshot>) -> Option<Gate> {
+    if let Some(m) = &r.maintenance {
+        let template = crate::data_plane::gate::DEFAULT_TEMPLATE;
+        return Some(Gate::Maintenance(Arc::new(MaintenancePage::new(
+            r.name.as_str(),
+            m,
+            template,
+        ))));
+    }
+    let spec = r.pause.clone()?;
+    let shared = previous
+        .and_then(|s| s.routes.iter().find(|p| p.name == r.name))
+        .and_then(|p| match &p.gate {
+            Some(Gate::Pause(p)) => Some(Arc::clone(&p.shared)),
+            _ => None,
+        })
+        .unwrap_or_default();
+    Some(Gate::Pause(Pause { spec, shared }))
 }
 
 impl Pool {

@@ -7,6 +7,7 @@
 //! and the server cannot disagree about the JSON.
 
 pub(crate) mod client;
+pub mod deploy;
 pub mod rollout;
 pub mod watch;
 
@@ -78,6 +79,75 @@ pub async fn drain(
     } else {
         format!("{pool} {addr}: back in rotation\n")
     })
+}
+
+/// `ctl pause ROUTE [--max D] [--max-queued N]` (`Some`) or `ctl resume ROUTE`.
+pub async fn pause(
+    client: &AdminClient,
+    route: &str,
+    pause: Option<(String, Option<i64>)>,
+) -> Result<String, CtlError> {
+    let base = format!("/api/v1/routes/{}", client::segment(route));
+    match pause {
+        Some((max, max_queued)) => {
+            let mut body = serde_json::json!({ "max": max });
+            if let Some(n) = max_queued {
+                body["max_queued"] = n.into();
+            }
+            let body = body.to_string().into_bytes();
+            let answer: Value = client
+                .json(
+                    Method::POST,
+                    &format!("{base}/pause"),
+                    Some(("application/json", body)),
+                )
+                .await?;
+            let p = &answer["paused"];
+            Ok(format!(
+                "route {route}: paused; new requests wait (at most {} each, {} at once) until `sluicegate ctl resume {route}`\n",
+                p["max"].as_str().unwrap_or("?"),
+                p["max_queued"]
+            ))
+        }
+        None => {
+            let _: Value = client
+                .json(Method::POST, &format!("{base}/resume"), None)
+                .await?;
+            Ok(format!("route {route}: resumed; waiting requests go on\n"))
+        }
+    }
+}
+
+/// `ctl maintenance ROUTE [--message T] [--retry-after S]` (`Some`) or `--off`.
+pub async fn maintenance(
+    client: &AdminClient,
+    route: &str,
+    on: Option<(Option<String>, Option<i64>)>,
+) -> Result<String, CtlError> {
+    let path = format!("/api/v1/routes/{}/maintenance", client::segment(route));
+    match on {
+        Some((message, retry_after)) => {
+            let mut body = serde_json::json!({});
+            if let Some(m) = message {
+                body["message"] = m.into();
+            }
+            if let Some(r) = retry_after {
+                body["retry_after"] = r.into();
+            }
+            let body = body.to_string().into_bytes();
+            let answer: Value = client
+                .json(Method::PUT, &path, Some(("application/json", body)))
+                .await?;
+            Ok(format!(
+                "route {route}: in maintenance (503, Retry-After {}); end it with `sluicegate ctl maintenance {route} --off`\n",
+                answer["maintenance"]["retry_after"]
+            ))
+        }
+        None => {
+            let _: Value = client.json(Method::DELETE, &path, None).await?;
+            Ok(format!("route {route}: out of maintenance\n"))
+        }
+    }
 }
 
 /// `plan -c FILE`: what reloading `file` would change in the running gateway.
@@ -159,6 +229,12 @@ pub fn render_status(view: &StateView) -> String {
         }
         if let Some(file) = &r.file_split {
             source.push_str(&format!(" (file: {})", show_split(file)));
+        }
+        if let Some(m) = &r.maintenance {
+            source.push_str(&format!("  MAINTENANCE (retry after {}s)", m.retry_after));
+        }
+        if let Some(p) = &r.paused {
+            source.push_str(&format!("  PAUSED (max {}, queue {})", p.max, p.max_queued));
         }
         routes.push(vec![r.name.clone(), show_split(&r.split), source]);
     }

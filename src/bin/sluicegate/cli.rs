@@ -124,6 +124,52 @@ pub enum CtlCommand {
     Drain { pool: String, addr: String },
     /// Put a drained backend back in rotation.
     Undrain { pool: String, addr: String },
+    /// Hold new requests of a route (in-flight ones continue) until `ctl resume`;
+    /// a request that waits `--max` is answered 504 `paused_timeout`.
+    Pause {
+        route: String,
+        /// Longest wait of one request.
+        #[arg(long, default_value = "30s")]
+        max: String,
+        /// Most requests waiting at once; one more is answered 503 `pause_queue_full`.
+        #[arg(long)]
+        max_queued: Option<i64>,
+    },
+    /// Switch ROUTE to POOL once all of POOL's backends are healthy, then wait
+    /// until the pools that lost their share have nothing in flight; exits 0
+    /// with the timeline, non-zero (routing as before) when POOL is not healthy in
+    /// time.
+    Deploy {
+        route: String,
+        /// The pool that gets the whole route.
+        #[arg(long)]
+        to: String,
+        /// Longest wait for POOL to be healthy.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        wait_healthy: Duration,
+        /// How long POOL must stay healthy before the switch.
+        #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+        settle: Duration,
+        /// Longest wait for the old pools' in-flight requests, streams and tunnels.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        drain_timeout: Duration,
+    },
+    /// End a route's pause: the waiting requests go on.
+    Resume { route: String },
+    /// Answer a route's requests 503 with Retry-After (an HTML page for browsers,
+    /// JSON for API clients); `--off` ends it.
+    Maintenance {
+        route: String,
+        /// Shown on the page and in the JSON answer.
+        #[arg(long)]
+        message: Option<String>,
+        /// Retry-After in seconds.
+        #[arg(long)]
+        retry_after: Option<i64>,
+        /// End the maintenance.
+        #[arg(long, conflicts_with_all = ["message", "retry_after"])]
+        off: bool,
+    },
     /// The status picture, live from the event stream (redrawn on a terminal,
     /// one line per event otherwise).
     Watch {

@@ -127,6 +127,45 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     CtlCommand::Undrain { pool, addr } => {
                         ctl::drain(&client, &pool, &addr, false).await
                     }
+                    CtlCommand::Pause {
+                        route,
+                        max,
+                        max_queued,
+                    } => ctl::pause(&client, &route, Some((max, max_queued))).await,
+                    CtlCommand::Deploy {
+                        route,
+                        to,
+                        wait_healthy,
+                        settle,
+                        drain_timeout,
+                    } => {
+                        let args = ctl::deploy::DeployArgs {
+                            route,
+                            to,
+                            wait_healthy,
+                            settle,
+                            drain_timeout,
+                            poll: Duration::from_millis(100),
+                        };
+                        let interrupt = async {
+                            if tokio::signal::ctrl_c().await.is_err() {
+                                std::future::pending::<()>().await;
+                            }
+                        };
+                        ctl::deploy::deploy(&client, &args, interrupt)
+                            .await
+                            .map(|t| t.render(&args))
+                    }
+                    CtlCommand::Resume { route } => ctl::pause(&client, &route, None).await,
+                    CtlCommand::Maintenance {
+                        route,
+                        message,
+                        retry_after,
+                        off,
+                    } => {
+                        let on = (!off).then_some((message, retry_after));
+                        ctl::maintenance(&client, &route, on).await
+                    }
                     CtlCommand::Rollout { command } => rollout(&client, command).await,
                     CtlCommand::Watch { once: true } => ctl::watch::picture(&client).await,
                     CtlCommand::Watch { once: false } => {

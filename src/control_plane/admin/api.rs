@@ -23,7 +23,9 @@ use serde_json::{json, Value};
 use super::guard::{self, HostPolicy};
 use super::{auth, AdminState};
 use crate::control_plane::config::spec::UpstreamVerify;
-use crate::control_plane::config::validate::ApiBackend;
+use crate::control_plane::config::validate::{
+    validate_maintenance, validate_pause, ApiBackend, ApiMaintenance, ApiPause,
+};
 use crate::control_plane::config::{ConfigError, ConfigErrors, Spec};
 use crate::control_plane::controller::task::{Change, DrainAction, Written};
 use crate::control_plane::controller::{Refusal, Stopped};
@@ -45,6 +47,12 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/state", get(state_handler))
         .route("/stats", get(super::stats::stats))
         .route("/routes/{route}/split", put(set_split).delete(clear_split))
+        .route("/routes/{route}/pause", post(pause))
+        .route("/routes/{route}/resume", post(resume))
+        .route(
+            "/routes/{route}/maintenance",
+            put(maintenance_on).delete(maintenance_off),
+        )
         .route(
             "/pools/{pool}/backends",
             post(register).delete(deregister_body),
@@ -381,6 +389,61 @@ async fn set_split(
 
 async fn clear_split(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
     apply(&state, Change::ClearSplit { route }).await
+}
+
+/// `{"max": "30s", "max_queued": 1000}` (both optional; an empty body is `{}`).
+async fn pause(
+    State(state): State<AdminState>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: ApiPause = if body.is_empty() {
+        ApiPause::default()
+    } else {
+        match parse_json(&body) {
+            Ok(body) => body,
+            Err(resp) => return *resp,
+        }
+    };
+    match validate_pause(&body) {
+        Ok(pause) => {
+            let pause = Some(pause);
+            apply(&state, Change::Pause { route, pause }).await
+        }
+        Err(errors) => config_errors(StatusCode::BAD_REQUEST, &errors),
+    }
+}
+
+async fn resume(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
+    apply(&state, Change::Pause { route, pause: None }).await
+}
+
+/// `{"message": "…", "retry_after": 120}` (both optional; an empty body is `{}`).
+async fn maintenance_on(
+    State(state): State<AdminState>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: ApiMaintenance = if body.is_empty() {
+        ApiMaintenance::default()
+    } else {
+        match parse_json(&body) {
+            Ok(body) => body,
+            Err(resp) => return *resp,
+        }
+    };
+    match validate_maintenance(&body) {
+        Ok(m) => {
+            let maintenance = Some(m);
+            apply(&state, Change::Maintenance { route, maintenance }).await
+        }
+        Err(errors) => config_errors(StatusCode::BAD_REQUEST, &errors),
+    }
+}
+
+async fn maintenance_off(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
+    let maintenance = None;
+    apply(&state, Change::Maintenance { route, maintenance }).await
 }
 
 async fn drain(

@@ -448,7 +448,42 @@ pub struct RouteSpec {
     pub retry_on_status: Box<[u16]>,
     /// Rate limit and concurrency limit.
     pub limits: RouteLimitsSpec,
+    /// Set by `ctl pause` (an admin override, never the file): new requests wait.
+    pub pause: Option<PauseSpec>,
+    /// Set by `ctl maintenance` (an admin override, never the file): 503 page.
+    pub maintenance: Option<MaintenanceSpec>,
 }
+
+/// A paused route: new requests wait (at most `max_queued` of them, each at most
+/// `max`) until the pause ends; in-flight requests are not touched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PauseSpec {
+    /// How long one request may wait before it is answered 504 `paused_timeout`.
+    pub max: Duration,
+    /// How many requests may wait at once; one more is answered 503 `pause_queue_full`.
+    pub max_queued: usize,
+}
+
+/// Default `max` of a pause (`ctl pause` without `--max`).
+pub const PAUSE_MAX_DEFAULT: Duration = Duration::from_secs(30);
+/// Longest `max` a pause accepts.
+pub const PAUSE_MAX_LIMIT: Duration = Duration::from_secs(3600);
+/// Default (and largest accepted) number of requests waiting on one paused route.
+pub const PAUSE_QUEUE_DEFAULT: usize = 10_000;
+
+/// A route in maintenance: every request is answered 503 with `Retry-After`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MaintenanceSpec {
+    /// Shown on the page and in the JSON answer; `None`: the default sentence.
+    pub message: Option<String>,
+    /// `Retry-After` in seconds.
+    pub retry_after: u32,
+}
+
+/// Default `Retry-After` of maintenance, in seconds.
+pub const MAINTENANCE_RETRY_AFTER_DEFAULT: u32 = 120;
+/// Longest maintenance message accepted, in bytes.
+pub const MAINTENANCE_MESSAGE_LIMIT: usize = 4096;
 
 /// A route's `upgrades`: the protocol names (lowercase) whose `Upgrade` requests
 /// may become byte tunnels. Any other upgrade request is forwarded as a plain

@@ -28,7 +28,10 @@ mod sticky;
 mod tls;
 mod values;
 
-pub use api::{validate_backend, validate_split, ApiBackend};
+pub use api::{
+    validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
+    ApiMaintenance, ApiPause,
+};
 pub use discovery::{pool_name, weight};
 pub(super) use values::key_path;
 pub use values::too_long;

@@ -167,6 +167,28 @@ pub struct RouteView {
     /// The rollout that set the split (or rolled it back), and where it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutRef>,
+    /// Set while the route is paused (`ctl pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseView>,
+    /// Set while the route is in maintenance (`ctl maintenance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceView>,
+}
+
+/// A route's pause as the state shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseView {
+    /// Longest wait of one request, e.g. `30s`.
+    pub max: String,
+    pub max_queued: usize,
+}
+
+/// A route's maintenance as the state shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceView {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub retry_after: u32,
 }
 
 /// The rollout behind a route's split.
@@ -263,6 +285,17 @@ fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
             id: r.id.clone(),
             phase: r.phase.as_str().to_owned(),
         }),
+        paused: overrides.pauses().get(&r.name).map(|p| PauseView {
+            max: humantime::format_duration(p.max).to_string(),
+            max_queued: p.max_queued,
+        }),
+        maintenance: overrides
+            .maintenance()
+            .get(&r.name)
+            .map(|m| MaintenanceView {
+                message: m.message.clone(),
+                retry_after: m.retry_after,
+            }),
     }
 }
 

@@ -112,6 +112,16 @@ pub enum Change {
     Register { pool: String, body: ApiBackend },
     /// `DELETE /api/v1/pools/{pool}/backends[/{addr}]`.
     Deregister { pool: String, addr: String },
+    /// `POST /api/v1/routes/{route}/pause` (`Some`) and `…/resume` (`None`).
+    Pause {
+        route: String,
+        pause: Option<crate::control_plane::config::spec::PauseSpec>,
+    },
+    /// `PUT /api/v1/routes/{route}/maintenance` (`Some`) and `DELETE` (`None`).
+    Maintenance {
+        route: String,
+        maintenance: Option<crate::control_plane::config::spec::MaintenanceSpec>,
+    },
     /// The rollout manager: set the route's split (or not) and record the rollout
     /// that explains it, persisted together. With `expect`, refused unless the
     /// route's split is still exactly that (a rollout's start).

@@ -178,3 +178,38 @@ fn deregister_forgets_the_drain_too() {
     assert!(!o.deregister(&key));
     assert!(!o.drains().contains(&key));
 }
+
+#[test]
+fn pause_and_maintenance_merge_into_their_route_and_go_with_it() {
+    let file = parse(FILE).expect("valid");
+    let mut o = Overrides::default();
+    let pause = crate::control_plane::config::spec::PauseSpec {
+        max: Duration::from_secs(5),
+        max_queued: 3,
+    };
+    o.set_pause(route("other"), pause.clone());
+    o.set_maintenance(
+        route("agents"),
+        crate::control_plane::config::spec::MaintenanceSpec {
+            message: None,
+            retry_after: 30,
+        },
+    );
+    let merged = o.merge(&file);
+    let of = |name: &str| merged.routes.iter().find(|r| r.name.as_str() == name);
+    assert_eq!(of("other").and_then(|r| r.pause.clone()), Some(pause));
+    assert!(of("agents").is_some_and(|r| r.maintenance.is_some() && r.pause.is_none()));
+    assert!(o.prune(&file).is_empty());
+
+    let without_other = FILE.replace(
+        "[[routes]]\nname = \"other\"\nmatch = { path_prefix = \"/other\" }\nsplit = [{ pool = \"blue\", weight = 1 }]\n",
+        "",
+    );
+    let dropped = o.prune(&parse(&without_other).expect("valid"));
+    let what: Vec<&str> = dropped.iter().map(|d| d.what.as_str()).collect();
+    assert_eq!(what, ["pause of route other"]);
+    assert!(o.pauses().is_empty());
+    assert_eq!(o.maintenance().len(), 1);
+    o.clear_maintenance(&route("agents"));
+    assert!(o.is_empty());
+}

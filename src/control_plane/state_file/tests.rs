@@ -47,6 +47,20 @@ fn sample(now: Instant) -> Overrides {
         true,
     );
     o.set_rollout(RouteName(Arc::from("agents")), rollout("green"));
+    o.set_pause(
+        RouteName(Arc::from("agents")),
+        crate::control_plane::config::spec::PauseSpec {
+            max: Duration::from_secs(45),
+            max_queued: 7,
+        },
+    );
+    o.set_maintenance(
+        RouteName(Arc::from("agents")),
+        crate::control_plane::config::spec::MaintenanceSpec {
+            message: Some("back at noon".into()),
+            retry_after: 600,
+        },
+    );
     o
 }
 
@@ -83,6 +97,8 @@ fn state_round_trips_through_the_file() {
     assert!(skipped.is_empty(), "{skipped:?}");
     assert_eq!(after, before);
     assert_eq!(after.rollouts().len(), 1);
+    assert_eq!(after.pauses().len(), 1);
+    assert_eq!(after.maintenance().len(), 1);
     // Only the state file is left: the temporary one was renamed over it.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")

@@ -61,6 +61,8 @@ impl Outcome {
             | ProxyError::BadUpgrade
             | ProxyError::NoRoute
             | ProxyError::NoHealthyBackend
+            | ProxyError::PausedTimeout
+            | ProxyError::PauseQueueFull(_)
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. }

@@ -31,6 +31,12 @@ pub enum ProxyError {
     RateLimited { retry_after: u32 },
     #[error("no backend of pool is available")]
     NoHealthyBackend,
+    /// The route is paused (`ctl pause`) and the request waited its `max`.
+    #[error("the route is paused and stayed paused for the pause's max wait")]
+    PausedTimeout,
+    /// The route is paused and its waiting room is full.
+    #[error("the route is paused and {0} requests already wait")]
+    PauseQueueFull(usize),
     #[error("connecting to the backend failed: {0}")]
     Connect(#[source] std::io::Error),
     #[error("connecting to the backend timed out")]
@@ -71,7 +77,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::NoHealthyBackend => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoHealthyBackend | ProxyError::PauseQueueFull(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
             | ProxyError::NotSent(_)
@@ -94,6 +103,8 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::PausedTimeout => "paused_timeout",
+            ProxyError::PauseQueueFull(_) => "pause_queue_full",
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_failed",

@@ -35,6 +35,9 @@ pub enum CtlError {
     BadAnswer(String),
     #[error("{0}")]
     Usage(String),
+    /// `ctl deploy` did not complete; the text says why and what routing is now.
+    #[error("deploy failed: {0}")]
+    Deploy(String),
     #[error(transparent)]
     Config(#[from] crate::control_plane::config::LoadError),
 }

@@ -16,7 +16,10 @@ use super::route::check_split_entries;
 use super::values::{check_duration, key_path};
 use super::Report;
 use crate::control_plane::config::raw::{RawBackend, RawDuration, RawSplit};
-use crate::control_plane::config::spec::{BackendSpec, Source, SplitSpec};
+use crate::control_plane::config::spec::{
+    BackendSpec, MaintenanceSpec, PauseSpec, Source, SplitSpec, MAINTENANCE_MESSAGE_LIMIT,
+    MAINTENANCE_RETRY_AFTER_DEFAULT, PAUSE_MAX_DEFAULT, PAUSE_MAX_LIMIT, PAUSE_QUEUE_DEFAULT,
+};
 use crate::control_plane::config::ConfigErrors;
 
 /// Body of a backend registration: `{"addr": "10.0.0.5:8080", "weight": 1, "ttl": "30s"}`.
@@ -30,6 +33,101 @@ pub struct ApiBackend {
     /// Without a heartbeat (a repeated POST) within this time the backend is removed;
     /// absent means it stays until deregistered.
     pub ttl: Option<RawDuration>,
+}
+
+/// Body of `POST /api/v1/routes/{route}/pause`: `{"max": "30s", "max_queued": 1000}`,
+/// both optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPause {
+    /// How long one request may wait (default 30 s, at most 1 h).
+    pub max: Option<RawDuration>,
+    /// How many requests may wait at once (default and largest: 10000).
+    pub max_queued: Option<i64>,
+}
+
+/// Body of `PUT /api/v1/routes/{route}/maintenance`:
+/// `{"message": "…", "retry_after": 120}`, both optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiMaintenance {
+    pub message: Option<String>,
+    /// `Retry-After` in seconds (default 120; 0 to 86400).
+    pub retry_after: Option<i64>,
+}
+
+/// Checks a pause body.
+pub fn validate_pause(body: &ApiPause) -> Result<PauseSpec, ConfigErrors> {
+    let mut report = Report::default();
+    let max = match &body.max {
+        None => Some(PAUSE_MAX_DEFAULT),
+        Some(d) => match check_duration(d, "max", &mut report) {
+            Some(d) if d > PAUSE_MAX_LIMIT => {
+                report.add(
+                    "max",
+                    format!("{:?} is longer than a pause may hold a request (1h)", d),
+                );
+                None
+            }
+            other => other,
+        },
+    };
+    let max_queued = match body.max_queued {
+        None => Some(PAUSE_QUEUE_DEFAULT),
+        Some(n) => match usize::try_from(n) {
+            Ok(n) if (1..=PAUSE_QUEUE_DEFAULT).contains(&n) => Some(n),
+            _ => {
+                report.add(
+                    "max_queued",
+                    format!("{n} is out of range; use 1 to {PAUSE_QUEUE_DEFAULT}"),
+                );
+                None
+            }
+        },
+    };
+    match (max, max_queued) {
+        (Some(max), Some(max_queued)) if report.errors.is_empty() => {
+            Ok(PauseSpec { max, max_queued })
+        }
+        _ => Err(ConfigErrors(report.errors)),
+    }
+}
+
+/// Longest `Retry-After` maintenance accepts, in seconds (a day).
+const RETRY_AFTER_LIMIT: i64 = 86_400;
+
+/// Checks a maintenance body.
+pub fn validate_maintenance(body: &ApiMaintenance) -> Result<MaintenanceSpec, ConfigErrors> {
+    let mut report = Report::default();
+    if let Some(m) = &body.message {
+        if m.len() > MAINTENANCE_MESSAGE_LIMIT {
+            report.add(
+                "message",
+                format!(
+                    "the message is {} bytes; use at most {MAINTENANCE_MESSAGE_LIMIT}",
+                    m.len()
+                ),
+            );
+        }
+    }
+    let retry_after = match body.retry_after {
+        None => Some(MAINTENANCE_RETRY_AFTER_DEFAULT),
+        Some(n) if (0..=RETRY_AFTER_LIMIT).contains(&n) => u32::try_from(n).ok(),
+        Some(n) => {
+            report.add(
+                "retry_after",
+                format!("{n} is out of range; use 0 to {RETRY_AFTER_LIMIT} seconds"),
+            );
+            None
+        }
+    };
+    match retry_after {
+        Some(retry_after) if report.errors.is_empty() => Ok(MaintenanceSpec {
+            message: body.message.clone(),
+            retry_after,
+        }),
+        _ => Err(ConfigErrors(report.errors)),
+    }
 }
 
 /// Checks a split given as (pool, weight) pairs against the defined `pools`.

@@ -121,6 +121,8 @@ pub(super) fn check_route(
         upgrades: upgrades?,
         retry_on_status: retry_on_status?,
         limits: limits?,
+        pause: None,
+        maintenance: None,
     };
     name_ok.then_some(spec)
 }

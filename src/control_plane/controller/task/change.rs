@@ -149,6 +149,36 @@ impl Task {
                 tracing::info!(pool = %key.0, backend = %addr, "backend deregistered through the admin API");
                 Answer::Gone(key.0, addr)
             }
+            Change::Pause { route, pause } => {
+                let route = self.route(route)?;
+                match pause {
+                    Some(pause) => {
+                        tracing::info!(%route, max = ?pause.max, max_queued = pause.max_queued, "route paused through the admin API");
+                        next.set_pause(route.clone(), pause.clone());
+                    }
+                    None => {
+                        if next.clear_pause(&route) {
+                            tracing::info!(%route, "route resumed through the admin API");
+                        }
+                    }
+                }
+                Answer::Route(route)
+            }
+            Change::Maintenance { route, maintenance } => {
+                let route = self.route(route)?;
+                match maintenance {
+                    Some(m) => {
+                        tracing::info!(%route, retry_after = m.retry_after, "route in maintenance through the admin API");
+                        next.set_maintenance(route.clone(), m.clone());
+                    }
+                    None => {
+                        if next.clear_maintenance(&route) {
+                            tracing::info!(%route, "route out of maintenance through the admin API");
+                        }
+                    }
+                }
+                Answer::Route(route)
+            }
             Change::Rollout {
                 record,
                 split,
