@@ -118,6 +118,8 @@ fn spec_with_routes(n: usize) -> Spec {
             balance: Balance::RoundRobin,
             backends: vec![],
             tls: None,
+            protocol: Default::default(),
+            h2: Default::default(),
             health: Default::default(),
         }],
         routes,
@@ -180,6 +182,8 @@ fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
                 })
                 .collect(),
             tls: None,
+            protocol: Default::default(),
+            h2: Default::default(),
             health: Default::default(),
         })
         .collect();

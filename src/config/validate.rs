@@ -28,6 +28,7 @@ mod values;
 
 pub use api::{validate_backend, validate_split, ApiBackend};
 pub use discovery::{pool_name, weight};
+pub use pool::protocol_value;
 pub(super) use values::key_path;
 pub use values::too_long;
 

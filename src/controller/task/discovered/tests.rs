@@ -56,6 +56,7 @@ fn backend(name: &str, at: &str, docker_healthy: bool) -> DiscoveredBackend {
         },
         draining: false,
         health_path: None,
+        protocol: None,
         network: Arc::from("net"),
     }
 }
