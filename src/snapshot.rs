@@ -67,6 +67,8 @@ pub struct Pool {
     pub name: PoolName,
     pub hash_key: Option<HashKey>,
     policy: PoolHealthSpec,
+    /// What the pool speaks to its backends.
+    protocol: crate::config::spec::Protocol,
     health: Arc<PoolHealth>,
     primaries: Box<[Backend]>,
     primary_balancer: Balancer,
@@ -158,14 +160,16 @@ impl Snapshot {
                 crate::config::spec::Balance::Hash(key) => Some(key.clone()),
                 _ => None,
             };
-            let pool = Arc::new(Pool::new(
+            let mut pool = Pool::new(
                 p.name.clone(),
                 &p.balance,
                 hash_key,
                 (p.health.clone(), health_for(p)),
                 backends,
                 before.get(&p.name).copied(),
-            ));
+            );
+            pool.protocol = p.protocol;
+            let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
         }
@@ -269,6 +273,7 @@ impl Pool {
             name,
             hash_key,
             policy,
+            protocol: crate::config::spec::Protocol::Http1,
             health,
             primary_balancer: build(&primaries, previous.map(|p| &p.primary_balancer)),
             backup_balancer: build(&backups, previous.map(|p| &p.backup_balancer)),
@@ -299,6 +304,11 @@ impl Pool {
             Vec::new(),
             None,
         )
+    }
+
+    /// What the pool speaks to its backends (`protocol`).
+    pub fn protocol(&self) -> crate::config::spec::Protocol {
+        self.protocol
     }
 
     /// The pool's health settings (probe, outlier, slow start, panic, hold).

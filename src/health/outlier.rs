@@ -63,7 +63,8 @@ impl Outcome {
             | ProxyError::NoHealthyBackend
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
-            | ProxyError::ClientBody(..) => None,
+            | ProxyError::ClientBody(..)
+            | ProxyError::GrpcNeedsH2 { .. } => None,
         }
     }
 }

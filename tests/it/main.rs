@@ -9,6 +9,7 @@ mod cutover;
 mod docker;
 mod errors;
 mod events;
+mod grpc;
 mod hardening;
 mod health;
 mod live;
