@@ -48,7 +48,7 @@ pub use gauges::ConnectionGuard;
 pub use handles::{BackendMetrics, ClassCounters, PairMetrics, Registrar};
 use names::Kind;
 
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// How often the upkeep task drains histogram samples.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -121,7 +121,7 @@ impl Exporter {
         let recording = &*self.recording;
         metrics::with_local_recorder(&recording.recorder, || {
             gauges::sample(snapshot, recording);
-            if let Some(dropped) = crate::access_log::dropped_lines() {
+            if let Some(dropped) = crate::data_plane::access_log::dropped_lines() {
                 metrics::counter!(names::ACCESS_LOG_DROPPED).absolute(dropped);
             }
         });

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use super::names::{self, label};
 use super::{Recording, Registrar};
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// A gauge not set for this long is deleted at the next render. Longer than the gap
 /// between a scrape's sampling and its render, and than the gap between two

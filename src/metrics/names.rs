@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn rollout_states_are_the_phase_names() {
-        use crate::rollout_record::Phase;
+        use crate::control_plane::rollout_record::Phase;
         for phase in [
             Phase::Running,
             Phase::Paused,

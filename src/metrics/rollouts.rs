@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 
 use super::names::{self, label, ROLLOUT_STATES};
 use super::Registrar;
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// Route → (target's percentage, phase name) of the latest rollout of one gateway.
 #[derive(Debug, Default)]
