@@ -339,14 +339,14 @@ async fn gateway_errors_reach_grpc_clients_as_grpc_statuses() {
 /// a graceful GOAWAY after every `goaway_every` streams of a connection, each
 /// answer after a short pause (so streams overlap). Counts connections and the
 /// most streams open at once on one connection.
-struct LimitedH2 {
-    addr: SocketAddr,
-    connections: Arc<AtomicUsize>,
+pub(crate) struct LimitedH2 {
+    pub(crate) addr: SocketAddr,
+    pub(crate) connections: Arc<AtomicUsize>,
     max_open: Arc<AtomicUsize>,
     answered: Arc<AtomicUsize>,
 }
 
-async fn limited_h2(goaway_every: usize) -> LimitedH2 {
+pub(crate) async fn limited_h2(goaway_every: usize) -> LimitedH2 {
     limited_h2_slow(goaway_every, Duration::from_millis(2)).await
 }
 
