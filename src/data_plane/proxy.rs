@@ -179,6 +179,16 @@ impl Answer {
         }
     }
 
+    /// The status passive ejection and the pool's error rate (rollout gates)
+    /// judge: a gRPC answer that failed before any message (trailers-only, HTTP
+    /// 200) counts as its `grpc-status` maps to HTTP (UNAVAILABLE as a 503, …).
+    fn verdict(&self) -> StatusCode {
+        match self {
+            Answer::H2(resp, _) => grpc::trailers_only_status(resp.status(), resp.headers()),
+            other => other.status(),
+        }
+    }
+
     /// Hands the answer's head to a route that learns sessions.
     #[cold]
     fn learn(&self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
@@ -517,10 +527,9 @@ impl Proxy {
                     let latency = answered.saturating_duration_since(started);
                     backend.state.observe_latency(latency, answered);
                     trail.answered(latency, answered);
-                    pool.report_response(backend, answer.status());
-                    pool.health()
-                        .traffic()
-                        .record_response(answer.status(), latency);
+                    let verdict = answer.verdict();
+                    pool.report_response(backend, verdict);
+                    pool.health().traffic().record_response(verdict, latency);
                     if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
                         answer.learn(&route.split, pin, &pool.name);

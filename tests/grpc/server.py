@@ -13,6 +13,7 @@ it is killed. Service `test.Echo`:
 - Fail: aborts NOT_FOUND before any message (a trailers-only response) with
   trailing metadata `detail-bin`.
 - Slow: sleeps the request's decimal milliseconds, then echoes.
+- Unavailable: aborts UNAVAILABLE (trailers-only).
 """
 
 import sys
@@ -62,6 +63,10 @@ def fail(request, context):
     context.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + request.decode())
 
 
+def unavailable(request, context):
+    context.abort(grpc.StatusCode.UNAVAILABLE, "shedding load")
+
+
 def slow(request, context):
     time.sleep(int(request.decode()) / 1000.0)
     return request
@@ -74,6 +79,7 @@ HANDLERS = {
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
     "Slow": grpc.unary_unary_rpc_method_handler(slow),
+    "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
 }
 
 

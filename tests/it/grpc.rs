@@ -521,3 +521,27 @@ async fn a_second_connection_opens_only_when_the_first_is_at_the_stream_limit() 
     assert!((2..=4).contains(&conns), "connections: {conns}");
     assert!(upstream.max_open.load(Ordering::Relaxed) <= 10);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_only_unavailable_answers_eject_the_backend() {
+    if !grpcio() {
+        return;
+    }
+    let server = PyServer::start("py-grpc-4").await;
+    let gw = TestGateway::start(&format!(
+        "{}[pools.outlier]\nconsecutive_failures = 3\ncount_5xx = true\nmax_ejected_percent = 100\nbase_ejection = \"60s\"\n{}",
+        h2c_pool("g", "h2c", &[server.addr]),
+        route_to("g")
+    ))
+    .await;
+    // HTTP 200 each time, but grpc-status 14 from the backend itself.
+    for _ in 0..3 {
+        let reply = grpc_h2(gw.addr, "/test.Echo/Unavailable", b"x", &[]).await;
+        assert_eq!(reply.field("grpc-status"), "14");
+        assert_eq!(reply.field("sluicegate-error"), "", "the backend's answer");
+    }
+    // Ejected: the gateway answers now, in gRPC terms.
+    let reply = grpc_h2(gw.addr, "/test.Echo/Unary", b"x", &[]).await;
+    assert_eq!(reply.field("grpc-status"), "14");
+    assert_eq!(reply.field("sluicegate-error"), "no_healthy_backend");
+}

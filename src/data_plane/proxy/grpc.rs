@@ -114,6 +114,31 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
     })
 }
 
+/// What a backend's answer counts as for passive ejection and the pool's error
+/// rate: `status`, unless it is a 200 whose head carries a `grpc-status` (a
+/// trailers-only gRPC answer, a call that failed before any message): then the
+/// HTTP status gRPC's own mapping gives that code (as Envoy's outlier
+/// detection reads it): UNKNOWN, INTERNAL, DATA_LOSS 500; UNIMPLEMENTED 501;
+/// UNAVAILABLE 503; DEADLINE_EXCEEDED 504; RESOURCE_EXHAUSTED 429; other codes
+/// the client's doing (400) or OK (200).
+pub fn trailers_only_status(status: StatusCode, headers: &HeaderMap) -> StatusCode {
+    if status != StatusCode::OK {
+        return status;
+    }
+    let Some(code) = headers.get(GRPC_STATUS) else {
+        return status;
+    };
+    match code.as_bytes() {
+        b"0" => StatusCode::OK,
+        b"2" | b"13" | b"15" => StatusCode::INTERNAL_SERVER_ERROR,
+        b"12" => StatusCode::NOT_IMPLEMENTED,
+        b"14" => StatusCode::SERVICE_UNAVAILABLE,
+        b"4" => StatusCode::GATEWAY_TIMEOUT,
+        b"8" => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// The gRPC code for a failure of the gateway's (the gRPC HTTP mapping where
 /// there is one).
 pub fn code_of(err: &ProxyError) -> Code {
@@ -240,6 +265,23 @@ mod tests {
         assert_eq!(t("S"), None);
         assert_eq!(t("10x"), None);
         assert_eq!(t("-1S"), None);
+    }
+
+    #[test]
+    fn trailers_only_grpc_failures_count_as_their_http_mapping() {
+        let ok = StatusCode::OK;
+        let at = |v: &'static str| trailers_only_status(ok, &with("grpc-status", v));
+        assert_eq!(at("14"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(at("13"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(at("4"), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(at("5"), StatusCode::BAD_REQUEST);
+        assert_eq!(at("0"), ok);
+        assert_eq!(trailers_only_status(ok, &HeaderMap::new()), ok);
+        let not_found = StatusCode::NOT_FOUND;
+        assert_eq!(
+            trailers_only_status(not_found, &with("grpc-status", "14")),
+            not_found
+        );
     }
 
     #[test]
