@@ -6,15 +6,15 @@
 //! built into a snapshot off the workers (`off_worker`) and swapped in. `events` and
 //! `rollout_record` are what it publishes; `plan` is the diff a reload would make.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod config;
 pub mod controller;
 pub mod discovery;
-pub mod events;
+pub(crate) mod events;
 pub(crate) mod off_worker;
 pub(crate) mod overrides;
 pub mod plan;
 pub mod reload;
 pub mod rollout;
-pub mod rollout_record;
+pub(crate) mod rollout_record;
 pub(crate) mod state_file;

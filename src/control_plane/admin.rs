@@ -38,7 +38,7 @@
 //! of its environment variable is).
 
 mod api;
-pub mod auth;
+pub(crate) mod auth;
 mod events;
 mod guard;
 mod rollouts;
@@ -101,7 +101,7 @@ struct AdminState {
 
 /// What `GET /metrics` renders: the exporter, and the snapshot its gauges come from.
 #[derive(Clone, Debug)]
-pub struct MetricsSource {
+pub(crate) struct MetricsSource {
     exporter: Exporter,
     snapshot: SharedSnapshot,
     /// Held while a render runs: scrapes that arrive meanwhile wait their turn
@@ -111,7 +111,7 @@ pub struct MetricsSource {
 
 impl MetricsSource {
     /// `exporter`'s text, with gauges sampled from the snapshot in `snapshot`.
-    pub fn new(exporter: Exporter, snapshot: SharedSnapshot) -> MetricsSource {
+    pub(crate) fn new(exporter: Exporter, snapshot: SharedSnapshot) -> MetricsSource {
         MetricsSource {
             exporter,
             snapshot,
@@ -123,7 +123,7 @@ impl MetricsSource {
     /// is ~130 000 series and takes ~0.6 s, which on a runtime worker would hold
     /// up every request that worker serves (with `--workers 1`, all of them).
     /// `None` when the runtime is shutting down.
-    pub async fn render(&self) -> Option<String> {
+    pub(crate) async fn render(&self) -> Option<String> {
         let source = self.clone();
         render_one_at_a_time(&self.rendering, move || {
             let snapshot = source.snapshot.load();
@@ -144,7 +144,7 @@ where
 
 /// A bound admin listener, ready to serve.
 #[derive(Debug)]
-pub struct AdminServer {
+pub(crate) struct AdminServer {
     listener: TcpListener,
     router: Router,
     board: Arc<Board>,
@@ -159,7 +159,7 @@ impl AdminServer {
     /// Resolves the token and binds `[admin].listen`. `ready` is what `/readyz`
     /// reports, unless a task in `tasks` ended; `rollouts` serves
     /// `/api/v1/rollouts`; `metrics` what `/metrics` serves.
-    pub async fn bind(
+    pub(crate) async fn bind(
         spec: &AdminSpec,
         control: ControlHandle,
         rollouts: RolloutHandle,
@@ -203,22 +203,22 @@ impl AdminServer {
 
     /// The discovery sources `/readyz` waits for (see [`ListedGate`]); a source
     /// registers there when it starts.
-    pub fn listed_gate(&self) -> ListedGate {
+    pub(crate) fn listed_gate(&self) -> ListedGate {
         self.listed.clone()
     }
 
     /// What Swarm discovery shares with this API (its export, `/readyz`'s reason).
-    pub fn board(&self) -> Arc<Board> {
+    pub(crate) fn board(&self) -> Arc<Board> {
         Arc::clone(&self.board)
     }
 
     /// The address actually bound.
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+    pub(crate) fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
     /// Serves until `shutdown` is cancelled.
-    pub async fn serve(self, shutdown: CancellationToken) {
+    pub(crate) async fn serve(self, shutdown: CancellationToken) {
         let AdminServer {
             listener,
             router,

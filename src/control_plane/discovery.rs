@@ -19,7 +19,7 @@
 mod docker;
 pub mod labels;
 mod listed;
-pub mod network;
+pub(crate) mod network;
 mod set;
 pub mod swarm;
 

@@ -10,7 +10,7 @@
 //! [`Subscription`]): a slow reader never holds up the producer.
 //! `GET /api/v1/events` serves this as Server-Sent Events.
 
-pub mod diff;
+pub(crate) mod diff;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -21,9 +21,9 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 /// Events kept for resuming with `Last-Event-ID`.
-pub const HISTORY: usize = 1024;
+pub(crate) const HISTORY: usize = 1024;
 /// Events a subscriber may fall behind before it is dropped.
-pub const BUFFER: usize = 256;
+pub(crate) const BUFFER: usize = 256;
 
 /// One numbered event.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -289,7 +289,7 @@ impl Subscription {
 }
 
 /// An event as a Server-Sent Events message (`id:`, `event:` and `data:` lines).
-pub fn sse_message(event: &Event) -> String {
+pub(crate) fn sse_message(event: &Event) -> String {
     let data = serde_json::to_string(event).unwrap_or_else(|_| "{}".to_owned());
     let kind = serde_json::to_value(&event.kind)
         .ok()
@@ -300,13 +300,13 @@ pub fn sse_message(event: &Event) -> String {
 
 /// Sent first to a subscriber that resumed from before the history: `missed`
 /// events are gone (read the state again); the stream goes on.
-pub fn sse_gap(missed: u64) -> String {
+pub(crate) fn sse_gap(missed: u64) -> String {
     let data = serde_json::json!({ "type": "gap", "missed": missed, "at_ms": now_ms() });
     format!("event: gap\ndata: {data}\n\n")
 }
 
 /// The final message of a dropped subscriber (no `id:`: it is not in the history).
-pub fn sse_dropped(missed: u64) -> String {
+pub(crate) fn sse_dropped(missed: u64) -> String {
     let data = serde_json::json!({
         "type": "dropped",
         "missed": missed,

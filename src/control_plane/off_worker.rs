@@ -8,7 +8,7 @@
 ///
 /// A panic in `f` resumes in the caller, as if `f` had run there. `None` only when
 /// the runtime is shutting down and cancelled the job (`what` names it in the log).
-pub async fn run<T, F>(what: &'static str, f: F) -> Option<T>
+pub(crate) async fn run<T, F>(what: &'static str, f: F) -> Option<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,

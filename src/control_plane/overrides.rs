@@ -33,7 +33,7 @@ use crate::control_plane::config::spec::{
 use crate::control_plane::rollout_record::Rollout;
 
 /// Identifies one backend: its pool and address.
-pub type BackendKey = (PoolName, SocketAddr);
+pub(crate) type BackendKey = (PoolName, SocketAddr);
 
 /// A backend registered through the admin API.
 #[derive(Clone, Debug, PartialEq, Eq)]

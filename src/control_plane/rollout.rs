@@ -13,11 +13,11 @@
 //! Who does what:
 //! - [`request`]: the `POST /api/v1/rollouts` body and its checks against the
 //!   running config;
-//! - [`gate`]: the verdict on one step's figures, and the target pool's health;
-//! - [`engine`]: the manager task that owns every rollout, runs their clocks under
+//! - `gate`: the verdict on one step's figures, and the target pool's health;
+//! - `engine`: the manager task that owns every rollout, runs their clocks under
 //!   `tokio::time` and answers the admin API ([`RolloutHandle`]);
-//! - [`driver`]: one rollout's state transitions;
-//! - [`persist`]: what a restart does with a rollout that was running.
+//! - `driver`: one rollout's state transitions;
+//! - `persist`: what a restart does with a rollout that was running.
 //!
 //! Splits change only through the controller task (`Change::Rollout`), which
 //! validates them like any admin split, writes the rollout record *together with*
@@ -26,11 +26,11 @@
 //! (`crate::control_plane::rollout_record`, re-exported here) are what the admin API returns,
 //! what `ctl` reads and what the state file holds.
 
-pub mod driver;
-pub mod engine;
-pub mod gate;
+pub(crate) mod driver;
+pub(crate) mod engine;
+pub(crate) mod gate;
 mod measure;
-pub mod persist;
+pub(crate) mod persist;
 pub mod request;
 
 pub use crate::control_plane::rollout_record::{

@@ -32,7 +32,7 @@ const VERSION: u32 = 1;
 /// The file's content.
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Persisted {
+pub(crate) struct Persisted {
     pub version: u32,
     /// Route → pool → weight.
     #[serde(default)]
@@ -50,7 +50,7 @@ pub struct Persisted {
 /// One entry of a persisted split.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PersistedSplit {
+pub(crate) struct PersistedSplit {
     pub pool: String,
     pub weight: i64,
 }
@@ -58,7 +58,7 @@ pub struct PersistedSplit {
 /// A drained backend.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PersistedBackend {
+pub(crate) struct PersistedBackend {
     pub pool: String,
     pub addr: String,
 }
@@ -66,7 +66,7 @@ pub struct PersistedBackend {
 /// A registered backend; its TTL restarts from the moment it is loaded.
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PersistedRegistration {
+pub(crate) struct PersistedRegistration {
     pub pool: String,
     pub addr: String,
     pub weight: i64,
@@ -98,7 +98,7 @@ pub enum StateFileError {
 
 impl Persisted {
     /// What `overrides` looks like on disk.
-    pub fn from_overrides(overrides: &Overrides) -> Persisted {
+    pub(crate) fn from_overrides(overrides: &Overrides) -> Persisted {
         let splits = overrides
             .splits()
             .iter()
@@ -142,7 +142,7 @@ impl Persisted {
 }
 
 /// Reads the state file; a missing file is an empty state.
-pub fn load(path: &Path) -> Result<Persisted, StateFileError> {
+pub(crate) fn load(path: &Path) -> Result<Persisted, StateFileError> {
     let text = match std::fs::read(path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -173,7 +173,7 @@ pub fn load(path: &Path) -> Result<Persisted, StateFileError> {
 }
 
 /// Writes `overrides` atomically: temp file, fsync, rename, fsync directory.
-pub fn save(path: &Path, overrides: &Overrides) -> Result<(), StateFileError> {
+pub(crate) fn save(path: &Path, overrides: &Overrides) -> Result<(), StateFileError> {
     let failed = |error| StateFileError::Write {
         path: path.to_path_buf(),
         error,
@@ -207,7 +207,11 @@ pub fn save(path: &Path, overrides: &Overrides) -> Result<(), StateFileError> {
 
 /// Turns a loaded state into overrides for `file`, re-checking every value with
 /// the file's rules; returns what was skipped and why (for the log).
-pub fn restore(persisted: &Persisted, file: &Spec, now: Instant) -> (Overrides, Vec<Dropped>) {
+pub(crate) fn restore(
+    persisted: &Persisted,
+    file: &Spec,
+    now: Instant,
+) -> (Overrides, Vec<Dropped>) {
     let mut overrides = Overrides::default();
     let mut skipped = Vec::new();
     let pools: Vec<&str> = file.pools.iter().map(|p| p.name.as_str()).collect();

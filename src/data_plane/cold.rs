@@ -27,7 +27,7 @@ pin_project_lite::pin_project! {
 }
 
 /// Wraps the future of a path off the common one (see the module documentation).
-pub fn cold<F: Future>(inner: F) -> Cold<F> {
+pub(crate) fn cold<F: Future>(inner: F) -> Cold<F> {
     Cold { inner }
 }
 

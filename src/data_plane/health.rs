@@ -6,12 +6,12 @@
 //! Docker-unhealthy). Nothing here rebuilds snapshots: a probe or an ejection
 //! flips an atomic and the next pick sees it.
 //!
-//! - [`probe`]: one task per backend of a pool with `[pools.health]`, sending
+//! - `probe`: one task per backend of a pool with `[pools.health]`, sending
 //!   `GET path` every `interval` and counting `rise` / `fall`;
-//! - [`supervisor`]: owns those tasks and reconciles them with each new snapshot;
-//! - [`outlier`]: passive ejection from the outcomes the proxy reports;
-//! - [`hold`]: requests waiting for a backend instead of a 503;
-//! - [`state`]: the atomics and their read accessors (for the admin view and
+//! - `supervisor`: owns those tasks and reconciles them with each new snapshot;
+//! - `outlier`: passive ejection from the outcomes the proxy reports;
+//! - `hold`: requests waiting for a backend instead of a 503;
+//! - `state`: the atomics and their read accessors (for the admin view and
 //!   metrics).
 //!
 //! Per pool, a [`PoolHealth`] survives snapshots like backend state does: it wakes
@@ -22,11 +22,11 @@
 //! Choosing among eligible backends (and applying the ramp) is `balance`'s job;
 //! panic routing is in `snapshot::Pool::pick`.
 
-pub mod hold;
-pub mod outlier;
-pub mod probe;
-pub mod state;
-pub mod supervisor;
+pub(crate) mod hold;
+pub(crate) mod outlier;
+pub(crate) mod probe;
+pub(crate) mod state;
+pub(crate) mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

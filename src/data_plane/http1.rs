@@ -7,7 +7,7 @@
 //! upgrade, `Expect` or `CONNECT`, whose head it parses within the listener's
 //! limits. At the first request it does not serve (a body, an upgrade, `Expect`,
 //! HTTP/1.0, h2c, a head hyper would refuse or answer with an error of its own) it
-//! hands the connection, with every byte read so far ([`prefixed`]), to hyper for
+//! hands the connection, with every byte read so far (`prefixed`), to hyper for
 //! the rest of its life: a connection never goes back from hyper to this loop. TLS
 //! connections are hyper's from the start. On the backend side ([`client`]), a
 //! request with neither body nor upgrade to a plain-TCP backend goes on a
@@ -32,8 +32,8 @@
 //! `Content-Length`. Conflicting or invalid lengths and a transfer coding on an
 //! HTTP/1.0 response are errors. Trailers of a chunked body are read and dropped.
 //!
-//! Both loops share [`wire`] (head lines, list fields, read buffers) and
-//! [`deadline`] (one long-lived timer per connection); [`fields`] writes a backend's
+//! Both loops share `wire` (head lines, list fields, read buffers) and
+//! `deadline` (one long-lived timer per connection); `fields` writes a backend's
 //! raw response fields for the client. The parsers are public
 //! ([`server::parse_request_head`], [`client::parse_response_head`],
 //! [`client::decode_chunked`]) so fuzz targets and property tests can drive them
@@ -43,8 +43,8 @@
 //! This module imports nothing from `proxy` or `upstream`: both build on it.
 
 pub mod client;
-pub mod deadline;
-pub mod fields;
-pub mod prefixed;
+pub(crate) mod deadline;
+pub(crate) mod fields;
+pub(crate) mod prefixed;
 pub mod server;
-pub mod wire;
+pub(crate) mod wire;

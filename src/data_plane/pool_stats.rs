@@ -32,7 +32,7 @@ const SUB_BITS: u32 = 3;
 /// Powers of two covered above the linear range (2^3 µs … 2^36 µs).
 const OCTAVES: usize = 33;
 /// Number of latency buckets.
-pub const BUCKETS: usize = SUB + OCTAVES * SUB;
+pub(crate) const BUCKETS: usize = SUB + OCTAVES * SUB;
 
 /// Counters of one pool's traffic, updated by the request path.
 #[derive(Debug)]

@@ -5,16 +5,16 @@
 //! exchange on a pooled keep-alive connection, retries, hold, replay) and
 //! *respond* (the backend's answer into the client's). An exchange goes on one
 //! kind of connection (`ConnKind`: the gateway's own HTTP/1 client or hyper's) and
-//! ends in an answer or a [`ProxyError`] that says whether the request was sent,
+//! ends in an answer or a `ProxyError` that says whether the request was sent,
 //! whatever the kind, so the retry rules are written once. Bodies
 //! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
-//! own short answers (see [`error`]). Retries go to a different backend: always when
+//! own short answers (see `error`). Retries go to a different backend: always when
 //! the request never left, otherwise only for idempotent requests without a body.
 //! Every attempt's outcome is reported to the pool (passive ejection and its traffic
 //! counters, `pool_stats`: a few relaxed atomic adds), and a pool with
 //! `hold` parks a request that finds no usable backend instead of failing it.
 //!
-//! Each request leaves a [`trail`]: its metrics (pre-resolved handles, atomic adds)
+//! Each request leaves a `trail`: its metrics (pre-resolved handles, atomic adds)
 //! and, with `[log] access` on, its access-log line.
 //!
 //! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
@@ -25,8 +25,8 @@
 //! and pin sessions in a sharded table (one shard mutex, a map operation; see
 //! `sessions`).
 
-pub mod body;
-pub mod error;
+pub(crate) mod body;
+pub(crate) mod error;
 pub mod framing;
 pub mod grpc;
 pub mod headers;

@@ -9,7 +9,7 @@
 //! off), open tunnels run to their end, all bounded by the drain timeout.
 //!
 //! Client-side limits (head size and count, head timeout, idle timeout, HTTP/2
-//! streams and resets, connection cap) are applied per connection in [`conn`].
+//! streams and resets, connection cap) are applied per connection in `conn`.
 //!
 //! A plain connection starts on the gateway's own HTTP/1.1 loop
 //! ([`crate::data_plane::http1::server`]), which serves bodiless requests and hands the

@@ -171,9 +171,9 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 }
 
 /// Default `sticky.idle`.
-pub const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
+pub(crate) const DEFAULT_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Default `sticky.max_sessions`.
-pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_SESSIONS: usize = 100_000;
 
 #[cfg(test)]
 mod tests {

@@ -181,7 +181,7 @@ impl Split {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers, if any.
-pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(http::header::COOKIE)
         .iter()

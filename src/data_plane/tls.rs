@@ -4,7 +4,7 @@
 //! checks them ([`load`], used by gateway start, config reload, `plan` and
 //! `sluicegate check`), builds
 //! the server configuration of the HTTPS listener ([`Frontend`]: SNI certificates
-//! from [`resolver`], ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3 only), keeps the
+//! from `resolver`, ALPN `h2` and `http/1.1`, TLS 1.2 and 1.3 only), keeps the
 //! certificates fresh ([`watch`]) and builds the per-pool client side
 //! ([`upstream`]). It does not accept connections or speak HTTP (`server`,
 //! `upstream` at the crate root do).
@@ -13,8 +13,8 @@
 //! process-wide default is installed), with its default cipher suites: AES-GCM
 //! and ChaCha20-Poly1305 with ECDHE, nothing older.
 
-pub mod certs;
-pub mod resolver;
+pub(crate) mod certs;
+pub(crate) mod resolver;
 pub mod upstream;
 pub mod watch;
 

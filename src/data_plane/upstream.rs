@@ -19,7 +19,7 @@
 //! request's task). Their failures are one [`WireError`] and their connects one
 //! [`ConnectError`], so the proxy's exchange and retry rules read the same for
 //! both. This module sits below `proxy`: it knows the request body
-//! ([`body::RequestBody`]) and nothing of routing or of the gateway's answers.
+//! (`body::RequestBody`) and nothing of routing or of the gateway's answers.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,8 +39,8 @@ use crate::data_plane::http1::client as h1;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use body::RequestBody;
 
-pub mod body;
-pub mod h2;
+pub(crate) mod body;
+pub(crate) mod h2;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
@@ -188,7 +188,7 @@ impl ConnPool {
     }
 
     /// The multiplexed connections, when the pool speaks HTTP/2.
-    pub fn h2(&self) -> Option<&h2::H2Pool> {
+    pub(crate) fn h2(&self) -> Option<&h2::H2Pool> {
         self.h2.as_ref()
     }
 

@@ -20,7 +20,7 @@ use crate::data_plane::snapshot::Snapshot;
 
 /// Route → (target's percentage, phase name) of the latest rollout of one gateway.
 #[derive(Debug, Default)]
-pub struct Latest(ArcSwap<BTreeMap<String, (u32, &'static str)>>);
+pub(crate) struct Latest(ArcSwap<BTreeMap<String, (u32, &'static str)>>);
 
 impl Registrar {
     /// Records a change of the rollout on `route`: the target now has `step` % in

@@ -6,7 +6,7 @@
 //! The wire types are the gateway's own (`controller::state_view`, `plan`), so the client
 //! and the server cannot disagree about the JSON.
 
-pub mod client;
+pub(crate) mod client;
 pub mod rollout;
 pub mod watch;
 

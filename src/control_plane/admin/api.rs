@@ -29,9 +29,9 @@ use crate::control_plane::controller::task::{Change, DrainAction, Written};
 use crate::control_plane::controller::{Refusal, Stopped};
 
 /// Largest admin request body (a whole `routes.toml` for `/plan` fits easily).
-pub const MAX_BODY: usize = 1024 * 1024;
+pub(super) const MAX_BODY: usize = 1024 * 1024;
 /// Longest an admin request may take, reading its body included.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most of an oversized body read (and thrown away) before the 413, so that a
 /// client that sends its whole body before reading reads the 413 instead of a
 /// connection reset.

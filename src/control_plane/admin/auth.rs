@@ -18,16 +18,16 @@ use super::AdminState;
 
 /// The configured admin token.
 #[derive(Clone)]
-pub struct Token(Arc<[u8]>);
+pub(crate) struct Token(Arc<[u8]>);
 
 impl Token {
     /// Wraps the token's text.
-    pub fn new(text: &str) -> Token {
+    pub(crate) fn new(text: &str) -> Token {
         Token(Arc::from(text.as_bytes()))
     }
 
     /// Whether `presented` is this token, in constant time.
-    pub fn matches(&self, presented: &[u8]) -> bool {
+    pub(crate) fn matches(&self, presented: &[u8]) -> bool {
         constant_time_eq(presented, &self.0)
     }
 }
@@ -41,7 +41,7 @@ impl fmt::Debug for Token {
 /// Byte-wise equality whose time depends only on the inputs' lengths, never on
 /// their content: every byte position up to the longer length is visited and the
 /// differences are OR-ed together, with no early exit.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let (diff, _visited) = fold_difference(a, b);
     std::hint::black_box(diff) == 0
 }

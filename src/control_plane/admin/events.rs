@@ -22,7 +22,7 @@ use super::AdminState;
 use crate::control_plane::events::{self, Next, Subscription};
 
 /// Longest quiet time on an open stream before a comment line is sent.
-pub const KEEPALIVE: Duration = Duration::from_secs(15);
+pub(super) const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// The handler.
 pub(super) async fn events(State(state): State<AdminState>, req: Request) -> Response {

@@ -34,7 +34,7 @@ use super::api::error_response;
 
 /// The names this admin listener answers to.
 #[derive(Clone, Debug)]
-pub struct HostPolicy {
+pub(super) struct HostPolicy {
     listen: IpAddr,
     /// `[admin].allowed_hosts`, lower-case.
     names: Arc<[String]>,
@@ -42,7 +42,7 @@ pub struct HostPolicy {
 
 impl HostPolicy {
     /// Answers to `listen` (the configured listen address) and `names`.
-    pub fn new(listen: IpAddr, names: &[String]) -> HostPolicy {
+    pub(super) fn new(listen: IpAddr, names: &[String]) -> HostPolicy {
         HostPolicy {
             listen,
             names: names.iter().map(|n| n.to_ascii_lowercase()).collect(),
@@ -50,7 +50,7 @@ impl HostPolicy {
     }
 
     /// Whether a `Host` value names this listener.
-    pub fn allows(&self, host: &str) -> bool {
+    pub(super) fn allows(&self, host: &str) -> bool {
         let Some(name) = host_name(host) else {
             return false;
         };

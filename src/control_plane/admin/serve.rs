@@ -27,13 +27,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Time an admin client has to send its request head.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// Admin connections served at once.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(super) const MAX_CONNECTIONS: usize = 64;
 /// Spare connections for `/healthz` and `/readyz` when the regular ones are taken.
-pub const HEALTH_CONNECTIONS: usize = 8;
+pub(super) const HEALTH_CONNECTIONS: usize = 8;
 /// Time a connection in a spare slot has to send its request head.
-pub const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const HEALTH_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for open admin connections after shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 

@@ -6,7 +6,7 @@
 //! and callers that only read (state, plan, rollout records) a question. Docker
 //! discovery, when on, is a second input ([`DockerFeed`]: whole sets on a `watch`,
 //! drain hints on a queue; see `discovered`). The task owns the last good file
-//! spec, the last discovered set and the admin [`Overrides`]; after each change it
+//! spec, the last discovered set and the admin `Overrides`; after each change it
 //! computes the effective spec (`overrides.merge(file + discovered)`), persists the
 //! overrides when they changed, and calls [`Controller::apply_off_worker`] — the
 //! single publish path.
@@ -222,7 +222,7 @@ impl ControlHandle {
         self.counters.clone()
     }
 
-    /// The event stream of what the task changes (see [`crate::control_plane::events`]).
+    /// The event stream of what the task changes (see `crate::control_plane::events`).
     pub fn events(&self) -> &EventHub {
         &self.events
     }

@@ -30,7 +30,7 @@ pub struct OwnContainer {
 /// Container ids this process may be running in, most reliable first: cgroup v1
 /// paths (`/docker/<id>`, `docker-<id>.scope`) and the bind mounts Docker makes
 /// under `/var/lib/docker/containers/<id>/` (also under cgroup v2).
-pub fn own_id_candidates(cgroup: &str, mountinfo: &str) -> Vec<String> {
+pub(crate) fn own_id_candidates(cgroup: &str, mountinfo: &str) -> Vec<String> {
     let mut ids: Vec<String> = Vec::new();
     let mut push = |id: &str| {
         if is_full_id(id) && !ids.iter().any(|i| i == id) {
@@ -60,7 +60,7 @@ fn is_full_id(s: &str) -> bool {
 
 /// Finds the gateway's own container among `containers`: by a candidate id, else
 /// by `hostname` when it is a (12+ hex digit) prefix of exactly one container id.
-pub fn find_own(
+pub(crate) fn find_own(
     containers: &[ContainerSummary],
     candidates: &[String],
     hostname: Option<&str>,
@@ -96,7 +96,7 @@ pub fn find_own(
 
 /// Where a network rule came from, for error messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RuleSource {
+pub(crate) enum RuleSource {
     /// The container's `<prefix>.network` label.
     Label,
     /// `[discovery.docker].network`.
@@ -110,7 +110,7 @@ pub enum RuleSource {
 /// rule (label, else config) must name a candidate, matching either the exact
 /// network name or compose's `<project>_<name>`; without a rule there must be
 /// exactly one candidate.
-pub fn choose(
+pub(crate) fn choose(
     networks: &HashMap<String, EndpointSettings>,
     own_networks: Option<&[String]>,
     rule: Option<(&str, RuleSource)>,

@@ -21,10 +21,10 @@
 //! `report` a report into a set, `engine` speaks HTTP, `poll` is the task.
 
 mod build;
-pub mod engine;
-pub mod model;
+pub(crate) mod engine;
+pub(crate) mod model;
 mod poll;
-pub mod report;
+pub(crate) mod report;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

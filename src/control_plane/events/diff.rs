@@ -12,7 +12,7 @@ use crate::control_plane::rollout_record::{Phase, Rollout, Verdict};
 
 /// The parts of the routing state events are about.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
+pub(crate) struct Summary {
     splits: BTreeMap<String, Vec<PoolWeight>>,
     /// (pool, address) → draining.
     backends: BTreeMap<(String, SocketAddr), bool>,
@@ -29,7 +29,7 @@ struct RolloutSummary {
 
 impl Summary {
     /// The summary of `spec` (effective) and `rollouts` (the records).
-    pub fn of(spec: &Spec, rollouts: &BTreeMap<RouteName, Rollout>) -> Summary {
+    pub(crate) fn of(spec: &Spec, rollouts: &BTreeMap<RouteName, Rollout>) -> Summary {
         let splits = spec
             .routes
             .iter()
@@ -75,7 +75,7 @@ impl Summary {
 
     /// The events that lead from `self` to `next`, in a stable order: rollout
     /// steps, splits, then backends. `records` gives the step figures.
-    pub fn diff(
+    pub(crate) fn diff(
         &self,
         next: &Summary,
         by: By,

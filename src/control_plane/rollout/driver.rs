@@ -26,14 +26,14 @@ use crate::control_plane::controller::SharedSnapshot;
 
 /// What the driver needs from the gateway.
 #[derive(Clone, Copy, Debug)]
-pub struct Ctx<'a> {
+pub(crate) struct Ctx<'a> {
     pub control: &'a ControlHandle,
     pub snapshot: &'a SharedSnapshot,
 }
 
 /// One rollout and its measuring state.
 #[derive(Debug)]
-pub struct Driver {
+pub(crate) struct Driver {
     pub record: Rollout,
     measure: Option<Measure>,
     /// When the target's health is next looked at.
@@ -42,7 +42,7 @@ pub struct Driver {
 
 impl Driver {
     /// A driver for `record`, not measuring yet.
-    pub fn new(record: Rollout) -> Driver {
+    pub(crate) fn new(record: Rollout) -> Driver {
         Driver {
             record,
             measure: None,
@@ -51,7 +51,7 @@ impl Driver {
     }
 
     /// When this rollout next needs attention; `None` once it ended.
-    pub fn next_wake(&self) -> Option<Instant> {
+    pub(crate) fn next_wake(&self) -> Option<Instant> {
         if !self.record.phase.is_active() {
             return None;
         }
@@ -64,7 +64,7 @@ impl Driver {
     }
 
     /// The record with the current step's figures as of now.
-    pub fn view(&self, ctx: Ctx<'_>) -> Rollout {
+    pub(crate) fn view(&self, ctx: Ctx<'_>) -> Rollout {
         let mut record = self.record.clone();
         if let (Some(m), Some(step)) = (&self.measure, record.steps.last_mut()) {
             let (target, baseline) = m.windows(ctx, &self.record);
@@ -76,7 +76,7 @@ impl Driver {
     /// Sets step `i` live and starts measuring it; `expect` is the split the route
     /// must still have (the first step). The last step without `bake` (or any step
     /// entered by `promote`) is not judged and ends the rollout at once.
-    pub async fn enter_step(
+    pub(crate) async fn enter_step(
         &mut self,
         ctx: Ctx<'_>,
         i: usize,
@@ -110,7 +110,7 @@ impl Driver {
 
     /// Looks at health and, when the step is due, judges it. Returns true when the
     /// rollout ended.
-    pub async fn tick(&mut self, ctx: Ctx<'_>, now: Instant, poll: Duration) -> bool {
+    pub(crate) async fn tick(&mut self, ctx: Ctx<'_>, now: Instant, poll: Duration) -> bool {
         if !self.record.phase.is_active() {
             return false;
         }
@@ -174,7 +174,7 @@ impl Driver {
 
     /// `pause`, `resume`, `promote` or `abort`; returns true when it ended the
     /// rollout. A terminal rollout refuses with the phase it is in.
-    pub async fn act(&mut self, ctx: Ctx<'_>, action: Action) -> Result<bool, Phase> {
+    pub(crate) async fn act(&mut self, ctx: Ctx<'_>, action: Action) -> Result<bool, Phase> {
         let phase = self.record.phase;
         if !phase.is_active() {
             return Err(phase);
@@ -238,7 +238,13 @@ impl Driver {
 
     /// Rolls the route back to its starting split and ends the rollout as `phase`;
     /// the current step gets `verdict` (unless it was already judged).
-    pub async fn rollback(&mut self, ctx: Ctx<'_>, reason: Reason, phase: Phase, verdict: Verdict) {
+    pub(crate) async fn rollback(
+        &mut self,
+        ctx: Ctx<'_>,
+        reason: Reason,
+        phase: Phase,
+        verdict: Verdict,
+    ) {
         let mut next = self.record.clone();
         if let Some(step) = next.steps.last_mut() {
             if matches!(step.verdict, Verdict::Measuring | Verdict::NotJudged) {
@@ -306,7 +312,7 @@ impl Driver {
     }
 
     /// Restarts measuring the current step (after a resume or a gateway restart).
-    pub fn remeasure(&mut self, ctx: Ctx<'_>) {
+    pub(crate) fn remeasure(&mut self, ctx: Ctx<'_>) {
         let len = self.step_len();
         self.measure = self
             .measure_due()

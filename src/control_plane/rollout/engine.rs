@@ -27,7 +27,7 @@ use crate::control_plane::controller::{Refusal, SharedSnapshot, Stopped};
 
 /// How often a running rollout looks at its target's health (and, while a step
 /// waits for `min_requests`, at its traffic).
-pub const DEFAULT_POLL: Duration = Duration::from_millis(250);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_millis(250);
 /// Finished rollouts kept for `GET` (oldest forgotten first).
 const HISTORY: usize = 100;
 /// Queue length of the command channel.

@@ -17,7 +17,7 @@ use crate::data_plane::snapshot::Snapshot;
 
 /// What the gate says about a step.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Judgement {
+pub(crate) enum Judgement {
     /// Move on; the note says why if it is not a plain pass.
     Pass { note: Option<String> },
     /// Roll back.
@@ -28,7 +28,7 @@ pub enum Judgement {
 
 /// Judges the target's `target` window (and the `from` pools' `baseline`) after
 /// `elapsed`; `waited_out` once the step has run `max_wait`.
-pub fn judge(
+pub(crate) fn judge(
     spec: &RolloutSpec,
     target: &Window,
     baseline: &Window,
@@ -123,7 +123,7 @@ pub fn judge(
 /// Why the target pool can no longer be trusted with traffic: it left the config,
 /// or most (more than half) of its non-draining primaries are ejected or unhealthy.
 /// Backends whose first probe is still pending (`unknown`) do not count against it.
-pub fn target_health(snapshot: &Snapshot, pool: &str) -> Option<Reason> {
+pub(crate) fn target_health(snapshot: &Snapshot, pool: &str) -> Option<Reason> {
     let Some(p) = snapshot.pool(pool) else {
         return Some(Reason::plain(
             "health",
@@ -145,12 +145,12 @@ pub fn target_health(snapshot: &Snapshot, pool: &str) -> Option<Reason> {
 }
 
 /// `0.0123` → `1.23%`.
-pub fn percent(rate: f64) -> String {
+pub(crate) fn percent(rate: f64) -> String {
     format!("{:.2}%", rate * 100.0)
 }
 
 /// A duration in milliseconds, fractional.
-pub fn millis(d: Duration) -> f64 {
+pub(crate) fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 

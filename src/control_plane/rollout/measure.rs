@@ -22,7 +22,7 @@ pub(super) struct Measure {
 }
 
 impl Measure {
-    pub fn start(ctx: Ctx<'_>, record: &Rollout, len: Duration) -> Measure {
+    pub(super) fn start(ctx: Ctx<'_>, record: &Rollout, len: Duration) -> Measure {
         let snapshot = ctx.snapshot.load();
         let sample = |pool: &str| {
             snapshot
@@ -40,7 +40,7 @@ impl Measure {
     }
 
     /// The target's and the `from` pools' traffic since the start.
-    pub fn windows(&self, ctx: Ctx<'_>, record: &Rollout) -> (Window, Window) {
+    pub(super) fn windows(&self, ctx: Ctx<'_>, record: &Rollout) -> (Window, Window) {
         let snapshot = ctx.snapshot.load();
         let now = |pool: &str| {
             snapshot

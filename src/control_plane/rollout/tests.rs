@@ -59,7 +59,7 @@ pub(super) struct Rig {
 }
 
 impl Rig {
-    pub async fn start(config: &str) -> Rig {
+    pub(super) async fn start(config: &str) -> Rig {
         let spec = crate::control_plane::config::parse(config).unwrap_or_else(|e| panic!("{e}"));
         let (task, control, snapshot) = Task::new(spec, None, crate::metrics::Registrar::off());
         let (manager, rollouts) = Manager::new(control.clone(), Arc::clone(&snapshot));
@@ -94,20 +94,20 @@ impl Rig {
     }
 
     /// Stops every task (like a gateway shutdown) and waits for them.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         self.shutdown.cancel();
         self.tasks.close();
         self.tasks.wait().await;
     }
 
-    pub fn set(&self, pool: &str, errors_permille: u32, latency_ms: u64) {
+    pub(super) fn set(&self, pool: &str, errors_permille: u32, latency_ms: u64) {
         let b = &self.pools[pool];
         b.errors.store(errors_permille, Ordering::Relaxed);
         b.latency_ms.store(latency_ms, Ordering::Relaxed);
     }
 
     /// The route's split now.
-    pub fn split(&self) -> Vec<(String, u32)> {
+    pub(super) fn split(&self) -> Vec<(String, u32)> {
         let snap = self.snapshot.load();
         snap.routes()[0]
             .split
@@ -118,7 +118,12 @@ impl Rig {
     }
 
     /// Waits (bounded, virtual time) until rollout `id` satisfies `done`.
-    pub async fn until(&self, id: &str, what: &str, done: impl Fn(&Rollout) -> bool) -> Rollout {
+    pub(super) async fn until(
+        &self,
+        id: &str,
+        what: &str,
+        done: impl Fn(&Rollout) -> bool,
+    ) -> Rollout {
         let mut changes = self.rollouts.changes();
         let wait = async {
             loop {
@@ -140,7 +145,7 @@ impl Rig {
     }
 
     /// Waits until the rollout has ended.
-    pub async fn finish(&self, id: &str) -> Rollout {
+    pub(super) async fn finish(&self, id: &str) -> Rollout {
         self.until(id, "the rollout ends", |r| !r.phase.is_active())
             .await
     }

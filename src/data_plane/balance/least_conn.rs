@@ -43,12 +43,12 @@ use crate::data_plane::backend::Backend;
 use crate::data_plane::health::FULL_RAMP;
 
 /// Largest pool scanned exactly; larger ones are sampled.
-pub const EXACT_MAX: usize = 16;
+pub(super) const EXACT_MAX: usize = 16;
 /// Candidates compared per pick in a sampled pool.
-pub const CHOICES: usize = 2;
+pub(super) const CHOICES: usize = 2;
 /// Draws a sampled pick makes to find its [`CHOICES`] usable candidates (with half
 /// the pool unusable, all 8 miss 0.4 % of the time and the pick scans).
-pub const MAX_DRAWS: usize = 8;
+pub(super) const MAX_DRAWS: usize = 8;
 
 /// Least-connections selection over the live counters; for large pools, plus the
 /// weighted sampling table.

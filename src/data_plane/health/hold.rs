@@ -61,7 +61,7 @@ impl Drop for HoldSlot<'_> {
 
 /// Waits until the latest version of `pool` has a backend to pick for a request that
 /// already `tried` some, or `deadline`; returns that version of the pool.
-pub async fn wait(
+pub(crate) async fn wait(
     snapshot: &SharedSnapshot,
     pool: &Arc<Pool>,
     spec: &HoldSpec,

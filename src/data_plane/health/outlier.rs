@@ -171,7 +171,7 @@ impl Pool {
 }
 
 /// `base × 2^level`, at most `max`.
-pub fn ejection_time(spec: &OutlierSpec, level: u32) -> Duration {
+pub(crate) fn ejection_time(spec: &OutlierSpec, level: u32) -> Duration {
     1u32.checked_shl(level)
         .and_then(|factor| spec.base_ejection.checked_mul(factor))
         .map_or(spec.max_ejection, |d| d.min(spec.max_ejection))

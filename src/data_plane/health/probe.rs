@@ -51,7 +51,7 @@ const NEWCOMER_SPACING: Duration = Duration::from_millis(1);
 
 /// When a probe task's first probe comes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FirstProbe {
+pub(crate) enum FirstProbe {
     /// The backends present at start-up, or a probe restarted with new settings (its
     /// backend keeps its status): a random share of `min(interval, 1 s)`, so that
     /// many backends are not probed in the same millisecond.
@@ -68,7 +68,7 @@ pub enum FirstProbe {
 
 impl FirstProbe {
     /// The random delay before the first probe.
-    pub fn delay(self, interval: Duration) -> Duration {
+    pub(crate) fn delay(self, interval: Duration) -> Duration {
         let span = interval.min(MAX_FIRST_DELAY);
         let span = match self {
             FirstProbe::Spread => span,
@@ -83,7 +83,7 @@ impl FirstProbe {
 
 /// What [`record`] made of one probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     /// Whether the probe passed (`expect_status`).
     pub passed: bool,
     /// `Some((from, to))` when the status changed.
@@ -91,7 +91,7 @@ pub struct Recorded {
 }
 
 /// Applies one probe outcome to `health` (the rise/fall state machine).
-pub fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -> Recorded {
+pub(crate) fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -> Recorded {
     use std::sync::atomic::Ordering::Relaxed;
 
     let passed = matches!(outcome, ProbeOutcome::Status(code) if spec.expect_status.contains(code));
@@ -130,7 +130,7 @@ pub fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -
 
 /// One backend to probe.
 #[derive(Clone, Debug)]
-pub struct ProbeTarget {
+pub(crate) struct ProbeTarget {
     /// The pool's runtime (events, held requests).
     pub pool: Arc<PoolHealth>,
     /// The backend's state the results go to.
@@ -143,7 +143,7 @@ pub struct ProbeTarget {
 /// timeout is applied here), the first one after `first`'s delay. Transitions are
 /// published on the pool's event channel, and every pass wakes the pool's held
 /// requests.
-pub async fn run<P, F>(
+pub(crate) async fn run<P, F>(
     target: ProbeTarget,
     first: FirstProbe,
     cancel: CancellationToken,
@@ -192,7 +192,7 @@ pub async fn run<P, F>(
 
 /// The longest a backend's first probe can take to finish from when its task
 /// started: the random first delay, then the probe's timeout.
-pub fn first_result_within(spec: &ProbeSpec) -> Duration {
+pub(crate) fn first_result_within(spec: &ProbeSpec) -> Duration {
     spec.interval.min(MAX_FIRST_DELAY) + spec.timeout
 }
 
@@ -203,7 +203,7 @@ fn random_below(span: Duration) -> Duration {
 }
 
 /// The `Host` header probes of `addr` send: the configured one, else `ip:port`.
-pub fn host_header(spec: &ProbeSpec, addr: SocketAddr) -> Option<HeaderValue> {
+pub(crate) fn host_header(spec: &ProbeSpec, addr: SocketAddr) -> Option<HeaderValue> {
     spec.host
         .clone()
         .or_else(|| HeaderValue::try_from(addr.to_string()).ok())
@@ -211,7 +211,7 @@ pub fn host_header(spec: &ProbeSpec, addr: SocketAddr) -> Option<HeaderValue> {
 
 /// One HTTP probe of `addr` on a fresh connection, over TLS when `tls` is given
 /// (the caller bounds its time). A failed TLS handshake is a connect failure.
-pub async fn http_probe(
+pub(crate) async fn http_probe(
     addr: SocketAddr,
     path: Uri,
     host: Option<HeaderValue>,

@@ -822,8 +822,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, H1Error> {
 /// Fuzzing entry point (`fuzz/fuzz_targets/response_head.rs`): parses `data` as a
 /// response head to a GET or (odd first byte) a HEAD, then frames what follows it.
 /// Panics only on a bug: a head must parse the same whole and split in two.
-#[doc(hidden)]
-pub fn fuzz_response(data: &[u8]) {
+pub(crate) fn fuzz_response(data: &[u8]) {
     let Some((&pick, data)) = data.split_first() else {
         return;
     };
@@ -859,8 +858,7 @@ pub fn fuzz_response(data: &[u8]) {
 /// Fuzzing entry point (`fuzz/fuzz_targets/chunked.rs`): decodes `data` as a chunked
 /// body in one read and again in reads cut where the first byte says. Panics only on
 /// a bug: both must give the same bytes and the same outcome.
-#[doc(hidden)]
-pub fn fuzz_chunked(data: &[u8]) {
+pub(crate) fn fuzz_chunked(data: &[u8]) {
     let Some((&pick, data)) = data.split_first() else {
         return;
     };

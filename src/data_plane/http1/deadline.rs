@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 
 /// Ready, with the time, once `at` has passed; registers `cx` to be woken then.
-pub fn poll(mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>, at: Instant) -> Poll<Instant> {
+pub(crate) fn poll(mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>, at: Instant) -> Poll<Instant> {
     if timer.deadline() > at {
         timer.as_mut().reset(at);
     }

@@ -11,7 +11,7 @@ use super::wire::{is_hop_by_hop_name, write_line};
 /// The end-to-end fields of a backend's raw response head, as `(name, value)`:
 /// what [`strip_hop_by_hop`] would leave of them, and no `Content-Length` (the
 /// framing is the writer's: [`RawFields::content_length`]).
-pub fn end_to_end(raw: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
+pub(crate) fn end_to_end(raw: &RawFields) -> impl Iterator<Item = (&[u8], &[u8])> {
     // Fields `Connection` names are hop-by-hop too; rare, so only then collected.
     let named: Vec<&[u8]> = if raw.connection_names_fields {
         raw.values(b"connection")
@@ -40,7 +40,7 @@ fn left_out_of_raw(name: &[u8]) -> bool {
 /// four, and no trimming (field by field this was a visible share of a proxied
 /// request's instructions: benches/JOURNAL.md, fourth pass). Fields named by `Connection` need
 /// the general walk.
-pub fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
+pub(crate) fn write_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
     let Some(lines) = raw.lines().filter(|_| !raw.connection_names_fields) else {
         return write_each_end_to_end(raw, out);
     };
@@ -85,7 +85,7 @@ fn write_each_end_to_end(raw: &RawFields, out: &mut Vec<u8>) {
 
 /// The end-to-end fields of `raw` (its `Content-Length` included) in a map, for
 /// whoever needs one: hyper's server, sticky-session learning.
-pub fn end_to_end_map(raw: &RawFields) -> HeaderMap {
+pub(crate) fn end_to_end_map(raw: &RawFields) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in end_to_end(raw) {
         if let (Ok(name), Some(value)) = (HeaderName::from_bytes(name), raw.value_of(value)) {
@@ -100,7 +100,7 @@ pub fn end_to_end_map(raw: &RawFields) -> HeaderMap {
 
 /// Puts `raw`'s end-to-end fields in `headers`, before the fields already there
 /// (the gateway's own, like a sticky cookie), in the order a head writer puts them.
-pub fn put_raw_first(raw: &RawFields, headers: &mut HeaderMap) {
+pub(crate) fn put_raw_first(raw: &RawFields, headers: &mut HeaderMap) {
     let own = std::mem::replace(headers, end_to_end_map(raw));
     for (name, value) in &own {
         headers.append(name, value.clone());

@@ -6,11 +6,11 @@
 //! ones included, and its head timer also bounds the wait between keep-alive requests
 //! (so those closed at `header_read_timeout`, not `idle_timeout`). Most requests a
 //! front door sees are one head and no body, answered by one head and a body streamed
-//! back: [`serve`] reads such a head, calls the handler and writes the answer itself,
+//! back: `serve` reads such a head, calls the handler and writes the answer itself,
 //! on the connection's own task. The first request it does not serve (a body, an
 //! upgrade, `Expect`, HTTP/1.0, h2c, CONNECT, a head hyper would refuse or answer
 //! with an error of its own) hands the connection, with every byte read so far, to
-//! hyper for the rest of its life ([`Outcome::HandOff`]), so what hyper did for those
+//! hyper for the rest of its life (`Outcome::HandOff`), so what hyper did for those
 //! requests is unchanged.
 //!
 //! Like hyper: the answer is framed by `Content-Length` when its length is known,
@@ -22,7 +22,7 @@
 //! Timers: the first request must complete its head within `header_read_timeout` of
 //! the accept; between requests a connection may wait `idle_timeout`, and once a head
 //! has begun it must complete within `header_read_timeout`. One timer per connection
-//! watches these ([`super::deadline`]), re-armed about once a period, not per
+//! watches these (`super::deadline`), re-armed about once a period, not per
 //! request; the drain's token is registered once per connection (polling it takes
 //! the token's mutex).
 
@@ -106,7 +106,7 @@ pub(crate) enum Outcome {
     HandOff(TcpStream, BytesMut),
 }
 
-/// A request's head as [`parse`] found it.
+/// A request's head as `parse` found it.
 // Built once per request and moved twice: boxing would allocate for each.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
@@ -921,8 +921,7 @@ fn write_date(out: &mut Vec<u8>) {
 /// Fuzzing entry point (`fuzz/fuzz_targets/request_head.rs`): parses `data` as the
 /// request heads at the front of a connection's buffer, the way [`serve`] does.
 /// Panics only on a bug: a partial head stays in the buffer, a taken one shrinks it.
-#[doc(hidden)]
-pub fn fuzz_request_head(data: &[u8]) {
+pub(crate) fn fuzz_request_head(data: &[u8]) {
     let mut buf = BytesMut::from(data);
     while !buf.is_empty() {
         let before = buf.len();

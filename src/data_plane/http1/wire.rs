@@ -21,7 +21,7 @@ pub(crate) fn reserve(buf: &mut BytesMut) {
 
 /// The items of a comma-separated field (`Connection`, `Transfer-Encoding`) over
 /// all its lines, trimmed, empty ones skipped (RFC 9110 §5.6.1).
-pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
+pub(crate) fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(name)
         .into_iter()
@@ -31,7 +31,7 @@ pub fn list_items(headers: &HeaderMap, name: HeaderName) -> impl Iterator<Item =
 }
 
 /// Writes one `name: value` head line.
-pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+pub(crate) fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
@@ -40,7 +40,7 @@ pub fn write_line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// The hop-by-hop fields (RFC 9110 §7.6.1 and RFC 7230's list) as lowercase bytes:
 /// `proxy::headers` keeps the same list as `HeaderName`s, in this order.
-pub const HOP_BY_HOP_NAMES: [&[u8]; 7] = [
+pub(crate) const HOP_BY_HOP_NAMES: [&[u8]; 7] = [
     b"connection",
     b"proxy-connection",
     b"keep-alive",
@@ -51,10 +51,10 @@ pub const HOP_BY_HOP_NAMES: [&[u8]; 7] = [
 ];
 
 /// Where `Connection` is in [`HOP_BY_HOP_NAMES`].
-pub const CONNECTION_AT: usize = 0;
+pub(crate) const CONNECTION_AT: usize = 0;
 
 /// Whether `name` (any case) is a field of [`HOP_BY_HOP_NAMES`].
-pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop_name(name: &[u8]) -> bool {
     hop_by_hop_index(name).is_some()
 }
 
@@ -64,7 +64,7 @@ pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
 /// name's length first: most names have a length no hop-by-hop name has, and the
 /// rest are one or two string compares (a scan of the list cost more: see
 /// benches/JOURNAL.md, seventh pass).
-pub fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
+pub(crate) fn hop_by_hop_index(name: &[u8]) -> Option<usize> {
     let at = |i: usize| name.eq_ignore_ascii_case(HOP_BY_HOP_NAMES[i]).then_some(i);
     match name.len() {
         2 => at(3),

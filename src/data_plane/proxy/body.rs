@@ -29,20 +29,19 @@ use crate::data_plane::http1::client::{H1Body, RawFields};
 use crate::data_plane::upstream::h2::H2Body;
 use crate::data_plane::upstream::Sender;
 
-pub use crate::data_plane::upstream::body::{
-    body_too_large, client_fault, BodyTooLarge, BoxError, ClientBodyError, ClientFault, Progress,
-    RequestBody,
+pub(crate) use crate::data_plane::upstream::body::{
+    body_too_large, client_fault, BoxError, ClientFault, Progress, RequestBody,
 };
 
 /// The backend stopped sending body frames for longer than the route's idle timeout.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend sent nothing for {0:?} (idle timeout)")]
-pub struct IdleTimeout(pub Duration);
+pub(crate) struct IdleTimeout(pub Duration);
 
 /// The backend was removed and its `stream_close_delay` ran out.
 #[derive(Debug, thiserror::Error)]
 #[error("the backend was removed (stream_close_delay ran out)")]
-pub struct BackendRemoved;
+pub(crate) struct BackendRemoved;
 
 /// Where a backend's body arrives from.
 enum Source {
@@ -121,7 +120,7 @@ impl UpstreamBody {
     }
 
     /// A body read off an HTTP/2 stream.
-    pub fn h2(body: H2Body, guard: InflightGuard, idle_timeout: Duration) -> Self {
+    pub(crate) fn h2(body: H2Body, guard: InflightGuard, idle_timeout: Duration) -> Self {
         Self::from_source(Source::H2 { body }, guard, idle_timeout)
     }
 

@@ -12,7 +12,7 @@ use super::framing::Malformed;
 use crate::data_plane::upstream::{ConnectError, WireError};
 
 /// Name of the response header that carries [`ProxyError::cause`].
-pub const ERROR_HEADER: &str = "sluicegate-error";
+pub(crate) const ERROR_HEADER: &str = "sluicegate-error";
 
 /// Why the gateway answered instead of a backend.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +59,7 @@ pub enum ProxyError {
 
 /// The status nginx logs for a client that closed before its answer: no answer
 /// reaches it, the access log and metrics record it.
-pub const CLIENT_CLOSED: u16 = 499;
+pub(crate) const CLIENT_CLOSED: u16 = 499;
 
 impl ProxyError {
     /// The status the client receives.

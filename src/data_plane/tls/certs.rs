@@ -28,7 +28,7 @@ pub struct Loaded {
 
 /// Why an entry could not be loaded; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
-pub enum CertError {
+pub(crate) enum CertError {
     /// The file could not be read.
     #[error("cannot read {}: {error}", .path.display())]
     Read {
@@ -64,7 +64,7 @@ pub enum CertError {
 
 impl CertError {
     /// The entry's key (`cert` or `key`) whose file is at fault.
-    pub fn field(&self) -> &'static str {
+    pub(crate) fn field(&self) -> &'static str {
         match self {
             CertError::Read { field, .. } | CertError::Pem { field, .. } => field,
             CertError::NoCertificate { .. } | CertError::BadCert { .. } => "cert",
@@ -76,7 +76,7 @@ impl CertError {
 }
 
 /// Reads, parses and pairs the files of `spec`.
-pub fn load(spec: &CertificateSpec, provider: &CryptoProvider) -> Result<Loaded, CertError> {
+pub(crate) fn load(spec: &CertificateSpec, provider: &CryptoProvider) -> Result<Loaded, CertError> {
     let cert_bytes = read(&spec.cert, "cert")?;
     let key_bytes = read(&spec.key, "key")?;
     let mut hasher = DefaultHasher::new();

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
 /// Errors a streamed body can end with.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body sent to a backend.
 #[derive(Debug)]
@@ -119,7 +119,7 @@ impl Progress {
 /// Why a client's request body could not be passed on: the client's doing, never
 /// the backend's.
 #[derive(Debug, thiserror::Error)]
-pub enum ClientBodyError {
+pub(crate) enum ClientBodyError {
     /// The body's framing is broken (a bad chunk size or terminator, …).
     #[error("the request body is malformed: {0}")]
     Malformed(#[source] hyper::Error),
@@ -144,7 +144,7 @@ pub enum ClientFault {
 
 impl ClientBodyError {
     /// Its kind.
-    pub fn fault(&self) -> ClientFault {
+    pub(crate) fn fault(&self) -> ClientFault {
         match self {
             ClientBodyError::Malformed(_) => ClientFault::Malformed,
             ClientBodyError::Aborted(_) => ClientFault::Aborted,
@@ -178,7 +178,7 @@ impl ClientBodyError {
 /// A streamed request body went past the route's `max_request_body`.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body is larger than {limit} bytes")]
-pub struct BodyTooLarge {
+pub(crate) struct BodyTooLarge {
     pub limit: u64,
 }
 
@@ -268,7 +268,7 @@ impl ClientBody {
 }
 
 /// Whether a failed upstream exchange was cut by the client's body; how if so.
-pub fn client_fault(err: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
+pub(crate) fn client_fault(err: &(dyn std::error::Error + 'static)) -> Option<ClientFault> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(found) = e.downcast_ref::<ClientBodyError>() {
@@ -280,7 +280,7 @@ pub fn client_fault(err: &(dyn std::error::Error + 'static)) -> Option<ClientFau
 }
 
 /// Whether a failed upstream exchange was cut by [`BodyTooLarge`]; the limit if so.
-pub fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
+pub(crate) fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
     let mut cur = Some(err);
     while let Some(e) = cur {
         if let Some(too_large) = e.downcast_ref::<BodyTooLarge>() {

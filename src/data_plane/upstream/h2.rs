@@ -48,7 +48,7 @@ const MAX_HEADER_LIST: u32 = 64 << 10;
 const MAX_SEND_BUFFER: usize = 1 << 20;
 
 /// One multiplexed connection to the backend.
-pub struct H2Conn {
+pub(crate) struct H2Conn {
     send: SendRequest<Bytes>,
     /// Streams leased on it (open or queued by h2).
     active: AtomicUsize,
@@ -82,11 +82,8 @@ impl H2Conn {
 /// A stream slot on one connection, held from the stream's open until its
 /// response body ends (or is dropped).
 #[derive(Debug)]
-pub struct Lease {
+pub(crate) struct Lease {
     conn: Arc<H2Conn>,
-    /// Whether the connection was open before this stream (a GOAWAY may be on
-    /// its way).
-    pub reused: bool,
 }
 
 impl Lease {
@@ -107,7 +104,7 @@ impl Drop for Lease {
 
 /// Why a stream could not be opened or answered.
 #[derive(Debug, thiserror::Error)]
-pub enum H2SendError {
+pub(crate) enum H2SendError {
     /// The backend did not process the stream (`REFUSED_STREAM`, above a
     /// GOAWAY's last stream id, or the connection was already going away): it may
     /// go again anywhere, with its body if none of it was taken.
@@ -119,12 +116,12 @@ pub enum H2SendError {
 }
 
 /// Whether `err` says the backend never processed the stream (RFC 9113 §8.7).
-pub fn unprocessed(err: &h2::Error) -> bool {
+pub(crate) fn unprocessed(err: &h2::Error) -> bool {
     err.reason() == Some(Reason::REFUSED_STREAM) || (err.is_go_away() && err.is_remote())
 }
 
 /// The multiplexed HTTP/2 connections to one backend.
-pub struct H2Pool {
+pub(crate) struct H2Pool {
     addr: SocketAddr,
     tls: Option<Arc<UpstreamTls>>,
     spec: H2Spec,
@@ -149,7 +146,7 @@ impl std::fmt::Debug for H2Pool {
 impl H2Pool {
     /// Connections to `addr` (over `tls`, ALPN h2, when given) with `spec`'s
     /// settings, ended when `closed` is cancelled.
-    pub fn new(
+    pub(crate) fn new(
         addr: SocketAddr,
         tls: Option<Arc<UpstreamTls>>,
         spec: H2Spec,
@@ -167,35 +164,17 @@ impl H2Pool {
     }
 
     /// The settings these connections were made with.
-    pub fn spec(&self) -> &H2Spec {
+    pub(crate) fn spec(&self) -> &H2Spec {
         &self.spec
     }
 
     /// `https` over TLS, else `http` (the `:scheme` of the streams).
-    pub fn scheme(&self) -> &'static str {
+    pub(crate) fn scheme(&self) -> &'static str {
         if self.tls.is_some() {
             "https"
         } else {
             "http"
         }
-    }
-
-    /// Connections open and taking streams.
-    pub fn open_count(&self) -> usize {
-        self.conns
-            .load()
-            .iter()
-            .filter(|c| !c.is_draining())
-            .count()
-    }
-
-    /// Streams leased on every connection.
-    pub fn active_streams(&self) -> usize {
-        self.conns
-            .load()
-            .iter()
-            .map(|c| c.active.load(Ordering::Relaxed))
-            .sum()
     }
 
     /// A slot on an open connection with one free, without waiting.
@@ -223,7 +202,6 @@ impl H2Pool {
             if taken.is_ok() {
                 return Some(Lease {
                     conn: Arc::clone(conn),
-                    reused: true,
                 });
             }
         }
@@ -233,7 +211,7 @@ impl H2Pool {
     /// A stream slot: on an open connection with a free one, else on a new
     /// connection (within `connect_timeout`), else, at `max_connections`, on
     /// the least loaded connection (h2 queues the stream until a slot frees).
-    pub async fn lease(&self, connect_timeout: Duration) -> Result<Lease, ConnectError> {
+    pub(crate) async fn lease(&self, connect_timeout: Duration) -> Result<Lease, ConnectError> {
         if let Some(lease) = self.try_lease() {
             return Ok(lease);
         }
@@ -263,7 +241,6 @@ impl H2Pool {
                 least.active.fetch_add(1, Ordering::AcqRel);
                 return Ok(Lease {
                     conn: Arc::clone(least),
-                    reused: true,
                 });
             }
         }
@@ -281,15 +258,12 @@ impl H2Pool {
             next.push(Arc::clone(&conn));
             self.conns.store(Arc::new(next));
         }
-        Ok(Lease {
-            conn,
-            reused: false,
-        })
+        Ok(Lease { conn })
     }
 
     /// Takes `lease`'s connection out of rotation: it went away (GOAWAY) or
     /// failed. Its streams finish; it closes after the last.
-    pub fn retire(&self, lease: &Lease) {
+    pub(crate) fn retire(&self, lease: &Lease) {
         lease.conn.drain();
         let _edit = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         let next: Vec<Arc<H2Conn>> = self
@@ -303,7 +277,7 @@ impl H2Pool {
     }
 
     /// Drains every connection (the backend is gone, or its pool's settings changed).
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         let _edit = self.edit.lock().unwrap_or_else(|e| e.into_inner());
         for conn in self.conns.load().iter() {
             conn.drain();
@@ -468,7 +442,7 @@ async fn keepalive(
 
 /// Opens a stream for `head` on `lease`'s connection; `end` when the request
 /// has no body. The error says whether the backend can have seen it.
-pub async fn open(
+pub(crate) async fn open(
     lease: &Lease,
     head: http::Request<()>,
     end: bool,
@@ -481,19 +455,10 @@ pub async fn open(
         .map_err(H2SendError::Unprocessed)
 }
 
-/// Sorts a stream's failure before its response head.
-pub fn answer_error(err: h2::Error) -> H2SendError {
-    if unprocessed(&err) {
-        H2SendError::Unprocessed(err)
-    } else {
-        H2SendError::Failed(err)
-    }
-}
-
 /// The request body going up one stream, by the backend's flow control. Its
 /// state is all here, so polling it can stop and resume (the attempt races it
 /// against the answer, then hands what is left to a task of its own).
-pub struct Pump {
+pub(crate) struct Pump {
     body: RequestBody,
     stream: SendStream<Bytes>,
     /// Data waiting for window.
@@ -505,7 +470,7 @@ pub struct Pump {
 
 impl Pump {
     /// Sends `body` on `stream`.
-    pub fn new(body: RequestBody, stream: SendStream<Bytes>) -> Self {
+    pub(crate) fn new(body: RequestBody, stream: SendStream<Bytes>) -> Self {
         Pump {
             body,
             stream,
@@ -516,18 +481,18 @@ impl Pump {
     }
 
     /// Whether the whole body went up.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done
     }
 
     /// The body, if none of it was taken (to send again elsewhere).
-    pub fn into_untouched(self) -> Option<RequestBody> {
+    pub(crate) fn into_untouched(self) -> Option<RequestBody> {
         (!self.touched).then_some(self.body)
     }
 
     /// Sends until the body ended (`Ok`) or failed: the body's error (the
     /// client's doing), or the stream's.
-    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PumpError>> {
+    pub(crate) fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), PumpError>> {
         if self.done {
             return Poll::Ready(Ok(()));
         }
@@ -590,7 +555,7 @@ impl Pump {
     /// Sends the rest on a task of its own (the answer came before the body
     /// ended: streaming calls). A failure resets the stream, so the backend
     /// and the response body both learn it.
-    pub fn spawn_rest(mut self) {
+    pub(crate) fn spawn_rest(mut self) {
         if self.done {
             return;
         }
@@ -605,7 +570,7 @@ impl Pump {
 
 /// Why a request body stopped going up.
 #[derive(Debug, thiserror::Error)]
-pub enum PumpError {
+pub(crate) enum PumpError {
     /// The client's body failed (too large, malformed, gone, too slow).
     #[error("{0}")]
     Body(BoxError),
@@ -616,7 +581,7 @@ pub enum PumpError {
 
 /// A backend's response body on one stream: data, then trailers, handing the
 /// window back as it goes; holds the stream's slot until it ends.
-pub struct H2Body {
+pub(crate) struct H2Body {
     recv: RecvStream,
     data_done: bool,
     lease: Option<Lease>,
@@ -632,7 +597,7 @@ impl std::fmt::Debug for H2Body {
 
 impl H2Body {
     /// The body of a response on `lease`'s stream.
-    pub fn new(recv: RecvStream, lease: Lease) -> Self {
+    pub(crate) fn new(recv: RecvStream, lease: Lease) -> Self {
         let mut body = H2Body {
             recv,
             data_done: false,
@@ -645,7 +610,7 @@ impl H2Body {
     }
 
     /// Frees the stream's slot early (the body was abandoned).
-    pub fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.lease = None;
     }
 }

@@ -249,7 +249,7 @@ fn api_error(status: StatusCode, body: &[u8]) -> CtlError {
 }
 
 /// Percent-encodes one path segment (IPv6 brackets, spaces, slashes…).
-pub fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {

@@ -35,7 +35,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// One running demo agent; [`Agent::shutdown`] stops it.
 #[derive(Debug)]
-pub struct Agent {
+pub(super) struct Agent {
     name: String,
     addr: SocketAddr,
     stop: CancellationToken,
@@ -51,7 +51,7 @@ struct Identity {
 
 impl Agent {
     /// Binds `127.0.0.1:0` and serves as `name` (`version`) on a spawned task.
-    pub async fn spawn(name: &str, version: &str) -> std::io::Result<Agent> {
+    pub(super) async fn spawn(name: &str, version: &str) -> std::io::Result<Agent> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
         let header = |s: &str| {
@@ -74,17 +74,17 @@ impl Agent {
     }
 
     /// The agent's name.
-    pub fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.name
     }
 
     /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
+    pub(super) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops accepting and drops open connections. Returns at once.
-    pub fn shutdown(&self) {
+    pub(super) fn shutdown(&self) {
         self.stop.cancel();
     }
 }

@@ -286,7 +286,10 @@ async fn readyz_until(gw: &LiveGateway, status: u16) -> crate::support::Reply {
 async fn readyz_names_an_ended_task(gw: &LiveGateway, task: &str) {
     // Ready once the first probes are in.
     assert_eq!(readyz_until(gw, 200).await.status, 200);
-    assert!(gw.tasks.abort_one(task), "{task} is running");
+    assert!(
+        sluicegate::testing::abort_task(&gw.tasks, task),
+        "{task} is running"
+    );
     let r = readyz_until(gw, 503).await;
     assert_eq!(r.status, 503, "{task}");
     let text = String::from_utf8_lossy(&r.body);

@@ -24,7 +24,7 @@ const MAX_EVENT_LINE: usize = 64 * 1024;
 
 /// Where an HTTP server is.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Endpoint {
+pub(crate) enum Endpoint {
     /// A unix socket path.
     Unix(PathBuf),
     /// `host:port` over TCP.
@@ -42,7 +42,7 @@ impl std::fmt::Display for Endpoint {
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// `DOCKER_HOST` (or the option) has a scheme we cannot use.
     #[error(
         "unsupported Docker host {0:?}; use unix:///path, tcp://host:port or http://host:port"
@@ -83,7 +83,7 @@ pub enum RequestError {
 
 impl RequestError {
     /// The HTTP status, for answers that had one.
-    pub fn status(&self) -> Option<StatusCode> {
+    pub(crate) fn status(&self) -> Option<StatusCode> {
         match self {
             RequestError::Status { status, .. } => Some(*status),
             _ => None,
@@ -93,7 +93,7 @@ impl RequestError {
 
 impl Endpoint {
     /// `host`, else `$DOCKER_HOST`, else the default socket.
-    pub fn docker(host: Option<&str>) -> Result<Endpoint, RequestError> {
+    pub(crate) fn docker(host: Option<&str>) -> Result<Endpoint, RequestError> {
         let host = host
             .map(str::to_owned)
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
@@ -156,7 +156,7 @@ impl Endpoint {
     }
 
     /// `GET path`, the whole 2xx answer within `timeout`.
-    pub async fn get(
+    pub(crate) async fn get(
         &self,
         path: &str,
         token: Option<&str>,
@@ -207,7 +207,7 @@ impl Endpoint {
     }
 
     /// `GET path` as JSON.
-    pub async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         token: Option<&str>,
@@ -222,7 +222,11 @@ impl Endpoint {
     }
 
     /// Opens the event stream at `path` (connecting within `timeout`).
-    pub async fn events(&self, path: &str, timeout: Duration) -> Result<Events, RequestError> {
+    pub(crate) async fn events(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> Result<Events, RequestError> {
         let resp = tokio::time::timeout(timeout, self.send(path, None))
             .await
             .unwrap_or_else(|_| {
@@ -249,14 +253,14 @@ impl Endpoint {
 
 /// An open `/events` stream; each call to [`Events::next`] yields one line.
 #[derive(Debug)]
-pub struct Events {
+pub(crate) struct Events {
     body: Incoming,
     buf: BytesMut,
 }
 
 impl Events {
     /// The next event line; `None` when the stream ended or failed.
-    pub async fn next(&mut self) -> Option<Bytes> {
+    pub(crate) async fn next(&mut self) -> Option<Bytes> {
         loop {
             if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
                 let line = self.buf.split_to(at + 1).freeze();

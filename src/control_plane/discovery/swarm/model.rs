@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 /// Labels as Docker sends them (`null` and absent are both empty).
-pub type Labels = HashMap<String, String>;
+pub(crate) type Labels = HashMap<String, String>;
 
 fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
 where
@@ -167,7 +167,7 @@ pub struct NodeStatus {
 /// Docker's error body: `{"message": "…"}`.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub message: String,
 }
 

@@ -28,7 +28,7 @@ const RUNNING_TASKS: &str = "/v1.41/tasks?filters=%7B%22desired-state%22%3A%5B%2
 /// `filters={"type":["service","node"]}`, URL-encoded.
 const EVENTS: &str = "/v1.41/events?filters=%7B%22type%22%3A%5B%22service%22%2C%22node%22%5D%7D";
 /// Where a manager gateway serves its set.
-pub const EXPORT_PATH: &str = "/api/v1/discovery/swarm";
+pub(super) const EXPORT_PATH: &str = "/api/v1/discovery/swarm";
 /// Concurrent inspections of stopping tasks.
 const INSPECT_CONCURRENCY: usize = 8;
 /// Longest wait between event stream reconnects.
