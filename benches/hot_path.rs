@@ -126,6 +126,8 @@ fn spec_with_routes(n: usize) -> Spec {
             balance: Balance::RoundRobin,
             backends: vec![],
             tls: None,
+            protocol: Default::default(),
+            h2: Default::default(),
             health: Default::default(),
             limits: Default::default(),
         }],
@@ -190,6 +192,8 @@ fn spec_with_pools(pools: usize, per_pool: usize, metrics: bool) -> Spec {
                 })
                 .collect(),
             tls: None,
+            protocol: Default::default(),
+            h2: Default::default(),
             health: Default::default(),
             limits: Default::default(),
         })

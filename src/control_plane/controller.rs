@@ -377,8 +377,10 @@ fn rebuild(
             // One lookup in the common case (the backend survives unchanged); a state
             // made for another `tls` setting stays to be retired with the rest.
             let reused = match old_backends.entry(key.clone()) {
-                Entry::Occupied(e) if e.get().conns().tls_spec() == want => Some(e.remove()),
-                _ => take_retiring(retiring, &key, want),
+                Entry::Occupied(e) if e.get().conns().made_for(want, pool.protocol, &pool.h2) => {
+                    Some(e.remove())
+                }
+                _ => take_retiring(retiring, &key, pool),
             };
             let state = reused.unwrap_or_else(|| {
                 let tls = want.map(|spec| {
@@ -429,11 +431,14 @@ fn rebuild(
 fn take_retiring(
     retiring: &mut Vec<(Key, Retiring)>,
     key: &Key,
-    want: Option<&UpstreamTlsSpec>,
+    pool: &PoolSpec,
 ) -> Option<Arc<BackendState>> {
-    let i = retiring
-        .iter()
-        .position(|(k, r)| k == key && r.state.conns().tls_spec() == want)?;
+    let i = retiring.iter().position(|(k, r)| {
+        k == key
+            && r.state
+                .conns()
+                .made_for(pool.tls.as_ref(), pool.protocol, &pool.h2)
+    })?;
     Some(retiring.swap_remove(i).1.state)
 }
 
@@ -466,7 +471,7 @@ fn new_backend(
     generation: Generation,
     tls: Option<Arc<UpstreamTls>>,
 ) -> Arc<BackendState> {
-    let state = BackendState::with_tls(addr, tls);
+    let state = BackendState::with_upstream(addr, tls, pool.protocol, &pool.h2);
     let health = state.health();
     match pool.health.probe.as_ref().map(|p| p.initial) {
         Some(InitialHealth::Unknown) => {

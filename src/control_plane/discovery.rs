@@ -97,6 +97,8 @@ pub struct DiscoveredBackend {
     pub draining: bool,
     /// `sluicegate.health.path`, if given.
     pub health_path: Option<Arc<str>>,
+    /// `sluicegate.protocol`, if given.
+    pub protocol: Option<crate::control_plane::config::spec::Protocol>,
     /// The network whose IP `addr` is.
     pub network: Arc<str>,
 }

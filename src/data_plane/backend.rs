@@ -19,6 +19,7 @@ use arc_swap::ArcSwapOption;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::control_plane::config::spec::{H2Spec, Protocol};
 use crate::data_plane::health::{BackendHealth, HealthStatus};
 use crate::data_plane::pool_stats::PoolStats;
 use crate::data_plane::tls::upstream::UpstreamTls;
@@ -73,6 +74,17 @@ impl BackendState {
 
     /// Like [`new`](Self::new), for a backend spoken to over TLS when `tls` is given.
     pub fn with_tls(addr: SocketAddr, tls: Option<Arc<UpstreamTls>>) -> Self {
+        Self::with_upstream(addr, tls, Protocol::Http1, &H2Spec::default())
+    }
+
+    /// Like [`with_tls`](Self::with_tls), speaking `protocol` (HTTP/2 with `h2`'s
+    /// connection settings).
+    pub fn with_upstream(
+        addr: SocketAddr,
+        tls: Option<Arc<UpstreamTls>>,
+        protocol: Protocol,
+        h2: &H2Spec,
+    ) -> Self {
         let closed = CancellationToken::new();
         BackendState {
             addr,
@@ -83,7 +95,7 @@ impl BackendState {
             withheld: AtomicU8::new(0),
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
-            conns: ConnPool::with_tls(addr, closed.clone(), tls),
+            conns: ConnPool::with_protocol(addr, closed.clone(), tls, protocol, h2),
             closed,
             metrics: ArcSwapOption::empty(),
         }

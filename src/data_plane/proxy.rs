@@ -28,6 +28,7 @@
 pub(crate) mod body;
 pub(crate) mod error;
 pub mod framing;
+pub mod grpc;
 pub mod headers;
 mod trail;
 mod tunnel;
@@ -56,7 +57,8 @@ use crate::data_plane::http1::client::{self as h1, H1Body, H1Error, RawFields};
 use crate::data_plane::route::{host_without_port, RequestView};
 use crate::data_plane::snapshot::{Pool, Route, Snapshot, Tried};
 use crate::data_plane::split::Pin as SessionPin;
-use crate::data_plane::upstream::Sender;
+use crate::data_plane::upstream::h2::{self as up_h2, H2Body, H2SendError, Lease, Pump, PumpError};
+use crate::data_plane::upstream::{Sender, WireError};
 use body::{RequestBody, ResponseBody, UpstreamBody};
 use error::ProxyError;
 use trail::Trail;
@@ -139,6 +141,8 @@ struct Prepared<'s, 'c> {
     /// How far the client's body has gone upstream (when it has one): the
     /// response-header timer starts once it is whole.
     upload: Option<Arc<body::Progress>>,
+    /// A gRPC call's deadline (`grpc-timeout`), which bounds every attempt.
+    deadline: Option<Instant>,
 }
 
 /// The kind of connection an attempt goes on. Everything above [`exchange`] is
@@ -150,6 +154,8 @@ enum ConnKind {
     Http1,
     /// hyper's HTTP/1.1 client: bodies, upgrades, TLS backends.
     Hyper,
+    /// A stream on a multiplexed HTTP/2 connection (`protocol = "h2c"` or `"h2"`).
+    H2,
 }
 
 /// A backend's answer, by the kind of connection it came on.
@@ -161,6 +167,8 @@ enum Answer {
     /// From a gateway-driven connection, whose head fields stay raw, passed on as
     /// they came.
     Http1(Response<H1Body>, RawFields),
+    /// From an HTTP/2 stream; the stream's slot is held until its body ends.
+    H2(Response<h2::RecvStream>, Lease),
 }
 
 impl Answer {
@@ -168,6 +176,17 @@ impl Answer {
         match self {
             Answer::Hyper(resp, _) => resp.status(),
             Answer::Http1(resp, _) => resp.status(),
+            Answer::H2(resp, _) => resp.status(),
+        }
+    }
+
+    /// The status passive ejection and the pool's error rate (rollout gates)
+    /// judge: a gRPC answer that failed before any message (trailers-only, HTTP
+    /// 200) counts as its `grpc-status` maps to HTTP (UNAVAILABLE as a 503, …).
+    fn verdict(&self) -> StatusCode {
+        match self {
+            Answer::H2(resp, _) => grpc::trailers_only_status(resp.status(), resp.headers()),
+            other => other.status(),
         }
     }
 
@@ -176,6 +195,7 @@ impl Answer {
     fn learn(&self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
         match self {
             Answer::Hyper(resp, _) => split.learn(pin, resp.headers(), pool),
+            Answer::H2(resp, _) => split.learn(pin, resp.headers(), pool),
             Answer::Http1(_, fields) => {
                 split.learn(
                     pin,
@@ -244,13 +264,14 @@ impl Proxy {
                 Err(answer) => return answer,
             };
         }
+        let grpc = grpc::is_grpc(req.headers());
         let mut trail = Trail::start(&snapshot, &req, client.addr);
         match self.forward(&snapshot, req, client, &mut trail).await {
             Ok(mut resp) => {
                 trail.finish(&mut resp, None);
                 resp
             }
-            Err(err) => gateway_answer(err, version, trail),
+            Err(err) => gateway_answer(err, version, grpc, trail),
         }
     }
 
@@ -280,7 +301,7 @@ impl Proxy {
             let refuse = |err: ProxyError| {
                 let mut trail = Trail::start(&snapshot, req, client.addr);
                 trail.route(route);
-                gateway_answer(err, req.version(), trail)
+                gateway_answer(err, req.version(), grpc::is_grpc(req.headers()), trail)
             };
             let (spec, shared) = match &route.gate {
                 None => return Ok(Arc::clone(&snapshot)),
@@ -395,8 +416,24 @@ impl Proxy {
 
         // Only the route's `upgrades` may become tunnels; any other upgrade request
         // goes on as a plain one (its `Upgrade` is stripped with the hop-by-hop rest).
+        let h2_pool = pool.protocol().is_h2();
+        let grpc = grpc::is_grpc(req.headers());
+        if grpc {
+            grpc::check_versions(req.version(), h2_pool)?;
+        }
+        // An HTTP/2 pool has no upgrades (RFC 9113 §8.6): the request goes as a
+        // plain one.
         let upgrade = req.version() == Version::HTTP_11
+            && !h2_pool
             && headers::keep_allowed_upgrades(req.headers_mut(), &route.upgrades);
+        // `te: trailers` says the client takes trailers (gRPC needs it said):
+        // the one TE value HTTP/2 allows, kept for an HTTP/2 backend.
+        let te_trailers = h2_pool && grpc::asks_for_trailers(req.headers());
+        let deadline = if grpc {
+            grpc::timeout(req.headers()).map(|t| Instant::now() + t)
+        } else {
+            None
+        };
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
         let (mut parts, body) = req.into_parts();
@@ -404,6 +441,11 @@ impl Proxy {
             headers::join_cookies(&mut parts.headers);
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
         if !bodiless && body_length_unknown(&parts.headers, body.as_ref()) {
             // hyper's client sends a GET, HEAD or CONNECT whose body has no known
@@ -434,7 +476,7 @@ impl Proxy {
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
         let plain = bodiless && !upgrade;
-        let fast = plain && self.http1_fast_path;
+        let fast = plain && self.http1_fast_path && !h2_pool;
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
         let forwarding_in_map = !fast;
@@ -458,6 +500,7 @@ impl Proxy {
             fast,
             replayable,
             upload,
+            deadline,
         };
         Ok((plan, req))
     }
@@ -527,6 +570,15 @@ impl Proxy {
                     replay = Some(Replay::of(&req));
                 }
                 ConnKind::Http1
+            } else if backend.state.conns().h2().is_some() {
+                if !plan.forwarding_in_map {
+                    plan.forwarding.apply(req.headers_mut());
+                    plan.forwarding_in_map = true;
+                }
+                if plan.replayable && replay.is_none() {
+                    replay = Some(Replay::of(&req));
+                }
+                ConnKind::H2
             } else {
                 if !plan.forwarding_in_map {
                     plan.forwarding.apply(req.headers_mut());
@@ -539,11 +591,22 @@ impl Proxy {
             };
             let forwarding = (!plan.forwarding_in_map).then_some(&plan.forwarding);
             let upload = plan.upload.as_deref();
+            let response_header = match plan.deadline {
+                None => route.timeouts.response_header,
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(started);
+                    if left.is_zero() {
+                        return Err(last_error.unwrap_or(ProxyError::ResponseTimeout));
+                    }
+                    left.min(route.timeouts.response_header)
+                }
+            };
             match exchange(
                 kind,
                 backend,
                 req,
                 &route.timeouts,
+                response_header,
                 forwarding,
                 started,
                 upload,
@@ -555,14 +618,10 @@ impl Proxy {
                     let latency = answered.saturating_duration_since(started);
                     backend.state.observe_latency(latency, answered);
                     trail.answered(latency, answered);
-                    pool.report_response(backend, answer.status());
-                    pool.health()
-                        .traffic()
-                        .record_response(answer.status(), latency);
-                    backend
-                        .state
-                        .traffic()
-                        .record_response(answer.status(), latency);
+                    let verdict = answer.verdict();
+                    pool.report_response(backend, verdict);
+                    pool.health().traffic().record_response(verdict, latency);
+                    backend.state.traffic().record_response(verdict, latency);
                     if failures < route.retries as usize
                         && route.retry_on_status.contains(&answer.status().as_u16())
                     {
@@ -641,6 +700,12 @@ impl Proxy {
                 return Err(ProxyError::BadUpgrade)
             }
             Answer::Http1(resp, fields) => (resp, fields),
+            Answer::H2(resp, lease) => {
+                let (mut parts, recv) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut parts.headers, false);
+                let body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
+                return Ok(upstream_response(parts, body, None, set_cookie));
+            }
         };
         // The map is empty: the fields stay raw, and their hop-by-hop ones are left
         // out where they are written (`headers::end_to_end`), so there is nothing to
@@ -764,10 +829,19 @@ fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
 /// The gateway's own answer to a request it could not forward.
 #[cold]
 #[inline(never)]
-fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
+fn gateway_answer(
+    err: ProxyError,
+    version: Version,
+    grpc: bool,
+    trail: Trail<'_>,
+) -> Response<ResponseBody> {
     let cause = err.cause();
     tracing::debug!(%err, cause, "answered by the gateway");
     let refused = err.breaks_framing();
+    // A gRPC client reads only gRPC statuses: the same cause, in its terms (the
+    // metrics and the access log keep the HTTP status of the cause).
+    let answer_grpc = grpc && version >= Version::HTTP_2;
+    let code = answer_grpc.then(|| grpc::code_of(&err));
     let mut resp = err.into_response();
     if refused && version < Version::HTTP_2 {
         // What follows on this connection may be the rest of a request
@@ -776,25 +850,38 @@ fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Respon
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     trail.finish(&mut resp, Some(cause));
-    resp
+    match code {
+        Some(code) => grpc::error_response(code, cause, resp.status()),
+        None => resp,
+    }
 }
 
 /// One exchange with one backend on a connection of `kind`: the answer, or why
 /// it failed with whether the request was sent (the error says) and the request
 /// when it is still whole. Not an `async fn`: that would nest one more state
-/// machine in every request's future.
+/// machine in every request's future. `response_header` is the route's, or
+/// less when a gRPC deadline is nearer.
+#[allow(clippy::too_many_arguments)]
 fn exchange<'a>(
     kind: ConnKind,
     backend: &'a Backend,
     req: Request<RequestBody>,
     timeouts: &'a Timeouts,
+    response_header: Duration,
     forwarding: Option<&'a headers::Forwarding<'a>>,
     started: Instant,
     upload: Option<&'a body::Progress>,
 ) -> impl Future<Output = Result<Answer, Failed>> + Send + 'a {
     match kind {
         ConnKind::Http1 => Either::Left(send_h1(backend, req, timeouts, forwarding, started)),
-        ConnKind::Hyper => Either::Right(cold(send(backend, req, timeouts, upload))),
+        ConnKind::Hyper => Either::Right(Either::Left(cold(send(backend, req, timeouts, upload)))),
+        ConnKind::H2 => Either::Right(Either::Right(cold(Box::pin(send_h2(
+            backend,
+            req,
+            timeouts.connect,
+            response_header,
+            upload,
+        ))))),
     }
 }
 
@@ -948,6 +1035,217 @@ async fn send_h1(
         };
         return Err(Failed::with_request(error, req));
     }
+}
+
+/// Streams one attempt opens, beyond one per connection the backend may have,
+/// when the backend did not process them (GOAWAY, `REFUSED_STREAM`) before the
+/// request goes back as unsent: every connection may be going away at once (a
+/// backend restarting), and each failed open retires one.
+const EXTRA_H2_OPENS: u32 = 2;
+
+/// One attempt on an HTTP/2 backend: a stream on one of its multiplexed
+/// connections. A stream the backend did not process goes again on another
+/// connection of the backend (the one that went away is retired), a bounded
+/// number of times; then the request goes back whole, as unsent, for the retry
+/// rules to send elsewhere. A body is sent while the answer is awaited (the
+/// response-header timer starts once it is whole, as with hyper's client); what
+/// is left of it when the answer comes (streaming calls) goes on by itself.
+async fn send_h2(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    connect: Duration,
+    response_header: Duration,
+    upload: Option<&body::Progress>,
+) -> Result<Answer, Failed> {
+    let conns = backend.state.conns();
+    let Some(pool) = conns.h2() else {
+        let error = ProxyError::Connect(std::io::Error::other("the backend has no HTTP/2 pool"));
+        return Err(Failed::with_request(error, req));
+    };
+    let (parts, body) = req.into_parts();
+    let mut body = body;
+    let mut opens = 0u32;
+    let max_opens = pool.spec().max_connections.saturating_add(EXTRA_H2_OPENS);
+    loop {
+        let lease = match pool.lease(connect).await {
+            Ok(lease) => lease,
+            Err(error) => {
+                return Err(Failed::with_request(
+                    error.into(),
+                    Request::from_parts(parts, body),
+                ))
+            }
+        };
+        let head = h2_head(&parts, pool.scheme(), backend.addr);
+        let end = http_body::Body::is_end_stream(&body);
+        opens += 1;
+        let (answer, stream) = match up_h2::open(&lease, head, end).await {
+            Ok(opened) => opened,
+            Err(H2SendError::Unprocessed(err) | H2SendError::Failed(err)) => {
+                // Never reached the backend: the connection is going away.
+                pool.retire(&lease);
+                if opens < max_opens {
+                    continue;
+                }
+                let error = ProxyError::not_sent(WireError::H2(err));
+                return Err(Failed::with_request(
+                    error,
+                    Request::from_parts(parts, body),
+                ));
+            }
+        };
+        let (mut pump, spare) = if end {
+            drop(stream);
+            (None, Some(body))
+        } else {
+            (Some(Pump::new(body, stream)), None)
+        };
+        let waited = wait_h2(answer, pump.as_mut(), response_header, upload).await;
+        let err = match waited {
+            Ok(resp) => {
+                if let Some(pump) = pump {
+                    pump.spawn_rest();
+                }
+                return Ok(Answer::H2(resp, lease));
+            }
+            Err(H2Wait::Timeout) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
+            Err(H2Wait::Body(err)) => {
+                let error = match body::body_too_large(&*err) {
+                    Some(limit) => ProxyError::BodyTooLarge { limit },
+                    None => match body::client_fault(&*err) {
+                        Some(fault) => ProxyError::ClientBody(fault, None),
+                        None => ProxyError::sent(WireError::H2(h2::Reason::CANCEL.into())),
+                    },
+                };
+                return Err(Failed::consumed(error));
+            }
+            Err(H2Wait::Stream(err)) => err,
+        };
+        if !up_h2::unprocessed(&err) {
+            return Err(Failed::consumed(ProxyError::sent(WireError::H2(err))));
+        }
+        // Not processed: the request may go again if its body is still whole.
+        let whole = match pump {
+            None => spare,
+            Some(pump) => pump.into_untouched(),
+        };
+        let Some(whole) = whole else {
+            return Err(Failed::consumed(ProxyError::sent(WireError::H2(err))));
+        };
+        if err.is_go_away() {
+            pool.retire(&lease);
+        }
+        drop(lease);
+        body = whole;
+        if opens >= max_opens {
+            let error = ProxyError::not_sent(WireError::H2(err));
+            return Err(Failed::with_request(
+                error,
+                Request::from_parts(parts, body),
+            ));
+        }
+    }
+}
+
+/// Why no answer came on an HTTP/2 stream.
+enum H2Wait {
+    /// No response head within the timer (which starts once the body is whole).
+    Timeout,
+    /// The client's body failed on its way up.
+    Body(body::BoxError),
+    /// The stream failed.
+    Stream(h2::Error),
+}
+
+/// Waits for the answer on a stream while `pump` sends the request body; the
+/// `response_header` timer starts once the body is whole, and a backend that
+/// takes none of the body for that long (while the client is not the one
+/// waited on) is as late as one that does not answer.
+async fn wait_h2(
+    answer: h2::client::ResponseFuture,
+    mut pump: Option<&mut Pump>,
+    response_header: Duration,
+    upload: Option<&body::Progress>,
+) -> Result<Response<h2::RecvStream>, H2Wait> {
+    tokio::pin!(answer);
+    let timer = tokio::time::sleep(response_header);
+    tokio::pin!(timer);
+    let mut timing = pump.as_ref().is_none_or(|p| p.is_done());
+    let mut upload_whole = false;
+    loop {
+        let sending = pump.as_deref_mut().filter(|p| !p.is_done());
+        let stalled = match upload {
+            Some(upload) if !timing && !upload_whole => Either::Left(upload.sent(response_header)),
+            _ => Either::Right(std::future::pending::<bool>()),
+        };
+        tokio::select! {
+            biased;
+            resp = &mut answer => return resp.map_err(H2Wait::Stream),
+            sent = async {
+                match sending {
+                    Some(pump) => std::future::poll_fn(|cx| pump.poll_send(cx)).await,
+                    None => std::future::pending().await,
+                }
+            } => match sent {
+                Ok(()) => {
+                    timer.as_mut().reset(Instant::now() + response_header);
+                    timing = true;
+                }
+                Err(PumpError::Body(err)) => return Err(H2Wait::Body(err)),
+                // The answer carries the stream's own error.
+                Err(PumpError::Stream(_)) => {
+                    timer.as_mut().reset(Instant::now() + response_header);
+                    timing = true;
+                }
+            },
+            () = &mut timer, if timing => return Err(H2Wait::Timeout),
+            moved = stalled => {
+                if !moved {
+                    return Err(H2Wait::Timeout);
+                }
+                upload_whole = true;
+            }
+        }
+    }
+}
+
+/// The head of an HTTP/2 request to a backend: the absolute target (`:scheme`,
+/// `:authority` from Host, else the backend's address), the fields without Host
+/// and any transfer coding (HTTP/2 frames bodies itself).
+fn h2_head(parts: &http::request::Parts, scheme: &'static str, addr: SocketAddr) -> Request<()> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let from_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let build = |authority: http::uri::Authority| {
+        Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path.clone())
+            .build()
+    };
+    let uri = from_host
+        .and_then(|a| build(a).ok())
+        .or_else(|| {
+            http::uri::Authority::try_from(addr.to_string())
+                .ok()
+                .and_then(|a| build(a).ok())
+        })
+        .unwrap_or_else(|| Uri::from(path.clone()));
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = uri;
+    *head.version_mut() = Version::HTTP_2;
+    let mut fields = parts.headers.clone();
+    fields.remove(header::HOST);
+    fields.remove(header::TRANSFER_ENCODING);
+    *head.headers_mut() = fields;
+    head
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form), else the Host

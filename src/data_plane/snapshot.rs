@@ -81,6 +81,8 @@ pub struct Pool {
     pub name: PoolName,
     pub hash_key: Option<HashKey>,
     policy: PoolHealthSpec,
+    /// What the pool speaks to its backends.
+    protocol: crate::control_plane::config::spec::Protocol,
     health: Arc<PoolHealth>,
     primaries: Box<[Backend]>,
     primary_balancer: Balancer,
@@ -183,6 +185,7 @@ impl Snapshot {
                 before.get(&p.name).copied(),
             );
             pool.limits = p.limits.clone();
+            pool.protocol = p.protocol;
             let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
             pools.push(pool);
@@ -345,6 +348,7 @@ impl Pool {
             name,
             hash_key,
             policy,
+            protocol: crate::control_plane::config::spec::Protocol::Http1,
             health,
             primary_balancer: build(&primaries, previous.map(|p| &p.primary_balancer)),
             backup_balancer: build(&backups, previous.map(|p| &p.backup_balancer)),
@@ -376,6 +380,11 @@ impl Pool {
             Vec::new(),
             None,
         )
+    }
+
+    /// What the pool speaks to its backends (`protocol`).
+    pub fn protocol(&self) -> crate::control_plane::config::spec::Protocol {
+        self.protocol
     }
 
     /// The pool's health settings (probe, outlier, slow start, panic, hold).

@@ -34,12 +34,13 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::control_plane::config::spec::UpstreamTlsSpec;
+use crate::control_plane::config::spec::{H2Spec, Protocol, UpstreamTlsSpec};
 use crate::data_plane::http1::client as h1;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use body::RequestBody;
 
 pub(crate) mod body;
+pub(crate) mod h2;
 
 /// The sending half of one upstream connection.
 pub type Sender = http1::SendRequest<RequestBody>;
@@ -79,6 +80,9 @@ pub enum WireError {
     /// The gateway's own client (`http1::client`).
     #[error(transparent)]
     Http1(#[from] h1::H1Error),
+    /// An HTTP/2 stream (`protocol = "h2c"` or `"h2"`).
+    #[error("HTTP/2: {0}")]
+    H2(#[from] ::h2::Error),
 }
 
 /// A connection taken out of the pool (or freshly made) for one request.
@@ -120,6 +124,9 @@ pub struct ConnPool {
     /// Set by [`close`](Self::close): read on every check-in, where the token's own
     /// check would take its mutex (one per backend, shared by every worker).
     closing: AtomicBool,
+    /// The multiplexed connections of an h2c or h2 pool.
+    h2: Option<h2::H2Pool>,
+    protocol: Protocol,
 }
 
 impl std::fmt::Debug for ConnPool {
@@ -146,14 +153,51 @@ impl ConnPool {
         closed: CancellationToken,
         tls: Option<Arc<UpstreamTls>>,
     ) -> Self {
+        Self::with_protocol(addr, closed, tls, Protocol::Http1, &H2Spec::default())
+    }
+
+    /// Connections to `addr` speaking `protocol` (HTTP/2 ones with `h2`'s settings).
+    pub fn with_protocol(
+        addr: SocketAddr,
+        closed: CancellationToken,
+        tls: Option<Arc<UpstreamTls>>,
+        protocol: Protocol,
+        h2: &H2Spec,
+    ) -> Self {
+        let h2 = protocol
+            .is_h2()
+            .then(|| h2::H2Pool::new(addr, tls.clone(), h2.clone(), closed.clone()));
+        // The HTTP/1 queues stay empty for an HTTP/2 pool: a zero-capacity
+        // `ArrayQueue` panics, so they keep a token one.
+        let idle_cap = if protocol.is_h2() { 1 } else { MAX_IDLE };
         ConnPool {
             addr,
             tls,
-            idle: ArrayQueue::new(MAX_IDLE),
-            idle_h1: ArrayQueue::new(MAX_IDLE),
+            idle: ArrayQueue::new(idle_cap),
+            idle_h1: ArrayQueue::new(idle_cap),
             closed,
             closing: AtomicBool::new(false),
+            h2,
+            protocol,
         }
+    }
+
+    /// What these connections speak.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// The multiplexed connections, when the pool speaks HTTP/2.
+    pub(crate) fn h2(&self) -> Option<&h2::H2Pool> {
+        self.h2.as_ref()
+    }
+
+    /// Whether these connections were made for the pool settings `tls`,
+    /// `protocol` and `h2` (a backend whose pool changed them gets new ones).
+    pub fn made_for(&self, tls: Option<&UpstreamTlsSpec>, protocol: Protocol, h2: &H2Spec) -> bool {
+        self.tls_spec() == tls
+            && self.protocol == protocol
+            && self.h2.as_ref().is_none_or(|pool| pool.spec() == h2)
     }
 
     /// The TLS client side of these connections, if any.
@@ -174,7 +218,7 @@ impl ConnPool {
     /// Whether requests without a body may use [`h1`] connections: plain TCP
     /// backends (TLS ones go through hyper).
     pub fn fast_path(&self) -> bool {
-        self.tls.is_none()
+        self.tls.is_none() && self.h2.is_none()
     }
 
     /// A pooled [`h1`] connection that still looks alive at `now` (the caller's
@@ -317,6 +361,9 @@ impl ConnPool {
     pub fn close(&self) {
         self.closing.store(true, Ordering::Release);
         self.clear_idle();
+        if let Some(h2) = &self.h2 {
+            h2.close();
+        }
     }
 
     /// Closes every idle connection (the backend left the config; connections in

@@ -11,6 +11,7 @@ mod docker;
 mod errors;
 mod events;
 mod gates;
+mod grpc;
 mod hardening;
 mod health;
 mod limits;

@@ -14,7 +14,9 @@ use sluicegate::data_plane::server::Drained;
 use tokio::time::Instant;
 
 use crate::support::{agents, backends, get, TestGateway, WAIT};
-use kit::{alpn, handshake, looking_client, presented, tls_front, verifying_client, Ca};
+use kit::{
+    alpn, handshake, looking_client, presented, tls_front, tls_front_alpn, verifying_client, Ca,
+};
 
 const H2_H1: &[&[u8]] = &[b"h2", b"http/1.1"];
 const H1: &[&[u8]] = &[b"http/1.1"];
@@ -379,4 +381,38 @@ async fn wait_until(what: &str, done: impl Fn() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn h2_pools_speak_http2_over_tls_with_alpn_and_refuse_http1_only_backends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new();
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).expect("write ca");
+    let upstream = crate::grpc::limited_h2(usize::MAX).await;
+    let leaf = ca.leaf(&["agent.internal"]);
+    // The same HTTP/2 server behind TLS that offers h2, and behind TLS that
+    // offers only http/1.1 (an HTTP/1-only backend configured as h2).
+    let (h2_front, _) = tls_front_alpn(&leaf, upstream.addr, &[b"h2"]).await;
+    let (h1_front, _) = tls_front_alpn(&leaf, upstream.addr, &[b"http/1.1"]).await;
+    let d = dir.path().display();
+    let mut text = String::new();
+    for (name, addr) in [("h2", h2_front), ("h1only", h1_front)] {
+        text.push_str(&format!(
+            "[[pools]]\nname = \"{name}\"\nprotocol = \"h2\"\nbackends = [{{ addr = \"{addr}\" }}]\ntls = {{ server_name = \"agent.internal\", ca = \"{d}/ca.pem\" }}\n[[routes]]\nname = \"{name}\"\nmatch = {{ path_prefix = \"/{name}\" }}\nsplit = [{{ pool = \"{name}\", weight = 1 }}]\n"
+        ));
+    }
+    let gw = TestGateway::start(&text).await;
+    for _ in 0..3 {
+        let reply = get(gw.addr, "/h2/x", &[]).await;
+        assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+        assert_eq!(&reply.body[..], b"ok\n");
+    }
+    assert_eq!(
+        upstream.connections.load(Ordering::SeqCst),
+        1,
+        "one multiplexed TLS connection"
+    );
+    let reply = get(gw.addr, "/h1only/x", &[]).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.error(), "upstream_tls_failed");
 }

@@ -221,6 +221,11 @@ pub struct RawPool {
     pub backends: Vec<RawBackend>,
     /// Speak TLS to the backends.
     pub tls: Option<RawUpstreamTls>,
+    /// `"http1"`, `"h2c"` or `"h2"`; `http1` when absent. Text, so a bad value is
+    /// reported with the pool's other errors.
+    pub protocol: Option<String>,
+    /// `[pools.h2]`: HTTP/2 connection settings.
+    pub h2: Option<RawH2>,
     /// `[pools.health]`: active probes.
     pub health: Option<RawHealth>,
     /// `[pools.outlier]`: passive ejection from real traffic.
@@ -243,6 +248,24 @@ pub struct RawRetryBudget {
     pub percent: Option<i64>,
     /// Retries a second allowed whatever the traffic.
     pub min_per_second: Option<i64>,
+}
+
+/// `[pools.h2]`: HTTP/2 connection settings of a pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawH2 {
+    /// Most connections per backend.
+    pub max_connections: Option<i64>,
+    /// Time between two keep-alive PINGs; `"0s"` turns them off.
+    pub keepalive_interval: Option<RawDuration>,
+    /// Longest wait for a PING's answer.
+    pub keepalive_timeout: Option<RawDuration>,
+    /// A connection older than this takes no new streams; `"0s"`: no limit.
+    pub max_connection_age: Option<RawDuration>,
+    /// Receive window of each stream.
+    pub stream_window: Option<RawSize>,
+    /// Receive window of each connection.
+    pub connection_window: Option<RawSize>,
 }
 
 /// `[pools.health]`: one active HTTP probe per backend.

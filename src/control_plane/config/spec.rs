@@ -325,10 +325,99 @@ pub struct PoolSpec {
     pub backends: Vec<BackendSpec>,
     /// `Some` when the backends are spoken to over TLS.
     pub tls: Option<UpstreamTlsSpec>,
+    /// The HTTP version spoken to the backends (`protocol`).
+    pub protocol: Protocol,
+    /// `[pools.h2]`: the HTTP/2 connection settings (used when `protocol` is h2c or h2).
+    pub h2: H2Spec,
     /// Probes, ejection, slow start, panic threshold, hold.
     pub health: PoolHealthSpec,
     /// Retry budget and circuit breaking.
     pub limits: PoolLimitsSpec,
+}
+
+/// `protocol = "…"` of a pool: what the gateway speaks to its backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 (over TLS with the pool's `tls`).
+    #[default]
+    Http1,
+    /// HTTP/2 over plain TCP with prior knowledge (no upgrade dance).
+    H2c,
+    /// HTTP/2 over TLS, negotiated with ALPN `h2` (needs the pool's `tls`).
+    H2,
+}
+
+impl Protocol {
+    /// The value as written in the file and shown in the state view.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2c => "h2c",
+            Protocol::H2 => "h2",
+        }
+    }
+
+    /// Parses the file's (and labels') spelling.
+    pub fn parse(text: &str) -> Option<Protocol> {
+        match text {
+            "http1" => Some(Protocol::Http1),
+            "h2c" => Some(Protocol::H2c),
+            "h2" => Some(Protocol::H2),
+            _ => None,
+        }
+    }
+
+    /// HTTP/2 to the backends (h2c or h2).
+    pub fn is_h2(self) -> bool {
+        !matches!(self, Protocol::Http1)
+    }
+}
+
+/// `[pools.h2]`: how the HTTP/2 connections to one backend are kept.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct H2Spec {
+    /// Most connections per backend: a new one opens only when every open one is
+    /// at the backend's `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub max_connections: u32,
+    /// PING a connection this often (`None`: never).
+    pub keepalive_interval: Option<Duration>,
+    /// A PING unanswered for this long closes the connection.
+    pub keepalive_timeout: Duration,
+    /// A connection older than this takes no new streams (its streams finish).
+    pub max_connection_age: Option<Duration>,
+    /// The receive window of each stream, in bytes.
+    pub stream_window: u32,
+    /// The receive window of each connection, in bytes.
+    pub connection_window: u32,
+}
+
+impl H2Spec {
+    /// Default `max_connections`.
+    pub const DEFAULT_MAX_CONNECTIONS: u32 = 4;
+    /// Default `keepalive_interval`.
+    pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+    /// Default `keepalive_timeout`.
+    pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default `max_connection_age`.
+    pub const DEFAULT_MAX_CONNECTION_AGE: Duration = Duration::from_secs(600);
+    /// Default `stream_window`: large enough that one stream is not throttled by
+    /// the round trip on a fast link (64 KiB, the protocol's default, is).
+    pub const DEFAULT_STREAM_WINDOW: u32 = 4 << 20;
+    /// Default `connection_window`.
+    pub const DEFAULT_CONNECTION_WINDOW: u32 = 16 << 20;
+}
+
+impl Default for H2Spec {
+    fn default() -> Self {
+        H2Spec {
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            keepalive_interval: Some(Self::DEFAULT_KEEPALIVE_INTERVAL),
+            keepalive_timeout: Self::DEFAULT_KEEPALIVE_TIMEOUT,
+            max_connection_age: Some(Self::DEFAULT_MAX_CONNECTION_AGE),
+            stream_window: Self::DEFAULT_STREAM_WINDOW,
+            connection_window: Self::DEFAULT_CONNECTION_WINDOW,
+        }
+    }
 }
 
 impl PoolSpec {
@@ -342,6 +431,8 @@ impl PoolSpec {
             health: PoolHealthSpec::default(),
             tls: None,
             limits: PoolLimitsSpec::default(),
+            protocol: Protocol::Http1,
+            h2: H2Spec::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub use api::{
     ApiMaintenance, ApiPause,
 };
 pub use discovery::{pool_name, weight};
+pub use pool::protocol_value;
 pub(super) use values::key_path;
 pub use values::too_long;
 

@@ -211,6 +211,9 @@ pub struct SplitView {
 pub struct PoolView {
     pub name: String,
     pub balance: String,
+    /// `protocol` of the pool: `http1`, `h2c` or `h2`.
+    #[serde(default = "http1")]
+    pub protocol: String,
     pub backends: Vec<BackendView>,
 }
 
@@ -377,6 +380,7 @@ impl StateParts {
                 PoolView {
                     name: p.name.to_string(),
                     balance: balance_name(&p.balance),
+                    protocol: p.protocol.as_str().to_owned(),
                     backends: p
                         .backends
                         .iter()
@@ -484,6 +488,11 @@ fn split_view(split: &[SplitSpec]) -> Vec<SplitView> {
             weight: s.weight,
         })
         .collect()
+}
+
+/// A state view written before pools had a `protocol` spoke HTTP/1.1.
+fn http1() -> String {
+    "http1".to_owned()
 }
 
 fn balance_name(balance: &Balance) -> String {

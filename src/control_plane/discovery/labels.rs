@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::control_plane::config::spec::PoolName;
+use crate::control_plane::config::spec::{PoolName, Protocol};
 use crate::control_plane::config::{validate, ConfigError};
 
 /// Compose's label naming the service a container belongs to.
@@ -32,6 +32,9 @@ pub struct BackendLabels {
     pub network: Option<Arc<str>>,
     /// `<prefix>.health.path`: probe path for a pool these labels create.
     pub health_path: Option<Arc<str>>,
+    /// `<prefix>.protocol`: what a pool these labels create speaks to its
+    /// backends (`http1` or `h2c`: labels cannot give a pool `tls`, which `h2` needs).
+    pub protocol: Option<Protocol>,
 }
 
 /// Why a labelled container cannot be a backend. `Display` is the log line's
@@ -53,6 +56,9 @@ pub enum LabelError {
     /// `<prefix>.health.path` does not start with `/`.
     #[error("label {key} = {value:?} must be a path starting with '/', e.g. \"/health\"")]
     HealthPath { key: String, value: String },
+    /// `<prefix>.protocol=h2`: HTTP/2 over TLS, and labels cannot set a pool's `tls`.
+    #[error(r#"label {key} = "h2" needs TLS, which labels cannot configure; use "h2c" (HTTP/2 without TLS), or define the pool in routes.toml with tls = {{ … }} and protocol = "h2""#)]
+    ProtocolNeedsTls { key: String },
     /// No port label and no exposed TCP port.
     #[error("no {key} label and the image exposes no TCP port; add {key}")]
     NoPort { key: String },
@@ -170,12 +176,21 @@ pub fn parse(
             })
         }
     };
+    let protocol_key = key(prefix, "protocol");
+    let protocol = match get("protocol") {
+        None => None,
+        Some(v) => match validate::protocol_value(v, &protocol_key).map_err(LabelError::Value)? {
+            Protocol::H2 => return Err(LabelError::ProtocolNeedsTls { key: protocol_key }),
+            other => Some(other),
+        },
+    };
     Ok(Some(BackendLabels {
         pool,
         port,
         weight,
         network,
         health_path,
+        protocol,
     }))
 }
 
@@ -243,6 +258,22 @@ mod tests {
     }
 
     #[test]
+    fn protocol_label_is_http1_or_h2c() {
+        let at = |v: &str| {
+            parsed(&[("sluicegate.pool", "p"), ("sluicegate.protocol", v)])
+                .unwrap()
+                .expect("backend")
+                .protocol
+        };
+        assert_eq!(at("h2c"), Some(Protocol::H2c));
+        assert_eq!(at("http1"), Some(Protocol::Http1));
+        let none = parsed(&[("sluicegate.pool", "p")])
+            .unwrap()
+            .expect("backend");
+        assert_eq!(none.protocol, None);
+    }
+
+    #[test]
     fn enable_uses_the_compose_service_and_false_opts_out() {
         let l = parsed(&[("sluicegate.enable", "true"), (COMPOSE_SERVICE, "agent")])
             .unwrap()
@@ -271,6 +302,14 @@ mod tests {
             ),
             (("sluicegate.port", "0"), "is not a port"),
             (("sluicegate.health.path", "health"), "starting with '/'"),
+            (
+                ("sluicegate.protocol", "http2"),
+                "label sluicegate.protocol: unknown protocol \"http2\"",
+            ),
+            (
+                ("sluicegate.protocol", "h2"),
+                "label sluicegate.protocol = \"h2\" needs TLS",
+            ),
         ];
         for ((k, v), fragment) in cases {
             let e = parsed(&[("sluicegate.pool", "p"), (k, v)]).unwrap_err();

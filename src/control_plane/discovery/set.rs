@@ -17,7 +17,7 @@ use http::uri::PathAndQuery;
 
 use crate::control_plane::config::spec::{
     BackendSpec, ContainerRef, DockerHealth, InitialHealth, PoolHealthSpec, PoolName, PoolSpec,
-    ProbeSpec, ProjectFilter, Source, Spec, StatusRange,
+    ProbeSpec, ProjectFilter, Protocol, Source, Spec, StatusRange,
 };
 
 /// Which compose projects are considered, once the gateway's own is known.
@@ -157,6 +157,7 @@ fn backend_of(
         docker_health,
         draining,
         health_path: wanted.health_path,
+        protocol: wanted.protocol,
         network: Arc::from(network),
     };
     Ok(Some((wanted.pool, backend)))
@@ -175,6 +176,9 @@ pub struct LabelPool {
     /// The first `sluicegate.health.path` among its containers (by container
     /// name), else [`DEFAULT_HEALTH_PATH`].
     pub health_path: Arc<str>,
+    /// The first `sluicegate.protocol` among its containers (by container
+    /// name), else HTTP/1.1.
+    pub protocol: Protocol,
 }
 
 /// The file's spec with discovery applied, and the pools labels created.
@@ -230,6 +234,7 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
     for label in &created {
         if let Some(pool) = spec.pools.iter_mut().find(|p| p.name == label.name) {
             pool.health = probe_health(&label.health_path);
+            pool.protocol = label.protocol;
         }
     }
     Merged { spec, created }
@@ -240,6 +245,7 @@ fn label_pool(name: &PoolName, backends: &[DiscoveredBackend]) -> LabelPool {
     LabelPool {
         name: name.clone(),
         health_path: path.unwrap_or_else(|| Arc::from(DEFAULT_HEALTH_PATH)),
+        protocol: backends.iter().find_map(|b| b.protocol).unwrap_or_default(),
     }
 }
 

@@ -66,7 +66,8 @@ impl Outcome {
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. }
-            | ProxyError::ClientBody(..) => None,
+            | ProxyError::ClientBody(..)
+            | ProxyError::GrpcNeedsH2 { .. } => None,
         }
     }
 }

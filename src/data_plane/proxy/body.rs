@@ -26,6 +26,7 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::data_plane::access_log::PendingLine;
 use crate::data_plane::backend::InflightGuard;
 use crate::data_plane::http1::client::{H1Body, RawFields};
+use crate::data_plane::upstream::h2::H2Body;
 use crate::data_plane::upstream::Sender;
 
 pub(crate) use crate::data_plane::upstream::body::{
@@ -55,6 +56,9 @@ enum Source {
         body: H1Body,
         removed: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     },
+    /// A stream on a multiplexed HTTP/2 connection (its task ends when the
+    /// backend is removed, failing the stream).
+    H2 { body: H2Body },
 }
 
 impl Source {
@@ -62,6 +66,7 @@ impl Source {
         match self {
             Source::Hyper { body, .. } => body.is_end_stream(),
             Source::H1 { body, .. } => body.is_done(),
+            Source::H2 { body } => body.is_end_stream(),
         }
     }
 
@@ -70,6 +75,7 @@ impl Source {
         match self {
             Source::Hyper { conn, .. } => drop(conn.take()),
             Source::H1 { body, .. } => body.discard(),
+            Source::H2 { body } => body.discard(),
         }
     }
 }
@@ -111,6 +117,11 @@ impl UpstreamBody {
             removed: None,
         };
         Self::from_source(source, guard, idle_timeout)
+    }
+
+    /// A body read off an HTTP/2 stream.
+    pub(crate) fn h2(body: H2Body, guard: InflightGuard, idle_timeout: Duration) -> Self {
+        Self::from_source(Source::H2 { body }, guard, idle_timeout)
     }
 
     fn from_source(inner: Source, guard: InflightGuard, idle_timeout: Duration) -> Self {
@@ -157,6 +168,8 @@ fn release(guard: &mut Option<InflightGuard>, source: &mut Source) {
                     pool.checkin_h1(conn);
                 }
             }
+            // The stream's slot frees with it.
+            Source::H2 { body } => body.discard(),
         }
     }
 }
@@ -170,6 +183,7 @@ fn poll_source(
 ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
     match source {
         Source::Hyper { body, .. } => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        Source::H2 { body } => Pin::new(body).poll_frame(cx).map_err(Into::into),
         Source::H1 { body, removed } => {
             let polled = body.poll_frame(cx).map_err(Into::into);
             if polled.is_pending() {
@@ -247,6 +261,7 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         match &self.inner {
             Source::Hyper { body, .. } => body.size_hint(),
+            Source::H2 { body } => body.size_hint(),
             Source::H1 { body, .. } => match body.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),

@@ -61,6 +61,10 @@ pub enum ProxyError {
     /// gone, or too slow. Never the backend's fault (see [`is_client_fault`](Self::is_client_fault)).
     #[error("the client's request body failed ({0:?}): {1:?}")]
     ClientBody(ClientFault, #[source] Option<hyper::Error>),
+    /// A gRPC call that cannot work: it came over HTTP/1.x (`client_side`), or
+    /// its pool speaks HTTP/1.1.
+    #[error("gRPC needs HTTP/2 on both sides (client side: {client_side})")]
+    GrpcNeedsH2 { client_side: bool },
 }
 
 /// The status nginx logs for a client that closed before its answer: no answer
@@ -92,6 +96,8 @@ impl ProxyError {
             ProxyError::ClientBody(ClientFault::Aborted, _) => {
                 StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST)
             }
+            ProxyError::GrpcNeedsH2 { client_side: true } => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            ProxyError::GrpcNeedsH2 { client_side: false } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -115,6 +121,8 @@ impl ProxyError {
             ProxyError::ClientBody(ClientFault::Malformed, _) => "malformed_body",
             ProxyError::ClientBody(ClientFault::Aborted, _) => "client_aborted",
             ProxyError::ClientBody(ClientFault::TimedOut, _) => "client_body_timeout",
+            ProxyError::GrpcNeedsH2 { client_side: true } => "grpc_needs_http2",
+            ProxyError::GrpcNeedsH2 { client_side: false } => "grpc_needs_h2_pool",
         }
     }
 

@@ -55,6 +55,8 @@ pub struct UpstreamTls {
     spec: UpstreamTlsSpec,
     server_name: Option<ServerName<'static>>,
     connector: Result<TlsConnector, Arc<str>>,
+    /// The same configuration offering ALPN `h2` only (`protocol = "h2"`).
+    connector_h2: Result<TlsConnector, Arc<str>>,
 }
 
 impl fmt::Debug for UpstreamTls {
@@ -70,18 +72,29 @@ impl UpstreamTls {
     /// Loads the CA file (if any) and builds the client configuration.
     pub fn load(spec: &UpstreamTlsSpec, provider: Arc<CryptoProvider>) -> Result<Self, CaError> {
         let config = client_config(spec, provider)?;
-        Ok(Self::with(spec, Ok(TlsConnector::from(Arc::new(config)))))
+        let mut h2 = config.clone();
+        h2.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Self::with(
+            spec,
+            Ok(TlsConnector::from(Arc::new(config))),
+            Ok(TlsConnector::from(Arc::new(h2))),
+        ))
     }
 
     /// Like [`load`](Self::load), but a failure is kept and reported by every connect.
     pub fn build(spec: &UpstreamTlsSpec, provider: Arc<CryptoProvider>) -> Self {
         Self::load(spec, provider).unwrap_or_else(|err| {
             tracing::error!(%err, "upstream TLS unusable; connections to this pool will fail");
-            Self::with(spec, Err(err.to_string().into()))
+            let err: Arc<str> = err.to_string().into();
+            Self::with(spec, Err(Arc::clone(&err)), Err(err))
         })
     }
 
-    fn with(spec: &UpstreamTlsSpec, connector: Result<TlsConnector, Arc<str>>) -> Self {
+    fn with(
+        spec: &UpstreamTlsSpec,
+        connector: Result<TlsConnector, Arc<str>>,
+        connector_h2: Result<TlsConnector, Arc<str>>,
+    ) -> Self {
         // Validation checked the name; an unparsable one falls back to the IP.
         let server_name = spec
             .server_name
@@ -91,6 +104,7 @@ impl UpstreamTls {
             spec: spec.clone(),
             server_name,
             connector,
+            connector_h2,
         }
     }
 
@@ -113,6 +127,30 @@ impl UpstreamTls {
             .clone()
             .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
         connector.connect(name, tcp).await
+    }
+
+    /// Like [`connect`](Self::connect), offering ALPN `h2` only; fails unless the
+    /// backend chose it (a backend that speaks only HTTP/1.1 over TLS).
+    pub async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        tcp: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let connector = self.connector_h2.as_ref().map_err(|err| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
+        })?;
+        let name = self
+            .server_name
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+        let stream = connector.connect(name, tcp).await?;
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the backend did not negotiate HTTP/2 (ALPN h2); is it HTTP/1-only? use protocol = \"http1\"",
+            ));
+        }
+        Ok(stream)
     }
 }
 

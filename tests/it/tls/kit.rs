@@ -193,7 +193,18 @@ pub async fn get(stream: TlsStream<TcpStream>, host: &str, path: &str) -> Reply 
 /// agent): together, an agent that only speaks HTTPS. Returns the address and a
 /// count of completed handshakes.
 pub async fn tls_front(leaf: &Leaf, target: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
-    let acceptor = TlsAcceptor::from(Arc::new(leaf.server_config()));
+    tls_front_alpn(leaf, target, &[]).await
+}
+
+/// [`tls_front`] choosing among `alpn` (the client's first offer it has).
+pub async fn tls_front_alpn(
+    leaf: &Leaf,
+    target: SocketAddr,
+    alpn: &[&[u8]],
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let mut config = leaf.server_config();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let handshakes = Arc::new(AtomicUsize::new(0));

@@ -8,12 +8,18 @@ use std::collections::HashMap;
 use super::health::check_health;
 use super::protect::check_pool_limits;
 use super::tls::check_upstream_tls;
-use super::values::{check_hash_key, check_name, socket_addr};
+use std::time::Duration;
+
+use super::limits::check_size;
+use super::values::{check_duration, check_hash_key, check_name, socket_addr};
 use super::Report;
-use crate::control_plane::config::raw::{RawBackend, RawBalance, RawPool};
-use crate::control_plane::config::spec::{
-    BackendSpec, Balance, PoolName, PoolSpec, Source, MAX_WEIGHT,
+use crate::control_plane::config::raw::{
+    RawBackend, RawBalance, RawDuration, RawH2, RawPool, RawSize,
 };
+use crate::control_plane::config::spec::{
+    BackendSpec, Balance, H2Spec, PoolName, PoolSpec, Protocol, Source, MAX_WEIGHT,
+};
+use crate::control_plane::config::ConfigError;
 
 /// Checks and converts pool `path` (`pools[i]`).
 pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Option<PoolSpec> {
@@ -89,15 +95,155 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         Some(tls) => check_upstream_tls(&format!("{path}.tls"), tls, report).map(Some),
     };
 
-    let (balance, health, tls, limits) = (balance?, health?, tls?, limits?);
+    let protocol = check_protocol(
+        &format!("{path}.protocol"),
+        raw.protocol.as_deref(),
+        raw.tls.is_some(),
+        report,
+    );
+    let h2 = match &raw.h2 {
+        None => Some(H2Spec::default()),
+        Some(h2) => check_h2(&format!("{path}.h2"), h2, report),
+    };
+
+    let (balance, health, tls, protocol, h2, limits) =
+        (balance?, health?, tls?, protocol?, h2?, limits?);
     (name_ok && backends_ok).then(|| PoolSpec {
         name: PoolName(raw.name.as_str().into()),
         balance,
         backends,
         tls,
+        protocol,
+        h2,
         health,
         limits,
     })
+}
+
+/// `protocol` of a pool (`path`): one of the three values, h2 only with `tls`
+/// and h2c only without.
+pub(super) fn check_protocol(
+    path: &str,
+    raw: Option<&str>,
+    has_tls: bool,
+    report: &mut Report,
+) -> Option<Protocol> {
+    let Some(text) = raw else {
+        return Some(Protocol::Http1);
+    };
+    match (protocol_value(text, path), has_tls) {
+        (Err(err), _) => {
+            report.add(err.path, err.message);
+            None
+        }
+        (Ok(Protocol::H2), false) => {
+            report.add(
+                path,
+                r#""h2" is HTTP/2 over TLS and needs tls = { … } on this pool; for HTTP/2 without TLS use protocol = "h2c""#,
+            );
+            None
+        }
+        (Ok(Protocol::H2c), true) => {
+            report.add(
+                path,
+                r#""h2c" is HTTP/2 without TLS, but this pool has tls = { … }; use protocol = "h2" (ALPN h2) or remove tls"#,
+            );
+            None
+        }
+        (Ok(protocol), _) => Some(protocol),
+    }
+}
+
+/// A `protocol` value (the file's or a label's), with `path` named in the error.
+pub fn protocol_value(text: &str, path: &str) -> Result<Protocol, ConfigError> {
+    Protocol::parse(text).ok_or_else(|| ConfigError {
+        path: path.to_owned(),
+        message: format!(r#"unknown protocol {text:?}; use one of: "http1", "h2c" (HTTP/2 without TLS), "h2" (HTTP/2 over TLS, needs tls)"#),
+    })
+}
+
+/// Smallest window HTTP/2 allows (RFC 9113 §6.9.2's initial value).
+const MIN_WINDOW: u64 = 65_535;
+/// Largest window HTTP/2 allows (2^31 - 1).
+const MAX_WINDOW: u64 = (1 << 31) - 1;
+/// Most `h2.max_connections`.
+const MAX_H2_CONNECTIONS: i64 = 1024;
+
+/// `[pools.h2]` at `path`.
+fn check_h2(path: &str, raw: &RawH2, report: &mut Report) -> Option<H2Spec> {
+    let defaults = H2Spec::default();
+    let max_connections = match raw.max_connections {
+        None => Some(defaults.max_connections),
+        Some(n) if (1..=MAX_H2_CONNECTIONS).contains(&n) => u32::try_from(n).ok(),
+        Some(n) => {
+            report.add(
+                format!("{path}.max_connections"),
+                format!("must be between 1 and {MAX_H2_CONNECTIONS}, got {n}"),
+            );
+            None
+        }
+    };
+    let keepalive_interval = optional_duration(
+        raw.keepalive_interval.as_ref(),
+        &format!("{path}.keepalive_interval"),
+        defaults.keepalive_interval,
+        report,
+    );
+    let keepalive_timeout = match &raw.keepalive_timeout {
+        None => Some(defaults.keepalive_timeout),
+        Some(d) => check_duration(d, &format!("{path}.keepalive_timeout"), report),
+    };
+    let max_connection_age = optional_duration(
+        raw.max_connection_age.as_ref(),
+        &format!("{path}.max_connection_age"),
+        defaults.max_connection_age,
+        report,
+    );
+    let window = |raw: Option<&RawSize>, key: &str, default: u32, report: &mut Report| match raw {
+        None => Some(default),
+        Some(size) => check_size(
+            size,
+            &format!("{path}.{key}"),
+            MIN_WINDOW,
+            MAX_WINDOW,
+            report,
+        )
+        .and_then(|n| u32::try_from(n).ok()),
+    };
+    let stream_window = window(
+        raw.stream_window.as_ref(),
+        "stream_window",
+        defaults.stream_window,
+        report,
+    );
+    let connection_window = window(
+        raw.connection_window.as_ref(),
+        "connection_window",
+        defaults.connection_window,
+        report,
+    );
+    Some(H2Spec {
+        max_connections: max_connections?,
+        keepalive_interval: keepalive_interval?,
+        keepalive_timeout: keepalive_timeout?,
+        max_connection_age: max_connection_age?,
+        stream_window: stream_window?,
+        connection_window: connection_window?,
+    })
+}
+
+/// A duration where `"0s"` means off (`Some(None)`); `None` when it is wrong.
+fn optional_duration(
+    raw: Option<&RawDuration>,
+    path: &str,
+    default: Option<Duration>,
+    report: &mut Report,
+) -> Option<Option<Duration>> {
+    match raw {
+        None => Some(default),
+        Some(d) if humantime::parse_duration(&d.0).is_ok_and(|d| d.is_zero()) => Some(None),
+        Some(d) => check_duration(d, path, report).map(Some),
+    }
 }
 
 /// One backend's address and weight, with the file's rules (shared with the

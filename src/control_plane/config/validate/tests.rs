@@ -339,3 +339,89 @@ fn admin_bad_values_have_paths() {
         "greater than 0",
     );
 }
+
+#[test]
+fn protocol_values_and_their_tls_rule() {
+    use crate::control_plane::config::spec::{H2Spec, Protocol};
+    assert_one(
+        &with_pool("backends = []\nprotocol = \"http2\""),
+        "pools[0].protocol",
+        "unknown protocol \"http2\"; use one of: \"http1\", \"h2c\"",
+    );
+    assert_one(
+        &with_pool("backends = []\nprotocol = \"h2\""),
+        "pools[0].protocol",
+        "needs tls = { … } on this pool",
+    );
+    assert_one(
+        &with_pool("backends = []\nprotocol = \"h2c\"\ntls = { insecure_skip_verify = true }"),
+        "pools[0].protocol",
+        "use protocol = \"h2\"",
+    );
+    let spec = crate::control_plane::config::parse(&with_pool("backends = []\nprotocol = \"h2c\""))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.pools[0].protocol, Protocol::H2c);
+    assert_eq!(spec.pools[0].h2, H2Spec::default());
+    let spec = crate::control_plane::config::parse(&with_pool(
+        "backends = []\nprotocol = \"h2\"\ntls = { insecure_skip_verify = true }",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.pools[0].protocol, Protocol::H2);
+    let spec = crate::control_plane::config::parse(&with_pool("backends = []"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.pools[0].protocol, Protocol::Http1);
+}
+
+#[test]
+fn h2_settings_are_checked_with_their_key_paths() {
+    let h2 = |body: &str| {
+        with_pool(&format!(
+            "backends = []\nprotocol = \"h2c\"\nh2 = {{ {body} }}"
+        ))
+    };
+    assert_one(
+        &h2("max_connections = 0"),
+        "pools[0].h2.max_connections",
+        "between 1 and 1024",
+    );
+    assert_one(
+        &h2("stream_window = 100"),
+        "pools[0].h2.stream_window",
+        "out of range",
+    );
+    assert_one(
+        &h2("connection_window = \"4GiB\""),
+        "pools[0].h2.connection_window",
+        "out of range",
+    );
+    assert_one(
+        &h2("keepalive_timeout = \"0s\""),
+        "pools[0].h2.keepalive_timeout",
+        "is zero",
+    );
+    assert_one(
+        &h2("max_connection_age = \"soon\""),
+        "pools[0].h2.max_connection_age",
+        "not a duration",
+    );
+    assert_one(
+        &h2("windows = 1"),
+        "pools[0].h2.windows",
+        "unknown key `windows`",
+    );
+    let spec = crate::control_plane::config::parse(&h2(
+        "max_connections = 2, keepalive_interval = \"0s\", max_connection_age = \"1m\", stream_window = \"8MiB\", connection_window = 33554432",
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let got = &spec.pools[0].h2;
+    assert_eq!(got.max_connections, 2);
+    assert_eq!(got.keepalive_interval, None);
+    assert_eq!(
+        got.max_connection_age,
+        Some(std::time::Duration::from_secs(60))
+    );
+    assert_eq!(
+        (got.stream_window, got.connection_window),
+        (8 << 20, 32 << 20)
+    );
+}

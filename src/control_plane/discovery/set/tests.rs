@@ -69,7 +69,11 @@ fn build_plain(containers: &[ContainerInspectResponse]) -> DiscoveredSet {
 #[test]
 fn labelled_running_containers_become_backends_in_name_order() {
     let set = build_plain(&[
-        container("blue-2", "172.20.0.3", &[("sluicegate.pool", "blue")]),
+        container(
+            "blue-2",
+            "172.20.0.3",
+            &[("sluicegate.pool", "blue"), ("sluicegate.protocol", "h2c")],
+        ),
         container(
             "blue-1",
             "172.20.0.2",
@@ -246,6 +250,7 @@ split = [{ pool = "blue", weight = 1 }, { pool = "green", weight = 0 }]
             &[
                 ("sluicegate.pool", "green"),
                 ("sluicegate.health.path", "/ready"),
+                ("sluicegate.protocol", "h2c"),
             ],
         ),
         container("extra-1", "172.20.0.5", &[("sluicegate.pool", "extra")]),
@@ -276,6 +281,19 @@ split = [{ pool = "blue", weight = 1 }, { pool = "green", weight = 0 }]
         .map(|p| (p.name.as_str(), &*p.health_path))
         .collect();
     assert_eq!(created, vec![("green", "/ready"), ("extra", "/health")]);
+    // A label's protocol sets a pool labels create; a file pool keeps its own.
+    let protocol = |pool: &str| {
+        merged
+            .spec
+            .pools
+            .iter()
+            .find(|p| p.name.as_str() == pool)
+            .map(|p| p.protocol)
+    };
+    use crate::control_plane::config::spec::Protocol;
+    assert_eq!(protocol("green"), Some(Protocol::H2c));
+    assert_eq!(protocol("extra"), Some(Protocol::Http1));
+    assert_eq!(protocol("blue"), Some(Protocol::Http1));
     // An empty set leaves the file as it was (implied pools stay, empty).
     let empty = merge(&file, &DiscoveredSet::default());
     assert_eq!(empty.spec.pools.len(), 2);

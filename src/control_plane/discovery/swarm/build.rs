@@ -143,6 +143,7 @@ fn service_report(
             desired_state: t.desired_state.clone(),
             weight: wanted.weight,
             health_path: wanted.health_path.as_deref().map(str::to_owned),
+            protocol: wanted.protocol.map(|p| p.as_str().to_owned()),
             ..TaskReport::default()
         };
         let node_down =

@@ -55,6 +55,9 @@ pub struct TaskReport {
     pub weight: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
+    /// `sluicegate.protocol`, as written (`http1`, `h2c`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
     pub role: TaskRole,
     /// Why it is draining, waiting or skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,6 +129,10 @@ impl SwarmReport {
                         docker_health: crate::control_plane::config::spec::DockerHealth::None,
                         draining,
                         health_path: task.health_path.as_deref().map(Arc::from),
+                        protocol: task
+                            .protocol
+                            .as_deref()
+                            .and_then(crate::control_plane::config::spec::Protocol::parse),
                         network: Arc::from(network),
                     });
             }
