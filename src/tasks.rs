@@ -158,8 +158,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
+    /// The tests here that end tasks run one at a time: `tracing` caches whether a
+    /// log line is wanted per call site, and a task ending on another test's thread
+    /// (no subscriber there) while the capturing test sets its subscriber up can
+    /// leave the "panicked" line switched off for it.
+    static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn a_task_that_panics_returns_or_is_aborted_is_reported_once() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let watch = TaskWatch::new();
         let running = CancellationToken::new();
         watch
@@ -190,6 +197,7 @@ mod tests {
 
     #[test]
     fn an_unplanned_end_is_logged_at_error_level_with_its_name() {
+        let _one = ONE_AT_A_TIME.blocking_lock();
         let capture = Capture::default();
         let writer = {
             let capture = capture.clone();
@@ -222,6 +230,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_ends_after_its_stop_signal_is_not_reported() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let watch = TaskWatch::new();
         let stop = CancellationToken::new();
         let until = stop.clone();
