@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
-use sluicegate::backend::{Backend, BackendState};
-use sluicegate::balance::{key_hash, Balancer};
-use sluicegate::config::spec::{
+use sluicegate::control_plane::config::spec::{
     AdminSpec, BackendSpec, Balance, HashKey, HostMatch, ListenSpec, MatchSpec, PoolName, PoolSpec,
     RouteName, RouteSpec, Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_STREAM_CLOSE_DELAY,
 };
-use sluicegate::controller::Controller;
-use sluicegate::route::RequestView;
-use sluicegate::snapshot::Snapshot;
+use sluicegate::control_plane::controller::Controller;
+use sluicegate::data_plane::backend::{Backend, BackendState};
+use sluicegate::data_plane::balance::{key_hash, Balancer};
+use sluicegate::data_plane::route::RequestView;
+use sluicegate::data_plane::snapshot::Snapshot;
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)

@@ -44,7 +44,7 @@ pid=""
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     [ -z "$keep" ] && rm -rf "$target"
-    rm -f "$log"
+    rm -f "$log" "$log.times"
 }
 trap cleanup EXIT
 
@@ -87,7 +87,10 @@ wait 2>/dev/null || true
 # CPU time of everything the build ran (rustc, build scripts, the linker; reaped by
 # cargo, which became the demo): on a shared machine the wall time above depends on
 # the neighbours, this does not. An idle 2-core machine needs roughly half of it.
-cpu=$(times | tail -n 1 | awk '{ split($1, u, "m"); split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' | tr -d s)
+# `times` in the shell itself (in a pipe or $(...) it would run in a subshell that
+# reaped no children and print zero).
+times >"$log.times"
+cpu=$(tail -n 1 "$log.times" | awk '{ split($1, u, "m"); split($2, s, "m"); print u[1] * 60 + u[2] + s[1] * 60 + s[2] }' | tr -d s)
 crates=$(find "$target" -maxdepth 3 -path '*/.fingerprint/*' -type d | wc -l)
 printf 'first-run: profile=%s time_to_banner=%dm%02ds (%.1f s) build_cpu=%.0f s units=%s answered=%s drained=%s cpus=%s load=%s\n' \
     "$profile" "$(echo "$secs / 60" | bc)" "$(echo "$secs % 60 / 1" | bc)" "$secs" "$cpu" "$crates" \

@@ -37,23 +37,25 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::{AdminError, AdminServer, MetricsSource};
-use crate::backend::BackendState;
-use crate::config::spec::{DockerSpec, InitialHealth, Spec, SwarmSpec};
-use crate::config::ConfigErrors;
-use crate::controller::task::{ControlHandle, DockerFeed, Task};
-use crate::controller::SharedSnapshot;
-use crate::discovery::swarm::{self, Board, SwarmDiscovery};
-use crate::discovery::{self, DockerDiscovery};
-use crate::health::{probe, HealthEvent};
+use crate::control_plane::admin::{AdminError, AdminServer, MetricsSource};
+use crate::control_plane::config::spec::{DockerSpec, InitialHealth, Spec, SwarmSpec};
+use crate::control_plane::config::ConfigErrors;
+use crate::control_plane::controller::task::{ControlHandle, DockerFeed, Task};
+use crate::control_plane::controller::SharedSnapshot;
+use crate::control_plane::discovery::swarm::{self, Board, SwarmDiscovery};
+use crate::control_plane::discovery::{self, DockerDiscovery};
+use crate::control_plane::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
+use crate::control_plane::rollout::{Manager, RolloutHandle};
+use crate::data_plane::backend::BackendState;
+use crate::data_plane::health::{probe, HealthEvent};
+use crate::data_plane::proxy::Proxy;
+use crate::data_plane::server::{
+    self, Drained, Handler, Limits, Listener, RedirectHttps, Transport,
+};
+use crate::data_plane::tls::watch::{CertWatcher, ReloadStatus};
+use crate::data_plane::tls::{self, Frontend};
 use crate::metrics::{Exporter, MetricsError, Registrar};
-use crate::proxy::Proxy;
-use crate::reload::{ReloadError, ReloadOptions, ReloadTrigger, Reloader};
-use crate::rollout::{Manager, RolloutHandle};
-use crate::server::{self, Drained, Handler, Limits, Listener, RedirectHttps, Transport};
 use crate::tasks::{self as watched, TaskWatch};
-use crate::tls::watch::{CertWatcher, ReloadStatus};
-use crate::tls::{self, Frontend};
 
 /// Longest wait for the background tasks after the traffic drain.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);

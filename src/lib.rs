@@ -1,44 +1,32 @@
 //! sluicegate: the HTTP front door of a docker-compose fleet of agent replicas.
 //!
-//! Requests flow `route` (which route) → `split` (which pool, i.e. version) →
-//! `balance` (which backend) → `proxy` (forward and stream back). The `controller`
-//! is the single writer of the immutable `snapshot` that every request reads;
-//! `backend` holds the per-backend atomics that survive snapshot swaps; `health`
-//! drives their health (probes, ejection, slow start, hold).
+//! Two planes share one immutable routing snapshot: the [`data_plane`] reads it once
+//! per request (`route` → `split` → `balance` → `proxy`, and the per-backend atomics
+//! of `backend` and `health`); the [`control_plane`]'s `controller` is its single
+//! writer (file reloads, Docker discovery, the admin API, rollouts). [`tools`] are the
+//! CLI's other commands. At the top: [`gateway`] assembles a running gateway from
+//! both planes; [`metrics`], [`tasks`] and [`clock`] serve both.
+//!
+//! The library's own entry points are re-exported here: [`Gateway`] (with
+//! [`GatewayOptions`]), [`parse`] / [`load`] for `routes.toml` (validated, errors
+//! with key paths), and the admin API's client [`AdminClient`]. Test-only hooks
+//! (fault injection, fuzzing entry points) are in the hidden `testing` module and
+//! nowhere else.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub)]
 
-pub mod access_log;
-pub mod admin;
-pub mod backend;
-pub mod balance;
-pub mod check;
 pub mod clock;
-pub(crate) mod cold;
-pub mod config;
-pub mod controller;
-pub mod ctl;
-pub mod demo;
-pub mod discovery;
-pub mod events;
+pub mod control_plane;
+pub mod data_plane;
 pub mod gateway;
-pub mod health;
-pub mod http1;
-pub mod log_limit;
 pub mod metrics;
-pub(crate) mod off_worker;
-pub(crate) mod overrides;
-pub mod plan;
-pub(crate) mod pool_stats;
-pub mod proxy;
-pub mod reload;
-pub mod rollout;
-pub mod rollout_record;
-pub mod route;
-pub mod server;
-pub(crate) mod sessions;
-pub mod snapshot;
-pub(crate) mod split;
-pub(crate) mod state_file;
 pub mod tasks;
-pub mod tls;
-pub mod upstream;
+#[doc(hidden)]
+pub mod testing;
+pub mod tools;
+
+// What a user of the library needs, at the top: run a gateway, read and check its
+// configuration, talk to a running one's admin API.
+pub use control_plane::config::{load, parse, ConfigError, ConfigErrors, LoadError, Spec};
+pub use gateway::{Gateway, GatewayError, Options as GatewayOptions};
+pub use tools::ctl::{AdminClient, CtlError};

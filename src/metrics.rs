@@ -13,12 +13,12 @@
 //!
 //! Where each series comes from:
 //! - request counters, the duration histogram, retries and connect errors: the
-//!   proxy, through [`handles`] resolved when the snapshot is built (a request only
+//!   proxy, through `handles` resolved when the snapshot is built (a request only
 //!   does atomic adds, no label allocation);
 //! - `backend_ejections_total`: the pool's health event funnel (`PoolHealth::publish`);
 //! - `config_reloads_total`: the controller task; `docker_events_total`: discovery;
-//! - rollout series: the rollout driver's hook ([`rollouts`]);
-//! - gauges: [`gauges::sample`] from the current snapshot at each scrape.
+//! - rollout series: the rollout driver's hook (`rollouts`);
+//! - gauges: `gauges::sample` from the current snapshot at each scrape.
 //!
 //! `request_duration_seconds` measures from the moment the proxy starts handling a
 //! request until its response head is ready for the client connection: routing,
@@ -29,10 +29,10 @@
 //! The exporter needs upkeep (draining histogram samples into buckets);
 //! [`Exporter::run_upkeep`] is the gateway's owned background task for it.
 
-pub mod gauges;
-pub mod handles;
-pub mod names;
-pub mod rollouts;
+pub(crate) mod gauges;
+pub(crate) mod handles;
+pub(crate) mod names;
+pub(crate) mod rollouts;
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub use gauges::ConnectionGuard;
 pub use handles::{BackendMetrics, ClassCounters, PairMetrics, Registrar};
 use names::Kind;
 
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// How often the upkeep task drains histogram samples.
 pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
@@ -121,7 +121,7 @@ impl Exporter {
         let recording = &*self.recording;
         metrics::with_local_recorder(&recording.recorder, || {
             gauges::sample(snapshot, recording);
-            if let Some(dropped) = crate::access_log::dropped_lines() {
+            if let Some(dropped) = crate::data_plane::access_log::dropped_lines() {
                 metrics::counter!(names::ACCESS_LOG_DROPPED).absolute(dropped);
             }
         });
@@ -142,8 +142,8 @@ impl Exporter {
 }
 
 impl Registrar {
-    /// Counts a backend leaving rotation for `reason` ([`names::REASON_OUTLIER`] or
-    /// [`names::REASON_PROBE`]). A rare event: the labels are built here.
+    /// Counts a backend leaving rotation for `reason` (`names::REASON_OUTLIER` or
+    /// `names::REASON_PROBE`). A rare event: the labels are built here.
     pub fn count_ejection(&self, pool: &str, backend: std::net::SocketAddr, reason: &'static str) {
         self.with(|| {
             metrics::counter!(

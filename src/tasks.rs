@@ -113,10 +113,9 @@ impl TaskWatch {
         lock(&self.inner.ended).clone()
     }
 
-    /// Fault injection for tests: aborts one live task named `name`; false when
-    /// there is none. Not part of the API.
-    #[doc(hidden)]
-    pub fn abort_one(&self, name: &str) -> bool {
+    /// Fault injection for tests (through [`crate::testing::abort_task`]): aborts one
+    /// live task named `name`; false when there is none.
+    pub(crate) fn abort_one(&self, name: &str) -> bool {
         let live = lock(&self.inner.live);
         match live.values().find(|(n, _)| *n == name) {
             Some((_, handle)) => {

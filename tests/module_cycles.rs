@@ -1,11 +1,15 @@
-//! The library's top-level module graph, read from the source, and the rule that
-//! the control plane and the data plane's upstream side have no import cycles.
+//! The library's module graph, read from the source, and the rule that the control
+//! plane and the data plane's upstream side have no import cycles.
 //!
-//! An edge `a → b` is any `crate::b` path (or a `super::` chain that climbs to the
-//! crate root and names `b`) in the non-test code of module `a`: `src/a.rs` and
-//! everything under `src/a/`, comments, `tests.rs` files, `tests/` directories and
-//! a trailing `#[cfg(test)] mod tests { … }` left out. `cargo test --test
-//! module_cycles -- --nocapture` prints the whole graph.
+//! The graph's nodes are the crate's modules one level below the layers (`proxy` for
+//! `src/data_plane/proxy.rs`) and the top-level modules that are not layers
+//! (`gateway`, `metrics`, …); each is named by its own name, which is unique. An edge
+//! `a → b` is any `crate::b` or `crate::LAYER::b` path (or a `super::` chain that
+//! climbs to the crate root and names one, or to `a`'s layer and names a sibling) in
+//! the non-test code of module `a`: its file and everything under its directory,
+//! comments, `tests.rs` files, `tests/` directories and a trailing
+//! `#[cfg(test)] mod tests { … }` left out. `cargo test --test module_cycles --
+//! --nocapture` prints the whole graph.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -22,10 +26,29 @@ const CONTROL_PLANE: &[&str] = &["admin", "controller", "rollout"];
 /// exists fails the test, so the list cannot go stale.
 const KNOWN: &[(&str, &str)] = &[];
 
+/// The layer directories of `src/`: their modules are the graph's nodes, not the
+/// layers themselves.
+const LAYERS: &[&str] = &["control_plane", "data_plane", "tools"];
+
 type Graph = BTreeMap<String, BTreeSet<String>>;
 
 fn src_graph() -> Graph {
-    module_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+    module_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), LAYERS)
+}
+
+#[test]
+fn the_graph_has_the_named_modules_inside_their_layers() {
+    let graph = src_graph();
+    for m in NAMED {
+        assert!(graph.contains_key(*m), "{m} is not in the graph");
+    }
+    // A module of a layer is found there, not at the top.
+    for (layer, m) in [("data_plane", "proxy"), ("control_plane", "controller")] {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("src/{layer}/{m}.rs"));
+        assert!(file.is_file(), "{} is missing", file.display());
+    }
+    // The graph sees edges written through a layer: the proxy forwards on upstream.
+    assert!(graph["proxy"].contains("upstream"), "{}", render(&graph));
 }
 
 #[test]
@@ -97,7 +120,7 @@ fn the_scanner_sees_cycles_and_ignores_comments_and_tests() {
     write("c.rs", "use crate::b::{self, Thing};\n");
     write("d.rs", "use crate::a::A;\n");
     write("d/tests.rs", "use crate::b;\n");
-    let graph = module_graph(&dir);
+    let graph = module_graph(&dir, &[]);
     let edges = |m: &str| graph[m].iter().cloned().collect::<Vec<_>>();
     assert_eq!(edges("a"), ["b", "c", "d"]);
     assert!(edges("b").is_empty());
@@ -110,24 +133,97 @@ fn the_scanner_sees_cycles_and_ignores_comments_and_tests() {
     assert_eq!(cycles, [vec!["a".to_owned(), "d".to_owned()]]);
 }
 
-/// Every top-level module of the crate at `src` and the modules it names.
-fn module_graph(src: &Path) -> Graph {
-    let mut graph = Graph::new();
-    for entry in std::fs::read_dir(src).unwrap() {
+#[test]
+fn the_scanner_sees_modules_inside_layers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let write = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write("lib.rs", "pub mod top;\npub mod one;\npub mod two;\n");
+    write("top.rs", "use crate::one::p::P;\n");
+    write("one.rs", "pub mod p;\npub mod q;\n");
+    write("two.rs", "pub mod r;\n");
+    // A sibling through `super::`, another layer through `crate::`, the top through a
+    // climb to the crate root, and a group naming a layer's modules.
+    write(
+        "one/p.rs",
+        "mod deep;\nuse super::q::Q;\nuse crate::two::r;\n",
+    );
+    write(
+        "one/p/deep.rs",
+        "fn f() { super::super::super::top::g(); }\n",
+    );
+    write("one/q.rs", "use crate::{one::{p, q}, top};\n");
+    write(
+        "two/r.rs",
+        "// crate::one::p in a comment\nuse crate::one::q::{self, Q};\n",
+    );
+    let graph = module_graph(&dir, &["one", "two"]);
+    let edges = |m: &str| graph[m].iter().cloned().collect::<Vec<_>>();
+    assert_eq!(graph.keys().collect::<Vec<_>>(), ["p", "q", "r", "top"]);
+    assert_eq!(edges("p"), ["q", "r", "top"]);
+    assert_eq!(edges("q"), ["p", "top"]);
+    assert_eq!(edges("r"), ["q"]);
+    assert_eq!(edges("top"), ["p"]);
+    let cycles: Vec<_> = components(&graph)
+        .into_iter()
+        .filter(|c| c.len() > 1)
+        .collect();
+    assert_eq!(
+        cycles,
+        [vec![
+            "p".to_owned(),
+            "q".to_owned(),
+            "r".to_owned(),
+            "top".to_owned()
+        ]]
+    );
+}
+
+/// The `.rs` module files directly in `dir`, by module name.
+fn module_files(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_stem().unwrap().to_string_lossy().into_owned();
         if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
-            graph.entry(name).or_default();
+            names.push(name);
         }
     }
-    let modules: BTreeSet<String> = graph.keys().cloned().collect();
-    for module in &modules {
-        let mut files = vec![(src.join(format!("{module}.rs")), 1)];
-        collect(&src.join(module), 2, &mut files);
+    names
+}
+
+/// Every module of the crate at `src` (the top-level ones that are not in `layers`,
+/// and those one level inside each layer) and the modules it names.
+fn module_graph(src: &Path, layers: &[&str]) -> Graph {
+    // Module name → (its directory's parent, its layer if any).
+    let mut places: BTreeMap<String, (PathBuf, Option<&str>)> = BTreeMap::new();
+    for name in module_files(src) {
+        if !layers.contains(&name.as_str()) {
+            places.insert(name, (src.to_owned(), None));
+        }
+    }
+    for &layer in layers {
+        for name in module_files(&src.join(layer)) {
+            let clash = places.insert(name.clone(), (src.join(layer), Some(layer)));
+            assert!(clash.is_none(), "two modules named {name}");
+        }
+    }
+    let mut graph: Graph = places
+        .keys()
+        .map(|m| (m.clone(), BTreeSet::new()))
+        .collect();
+    for (module, (parent, layer)) in &places {
+        let depth = if layer.is_some() { 2 } else { 1 };
+        let mut files = vec![(parent.join(format!("{module}.rs")), depth)];
+        collect(&parent.join(module), depth + 1, &mut files);
         for (file, depth) in files {
             let text = std::fs::read_to_string(&file).unwrap();
-            for target in referenced(&without_tests(&text), depth) {
-                if &target != module && modules.contains(&target) {
+            for target in referenced(&without_tests(&text), depth, layer.is_some(), layers) {
+                if &target != module && places.contains_key(&target) {
                     graph.get_mut(module).unwrap().insert(target);
                 }
             }
@@ -175,8 +271,10 @@ fn without_tests(text: &str) -> String {
     out
 }
 
-/// Top-level module names that `code` (a file at module depth `depth`) refers to.
-fn referenced(code: &str, depth: usize) -> Vec<String> {
+/// Module names that `code` (a file at module depth `depth`, inside a layer when
+/// `in_layer`) refers to: `crate::m`, `crate::LAYER::m`, and `super::` chains that
+/// climb to the crate root or (inside a layer) to the layer.
+fn referenced(code: &str, depth: usize, in_layer: bool, layers: &[&str]) -> Vec<String> {
     let mut found = Vec::new();
     let bytes = code.as_bytes();
     let is_ident = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
@@ -186,7 +284,7 @@ fn referenced(code: &str, depth: usize) -> Vec<String> {
         let rest = &bytes[i..];
         if starts_word && rest.starts_with(b"crate::") {
             i += "crate::".len();
-            i = names_after(code, i, &mut found);
+            i = names_after(code, i, layers, &mut found);
             continue;
         }
         if starts_word && rest.starts_with(b"super::") {
@@ -197,7 +295,9 @@ fn referenced(code: &str, depth: usize) -> Vec<String> {
                 j += "super::".len();
             }
             if climbs == depth {
-                i = names_after(code, j, &mut found);
+                i = names_after(code, j, layers, &mut found);
+            } else if in_layer && climbs + 1 == depth {
+                i = names_after(code, j, &[], &mut found);
             } else {
                 i = j;
             }
@@ -208,9 +308,9 @@ fn referenced(code: &str, depth: usize) -> Vec<String> {
     found
 }
 
-/// The first path segment at `at` (each first segment of a `{…}` group); returns
-/// where scanning resumes.
-fn names_after(code: &str, at: usize, found: &mut Vec<String>) -> usize {
+/// The first path segment at `at` (each first segment of a `{…}` group), or the
+/// second when the first is one of `layers`; returns where scanning resumes.
+fn names_after(code: &str, at: usize, layers: &[&str], found: &mut Vec<String>) -> usize {
     let rest = &code[at..];
     if let Some(group) = rest.strip_prefix('{') {
         let mut level = 0;
@@ -226,11 +326,9 @@ fn names_after(code: &str, at: usize, found: &mut Vec<String>) -> usize {
                 '}' => level -= 1,
                 ',' if level == 0 => segment_start = true,
                 c if segment_start && (c.is_alphanumeric() || c == '_') => {
-                    let word: String = group[k..]
-                        .chars()
-                        .take_while(|c| c.is_alphanumeric() || *c == '_')
-                        .collect();
-                    found.push(word);
+                    // A layer's own group (`one::{p, q}`) is still counted by the
+                    // levels here; the call only records the names.
+                    names_after(code, at + 1 + k, layers, found);
                     segment_start = false;
                 }
                 _ => {}
@@ -243,6 +341,9 @@ fn names_after(code: &str, at: usize, found: &mut Vec<String>) -> usize {
         .take_while(|c| c.is_alphanumeric() || *c == '_')
         .collect();
     let len = word.len();
+    if layers.contains(&word.as_str()) && rest[len..].starts_with("::") {
+        return names_after(code, at + len + 2, &[], found);
+    }
     if !word.is_empty() {
         found.push(word);
     }

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
-use sluicegate::controller::state_view::StateView;
-use sluicegate::config::validate::{validate_backend, validate_split, ApiBackend};
-use sluicegate::rollout::request::{check, RolloutRequest};
+use sluicegate::control_plane::controller::state_view::StateView;
+use sluicegate::control_plane::config::validate::{validate_backend, validate_split, ApiBackend};
+use sluicegate::control_plane::rollout::request::{check, RolloutRequest};
 
 /// The running state a rollout request is checked against: one route over two
 /// pools, as `GET /api/v1/state` shows it.

@@ -3,4 +3,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sluicegate::http1::server::fuzz_request_head(data));
+fuzz_target!(|data: &[u8]| sluicegate::testing::fuzz_request_head(data));

@@ -2,4 +2,4 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| sluicegate::http1::client::fuzz_response(data));
+fuzz_target!(|data: &[u8]| sluicegate::testing::fuzz_response(data));

@@ -19,12 +19,12 @@ use std::time::Duration;
 
 use super::names::{self, label};
 use super::{Recording, Registrar};
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// A gauge not set for this long is deleted at the next render. Longer than the gap
 /// between a scrape's sampling and its render, and than the gap between two
 /// concurrent scrapes (each sets its gauges before rendering).
-pub const GAUGE_IDLE: Duration = Duration::from_secs(2);
+pub(crate) const GAUGE_IDLE: Duration = Duration::from_secs(2);
 
 /// Counts one open client connection of a gateway until dropped.
 #[derive(Debug)]

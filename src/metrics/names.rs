@@ -3,112 +3,115 @@
 //! One place, so the dashboard, the alert rules and the code agree. Label values are
 //! bounded by construction: route and pool names come from the config, backend
 //! addresses from the config or discovery, `code_class` is one of five strings
-//! ([`code_class`]), `reason`/`result`/`action` are fixed tokens. Nothing from a
+//! ([`CODE_CLASSES`]), `reason`/`result`/`action` are fixed tokens. Nothing from a
 //! request (path, Host, headers) ever becomes a label.
 
 use http::StatusCode;
 
 /// `requests_total{route,pool,backend,code_class}`: requests answered.
-pub const REQUESTS: &str = "sluicegate_requests_total";
+pub(crate) const REQUESTS: &str = "sluicegate_requests_total";
 /// `request_duration_seconds{route,pool}`: arrival to response head.
-pub const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
+pub(crate) const REQUEST_DURATION: &str = "sluicegate_request_duration_seconds";
 /// `upstream_connect_errors_total{pool,backend}`.
-pub const CONNECT_ERRORS: &str = "sluicegate_upstream_connect_errors_total";
+pub(crate) const CONNECT_ERRORS: &str = "sluicegate_upstream_connect_errors_total";
 /// `retries_total{route,pool}`.
-pub const RETRIES: &str = "sluicegate_retries_total";
+pub(crate) const RETRIES: &str = "sluicegate_retries_total";
 /// `backend_ejections_total{pool,backend,reason}`.
-pub const EJECTIONS: &str = "sluicegate_backend_ejections_total";
+pub(crate) const EJECTIONS: &str = "sluicegate_backend_ejections_total";
 /// `backend_healthy{pool,backend}` (0/1).
-pub const BACKEND_HEALTHY: &str = "sluicegate_backend_healthy";
+pub(crate) const BACKEND_HEALTHY: &str = "sluicegate_backend_healthy";
 /// `backend_inflight{pool,backend}`.
-pub const BACKEND_INFLIGHT: &str = "sluicegate_backend_inflight";
+pub(crate) const BACKEND_INFLIGHT: &str = "sluicegate_backend_inflight";
 /// `pool_split_weight{route,pool}`.
-pub const SPLIT_WEIGHT: &str = "sluicegate_pool_split_weight";
+pub(crate) const SPLIT_WEIGHT: &str = "sluicegate_pool_split_weight";
 /// `config_reloads_total{result}`.
-pub const CONFIG_RELOADS: &str = "sluicegate_config_reloads_total";
+pub(crate) const CONFIG_RELOADS: &str = "sluicegate_config_reloads_total";
 /// `docker_events_total{action}` (incremented by Docker discovery).
-pub const DOCKER_EVENTS: &str = "sluicegate_docker_events_total";
+pub(crate) const DOCKER_EVENTS: &str = "sluicegate_docker_events_total";
 /// `active_connections`: client connections open now.
-pub const ACTIVE_CONNECTIONS: &str = "sluicegate_active_connections";
+pub(crate) const ACTIVE_CONNECTIONS: &str = "sluicegate_active_connections";
 /// `build_info{version}`: always 1.
-pub const BUILD_INFO: &str = "sluicegate_build_info";
+pub(crate) const BUILD_INFO: &str = "sluicegate_build_info";
 /// `access_log_dropped_total`: access-log lines dropped because the writer lagged.
-pub const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
+pub(crate) const ACCESS_LOG_DROPPED: &str = "sluicegate_access_log_dropped_total";
 /// `rollout_step{route}`: the rollout target's percentage of the route.
-pub const ROLLOUT_STEP: &str = "sluicegate_rollout_step";
+pub(crate) const ROLLOUT_STEP: &str = "sluicegate_rollout_step";
 /// `rollout_state{route,state}`: 1 for the latest rollout's phase, 0 for the others.
-pub const ROLLOUT_STATE: &str = "sluicegate_rollout_state";
+pub(crate) const ROLLOUT_STATE: &str = "sluicegate_rollout_state";
 /// `task_exits_total{task}`: background tasks that ended while the gateway ran
 /// (`crate::tasks::name`).
-pub const TASK_EXITS: &str = "sluicegate_task_exits_total";
+pub(crate) const TASK_EXITS: &str = "sluicegate_task_exits_total";
 /// `rollouts_total{result}`: rollouts ended, by final phase.
-pub const ROLLOUTS: &str = "sluicegate_rollouts_total";
+pub(crate) const ROLLOUTS: &str = "sluicegate_rollouts_total";
 /// `tunnel_bytes_total{route,pool,direction}`: bytes through closed upgrade tunnels.
-pub const TUNNEL_BYTES: &str = "sluicegate_tunnel_bytes_total";
+pub(crate) const TUNNEL_BYTES: &str = "sluicegate_tunnel_bytes_total";
 /// `direction` of [`TUNNEL_BYTES`]: client to backend.
-pub const DIRECTION_UP: &str = "up";
+pub(crate) const DIRECTION_UP: &str = "up";
 /// `direction` of [`TUNNEL_BYTES`]: backend to client.
-pub const DIRECTION_DOWN: &str = "down";
+pub(crate) const DIRECTION_DOWN: &str = "down";
 
 /// The values of `rollout_state`'s `state` label (`rollout_record::Phase::as_str`).
-pub const ROLLOUT_STATES: [&str; 5] = ["running", "paused", "succeeded", "rolled_back", "aborted"];
+pub(crate) const ROLLOUT_STATES: [&str; 5] =
+    ["running", "paused", "succeeded", "rolled_back", "aborted"];
 
 /// Label names.
-pub mod label {
+pub(crate) mod label {
     /// Route name from the config ("" when no route matched).
-    pub const ROUTE: &str = "route";
+    pub(crate) const ROUTE: &str = "route";
     /// Pool name from the config ("" when no pool was chosen).
-    pub const POOL: &str = "pool";
+    pub(crate) const POOL: &str = "pool";
     /// Backend `ip:port` ("" when the gateway answered without trying one).
-    pub const BACKEND: &str = "backend";
+    pub(crate) const BACKEND: &str = "backend";
     /// `1xx` … `5xx`.
-    pub const CODE_CLASS: &str = "code_class";
+    pub(crate) const CODE_CLASS: &str = "code_class";
     /// Why a backend left rotation: [`super::REASON_OUTLIER`] or [`super::REASON_PROBE`].
-    pub const REASON: &str = "reason";
+    pub(crate) const REASON: &str = "reason";
     /// `ok` or `error`.
-    pub const RESULT: &str = "result";
+    pub(crate) const RESULT: &str = "result";
     /// A Docker event action (`start`, `die`, …).
-    pub const ACTION: &str = "action";
+    pub(crate) const ACTION: &str = "action";
     /// The crate version.
-    pub const VERSION: &str = "version";
+    pub(crate) const VERSION: &str = "version";
     /// A rollout phase.
-    pub const STATE: &str = "state";
+    pub(crate) const STATE: &str = "state";
     /// `up` (client to backend) or `down`.
-    pub const DIRECTION: &str = "direction";
+    pub(crate) const DIRECTION: &str = "direction";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
-pub const REASON_OUTLIER: &str = "outlier";
+pub(crate) const REASON_OUTLIER: &str = "outlier";
 /// Ejection reason: the active probe turned a healthy backend unhealthy.
-pub const REASON_PROBE: &str = "probe";
+pub(crate) const REASON_PROBE: &str = "probe";
 /// Reload result: applied.
-pub const RESULT_OK: &str = "ok";
+pub(crate) const RESULT_OK: &str = "ok";
 /// Reload result: the file was invalid (or unreadable); nothing changed.
-pub const RESULT_ERROR: &str = "error";
+pub(crate) const RESULT_ERROR: &str = "error";
 
 /// Histogram buckets of `request_duration_seconds`: 1 ms … 60 s. Agent traffic
 /// spans cached answers (ms) to long model calls (tens of seconds).
-pub const DURATION_BUCKETS: &[f64] = &[
+pub(crate) const DURATION_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 ];
 
 /// The values of `code_class`, indexed by [`class_index`].
-pub const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Index into [`CODE_CLASSES`]. Codes of 600 and above (which `http` accepts but no
 /// RFC defines) count as `5xx`: a backend sending one is misbehaving.
 #[inline]
-pub fn class_index(status: StatusCode) -> usize {
+pub(crate) fn class_index(status: StatusCode) -> usize {
     (usize::from(status.as_u16() / 100)).clamp(1, 5) - 1
 }
 
-/// The `code_class` label value of `status`.
-pub fn code_class(status: StatusCode) -> &'static str {
+/// The `code_class` label value of `status` (the exporter indexes [`CODE_CLASSES`]
+/// directly; this is for tests).
+#[cfg(test)]
+pub(crate) fn code_class(status: StatusCode) -> &'static str {
     CODE_CLASSES[class_index(status)]
 }
 
 /// Help text of every series, in the order they are described.
-pub const HELP: &[(&str, Kind, &str)] = &[
+pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (REQUESTS, Kind::Counter, "Requests answered, by route, pool, the backend that answered (or was tried last; \"\" when none was) and status class. Gateway answers count too: no_route has route=\"\" and pool=\"\"."),
     (REQUEST_DURATION, Kind::Histogram, "Time from request arrival to the response head being handed to the client connection (retries and hold waits included, body streaming excluded), per route and pool."),
     (CONNECT_ERRORS, Kind::Counter, "Failed attempts to connect to a backend (refused, unreachable, connect timeout)."),
@@ -131,7 +134,7 @@ pub const HELP: &[(&str, Kind, &str)] = &[
 
 /// The kind of a series (for describing it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     Counter,
     Gauge,
     Histogram,
@@ -170,7 +173,7 @@ mod tests {
 
     #[test]
     fn rollout_states_are_the_phase_names() {
-        use crate::rollout_record::Phase;
+        use crate::control_plane::rollout_record::Phase;
         for phase in [
             Phase::Running,
             Phase::Paused,

@@ -16,11 +16,11 @@ use arc_swap::ArcSwap;
 
 use super::names::{self, label, ROLLOUT_STATES};
 use super::Registrar;
-use crate::snapshot::Snapshot;
+use crate::data_plane::snapshot::Snapshot;
 
 /// Route → (target's percentage, phase name) of the latest rollout of one gateway.
 #[derive(Debug, Default)]
-pub struct Latest(ArcSwap<BTreeMap<String, (u32, &'static str)>>);
+pub(crate) struct Latest(ArcSwap<BTreeMap<String, (u32, &'static str)>>);
 
 impl Registrar {
     /// Records a change of the rollout on `route`: the target now has `step` % in

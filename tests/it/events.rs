@@ -276,7 +276,7 @@ async fn ctl_watch_once_prints_the_state_and_watch_prints_a_line_per_event() {
     let shown = text(&out.stdout);
     // The same picture as `ctl status` renders from the state right now.
     let state = gw.state().await;
-    assert_eq!(shown, sluicegate::ctl::render_status(&state));
+    assert_eq!(shown, sluicegate::tools::ctl::render_status(&state));
     for needle in [
         "agents",
         "blue",

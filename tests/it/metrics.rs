@@ -9,10 +9,12 @@ use std::time::Duration;
 
 use http::Method;
 use scrape::Scrape;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use crate::health::probe;
 use crate::support::live::{config_text, LiveGateway};
-use crate::support::{agents, get, WAIT};
+use crate::support::{agents, get, until_agent_has, WAIT};
 
 /// Polls `/metrics` (bounded) until `done` holds; returns that scrape.
 async fn scrape_until(gw: &LiveGateway, what: &str, done: impl Fn(&Scrape) -> bool) -> Scrape {
@@ -517,4 +519,46 @@ split = [{{ pool = "mt-ws", weight = 1 }}]
         ("code_class", "1xx"),
     ];
     assert_eq!(s.value("sluicegate_requests_total", &labels), Some(1.0));
+}
+
+/// A client that hangs up while its request waits for the backend's answer is
+/// recorded as nginx records it (499: class 4xx, under the backend it waited for),
+/// not forgotten, and never as the backend's 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_answer_is_counted_as_a_client_abort() {
+    let ags = agents("gone", "v1", 1).await;
+    let a = ags[0].addr();
+    let body = format!(
+        r#"
+[[pools]]
+name = "gone"
+backends = [{{ addr = "{a}" }}]
+[[routes]]
+name = "gone-r"
+split = [{{ pool = "gone", weight = 1 }}]
+"#
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let a = a.to_string();
+    let class = |s: &Scrape, class: &str| {
+        let labels = [
+            ("route", "gone-r"),
+            ("pool", "gone"),
+            ("backend", a.as_str()),
+            ("code_class", class),
+        ];
+        s.value("sluicegate_requests_total", &labels).unwrap_or(0.0)
+    };
+    for n in 1..=3u64 {
+        let mut s = TcpStream::connect(gw.addr).await.expect("connect");
+        s.write_all(b"GET /slow?ms=20000 HTTP/1.1\r\nhost: t\r\n\r\n")
+            .await
+            .expect("write");
+        until_agent_has(&ags[0], n, "the slow request").await;
+        drop(s);
+    }
+    let s = scrape_until(&gw, "three client aborts", |s| class(s, "4xx") >= 3.0).await;
+    assert_eq!(class(&s, "4xx"), 3.0, "{}", s.text);
+    assert_eq!(class(&s, "2xx"), 0.0, "{}", s.text);
+    assert_eq!(class(&s, "5xx"), 0.0, "{}", s.text);
 }

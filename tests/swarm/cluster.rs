@@ -185,7 +185,7 @@ impl Cluster {
             .map_err(|e| format!("{}: {e}", script.display()))?;
         if !out.status.success() {
             return Err(format!(
-                "building the images (needs `cargo build --bin sluicegate --example echo_agent`): {}",
+                "building the images (needs `cargo build -p sluicegate -p sluicegate-echo-agent --bins`): {}",
                 String::from_utf8_lossy(&out.stderr)
             ));
         }

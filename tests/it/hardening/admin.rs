@@ -286,7 +286,10 @@ async fn readyz_until(gw: &LiveGateway, status: u16) -> crate::support::Reply {
 async fn readyz_names_an_ended_task(gw: &LiveGateway, task: &str) {
     // Ready once the first probes are in.
     assert_eq!(readyz_until(gw, 200).await.status, 200);
-    assert!(gw.tasks.abort_one(task), "{task} is running");
+    assert!(
+        sluicegate::testing::abort_task(&gw.tasks, task),
+        "{task} is running"
+    );
     let r = readyz_until(gw, 503).await;
     assert_eq!(r.status, 503, "{task}");
     let text = String::from_utf8_lossy(&r.body);
@@ -323,9 +326,9 @@ split = [{ pool = "blue", weight = 1 }]
     let engine_dir = tempfile::tempdir().expect("tempdir");
     let socket = engine_dir.path().join("engine.sock");
     let _engine = crate::readiness::FakeEngine::start(&socket);
-    let stand_in = sluicegate::discovery::Options {
+    let stand_in = sluicegate::control_plane::discovery::Options {
         docker_host: Some(format!("unix://{}", socket.display())),
-        ..sluicegate::discovery::Options::default()
+        ..sluicegate::control_plane::discovery::Options::default()
     };
     let text = config_text(&format!("[discovery.docker]\n{BODY}"), "", "");
     let dir = tempfile::tempdir().expect("tempdir");

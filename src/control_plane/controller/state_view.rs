@@ -1,0 +1,397 @@
+//! The state view: the running config and live backend state, as the controller
+//! sees it (`GET /api/v1/state` serializes it, rollout checks read it).
+//!
+//! The same types serialize on the gateway and deserialize in `sluicegate ctl`, so
+//! the two cannot drift. It belongs to the controller, which owns what it shows;
+//! the admin layer only renders it. A new section (another discovery source) is
+//! one more optional field of [`StateView`] and a view type beside [`DockerView`]. Each value says where it came from (`source`: file | api |
+//! docker | rollout); live numbers (in-flight, health, ejection) are read from the
+//! backends' atomics at the moment of the request. Backends from Docker name their
+//! container and its Docker health; `docker` shows the engine connection and the
+//! labelled containers that were skipped, with the reason. Gathered by the
+//! controller task, which owns what it shows ([`StateParts::take`]); the backends'
+//! part is built on the blocking pool ([`StateParts::finish`]).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use super::task::Counters;
+use super::Controller;
+use crate::control_plane::config::spec::{
+    BackendSpec, Balance, PoolName, RouteName, RouteSpec, Source, Spec, SplitSpec,
+};
+use crate::control_plane::discovery::{DiscoveredSet, DiscoveryStatus};
+use crate::control_plane::overrides::{BackendKey, Overrides};
+use crate::data_plane::backend::BackendState;
+use crate::data_plane::snapshot::Snapshot;
+
+/// The whole state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StateView {
+    /// The watched config file, if any.
+    pub config_file: Option<String>,
+    pub counters: Counters,
+    /// Routes in file order.
+    pub routes: Vec<RouteView>,
+    /// Pools in file order (then pools Docker labels created, by name).
+    pub pools: Vec<PoolView>,
+    /// Docker discovery, when `[discovery.docker]` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerView>,
+}
+
+/// How Docker discovery is doing and which labelled containers it skipped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DockerView {
+    /// True between a successful list and the loss of the engine connection
+    /// (while false, the last known backends keep serving).
+    pub connected: bool,
+    /// Container lists so far.
+    pub lists: u64,
+    /// The last connection error, cleared by the next list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Swarm: when a list last confirmed the set in force (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed: Option<String>,
+    /// Swarm: where the set was read (`swarm engine …`, `manager gateway …`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Labelled containers (Swarm: services and tasks) that are not backends, with the reason.
+    pub skipped: Vec<SkippedView>,
+}
+
+/// A labelled container discovery skipped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedView {
+    pub container: String,
+    pub reason: String,
+}
+
+impl DockerView {
+    /// The view of discovery's `status` and current `set`.
+    pub fn new(status: &DiscoveryStatus, set: &DiscoveredSet) -> DockerView {
+        DockerView {
+            connected: status.connected,
+            lists: status.lists,
+            last_error: status.last_error.clone(),
+            last_confirmed: status
+                .last_confirmed
+                .map(crate::control_plane::discovery::swarm::rfc3339),
+            source: status.source.clone(),
+            skipped: set
+                .skipped
+                .iter()
+                .map(|s| SkippedView {
+                    container: s.container_name.to_string(),
+                    reason: s.reason.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One route and its split.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RouteView {
+    pub name: String,
+    /// The split in force.
+    pub split: Vec<SplitView>,
+    /// `api` when an admin override is in force, else `file`.
+    pub split_source: Source,
+    /// The file's split, shown when an override hides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_split: Option<Vec<SplitView>>,
+    /// The rollout that set the split (or rolled it back), and where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutRef>,
+}
+
+/// The rollout behind a route's split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRef {
+    pub id: String,
+    /// `running`, `paused`, `succeeded`, `rolled_back`, `aborted`.
+    pub phase: String,
+}
+
+/// One pool of a split.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitView {
+    pub pool: String,
+    pub weight: u32,
+}
+
+/// One pool and its backends.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PoolView {
+    pub name: String,
+    pub balance: String,
+    pub backends: Vec<BackendView>,
+}
+
+/// One backend: config facts and live state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BackendView {
+    pub addr: String,
+    pub weight: u32,
+    pub backup: bool,
+    pub source: Source,
+    pub draining: bool,
+    /// Requests, streams and tunnels using it now; 0 on a drained backend means
+    /// it is safe to stop.
+    pub inflight: u32,
+    pub healthy: bool,
+    pub ejected: bool,
+    /// Response bodies that ended early (backend closed or went silent mid-body).
+    #[serde(default)]
+    pub broken_streams: u64,
+    /// The container of a backend from Docker (`source: docker`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Docker's health verdict for that container: false while `starting` or
+    /// `unhealthy` (no traffic then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_healthy: Option<bool>,
+    /// Docker's own word for that container's health (`starting`, `unhealthy`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_health: Option<String>,
+    /// For a registered backend with a TTL: time left before it lapses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_remaining_ms: Option<u64>,
+}
+
+impl StateView {
+    /// A route by name.
+    pub fn route(&self, name: &str) -> Option<&RouteView> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// A backend by pool and address.
+    pub fn backend(&self, pool: &str, addr: &str) -> Option<&BackendView> {
+        self.pools
+            .iter()
+            .find(|p| p.name == pool)?
+            .backends
+            .iter()
+            .find(|b| b.addr == addr)
+    }
+}
+
+/// `r` of the effective spec as the state shows it.
+fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
+    let overridden = overrides.splits().contains_key(&r.name);
+    let file_split = file
+        .routes
+        .iter()
+        .find(|f| f.name == r.name)
+        .filter(|_| overridden)
+        .map(|f| split_view(&f.split));
+    let rollout = overrides.rollouts().get(&r.name);
+    RouteView {
+        name: r.name.to_string(),
+        split: split_view(&r.split),
+        split_source: match (overridden, rollout) {
+            (true, Some(_)) => Source::Rollout,
+            (true, None) => Source::Api,
+            (false, _) => Source::File,
+        },
+        file_split,
+        rollout: rollout.map(|r| RolloutRef {
+            id: r.id.clone(),
+            phase: r.phase.as_str().to_owned(),
+        }),
+    }
+}
+
+/// What a state answer needs from the controller task, gathered there in
+/// microseconds. [`finish`](Self::finish) builds the backends' part, which is most
+/// of a large fleet's answer (milliseconds for 10 000 backends), and can run off
+/// the task's worker: it reads the backends' live state from the snapshot.
+#[derive(Debug)]
+pub struct StateParts {
+    snapshot: Arc<Snapshot>,
+    config_file: Option<String>,
+    counters: Counters,
+    routes: Vec<RouteView>,
+    /// When each backend registered with a TTL lapses: the one per-backend fact
+    /// the snapshot does not hold.
+    expires: HashMap<BackendKey, Instant>,
+    docker: Option<DockerView>,
+}
+
+impl StateParts {
+    /// Takes the current snapshot and what only the task holds.
+    pub fn take(
+        controller: &Controller,
+        file: &Spec,
+        overrides: &Overrides,
+        counters: Counters,
+        config_file: Option<&Path>,
+        docker: Option<DockerView>,
+    ) -> StateParts {
+        let snapshot = controller.shared().load_full();
+        let routes = snapshot
+            .spec()
+            .routes
+            .iter()
+            .map(|r| route_view(r, file, overrides))
+            .collect();
+        let expires = overrides
+            .backends()
+            .iter()
+            .filter_map(|(key, r)| Some((key.clone(), r.expires?)))
+            .collect();
+        StateParts {
+            snapshot,
+            config_file: config_file.map(|p| p.display().to_string()),
+            counters,
+            routes,
+            expires,
+            docker,
+        }
+    }
+
+    /// The state, with every backend's live numbers read now.
+    pub fn finish(self) -> StateView {
+        let now = Instant::now();
+        let live_pools = self.snapshot.pools();
+        let pools = self
+            .snapshot
+            .spec()
+            .pools
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                // The snapshot's pools are built in the spec's order.
+                let live = match live_pools.get(i) {
+                    Some(live) if live.name == p.name => Some(live),
+                    _ => self.snapshot.pool(p.name.as_str()),
+                };
+                let states: HashMap<SocketAddr, &Arc<BackendState>> = live
+                    .map(|l| l.backends().map(|b| (b.addr, &b.state)).collect())
+                    .unwrap_or_default();
+                PoolView {
+                    name: p.name.to_string(),
+                    balance: balance_name(&p.balance),
+                    backends: p
+                        .backends
+                        .iter()
+                        .map(|b| {
+                            // Most fleets register none: skip the key's clone then.
+                            let expires = (!self.expires.is_empty())
+                                .then(|| self.expires.get(&(p.name.clone(), b.addr)).copied())
+                                .flatten();
+                            backend_view(states.get(&b.addr).copied(), expires, now, b)
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        StateView {
+            config_file: self.config_file,
+            counters: self.counters,
+            routes: self.routes,
+            pools,
+            docker: self.docker,
+        }
+    }
+}
+
+/// Backend `b` as the state shows it, with its live `state` and, when it was
+/// registered with a TTL, when it `expires`.
+fn backend_view(
+    state: Option<&Arc<BackendState>>,
+    expires: Option<Instant>,
+    now: Instant,
+    b: &BackendSpec,
+) -> BackendView {
+    let ttl_remaining_ms = expires.map(|at| at.saturating_duration_since(now).as_millis() as u64);
+    BackendView {
+        addr: b.addr.to_string(),
+        weight: b.weight,
+        backup: b.backup,
+        source: b.source,
+        draining: b.draining,
+        inflight: state.map_or(0, |s| s.inflight()),
+        healthy: state.is_none_or(|s| s.is_healthy()),
+        ejected: state.is_some_and(|s| s.is_ejected()),
+        broken_streams: state.map_or(0, |s| s.broken_streams()),
+        container: b.container.as_ref().map(|c| c.name.to_string()),
+        docker_healthy: b.container.as_ref().map(|c| c.docker_healthy),
+        docker_health: b
+            .container
+            .as_ref()
+            .map(|c| c.docker_health.as_str().to_owned()),
+        ttl_remaining_ms,
+    }
+}
+
+/// A route as the state shows it, built for that route alone (the answer to a
+/// route write): the whole state of a large fleet takes milliseconds, on the
+/// controller task's worker.
+pub fn route_of(
+    controller: &Controller,
+    file: &Spec,
+    overrides: &Overrides,
+    route: &RouteName,
+) -> Option<RouteView> {
+    let snapshot = controller.shared().load_full();
+    snapshot
+        .spec()
+        .routes
+        .iter()
+        .find(|r| r.name == *route)
+        .map(|r| route_view(r, file, overrides))
+}
+
+/// A backend as the state shows it, built for that backend alone (as
+/// [`route_of`]).
+pub fn backend_of(
+    controller: &Controller,
+    overrides: &Overrides,
+    pool: &PoolName,
+    addr: SocketAddr,
+) -> Option<BackendView> {
+    let snapshot = controller.shared().load_full();
+    let found = snapshot
+        .spec()
+        .pools
+        .iter()
+        .find(|p| p.name == *pool)
+        .and_then(|p| p.backends.iter().find(|b| b.addr == addr))?;
+    let expires = overrides
+        .backends()
+        .get(&(pool.clone(), addr))
+        .and_then(|r| r.expires);
+    Some(backend_view(
+        controller.backend_state(pool, addr),
+        expires,
+        Instant::now(),
+        found,
+    ))
+}
+
+fn split_view(split: &[SplitSpec]) -> Vec<SplitView> {
+    split
+        .iter()
+        .map(|s| SplitView {
+            pool: s.pool.to_string(),
+            weight: s.weight,
+        })
+        .collect()
+}
+
+fn balance_name(balance: &Balance) -> String {
+    match balance {
+        Balance::RoundRobin => "round_robin".into(),
+        Balance::LeastConn => "least_conn".into(),
+        Balance::P2c => "p2c".into(),
+        Balance::Hash(_) => "hash".into(),
+    }
+}

@@ -1,0 +1,852 @@
+//! The request path: route → split → balance → forward → stream back.
+//!
+//! [`Proxy::handle`] loads the current snapshot once, then forwards in three steps:
+//! *prepare* (route, split, head rewriting), *attempt* (pick a backend, one
+//! exchange on a pooled keep-alive connection, retries, hold, replay) and
+//! *respond* (the backend's answer into the client's). An exchange goes on one
+//! kind of connection (`ConnKind`: the gateway's own HTTP/1 client or hyper's) and
+//! ends in an answer or a `ProxyError` that says whether the request was sent,
+//! whatever the kind, so the retry rules are written once. Bodies
+//! stream both ways; an `Upgrade` becomes a byte tunnel. Failures become the gateway's
+//! own short answers (see `error`). Retries go to a different backend: always when
+//! the request never left, otherwise only for idempotent requests without a body.
+//! Every attempt's outcome is reported to the pool (passive ejection and its traffic
+//! counters, `pool_stats`: a few relaxed atomic adds), and a pool with
+//! `hold` parks a request that finds no usable backend instead of failing it.
+//!
+//! Each request leaves a `trail`: its metrics (pre-resolved handles, atomic adds)
+//! and, with `[log] access` on, its access-log line.
+//!
+//! No lock is taken on the way of a normal request: the snapshot is an `ArcSwap`
+//! load, backend state (health included) is atomics, and the connection pool is a
+//! lock-free queue. Only the rare paths touch tokio's short internal locks: a held
+//! request registering on its pool's `Notify`, and an ejection publishing its event.
+//! Routes with `sticky.learn_header` are the exception by configuration: they look up
+//! and pin sessions in a sharded table (one shard mutex, a map operation; see
+//! `sessions`).
+
+pub(crate) mod body;
+pub(crate) mod error;
+pub mod framing;
+pub mod headers;
+mod trail;
+mod tunnel;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::Either;
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::control_plane::config::spec::PoolName;
+use crate::control_plane::config::spec::{Timeouts, Upgrades};
+use crate::control_plane::controller::SharedSnapshot;
+use crate::data_plane::backend::{Backend, InflightGuard};
+use crate::data_plane::cold::cold;
+use crate::data_plane::health::hold;
+use crate::data_plane::http1::client::{self as h1, H1Body, H1Error, RawFields};
+use crate::data_plane::route::{host_without_port, RequestView};
+use crate::data_plane::snapshot::{Pool, Route, Snapshot, Tried};
+use crate::data_plane::split::Pin as SessionPin;
+use crate::data_plane::upstream::Sender;
+use body::{RequestBody, ResponseBody, UpstreamBody};
+use error::ProxyError;
+use trail::Trail;
+
+/// The client at the other end of a connection, with what every request from it
+/// needs precomputed (its `X-Forwarded-For` value).
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// The client's address.
+    pub addr: SocketAddr,
+    ip_value: HeaderValue,
+}
+
+impl Client {
+    /// Made once per connection.
+    pub fn new(addr: SocketAddr) -> Self {
+        Client {
+            addr,
+            ip_value: headers::client_value(addr.ip()),
+        }
+    }
+}
+
+/// The data plane shared by all connections of a listener.
+#[derive(Debug)]
+pub struct Proxy {
+    snapshot: SharedSnapshot,
+    scheme: &'static str,
+    tunnels: TaskTracker,
+    /// `listen.http1_fast_path`: bodiless requests may go on gateway-driven
+    /// connections (`http1::client`).
+    http1_fast_path: bool,
+}
+
+/// What a failed attempt leaves: the error, and the request when it is still whole
+/// (never sent; or sent on a gateway-driven connection, which writes from it).
+/// Whether it may go again is the error's to say (`request_unsent`,
+/// `retryable_after_send`).
+struct Failed {
+    error: ProxyError,
+    req: Option<Request<RequestBody>>,
+}
+
+impl Failed {
+    fn with_request(error: ProxyError, req: Request<RequestBody>) -> Self {
+        Failed {
+            error,
+            req: Some(req),
+        }
+    }
+
+    fn consumed(error: ProxyError) -> Self {
+        Failed { error, req: None }
+    }
+}
+
+/// What `prepare` made of a request: where it goes, how it is sent, and what the
+/// answer needs.
+struct Prepared<'s, 'c> {
+    route: &'s Route,
+    /// Owned, so a hold can swap in the latest snapshot's version of the pool.
+    pool: Arc<Pool>,
+    /// The balancer's hash key, when the pool hashes.
+    key: Option<u64>,
+    /// On a route that learns sessions: handed to the split with the answer.
+    session: Option<SessionPin>,
+    /// The sticky cookie to set on the answer.
+    set_cookie: Option<HeaderValue>,
+    /// The client's side of an upgrade it asked for.
+    client_upgrade: Option<OnUpgrade>,
+    forwarding: headers::Forwarding<'c>,
+    /// Whether the forwarding fields are in the request's map yet (hyper's
+    /// client needs them there; a gateway-driven connection writes them itself).
+    forwarding_in_map: bool,
+    /// Neither body nor upgrade, with the fast path on: may go on a
+    /// gateway-driven connection.
+    fast: bool,
+    /// May be sent again after it was sent once: retries, bodiless, idempotent.
+    replayable: bool,
+    /// How far the client's body has gone upstream (when it has one): the
+    /// response-header timer starts once it is whole.
+    upload: Option<Arc<body::Progress>>,
+}
+
+/// The kind of connection an attempt goes on. Everything above [`exchange`] is
+/// the same for each; another upstream protocol is another kind here.
+#[derive(Clone, Copy, Debug)]
+enum ConnKind {
+    /// The gateway's own HTTP/1.1 client (`http1::client`): bodiless requests to
+    /// plain-TCP backends.
+    Http1,
+    /// hyper's HTTP/1.1 client: bodies, upgrades, TLS backends.
+    Hyper,
+}
+
+/// A backend's answer, by the kind of connection it came on.
+// The large variant is the common one: boxing it would allocate per request.
+#[allow(clippy::large_enum_variant)]
+enum Answer {
+    /// From hyper's client; the sender goes back to the pool when the body ends.
+    Hyper(Response<Incoming>, Sender),
+    /// From a gateway-driven connection, whose head fields stay raw, passed on as
+    /// they came.
+    Http1(Response<H1Body>, RawFields),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Hyper(resp, _) => resp.status(),
+            Answer::Http1(resp, _) => resp.status(),
+        }
+    }
+
+    /// Hands the answer's head to a route that learns sessions.
+    #[cold]
+    fn learn(&self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
+        match self {
+            Answer::Hyper(resp, _) => split.learn(pin, resp.headers(), pool),
+            Answer::Http1(_, fields) => {
+                split.learn(
+                    pin,
+                    &crate::data_plane::http1::fields::end_to_end_map(fields),
+                    pool,
+                );
+            }
+        }
+    }
+}
+
+/// The head of a bodiless idempotent request, kept to replay it after a send failure.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(req: &Request<RequestBody>) -> Self {
+        Replay {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        }
+    }
+
+    fn request(&self) -> Request<RequestBody> {
+        let mut req = Request::new(RequestBody::Empty);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        req
+    }
+}
+
+impl Proxy {
+    /// `scheme` is what clients used to reach this listener (`X-Forwarded-Proto`);
+    /// `http1_fast_path` is `listen.http1_fast_path` (`false`: hyper's client only).
+    pub fn new(snapshot: SharedSnapshot, scheme: &'static str, http1_fast_path: bool) -> Self {
+        Proxy {
+            snapshot,
+            scheme,
+            tunnels: TaskTracker::new(),
+            http1_fast_path,
+        }
+    }
+
+    /// Tunnels (upgraded connections) still open; graceful shutdown waits on these.
+    pub fn tunnels(&self) -> &TaskTracker {
+        &self.tunnels
+    }
+
+    /// Serves one request; never fails (errors become responses): prepare →
+    /// attempt → respond. The body is `None` when the request has none (the
+    /// gateway's own HTTP/1 server knows).
+    ///
+    /// The steps are called from here rather than from an `async fn` of their own:
+    /// each nested state machine is one more copy of the request's whole future as
+    /// it starts, and one more move of the answer on its way out.
+    pub async fn handle(
+        &self,
+        req: Request<Option<Incoming>>,
+        client: &Client,
+    ) -> Response<ResponseBody> {
+        let snapshot = self.snapshot.load_full();
+        let version = req.version();
+        let mut trail = Trail::start(&snapshot, &req, client.addr);
+        let answered = match self.prepare(&snapshot, req, client, &mut trail) {
+            Err(err) => Err(err),
+            Ok((mut plan, req)) => match self.attempt(&mut plan, req, &mut trail).await {
+                Err(err) => Err(err),
+                Ok((answer, guard)) => {
+                    let Prepared {
+                        route,
+                        client_upgrade,
+                        set_cookie,
+                        ..
+                    } = plan;
+                    self.respond(
+                        answer,
+                        guard,
+                        client_upgrade.map(|on| (on, &route.upgrades)),
+                        set_cookie,
+                        route.timeouts.idle,
+                        &mut trail,
+                    )
+                }
+            },
+        };
+        match answered {
+            Ok(mut resp) => {
+                trail.finish(&mut resp, None);
+                resp
+            }
+            Err(err) => gateway_answer(err, version, trail),
+        }
+    }
+
+    /// Routes the request, picks its pool, and rewrites its head for the backend.
+    fn prepare<'s, 'c>(
+        &self,
+        snapshot: &'s Snapshot,
+        mut req: Request<Option<Incoming>>,
+        client: &'c Client,
+        trail: &mut Trail<'s>,
+    ) -> Result<(Prepared<'s, 'c>, Request<RequestBody>), ProxyError> {
+        framing::check(&req).map_err(ProxyError::Malformed)?;
+        // One lookup of Host serves routing and `X-Forwarded-Host`.
+        let host = request_host(&req);
+        let view = RequestView {
+            host: host.map(|(host, _)| host_without_port(host)),
+            path: req.uri().path(),
+            method: req.method(),
+            headers: req.headers(),
+        };
+        let route = snapshot.find(&view).ok_or(ProxyError::NoRoute)?;
+        trail.route(route);
+        framing::check_declared_length(req.headers(), route.max_request_body)?;
+        let choice = route
+            .split
+            .pick(req.headers())
+            .ok_or(ProxyError::NoHealthyBackend)?;
+        // Split entries are few (two in a cutover): a pointer scan finds the metrics.
+        let entry = route
+            .split
+            .entries()
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.pool, choice.pool));
+        trail.pool(route, entry);
+        let pool = Arc::clone(choice.pool);
+        let set_cookie = choice.set_cookie.cloned();
+        let session = choice.session;
+        let key = pool.request_key(req.headers(), client.addr.ip());
+        let host_from_field = matches!(host, Some((_, Some(_))));
+        // The Host field's own value when there is one (a reference count, no copy).
+        let forwarded_host = host.and_then(|(host, field)| match field {
+            Some(field) => Some(field.clone()),
+            None => HeaderValue::from_str(host).ok(),
+        });
+
+        // Only the route's `upgrades` may become tunnels; any other upgrade request
+        // goes on as a plain one (its `Upgrade` is stripped with the hop-by-hop rest).
+        let upgrade = req.version() == Version::HTTP_11
+            && headers::keep_allowed_upgrades(req.headers_mut(), &route.upgrades);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+        let (mut parts, body) = req.into_parts();
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookies(&mut parts.headers);
+        }
+        let named_gone = headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let bodiless = body.as_ref().is_none_or(http_body::Body::is_end_stream);
+        if !bodiless && body_length_unknown(&parts.headers, body.as_ref()) {
+            // hyper's client sends a GET, HEAD or CONNECT whose body has no known
+            // length as bodiless unless the request says it is chunked; the client's
+            // own `Transfer-Encoding` went with the hop-by-hop fields.
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
+        // Routing read the host from the Host field when there was no authority in
+        // the target: the field is still there unless `Connection` named fields.
+        let host_kept = host_from_field && !named_gone;
+        if !host_kept && !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 upstream needs Host (RFC 9112 §3.2): h2 clients send
+            // :authority instead, an HTTP/1.0 absolute-form request may have none,
+            // and a `Connection: host` nomination must not take it away.
+            if let Some(h) = forwarded_host.clone() {
+                parts.headers.insert(header::HOST, h);
+            }
+        }
+        let forwarding = headers::Forwarding::new(
+            &parts.headers,
+            &client.ip_value,
+            self.scheme,
+            forwarded_host,
+        );
+        trail.request_id(forwarding.request_id().as_bytes());
+        parts.uri = origin_form(&parts.uri);
+        parts.version = Version::HTTP_11;
+        // A request with neither body nor upgrade can go on a gateway-driven
+        // connection (`http1::client`), which leaves it whole for a retry.
+        let plain = bodiless && !upgrade;
+        let fast = plain && self.http1_fast_path;
+        // That path writes the forwarding fields beside the others as it writes the
+        // head; only hyper's client needs them in the map (set before its first use).
+        let forwarding_in_map = !fast;
+        if forwarding_in_map {
+            forwarding.apply(&mut parts.headers);
+        }
+        // Whichever client sends it: a bodiless head can be sent again.
+        let replayable = route.retries > 0 && plain && is_idempotent(&parts.method);
+        let (body, upload) =
+            RequestBody::client(body, route.max_request_body, route.timeouts.client_body);
+        let req = Request::from_parts(parts, body);
+        let plan = Prepared {
+            route,
+            pool,
+            key,
+            session,
+            set_cookie,
+            client_upgrade,
+            forwarding,
+            forwarding_in_map,
+            fast,
+            replayable,
+            upload,
+        };
+        Ok((plan, req))
+    }
+
+    /// Sends the request to a backend of the plan's pool until one answers: a
+    /// failed attempt goes again to another backend when the retry rules allow it
+    /// (always when the request was not sent; after sending, only a replayable
+    /// request whose backend failed or timed out), and a pool with `hold` parks a request that
+    /// finds no usable backend. Returns the answer and the backend's in-flight guard.
+    async fn attempt<'s>(
+        &self,
+        plan: &mut Prepared<'s, '_>,
+        mut req: Request<RequestBody>,
+        trail: &mut Trail<'s>,
+    ) -> Result<(Answer, InflightGuard), ProxyError> {
+        let route = plan.route;
+        // hyper's client consumes the request: a copy of the head is kept for a
+        // retry after sending, made before the first attempt through it.
+        let mut replay = None;
+        let mut tried = Tried::default();
+        let mut failures = 0usize;
+        let mut hold_deadline = None;
+        let mut last_error = None;
+        loop {
+            let backend = match plan.pool.pick(plan.key, &tried) {
+                Some(backend) => backend,
+                None => {
+                    let pool = &plan.pool;
+                    let Some(spec) = pool.policy().hold else {
+                        if last_error.is_none() {
+                            pool.health().traffic().record_error();
+                        }
+                        return Err(last_error.unwrap_or(ProxyError::NoHealthyBackend));
+                    };
+                    let deadline =
+                        *hold_deadline.get_or_insert_with(|| Instant::now() + spec.timeout);
+                    // Boxed like the connect path: rare, and large.
+                    let held = hold::wait(&self.snapshot, pool, &spec, deadline, &mut tried);
+                    match cold(Box::pin(held)).await {
+                        Ok(current) => {
+                            plan.pool = current;
+                            continue;
+                        }
+                        Err(err) => {
+                            tracing::debug!(pool = %pool.name, %err, "hold gave up");
+                            pool.health().traffic().record_error();
+                            return Err(ProxyError::NoHealthyBackend);
+                        }
+                    }
+                }
+            };
+            let pool = &plan.pool;
+            trail.attempt(backend, &route.name.0);
+            let guard = backend.state.start_request();
+            let started = Instant::now();
+            let kind = if plan.fast && backend.state.conns().fast_path() {
+                ConnKind::Http1
+            } else {
+                if !plan.forwarding_in_map {
+                    plan.forwarding.apply(req.headers_mut());
+                    plan.forwarding_in_map = true;
+                }
+                if plan.replayable && replay.is_none() {
+                    replay = Some(Replay::of(&req));
+                }
+                ConnKind::Hyper
+            };
+            let forwarding = (!plan.forwarding_in_map).then_some(&plan.forwarding);
+            let upload = plan.upload.as_deref();
+            match exchange(
+                kind,
+                backend,
+                req,
+                &route.timeouts,
+                forwarding,
+                started,
+                upload,
+            )
+            .await
+            {
+                Ok(answer) => {
+                    let answered = Instant::now();
+                    let latency = answered.saturating_duration_since(started);
+                    backend.state.observe_latency(latency, answered);
+                    trail.answered(latency, answered);
+                    pool.report_response(backend, answer.status());
+                    pool.health()
+                        .traffic()
+                        .record_response(answer.status(), latency);
+                    if let Some(pin) = plan.session {
+                        // Only routes with `sticky.learn_header` (a sharded table).
+                        answer.learn(&route.split, pin, &pool.name);
+                    }
+                    return Ok((answer, guard));
+                }
+                Err(failed) if failed.error.is_client_fault() => {
+                    // The client broke its own request: the backend answered
+                    // nothing wrong, so nothing is reported against it.
+                    drop(guard);
+                    return Err(failed.error);
+                }
+                Err(failed) => {
+                    report_failure(pool, backend, &failed.error);
+                    tried.add(backend);
+                    failures += 1;
+                    let next = if failed.error.request_unsent() {
+                        failed.req
+                    } else if failed.error.retryable_after_send() && plan.replayable {
+                        failed.req.or_else(|| replay.as_ref().map(Replay::request))
+                    } else {
+                        None
+                    };
+                    match next {
+                        Some(next) if failures <= route.retries as usize => req = next,
+                        _ => return Err(failed.error),
+                    }
+                    last_error = Some(failed.error);
+                }
+            }
+        }
+    }
+
+    /// Turns a backend's response into the client's.
+    /// `client_upgrade` is there when the request asked for an upgrade its route
+    /// allows (with the route's `upgrades`).
+    fn respond(
+        &self,
+        answer: Answer,
+        guard: InflightGuard,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
+        set_cookie: Option<HeaderValue>,
+        idle: Duration,
+        trail: &mut Trail<'_>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let (resp, fields) = match answer {
+            Answer::Hyper(resp, sender) => {
+                return self.respond_hyper(
+                    resp,
+                    sender,
+                    guard,
+                    client_upgrade,
+                    set_cookie,
+                    idle,
+                    trail,
+                )
+            }
+            // Never sent for an upgrade: a 101 here is the backend's error.
+            Answer::Http1(resp, _) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(ProxyError::BadUpgrade)
+            }
+            Answer::Http1(resp, fields) => (resp, fields),
+        };
+        // The map is empty: the fields stay raw, and their hop-by-hop ones are left
+        // out where they are written (`headers::end_to_end`), so there is nothing to
+        // strip.
+        let (parts, body) = resp.into_parts();
+        let body = UpstreamBody::h1(body, guard, idle);
+        Ok(upstream_response(parts, body, Some(fields), set_cookie))
+    }
+
+    /// `respond` for an answer from hyper's client (requests with a body, upgrades):
+    /// out of line, so its code is not among the gateway-driven path's.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn respond_hyper(
+        &self,
+        mut resp: Response<Incoming>,
+        sender: Sender,
+        guard: InflightGuard,
+        client_upgrade: Option<(OnUpgrade, &Upgrades)>,
+        set_cookie: Option<HeaderValue>,
+        idle: Duration,
+        trail: &mut Trail<'_>,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            // A 101 to a request that asked for no allowed upgrade, or to a
+            // protocol the route does not allow, is the backend's error: the
+            // connection must not become a tunnel past routing.
+            let client_upgrade = match client_upgrade {
+                Some((on, allowed)) if headers::switched_to_allowed(resp.headers(), allowed) => on,
+                _ => return Err(ProxyError::BadUpgrade),
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let tally = trail.tunnel();
+            self.tunnels
+                .spawn(tunnel::run(client_upgrade, upstream_upgrade, guard, tally));
+            drop(sender);
+            let (parts, _) = resp.into_parts();
+            return Ok(Response::from_parts(parts, ResponseBody::empty()));
+        }
+        let (mut parts, body) = resp.into_parts();
+        let shape = framing::response_framing(
+            parts.headers.contains_key(header::TRANSFER_ENCODING),
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        if !shape.use_length {
+            // hyper's client read the body by its coding; a length relayed beside
+            // it would cut the client's copy short.
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        let mut body = UpstreamBody::new(body, guard, sender, idle);
+        if !shape.reusable {
+            body.not_reusable();
+        }
+        Ok(upstream_response(parts, body, None, set_cookie))
+    }
+}
+
+/// The client's response around a backend's body, with the sticky cookie if one
+/// is to be set.
+fn upstream_response(
+    mut parts: http::response::Parts,
+    body: UpstreamBody,
+    fields: Option<RawFields>,
+    set_cookie: Option<HeaderValue>,
+) -> Response<ResponseBody> {
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(header::SET_COOKIE, cookie);
+    }
+    Response::from_parts(parts, ResponseBody::upstream(body, fields))
+}
+
+/// Counts a failed attempt where passive ejection and the metrics see it.
+#[cold]
+#[inline(never)]
+fn report_failure(pool: &Pool, backend: &Backend, error: &ProxyError) {
+    tracing::debug!(backend = %backend.addr, err = %error, "attempt failed");
+    if error.is_connect_failure() {
+        backend.metrics.connect_errors.increment(1);
+    }
+    pool.report_error(backend, error);
+    if !matches!(error, ProxyError::NotSent(_)) {
+        pool.health().traffic().record_error();
+    }
+}
+
+/// The gateway's own answer to a request it could not forward.
+#[cold]
+#[inline(never)]
+fn gateway_answer(err: ProxyError, version: Version, trail: Trail<'_>) -> Response<ResponseBody> {
+    let cause = err.cause();
+    tracing::debug!(%err, cause, "answered by the gateway");
+    let refused = err.breaks_framing();
+    let mut resp = err.into_response();
+    if refused && version < Version::HTTP_2 {
+        // What follows on this connection may be the rest of a request
+        // we refused to frame: never read it as a new one.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    trail.finish(&mut resp, Some(cause));
+    resp
+}
+
+/// One exchange with one backend on a connection of `kind`: the answer, or why
+/// it failed with whether the request was sent (the error says) and the request
+/// when it is still whole. Not an `async fn`: that would nest one more state
+/// machine in every request's future.
+///
+/// hyper's exchange is boxed: inline, its state (the body's upload watch, two
+/// timers) would count in the size of every request's future, which is copied
+/// as it starts, for a path that bodiless requests to plain-TCP backends never
+/// take.
+fn exchange<'a>(
+    kind: ConnKind,
+    backend: &'a Backend,
+    req: Request<RequestBody>,
+    timeouts: &'a Timeouts,
+    forwarding: Option<&'a headers::Forwarding<'a>>,
+    started: Instant,
+    upload: Option<&'a body::Progress>,
+) -> impl Future<Output = Result<Answer, Failed>> + Send + 'a {
+    match kind {
+        ConnKind::Http1 => Either::Left(send_h1(backend, req, timeouts, forwarding, started)),
+        ConnKind::Hyper => Either::Right(cold(Box::pin(send(backend, req, timeouts, upload)))),
+    }
+}
+
+/// One attempt on one backend: a pooled (or new) connection, then the request.
+///
+/// The response-header timer starts once the request's body (`upload`, when it
+/// has one) has been taken whole: a long upload is not a late answer. While the
+/// body goes up, the client body timeout bounds the client, and `response_header`
+/// bounds a backend that stops taking the body.
+async fn send(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    timeouts: &Timeouts,
+    upload: Option<&body::Progress>,
+) -> Result<Answer, Failed> {
+    let pool = backend.state.conns();
+    let mut conn = match pool.checkout(timeouts.connect).await {
+        Ok(conn) => conn,
+        Err(error) => return Err(Failed::with_request(error.into(), req)),
+    };
+    let mut req = req;
+    loop {
+        // A pooled connection is almost always ready: ask before making a timer.
+        let ready = conn.sender.is_ready()
+            || matches!(
+                tokio::time::timeout(timeouts.connect, conn.sender.ready()).await,
+                Ok(Ok(()))
+            );
+        if ready {
+            let sent = conn.sender.try_send_request(req);
+            let answer = async {
+                tokio::pin!(sent);
+                if let Some(upload) = upload {
+                    tokio::select! {
+                        biased;
+                        answer = &mut sent => return Ok(answer),
+                        uploaded = upload.sent(timeouts.response_header) => {
+                            if !uploaded {
+                                return Err(());
+                            }
+                        }
+                    }
+                }
+                tokio::time::timeout(timeouts.response_header, sent)
+                    .await
+                    .map_err(drop)
+            };
+            match answer.await {
+                Ok(Ok(resp)) => return Ok(Answer::Hyper(resp, conn.sender)),
+                Err(()) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
+                Ok(Err(mut err)) => match err.take_message() {
+                    Some(unsent) if conn.reused => req = unsent,
+                    Some(unsent) => {
+                        let error = ProxyError::not_sent(err.into_error());
+                        return Err(Failed::with_request(error, unsent));
+                    }
+                    None => {
+                        let err = err.into_error();
+                        let error = match body::body_too_large(&err) {
+                            Some(limit) => ProxyError::BodyTooLarge { limit },
+                            None => match body::client_fault(&err) {
+                                Some(fault) => ProxyError::ClientBody(fault, Some(err)),
+                                None => ProxyError::sent(err),
+                            },
+                        };
+                        return Err(Failed::consumed(error));
+                    }
+                },
+            }
+        } else if !conn.reused {
+            let error = ProxyError::Connect(std::io::Error::other("new connection not ready"));
+            return Err(Failed::with_request(error, req));
+        }
+        // A pooled connection the backend had closed: the request never left, so try
+        // once more on a fresh connection to the same backend.
+        conn = match cold(Box::pin(pool.connect(timeouts.connect))).await {
+            Ok(sender) => crate::data_plane::upstream::Conn {
+                sender,
+                reused: false,
+            },
+            Err(error) => return Err(Failed::with_request(error.into(), req)),
+        };
+    }
+}
+
+/// One attempt on a gateway-driven connection (`http1::client`): a request without
+/// body or upgrade, to a plain-TCP backend. The head is written from the request,
+/// which stays whole: a failure hands it back for a retry.
+async fn send_h1(
+    backend: &Backend,
+    req: Request<RequestBody>,
+    timeouts: &Timeouts,
+    forwarding: Option<&headers::Forwarding<'_>>,
+    started: Instant,
+) -> Result<Answer, Failed> {
+    let pool = backend.state.conns();
+    // The exchange's deadline counts from when it can begin: the attempt's start
+    // (the caller's clock reading) on a pooled connection, after a connect else.
+    let (mut conn, mut reused, begins) = match pool.pop_h1(started) {
+        Some(conn) => (conn, true, started),
+        // Boxed like hyper's connect path: rare, and it would size every request.
+        None => match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
+            Ok(conn) => (conn, false, Instant::now()),
+            Err(error) => return Err(Failed::with_request(error.into(), req)),
+        },
+    };
+    // The connection's own timer bounds the exchange (no timer made per request).
+    let deadline = (begins + timeouts.response_header, timeouts.response_header);
+    loop {
+        let exchange = async {
+            let fields = |h: &HeaderMap, out: &mut Vec<u8>| match forwarding {
+                Some(f) => f.write_fields(h, out),
+                None => h1::write_fields(h, out),
+            };
+            conn.write_request(&req, fields, deadline)
+                .await
+                .map_err(|e| (e, false))?;
+            conn.read_response(req.method(), deadline)
+                .await
+                .map_err(|e| (e, true))
+        };
+        let outcome = match exchange.await {
+            Err((H1Error::TimedOut(_), _)) => Err(()),
+            other => Ok(other),
+        };
+        let again_on_fresh = match &outcome {
+            // A pooled connection the backend had just closed: the request never
+            // left, so try once more on a fresh connection to the same backend.
+            Ok(Err((_, false))) => reused,
+            // Closed without a byte of answer on a pooled connection: the backend
+            // closed it as idle as the request went out (the race every keep-alive
+            // client has). An idempotent request goes once more, on a fresh one.
+            Ok(Err((H1Error::ClosedBeforeHead, true))) => reused && is_idempotent(req.method()),
+            _ => false,
+        };
+        if again_on_fresh {
+            conn = match cold(Box::pin(pool.connect_h1(timeouts.connect))).await {
+                Ok(conn) => conn,
+                Err(error) => return Err(Failed::with_request(error.into(), req)),
+            };
+            reused = false;
+            continue;
+        }
+        let error = match outcome {
+            Ok(Ok((resp, fields))) => return Ok(Answer::Http1(resp, fields)),
+            Err(_) => ProxyError::ResponseTimeout,
+            Ok(Err((err, false))) => {
+                return Err(Failed::with_request(ProxyError::not_sent(err), req))
+            }
+            Ok(Err((err, true))) => ProxyError::sent(err),
+        };
+        return Err(Failed::with_request(error, req));
+    }
+}
+
+/// The request's host: the URI authority (HTTP/2, absolute-form), else the Host
+/// field, which comes along as well.
+fn request_host<B>(req: &Request<B>) -> Option<(&str, Option<&HeaderValue>)> {
+    match req.uri().authority() {
+        Some(authority) => Some((authority.as_str(), None)),
+        None => {
+            let field = req.headers().get(header::HOST)?;
+            Some((field.to_str().ok()?, Some(field)))
+        }
+    }
+}
+
+/// Path and query only, as an HTTP/1.1 origin server expects.
+/// A body with no `Content-Length` and no exact size (HTTP/1.1 chunked, h2 DATA
+/// without `content-length`): it goes upstream chunked.
+fn body_length_unknown(headers: &HeaderMap, body: Option<&Incoming>) -> bool {
+    !headers.contains_key(header::CONTENT_LENGTH)
+        && body.is_some_and(|b| http_body::Body::size_hint(b).exact().is_none())
+}
+
+fn origin_form(uri: &Uri) -> Uri {
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(pq)
+}
+
+/// RFC 9110 §9.2.2 idempotent methods.
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}

@@ -1,0 +1,295 @@
+//! `sluicegate ctl`, `plan` and `health`: the admin API from the command line.
+//!
+//! Each command is one or two admin requests and a rendering of the answer as text
+//! an operator reads at a glance (tables, `+/-/~` plans). Errors come back as
+//! [`CtlError`], which the binary prints as `sluicegate: …` with a non-zero exit.
+//! The wire types are the gateway's own (`controller::state_view`, `plan`), so the client
+//! and the server cannot disagree about the JSON.
+
+pub(crate) mod client;
+pub mod rollout;
+pub mod watch;
+
+use std::fmt::Write;
+use std::path::Path;
+
+use http::Method;
+use serde_json::Value;
+
+use crate::control_plane::config::spec::Source;
+use crate::control_plane::controller::state_view::{BackendView, SplitView, StateView};
+use crate::control_plane::plan::Plan;
+pub use client::{AdminClient, CtlError};
+
+/// `ctl status`: routes with their splits, then pools with their backends.
+pub async fn status(client: &AdminClient) -> Result<String, CtlError> {
+    let view: StateView = client.json(Method::GET, "/api/v1/state", None).await?;
+    Ok(render_status(&view))
+}
+
+/// `ctl split ROUTE POOL=W…`: sets the route's whole split; `reset` returns it to
+/// the file's split instead.
+pub async fn split(
+    client: &AdminClient,
+    route: &str,
+    assignments: &[String],
+    reset: bool,
+) -> Result<String, CtlError> {
+    let path = format!("/api/v1/routes/{}/split", client::segment(route));
+    let answer: Value = if reset {
+        if !assignments.is_empty() {
+            return Err(CtlError::Usage("--reset takes no POOL=WEIGHT".into()));
+        }
+        client.json(Method::DELETE, &path, None).await?
+    } else {
+        let body = split_body(assignments)?;
+        client
+            .json(Method::PUT, &path, Some(("application/json", body)))
+            .await?
+    };
+    let split: Vec<SplitView> = serde_json::from_value(answer["split"].clone())
+        .map_err(|e| CtlError::BadAnswer(e.to_string()))?;
+    let source = answer["split_source"].as_str().unwrap_or("?");
+    Ok(format!(
+        "route {route}: {} (source {source}); live now\n",
+        show_split(&split)
+    ))
+}
+
+/// `ctl drain|undrain POOL ADDR`.
+pub async fn drain(
+    client: &AdminClient,
+    pool: &str,
+    addr: &str,
+    drain: bool,
+) -> Result<String, CtlError> {
+    let verb = if drain { "drain" } else { "undrain" };
+    let path = format!(
+        "/api/v1/pools/{}/backends/{}/{verb}",
+        client::segment(pool),
+        client::segment(addr)
+    );
+    let b: BackendView = client.json(Method::POST, &path, None).await?;
+    Ok(if drain {
+        format!(
+            "{pool} {addr}: draining, {} in flight (safe to stop at 0: watch `sluicegate ctl status`)\n",
+            b.inflight
+        )
+    } else {
+        format!("{pool} {addr}: back in rotation\n")
+    })
+}
+
+/// `plan -c FILE`: what reloading `file` would change in the running gateway.
+pub async fn plan(client: &AdminClient, file: &Path) -> Result<String, CtlError> {
+    // Validate locally first: the same errors `check` prints, without a round trip.
+    crate::control_plane::config::load(file)?;
+    let text =
+        std::fs::read(file).map_err(|error| crate::control_plane::config::LoadError::Read {
+            path: file.to_path_buf(),
+            error,
+        })?;
+    let plan: Plan = client
+        .json(
+            Method::POST,
+            "/api/v1/plan",
+            Some(("application/toml", text)),
+        )
+        .await?;
+    Ok(plan.to_string())
+}
+
+/// `health`: whether the admin API's `/readyz` answers 200.
+pub async fn health(client: &AdminClient) -> Result<(), CtlError> {
+    let (status, body) = client.send(Method::GET, "/readyz", None).await?;
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(CtlError::Api {
+            status,
+            error: String::from_utf8_lossy(&body).trim().to_owned(),
+            path: String::new(),
+            hint: "",
+        })
+    }
+}
+
+/// `POOL=WEIGHT…` as the JSON body of a split PUT.
+pub fn split_body(assignments: &[String]) -> Result<Vec<u8>, CtlError> {
+    if assignments.is_empty() {
+        return Err(CtlError::Usage(
+            "give the whole split as POOL=WEIGHT…, e.g. `agent-blue=0 agent-green=100`".into(),
+        ));
+    }
+    let mut map = serde_json::Map::new();
+    for a in assignments {
+        let parsed = a
+            .split_once('=')
+            .and_then(|(pool, w)| Some((pool, w.trim().parse::<i64>().ok()?)));
+        let Some((pool, weight)) = parsed else {
+            return Err(CtlError::Usage(format!(
+                "{a:?} is not POOL=WEIGHT (WEIGHT an integer), e.g. agent-green=100"
+            )));
+        };
+        if map.insert(pool.to_owned(), Value::from(weight)).is_some() {
+            return Err(CtlError::Usage(format!("pool {pool} is given twice")));
+        }
+    }
+    serde_json::to_vec(&map).map_err(|e| CtlError::Usage(e.to_string()))
+}
+
+/// The status tables.
+pub fn render_status(view: &StateView) -> String {
+    let mut out = String::new();
+    let c = &view.counters;
+    let _ = writeln!(
+        out,
+        "config {}  generation {}  reloads {} ok / {} failed  streams closed {}\n",
+        view.config_file.as_deref().unwrap_or("(embedded)"),
+        c.generation,
+        c.reloads_ok,
+        c.reloads_failed,
+        c.streams_closed
+    );
+    let mut routes = vec![row(&["ROUTE", "SPLIT", "SOURCE"])];
+    for r in &view.routes {
+        let mut source = r.split_source.as_str().to_owned();
+        if let Some(rollout) = &r.rollout {
+            source.push_str(&format!(" {} {}", rollout.id, rollout.phase));
+        }
+        if let Some(file) = &r.file_split {
+            source.push_str(&format!(" (file: {})", show_split(file)));
+        }
+        routes.push(vec![r.name.clone(), show_split(&r.split), source]);
+    }
+    out.push_str(&table(&routes));
+    out.push('\n');
+    let mut pools = vec![row(&[
+        "POOL", "BACKEND", "WEIGHT", "SOURCE", "HEALTH", "DRAINING", "INFLIGHT",
+    ])];
+    for p in &view.pools {
+        if p.backends.is_empty() {
+            pools.push(vec![p.name.clone(), "(no backends)".into()]);
+        }
+        for b in &p.backends {
+            let health = match (b.healthy, b.ejected, b.docker_healthy) {
+                (_, _, Some(false)) => match b.docker_health.as_deref() {
+                    Some("starting") => "docker: starting",
+                    Some("unhealthy") => "docker: unhealthy",
+                    _ => "docker: not healthy",
+                },
+                (_, true, _) => "ejected",
+                (true, false, _) => "healthy",
+                (false, false, _) => "unhealthy",
+            };
+            let mut source = b.source.as_str().to_owned();
+            if let Some(container) = &b.container {
+                source.push_str(&format!(" ({container})"));
+            }
+            if let (Source::Api, Some(ms)) = (b.source, b.ttl_remaining_ms) {
+                source.push_str(&format!(" (ttl {}s)", ms / 1000));
+            }
+            let weight = if b.backup {
+                format!("{} backup", b.weight)
+            } else {
+                b.weight.to_string()
+            };
+            pools.push(vec![
+                p.name.clone(),
+                b.addr.clone(),
+                weight,
+                source,
+                health.into(),
+                if b.draining { "yes" } else { "-" }.into(),
+                b.inflight.to_string(),
+            ]);
+        }
+    }
+    out.push_str(&table(&pools));
+    if let Some(d) = &view.docker {
+        let link = if d.connected {
+            "connected".to_owned()
+        } else if d.lists == 0 {
+            format!(
+                "DISCONNECTED ({}); never listed: no discovered backends, not ready until it lists",
+                d.last_error.as_deref().unwrap_or("not listed yet")
+            )
+        } else {
+            format!(
+                "DISCONNECTED ({}); last known backends keep serving",
+                d.last_error.as_deref().unwrap_or("not listed yet")
+            )
+        };
+        let _ = writeln!(out, "\ndocker: {link}, {} lists", d.lists);
+        for s in &d.skipped {
+            let _ = writeln!(out, "  skipped {}: {}", s.container, s.reason);
+        }
+    }
+    out
+}
+
+/// `blue=90 (90%) green=10 (10%)`.
+fn show_split(split: &[SplitView]) -> String {
+    let total: u64 = split.iter().map(|s| u64::from(s.weight)).sum();
+    let parts: Vec<String> = split
+        .iter()
+        .map(|s| {
+            let pct = if total == 0 {
+                0.0
+            } else {
+                100.0 * f64::from(s.weight) / total as f64
+            };
+            format!("{}={} ({pct:.0}%)", s.pool, s.weight)
+        })
+        .collect();
+    parts.join(" ")
+}
+
+pub(crate) fn row(cells: &[&str]) -> Vec<String> {
+    cells.iter().map(|c| (*c).to_owned()).collect()
+}
+
+/// Left-aligned columns, two spaces apart.
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            let _ = write!(line, "{cell:<width$}  ", width = widths[i]);
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_body_is_a_pool_weight_object() {
+        let body = split_body(&["blue=0".into(), "green=100".into()]).unwrap();
+        assert_eq!(body, br#"{"blue":0,"green":100}"#);
+        assert!(split_body(&[]).is_err());
+        assert!(split_body(&["blue".into()]).is_err());
+        assert!(split_body(&["blue=x".into()]).is_err());
+        assert!(split_body(&["blue=1".into(), "blue=2".into()]).is_err());
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(&[row(&["A", "BB"]), row(&["ccc", "d"])]);
+        assert_eq!(t, "A    BB\nccc  d\n");
+    }
+}
