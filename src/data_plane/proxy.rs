@@ -249,8 +249,13 @@ impl Proxy {
         &self.tunnels
     }
 
-    /// Serves one request; never fails (errors become responses). The body is
-    /// `None` when the request has none (the gateway's own HTTP/1 server knows).
+    /// Serves one request; never fails (errors become responses): prepare →
+    /// attempt → respond. The body is `None` when the request has none (the
+    /// gateway's own HTTP/1 server knows).
+    ///
+    /// The steps are called from here rather than from an `async fn` of their own:
+    /// each nested state machine is one more copy of the request's whole future as
+    /// it starts, and one more move of the answer on its way out.
     pub async fn handle(
         &self,
         req: Request<Option<Incoming>>,
@@ -266,7 +271,29 @@ impl Proxy {
         }
         let grpc = grpc::is_grpc(req.headers());
         let mut trail = Trail::start(&snapshot, &req, client.addr);
-        match self.forward(&snapshot, req, client, &mut trail).await {
+        let answered = match self.prepare(&snapshot, req, client, &mut trail) {
+            Err(err) => Err(err),
+            Ok((mut plan, req)) => match self.attempt(&mut plan, req, &mut trail).await {
+                Err(err) => Err(err),
+                Ok((answer, guard)) => {
+                    let Prepared {
+                        route,
+                        client_upgrade,
+                        set_cookie,
+                        ..
+                    } = plan;
+                    self.respond(
+                        answer,
+                        guard,
+                        client_upgrade.map(|on| (on, &route.upgrades)),
+                        set_cookie,
+                        route.timeouts.idle,
+                        &mut trail,
+                    )
+                }
+            },
+        };
+        match answered {
             Ok(mut resp) => {
                 trail.finish(&mut resp, None);
                 resp
@@ -342,32 +369,6 @@ impl Proxy {
         }
     }
 
-    /// prepare → attempt → respond.
-    async fn forward<'s>(
-        &self,
-        snapshot: &'s Snapshot,
-        req: Request<Option<Incoming>>,
-        client: &Client,
-        trail: &mut Trail<'s>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let (mut plan, req) = self.prepare(snapshot, req, client, trail)?;
-        let (answer, guard) = self.attempt(&mut plan, req, trail).await?;
-        let Prepared {
-            route,
-            client_upgrade,
-            set_cookie,
-            ..
-        } = plan;
-        self.respond(
-            answer,
-            guard,
-            client_upgrade.map(|on| (on, &route.upgrades)),
-            set_cookie,
-            route.timeouts.idle,
-            trail,
-        )
-    }
-
     /// Routes the request, picks its pool, and rewrites its head for the backend.
     fn prepare<'s, 'c>(
         &self,
@@ -408,6 +409,7 @@ impl Proxy {
         let set_cookie = choice.set_cookie.cloned();
         let session = choice.session;
         let key = pool.request_key(req.headers(), client.addr.ip());
+        let host_from_field = matches!(host, Some((_, Some(_))));
         // The Host field's own value when there is one (a reference count, no copy).
         let forwarded_host = host.and_then(|(host, field)| match field {
             Some(field) => Some(field.clone()),
@@ -440,7 +442,7 @@ impl Proxy {
         if parts.version == Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
-        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        let named_gone = headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         if te_trailers {
             parts
                 .headers
@@ -456,7 +458,10 @@ impl Proxy {
                 HeaderValue::from_static("chunked"),
             );
         }
-        if !parts.headers.contains_key(header::HOST) {
+        // Routing read the host from the Host field when there was no authority in
+        // the target: the field is still there unless `Connection` named fields.
+        let host_kept = host_from_field && !named_gone;
+        if !host_kept && !parts.headers.contains_key(header::HOST) {
             // HTTP/1.1 upstream needs Host (RFC 9112 §3.2): h2 clients send
             // :authority instead, an HTTP/1.0 absolute-form request may have none,
             // and a `Connection: host` nomination must not take it away.

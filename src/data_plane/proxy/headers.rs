@@ -120,9 +120,13 @@ fn connection_tokens(v: &HeaderValue) -> impl Iterator<Item = &str> {
 /// One pass over the field names finds which hop-by-hop fields are there, so a head
 /// that has none (most requests) costs no hashing, and one that has some (most
 /// upstream responses carry `Connection: keep-alive`) removes only those.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+///
+/// Returns whether `Connection` named other fields, which went too (any field,
+/// `Host` included, may be gone then).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) -> bool {
     let mut present = [false; HOP_BY_HOP.len()];
     let mut any = false;
+    let mut names_fields = false;
     for name in headers.keys() {
         if let Some(i) = hop_by_hop_index(name.as_str().as_bytes()) {
             present[i] = true;
@@ -132,7 +136,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if any {
         // Almost every `Connection` is one `keep-alive` or `close`, which names no
         // field: those skip the token walk (benches/JOURNAL.md, fourth pass).
-        let names_fields = present[CONNECTION_AT]
+        names_fields = present[CONNECTION_AT]
             && headers.get_all(header::CONNECTION).iter().any(|v| {
                 let v = v.as_bytes().trim_ascii();
                 !v.eq_ignore_ascii_case(b"keep-alive") && !v.eq_ignore_ascii_case(b"close")
@@ -166,6 +170,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if keep_upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+    names_fields
 }
 
 /// The client's address as a header value, made once per connection (formatting an
@@ -415,7 +420,7 @@ mod tests {
     #[test]
     fn a_plain_keep_alive_or_close_names_nothing_but_later_lines_still_count() {
         let mut h = map(&[("connection", " Keep-Alive "), ("x-kept", "yes")]);
-        strip_hop_by_hop(&mut h, false);
+        assert!(!strip_hop_by_hop(&mut h, false), "nothing named");
         assert_eq!(h.len(), 1, "{h:?}");
         let mut h = map(&[
             ("connection", "close"),
@@ -423,9 +428,16 @@ mod tests {
             ("x-secret", "1"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut h, false);
+        assert!(strip_hop_by_hop(&mut h, false), "x-secret was named");
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-kept"], "yes");
+        // The proxy trusts a false here to mean Host is still there.
+        let mut h = map(&[("host", "a.local"), ("te", "trailers")]);
+        assert!(!strip_hop_by_hop(&mut h, false));
+        assert_eq!(h["host"], "a.local");
+        let mut h = map(&[("host", "a.local"), ("connection", "host")]);
+        assert!(strip_hop_by_hop(&mut h, false), "Host was named");
+        assert!(!h.contains_key("host"));
     }
 
     #[test]
