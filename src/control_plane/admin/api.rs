@@ -397,13 +397,9 @@ async fn pause(
     Path(route): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body: ApiPause = if body.is_empty() {
-        ApiPause::default()
-    } else {
-        match parse_json(&body) {
-            Ok(body) => body,
-            Err(resp) => return *resp,
-        }
+    let body: ApiPause = match parse_optional_json(&body) {
+        Ok(body) => body,
+        Err(resp) => return *resp,
     };
     match validate_pause(&body) {
         Ok(pause) => {
@@ -424,13 +420,9 @@ async fn maintenance_on(
     Path(route): Path<String>,
     body: Bytes,
 ) -> Response {
-    let body: ApiMaintenance = if body.is_empty() {
-        ApiMaintenance::default()
-    } else {
-        match parse_json(&body) {
-            Ok(body) => body,
-            Err(resp) => return *resp,
-        }
+    let body: ApiMaintenance = match parse_optional_json(&body) {
+        Ok(body) => body,
+        Err(resp) => return *resp,
     };
     match validate_maintenance(&body) {
         Ok(m) => {
@@ -582,6 +574,17 @@ fn unknown_files(running: &Spec, posted: &Spec) -> ConfigErrors {
 }
 
 /// Parses a JSON body, reporting the key path of a shape error.
+/// [`parse_json`], with an empty body read as `T::default()` (`{}`).
+fn parse_optional_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+) -> Result<T, Box<Response>> {
+    if body.is_empty() {
+        Ok(T::default())
+    } else {
+        parse_json(body)
+    }
+}
+
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {

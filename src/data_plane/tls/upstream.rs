@@ -113,13 +113,15 @@ impl UpstreamTls {
         &self.spec
     }
 
-    /// Runs the TLS handshake on `tcp`, a connection to `addr`.
-    pub async fn connect(
+    /// The handshake with `connector` (the plain or the h2-only one), verifying the
+    /// configured server name or else the backend's IP.
+    async fn handshake(
         &self,
+        connector: &Result<TlsConnector, Arc<str>>,
         addr: SocketAddr,
         tcp: TcpStream,
     ) -> std::io::Result<TlsStream<TcpStream>> {
-        let connector = self.connector.as_ref().map_err(|err| {
+        let connector = connector.as_ref().map_err(|err| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
         })?;
         let name = self
@@ -129,6 +131,15 @@ impl UpstreamTls {
         connector.connect(name, tcp).await
     }
 
+    /// Runs the TLS handshake on `tcp`, a connection to `addr`.
+    pub async fn connect(
+        &self,
+        addr: SocketAddr,
+        tcp: TcpStream,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        self.handshake(&self.connector, addr, tcp).await
+    }
+
     /// Like [`connect`](Self::connect), offering ALPN `h2` only; fails unless the
     /// backend chose it (a backend that speaks only HTTP/1.1 over TLS).
     pub async fn connect_h2(
@@ -136,14 +147,7 @@ impl UpstreamTls {
         addr: SocketAddr,
         tcp: TcpStream,
     ) -> std::io::Result<TlsStream<TcpStream>> {
-        let connector = self.connector_h2.as_ref().map_err(|err| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, err.to_string())
-        })?;
-        let name = self
-            .server_name
-            .clone()
-            .unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
-        let stream = connector.connect(name, tcp).await?;
+        let stream = self.handshake(&self.connector_h2, addr, tcp).await?;
         if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,

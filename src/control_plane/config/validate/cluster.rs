@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::values::{check_duration, key_path};
+use super::values::{check_poll_interval, key_path};
 use super::{shape, table_of, Report};
 use crate::control_plane::config::raw::RawCluster;
 use crate::control_plane::config::spec::{
@@ -66,28 +66,14 @@ pub(super) fn check_cluster(value: toml::Value, report: &mut Report) -> Option<C
         }
         other => Some(other),
     };
-    let (min, max) = CLUSTER_POLL_BOUNDS;
-    let poll_path = key_path(path, "poll_interval");
-    let poll_interval = match &raw.poll_interval {
-        None => Some(DEFAULT_CLUSTER_POLL),
-        Some(d) => check_duration(d, &poll_path, report).and_then(|d| {
-            if (min..=max).contains(&d) {
-                Some(d)
-            } else {
-                report.add(
-                    &poll_path,
-                    format!(
-                        "{} is out of range; the store is read every {} to {} (default {}), so that a write reaches every replica within a second",
-                        humantime::format_duration(d),
-                        humantime::format_duration(min),
-                        humantime::format_duration(max),
-                        humantime::format_duration(DEFAULT_CLUSTER_POLL),
-                    ),
-                );
-                None
-            }
-        }),
-    };
+    let poll_interval = check_poll_interval(
+        raw.poll_interval.as_ref(),
+        &key_path(path, "poll_interval"),
+        (DEFAULT_CLUSTER_POLL, CLUSTER_POLL_BOUNDS),
+        "the store is read",
+        ", so that a write reaches every replica within a second",
+        report,
+    );
     let mut peers = Some(Vec::new());
     for (i, text) in raw.peers.unwrap_or_default().iter().enumerate() {
         match super::discovery::manager_url(text) {

@@ -8,8 +8,7 @@
 
 use std::sync::Arc;
 
-use super::values::check_duration;
-use super::values::{check_name, key_path};
+use super::values::{check_name, check_poll_interval, key_path};
 use super::{shape, table_of, Report};
 use crate::control_plane::config::raw::{RawDiscovery, RawDocker, RawSwarm};
 use crate::control_plane::config::spec::{
@@ -50,28 +49,14 @@ fn check_swarm(raw: RawSwarm, report: &mut Report) -> Option<Option<SwarmSpec>> 
     let path = "discovery.swarm";
     let label_prefix = check_prefix(raw.label_prefix.as_deref(), path, report);
     let network = check_network(raw.network.as_deref(), path, report);
-    let (min, max) = SWARM_POLL_BOUNDS;
-    let poll_path = key_path(path, "poll_interval");
-    let poll_interval = match &raw.poll_interval {
-        None => Some(DEFAULT_SWARM_POLL),
-        Some(d) => check_duration(d, &poll_path, report).and_then(|d| {
-            if (min..=max).contains(&d) {
-                Some(d)
-            } else {
-                report.add(
-                    &poll_path,
-                    format!(
-                        "{:?} is out of range; the task list is read every {} to {} (default {})",
-                        d,
-                        humantime::format_duration(min),
-                        humantime::format_duration(max),
-                        humantime::format_duration(DEFAULT_SWARM_POLL),
-                    ),
-                );
-                None
-            }
-        }),
-    };
+    let poll_interval = check_poll_interval(
+        raw.poll_interval.as_ref(),
+        &key_path(path, "poll_interval"),
+        (DEFAULT_SWARM_POLL, SWARM_POLL_BOUNDS),
+        "the task list is read",
+        "",
+        report,
+    );
     let mut managers = Some(Vec::new());
     for (i, text) in raw.managers.unwrap_or_default().iter().enumerate() {
         match manager_url(text) {

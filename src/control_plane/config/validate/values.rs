@@ -239,6 +239,37 @@ pub(super) fn check_hash_key(key: &str, path: &str, report: &mut Report) -> Opti
     None
 }
 
+/// A poll interval at `path`: `default` when absent, else a duration within
+/// `bounds`; out of range, the error says what is read (`read`), the bounds, the
+/// default and `why` (may be empty).
+pub(super) fn check_poll_interval(
+    raw: Option<&RawDuration>,
+    path: &str,
+    (default, (min, max)): (Duration, (Duration, Duration)),
+    read: &str,
+    why: &str,
+    report: &mut Report,
+) -> Option<Duration> {
+    let Some(raw) = raw else {
+        return Some(default);
+    };
+    let d = check_duration(raw, path, report)?;
+    if (min..=max).contains(&d) {
+        return Some(d);
+    }
+    report.add(
+        path,
+        format!(
+            "{} is out of range; {read} every {} to {} (default {}){why}",
+            humantime::format_duration(d),
+            humantime::format_duration(min),
+            humantime::format_duration(max),
+            humantime::format_duration(default),
+        ),
+    );
+    None
+}
+
 #[cfg(test)]
 mod tests {
     /// Overflowing inputs: `u64::MAX` seconds, the same as milliseconds, and a
