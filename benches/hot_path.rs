@@ -10,16 +10,16 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use http::{HeaderMap, HeaderValue, Method};
-use sluicegate::control_plane::config::spec::{
+use sluicegate::config::spec::{
     AdminSpec, BackendSpec, Balance, HashKey, HostMatch, ListenSpec, MatchSpec, PoolName, PoolSpec,
     RouteName, RouteSpec, Spec, SplitSpec, Timeouts, DEFAULT_HEADER_READ_TIMEOUT,
     DEFAULT_STREAM_CLOSE_DELAY,
 };
-use sluicegate::control_plane::controller::Controller;
-use sluicegate::data_plane::backend::{Backend, BackendState};
-use sluicegate::data_plane::balance::{key_hash, Balancer};
-use sluicegate::data_plane::route::RequestView;
-use sluicegate::data_plane::snapshot::Snapshot;
+use sluicegate::testing::control_plane::controller::Controller;
+use sluicegate::testing::data_plane::backend::{Backend, BackendState};
+use sluicegate::testing::data_plane::balance::{key_hash, Balancer};
+use sluicegate::testing::data_plane::route::RequestView;
+use sluicegate::testing::data_plane::snapshot::Snapshot;
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)
@@ -258,11 +258,11 @@ fn bench_rebuild(c: &mut Criterion) {
     group.sample_size(20);
     for (name, metrics) in [("100x100", false), ("100x100_metrics", true)] {
         let registrar = if metrics {
-            sluicegate::metrics::Exporter::build()
+            sluicegate::testing::metrics::Exporter::build()
                 .expect("metrics recorder")
                 .registrar()
         } else {
-            sluicegate::metrics::Registrar::off()
+            sluicegate::testing::metrics::Registrar::off()
         };
         let spec = spec_with_pools(100, 100, metrics);
         let mut controller = Controller::with_metrics(spec.clone(), registrar);

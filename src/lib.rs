@@ -1,32 +1,51 @@
 //! sluicegate: the HTTP front door of a docker-compose fleet of agent replicas.
 //!
-//! Two planes share one immutable routing snapshot: the [`data_plane`] reads it once
-//! per request (`route` → `split` → `balance` → `proxy`, and the per-backend atomics
-//! of `backend` and `health`); the [`control_plane`]'s `controller` is its single
-//! writer (file reloads, Docker discovery, the admin API, rollouts). [`tools`] are the
-//! CLI's other commands. At the top: [`gateway`] assembles a running gateway from
-//! both planes; [`metrics`], [`tasks`] and [`clock`] serve both.
+//! Two planes share one immutable routing snapshot: the data plane reads it once per
+//! request (`route` → `split` → `balance` → `proxy`, and the per-backend atomics of
+//! `backend` and `health`); the control plane's `controller` is its single writer
+//! (file reloads, Docker discovery, the admin API, rollouts). The tools are the CLI's
+//! other commands. `gateway` assembles a running gateway from both planes; `metrics`,
+//! `tasks` and `clock` serve both. ARCHITECTURE.md maps the tree.
 //!
-//! The library's own entry points are re-exported here: [`Gateway`] (with
-//! [`GatewayOptions`]), [`parse`] / [`load`] for `routes.toml` (validated, errors
-//! with key paths), and the admin API's client [`AdminClient`]. Test-only hooks
-//! (fault injection, fuzzing entry points) are in the hidden `testing` module and
-//! nowhere else.
+//! # The public API
+//! Everything a program embedding or driving sluicegate needs, and nothing more, is
+//! at this crate's root:
+//! - run a gateway: [`Gateway`], [`GatewayOptions`], [`GatewayError`], [`Drained`],
+//!   [`ReloadOptions`];
+//! - read and check its configuration: [`config`] (`routes.toml`'s schema, [`parse`],
+//!   [`load`], errors with key paths), [`check`] (what `sluicegate check` prints),
+//!   [`load_tls`];
+//! - talk to a running gateway: [`ctl`] (the admin API's client, [`AdminClient`]) and
+//!   [`state_view`] (the state document it answers), [`RolloutRequest`] and
+//!   [`RolloutAction`];
+//! - find agents: [`discovery`] (Docker labels and Swarm services);
+//! - the rest of the command line: [`demo`] and the [`access_log`] layer.
+//!
+//! The layers themselves (`data_plane`, `control_plane`, `tools`, …) are private.
+//! What only the integration tests, benches and fuzz targets need from inside them is
+//! behind one door, the hidden [`testing`] module, and nowhere else: no production type
+//! carries a public test-only method.
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub)]
 
-pub mod clock;
-pub mod control_plane;
-pub mod data_plane;
-pub mod gateway;
-pub mod metrics;
-pub mod tasks;
+mod clock;
+mod control_plane;
+mod data_plane;
+mod gateway;
+mod metrics;
+mod tasks;
 #[doc(hidden)]
 pub mod testing;
-pub mod tools;
+mod tools;
 
-// What a user of the library needs, at the top: run a gateway, read and check its
-// configuration, talk to a running one's admin API.
-pub use control_plane::config::{load, parse, ConfigError, ConfigErrors, LoadError, Spec};
+pub use control_plane::config::{self, load, parse, ConfigError, ConfigErrors, LoadError, Spec};
+pub use control_plane::controller::state_view;
+pub use control_plane::discovery;
+pub use control_plane::reload::ReloadOptions;
+pub use control_plane::rollout::{Action as RolloutAction, RolloutRequest};
+pub use data_plane::access_log;
+pub use data_plane::server::Drained;
+pub use data_plane::tls::load as load_tls;
 pub use gateway::{Gateway, GatewayError, Options as GatewayOptions};
-pub use tools::ctl::{AdminClient, CtlError};
+pub use tools::ctl::{self, AdminClient, CtlError};
+pub use tools::{check, demo};

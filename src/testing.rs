@@ -37,3 +37,35 @@ pub const EVENT_BUFFER: usize = crate::control_plane::events::BUFFER;
 /// Regular connections the admin listener serves at once (beyond its spare
 /// slots for health checks).
 pub const ADMIN_MAX_CONNECTIONS: usize = crate::control_plane::admin::serve::MAX_CONNECTIONS;
+
+// The library's layers, whole, for the integration tests, benches and fuzz targets
+// that reach inside them (a backend's atomics, the HTTP/1 parsers, the snapshot).
+// Not part of the API: programs use the crate root.
+/// The data plane (`crate::data_plane`).
+pub mod data_plane {
+    pub use crate::data_plane::*;
+}
+/// The control plane (`crate::control_plane`).
+pub mod control_plane {
+    pub use crate::control_plane::*;
+}
+/// The CLI's tools (`crate::tools`).
+pub mod tools {
+    pub use crate::tools::*;
+}
+/// Time helpers (`crate::clock`).
+pub mod clock {
+    pub use crate::clock::*;
+}
+/// Metrics (`crate::metrics`).
+pub mod metrics {
+    pub use crate::metrics::*;
+}
+/// Task supervision (`crate::tasks`).
+pub mod tasks {
+    pub use crate::tasks::*;
+}
+/// Assembling a gateway (`crate::gateway`).
+pub mod gateway {
+    pub use crate::gateway::*;
+}

@@ -5,9 +5,9 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use serde::de::DeserializeOwned;
-use sluicegate::control_plane::controller::state_view::StateView;
-use sluicegate::control_plane::config::validate::{validate_backend, validate_split, ApiBackend};
-use sluicegate::control_plane::rollout::request::{check, RolloutRequest};
+use sluicegate::state_view::StateView;
+use sluicegate::config::validate::{validate_backend, validate_split, ApiBackend};
+use sluicegate::testing::control_plane::rollout::request::{check, RolloutRequest};
 
 /// The running state a rollout request is checked against: one route over two
 /// pools, as `GET /api/v1/state` shows it.
@@ -47,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
             if let Ok((_, Some(ttl))) = validate_backend(&api) {
                 // The expiry the controller computes for an accepted registration
                 // (`Overrides::register`).
-                let _ = sluicegate::clock::later(tokio::time::Instant::now(), ttl);
+                let _ = sluicegate::testing::clock::later(tokio::time::Instant::now(), ttl);
             }
         }
         1 => {

@@ -4,14 +4,14 @@
 use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
-use sluicegate::data_plane::backend::BackendState;
-use sluicegate::data_plane::snapshot::Snapshot;
+use sluicegate::testing::data_plane::backend::BackendState;
+use sluicegate::testing::data_plane::snapshot::Snapshot;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    if let Ok(spec) = sluicegate::control_plane::config::parse(text) {
+    if let Ok(spec) = sluicegate::config::parse(text) {
         let _ = Snapshot::build(Arc::new(spec), |_, b| Arc::new(BackendState::new(b.addr)));
     }
 });

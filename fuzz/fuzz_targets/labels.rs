@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use libfuzzer_sys::fuzz_target;
-use sluicegate::control_plane::discovery::labels;
+use sluicegate::discovery::labels;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use sluicegate::tools::ctl::deploy::{deploy, DeployArgs};
-use sluicegate::tools::ctl::{AdminClient, CtlError};
+use sluicegate::ctl::deploy::{deploy, DeployArgs};
+use sluicegate::ctl::{AdminClient, CtlError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
@@ -30,7 +30,7 @@ fn args(to: &str, wait_healthy: Duration) -> DeployArgs {
     }
 }
 
-fn old_pool_inflight(state: &sluicegate::control_plane::controller::state_view::StateView) -> u32 {
+fn old_pool_inflight(state: &sluicegate::state_view::StateView) -> u32 {
     state
         .pools
         .iter()

@@ -1,11 +1,11 @@
 //! Docker discovery against the real engine: labelled echo agents in containers
-//! on a per-test network, found by `sluicegate::control_plane::discovery` within the bounds the
+//! on a per-test network, found by `sluicegate::discovery` within the bounds the
 //! design promises. Without an engine these tests print a skip notice (and fail
 //! when `CI=true`). Every container, network and image is removed afterwards.
 
 use std::time::{Duration, Instant};
 
-use sluicegate::control_plane::config::spec::ProjectFilter;
+use sluicegate::config::spec::ProjectFilter;
 use tokio_util::sync::CancellationToken;
 
 use crate::support::docker::{cmd, names, wait_set, wait_status};

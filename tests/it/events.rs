@@ -279,7 +279,7 @@ async fn ctl_watch_once_prints_the_state_and_watch_prints_a_line_per_event() {
     // The same picture as `ctl status` renders from the state right now, then
     // the traffic table.
     let state = gw.state().await;
-    let status = sluicegate::tools::ctl::render_status(&state);
+    let status = sluicegate::ctl::render_status(&state);
     assert!(shown.starts_with(&status), "{shown}\n---\n{status}");
     assert!(
         shown[status.len()..].contains("REQ/S"),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use sluicegate::data_plane::backend::BackendState;
-use sluicegate::data_plane::health::{HealthChange, HealthEvent, HealthStatus};
+use sluicegate::testing::data_plane::backend::BackendState;
+use sluicegate::testing::data_plane::health::{HealthChange, HealthEvent, HealthStatus};
 use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -38,7 +38,7 @@ async fn answered_by(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
 }
 
 pub(crate) fn split_of(
-    state: &sluicegate::control_plane::controller::state_view::StateView,
+    state: &sluicegate::state_view::StateView,
     route: &str,
 ) -> Vec<(String, u32)> {
     let r = state.route(route).expect("route");
@@ -117,7 +117,7 @@ async fn restart_with_state_file_keeps_split_drain_and_registration() {
     let agents_route = state.route("agents").expect("route");
     assert_eq!(
         agents_route.split_source,
-        sluicegate::control_plane::config::spec::Source::Api
+        sluicegate::config::spec::Source::Api
     );
     assert_eq!(
         split_of(&state, "agents"),
@@ -134,7 +134,7 @@ async fn restart_with_state_file_keeps_split_drain_and_registration() {
         .expect("registered");
     assert_eq!(
         (reg.weight, reg.source),
-        (2, sluicegate::control_plane::config::spec::Source::Api)
+        (2, sluicegate::config::spec::Source::Api)
     );
     assert!(answered_by(gw.addr, 10)
         .await

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{Method, StatusCode};
-use sluicegate::control_plane::discovery::Options as DiscoveryOptions;
+use sluicegate::discovery::Options as DiscoveryOptions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};

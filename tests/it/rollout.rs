@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use sluicegate::control_plane::rollout::{Phase, Rollout};
+use sluicegate::testing::control_plane::rollout::{Phase, Rollout};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
@@ -198,7 +198,7 @@ async fn a_healthy_green_goes_5_25_50_100_with_zero_failed_requests() {
     eprintln!(
         "rollout (healthy green), `sluicegate ctl rollout status {}`:\n{}",
         r.id,
-        sluicegate::tools::ctl::rollout::render(&r)
+        sluicegate::ctl::rollout::render(&r)
     );
     let (v1, v2) = (
         load.ok[0].load(Ordering::Relaxed),
@@ -255,7 +255,7 @@ async fn a_green_answering_5_percent_500s_is_rolled_back_at_the_first_step() {
     eprintln!(
         "rollout (green with 5 % 500s), `sluicegate ctl rollout status {}`:\n{}",
         r.id,
-        sluicegate::tools::ctl::rollout::render(&r)
+        sluicegate::ctl::rollout::render(&r)
     );
     let to_green = load.ok[1].load(Ordering::Relaxed) + load.failed[1].load(Ordering::Relaxed);
     let failed = load.failed();
@@ -276,7 +276,7 @@ async fn a_green_answering_5_percent_500s_is_rolled_back_at_the_first_step() {
     assert_eq!(r.steps.len(), 1, "rolled back at the first step");
     assert_eq!(
         r.steps[0].verdict,
-        sluicegate::control_plane::rollout::Verdict::Failed
+        sluicegate::testing::control_plane::rollout::Verdict::Failed
     );
     assert_eq!(
         load.failed(),

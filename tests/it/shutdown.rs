@@ -155,7 +155,7 @@ async fn drain_waits_for_an_open_sse_stream() {
     let stream = tokio::spawn(async move { get(addr, "/sse?events=3&interval_ms=300", &[]).await });
     until_agent_has(&a[0], 1, "stream started").await;
     let drained = gw.stop().await;
-    assert_eq!(drained, sluicegate::data_plane::server::Drained::Clean);
+    assert_eq!(drained, sluicegate::Drained::Clean);
     let reply = stream.await.unwrap();
     assert_eq!(reply.status, 200);
     let events = reply.body.windows(5).filter(|w| w == b"data:").count();

@@ -13,11 +13,11 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sluicegate::control_plane::controller::SharedSnapshot;
-use sluicegate::data_plane::health::HealthEvent;
-use sluicegate::data_plane::server::Drained;
-use sluicegate::data_plane::tls::watch::ReloadStatus;
-use sluicegate::gateway::Gateway;
+use sluicegate::testing::control_plane::controller::SharedSnapshot;
+use sluicegate::testing::data_plane::health::HealthEvent;
+use sluicegate::testing::data_plane::tls::watch::ReloadStatus;
+use sluicegate::Drained;
+use sluicegate::Gateway;
 use sluicegate_echo_agent::{self as echo_agent, EchoHandle};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, oneshot, watch};
@@ -70,8 +70,7 @@ impl TestGateway {
     /// Starts a gateway from a whole config file.
     pub async fn start_config(text: &str) -> TestGateway {
         let text = &with_fast_path_switch(text);
-        let spec = sluicegate::control_plane::config::parse(text)
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let spec = sluicegate::config::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let gateway = Gateway::bind(spec).await.expect("bind");
         let addr = gateway.local_addr().expect("addr");
         let https = gateway.https_addr();

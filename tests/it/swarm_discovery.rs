@@ -21,11 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use http::Method;
-use sluicegate::control_plane::config::spec::SwarmSpec;
-use sluicegate::control_plane::discovery::swarm::{Board, Options, SwarmDiscovery};
-use sluicegate::control_plane::discovery::{
-    DiscoveredSet, DiscoveryStatus, Options as DiscoveryOptions,
-};
+use sluicegate::config::spec::SwarmSpec;
+use sluicegate::discovery::swarm::{Board, Options, SwarmDiscovery};
+use sluicegate::discovery::{DiscoveredSet, DiscoveryStatus, Options as DiscoveryOptions};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -151,7 +149,7 @@ fn spec(poll: &str, managers: &str) -> SwarmSpec {
     let text = format!(
         "[listen]\nhttp = \"127.0.0.1:0\"\n[discovery.swarm]\nnetwork = \"sgfix\"\npoll_interval = \"{poll}\"\nmanagers = [{managers}]\n"
     );
-    sluicegate::control_plane::config::parse(&text)
+    sluicegate::config::parse(&text)
         .unwrap()
         .discovery
         .swarm
@@ -194,8 +192,8 @@ async fn wait_status(
 /// Waits (bounded) until the gateway's discovery view satisfies `done`.
 async fn wait_view(
     gw: &LiveGateway,
-    done: impl Fn(&sluicegate::control_plane::controller::state_view::DockerView) -> bool,
-) -> sluicegate::control_plane::controller::state_view::StateView {
+    done: impl Fn(&sluicegate::state_view::DockerView) -> bool,
+) -> sluicegate::state_view::StateView {
     tokio::time::timeout(WAIT, async {
         loop {
             let state = gw.state().await;

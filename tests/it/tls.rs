@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use sluicegate::data_plane::server::Drained;
+use sluicegate::Drained;
 use tokio::time::Instant;
 
 use crate::support::{agents, backends, get, TestGateway, WAIT};

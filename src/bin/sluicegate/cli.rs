@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use sluicegate::tools::ctl::{self, AdminClient};
+use sluicegate::ctl::{self, AdminClient};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -253,10 +253,8 @@ pub struct RolloutArgs {
 
 impl RolloutArgs {
     /// The admin API request these flags ask for.
-    pub fn request(
-        self,
-    ) -> Result<sluicegate::control_plane::rollout::RolloutRequest, ctl::CtlError> {
-        Ok(sluicegate::control_plane::rollout::RolloutRequest {
+    pub fn request(self) -> Result<sluicegate::RolloutRequest, ctl::CtlError> {
+        Ok(sluicegate::RolloutRequest {
             route: self.route,
             to: self.to,
             from: self.from,

@@ -4,12 +4,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use sluicegate::control_plane::reload::ReloadOptions;
-use sluicegate::gateway::{Gateway, Options};
-use sluicegate::tools::ctl::{self, AdminClient};
-use sluicegate::{
-    control_plane::config, data_plane::server::Drained, data_plane::tls, tools::check, tools::demo,
-};
+use sluicegate::ctl::{self, AdminClient};
+use sluicegate::ReloadOptions;
+use sluicegate::{check, config, demo, load_tls, Drained, Gateway, GatewayOptions as Options};
 
 use crate::cli::{Cli, Command, CtlCommand, RolloutCommand};
 use crate::process::{runtime, shutdown_signal, small_runtime};
@@ -30,7 +27,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { config } => {
             let spec = config::load(&config)?;
-            let loaded = tls::load(&spec)
+            let loaded = load_tls(&spec)
                 .map_err(|errors| anyhow::anyhow!("{} is invalid:\n{errors}", config.display()))?;
             let mut text = check::render(&spec);
             for warning in &loaded.warnings {
@@ -82,10 +79,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Discover { config, watch } => {
             let spec = config::load(&config)?;
             if let Some(swarm) = spec.discovery.swarm.clone() {
-                let options = sluicegate::control_plane::discovery::swarm::Options {
-                    manager_token: sluicegate::control_plane::discovery::swarm::manager_token(
-                        &spec,
-                    ),
+                let options = sluicegate::discovery::swarm::Options {
+                    manager_token: sluicegate::discovery::swarm::manager_token(&spec),
                     ..Default::default()
                 };
                 return runtime(None)?.block_on(discover_swarm(swarm, options, watch));
@@ -190,7 +185,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `sluicegate discover`: the first full list (bounded), then changes if asked.
 async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<ExitCode> {
-    use sluicegate::control_plane::discovery::{DockerDiscovery, Options};
+    use sluicegate::discovery::{DockerDiscovery, Options};
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut d = DockerDiscovery::spawn(docker, Options::default(), shutdown.clone());
     let first = tokio::time::timeout(Duration::from_secs(10), d.status.wait_for(|s| s.lists > 0));
@@ -220,10 +215,10 @@ async fn discover(docker: config::DockerSpec, watch: bool) -> anyhow::Result<Exi
 /// then changes if asked. A swarm that cannot be read is an error naming why.
 async fn discover_swarm(
     spec: config::spec::SwarmSpec,
-    options: sluicegate::control_plane::discovery::swarm::Options,
+    options: sluicegate::discovery::swarm::Options,
     watch: bool,
 ) -> anyhow::Result<ExitCode> {
-    use sluicegate::control_plane::discovery::swarm::SwarmDiscovery;
+    use sluicegate::discovery::swarm::SwarmDiscovery;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let board = std::sync::Arc::default();
     let mut d = SwarmDiscovery::spawn(spec, options, board, shutdown.clone());
@@ -263,7 +258,7 @@ async fn discover_swarm(
 /// `ctl rollout …`; with `--watch` the table is printed as it changes (one line per
 /// change when stdout is not a terminal).
 async fn rollout(client: &AdminClient, command: RolloutCommand) -> Result<String, ctl::CtlError> {
-    use sluicegate::control_plane::rollout::Action;
+    use sluicegate::RolloutAction as Action;
     let watch = |id: String| async move {
         use std::io::IsTerminal;
         let every = Duration::from_secs(1);

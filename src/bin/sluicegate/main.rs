@@ -9,7 +9,7 @@ mod process;
 use std::process::ExitCode;
 
 use clap::Parser;
-use sluicegate::control_plane::config::{self, spec::LogSpec};
+use sluicegate::config::{self, spec::LogSpec};
 
 use cli::{Cli, Command};
 

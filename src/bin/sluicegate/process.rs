@@ -1,8 +1,8 @@
 //! The process around a command: logging, the tokio runtime, and the stop signals.
 
 use anyhow::Context;
-use sluicegate::control_plane::config::spec::{AccessLog, LogSpec};
-use sluicegate::data_plane::access_log::{self, writer::WriterGuard};
+use sluicegate::access_log::{self, writer::WriterGuard};
+use sluicegate::config::spec::{AccessLog, LogSpec};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};

@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use sluicegate::control_plane::controller::state_view::{BackendView, StateView};
-use sluicegate::control_plane::discovery::Options as DiscoveryOptions;
+use sluicegate::discovery::Options as DiscoveryOptions;
+use sluicegate::state_view::{BackendView, StateView};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluicegate::control_plane::config::spec::ProjectFilter;
+use sluicegate::config::spec::ProjectFilter;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;

@@ -326,9 +326,9 @@ split = [{ pool = "blue", weight = 1 }]
     let engine_dir = tempfile::tempdir().expect("tempdir");
     let socket = engine_dir.path().join("engine.sock");
     let _engine = crate::readiness::FakeEngine::start(&socket);
-    let stand_in = sluicegate::control_plane::discovery::Options {
+    let stand_in = sluicegate::discovery::Options {
         docker_host: Some(format!("unix://{}", socket.display())),
-        ..sluicegate::control_plane::discovery::Options::default()
+        ..sluicegate::discovery::Options::default()
     };
     let text = config_text(&format!("[discovery.docker]\n{BODY}"), "", "");
     let dir = tempfile::tempdir().expect("tempdir");

@@ -214,8 +214,8 @@ async fn reconnecting_rapid_reset_clients_log_a_bounded_number_of_lines() {
         .expect("log task");
 
     // Each of the two lines logs at most a handful per second...
-    let budget =
-        (elapsed.as_secs() as usize + 2) * sluicegate::data_plane::log_limit::PER_SECOND as usize;
+    let budget = (elapsed.as_secs() as usize + 2)
+        * sluicegate::testing::data_plane::log_limit::PER_SECOND as usize;
     for needle in ["too many cancelled requests", "(rapid reset?)"] {
         let lines: Vec<_> = log.iter().filter(|l| l.contains(needle)).collect();
         assert!(

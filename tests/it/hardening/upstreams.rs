@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use sluicegate::data_plane::backend::Backend;
+use sluicegate::testing::data_plane::backend::Backend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -116,7 +116,7 @@ async fn too_many_response_fields_are_502() {
 async fn response_field_bound_is_max_response_headers_exactly() {
     // The bound is hyper's default on purpose (an explicit one costs two large
     // allocations per response): pin it, so raising or lowering it is a decision.
-    let max = sluicegate::data_plane::upstream::MAX_RESPONSE_HEADERS;
+    let max = sluicegate::testing::data_plane::upstream::MAX_RESPONSE_HEADERS;
     let good = agents("good", "v1", 1).await;
     // `HugeHead(n)` sends n filler fields and a `content-length`.
     for (fillers, want) in [(max - 1, "200"), (max, "502")] {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use sluicegate::data_plane::health::HealthStatus;
+use sluicegate::testing::data_plane::health::HealthStatus;
 use sluicegate_echo_agent::{self as echo_agent, EchoConfig};
 use tokio::net::TcpListener;
 use tokio::time::Instant;

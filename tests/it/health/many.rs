@@ -4,8 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use sluicegate::control_plane::controller::Controller;
-use sluicegate::data_plane::health::{HealthChange, HealthStatus};
+use sluicegate::testing::control_plane::controller::Controller;
+use sluicegate::testing::data_plane::health::{HealthChange, HealthStatus};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -13,7 +13,7 @@ use super::route;
 use crate::support::{agents, WAIT};
 
 /// `n` backends in pool `p` with `health` (TOML tables after the backends).
-fn many(addrs: &[SocketAddr], health: &str) -> sluicegate::control_plane::config::Spec {
+fn many(addrs: &[SocketAddr], health: &str) -> sluicegate::config::Spec {
     let list: Vec<String> = addrs
         .iter()
         .map(|a| format!("{{ addr = \"{a}\" }}"))
@@ -23,7 +23,7 @@ fn many(addrs: &[SocketAddr], health: &str) -> sluicegate::control_plane::config
         list.join(", "),
         route("")
     );
-    sluicegate::control_plane::config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
+    sluicegate::config::parse(&text).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn probes_become(controller: &Controller, n: usize) {

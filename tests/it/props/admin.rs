@@ -5,9 +5,9 @@ use std::net::SocketAddr;
 
 use http::Method;
 use proptest::prelude::*;
-use sluicegate::control_plane::config::raw::RawDuration;
-use sluicegate::control_plane::config::spec::MAX_WEIGHT;
-use sluicegate::control_plane::config::validate::{validate_backend, validate_split, ApiBackend};
+use sluicegate::config::raw::RawDuration;
+use sluicegate::config::spec::MAX_WEIGHT;
+use sluicegate::config::validate::{validate_backend, validate_split, ApiBackend};
 use tokio::time::Instant;
 
 use super::{check, edits, mutate, out_of_time, runner, seeds};

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use sluicegate::control_plane::config::{parse, ConfigErrors};
+use sluicegate::config::{parse, ConfigErrors};
 use tokio::time::Instant;
 
 use super::{check, edits, mutate, out_of_time, runner, seeds};
@@ -72,9 +72,9 @@ fn config_seeds_replay() {
         match parse(&text) {
             Ok(spec) => {
                 assert_eq!(*errors, 0, "{name} parsed but should not");
-                assert!(!sluicegate::tools::check::render(&spec).is_empty());
+                assert!(!sluicegate::check::render(&spec).is_empty());
                 assert!(
-                    sluicegate::control_plane::plan::diff(&spec, &spec).is_empty(),
+                    sluicegate::testing::control_plane::plan::diff(&spec, &spec).is_empty(),
                     "{name}"
                 );
             }
@@ -101,7 +101,7 @@ fn mutated_configs_never_panic_and_explain_every_error() {
         match (&first, &again) {
             (Ok(a), Ok(b)) => {
                 prop_assert_eq!(a.routes.len(), b.routes.len());
-                let _ = sluicegate::tools::check::render(a);
+                let _ = sluicegate::check::render(a);
             }
             (Err(a), Err(b)) => {
                 prop_assert_eq!(a.to_string(), b.to_string(), "not deterministic");
@@ -165,7 +165,7 @@ fn generated_valid_configs_are_accepted_as_written() {
         prop_assert_eq!(spec.pools.len(), pools);
         prop_assert_eq!(spec.routes.len(), routes);
         prop_assert!(spec.routes.iter().all(|r| r.max_request_body.is_some()));
-        prop_assert!(sluicegate::control_plane::plan::diff(&spec, &spec).is_empty());
+        prop_assert!(sluicegate::testing::control_plane::plan::diff(&spec, &spec).is_empty());
         Ok(())
     });
 }

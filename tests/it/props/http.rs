@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::header::HeaderName;
 use http::{HeaderMap, HeaderValue, Request, Version};
 use proptest::prelude::*;
-use sluicegate::data_plane::proxy::{framing, headers};
-use sluicegate::data_plane::route::host_without_port;
+use sluicegate::testing::data_plane::proxy::{framing, headers};
+use sluicegate::testing::data_plane::route::host_without_port;
 use sluicegate_echo_agent::EchoHandle;
 use tokio::time::Instant;
 

@@ -11,10 +11,10 @@ use http::{header, HeaderMap, HeaderName, Method, Request, StatusCode, Version};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use proptest::strategy::{Strategy, ValueTree};
-use sluicegate::data_plane::http1::client::{
+use sluicegate::testing::data_plane::http1::client::{
     parse_response_head, write_fields, BodyFraming, H1Conn, RawFields,
 };
-use sluicegate::data_plane::upstream::MAX_RESPONSE_HEAD_BYTES;
+use sluicegate::testing::data_plane::upstream::MAX_RESPONSE_HEAD_BYTES;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;

@@ -4,7 +4,7 @@
 //! sessions move to green and stay there.
 
 use http::Method;
-use sluicegate::control_plane::rollout::{Phase, Rollout};
+use sluicegate::testing::control_plane::rollout::{Phase, Rollout};
 
 use crate::support::live::{config_text, LiveGateway};
 use crate::support::{agents, backends, get, Reply, WAIT};

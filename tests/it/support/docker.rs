@@ -8,10 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sluicegate::control_plane::config::spec::{DockerSpec, ProjectFilter};
-use sluicegate::control_plane::discovery::{
-    DiscoveredSet, DiscoveryStatus, DockerDiscovery, Options,
-};
+use sluicegate::config::spec::{DockerSpec, ProjectFilter};
+use sluicegate::discovery::{DiscoveredSet, DiscoveryStatus, DockerDiscovery, Options};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 

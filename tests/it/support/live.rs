@@ -8,14 +8,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Request};
 use http_body_util::Full;
-use sluicegate::control_plane::controller::state_view::StateView;
-use sluicegate::control_plane::controller::task::{ControlHandle, Counters};
-use sluicegate::control_plane::discovery::Options as DiscoveryOptions;
-use sluicegate::control_plane::reload::ReloadOptions;
-use sluicegate::control_plane::rollout::RolloutHandle;
-use sluicegate::data_plane::server::Drained;
-use sluicegate::gateway::{Gateway, Options};
-use sluicegate::tasks::TaskWatch;
+use sluicegate::discovery::Options as DiscoveryOptions;
+use sluicegate::state_view::StateView;
+use sluicegate::testing::control_plane::controller::task::{ControlHandle, Counters};
+use sluicegate::testing::control_plane::rollout::RolloutHandle;
+use sluicegate::testing::tasks::TaskWatch;
+use sluicegate::Drained;
+use sluicegate::ReloadOptions;
+use sluicegate::{Gateway, GatewayOptions as Options};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -68,8 +68,7 @@ impl LiveGateway {
         let path = dir.path().join("routes.toml");
         let text = &super::with_fast_path_switch(text);
         std::fs::write(&path, text).expect("write config");
-        let spec = sluicegate::control_plane::config::load(&path)
-            .unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let spec = sluicegate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let options = Options {
             config_path: Some(path.clone()),
             reload: ReloadOptions {

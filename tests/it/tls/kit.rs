@@ -87,7 +87,7 @@ impl Leaf {
     fn server_config(&self) -> ServerConfig {
         let chain = vec![CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).expect("pem")];
         let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("key pem");
-        ServerConfig::builder_with_provider(sluicegate::data_plane::tls::provider())
+        ServerConfig::builder_with_provider(sluicegate::testing::data_plane::tls::provider())
             .with_safe_default_protocol_versions()
             .expect("versions")
             .with_no_client_auth()
@@ -98,19 +98,20 @@ impl Leaf {
 
 /// A client that verifies against `roots` and offers `alpn`.
 pub fn verifying_client(roots: RootCertStore, alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let mut config = ClientConfig::builder_with_provider(sluicegate::data_plane::tls::provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let mut config =
+        ClientConfig::builder_with_provider(sluicegate::testing::data_plane::tls::provider())
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
 /// A client that accepts any certificate (so a test can look at which one it got).
 pub fn looking_client(alpn: &[&[u8]]) -> Arc<ClientConfig> {
-    let provider = sluicegate::data_plane::tls::provider();
-    let verifier = sluicegate::data_plane::tls::upstream::NoVerify(Arc::clone(&provider));
+    let provider = sluicegate::testing::data_plane::tls::provider();
+    let verifier = sluicegate::testing::data_plane::tls::upstream::NoVerify(Arc::clone(&provider));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("versions")

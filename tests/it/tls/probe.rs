@@ -1,7 +1,7 @@
 //! Health probes of a `tls` pool speak TLS, with the pool's verification.
 
 use http::StatusCode;
-use sluicegate::data_plane::health::{HealthChange, HealthStatus};
+use sluicegate::testing::data_plane::health::{HealthChange, HealthStatus};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::kit::{tls_front, Ca};
