@@ -349,7 +349,7 @@ impl Gateway {
         })
     }
 
-    /// Which background tasks ended while the gateway ran (see [`crate::tasks`]).
+    /// Which background tasks ended while the gateway ran.
     pub fn task_watch(&self) -> TaskWatch {
         self.watch.clone()
     }
