@@ -10,6 +10,7 @@ pub(crate) mod admin;
 pub(crate) mod cluster;
 pub mod config;
 pub mod controller;
+pub mod deploy;
 pub mod discovery;
 pub(crate) mod events;
 pub(crate) mod off_worker;

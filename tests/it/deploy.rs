@@ -1,11 +1,17 @@
-//! `ctl deploy` (issue 28) against real echo agents under GET + POST load and an
-//! SSE stream: 0 failed requests, the command returns only after the old pool's
-//! in-flight count is 0; a pool that never becomes healthy → error, nothing
-//! changed, 0 failed.
+//! `ctl deploy` (issue 28) against real echo agents under GET + POST load, an SSE
+//! stream and a WebSocket: 0 failed requests, the command returns only after the
+//! old pool's in-flight count is 0; a pool that never becomes healthy → error,
+//! nothing changed, 0 failed. `steps`: the rollout's gates pass, or one fails and
+//! the deploy is rolled back (`steps`); Ctrl-C to the real `ctl` process in each
+//! phase (`interrupt`).
+
+mod interrupt;
+mod steps;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http::Request;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
@@ -13,6 +19,7 @@ use sluicegate::tools::ctl::deploy::{deploy, DeployArgs};
 use sluicegate::tools::ctl::{AdminClient, CtlError};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
 
 use crate::live::split_of;
 use crate::support::live::{config_text, LiveGateway};
@@ -21,13 +28,65 @@ use crate::support::{agents, backends};
 
 fn args(to: &str, wait_healthy: Duration) -> DeployArgs {
     DeployArgs {
-        route: "agents".into(),
-        to: to.into(),
-        wait_healthy,
         settle: Duration::from_millis(300),
-        drain_timeout: Duration::from_secs(20),
         poll: Duration::from_millis(50),
+        ..DeployArgs::new("agents", to, wait_healthy, Duration::from_secs(20))
     }
+}
+
+/// A WebSocket through the gateway: the agent that took it, and a task that
+/// echoes `n` messages 50 ms apart, then closes; it returns (echoes, closed
+/// cleanly, when it ended).
+async fn websocket(
+    gateway: std::net::SocketAddr,
+    n: u32,
+) -> (String, tokio::task::JoinHandle<(u32, bool, Instant)>) {
+    let stream = TcpStream::connect(gateway).await.expect("connect");
+    let req = Request::get(format!("ws://{gateway}/ws"))
+        .header("host", "test.local")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .header("sec-websocket-version", "13")
+        .header("connection", "Upgrade")
+        .header("upgrade", "websocket")
+        .body(())
+        .expect("request");
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, stream)
+        .await
+        .expect("websocket handshake");
+    let agent = resp
+        .headers()
+        .get("x-agent")
+        .and_then(|a| a.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let task = tokio::spawn(async move {
+        let mut echoes = 0;
+        for i in 0..n {
+            let text = format!("ping {i}");
+            let round = async {
+                ws.send(Message::Text(text.clone())).await.ok()?;
+                match ws.next().await {
+                    Some(Ok(Message::Text(back))) if back == text => Some(()),
+                    _ => None,
+                }
+            };
+            match tokio::time::timeout(Duration::from_secs(5), round).await {
+                Ok(Some(())) => echoes += 1,
+                _ => return (echoes, false, Instant::now()),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(5), ws.close(None))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        // Read to the end so the tunnel is torn down before this returns.
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(Ok(_)) = ws.next().await {}
+        })
+        .await;
+        (echoes, closed, Instant::now())
+    });
+    (agent, task)
 }
 
 fn old_pool_inflight(state: &sluicegate::control_plane::controller::state_view::StateView) -> u32 {
@@ -107,6 +166,10 @@ async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
         (Instant::now(), body)
     });
 
+    // A WebSocket on blue that outlives the switch: 30 echoes 50 ms apart.
+    let (ws_agent, ws) = websocket(gw.addr, 30).await;
+    assert!(ws_agent.starts_with("blue"), "{ws_agent}");
+
     // The real deploy.
     let started = Instant::now();
     let timeline = deploy(
@@ -133,6 +196,13 @@ async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
     assert!(sse_end <= returned);
     let events = sse_body.windows(6).filter(|w| w == b"data: ").count();
     assert_eq!(events, 15, "the SSE stream was cut: {sse_body:?}");
+    assert!(
+        ws.is_finished(),
+        "deploy returned while the WebSocket on blue was open"
+    );
+    let (echoes, closed, ws_end) = ws.await.expect("websocket task");
+    assert_eq!(echoes, 30, "the WebSocket was cut");
+    assert!(closed && ws_end <= returned);
     assert!(timeline.drained_at.is_some());
     assert_eq!(timeline.old_pools, ["blue"]);
     assert_eq!(
@@ -159,7 +229,7 @@ async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
     let served = by_agent(&late);
     assert!(served.keys().all(|a| a.starts_with("green")), "{served:?}");
     eprintln!(
-        "deploy under load: {total} requests (GET+POST) + 1 SSE stream, {failed} failed; \
+        "deploy under load: {total} requests (GET+POST) + 1 SSE stream (15 events) + 1 WebSocket ({echoes} echoes), {failed} failed; \
          timeline from start: healthy after {:?}, switched at {:?}, drained at {:?}; returned after {:?}",
         timeline.healthy_after,
         timeline.switched_at,
