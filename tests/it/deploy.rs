@@ -237,3 +237,86 @@ async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
         returned - started
     );
 }
+
+/// `POST /api/v1/routes/{route}/deploy` refuses what it cannot do before it
+/// starts: every bad value with its key path (400), an unknown route (404) or
+/// pool (400 at `to`), a second deploy of a route while one runs (409).
+#[tokio::test]
+async fn the_deploy_api_refuses_bad_requests_with_key_paths() {
+    let blue = agents("blue", "v1", 1).await;
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let body = format!(
+        "[[pools]]\nname = \"blue\"\nbackends = {}\n\
+         [[pools]]\nname = \"dead\"\nbackends = [{{ addr = \"{dead}\" }}]\n\
+         [pools.health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
+         [[routes]]\nname = \"agents\"\nsplit = [{{ pool = \"blue\", weight = 100 }}]\n",
+        backends(&blue)
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let post = |route: &'static str, body: &'static str| {
+        let gw = &gw;
+        async move {
+            let path = format!("/api/v1/routes/{route}/deploy");
+            let r = gw.api(http::Method::POST, &path, Some(body)).await;
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            (r.status, v)
+        }
+    };
+    let (status, v) = post(
+        "agents",
+        r#"{"to": "blue", "wait_healthy": "soon", "steps": [50, 40], "drain_timeout": "-1s"}"#,
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    let paths: Vec<&str> = v["errors"]
+        .as_array()
+        .map(|e| e.iter().filter_map(|e| e["path"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(paths, ["wait_healthy", "drain_timeout"], "{v}");
+    let (status, v) = post("agents", r#"{"to": "blue", "steps": [50, 40]}"#).await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["path"], "steps[1]", "{v}");
+    let (status, v) = post("nope", r#"{"to": "blue"}"#).await;
+    assert_eq!(
+        (status.as_u16(), v["path"].as_str()),
+        (404, Some("route")),
+        "{v}"
+    );
+    let (status, v) = post("agents", r#"{"to": "purple"}"#).await;
+    assert_eq!(
+        (status.as_u16(), v["path"].as_str()),
+        (400, Some("to")),
+        "{v}"
+    );
+    let (status, v) = post("agents", r#"{"to": "blue", "colour": 1}"#).await;
+    assert_eq!(status, 400, "{v}");
+
+    // One deploy per route: the first waits for `dead`, the second is refused.
+    let (status, first) = post("agents", r#"{"to": "dead", "wait_healthy": "30s"}"#).await;
+    assert_eq!(status, 202, "{first}");
+    assert_eq!(first["phase"], "waiting_healthy");
+    let (status, v) = post("agents", r#"{"to": "blue"}"#).await;
+    assert_eq!(status, 409, "{v}");
+    let id = first["id"].as_str().expect("id");
+    let r = gw
+        .api(
+            http::Method::POST,
+            &format!("/api/v1/deploys/{id}/cancel"),
+            Some("{}"),
+        )
+        .await;
+    let v: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert_eq!(v["phase"], "cancelled", "{v}");
+    assert!(
+        v["outcome"]
+            .as_str()
+            .is_some_and(|o| o.contains("nothing changed")),
+        "{v}"
+    );
+    assert_eq!(
+        split_of(&gw.state().await, "agents"),
+        [("blue".into(), 100)]
+    );
+}
