@@ -135,6 +135,7 @@ fn spec_with_routes(n: usize) -> Spec {
         log: Default::default(),
         discovery: Default::default(),
         cluster: None,
+        maintenance: Default::default(),
         tls: None,
     }
 }

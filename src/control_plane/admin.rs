@@ -28,7 +28,9 @@
 //! - `GET /api/v1/discovery/swarm` — the Swarm set this gateway read from its own
 //!   engine, for gateways on worker nodes (503 when it has none of its own);
 //! - `GET|POST /api/v1/rollouts`, `GET /api/v1/rollouts/{id}`,
-//!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`).
+//!   `POST /api/v1/rollouts/{id}/pause|resume|promote|abort` (see `rollouts`);
+//! - `POST /api/v1/routes/{route}/deploy`, `GET /api/v1/deploys[/{id}]`,
+//!   `POST /api/v1/deploys/{id}/cancel` (see `deploys`).
 //!
 //! Every route refuses what a web page could send (see `guard`): a `Host` that
 //! does not name this listener, a foreign `Origin` (403), a write that is not
@@ -43,6 +45,7 @@
 
 mod api;
 pub(crate) mod auth;
+mod deploys;
 mod events;
 mod guard;
 mod rollouts;
@@ -61,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::control_plane::config::spec::AdminSpec;
 use crate::control_plane::controller::task::ControlHandle;
 use crate::control_plane::controller::SharedSnapshot;
+use crate::control_plane::deploy::Deploys;
 use crate::control_plane::discovery::swarm::Board;
 use crate::control_plane::discovery::ListedGate;
 use crate::control_plane::rollout::RolloutHandle;
@@ -92,6 +96,8 @@ pub enum AdminError {
 struct AdminState {
     control: ControlHandle,
     rollouts: RolloutHandle,
+    /// Runs `ctl deploy`'s deploys in the gateway.
+    deploys: Deploys,
     token: Option<Token>,
     ready: Arc<AtomicBool>,
     tasks: TaskWatch,
@@ -187,10 +193,12 @@ impl AdminServer {
         let closing = CancellationToken::new();
         let board = Arc::new(Board::default());
         let stats = stats::StatsWindow::start(metrics.snapshot.clone());
+        let deploys = Deploys::new(control.clone(), rollouts.clone(), closing.clone());
         let state = AdminState {
             stats,
             control,
             rollouts,
+            deploys,
             token,
             ready,
             tasks,

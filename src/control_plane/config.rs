@@ -89,16 +89,63 @@ pub fn parse(text: &str) -> Result<Spec, ConfigErrors> {
     })
 }
 
-/// Reads `path` and [`parse`]s it.
+/// Reads `path` and [`parse`]s it, with the files it names read (see [`parse_at`]).
 pub fn load(path: &Path) -> Result<Spec, LoadError> {
     let text = std::fs::read_to_string(path).map_err(|error| LoadError::Read {
         path: path.to_path_buf(),
         error,
     })?;
-    parse(&text).map_err(|errors| LoadError::Invalid {
+    parse_at(&text, path).map_err(|errors| LoadError::Invalid {
         path: path.to_path_buf(),
         errors,
     })
+}
+
+/// [`parse`], then reads what the file names besides TLS files (those are
+/// `tls`'s): the `[maintenance].template` page, relative to `config`'s directory.
+/// Blocking file I/O: call it where [`load`] is called, or off the workers.
+pub fn parse_at(text: &str, config: &Path) -> Result<Spec, ConfigErrors> {
+    let mut spec = parse(text)?;
+    if let Some(file) = &spec.maintenance.file {
+        let dir = config.parent().unwrap_or_else(|| Path::new("."));
+        let path = dir.join(file);
+        let path_key = "maintenance.template".to_owned();
+        let fail = |message: String| {
+            ConfigErrors(vec![ConfigError {
+                path: path_key.clone(),
+                message,
+            }])
+        };
+        // Bounded read: one byte past the limit is enough to refuse.
+        let limit = spec::MAINTENANCE_TEMPLATE_LIMIT as u64 + 1;
+        let mut bytes = Vec::new();
+        std::fs::File::open(&path)
+            .and_then(|f| {
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, limit), &mut bytes)
+            })
+            .map_err(|e| {
+                fail(format!(
+                    "cannot read the maintenance page {}: {e}",
+                    path.display()
+                ))
+            })?;
+        let html = String::from_utf8(bytes)
+            .map_err(|_| fail(format!("{} is not UTF-8 text", path.display())))?;
+        let problems = validate::check_template(&html);
+        if !problems.is_empty() {
+            return Err(ConfigErrors(
+                problems
+                    .into_iter()
+                    .map(|message| ConfigError {
+                        path: path_key.clone(),
+                        message: format!("{}: {message}", path.display()),
+                    })
+                    .collect(),
+            ));
+        }
+        spec.maintenance.html = Some(html.into());
+    }
+    Ok(spec)
 }
 
 /// Orders errors by where their top-level section (or `[[pools]]`/`[[routes]]`

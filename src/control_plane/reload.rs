@@ -181,7 +181,9 @@ impl Reloader {
         self.last = Some(text.clone());
         // Parsing and validating a large file (10 000 backends: tens of
         // milliseconds) would hold up every request on this worker.
-        let Some(parsed) = off_worker::run("config parse", move || config::parse(&text)).await
+        let path = self.path.clone();
+        let Some(parsed) =
+            off_worker::run("config parse", move || config::parse_at(&text, &path)).await
         else {
             return;
         };

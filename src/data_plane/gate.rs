@@ -15,9 +15,12 @@
 //!
 //! *Maintenance* answers every request of the route 503 with `Retry-After`, as
 //! HTML when the client prefers it (`Accept` names `text/html`, as browsers do)
-//! and as JSON otherwise. The page is the built-in [`DEFAULT_TEMPLATE`] with
-//! `{{message}}`, `{{route}}` and `{{retry_after}}` (replacing it from the config
-//! is not there yet).
+//! and as JSON otherwise. The page is the operator's (`[maintenance]` in the
+//! config) or the built-in [`DEFAULT_TEMPLATE`], with `{{message}}`, `{{route}}`
+//! (both HTML-escaped) and `{{retry_after}}`. A gRPC call (`application/grpc*`
+//! over HTTP/2) reads only `grpc-status`, so it is answered as the gateway's
+//! other errors are (see `proxy::grpc`): trailers-only, 14 UNAVAILABLE, with a
+//! `grpc-message` naming the maintenance and its message.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -29,6 +32,7 @@ use tokio::sync::Notify;
 use crate::control_plane::config::spec::{MaintenanceSpec, PauseSpec};
 use crate::data_plane::proxy::body::ResponseBody;
 use crate::data_plane::proxy::error::ERROR_HEADER;
+use crate::data_plane::proxy::grpc;
 
 /// The built-in maintenance page.
 pub const DEFAULT_TEMPLATE: &str = "<!doctype html>\n<html><head><meta charset=\"utf-8\">\
@@ -112,6 +116,8 @@ pub struct MaintenancePage {
     html: Bytes,
     json: Bytes,
     retry_after: HeaderValue,
+    /// `grpc-message` of the answer to a gRPC call (percent-encoded).
+    grpc_message: HeaderValue,
 }
 
 impl MaintenancePage {
@@ -131,11 +137,37 @@ impl MaintenancePage {
         });
         let mut json = json.to_string();
         json.push('\n');
+        let grpc_message = grpc::percent_encode(&format!(
+            "sluicegate-error={MAINTENANCE_CAUSE}: route {route} is down for maintenance: {message} (retry after {retry} s; HTTP 503)"
+        ));
         MaintenancePage {
             html: Bytes::from(html),
             json: Bytes::from(json),
             retry_after: HeaderValue::from(spec.retry_after),
+            // Percent-encoded text is visible ASCII, always a valid value.
+            grpc_message: HeaderValue::from_str(&grpc_message)
+                .unwrap_or_else(|_| HeaderValue::from_static("sluicegate-error=maintenance")),
         }
+    }
+
+    /// The answer to a gRPC call: trailers-only, `grpc-status` 14 UNAVAILABLE
+    /// (what the gRPC HTTP mapping gives a 503), `grpc-message` naming the
+    /// maintenance, `Retry-After` and `sluicegate-error` as on the HTTP answer.
+    pub fn grpc_answer(&self) -> Response<ResponseBody> {
+        let mut resp = Response::new(ResponseBody::empty());
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            grpc::GRPC_STATUS,
+            HeaderValue::from_static(grpc::Code::Unavailable.value()),
+        );
+        headers.insert(grpc::GRPC_MESSAGE, self.grpc_message.clone());
+        headers.insert(header::RETRY_AFTER, self.retry_after.clone());
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(MAINTENANCE_CAUSE));
+        resp
     }
 
     /// The answer for a request with these headers: HTML when `Accept` prefers
@@ -234,6 +266,37 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&p.json).unwrap_or_default();
         assert_eq!(v["message"], "<b>back soon</b>");
         assert_eq!(v["retry_after"], 90);
+    }
+
+    #[test]
+    fn grpc_calls_get_unavailable_naming_the_maintenance() {
+        let resp = page().grpc_answer();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers();
+        assert_eq!(h["grpc-status"], "14");
+        assert_eq!(h[ERROR_HEADER], "maintenance");
+        assert_eq!(h[header::RETRY_AFTER], "90");
+        let message = h["grpc-message"].to_str().unwrap_or_default();
+        assert!(
+            message.starts_with(
+                "sluicegate-error=maintenance: route web is down for maintenance: <b>back soon</b>"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_operator_template_is_filled_and_escaped() {
+        let spec = MaintenanceSpec {
+            message: Some("a & b".into()),
+            retry_after: 30,
+        };
+        let p = MaintenancePage::new(
+            "<web>",
+            &spec,
+            "<h1>{{route}}</h1>{{message}} in {{retry_after}}",
+        );
+        assert_eq!(&p.html[..], b"<h1>&lt;web&gt;</h1>a &amp; b in 30");
     }
 
     #[test]

@@ -337,6 +337,10 @@ impl Proxy {
                     trail.route(route);
                     let mut resp = page.answer(req.headers());
                     trail.finish(&mut resp, Some(crate::data_plane::gate::MAINTENANCE_CAUSE));
+                    // As in `gateway_answer`: the metrics and the log keep the 503.
+                    if req.version() >= Version::HTTP_2 && grpc::is_grpc(req.headers()) {
+                        return Err(page.grpc_answer());
+                    }
                     return Err(resp);
                 }
                 Some(Gate::Pause(pause)) => (pause.spec.clone(), Arc::clone(&pause.shared)),

@@ -213,7 +213,7 @@ impl Snapshot {
                 let sessions = sticky
                     .and_then(|s| s.learn.as_ref())
                     .map(|learn| sessions_for(&r.name, learn));
-                let gate = gate_of(r, previous);
+                let gate = gate_of(r, previous, spec.maintenance.html.as_deref());
                 Route {
                     gate,
                     name: r.name.clone(),
@@ -311,9 +311,10 @@ impl Snapshot {
 
 /// A route's gate: maintenance beats a pause (it answers at once); a pause keeps
 /// the waiting room of the previous snapshot's pause of the same route.
-fn gate_of(r: &RouteSpec, previous: Option<&Snapshot>) -> Option<Gate> {
+/// `template`: the operator's maintenance page (`[maintenance]`), if any.
+fn gate_of(r: &RouteSpec, previous: Option<&Snapshot>, template: Option<&str>) -> Option<Gate> {
     if let Some(m) = &r.maintenance {
-        let template = crate::data_plane::gate::DEFAULT_TEMPLATE;
+        let template = template.unwrap_or(crate::data_plane::gate::DEFAULT_TEMPLATE);
         return Some(Gate::Maintenance(Arc::new(MaintenancePage::new(
             r.name.as_str(),
             m,

@@ -319,6 +319,7 @@ async fn docker_health_starting_is_present_but_not_eligible_until_healthy() {
 
 mod compose;
 mod cutover;
+mod deploy;
 mod example;
 mod front;
 mod network;

@@ -212,6 +212,55 @@ async fn maintenance_answers_503_html_to_browsers_and_json_to_api_clients() {
     assert!(ok.agent().starts_with("blue"));
 }
 
+/// `[maintenance] template`: the operator's page from a file beside the config,
+/// placeholders filled and escaped; a gRPC call gets 14 UNAVAILABLE naming the
+/// maintenance instead of an HTML page it cannot read.
+#[tokio::test]
+async fn an_operators_page_for_browsers_and_a_grpc_status_for_grpc_clients() {
+    let blue = agents("blue", "v1", 1).await;
+    let green = agents("green", "v2", 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("down.html"),
+        "<html><h1>ACME is down ({{route}})</h1><p>{{message}}</p><p>back in {{retry_after}} s</p></html>",
+    )
+    .expect("write page");
+    let body = format!(
+        "[maintenance]\ntemplate = \"down.html\"\n{}",
+        two_pools(&backends(&blue), &backends(&green), (100, 0))
+    );
+    let gw = LiveGateway::start_in(dir, &config_text(&body, "", "")).await;
+    let r = gw
+        .api(
+            Method::PUT,
+            "/api/v1/routes/agents/maintenance",
+            Some(r#"{"message": "Moving <racks> & cables", "retry_after": 45}"#),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let html = get(gw.addr, "/", &[("accept", "text/html")]).await;
+    assert_eq!(html.status, 503);
+    assert_eq!(
+        String::from_utf8_lossy(&html.body),
+        "<html><h1>ACME is down (agents)</h1><p>Moving &lt;racks&gt; &amp; cables</p><p>back in 45 s</p></html>"
+    );
+    let json = get(gw.addr, "/", &[]).await;
+    assert_eq!(json.json()["message"], "Moving <racks> & cables");
+
+    let grpc = crate::grpc::grpc_h2(gw.addr, "/test.Echo/Unary", b"x", &[]).await;
+    assert_eq!(grpc.status, 200, "a gRPC status, not an HTTP 503");
+    assert_eq!(grpc.headers["content-type"], "application/grpc");
+    assert_eq!(grpc.field("grpc-status"), "14", "UNAVAILABLE");
+    assert_eq!(grpc.field("sluicegate-error"), "maintenance");
+    assert_eq!(grpc.field("retry-after"), "45");
+    let message = grpc.field("grpc-message");
+    assert!(
+        message.starts_with("sluicegate-error=maintenance: route agents is down for maintenance: Moving <racks> & cables"),
+        "{message}"
+    );
+    health_is_ok(&gw).await;
+}
+
 /// The `ctl` commands of the binary: pause/resume, maintenance on/off, status
 /// shows them, and a deploy to a pool that is not there exits non-zero with
 /// routing unchanged.

@@ -109,16 +109,16 @@ fn grpc_frame(payload: &[u8]) -> Bytes {
 }
 
 /// A response read whole over HTTP/2, trailers included.
-struct H2Reply {
-    status: StatusCode,
-    headers: http::HeaderMap,
+pub(crate) struct H2Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: http::HeaderMap,
     trailers: Option<http::HeaderMap>,
     body: Bytes,
 }
 
 impl H2Reply {
     /// A field of the trailers, else of the head (trailers-only responses).
-    fn field(&self, name: &str) -> &str {
+    pub(crate) fn field(&self, name: &str) -> &str {
         self.trailers
             .as_ref()
             .and_then(|t| t.get(name))
@@ -129,7 +129,12 @@ impl H2Reply {
 }
 
 /// Sends a gRPC request over HTTP/2 (prior knowledge) to `addr`.
-async fn grpc_h2(addr: SocketAddr, path: &str, payload: &[u8], extra: &[(&str, &str)]) -> H2Reply {
+pub(crate) async fn grpc_h2(
+    addr: SocketAddr,
+    path: &str,
+    payload: &[u8],
+    extra: &[(&str, &str)],
+) -> H2Reply {
     tokio::time::timeout(WAIT, async {
         let stream = TcpStream::connect(addr).await.expect("connect");
         let (mut sender, conn) =

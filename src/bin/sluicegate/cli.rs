@@ -135,10 +135,11 @@ pub enum CtlCommand {
         #[arg(long)]
         max_queued: Option<i64>,
     },
-    /// Switch ROUTE to POOL once all of POOL's backends are healthy, then wait
-    /// until the pools that lost their share have nothing in flight; exits 0
-    /// with the timeline, non-zero (routing as before) when POOL is not healthy in
-    /// time.
+    /// Switch ROUTE to POOL once all of POOL's backends are healthy (at once, or
+    /// in `--steps` with gates), then wait until the pools that lost their share
+    /// have nothing in flight; exits 0 with the timeline, non-zero (routing as
+    /// before, or rolled back) when POOL is not healthy in time or a gate fails.
+    /// The deploy runs in the gateway; Ctrl-C cancels it and says what state it left.
     Deploy {
         route: String,
         /// The pool that gets the whole route.
@@ -153,6 +154,22 @@ pub enum CtlCommand {
         /// Longest wait for the old pools' in-flight requests, streams and tunnels.
         #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
         drain_timeout: Duration,
+        /// Switch in steps of percent on POOL through a gated rollout, e.g.
+        /// `5,25,50,100`; a failed gate rolls back and the command fails.
+        #[arg(long, value_delimiter = ',')]
+        steps: Option<Vec<u32>>,
+        /// How long each step runs before its gate judges it (default 30s).
+        #[arg(long, requires = "steps", value_parser = humantime::parse_duration)]
+        step_interval: Option<Duration>,
+        /// The gate's largest error rate of a step (default 0.01).
+        #[arg(long, requires = "steps")]
+        max_error_rate: Option<f64>,
+        /// The gate's largest p99 of a step.
+        #[arg(long, requires = "steps", value_parser = humantime::parse_duration)]
+        max_p99: Option<Duration>,
+        /// Requests a step needs before its gate can judge (default 20).
+        #[arg(long, requires = "steps")]
+        min_requests: Option<u64>,
     },
     /// End a route's pause: the waiting requests go on.
     Resume { route: String },

@@ -133,18 +133,32 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         wait_healthy,
                         settle,
                         drain_timeout,
+                        steps,
+                        step_interval,
+                        max_error_rate,
+                        max_p99,
+                        min_requests,
                     } => {
                         let args = ctl::deploy::DeployArgs {
-                            route,
-                            to,
-                            wait_healthy,
                             settle,
-                            drain_timeout,
-                            poll: Duration::from_millis(100),
+                            steps,
+                            step_interval,
+                            max_error_rate,
+                            max_p99,
+                            min_requests,
+                            ..ctl::deploy::DeployArgs::new(&route, &to, wait_healthy, drain_timeout)
                         };
-                        let interrupt = async {
-                            if tokio::signal::ctrl_c().await.is_err() {
-                                std::future::pending::<()>().await;
+                        // Listening from now (not from the first poll): a Ctrl-C
+                        // once the deploy runs in the gateway always cancels it.
+                        let int = tokio::signal::unix::signal(
+                            tokio::signal::unix::SignalKind::interrupt(),
+                        );
+                        let interrupt = async move {
+                            match int {
+                                Ok(mut int) => {
+                                    int.recv().await;
+                                }
+                                Err(_) => std::future::pending::<()>().await,
                             }
                         };
                         ctl::deploy::deploy(&client, &args, interrupt)

@@ -67,10 +67,9 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/events", get(super::events::events))
         .route("/discovery/swarm", get(swarm_export))
         .route("/cluster/replica", get(cluster_replica));
-    let api = super::rollouts::routes(api).route_layer(middleware::from_fn_with_state(
-        state.clone(),
-        auth::require_token,
-    ));
+    let api = super::deploys::routes(super::rollouts::routes(api)).route_layer(
+        middleware::from_fn_with_state(state.clone(), auth::require_token),
+    );
     let metrics = Router::new()
         .route("/metrics", get(metrics_handler))
         .route_layer(middleware::from_fn_with_state(

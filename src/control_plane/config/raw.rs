@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub log: Option<RawLog>,
     /// `[cluster]`: state shared by gateway replicas.
     pub cluster: Option<RawCluster>,
+    /// `[maintenance]`: the maintenance page.
+    pub maintenance: Option<RawMaintenance>,
 }
 
 /// `[cluster]`: where gateway replicas share their admin state.
@@ -55,6 +57,16 @@ pub struct RawCluster {
     /// Admin API URLs of the other replicas (`http://tasks.gateway:9901`), read
     /// for `ctl status`.
     pub peers: Option<Vec<String>>,
+}
+
+/// `[maintenance]`: the operator's maintenance page.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMaintenance {
+    /// An HTML file (relative to the config file's directory).
+    pub template: Option<String>,
+    /// The page inline.
+    pub html: Option<String>,
 }
 
 /// `[log]`. Values stay text so a wrong one is explained with the accepted ones.

@@ -72,7 +72,25 @@ pub struct Spec {
     pub log: LogSpec,
     /// `[cluster]`; `None`: a single gateway (overrides in `[admin].state_file`).
     pub cluster: Option<ClusterSpec>,
+    /// `[maintenance]`: the operator's maintenance page; the built-in one when empty.
+    pub maintenance: MaintenanceTemplateSpec,
 }
+
+/// `[maintenance]`: the HTML page a route in maintenance answers browsers with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MaintenanceTemplateSpec {
+    /// The template's text: `html` as written, or `template`'s file once read
+    /// (`config::load` and reloads read it; `None` until then, and without either key).
+    pub html: Option<Arc<str>>,
+    /// `template`: the file the page is read from, as written (relative to the
+    /// config file's directory).
+    pub file: Option<std::path::PathBuf>,
+}
+
+/// Largest maintenance template, in bytes.
+pub const MAINTENANCE_TEMPLATE_LIMIT: usize = 64 * 1024;
+/// The placeholders a maintenance template may use.
+pub const MAINTENANCE_PLACEHOLDERS: [&str; 3] = ["message", "route", "retry_after"];
 
 /// `[cluster]`, validated: replicas share their admin state through a store.
 #[derive(Clone, Debug, PartialEq, Eq)]

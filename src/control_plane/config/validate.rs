@@ -21,6 +21,7 @@ mod health;
 mod limits;
 mod listen;
 mod log;
+mod maintenance;
 mod pool;
 mod protect;
 mod route;
@@ -33,6 +34,7 @@ pub use api::{
     ApiMaintenance, ApiPause,
 };
 pub use discovery::{pool_name, weight};
+pub use maintenance::check_template;
 pub use pool::protocol_value;
 pub(super) use values::key_path;
 pub use values::too_long;
@@ -40,7 +42,7 @@ pub use values::too_long;
 use serde::de::DeserializeOwned;
 use serde_path_to_error::Segment;
 
-use super::raw::{RawAdmin, RawListen, RawLog, RawPool, RawRoute};
+use super::raw::{RawAdmin, RawListen, RawLog, RawMaintenance, RawPool, RawRoute};
 use super::spec::{DiscoverySpec, PoolSpec, Spec};
 use super::{ConfigError, ConfigErrors};
 use listen::{check_admin, check_https_needs_tls, check_listen};
@@ -81,12 +83,13 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
     let discovery = doc.remove("discovery");
     let tls = doc.remove("tls");
     let cluster = doc.remove("cluster");
+    let maintenance = doc.remove("maintenance");
     take_unsupported(&mut doc, "", TOP_UNSUPPORTED, &mut report);
     for key in doc.keys() {
         report.add(
             values::key_path("", key),
             format!(
-                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, discovery, tls, cluster"
+                "unknown key `{key}`; accepted top-level keys: listen, admin, log, pools, routes, discovery, tls, cluster, maintenance"
             ),
         );
     }
@@ -113,6 +116,14 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
             );
             None
         }
+    };
+
+    // `None`: [maintenance] had errors (already reported).
+    let maintenance = match maintenance {
+        None => Some(Default::default()),
+        Some(value) => table_of(value, "maintenance", "[maintenance]", &mut report)
+            .and_then(|table| shape::<RawMaintenance>(table, "maintenance", &mut report))
+            .and_then(|raw| maintenance::check_maintenance(raw, &mut report)),
     };
 
     let tls_given = tls.is_some();
@@ -195,21 +206,25 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         Some(Some(admin)) => Some(Some(admin)),
         Some(None) => None,
     };
-    match (listen, admin, discovery, log, cluster) {
-        (Some(listen), Some(admin), Some(discovery), Some(log), Some(cluster))
-            if report.errors.is_empty() =>
-        {
-            Ok(Spec {
-                listen,
-                admin,
-                pools: pool_specs,
-                routes: route_specs,
-                discovery,
-                log,
-                tls,
-                cluster,
-            })
-        }
+    match (listen, admin, discovery, log, cluster, maintenance) {
+        (
+            Some(listen),
+            Some(admin),
+            Some(discovery),
+            Some(log),
+            Some(cluster),
+            Some(maintenance),
+        ) if report.errors.is_empty() => Ok(Spec {
+            listen,
+            admin,
+            pools: pool_specs,
+            routes: route_specs,
+            discovery,
+            log,
+            tls,
+            cluster,
+            maintenance,
+        }),
         _ => Err(ConfigErrors(report.errors)),
     }
 }

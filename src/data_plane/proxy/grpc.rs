@@ -45,7 +45,8 @@ pub enum Code {
 }
 
 impl Code {
-    fn value(self) -> &'static str {
+    /// The code as `grpc-status` writes it.
+    pub fn value(self) -> &'static str {
         match self {
             Code::Cancelled => "1",
             Code::DeadlineExceeded => "4",
@@ -209,13 +210,14 @@ fn describe(cause: &str) -> &'static str {
         "grpc_needs_h2_pool" => "the pool speaks HTTP/1.1; gRPC needs protocol = \"h2c\" or \"h2\"",
         "client_aborted" => "the client went away",
         "client_body_timeout" => "the client sent no request data in time",
+        "maintenance" => "the route is down for maintenance",
         _ => "the gateway could not forward the call",
     }
 }
 
 /// gRPC's percent-encoding of `grpc-message`: bytes outside printable ASCII,
 /// and `%`, as `%XX`.
-fn percent_encode(text: &str) -> String {
+pub fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for b in text.bytes() {
         if (0x20..=0x7e).contains(&b) && b != b'%' {

@@ -18,7 +18,7 @@ use crate::support::docker::{cmd, notice};
 use crate::support::get;
 
 /// The run's labels on every service and the default network.
-fn override_file(run_label: &str) -> String {
+pub(super) fn override_file(run_label: &str) -> String {
     let labels = format!("    labels:\n      - \"{run_label}\"\n");
     format!(
         "version: \"2.4\"\nservices:\n  gateway:\n{labels}  agent-blue:\n{labels}  agent-green:\n{labels}networks:\n  default:\n{labels}"
