@@ -318,13 +318,22 @@ fn render_health(out: &mut String, h: &PoolHealthSpec) {
             } else {
                 format!(", start_period {}", d(p.start_period))
             };
+            let what = match &p.grpc {
+                None => format!("GET {}{host}", p.path),
+                Some(g) => format!(
+                    "gRPC grpc.health.v1.Health/Check service {:?}{host}",
+                    g.service
+                ),
+            };
+            let expect = match &p.grpc {
+                None => p.expect_status.to_string(),
+                Some(_) => "SERVING".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "     health: GET {}{host} every {}, timeout {}, expect {}, rise {}, fall {}{start}, initial {}",
-                p.path,
+                "     health: {what} every {}, timeout {}, expect {expect}, rise {}, fall {}{start}, initial {}",
                 d(p.interval),
                 d(p.timeout),
-                p.expect_status,
                 p.rise,
                 p.fall,
                 p.initial.as_str(),
