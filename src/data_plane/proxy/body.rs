@@ -145,7 +145,7 @@ impl UpstreamBody {
     }
 
     /// Judges the gRPC call this body answers by the trailers that end it
-    /// (see [`Watch`]); a body already over had none.
+    /// (see `grpc::Watch`); a body already over had none.
     pub(crate) fn watch_grpc(&mut self, mut watch: Box<Watch>) {
         if self.inner.is_end_stream() {
             watch.ended();

@@ -1,5 +1,14 @@
-//! gRPC at the gateway: telling a gRPC call, its deadline (`grpc-timeout`), and
-//! answering one the gateway could not forward in gRPC's own terms.
+//! gRPC at the gateway: telling a gRPC call, its deadline (`grpc-timeout`),
+//! judging a backend's `grpc-status`, and answering a call the gateway could not
+//! forward in gRPC's own terms.
+//!
+//! A backend's status is judged where it shows: in the head of a trailers-only
+//! answer ([`trailers_only_status`], when the head arrives), else in the trailers
+//! after the messages, by a `Watch` that rides in the response body and reads
+//! them as they pass. Both map the code to HTTP with Envoy's table
+//! ([`http_equivalent`]): the 5xx ones are the backend's failures, for passive
+//! ejection and the pool's error rate; `grpc_requests_total` counts every call by
+//! its code ([`code_index`], bounded to 18 label values).
 //!
 //! A gRPC client reads the call's outcome from `grpc-status`, not from the HTTP
 //! status: an HTML or plain 502 is an opaque `UNKNOWN` or `INTERNAL` to it. So
