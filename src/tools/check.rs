@@ -465,6 +465,30 @@ split = [{ pool = "blue", weight = 1 }]
     }
 
     #[test]
+    fn a_grpc_health_check_is_printed_with_its_service() {
+        let spec = crate::control_plane::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+[[pools]]
+name = "models"
+protocol = "h2c"
+backends = [{ addr = "127.0.0.1:50051" }]
+[pools.health]
+grpc = true
+grpc_service = "model.Generator"
+[[routes]]
+name = "default"
+split = [{ pool = "models", weight = 1 }]
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        let line = r#"health: gRPC grpc.health.v1.Health/Check service "model.Generator" every 2s, timeout 1s, expect SERVING, rise 2, fall 3, initial unknown"#;
+        assert!(text.contains(line), "{line}\n{text}");
+    }
+
+    #[test]
     fn https_certificates_and_pool_tls_are_shown() {
         let spec = crate::control_plane::config::parse(
             r#"

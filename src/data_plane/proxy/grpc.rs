@@ -226,6 +226,9 @@ pub fn head_code_index(status: StatusCode, headers: &HeaderMap) -> Option<usize>
 /// client cancelled) counts as CANCELLED and says nothing about the backend.
 #[derive(Debug)]
 pub(crate) struct Watch {
+    /// The pool as the call's snapshot had it (a long stream may outlive that
+    /// snapshot: its outlier settings still judge it; the counters it feeds,
+    /// `PoolHealth` and `BackendState`, are the ones every snapshot shares).
     pool: Arc<Pool>,
     backend: Backend,
     counters: Option<Arc<ClassCounters>>,
