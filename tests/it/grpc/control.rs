@@ -83,6 +83,20 @@ async fn grpc_status_in_trailers_after_a_message_ejects_and_is_counted_by_code()
     let not_found = grpc_h2(gw.addr, "/test.Echo/Fail", b"x", &[]).await;
     assert_eq!(not_found.headers["grpc-status"], "5", "trailers-only");
     for i in 0..3 {
+        if i == 2 {
+            // Between two failures, a call the client cancels mid-stream: it
+            // counts as CANCELLED and neither way for ejection (a success would
+            // reset the streak, a failure eject one call early).
+            cancel_a_stream(gw.addr).await;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while grpc_count(&Scrape::get(&gw).await, &server.addr.to_string(), "1") < 1.0 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "CANCELLED not counted"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let reply = grpc_h2(gw.addr, "/test.Echo/Flaky", b"", &[]).await;
         assert_eq!(reply.status, StatusCode::OK);
         // A message came first; the status is in the trailers, not the head.
@@ -104,13 +118,14 @@ async fn grpc_status_in_trailers_after_a_message_ejects_and_is_counted_by_code()
     assert_eq!(grpc_count(&s, &b, "0"), 1.0, "{}", s.text);
     assert_eq!(grpc_count(&s, &b, "5"), 1.0, "{}", s.text);
     assert_eq!(grpc_count(&s, &b, "14"), 3.0, "{}", s.text);
+    assert_eq!(grpc_count(&s, &b, "1"), 1.0, "{}", s.text);
     assert_eq!(grpc_count(&s, "", "14"), 1.0, "the gateway's own answer");
     let series = s
         .text
         .lines()
         .filter(|l| l.starts_with("sluicegate_grpc_requests_total{"))
         .count();
-    assert_eq!(series, 4, "only the codes seen have series:\n{}", s.text);
+    assert_eq!(series, 5, "only the codes seen have series:\n{}", s.text);
     // The HTTP status class stays what the client got: 2xx.
     let ok_2xx = s
         .value(
@@ -123,10 +138,41 @@ async fn grpc_status_in_trailers_after_a_message_ejects_and_is_counted_by_code()
             ],
         )
         .unwrap_or(0.0);
-    assert_eq!(ok_2xx, 5.0, "{}", s.text);
+    assert_eq!(ok_2xx, 6.0, "{}", s.text);
     let state = gw.state().await;
     let backend = state.backend("g", &b).expect("backend");
     assert!(backend.ejected, "{backend:?}");
+}
+
+/// Opens a bidirectional call through `gw`, takes its first answer, then
+/// cancels it (`RST_STREAM CANCEL`, then the connection goes) with its request
+/// body still open.
+async fn cancel_a_stream(gw: SocketAddr) {
+    let tcp = TcpStream::connect(gw).await.expect("connect");
+    let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
+    let conn = tokio::spawn(conn);
+    let mut client = client.ready().await.expect("ready");
+    let req = Request::post("http://test.local/test.Echo/Bidi")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .expect("request");
+    let (answer, mut up) = client.send_request(req, false).expect("stream");
+    up.send_data(grpc_frame(b"ping"), false).expect("send");
+    let resp = tokio::time::timeout(WAIT, answer)
+        .await
+        .expect("in time")
+        .expect("answer");
+    let mut down = resp.into_body();
+    let first = tokio::time::timeout(WAIT, down.data())
+        .await
+        .expect("in time")
+        .expect("a message")
+        .expect("data");
+    assert_eq!(&first[..], &grpc_frame(b"echo:ping")[..]);
+    up.send_reset(h2::Reason::CANCEL);
+    drop((up, down, client));
+    conn.abort();
 }
 
 /// What the gRPC load saw.
