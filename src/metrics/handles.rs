@@ -163,7 +163,7 @@ impl ClassCounters {
     }
 
     /// Counts one gRPC call that ended with the code at `index` of
-    /// [`GRPC_CODES`] (`proxy::grpc::code_index`; out of range counts as `other`).
+    /// `names::GRPC_CODES` (`proxy::grpc::code_index`; out of range counts as `other`).
     pub fn count_grpc(&self, index: usize) {
         if !self.reg.enabled() {
             return;

@@ -19,7 +19,7 @@
 //! UNAVAILABLE, timeouts 4 DEADLINE_EXCEEDED, …) and a `grpc-message` that names
 //! the cause with its `sluicegate-error` token, which is also sent as a field.
 //! gRPC needs HTTP/2 on both sides: a call over HTTP/1.x, or to a pool that
-//! speaks HTTP/1.1, is refused with [`ProxyError::GrpcNeedsH2`].
+//! speaks HTTP/1.1, is refused with `ProxyError::GrpcNeedsH2`.
 
 use std::sync::Arc;
 use std::time::Duration;
