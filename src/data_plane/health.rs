@@ -8,6 +8,8 @@
 //!
 //! - `probe`: one task per backend of a pool with `[pools.health]`, sending
 //!   `GET path` every `interval` and counting `rise` / `fall`;
+//! - `grpc`: the probe of a pool with `grpc = true`, a
+//!   `grpc.health.v1.Health/Check` call on the pool's HTTP/2 connections;
 //! - `supervisor`: owns those tasks and reconciles them with each new snapshot;
 //! - `outlier`: passive ejection from the outcomes the proxy reports;
 //! - `hold`: requests waiting for a backend instead of a 503;
@@ -22,6 +24,7 @@
 //! Choosing among eligible backends (and applying the ramp) is `balance`'s job;
 //! panic routing is in `snapshot::Pool::pick`.
 
+pub(crate) mod grpc;
 pub(crate) mod hold;
 pub(crate) mod outlier;
 pub(crate) mod probe;

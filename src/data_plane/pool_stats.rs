@@ -10,7 +10,9 @@
 //!
 //! What counts: every attempt on a backend of the pool. An *error* is a 5xx answer
 //! or a gateway error (connect failure, timeout, broken response) on an attempt,
-//! and a request the pool could not serve at all (no usable backend). A pooled
+//! a gRPC call whose `grpc-status` is a failure (in the head, or in the trailers
+//! after its messages: added when they pass), and a request the pool could not
+//! serve at all (no usable backend). A pooled
 //! connection the backend had closed (`NotSent`) says nothing about the backend
 //! and is not counted. Latency is the time to the response head.
 //!
@@ -73,6 +75,14 @@ impl PoolStats {
     #[inline]
     pub fn record_error(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An attempt already counted by [`record_response`](Self::record_response)
+    /// failed after its head: a gRPC call whose `grpc-status` in the trailers
+    /// is a failure, or whose body broke. Only the error is added.
+    #[inline]
+    pub fn record_late_error(&self) {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 

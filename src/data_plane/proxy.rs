@@ -143,6 +143,8 @@ struct Prepared<'s, 'c> {
     upload: Option<Arc<body::Progress>>,
     /// A gRPC call's deadline (`grpc-timeout`), which bounds every attempt.
     deadline: Option<Instant>,
+    /// A gRPC call: judged by its `grpc-status` (in the head or the trailers).
+    grpc: bool,
 }
 
 /// The kind of connection an attempt goes on. Everything above [`exchange`] is
@@ -168,7 +170,8 @@ enum Answer {
     /// they came.
     Http1(Response<H1Body>, RawFields),
     /// From an HTTP/2 stream; the stream's slot is held until its body ends.
-    H2(Response<h2::RecvStream>, Lease),
+    /// A gRPC call whose status is still to come has its judge here.
+    H2(Response<h2::RecvStream>, Lease, Option<Box<grpc::Watch>>),
 }
 
 impl Answer {
@@ -176,7 +179,23 @@ impl Answer {
         match self {
             Answer::Hyper(resp, _) => resp.status(),
             Answer::Http1(resp, _) => resp.status(),
-            Answer::H2(resp, _) => resp.status(),
+            Answer::H2(resp, ..) => resp.status(),
+        }
+    }
+
+    /// A gRPC call's answer whose status is not in its head: a 200 without
+    /// `grpc-status`, the status to come in the trailers after the messages.
+    fn grpc_pending(&self) -> bool {
+        match self {
+            Answer::H2(resp, ..) => grpc::head_code_index(resp.status(), resp.headers()).is_none(),
+            _ => false,
+        }
+    }
+
+    /// Gives the answer's body the judge of its trailers.
+    fn watch_grpc(&mut self, watch: Box<grpc::Watch>) {
+        if let Answer::H2(.., slot) = self {
+            *slot = Some(watch);
         }
     }
 
@@ -185,7 +204,7 @@ impl Answer {
     /// 200) counts as its `grpc-status` maps to HTTP (UNAVAILABLE as a 503, …).
     fn verdict(&self) -> StatusCode {
         match self {
-            Answer::H2(resp, _) => grpc::trailers_only_status(resp.status(), resp.headers()),
+            Answer::H2(resp, ..) => grpc::trailers_only_status(resp.status(), resp.headers()),
             other => other.status(),
         }
     }
@@ -195,7 +214,7 @@ impl Answer {
     fn learn(&self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
         match self {
             Answer::Hyper(resp, _) => split.learn(pin, resp.headers(), pool),
-            Answer::H2(resp, _) => split.learn(pin, resp.headers(), pool),
+            Answer::H2(resp, ..) => split.learn(pin, resp.headers(), pool),
             Answer::Http1(_, fields) => {
                 split.learn(
                     pin,
@@ -271,6 +290,9 @@ impl Proxy {
         }
         let grpc = grpc::is_grpc(req.headers());
         let mut trail = Trail::start(&snapshot, &req, client.addr);
+        if grpc {
+            trail.grpc();
+        }
         let answered = match self.prepare(&snapshot, req, client, &mut trail) {
             Err(err) => Err(err),
             Ok((mut plan, req)) => match self.attempt(&mut plan, req, &mut trail).await {
@@ -295,6 +317,9 @@ impl Proxy {
         };
         match answered {
             Ok(mut resp) => {
+                if grpc {
+                    trail.grpc_head(&resp);
+                }
                 trail.finish(&mut resp, None);
                 resp
             }
@@ -510,6 +535,7 @@ impl Proxy {
             replayable,
             upload,
             deadline,
+            grpc,
         };
         Ok((plan, req))
     }
@@ -622,16 +648,25 @@ impl Proxy {
             )
             .await
             {
-                Ok(answer) => {
+                Ok(mut answer) => {
                     let answered = Instant::now();
                     let latency = answered.saturating_duration_since(started);
                     backend.state.observe_latency(latency, answered);
                     trail.answered(latency, answered);
                     let verdict = answer.verdict();
-                    pool.report_response(backend, verdict);
+                    // A gRPC call whose status comes after its messages is judged
+                    // for ejection when its trailers pass (`grpc::Watch`); the
+                    // attempt and its latency count now, an error then.
+                    let pending = plan.grpc && answer.grpc_pending();
+                    if !pending {
+                        pool.report_response(backend, verdict);
+                    }
                     pool.health().traffic().record_response(verdict, latency);
                     backend.state.traffic().record_response(verdict, latency);
-                    if failures < route.retries as usize
+                    // Never a gRPC call whose head came without its status:
+                    // its outcome is not known before the client has the head.
+                    if !pending
+                        && failures < route.retries as usize
                         && route.retry_on_status.contains(&answer.status().as_u16())
                     {
                         let next = replay.as_ref().filter(|_| plan.replayable);
@@ -646,6 +681,11 @@ impl Proxy {
                     if let Some(pin) = plan.session {
                         // Only routes with `sticky.learn_header` (a sharded table).
                         answer.learn(&route.split, pin, &pool.name);
+                    }
+                    if pending {
+                        let watch =
+                            grpc::Watch::new(Arc::clone(pool), backend.clone(), trail.counters());
+                        answer.watch_grpc(watch);
                     }
                     return Ok((answer, guard));
                 }
@@ -709,10 +749,13 @@ impl Proxy {
                 return Err(ProxyError::BadUpgrade)
             }
             Answer::Http1(resp, fields) => (resp, fields),
-            Answer::H2(resp, lease) => {
+            Answer::H2(resp, lease, watch) => {
                 let (mut parts, recv) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers, false);
-                let body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
+                let mut body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
+                if let Some(watch) = watch {
+                    body.watch_grpc(watch);
+                }
                 return Ok(upstream_response(parts, body, None, set_cookie));
             }
         };
@@ -851,6 +894,9 @@ fn gateway_answer(
     // metrics and the access log keep the HTTP status of the cause).
     let answer_grpc = grpc && version >= Version::HTTP_2;
     let code = answer_grpc.then(|| grpc::code_of(&err));
+    if let Some(code) = code {
+        trail.count_grpc(code.index());
+    }
     let mut resp = err.into_response();
     if refused && version < Version::HTTP_2 {
         // What follows on this connection may be the rest of a request
@@ -1115,7 +1161,7 @@ async fn send_h2(
                 if let Some(pump) = pump {
                     pump.spawn_rest();
                 }
-                return Ok(Answer::H2(resp, lease));
+                return Ok(Answer::H2(resp, lease, None));
             }
             Err(H2Wait::Timeout) => return Err(Failed::consumed(ProxyError::ResponseTimeout)),
             Err(H2Wait::Body(err)) => {

@@ -23,7 +23,7 @@ use std::time::Duration;
 use http::StatusCode;
 use metrics::{Counter, Histogram, Key, Level, Metadata, Recorder, SharedString};
 
-use super::names::{self, label, CODE_CLASSES};
+use super::names::{self, label, CODE_CLASSES, GRPC_CODES};
 use super::Recording;
 
 /// What registrations say about their origin (the Prometheus exporter ignores it).
@@ -111,13 +111,17 @@ fn lbl(key: &'static str, value: &SharedString) -> metrics::Label {
     metrics::Label::new(key, value.clone())
 }
 
-/// `requests_total` of one (route, pool, backend), one counter per status class.
+/// `requests_total` of one (route, pool, backend), one counter per status class;
+/// and, for gRPC calls, `grpc_requests_total` per `grpc_code`.
 #[derive(Debug)]
 pub struct ClassCounters {
     reg: Registrar,
     /// route, pool, backend.
     labels: [SharedString; 3],
     counters: [OnceLock<Counter>; 5],
+    /// Made at the first gRPC call (most routes carry none), each code's series
+    /// registered at its first use: at most `GRPC_CODES.len()` per labels.
+    grpc: OnceLock<Box<[OnceLock<Counter>; GRPC_CODES.len()]>>,
 }
 
 impl ClassCounters {
@@ -127,6 +131,7 @@ impl ClassCounters {
             reg,
             labels,
             counters: Default::default(),
+            grpc: OnceLock::new(),
         };
         // Eager registration only makes series show at 0; a disabled registrar has none.
         if eager && c.reg.enabled() {
@@ -155,6 +160,29 @@ impl ClassCounters {
     #[inline]
     pub fn increment(&self, status: StatusCode) {
         self.get(names::class_index(status)).increment(1);
+    }
+
+    /// Counts one gRPC call that ended with the code at `index` of
+    /// `names::GRPC_CODES` (`proxy::grpc::code_index`; out of range counts as `other`).
+    pub fn count_grpc(&self, index: usize) {
+        if !self.reg.enabled() {
+            return;
+        }
+        let index = index.min(GRPC_CODES.len() - 1);
+        let slots = self.grpc.get_or_init(Default::default);
+        slots[index]
+            .get_or_init(|| {
+                let [route, pool, backend] = &self.labels;
+                self.reg.counter(names::GRPC_REQUESTS, || {
+                    vec![
+                        lbl(label::ROUTE, route),
+                        lbl(label::POOL, pool),
+                        lbl(label::BACKEND, backend),
+                        metrics::Label::from_static_parts(label::GRPC_CODE, GRPC_CODES[index]),
+                    ]
+                })
+            })
+            .increment(1);
     }
 }
 
@@ -223,6 +251,12 @@ impl PairMetrics {
         if retries > 0 {
             self.retries().increment(u64::from(retries));
         }
+    }
+
+    /// Counts a gRPC call's code (see [`ClassCounters::count_grpc`]) under
+    /// `backend`, or under `backend=""` when no backend was tried.
+    pub fn record_grpc(&self, backend: Option<&ClassCounters>, index: usize) {
+        backend.unwrap_or(&self.gateway).count_grpc(index);
     }
 
     /// The route label.

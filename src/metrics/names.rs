@@ -48,6 +48,9 @@ pub(crate) const TASK_EXITS: &str = "sluicegate_task_exits_total";
 pub(crate) const ROLLOUTS: &str = "sluicegate_rollouts_total";
 /// `tunnel_bytes_total{route,pool,direction}`: bytes through closed upgrade tunnels.
 pub(crate) const TUNNEL_BYTES: &str = "sluicegate_tunnel_bytes_total";
+/// `grpc_requests_total{route,pool,backend,grpc_code}`: gRPC calls ended, by the
+/// `grpc-status` their client got.
+pub(crate) const GRPC_REQUESTS: &str = "sluicegate_grpc_requests_total";
 /// `direction` of [`TUNNEL_BYTES`]: client to backend.
 pub(crate) const DIRECTION_UP: &str = "up";
 /// `direction` of [`TUNNEL_BYTES`]: backend to client.
@@ -81,6 +84,8 @@ pub(crate) mod label {
     pub(crate) const DIRECTION: &str = "direction";
     /// What a limit refused (`data_plane::limits::Kind::as_str`).
     pub(crate) const KIND: &str = "kind";
+    /// A gRPC status code: one of [`super::GRPC_CODES`].
+    pub(crate) const GRPC_CODE: &str = "grpc_code";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -100,6 +105,14 @@ pub(crate) const DURATION_BUCKETS: &[f64] = &[
 
 /// The values of `code_class`, indexed by [`class_index`].
 pub(crate) const CODE_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// The values of `grpc_code`: the 17 canonical gRPC codes by number, and
+/// `other` (a code outside them, or a call that ended without a `grpc-status`).
+/// Indexed by `proxy::grpc::code_index`.
+pub(crate) const GRPC_CODES: [&str; 18] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "other",
+];
 
 /// Index into [`CODE_CLASSES`]. Codes of 600 and above (which `http` accepts but no
 /// RFC defines) count as `5xx`: a backend sending one is misbehaving.
@@ -135,6 +148,7 @@ pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
+    (GRPC_REQUESTS, Kind::Counter, "gRPC calls ended, by route, pool, backend (as requests_total) and grpc_code: the grpc-status the client got (0-16; other: outside them, or the call ended without one). Counted when the status is known: the response head (trailers-only answers, the gateway's own errors, a non-gRPC HTTP error mapped as gRPC clients map it) or the trailers after the messages; a call the client cancelled mid-stream counts as 1."),
     (TASK_EXITS, Kind::Counter, "Background tasks (controller, rollout_manager, discovery, probes, admin, reload, metrics_upkeep) that ended while the gateway ran; /readyz answers 503 naming them."),
 ];
 
@@ -174,7 +188,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 19);
+        assert_eq!(HELP.len(), 20);
     }
 
     #[test]

@@ -318,13 +318,22 @@ fn render_health(out: &mut String, h: &PoolHealthSpec) {
             } else {
                 format!(", start_period {}", d(p.start_period))
             };
+            let what = match &p.grpc {
+                None => format!("GET {}{host}", p.path),
+                Some(g) => format!(
+                    "gRPC grpc.health.v1.Health/Check service {:?}{host}",
+                    g.service
+                ),
+            };
+            let expect = match &p.grpc {
+                None => p.expect_status.to_string(),
+                Some(_) => "SERVING".to_owned(),
+            };
             let _ = writeln!(
                 out,
-                "     health: GET {}{host} every {}, timeout {}, expect {}, rise {}, fall {}{start}, initial {}",
-                p.path,
+                "     health: {what} every {}, timeout {}, expect {expect}, rise {}, fall {}{start}, initial {}",
                 d(p.interval),
                 d(p.timeout),
-                p.expect_status,
                 p.rise,
                 p.fall,
                 p.initial.as_str(),
@@ -453,6 +462,30 @@ split = [{ pool = "blue", weight = 1 }]
         ] {
             assert!(text.contains(line), "{line}\n{text}");
         }
+    }
+
+    #[test]
+    fn a_grpc_health_check_is_printed_with_its_service() {
+        let spec = crate::control_plane::config::parse(
+            r#"
+[listen]
+http = "127.0.0.1:8080"
+[[pools]]
+name = "models"
+protocol = "h2c"
+backends = [{ addr = "127.0.0.1:50051" }]
+[pools.health]
+grpc = true
+grpc_service = "model.Generator"
+[[routes]]
+name = "default"
+split = [{ pool = "models", weight = 1 }]
+"#,
+        )
+        .unwrap();
+        let text = render(&spec);
+        let line = r#"health: gRPC grpc.health.v1.Health/Check service "model.Generator" every 2s, timeout 1s, expect SERVING, rise 2, fall 3, initial unknown"#;
+        assert!(text.contains(line), "{line}\n{text}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 Binds 127.0.0.1 on the port given (0: any), prints `PORT <n>` on stdout once
 serving, and serves until stdin closes (the test that started it went away) or
-it is killed. Service `test.Echo`:
+it is killed. Usage: server.py [PORT [NAME]] [--fail-percent N] [--fail-code CODE]
+[--no-health]. Service `test.Echo`:
 
 - Unary: echoes the request; initial metadata `x-served-by`, trailing metadata
   echoing the request's `x-trace` and `trace-bin` (binary) values.
@@ -14,7 +15,22 @@ it is killed. Service `test.Echo`:
   trailing metadata `detail-bin`.
 - Slow: sleeps the request's decimal milliseconds, then echoes.
 - Unavailable: aborts UNAVAILABLE (trailers-only).
+- Flaky: server streaming; sends one message `<name>:<i>`, then ends with
+  `--fail-code` (default UNAVAILABLE) for `--fail-percent` of the calls (spread
+  evenly: of every 100 calls exactly N fail), else OK: a failure in the
+  trailers after a message, under HTTP 200.
+- SetHealth: the request `service=STATUS` sets what the health service says
+  of `service` (`""` is the whole server): SERVING, NOT_SERVING, UNKNOWN.
+
+Service `grpc.health.v1.Health` (unless `--no-health`, then calls to it fail
+UNIMPLEMENTED): Check answers the status set for the request's service
+(SERVING for `""` at start), NOT_FOUND for a service never set, as the gRPC
+health protocol says. Its messages are real protobuf (built from a descriptor
+with the `protobuf` package, not by hand), so the gateway's own encoding is
+checked against another implementation.
 """
+
+import argparse
 
 import sys
 import threading
@@ -23,7 +39,54 @@ from concurrent import futures
 
 import grpc
 
-NAME = sys.argv[2] if len(sys.argv) > 2 else "py-grpc"
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("port", nargs="?", type=int, default=0)
+ARGS.add_argument("name", nargs="?", default="py-grpc")
+ARGS.add_argument("--fail-percent", type=int, default=0)
+ARGS.add_argument("--fail-code", default="UNAVAILABLE")
+ARGS.add_argument("--no-health", action="store_true")
+OPTS = ARGS.parse_args()
+NAME = OPTS.name
+
+FLAKY_LOCK = threading.Lock()
+FLAKY_CALLS = [0]
+HEALTH = {"": 1}
+SERVING = {"UNKNOWN": 0, "SERVING": 1, "NOT_SERVING": 2}
+
+
+def health_messages():
+    """HealthCheckRequest and HealthCheckResponse classes from a descriptor."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fd = descriptor_pb2.FileDescriptorProto()
+    fd.name = "sluicegate_test_health.proto"
+    fd.package = "grpc.health.v1"
+    fd.syntax = "proto3"
+    req = fd.message_type.add()
+    req.name = "HealthCheckRequest"
+    f = req.field.add()
+    f.name, f.number = "service", 1
+    f.type = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
+    f.label = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    resp = fd.message_type.add()
+    resp.name = "HealthCheckResponse"
+    enum = resp.enum_type.add()
+    enum.name = "ServingStatus"
+    for name, number in (("UNKNOWN", 0), ("SERVING", 1), ("NOT_SERVING", 2), ("SERVICE_UNKNOWN", 3)):
+        v = enum.value.add()
+        v.name, v.number = name, number
+    f = resp.field.add()
+    f.name, f.number = "status", 1
+    f.type = descriptor_pb2.FieldDescriptorProto.TYPE_ENUM
+    f.type_name = ".grpc.health.v1.HealthCheckResponse.ServingStatus"
+    f.label = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fd)
+    get = message_factory.GetMessageClass
+    return (
+        get(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckRequest")),
+        get(pool.FindMessageTypeByName("grpc.health.v1.HealthCheckResponse")),
+    )
 
 
 def unary(request, context):
@@ -72,6 +135,29 @@ def slow(request, context):
     return request
 
 
+def flaky(request, context):
+    with FLAKY_LOCK:
+        i = FLAKY_CALLS[0]
+        FLAKY_CALLS[0] += 1
+    yield b"%s:%d" % (NAME.encode(), i)
+    n = OPTS.fail_percent
+    if (i + 1) * n // 100 > i * n // 100:
+        context.abort(getattr(grpc.StatusCode, OPTS.fail_code), "flaky call %d" % i)
+
+
+def set_health(request, context):
+    service, _, status = request.decode().partition("=")
+    HEALTH[service] = SERVING[status]
+    return b"ok"
+
+
+def health_check(request, context):
+    service = request.service
+    if service not in HEALTH:
+        context.abort(grpc.StatusCode.NOT_FOUND, "unknown service %r" % service)
+    return HEALTH_RESPONSE(status=HEALTH[service])
+
+
 HANDLERS = {
     "Unary": grpc.unary_unary_rpc_method_handler(unary),
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
@@ -80,15 +166,31 @@ HANDLERS = {
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
     "Slow": grpc.unary_unary_rpc_method_handler(slow),
     "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),
+    "Flaky": grpc.unary_stream_rpc_method_handler(flaky),
+    "SetHealth": grpc.unary_unary_rpc_method_handler(set_health),
 }
 
 
 def main():
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    global HEALTH_RESPONSE
+    port = OPTS.port
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler("test.Echo", HANDLERS),)
-    )
+    handlers = [grpc.method_handlers_generic_handler("test.Echo", HANDLERS)]
+    if not OPTS.no_health:
+        request_class, HEALTH_RESPONSE = health_messages()
+        handlers.append(
+            grpc.method_handlers_generic_handler(
+                "grpc.health.v1.Health",
+                {
+                    "Check": grpc.unary_unary_rpc_method_handler(
+                        health_check,
+                        request_deserializer=request_class.FromString,
+                        response_serializer=HEALTH_RESPONSE.SerializeToString,
+                    )
+                },
+            )
+        )
+    server.add_generic_rpc_handlers(tuple(handlers))
     bound = server.add_insecure_port("127.0.0.1:%d" % port)
     server.start()
     print("PORT %d" % bound, flush=True)

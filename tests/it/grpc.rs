@@ -5,6 +5,8 @@
 //!
 //! The Python and h2load peers are required when `CI` is set (`.ci/run`
 //! installs them); elsewhere a test without them prints a notice and passes.
+//! gRPC-aware control (statuses in trailers, health checks, least_conn) is in
+//! `control`.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -21,6 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::support::{TestGateway, WAIT};
+
+mod control;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
 
@@ -57,9 +61,15 @@ struct PyServer {
 
 impl PyServer {
     async fn start(name: &str) -> PyServer {
+        PyServer::start_with(name, &[]).await
+    }
+
+    /// [`start`](Self::start) with more of `server.py`'s flags.
+    async fn start_with(name: &str, flags: &[&str]) -> PyServer {
         let mut child = Command::new("python3")
             .arg(format!("{DIR}/server.py"))
             .args(["0", name])
+            .args(flags)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .kill_on_drop(true)

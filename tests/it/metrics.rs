@@ -3,7 +3,7 @@
 //! backend removal; reload counters. Each gateway has its own recorder: two
 //! gateways in one process share no series (`gateways_in_one_process_share_no_metrics`).
 
-mod scrape;
+pub(crate) mod scrape;
 
 use std::time::Duration;
 

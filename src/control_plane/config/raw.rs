@@ -302,6 +302,10 @@ pub struct RawHealth {
     pub expect_status: Option<RawStatusRange>,
     /// Status of a backend before its first probe.
     pub initial: Option<RawInitial>,
+    /// Probe with `grpc.health.v1.Health/Check` (an HTTP/2 pool) instead of `GET path`.
+    pub grpc: Option<bool>,
+    /// The `service` the gRPC check asks about; `""` (the server as a whole) when absent.
+    pub grpc_service: Option<String>,
 }
 
 /// `initial = "…"` of `[pools.health]`.

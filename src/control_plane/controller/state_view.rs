@@ -246,6 +246,11 @@ pub struct BackendView {
     /// For a registered backend with a TTL: time left before it lapses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_remaining_ms: Option<u64>,
+    /// What the pool's active probe found last, in words: `"pass: …"` or
+    /// `"fail: …"` (`"fail: gRPC health NOT_SERVING"`); absent before the first
+    /// probe and in a pool without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<String>,
 }
 
 impl StateView {
@@ -432,6 +437,10 @@ fn backend_view(
             .as_ref()
             .map(|c| c.docker_health.as_str().to_owned()),
         ttl_remaining_ms,
+        last_probe: state.and_then(|s| s.health().last_probe()).map(|p| {
+            let verdict = if p.passed { "pass" } else { "fail" };
+            format!("{verdict}: {}", p.outcome.describe())
+        }),
     }
 }
 

@@ -270,6 +270,7 @@ fn probe_health(path: &str) -> PoolHealthSpec {
             start_period: std::time::Duration::ZERO,
             expect_status: StatusRange::DEFAULT,
             initial: InitialHealth::default(),
+            grpc: None,
         })),
         ..PoolHealthSpec::default()
     }

@@ -9,10 +9,13 @@
 //! HTTP/1.1 connection per probe (it also proves the backend still accepts new
 //! connections), inside TLS for a pool with `tls = { … }` (the same client settings
 //! as its traffic: a backend whose certificate fails verification fails its probe),
-//! `Connection: close`, only the status is looked at.
+//! `Connection: close`, only the status is looked at. A pool with `grpc = true`
+//! is probed by `grpc::check` instead: a `grpc.health.v1.Health/Check` call on
+//! the pool's own HTTP/2 connections.
 //!
 //! The state machine, per backend:
-//! - a pass (status within `expect_status`): `unknown` turns healthy at once,
+//! - a pass (status within `expect_status`; for a gRPC check, SERVING):
+//!   `unknown` turns healthy at once,
 //!   `unhealthy` after `rise` passes in a row;
 //! - a failure (other status, connect error, timeout) counts unless the backend is
 //!   younger than `start_period` and never passed (Docker's semantics); `fall` counted
@@ -94,7 +97,11 @@ pub(crate) struct Recorded {
 pub(crate) fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -> Recorded {
     use std::sync::atomic::Ordering::Relaxed;
 
-    let passed = matches!(outcome, ProbeOutcome::Status(code) if spec.expect_status.contains(code));
+    let passed = match (outcome, &spec.grpc) {
+        (ProbeOutcome::Status(code), None) => spec.expect_status.contains(code),
+        (ProbeOutcome::GrpcServing(status), Some(_)) => status == ProbeOutcome::SERVING,
+        _ => false,
+    };
     health.store_last_probe(outcome, passed);
     let status = health.status();
     let mut change = None;

@@ -69,6 +69,54 @@ pub enum ProbeOutcome {
     TimedOut,
     /// The connection broke while waiting for the answer.
     Broken,
+    /// A gRPC health check answered with this `ServingStatus` (1 SERVING
+    /// passes; 0 UNKNOWN, 2 NOT_SERVING, 3 SERVICE_UNKNOWN fail).
+    GrpcServing(u8),
+    /// A gRPC health check failed with this `grpc-status` (12 UNIMPLEMENTED:
+    /// no health service; 5 NOT_FOUND: the service is unknown to it; …);
+    /// codes above 255 are kept as 255.
+    GrpcStatus(u8),
+    /// A gRPC health check's answer was not a well-formed one (no
+    /// `grpc-status`, a message that does not decode, not `application/grpc`).
+    GrpcMalformed,
+}
+
+impl ProbeOutcome {
+    /// The `ServingStatus` of a passing gRPC health check.
+    pub const SERVING: u8 = 1;
+
+    /// What the probe found, in words (the state view's `last_probe`).
+    pub fn describe(self) -> String {
+        match self {
+            ProbeOutcome::Status(code) => format!("HTTP {code}"),
+            ProbeOutcome::ConnectFailed => "connect failed".to_owned(),
+            ProbeOutcome::TimedOut => "timed out".to_owned(),
+            ProbeOutcome::Broken => "the connection broke before the answer".to_owned(),
+            ProbeOutcome::GrpcServing(n) => match n {
+                0 => "gRPC health UNKNOWN".to_owned(),
+                1 => "gRPC health SERVING".to_owned(),
+                2 => "gRPC health NOT_SERVING".to_owned(),
+                3 => "gRPC health SERVICE_UNKNOWN".to_owned(),
+                n => format!("gRPC health status {n} (not SERVING)"),
+            },
+            ProbeOutcome::GrpcStatus(code) => {
+                let why = match code {
+                    12 => " UNIMPLEMENTED: the backend has no grpc.health.v1.Health service",
+                    5 => " NOT_FOUND: the backend does not know the grpc_service asked about",
+                    14 => " UNAVAILABLE",
+                    4 => " DEADLINE_EXCEEDED",
+                    13 => " INTERNAL",
+                    2 => " UNKNOWN",
+                    _ => "",
+                };
+                format!("gRPC health check failed: grpc-status {code}{why}")
+            }
+            ProbeOutcome::GrpcMalformed => {
+                "not a gRPC health answer (no grpc-status, or a message that does not decode)"
+                    .to_owned()
+            }
+        }
+    }
 }
 
 /// The last probe of a backend.
@@ -275,13 +323,16 @@ impl Default for BackendHealth {
     }
 }
 
-/// Bits: 0-15 status code, 16-19 kind (1-4), 20 passed. 0 means "none".
+/// Bits: 0-15 status code, 16-19 kind (1-7), 20 passed. 0 means "none".
 fn pack_outcome(outcome: ProbeOutcome, passed: bool) -> u32 {
     let (kind, code) = match outcome {
         ProbeOutcome::Status(code) => (1, code),
         ProbeOutcome::ConnectFailed => (2, 0),
         ProbeOutcome::TimedOut => (3, 0),
         ProbeOutcome::Broken => (4, 0),
+        ProbeOutcome::GrpcServing(n) => (5, u16::from(n)),
+        ProbeOutcome::GrpcStatus(n) => (6, u16::from(n)),
+        ProbeOutcome::GrpcMalformed => (7, 0),
     };
     u32::from(code) | (kind << 16) | (u32::from(passed) << 20)
 }
@@ -293,6 +344,9 @@ fn unpack_outcome(packed: u32) -> Option<(ProbeOutcome, bool)> {
         2 => ProbeOutcome::ConnectFailed,
         3 => ProbeOutcome::TimedOut,
         4 => ProbeOutcome::Broken,
+        5 => ProbeOutcome::GrpcServing(u8::try_from(code).unwrap_or(u8::MAX)),
+        6 => ProbeOutcome::GrpcStatus(u8::try_from(code).unwrap_or(u8::MAX)),
+        7 => ProbeOutcome::GrpcMalformed,
         _ => return None,
     };
     Some((outcome, packed & (1 << 20) != 0))
@@ -331,6 +385,10 @@ mod tests {
             (ProbeOutcome::ConnectFailed, false),
             (ProbeOutcome::TimedOut, false),
             (ProbeOutcome::Broken, false),
+            (ProbeOutcome::GrpcServing(1), true),
+            (ProbeOutcome::GrpcServing(2), false),
+            (ProbeOutcome::GrpcStatus(12), false),
+            (ProbeOutcome::GrpcMalformed, false),
         ] {
             h.store_last_probe(outcome, passed);
             let last = h.last_probe().expect("stored");

@@ -18,11 +18,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use http::uri::Authority;
 use http::Uri;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::grpc;
 use super::probe::{self, FirstProbe, ProbeTarget};
 use super::state::HealthStatus;
 use super::{HealthEvent, EVENT_CAPACITY};
@@ -168,13 +170,28 @@ impl HealthSupervisor {
             cancel: cancel.clone(),
         };
         let addr = target.state.addr();
-        let path = Uri::from(target.spec.path.clone());
         let host = probe::host_header(&target.spec, addr);
-        // The backend's own TLS client side: a pool whose `tls` changes gets new
-        // backend states, so this task is restarted with the new one.
-        let tls = target.state.conns().tls().cloned();
-        let prober = move || probe::http_probe(addr, path.clone(), host.clone(), tls.clone());
-        let probe = runtime.spawn(probe::run(target, first, cancel.clone(), prober));
+        let probe = match &target.spec.grpc {
+            None => {
+                let path = Uri::from(target.spec.path.clone());
+                // The backend's own TLS client side: a pool whose `tls` changes gets new
+                // backend states, so this task is restarted with the new one.
+                let tls = target.state.conns().tls().cloned();
+                let prober =
+                    move || probe::http_probe(addr, path.clone(), host.clone(), tls.clone());
+                runtime.spawn(probe::run(target, first, cancel.clone(), prober))
+            }
+            Some(spec) => {
+                let authority = host
+                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                    .or_else(|| Authority::try_from(addr.to_string()).ok())
+                    .unwrap_or_else(|| Authority::from_static("localhost"));
+                let check = grpc::Check::new(&spec.service, authority, target.spec.timeout);
+                let state = Arc::clone(&target.state);
+                let prober = move || grpc::check(Arc::clone(&state), check.clone());
+                runtime.spawn(probe::run(target, first, cancel.clone(), prober))
+            }
+        };
         self.tracker.spawn_on(
             self.watch.watched(tasks::name::PROBES, probe, cancel),
             &runtime,

@@ -9,7 +9,9 @@
 //! loaded until its body ends (SSE streams included), and returns the keep-alive
 //! connection to its pool only after a clean end of stream. With the access log on it
 //! also carries the request's pending line, counts the bytes sent, and writes the
-//! line when the body ends (or is dropped: the client went away).
+//! line when the body ends (or is dropped: the client went away). A gRPC call
+//! whose status comes after its messages carries its judge (`grpc::Watch`),
+//! which reads the trailers as they pass; other bodies carry `None`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -23,6 +25,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use super::grpc::Watch;
 use crate::data_plane::access_log::PendingLine;
 use crate::data_plane::backend::InflightGuard;
 use crate::data_plane::http1::client::{H1Body, RawFields};
@@ -92,6 +95,8 @@ pin_project! {
         idle: Option<Pin<Box<Sleep>>>,
         // The access-log line, when the log is on.
         log: PendingLine,
+        // A gRPC call whose status comes in the trailers: judged as they pass.
+        grpc: Option<Box<Watch>>,
     }
 }
 
@@ -131,11 +136,22 @@ impl UpstreamBody {
             idle_timeout,
             idle: None,
             log: PendingLine::default(),
+            grpc: None,
         };
         if body.inner.is_end_stream() {
             release(&mut body.guard, &mut body.inner);
         }
         body
+    }
+
+    /// Judges the gRPC call this body answers by the trailers that end it
+    /// (see `grpc::Watch`); a body already over had none.
+    pub(crate) fn watch_grpc(&mut self, mut watch: Box<Watch>) {
+        if self.inner.is_end_stream() {
+            watch.ended();
+        } else {
+            self.grpc = Some(watch);
+        }
     }
 
     /// The connection is not pooled again after this body (its framing was suspect).
@@ -214,10 +230,17 @@ impl Body for UpstreamBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.log.add_bytes(data.len());
+                } else if let (Some(watch), Some(trailers)) =
+                    (this.grpc.as_mut(), frame.trailers_ref())
+                {
+                    watch.trailers(trailers);
                 }
                 if this.inner.is_end_stream() {
                     release(this.guard, this.inner);
                     this.log.finish(true);
+                    if let Some(watch) = this.grpc.as_mut() {
+                        watch.ended();
+                    }
                 } else if let Some(idle) = this.idle {
                     idle.as_mut().reset(Instant::now() + *this.idle_timeout);
                 }
@@ -230,12 +253,18 @@ impl Body for UpstreamBody {
                     guard.backend().count_broken_stream();
                     tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
                 }
+                if let Some(watch) = this.grpc.as_mut() {
+                    watch.broken();
+                }
                 this.log.finish(false);
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
                 release(this.guard, this.inner);
                 this.log.finish(true);
+                if let Some(watch) = this.grpc.as_mut() {
+                    watch.ended();
+                }
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -247,6 +276,9 @@ impl Body for UpstreamBody {
                 this.inner.discard();
                 if let Some(guard) = this.guard.take() {
                     guard.backend().count_broken_stream();
+                }
+                if let Some(watch) = this.grpc.as_mut() {
+                    watch.broken();
                 }
                 this.log.finish(false);
                 Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))

@@ -1,5 +1,14 @@
-//! gRPC at the gateway: telling a gRPC call, its deadline (`grpc-timeout`), and
-//! answering one the gateway could not forward in gRPC's own terms.
+//! gRPC at the gateway: telling a gRPC call, its deadline (`grpc-timeout`),
+//! judging a backend's `grpc-status`, and answering a call the gateway could not
+//! forward in gRPC's own terms.
+//!
+//! A backend's status is judged where it shows: in the head of a trailers-only
+//! answer ([`trailers_only_status`], when the head arrives), else in the trailers
+//! after the messages, by a `Watch` that rides in the response body and reads
+//! them as they pass. Both map the code to HTTP with Envoy's table
+//! ([`http_equivalent`]): the 5xx ones are the backend's failures, for passive
+//! ejection and the pool's error rate; `grpc_requests_total` counts every call by
+//! its code ([`code_index`], bounded to 18 label values).
 //!
 //! A gRPC client reads the call's outcome from `grpc-status`, not from the HTTP
 //! status: an HTML or plain 502 is an opaque `UNKNOWN` or `INTERNAL` to it. So
@@ -12,12 +21,16 @@
 //! gRPC needs HTTP/2 on both sides: a call over HTTP/1.x, or to a pool that
 //! speaks HTTP/1.1, is refused with `ProxyError::GrpcNeedsH2`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode, Version};
 
 use super::body::{ClientFault, ResponseBody};
 use super::error::{ProxyError, ERROR_HEADER};
+use crate::data_plane::backend::Backend;
+use crate::data_plane::snapshot::Pool;
+use crate::metrics::ClassCounters;
 
 /// `grpc-status`.
 pub const GRPC_STATUS: &str = "grpc-status";
@@ -45,6 +58,11 @@ pub enum Code {
 }
 
 impl Code {
+    /// Its `grpc_code` label index (the code's number).
+    pub fn index(self) -> usize {
+        usize::from(self as u8)
+    }
+
     /// The code as `grpc-status` writes it.
     pub fn value(self) -> &'static str {
         match self {
@@ -118,25 +136,184 @@ pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
 /// What a backend's answer counts as for passive ejection and the pool's error
 /// rate: `status`, unless it is a 200 whose head carries a `grpc-status` (a
 /// trailers-only gRPC answer, a call that failed before any message): then the
-/// HTTP status gRPC's own mapping gives that code (as Envoy's outlier
-/// detection reads it): UNKNOWN, INTERNAL, DATA_LOSS 500; UNIMPLEMENTED 501;
-/// UNAVAILABLE 503; DEADLINE_EXCEEDED 504; RESOURCE_EXHAUSTED 429; other codes
-/// the client's doing (400) or OK (200).
+/// HTTP status that code maps to ([`http_equivalent`]).
 pub fn trailers_only_status(status: StatusCode, headers: &HeaderMap) -> StatusCode {
     if status != StatusCode::OK {
         return status;
     }
-    let Some(code) = headers.get(GRPC_STATUS) else {
-        return status;
-    };
-    match code.as_bytes() {
+    match headers.get(GRPC_STATUS) {
+        Some(code) => http_equivalent(code.as_bytes()),
+        None => status,
+    }
+}
+
+/// The HTTP status a `grpc-status` value counts as, Envoy's table (the one its
+/// outlier detection and stats use): OK 200; CANCELLED 499; INVALID_ARGUMENT,
+/// FAILED_PRECONDITION, OUT_OF_RANGE 400; NOT_FOUND 404; ALREADY_EXISTS, ABORTED
+/// 409; PERMISSION_DENIED 403; UNAUTHENTICATED 401; RESOURCE_EXHAUSTED 429;
+/// DEADLINE_EXCEEDED 504; UNIMPLEMENTED 501; UNAVAILABLE 503; UNKNOWN,
+/// INTERNAL, DATA_LOSS and anything else 500. So the 5xx ones (2, 4, 12, 13, 14,
+/// 15, unknown codes) are the backend's failures; the rest are the caller's.
+pub fn http_equivalent(code: &[u8]) -> StatusCode {
+    match code {
         b"0" => StatusCode::OK,
-        b"2" | b"13" | b"15" => StatusCode::INTERNAL_SERVER_ERROR,
+        b"1" => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        b"3" | b"9" | b"11" => StatusCode::BAD_REQUEST,
+        b"5" => StatusCode::NOT_FOUND,
+        b"6" | b"10" => StatusCode::CONFLICT,
+        b"7" => StatusCode::FORBIDDEN,
+        b"16" => StatusCode::UNAUTHORIZED,
+        b"8" => StatusCode::TOO_MANY_REQUESTS,
+        b"4" => StatusCode::GATEWAY_TIMEOUT,
         b"12" => StatusCode::NOT_IMPLEMENTED,
         b"14" => StatusCode::SERVICE_UNAVAILABLE,
-        b"4" => StatusCode::GATEWAY_TIMEOUT,
-        b"8" => StatusCode::TOO_MANY_REQUESTS,
-        _ => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// Index of `GRPC_CODES` (the `grpc_code` label) for a `grpc-status` value:
+/// the code itself for 0-16, else the last index (`other`).
+pub fn code_index(code: &[u8]) -> usize {
+    let n = match code {
+        [d] if d.is_ascii_digit() => usize::from(d - b'0'),
+        [b'1', d] if d.is_ascii_digit() => 10 + usize::from(d - b'0'),
+        _ => OTHER,
+    };
+    n.min(OTHER)
+}
+
+/// The `grpc_code` index of `other`.
+pub const OTHER: usize = 17;
+
+/// The `grpc_code` index of CANCELLED.
+const CANCELLED: usize = 1;
+
+/// The gRPC code a client makes of an answer without `grpc-status` whose HTTP
+/// status is not 200 (gRPC's HTTP-to-gRPC mapping): 400 INTERNAL, 401
+/// UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 UNIMPLEMENTED, 429 / 502 / 503 /
+/// 504 UNAVAILABLE, anything else UNKNOWN.
+pub fn code_of_http(status: StatusCode) -> usize {
+    match status.as_u16() {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 | 502 | 503 | 504 => 14,
+        _ => 2,
+    }
+}
+
+/// The `grpc_code` index of a gRPC call's answer as its head shows it: the head's
+/// `grpc-status` (trailers-only), or the mapping of a non-200 HTTP status;
+/// `None` when the status is still to come, in the trailers.
+pub fn head_code_index(status: StatusCode, headers: &HeaderMap) -> Option<usize> {
+    match headers.get(GRPC_STATUS) {
+        Some(code) => Some(code_index(code.as_bytes())),
+        None if status != StatusCode::OK => Some(code_of_http(status)),
+        None => None,
+    }
+}
+
+/// The judge of a gRPC call whose status comes after its messages: it rides in
+/// the response body ([`super::body::UpstreamBody`]) and, when the trailers pass
+/// through, counts the call's `grpc_code` and gives the backend's outcome to
+/// passive ejection and the pool's error rate (which the rollout gate reads),
+/// as a trailers-only answer's is given when its head arrives. Nothing is held
+/// back: the trailers are looked at on their way to the client.
+///
+/// A call whose body ends without a `grpc-status` (no trailers, or trailers
+/// without one) or breaks (reset, connection lost, idle timeout) is the
+/// backend's failure, counted as `other`. A body dropped before its end (the
+/// client cancelled) counts as CANCELLED and says nothing about the backend.
+#[derive(Debug)]
+pub(crate) struct Watch {
+    /// The pool as the call's snapshot had it (a long stream may outlive that
+    /// snapshot: its outlier settings still judge it; the counters it feeds,
+    /// `PoolHealth` and `BackendState`, are the ones every snapshot shares).
+    pool: Arc<Pool>,
+    backend: Backend,
+    counters: Option<Arc<ClassCounters>>,
+    judged: bool,
+}
+
+impl Watch {
+    /// Watches a call answered by `backend` of `pool`, counted in `counters`.
+    pub(crate) fn new(
+        pool: Arc<Pool>,
+        backend: Backend,
+        counters: Option<Arc<ClassCounters>>,
+    ) -> Box<Watch> {
+        Box::new(Watch {
+            pool,
+            backend,
+            counters,
+            judged: false,
+        })
+    }
+
+    /// The trailers arrived.
+    pub(crate) fn trailers(&mut self, trailers: &HeaderMap) {
+        match trailers.get(GRPC_STATUS) {
+            Some(code) => self.judge(
+                code_index(code.as_bytes()),
+                http_equivalent(code.as_bytes()),
+            ),
+            None => self.judge(OTHER, StatusCode::INTERNAL_SERVER_ERROR),
+        }
+    }
+
+    /// The body ended; without trailers seen, the call had no status.
+    pub(crate) fn ended(&mut self) {
+        self.judge(OTHER, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    /// The body broke (reset, connection lost, idle timeout, backend removed).
+    pub(crate) fn broken(&mut self) {
+        if self.judged {
+            return;
+        }
+        self.judged = true;
+        self.count(OTHER);
+        if let Some(spec) = &self.pool.policy().outlier {
+            self.pool.record(
+                spec,
+                &self.backend,
+                crate::data_plane::health::Outcome::Failure,
+            );
+        }
+        self.late_error();
+    }
+
+    fn judge(&mut self, index: usize, status: StatusCode) {
+        if self.judged {
+            return;
+        }
+        self.judged = true;
+        self.count(index);
+        self.pool.report_response(&self.backend, status);
+        if status.is_server_error() {
+            self.late_error();
+        }
+    }
+
+    fn count(&self, index: usize) {
+        if let Some(counters) = &self.counters {
+            counters.count_grpc(index);
+        }
+    }
+
+    /// The attempt was counted when its head arrived; it failed after all.
+    fn late_error(&self) {
+        self.pool.health().traffic().record_late_error();
+        self.backend.state.traffic().record_late_error();
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.judged {
+            self.count(CANCELLED);
+        }
     }
 }
 
@@ -278,7 +455,9 @@ mod tests {
         assert_eq!(at("14"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(at("13"), StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(at("4"), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(at("5"), StatusCode::BAD_REQUEST);
+        assert_eq!(at("5"), StatusCode::NOT_FOUND);
+        assert_eq!(at("8"), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(at("17"), StatusCode::INTERNAL_SERVER_ERROR, "unknown codes");
         assert_eq!(at("0"), ok);
         assert_eq!(trailers_only_status(ok, &HeaderMap::new()), ok);
         let not_found = StatusCode::NOT_FOUND;
@@ -318,5 +497,89 @@ mod tests {
         );
         assert_eq!(code_of(&ProxyError::NoRoute), Code::Unimplemented);
         assert_eq!(percent_encode("a%b\u{e9}"), "a%25b%C3%A9");
+    }
+
+    #[test]
+    fn grpc_codes_index_a_bounded_label() {
+        use crate::metrics::names::GRPC_CODES;
+        for n in 0..=16u8 {
+            let text = n.to_string();
+            assert_eq!(GRPC_CODES[code_index(text.as_bytes())], text);
+        }
+        for odd in [&b"17"[..], b"99", b"-1", b"", b"014", b"1a", b"abc", b"255"] {
+            assert_eq!(GRPC_CODES[code_index(odd)], "other", "{odd:?}");
+        }
+        assert_eq!(code_index(b"13"), 13);
+    }
+
+    #[test]
+    fn a_heads_code_is_its_grpc_status_or_the_http_mapping() {
+        let ok = StatusCode::OK;
+        assert_eq!(head_code_index(ok, &with("grpc-status", "14")), Some(14));
+        assert_eq!(
+            head_code_index(ok, &HeaderMap::new()),
+            None,
+            "in the trailers"
+        );
+        let none = HeaderMap::new();
+        assert_eq!(head_code_index(StatusCode::BAD_GATEWAY, &none), Some(14));
+        assert_eq!(head_code_index(StatusCode::NOT_FOUND, &none), Some(12));
+        assert_eq!(head_code_index(StatusCode::BAD_REQUEST, &none), Some(13));
+        assert_eq!(head_code_index(StatusCode::IM_A_TEAPOT, &none), Some(2));
+    }
+
+    #[test]
+    fn the_5xx_codes_are_the_backends_failures() {
+        let failures: Vec<u8> = (0..=16u8)
+            .filter(|n| http_equivalent(n.to_string().as_bytes()).is_server_error())
+            .collect();
+        assert_eq!(failures, [2, 4, 12, 13, 14, 15]);
+        assert!(http_equivalent(b"42").is_server_error());
+        assert_eq!(http_equivalent(b"1").as_u16(), 499);
+    }
+
+    fn watched(pool: &Arc<Pool>) -> Box<Watch> {
+        let backend = pool.backends().next().expect("backend").clone();
+        Watch::new(Arc::clone(pool), backend, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn grpc_status_in_trailers_feeds_ejection_and_the_error_rate() {
+        use crate::data_plane::health::testing::pool_with;
+        let (pool, _events) = pool_with(
+            2,
+            "[pools.outlier]\nconsecutive_failures = 3\nmax_ejected_percent = 100",
+        );
+        let backend = pool.backends().next().expect("backend").clone();
+        // What the head counted: three attempts, no error yet.
+        for _ in 0..3 {
+            pool.health()
+                .traffic()
+                .record_response(StatusCode::OK, Duration::from_millis(1));
+        }
+        // A caller's code is no failure; an OK clears nothing it should not.
+        watched(&pool).trailers(&with("grpc-status", "5"));
+        assert_eq!(backend.state.health().consecutive_failures(), 0);
+        for _ in 0..2 {
+            watched(&pool).trailers(&with("grpc-status", "14"));
+        }
+        assert_eq!(backend.state.health().consecutive_failures(), 2);
+        assert!(backend.state.is_eligible());
+        // Dropped unjudged (the client cancelled): says nothing.
+        drop(watched(&pool));
+        assert_eq!(backend.state.health().consecutive_failures(), 2);
+        // Trailers without grpc-status are a broken call.
+        let mut w = watched(&pool);
+        w.trailers(&HeaderMap::new());
+        // Judged once: the end of the body after its trailers adds nothing.
+        w.ended();
+        w.broken();
+        assert!(
+            !backend.state.is_eligible(),
+            "third failure in a row ejects"
+        );
+        let sample = pool.health().traffic().sample();
+        assert_eq!((sample.requests(), sample.errors()), (3, 3));
+        assert_eq!(backend.state.traffic().sample().errors(), 3);
     }
 }

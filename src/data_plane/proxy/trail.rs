@@ -43,6 +43,8 @@ pub(super) struct Trail<'s> {
     /// Set by [`finish`](Self::finish); a trail dropped without it belongs to a
     /// request whose handler was cancelled: the client went away before its answer.
     finished: bool,
+    /// A gRPC call (`grpc_requests_total` counts it too).
+    grpc: bool,
 }
 
 impl<'s> Trail<'s> {
@@ -65,7 +67,33 @@ impl<'s> Trail<'s> {
             log,
             tunnel: None,
             finished: false,
+            grpc: false,
         }
+    }
+
+    /// The request is a gRPC call.
+    pub(super) fn grpc(&mut self) {
+        self.grpc = true;
+    }
+
+    /// A gRPC call's answer head: counts its code when the head tells it (see
+    /// `grpc::head_code_index`); else the body's `grpc::Watch` will.
+    pub(super) fn grpc_head(&self, resp: &Response<ResponseBody>) {
+        if let Some(index) = super::grpc::head_code_index(resp.status(), resp.headers()) {
+            self.count_grpc(index);
+        }
+    }
+
+    /// Counts a gRPC call's code (index of `GRPC_CODES`) under the backend tried
+    /// last, or `backend=""`.
+    pub(super) fn count_grpc(&self, index: usize) {
+        self.pair.record_grpc(self.backend.as_deref(), index);
+    }
+
+    /// The counters of the backend tried last (a gRPC call's `Watch` counts its
+    /// code there when the trailers come).
+    pub(super) fn counters(&self) -> Option<Arc<ClassCounters>> {
+        self.backend.clone()
     }
 
     /// A route matched.
@@ -182,6 +210,9 @@ impl Drop for Trail<'_> {
             self.started.elapsed(),
             retries,
         );
+        if self.grpc {
+            self.count_grpc(super::grpc::Code::Cancelled.index());
+        }
         if let Some(mut log) = self.log.take() {
             log.status = status;
             log.route = self.pair.route().to_string();

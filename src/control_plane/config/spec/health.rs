@@ -27,7 +27,8 @@ pub struct PoolHealthSpec {
     pub hold: Option<HoldSpec>,
 }
 
-/// `[pools.health]`: one HTTP `GET` per backend every `interval`.
+/// `[pools.health]`: one HTTP `GET` (or gRPC health check) per backend every
+/// `interval`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProbeSpec {
     /// Origin-form target, e.g. `/health`.
@@ -48,6 +49,22 @@ pub struct ProbeSpec {
     pub expect_status: StatusRange,
     /// Status before the first probe.
     pub initial: InitialHealth,
+    /// `grpc = true`: the probe is a `grpc.health.v1.Health/Check` call on the
+    /// pool's HTTP/2 connection (then `path` and `expect_status` are unused).
+    pub grpc: Option<GrpcCheck>,
+}
+
+/// `[pools.health] grpc = true`: what the gRPC health check asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GrpcCheck {
+    /// `grpc_service`: the service whose status is asked; `""` is the server
+    /// as a whole.
+    pub service: String,
+}
+
+impl GrpcCheck {
+    /// The longest `grpc_service` accepted, in bytes.
+    pub const MAX_SERVICE: usize = 256;
 }
 
 /// Default `[pools.health]` values.

@@ -16,7 +16,7 @@ use crate::control_plane::config::raw::{
     RawHealth, RawHold, RawInitial, RawOutlier, RawPool, RawStatusRange,
 };
 use crate::control_plane::config::spec::{
-    HoldSpec, InitialHealth, OutlierSpec, PoolHealthSpec, ProbeSpec, StatusRange,
+    GrpcCheck, HoldSpec, InitialHealth, OutlierSpec, PoolHealthSpec, ProbeSpec, StatusRange,
 };
 
 /// Largest `rise` / `fall` accepted.
@@ -137,6 +137,7 @@ fn check_probe(path: &str, raw: &RawHealth, report: &mut Report) -> Option<Probe
         None => Some(StatusRange::DEFAULT),
         Some(r) => status_range(r, &format!("{path}.expect_status"), report),
     };
+    let grpc = check_grpc(path, raw, report);
     let initial = match raw.initial {
         None | Some(RawInitial::Unknown) => InitialHealth::Unknown,
         Some(RawInitial::Healthy) => InitialHealth::Healthy,
@@ -154,7 +155,50 @@ fn check_probe(path: &str, raw: &RawHealth, report: &mut Report) -> Option<Probe
         start_period: start_period?,
         expect_status: expect_status?,
         initial,
+        grpc: grpc?,
     })
+}
+
+/// `grpc` and `grpc_service` of `[pools.health]`: a gRPC check has no use for
+/// `path` or `expect_status`, and a service name needs `grpc = true`. (That the
+/// pool speaks HTTP/2 is checked with its `protocol`.)
+fn check_grpc(path: &str, raw: &RawHealth, report: &mut Report) -> Option<Option<GrpcCheck>> {
+    let on = raw.grpc.unwrap_or(false);
+    if !on {
+        if raw.grpc_service.is_some() {
+            report.add(
+                format!("{path}.grpc_service"),
+                "grpc_service names the service a gRPC health check asks about; add grpc = true (on an h2c or h2 pool), or remove grpc_service",
+            );
+            return None;
+        }
+        return Some(None);
+    }
+    let mut ok = true;
+    for (key, set) in [
+        ("path", raw.path.is_some()),
+        ("expect_status", raw.expect_status.is_some()),
+    ] {
+        if set {
+            report.add(
+                format!("{path}.{key}"),
+                format!("{key} is not used by a gRPC health check (grpc = true calls grpc.health.v1.Health/Check); remove it, or grpc = true for an HTTP probe"),
+            );
+            ok = false;
+        }
+    }
+    let service = raw.grpc_service.clone().unwrap_or_default();
+    if service.len() > GrpcCheck::MAX_SERVICE || service.chars().any(char::is_control) {
+        report.add(
+            format!("{path}.grpc_service"),
+            format!(
+                "{service:?} is not a service name; write one of at most {} bytes without control characters, e.g. \"model.Generator\" (or \"\" for the whole server)",
+                GrpcCheck::MAX_SERVICE
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(Some(GrpcCheck { service }))
 }
 
 fn probe_path(raw: Option<&str>, path: &str, report: &mut Report) -> Option<PathAndQuery> {

@@ -106,6 +106,15 @@ pub(super) fn check_pool(path: &str, raw: RawPool, report: &mut Report) -> Optio
         Some(h2) => check_h2(&format!("{path}.h2"), h2, report),
     };
 
+    if let (Some(health), Some(protocol)) = (&health, &protocol) {
+        let grpc = health.probe.as_ref().is_some_and(|p| p.grpc.is_some());
+        if grpc && !protocol.is_h2() {
+            report.add(
+                format!("{path}.health.grpc"),
+                r#"a gRPC health check goes over the pool's HTTP/2 connections; set protocol = "h2c" (or "h2" with tls) on this pool, or remove grpc = true"#,
+            );
+        }
+    }
     let (balance, health, tls, protocol, h2, limits) =
         (balance?, health?, tls?, protocol?, h2?, limits?);
     (name_ok && backends_ok).then(|| PoolSpec {

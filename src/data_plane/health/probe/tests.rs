@@ -22,6 +22,7 @@ fn spec(rise: u32, fall: u32, start_period: Duration) -> ProbeSpec {
         start_period,
         expect_status: StatusRange::DEFAULT,
         initial: InitialHealth::Unknown,
+        grpc: None,
     }
 }
 

@@ -165,7 +165,7 @@ fn shape_errors_in_health_tables_have_full_paths() {
     assert_one(
         &with_pool(&format!("{BACKEND}[pools.health]\nintervall = \"1s\"\n")),
         "pools[0].health.intervall",
-        "unknown key `intervall`; accepted keys: path, host, interval, timeout, rise, fall, start_period, expect_status, initial",
+        "unknown key `intervall`; accepted keys: path, host, interval, timeout, rise, fall, start_period, expect_status, initial, grpc, grpc_service",
     );
     assert_one(
         &with_pool(&format!("{BACKEND}[pools.health]\ninitial = \"maybe\"\n")),
@@ -183,5 +183,50 @@ fn shape_errors_in_health_tables_have_full_paths() {
         )),
         "pools[0].hold.queue",
         "accepted keys: timeout, max_queued",
+    );
+}
+
+#[test]
+fn a_grpc_health_check_on_an_h2c_pool_asks_its_service() {
+    let h = health_of(
+        "protocol = \"h2c\"\n[pools.health]\ngrpc = true\ngrpc_service = \"model.Generator\"\n",
+    );
+    let probe = h.probe.expect("probe");
+    let grpc = probe.grpc.as_ref().expect("grpc check");
+    assert_eq!(grpc.service, "model.Generator");
+    let whole = health_of("protocol = \"h2c\"\n[pools.health]\ngrpc = true\n");
+    let whole = whole.probe.expect("probe");
+    assert_eq!(whole.grpc.as_ref().expect("grpc").service, "");
+    let http = health_of("protocol = \"h2c\"\n[pools.health]\ngrpc = false\n");
+    assert_eq!(http.probe.expect("probe").grpc, None);
+}
+
+#[test]
+fn grpc_health_key_errors_name_their_key() {
+    let pool = |body: &str| with_pool(&format!("{BACKEND}{body}"));
+    assert_one(
+        &pool("[pools.health]\ngrpc = true\n"),
+        "pools[0].health.grpc",
+        "protocol = \"h2c\"",
+    );
+    assert_one(
+        &pool("protocol = \"h2c\"\n[pools.health]\ngrpc_service = \"x\"\n"),
+        "pools[0].health.grpc_service",
+        "add grpc = true",
+    );
+    assert_one(
+        &pool("protocol = \"h2c\"\n[pools.health]\ngrpc = true\npath = \"/healthz\"\n"),
+        "pools[0].health.path",
+        "not used by a gRPC health check",
+    );
+    assert_one(
+        &pool("protocol = \"h2c\"\n[pools.health]\ngrpc = true\nexpect_status = 204\n"),
+        "pools[0].health.expect_status",
+        "not used by a gRPC health check",
+    );
+    assert_one(
+        &pool("protocol = \"h2c\"\n[pools.health]\ngrpc = true\ngrpc_service = \"a\\nb\"\n"),
+        "pools[0].health.grpc_service",
+        "not a service name",
     );
 }
