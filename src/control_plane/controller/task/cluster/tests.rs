@@ -654,3 +654,83 @@ async fn store_writes_of_100_agents(alternate: bool) {
         );
     }
 }
+
+/// [`leasing_replica`] with its own rollout manager.
+fn driving_replica(
+    store: &MemoryStore,
+    id: &str,
+    term: Duration,
+) -> (Replica, crate::control_plane::rollout::RolloutHandle) {
+    let r = leasing_replica(store, id, term);
+    let (manager, rollouts) = crate::control_plane::rollout::Manager::with_poll(
+        r.handle.clone(),
+        r.shared.clone(),
+        Duration::from_millis(20),
+    );
+    tokio::spawn(manager.run(r.cancel.clone()));
+    (r, rollouts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_driver_dies_is_finished_by_another_replica_from_the_recorded_step() {
+    use crate::control_plane::rollout::{Phase, RolloutRequest, Verdict};
+    let term = Duration::from_millis(400);
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", term);
+    let (b, b_rollouts) = driving_replica(&store, "b", term);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let req: RolloutRequest = serde_json::from_str(
+        r#"{"route": "agents", "to": "green", "steps": [25, 50, 100],
+            "step_interval": "1s", "min_requests": 0}"#,
+    )
+    .expect("a request");
+    let started = a_rollouts.start(req).await.expect("started on a");
+    assert_eq!(started.steps.len(), 1);
+    // b routes a's first step, and does not drive it.
+    b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
+        .await;
+    assert!(
+        b_rollouts.get(&started.id).await.is_err(),
+        "b drives nothing yet"
+    );
+
+    // a dies during its first step.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    drop(a);
+    drop(a_rollouts);
+
+    // b takes the lease over and finishes the rollout.
+    let mut changes = b_rollouts.changes();
+    let done = tokio::time::timeout(LIMIT + Duration::from_secs(5), async {
+        loop {
+            if let Ok(r) = b_rollouts.get(&started.id).await {
+                if !r.phase.is_active() {
+                    return r;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+        }
+    })
+    .await
+    .expect("finished by b within the bound");
+    eprintln!(
+        "takeover: rollout finished by b {} ms after a died",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
+    let weights: Vec<u32> = done.steps.iter().map(|s| s.weight).collect();
+    assert_eq!(weights, vec![25, 50, 100], "no step skipped, none twice");
+    assert_eq!(done.resumed, 1, "resumed once, by b");
+    let judged = done
+        .steps
+        .iter()
+        .filter(|s| s.verdict == Verdict::Passed)
+        .count();
+    assert_eq!(judged, 2, "steps 25 and 50 each judged once: {done:?}");
+    assert_eq!(b.split("agents"), split(0, 100));
+    let doc = stored_doc(&store);
+    assert_eq!(doc.drivers.get(&started.id).map(String::as_str), Some("b"));
+    assert!(doc.leases.is_empty(), "a finished rollout holds no lease");
+}
