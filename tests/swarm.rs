@@ -24,6 +24,7 @@ mod swarm {
     mod api_loss;
     mod cost;
     mod node_loss;
+    mod pinning;
     mod replicas;
     mod rolling;
     mod scale;
