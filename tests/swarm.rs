@@ -23,6 +23,7 @@ mod swarm {
 
     mod api_loss;
     mod cost;
+    mod driver_loss;
     mod node_loss;
     mod pinning;
     mod replicas;
