@@ -29,5 +29,6 @@ mod swarm {
     mod replicas;
     mod rolling;
     mod scale;
+    mod store_loss;
     mod worker;
 }
