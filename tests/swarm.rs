@@ -23,9 +23,12 @@ mod swarm {
 
     mod api_loss;
     mod cost;
+    mod driver_loss;
     mod node_loss;
+    mod pinning;
     mod replicas;
     mod rolling;
     mod scale;
+    mod store_loss;
     mod worker;
 }

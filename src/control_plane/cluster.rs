@@ -17,6 +17,7 @@
 //! decide what a write means (the controller task does).
 
 pub(crate) mod doc;
+pub(crate) mod lease;
 #[cfg(test)]
 pub(crate) mod memory;
 pub(crate) mod peers;

@@ -1,20 +1,24 @@
-//! Learned sessions: which pool (version) a client session is pinned to.
+//! Learned sessions: the pool (version) where the agent created a session.
 //!
-//! A route with `sticky = { learn_header = "mcp-session-id" }` learns each
-//! session id from the agent's response header (or from the first request that
-//! carried an unknown id) and remembers the pool that served it. Later requests
-//! carrying that header go to the same pool while it has weight in the route's
-//! split, so an agent with conversation state never sees a session bounce between
-//! versions during a rollout; when the pool loses its weight (the rollout ended
-//! with it at 0) the session is pinned anew wherever it lands.
+//! A route with `sticky = { learn_header = "mcp-session-id" }` sends a request
+//! that carries the header to the pool its value pins it to: a deterministic
+//! function of the value and the split (`split::pin`), the same on every replica,
+//! so replicas agree without sharing anything. This table is only a cache for one
+//! case that function cannot know: a session the *agent* named in its answer to a
+//! request that carried none (MCP's `initialize`) was created on the pool that
+//! answered, which the function may not pick. The replica that saw the answer
+//! remembers it and keeps the session there while that pool has weight; other
+//! replicas cannot know it (docs/cluster.md says so, and that clients choosing
+//! their own session id, or a sticky cookie, agree everywhere).
 //!
 //! The [`SessionTable`] is shared state on the request path, so it is the one
 //! place that takes a lock there — and only for routes that configure
 //! `learn_header`; every other route never touches it. The lock is one of 64
 //! shard mutexes (by the id's hash), held for a hash-map lookup or insert, never
-//! across an `.await`. Ids are hashed with a per-table random SipHash key, so a
-//! client cannot aim its ids at one shard; the table stores the 64-bit hash, not
-//! the id. It is bounded by `max_sessions`: a full shard first drops sessions idle
+//! across an `.await`. Ids are hashed with the fixed hash the pinning function uses
+//! (the table stores the 64-bit hash, not the id); the shard is chosen from that
+//! hash mixed with a per-table random salt, so a client cannot aim its ids at one
+//! shard. It is bounded by `max_sessions`: a full shard first drops sessions idle
 //! longer than `idle`, then the least recently seen eighth of itself.
 //!
 //! Tables outlive snapshots: the controller keeps one per route and reuses it while
@@ -30,19 +34,21 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{LearnSpec, PoolName};
+use crate::data_plane::split::pin::{mix, stable_hash};
 
 /// Number of shards (a power of two).
 const SHARDS: usize = 64;
 
-/// A session id, hashed with the table's key.
+/// A session id, hashed with the fixed hash every replica uses (`split::pin`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SessionKey(u64);
+pub struct SessionKey(pub(crate) u64);
 
 /// Sessions of one route and the pools they are pinned to.
 #[derive(Debug)]
 pub struct SessionTable {
     settings: LearnSpec,
-    hasher: RandomState,
+    /// Mixed into the shard index (see the module doc).
+    salt: u64,
     born: Instant,
     /// Entries per shard before eviction.
     shard_cap: usize,
@@ -66,7 +72,7 @@ impl SessionTable {
     pub fn new(settings: &LearnSpec) -> Self {
         SessionTable {
             settings: settings.clone(),
-            hasher: RandomState::new(),
+            salt: RandomState::new().hash_one(0u8),
             born: Instant::now(),
             shard_cap: settings.max_sessions.div_ceil(SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -83,7 +89,7 @@ impl SessionTable {
     #[inline]
     pub fn key_of(&self, headers: &HeaderMap) -> Option<SessionKey> {
         let value = headers.get(&self.settings.header)?;
-        Some(SessionKey(self.hasher.hash_one(value.as_bytes())))
+        Some(SessionKey(stable_hash(value.as_bytes())))
     }
 
     /// The pool `key` is pinned to, if it is known and was seen within `idle`
@@ -115,6 +121,11 @@ impl SessionTable {
                 seen: now,
             },
         );
+    }
+
+    /// Forgets `key` (its pool lost its weight; the key decides from now on).
+    pub fn forget(&self, key: SessionKey) {
+        self.shard(key).map.remove(&key);
     }
 
     /// Sessions remembered now (idle ones not yet evicted included).
@@ -151,7 +162,7 @@ impl SessionTable {
 
     fn shard(&self, key: SessionKey) -> MutexGuard<'_, Shard> {
         // The top bits pick the shard; the map hashes the whole key again.
-        let i = (key.0 >> (64 - SHARDS.trailing_zeros())) as usize;
+        let i = (mix(key.0 ^ self.salt) >> (64 - SHARDS.trailing_zeros())) as usize;
         lock(&self.shards[i % SHARDS])
     }
 
@@ -237,14 +248,14 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_keyed_per_table() {
+    fn ids_hash_the_same_in_every_table_but_shard_by_a_salt() {
         let (a, b) = (
             table(DEFAULT_IDLE, DEFAULT_MAX_SESSIONS),
             table(DEFAULT_IDLE, 10),
         );
-        assert_eq!(key(&a, "x"), key(&a, "x"));
+        assert_eq!(key(&a, "x"), key(&b, "x"), "replicas must agree on keys");
         assert_ne!(key(&a, "x"), key(&a, "y"));
-        // Different random keys (a collision here is a 2^-64 event).
-        assert_ne!(key(&a, "x"), key(&b, "x"));
+        // Different salts (equal ones are a 2^-64 event).
+        assert_ne!(a.salt, b.salt);
     }
 }

@@ -3,9 +3,12 @@
 //! A [`Split`] holds the route's pools with their weights, built at snapshot time.
 //! With a sticky cookie, a client that names a pool still carrying weight stays on it;
 //! others are assigned by weight and told (via `Set-Cookie`) where they went. With
-//! a learned session header (`sessions`), a request naming a known session goes to
-//! the pool the session is pinned to while that pool carries weight, and the
-//! response teaches the table new sessions ([`Split::learn`]).
+//! a learned session header, a request naming a session goes to the pool its value
+//! pins it to ([`pin`]: a function of the value and the weights, the same on every
+//! replica; growing a pool's share only moves sessions onto it). A session the
+//! agent named in the answer to a request without one stays where it was created
+//! while that pool carries weight, on the replica that saw it (`sessions`, taught
+//! by [`Split::learn`]).
 //!
 //! This module does not pick a backend inside the pool (see `balance`).
 
@@ -17,11 +20,15 @@ use crate::control_plane::config::spec::PoolName;
 use crate::data_plane::sessions::{SessionKey, SessionTable};
 use crate::data_plane::snapshot::Pool;
 
+pub(crate) mod pin;
+
 /// One pool of a split.
 #[derive(Debug)]
 pub struct SplitEntry {
     pub pool: Arc<Pool>,
     pub weight: u32,
+    /// The pool name's stable hash, for [`pin`].
+    name_hash: u64,
     /// Pre-built `Set-Cookie` value for sticky routes (built once, cloned per use).
     set_cookie: Option<HeaderValue>,
 }
@@ -52,8 +59,6 @@ pub struct Choice<'a> {
 pub struct Pin {
     /// The session the request named, if any.
     key: Option<SessionKey>,
-    /// Whether it went to the pool the session is pinned to.
-    pinned: bool,
 }
 
 impl Split {
@@ -72,6 +77,7 @@ impl Split {
                     .ok()
                 });
                 SplitEntry {
+                    name_hash: pin::stable_hash(pool.name.as_str().as_bytes()),
                     pool,
                     weight,
                     set_cookie,
@@ -106,15 +112,25 @@ impl Split {
         let mut session = None;
         if let Some(table) = &self.sessions {
             let key = table.key_of(headers);
-            let pinned_to = key.and_then(|k| table.lookup(k));
-            if let Some(e) = pinned_to.and_then(|pool| self.carrying(&pool)) {
+            if let Some(k) = key {
+                // A session the agent created here (the cache), else where its key
+                // pins it on every replica.
+                let e = match table.lookup(k).map(|pool| self.carrying(&pool)) {
+                    Some(Some(e)) => e,
+                    Some(None) => {
+                        // Its pool lost its weight: from now on the key decides.
+                        table.forget(k);
+                        self.pinned(k)?
+                    }
+                    None => self.pinned(k)?,
+                };
                 return Some(Choice {
                     pool: &e.pool,
                     set_cookie: None,
-                    session: Some(Pin { key, pinned: true }),
+                    session: Some(Pin { key }),
                 });
             }
-            session = Some(Pin { key, pinned: false });
+            session = Some(Pin { key: None });
         }
         if let Some(name) = &self.sticky_cookie {
             if let Some(wanted) = cookie_value(headers, name) {
@@ -139,22 +155,24 @@ impl Split {
         })
     }
 
-    /// After `pool` answered a request picked with `pin`: pins the session the
-    /// response names (the agent created one), or the request's session if it was
-    /// unknown or its pool had lost its weight.
+    /// After `pool` answered a request picked with `pin`: remembers a session the
+    /// answer names that the request did not (the agent created it on `pool`).
+    /// Sessions the request named are pinned by their key and need no memory.
     pub fn learn(&self, pin: Pin, response: &HeaderMap, pool: &PoolName) {
         let Some(table) = &self.sessions else {
             return;
         };
-        match table.key_of(response) {
-            Some(key) if pin.pinned && pin.key == Some(key) => {}
-            Some(key) => table.remember(key, pool),
-            None => {
-                if let (Some(key), false) = (pin.key, pin.pinned) {
-                    table.remember(key, pool);
-                }
+        if let Some(key) = table.key_of(response) {
+            if pin.key != Some(key) {
+                table.remember(key, pool);
             }
         }
+    }
+
+    /// The entry session `key` is pinned to by the weights alone ([`pin`]).
+    fn pinned(&self, key: SessionKey) -> Option<&SplitEntry> {
+        let i = pin::pick(key.0, self.entries.iter().map(|e| (e.name_hash, e.weight)))?;
+        self.entries.get(i)
     }
 
     /// The entry of pool `name` if it carries weight.
@@ -270,16 +288,22 @@ mod tests {
         h
     }
 
+    fn learn_spec() -> crate::control_plane::config::spec::LearnSpec {
+        crate::control_plane::config::spec::LearnSpec {
+            header: http::HeaderName::from_static("mcp-session-id"),
+            idle: std::time::Duration::from_secs(60),
+            max_sessions: 1000,
+        }
+    }
+
+    fn pool_of(s: &Split, h: &HeaderMap) -> String {
+        s.pick(h).expect("a pool").pool.name.to_string()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn learned_sessions_keep_their_pool_while_it_has_weight() {
+    async fn agent_named_sessions_keep_their_pool_while_it_has_weight() {
         fastrand::seed(11);
-        let table = Arc::new(SessionTable::new(
-            &crate::control_plane::config::spec::LearnSpec {
-                header: http::HeaderName::from_static("mcp-session-id"),
-                idle: std::time::Duration::from_secs(60),
-                max_sessions: 1000,
-            },
-        ));
+        let table = Arc::new(SessionTable::new(&learn_spec()));
         // 200 sessions start at 95/5; the agent names each in its first answer.
         let start = learning(&[95, 5], &table);
         let mut pinned = Vec::new();
@@ -299,20 +323,74 @@ mod tests {
                 s.learn(c.session.unwrap(), &session(&format!("s{i}")), &c.pool.name);
             }
             // New sessions follow the weights.
-            let fresh = shares(&s, 4_000, &session("never-seen"));
-            let share = fresh[1] as f64 / 4_000.0;
+            let mut green = 0;
+            for j in 0..4_000 {
+                green += usize::from(pool_of(&s, &session(&format!("new-{j}"))) == "p1");
+            }
+            let share = green as f64 / 4_000.0;
             let want = f64::from(weights[1]) / 100.0;
             assert!((share - want).abs() < 0.04, "{share} vs {want}");
         }
-        // The rollout ends with p0 at 0: its sessions move and are pinned anew.
+        // The rollout ends with p0 at 0: its sessions move, and the cache forgets
+        // them: from then on their key decides, as on every other replica.
         let done = learning(&[0, 100], &table);
         let moved = pinned.iter().position(|p| p.as_str() == "p0").unwrap();
         let id = session(&format!("s{moved}"));
-        let c = done.pick(&id).unwrap();
-        assert_eq!(c.pool.name.as_str(), "p1");
-        done.learn(c.session.unwrap(), &HeaderMap::new(), &c.pool.name);
+        assert_eq!(pool_of(&done, &id), "p1");
+        let before = table.len();
         let back = learning(&[50, 50], &table);
-        assert_eq!(back.pick(&id).unwrap().pool.name.as_str(), "p1");
+        let k = table.key_of(&id).unwrap();
+        assert_eq!(
+            pool_of(&back, &id),
+            back.pinned(k).unwrap().pool.name.to_string()
+        );
+        assert_eq!(table.len(), before, "forgotten once, when it moved");
+    }
+
+    #[test]
+    fn two_replicas_pin_client_named_sessions_alike_without_sharing_a_table() {
+        fastrand::seed(5);
+        let (ta, tb) = (
+            Arc::new(SessionTable::new(&learn_spec())),
+            Arc::new(SessionTable::new(&learn_spec())),
+        );
+        for weights in [[95, 5], [75, 25], [50, 50]] {
+            let (a, b) = (learning(&weights, &ta), learning(&weights, &tb));
+            for i in 0..1_000 {
+                let h = session(&format!("client-{i}"));
+                let c = a.pick(&h).unwrap();
+                assert_eq!(
+                    c.pool.name,
+                    b.pick(&h).unwrap().pool.name,
+                    "{weights:?} {i}"
+                );
+                a.learn(c.session.unwrap(), &h, &c.pool.name);
+            }
+        }
+        // Nothing was needed from the tables.
+        assert!(ta.is_empty() && tb.is_empty());
+    }
+
+    #[test]
+    fn a_growing_canary_keeps_its_sessions_and_rollback_returns_them() {
+        let table = Arc::new(SessionTable::new(&learn_spec()));
+        let ids: Vec<HeaderMap> = (0..2_000).map(|i| session(&format!("k{i}"))).collect();
+        let mut on_green = vec![false; ids.len()];
+        for weights in [[95, 5], [75, 25], [50, 50], [0, 100]] {
+            let s = learning(&weights, &table);
+            let mut green = 0usize;
+            for (h, was) in ids.iter().zip(on_green.iter_mut()) {
+                let now = pool_of(&s, h) == "p1";
+                assert!(now || !*was, "a session left green at {weights:?}");
+                *was = now;
+                green += usize::from(now);
+            }
+            let share = green as f64 / ids.len() as f64;
+            let want = f64::from(weights[1]) / 100.0;
+            assert!((share - want).abs() < 0.04, "{share} vs {want}");
+        }
+        let rolled_back = learning(&[100, 0], &table);
+        assert!(ids.iter().all(|h| pool_of(&rolled_back, h) == "p0"));
     }
 
     #[test]

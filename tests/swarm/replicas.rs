@@ -31,7 +31,7 @@ const WITHIN: Duration = Duration::from_secs(1);
 /// Requests per replica for its measured shares.
 const SHARE_REQUESTS: usize = 1000;
 
-fn routes_toml(net: &str, prefix: &str, store: &str, peers: &str) -> String {
+pub(super) fn routes_toml(net: &str, prefix: &str, store: &str, peers: &str) -> String {
     format!(
         r#"[listen]
 http = "0.0.0.0:8080"
@@ -71,7 +71,7 @@ timeouts = {{ connect = "300ms", response_header = "3s" }}
 }
 
 /// `PUT path` with a JSON body on an admin API (a published port).
-async fn put(
+pub(super) async fn put(
     addr: SocketAddr,
     path: &str,
     token: &str,
@@ -103,7 +103,7 @@ async fn put(
 }
 
 /// `agents`' split in force on `g`, as (blue, green).
-async fn split_of(g: &Gateway) -> Option<(u32, u32)> {
+pub(super) async fn split_of(g: &Gateway) -> Option<(u32, u32)> {
     let (status, body) = g.admin_get("/api/v1/state").await.ok()?;
     if status != 200 {
         return None;

@@ -24,6 +24,9 @@ pub(crate) const FORMAT: u32 = 1;
 /// entry; this keeps the label far below the store's own limits.
 pub(crate) const MAX_DOC: usize = 256 * 1024;
 
+/// How much later than the stored expiry a local one must be to count as renewed.
+const RENEWED_SLACK_MS: u64 = 100;
+
 /// The shared state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -44,6 +47,10 @@ pub(crate) struct ClusterDoc {
     /// that resumes it after a restart).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub(crate) drivers: BTreeMap<String, String>,
+    /// Rollout ID → until when its driver's lease holds (milliseconds since the
+    /// Unix epoch; see `cluster::lease`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) leases: BTreeMap<String, u64>,
 }
 
 /// When a registration lapses.
@@ -133,6 +140,7 @@ impl ClusterDoc {
             state: Persisted::from_overrides(overrides),
             expires,
             drivers: BTreeMap::new(),
+            leases: BTreeMap::new(),
         }
     }
 
@@ -177,24 +185,31 @@ impl ClusterDoc {
     }
 
     /// Whether writing `next` is needed when this document is what the store
-    /// holds: anything but TTL renewals differs, or a renewal would otherwise
-    /// let a registration's stored expiry come within half its TTL (heartbeats
-    /// are coalesced: at most about two writes per TTL per agent, each carrying
-    /// every renewal due).
+    /// holds: anything but TTL renewals differs, or a registration renewed since
+    /// it was stored would otherwise let its stored expiry come within half its
+    /// TTL. Heartbeats are coalesced: a write carries every renewal this replica
+    /// has, so an agent heartbeating every third of its TTL causes a write only
+    /// when its stored renewal is older than half the TTL, and with many agents
+    /// about one write per heartbeat period in all; an agent that stopped
+    /// heartbeating causes none (renewing it is not in this replica's hands).
     pub(crate) fn needs_write(&self, next: &Overrides, clocks: Clocks) -> bool {
         if self.state != Persisted::from_overrides(next) {
             return true;
         }
         let now_ms = unix_ms(clocks.wall);
         next.backends().iter().any(|((pool, addr), reg)| {
-            let Some(ttl) = reg.ttl else { return false };
+            let (Some(ttl), Some(local)) = (reg.ttl, reg.expires) else {
+                return false;
+            };
             let half = u64::try_from(ttl.as_millis() / 2).unwrap_or(u64::MAX);
             let stored = self
                 .expires
                 .iter()
                 .find(|e| e.pool == pool.as_str() && e.addr == addr.to_string())
                 .map_or(0, |e| e.at_ms);
+            // The slack absorbs the rounding of a stored time read back.
             stored < now_ms.saturating_add(half)
+                && clocks.to_ms(local) > stored.saturating_add(RENEWED_SLACK_MS)
         })
     }
 }

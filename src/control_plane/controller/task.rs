@@ -180,6 +180,8 @@ pub struct ControlHandle {
     events: EventHub,
     /// This replica as its peers see it, with `[cluster]`.
     replica: watch::Receiver<Option<ReplicaView>>,
+    /// Bumped when this replica took over rollouts whose driver's lease expired.
+    takeovers: watch::Receiver<u64>,
 }
 
 impl ControlHandle {
@@ -237,6 +239,12 @@ impl ControlHandle {
         self.replica.borrow().clone()
     }
 
+    /// Bumped whenever this replica took over rollouts from a replica whose lease
+    /// expired (`[cluster]`): the rollout manager then resumes them.
+    pub fn takeovers(&self) -> watch::Receiver<u64> {
+        self.takeovers.clone()
+    }
+
     /// A watch on the counters (reloads, generation, closed streams).
     pub fn counters(&self) -> watch::Receiver<Counters> {
         self.counters.clone()
@@ -277,6 +285,8 @@ pub struct Task {
     cluster: Option<cluster::Link>,
     /// What [`ControlHandle::replica`] reads.
     replica: watch::Sender<Option<ReplicaView>>,
+    /// What [`ControlHandle::takeovers`] reads.
+    takeovers: watch::Sender<u64>,
 }
 
 /// How often pooled upstream connections are checked for ones their backend closed
@@ -310,6 +320,7 @@ impl Task {
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let (replica, replica_rx) = watch::channel(None);
+        let (takeovers, takeovers_rx) = watch::channel(0);
         let events = EventHub::new();
         let summary = Summary::of(controller.shared.load().spec(), overrides.rollouts());
         let task = Task {
@@ -329,12 +340,14 @@ impl Task {
             discovery_connected: None,
             cluster: None,
             replica,
+            takeovers,
         };
         let handle = ControlHandle {
             tx,
             counters: counters_rx,
             events,
             replica: replica_rx,
+            takeovers: takeovers_rx,
         };
         (task, handle, shared)
     }
@@ -369,11 +382,13 @@ impl Task {
                     None => std::future::pending().await,
                 }
             };
+            let lease_at = cluster::lease_check_at(self.cluster.as_ref());
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 news = discovered::next_news(self.docker.as_mut()) => self.on_docker(news).await,
                 seen = cluster::next_observed(self.cluster.as_mut()) => self.on_observed(seen).await,
+                () = cluster::lease_check(lease_at) => self.keep_leases().await,
                 update = self.rx.recv() => match update {
                     Some(update) => self.handle(update).await,
                     None => break,

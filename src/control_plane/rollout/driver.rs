@@ -10,7 +10,10 @@
 //!
 //! If the controller refuses a step (its pool was removed, the state file cannot be
 //! written) the rollout rolls back; if the controller has stopped (shutdown) nothing
-//! is changed, and the persisted record resumes at the next start.
+//! is changed, and the persisted record resumes at the next start. With
+//! `[cluster]`, a refusal because another replica took the rollout's lease over
+//! (`cluster::lease`) makes this driver stand down: it changes nothing more and
+//! the other replica carries on from the recorded step.
 
 use std::time::Duration;
 
@@ -38,6 +41,8 @@ pub(crate) struct Driver {
     measure: Option<Measure>,
     /// When the target's health is next looked at.
     next_check: Instant,
+    /// Another replica holds this rollout's lease now: nothing more to do here.
+    pub(crate) handed_over: bool,
 }
 
 impl Driver {
@@ -47,12 +52,13 @@ impl Driver {
             record,
             measure: None,
             next_check: Instant::now(),
+            handed_over: false,
         }
     }
 
     /// When this rollout next needs attention; `None` once it ended.
     pub(crate) fn next_wake(&self) -> Option<Instant> {
-        if !self.record.phase.is_active() {
+        if !self.record.phase.is_active() || self.handed_over {
             return None;
         }
         let judge = self
@@ -275,6 +281,10 @@ impl Driver {
                 tracing::info!(rollout = %next.id, route = %next.spec.route, phase = phase.as_str(), "rollout rolled back to its starting split")
             }
             Err(Refusal::Closed(_)) => return,
+            Err(err) if lease_lost(&err) => {
+                self.stand_down(&err);
+                return;
+            }
             Err(err) => {
                 tracing::error!(rollout = %next.id, %err, "ROLLBACK NOT APPLIED: the route keeps its current split; set it by hand")
             }
@@ -301,6 +311,10 @@ impl Driver {
         match result {
             Ok(()) => !self.record.phase.is_active(),
             Err(Refusal::Closed(_)) => false,
+            Err(err) if lease_lost(&err) => {
+                self.stand_down(&err);
+                false
+            }
             Err(err) => {
                 let reason =
                     Reason::plain("apply", format!("the controller refused the change: {err}"));
@@ -309,6 +323,13 @@ impl Driver {
                 true
             }
         }
+    }
+
+    /// Another replica drives this rollout now (see the module doc).
+    fn stand_down(&mut self, err: &Refusal) {
+        tracing::warn!(rollout = %self.record.id, %err, "rollout lease lost: this replica stops driving it");
+        self.handed_over = true;
+        self.measure = None;
     }
 
     /// Restarts measuring the current step (after a resume or a gateway restart).
@@ -335,6 +356,11 @@ impl Driver {
             _ => spec.step_interval,
         }
     }
+}
+
+/// Whether `err` says another replica holds the rollout's lease.
+fn lease_lost(err: &Refusal) -> bool {
+    matches!(err, Refusal::Conflict { path, .. } if path == "lease")
 }
 
 /// Sends one rollout change to the controller and waits until it is live.

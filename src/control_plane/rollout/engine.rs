@@ -158,6 +158,7 @@ impl Manager {
             () = shutdown.cancelled() => return,
             () = self.restore() => {}
         }
+        let mut takeovers = Some(self.control.takeovers());
         loop {
             let wake = self.drivers.values().filter_map(Driver::next_wake).min();
             let timer = async {
@@ -173,6 +174,13 @@ impl Manager {
                     None => break,
                 },
                 () = timer => self.tick(Instant::now()).await,
+                taken = took_over(takeovers.as_mut()) => if taken {
+                    // Rollouts whose driver's lease expired are this replica's now.
+                    self.restore().await;
+                } else {
+                    // The controller stopped: nothing more will be taken over.
+                    takeovers = None;
+                },
             }
         }
     }
@@ -358,6 +366,15 @@ impl Manager {
 
     pub(super) fn changed(&self) {
         self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+/// The next takeover signal (`false`: the controller stopped); never resolves
+/// without a receiver.
+async fn took_over(rx: Option<&mut watch::Receiver<u64>>) -> bool {
+    match rx {
+        Some(rx) => rx.changed().await.is_ok(),
+        None => std::future::pending().await,
     }
 }
 

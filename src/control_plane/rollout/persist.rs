@@ -10,6 +10,12 @@
 //! - `rollback`: the route goes back to its starting split, reason `restart`.
 //!
 //! Either way the route never stays at a split nobody can explain.
+//!
+//! With `[cluster]` the same happens when this replica takes over the lease of a
+//! rollout whose driver stopped renewing it (`cluster::lease`): the records it is
+//! handed are the ones it now drives; those it already drives are left alone. The
+//! step in progress had not been judged (a judgement and the next step's split are
+//! one write), so it is measured again from the start: judged once, none skipped.
 
 use super::driver::Driver;
 use super::engine::Manager;
@@ -26,6 +32,13 @@ impl Manager {
         };
         for record in records {
             let id = record.id.clone();
+            if self
+                .drivers
+                .get(&id)
+                .is_some_and(|d| d.record.phase.is_active() && !d.handed_over)
+            {
+                continue;
+            }
             let mut driver = Driver::new(record);
             if !driver.record.phase.is_active() {
                 self.insert(driver);

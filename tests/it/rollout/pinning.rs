@@ -1,7 +1,8 @@
 //! Version pinning by a learned session header during a rollout: 200 sessions
 //! started at 95/5 keep their version through steps 25 and 50 (0 bounces) while
 //! new sessions follow the weights; when the rollout ends with blue at 0, blue's
-//! sessions move to green and stay there.
+//! sessions move to green and stay there. Two gateways sharing nothing send
+//! client-named sessions to the same version, and a growing canary keeps its own.
 
 use http::Method;
 use sluicegate::testing::control_plane::rollout::{Phase, Rollout};
@@ -151,4 +152,84 @@ sticky = {{ learn_header = "{SESSION}", idle = "30m", max_sessions = 100000 }}
     );
     let state = gw.state().await;
     assert_eq!(state.route("agents").expect("route").split[1].weight, 100);
+}
+
+/// Sets the split of route `agents` on `gw` to blue/green.
+async fn set_split(gw: &LiveGateway, blue: u32, green: u32) {
+    let body = format!(r#"{{"blue": {blue}, "green": {green}}}"#);
+    let r = gw
+        .api(Method::PUT, "/api/v1/routes/agents/split", Some(&body))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+}
+
+/// Two gateways that share nothing, with the same config and split, send every
+/// session named by the client to the same version; as green's share grows
+/// 5 → 25 → 50 → 100 no session leaves green, and rolling back to 0 returns
+/// every session to blue on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_pin_sessions_alike_and_growth_never_leaves_the_canary() {
+    let blue = agents("blue", "v1", 2).await;
+    let green = agents("green", "v2", 2).await;
+    let body = format!(
+        r#"
+[[pools]]
+name = "blue"
+backends = {}
+[[pools]]
+name = "green"
+backends = {}
+[[routes]]
+name = "agents"
+split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
+sticky = {{ learn_header = "{SESSION}" }}
+"#,
+        backends(&blue),
+        backends(&green)
+    );
+    let text = config_text(&body, "", "");
+    let (a, b) = (
+        LiveGateway::start(&text).await,
+        LiveGateway::start(&text).await,
+    );
+    let ids: Vec<String> = (0..200).map(|i| format!("client-session-{i}")).collect();
+    let mut on_green = vec![false; ids.len()];
+    for (blue_w, green_w) in [(95, 5), (75, 25), (50, 50), (0, 100)] {
+        set_split(&a, blue_w, green_w).await;
+        set_split(&b, blue_w, green_w).await;
+        let (mut disagreed, mut left_green, mut green_n) = (0, 0, 0);
+        for (i, (id, was_green)) in ids.iter().zip(on_green.iter_mut()).enumerate() {
+            // Alternate which gateway sees the session first.
+            let (first, second) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+            let v1 = version(&get(first.addr, "/mcp", &[(SESSION, id)]).await);
+            let v2 = version(&get(second.addr, "/mcp", &[(SESSION, id)]).await);
+            let v3 = version(&get(first.addr, "/mcp", &[(SESSION, id)]).await);
+            disagreed += usize::from(v1 != v2 || v1 != v3);
+            let now = v1 == "v2";
+            left_green += usize::from(*was_green && !now);
+            green_n += usize::from(now);
+            *was_green = now;
+        }
+        eprintln!(
+            "pinning, 2 gateways: {blue_w}/{green_w}: 200 sessions, {green_n} on green, \
+             {disagreed} disagreements, {left_green} left green"
+        );
+        assert_eq!(disagreed, 0, "the gateways disagreed at {blue_w}/{green_w}");
+        assert_eq!(left_green, 0, "sessions left green at {blue_w}/{green_w}");
+        // 200 sessions: 5 standard deviations of a binomial share, at least 1.
+        let p = f64::from(green_w) / 100.0;
+        let bound = (5.0 * (p * (1.0 - p) * 200.0).sqrt()).max(1.0);
+        assert!(
+            (green_n as f64 - p * 200.0).abs() <= bound,
+            "{green_n} of 200 on green at {blue_w}/{green_w}"
+        );
+    }
+    // Rollback: everyone returns to blue on both.
+    set_split(&a, 100, 0).await;
+    set_split(&b, 100, 0).await;
+    for id in &ids {
+        for gw in [&a, &b] {
+            assert_eq!(version(&get(gw.addr, "/mcp", &[(SESSION, id)]).await), "v1");
+        }
+    }
 }

@@ -42,7 +42,10 @@ impl Task {
         };
         for _ in 0..super::cluster::MAX_TRIES {
             let (next, answer) = self.prepare(&change)?;
-            match self.commit_shared(next, by, driving.as_deref()).await? {
+            let leasing = driving
+                .as_deref()
+                .map_or(super::cluster::Leasing::Keep, super::cluster::Leasing::Step);
+            match self.commit_shared(next, by, leasing).await? {
                 super::cluster::Written::Done => return Ok(self.answer(answer)),
                 super::cluster::Written::Stale => self.refresh().await?,
             }

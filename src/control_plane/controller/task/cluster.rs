@@ -19,7 +19,8 @@ use std::time::SystemTime;
 use tokio::sync::{oneshot, watch};
 
 use super::Task;
-use crate::control_plane::cluster::doc::{Clocks, ClusterDoc};
+use crate::control_plane::cluster::doc::{unix_ms, Clocks, ClusterDoc};
+use crate::control_plane::cluster::lease::{self, Claim};
 use crate::control_plane::cluster::poll::Observation;
 use crate::control_plane::cluster::{ClusterStore, Identity, StoreError, Stored};
 use crate::control_plane::controller::state_view::{ClusterView, ReplicaView};
@@ -63,6 +64,22 @@ pub(super) struct Link {
     conflicts: u64,
     /// The rollout manager's start-up question, held until the first read.
     rollouts_asked: Vec<oneshot::Sender<Vec<Rollout>>>,
+    /// How long a rollout lease holds (`cluster::lease::TERM`; shorter in tests).
+    pub(super) lease_term: std::time::Duration,
+    /// When the leases are next looked at (renewal, takeover): every quarter
+    /// term, besides every new read of the store.
+    next_lease_check: tokio::time::Instant,
+}
+
+/// What a shared write does to the rollout leases besides renewing those due.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Leasing<'a> {
+    /// Nothing else.
+    Keep,
+    /// A step of rollout `id`, which this replica must hold (or which is free).
+    Step(&'a str),
+    /// Take these rollouts over: their drivers' leases expired.
+    Take(&'a [String]),
 }
 
 /// How a store write ended.
@@ -87,6 +104,8 @@ impl Task {
             writes: 0,
             conflicts: 0,
             rollouts_asked: Vec::new(),
+            lease_term: lease::TERM,
+            next_lease_check: tokio::time::Instant::now(),
         });
         self.show_replica();
     }
@@ -154,11 +173,70 @@ impl Task {
     /// A read of the poller.
     pub(super) async fn on_observed(&mut self, seen: Observation) {
         match seen.result {
-            Ok(stored) => self.adopt(stored, seen.at).await,
+            Ok(stored) => {
+                self.adopt(stored, seen.at).await;
+                self.keep_leases().await;
+            }
             Err(err) => self.lost(&err, seen.at),
         }
         self.show_replica();
         self.answer_held_rollouts();
+    }
+
+    /// On each read of the store: renews the leases this replica holds that are
+    /// due, and takes over the running rollouts whose driver's lease expired
+    /// (one write for all). A lost race is left to the next read.
+    pub(super) async fn keep_leases(&mut self) {
+        let Some(link) = self.cluster.as_mut() else {
+            return;
+        };
+        link.next_lease_check =
+            crate::clock::later(tokio::time::Instant::now(), link.lease_term / 4);
+        let link = &*link;
+        let Some(doc) = link.doc.as_ref().filter(|_| link.ignored.is_none()) else {
+            return;
+        };
+        let (me, now_ms) = (link.feed.identity.id.as_str(), unix_ms(SystemTime::now()));
+        let mut take = Vec::new();
+        let mut renew = false;
+        for r in self
+            .overrides
+            .rollouts()
+            .values()
+            .filter(|r| r.phase.is_active())
+        {
+            match lease::claim(
+                &doc.drivers,
+                &doc.leases,
+                &r.id,
+                me,
+                now_ms,
+                link.lease_term,
+            ) {
+                Claim::Expired { holder } => {
+                    tracing::warn!(rollout = %r.id, %holder, "the replica driving this rollout let its lease expire: taking it over");
+                    take.push(r.id.clone());
+                }
+                Claim::Mine { renew: true } => renew = true,
+                Claim::Mine { .. } | Claim::Held { .. } | Claim::Free => {}
+            }
+        }
+        if take.is_empty() && !renew {
+            return;
+        }
+        let next = self.overrides.clone();
+        match self
+            .commit_shared(next, By::Cluster, Leasing::Take(&take))
+            .await
+        {
+            Ok(Written::Done) if !take.is_empty() => {
+                self.takeovers.send_modify(|n| *n = n.saturating_add(1));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(%err, "rollout lease not written; the next read tries again")
+            }
+        }
     }
 
     fn lost(&mut self, err: &StoreError, at: SystemTime) {
@@ -208,10 +286,20 @@ impl Task {
         };
         link.ignored = None;
         let clocks = Clocks::now();
-        let (overrides, skipped) = match &doc {
+        let (mut overrides, skipped) = match &doc {
             Some(doc) => doc.restore(&self.base, clocks),
             None => (Overrides::default(), Vec::new()),
         };
+        // Heartbeats this replica took and has not written yet (not due) stay:
+        // another replica's document only knows the renewals written before.
+        for (key, reg) in self.overrides.backends() {
+            let theirs = overrides.backends().get(key).and_then(|r| r.expires);
+            if let (Some(mine), Some(theirs)) = (reg.expires, theirs) {
+                if mine > theirs {
+                    overrides.renew_until(key, mine);
+                }
+            }
+        }
         for d in &skipped {
             tracing::warn!(override = %d.what, why = %d.why, "shared admin override does not apply to this replica's config: skipped");
         }
@@ -250,12 +338,13 @@ impl Task {
 
     /// Writes `next` to the store as the next document; on success it is in force
     /// and published.
-    /// `driving` names the rollout this write steps, which this replica drives.
+    /// `leasing` says which rollout this write steps (this replica must hold its
+    /// lease, or nobody), or which it takes over; leases due are renewed.
     pub(super) async fn commit_shared(
         &mut self,
         next: Overrides,
         by: By,
-        driving: Option<&str>,
+        leasing: Leasing<'_>,
     ) -> Result<Written, Refusal> {
         if self.cluster.as_ref().is_some_and(|l| l.version.is_none()) {
             self.refresh().await?;
@@ -282,22 +371,63 @@ impl Task {
             Some(doc) => doc.needs_write(&next, clocks),
             None => !next.is_empty(),
         };
-        let mut drivers = link
+        let me = link.feed.identity.id.clone();
+        let wall_ms = unix_ms(clocks.wall);
+        let term = link.lease_term;
+        let (mut drivers, mut leases) = link
             .doc
             .as_ref()
-            .map(|d| d.drivers.clone())
+            .map(|d| (d.drivers.clone(), d.leases.clone()))
             .unwrap_or_default();
-        drivers.retain(|id, _| next.rollouts().values().any(|r| &r.id == id));
-        if let Some(id) = driving {
-            drivers.insert(id.to_owned(), link.feed.identity.id.clone());
+        if let Leasing::Step(id) = leasing {
+            match lease::claim(&drivers, &leases, id, &me, wall_ms, term) {
+                Claim::Free | Claim::Mine { .. } => {}
+                Claim::Held { holder, .. } | Claim::Expired { holder } => {
+                    return Err(Refusal::conflict(
+                        "lease",
+                        format!("rollout {id} is driven by replica {holder} now; this replica no longer steps it"),
+                    ));
+                }
+            }
         }
-        let needed = needed || link.doc.as_ref().is_some_and(|d| d.drivers != drivers);
+        let until =
+            lease::until(wall_ms, term).map_err(|e| Refusal::conflict("lease", e.to_string()))?;
+        let mut take: Vec<&str> = match leasing {
+            Leasing::Step(id) => vec![id],
+            Leasing::Take(ids) => ids.iter().map(String::as_str).collect(),
+            Leasing::Keep => Vec::new(),
+        };
+        // Renew every lease of a running rollout this replica drives that is due.
+        for r in next.rollouts().values().filter(|r| r.phase.is_active()) {
+            if let Claim::Mine { renew: true } =
+                lease::claim(&drivers, &leases, &r.id, &me, wall_ms, term)
+            {
+                take.push(&r.id);
+            }
+        }
+        for id in take {
+            drivers.insert(id.to_owned(), me.clone());
+            leases.insert(id.to_owned(), until);
+        }
+        drivers.retain(|id, _| next.rollouts().values().any(|r| &r.id == id));
+        // A finished rollout needs no driver any more: its lease goes.
+        leases.retain(|id, _| {
+            next.rollouts()
+                .values()
+                .any(|r| &r.id == id && r.phase.is_active())
+        });
+        let needed = needed
+            || link
+                .doc
+                .as_ref()
+                .is_some_and(|d| d.drivers != drivers || d.leases != leases);
         let visible =
             Persisted::from_overrides(&next) != Persisted::from_overrides(&self.overrides);
         if needed {
             let seq = link.doc.as_ref().map_or(0, |d| d.seq).saturating_add(1);
             let mut doc = ClusterDoc::of(&next, seq, &link.feed.identity.id, clocks);
             doc.drivers = drivers;
+            doc.leases = leases;
             let text = doc
                 .encode()
                 .map_err(|e| Refusal::conflict("cluster", e.to_string()))?;
@@ -386,6 +516,20 @@ fn unavailable(err: &StoreError) -> Refusal {
             "{err}; nothing was changed (the gateway routes on with the last state it read)"
         ),
     }
+}
+
+/// Resolves when the leases are due a look (see `Link::next_lease_check`);
+/// never without `[cluster]`.
+pub(super) async fn lease_check(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// When [`lease_check`] should next resolve.
+pub(super) fn lease_check_at(link: Option<&Link>) -> Option<tokio::time::Instant> {
+    link.map(|l| l.next_lease_check)
 }
 
 /// The next read of the poller; never resolves without `[cluster]` (or once the

@@ -433,3 +433,304 @@ async fn only_the_replica_driving_a_rollout_resumes_it() {
         Some("a")
     );
 }
+
+/// A replica whose rollout leases last `term`.
+fn leasing_replica(store: &MemoryStore, id: &str, term: Duration) -> Replica {
+    let spec = crate::control_plane::config::parse(FILE).expect("valid");
+    let (mut task, handle, shared) = Task::new(spec, None, crate::metrics::Registrar::off());
+    let store: Arc<dyn ClusterStore> = Arc::new(store.clone());
+    let (tx, rx) = poll::channel();
+    task.attach_cluster(ClusterFeed {
+        store: Arc::clone(&store),
+        observed: rx,
+        identity: Identity {
+            id: id.to_owned(),
+            node: "n1".to_owned(),
+        },
+        peers: None,
+    });
+    if let Some(link) = task.cluster.as_mut() {
+        link.lease_term = term;
+    }
+    let cancel = CancellationToken::new();
+    tokio::spawn(poll::run(store, FAST, tx, cancel.clone()));
+    tokio::spawn(task.run(cancel.clone()));
+    Replica {
+        handle,
+        shared,
+        cancel,
+    }
+}
+
+fn step_75() -> Change {
+    Change::Rollout {
+        record: Box::new(rollout()),
+        split: crate::control_plane::controller::task::RolloutSplit::Set(vec![
+            ("blue".to_owned(), 25),
+            ("green".to_owned(), 75),
+        ]),
+        expect: None,
+    }
+}
+
+#[tokio::test]
+async fn a_dead_drivers_lease_is_taken_over_by_exactly_one_replica_after_its_expiry() {
+    let term = Duration::from_millis(400);
+    let store = MemoryStore::new();
+    let a = leasing_replica(&store, "a", term);
+    a.wait("a read", |v, _| v.reachable).await;
+    a.handle.change(step_75()).await.expect("step written");
+    let doc = stored_doc(&store);
+    let now = crate::control_plane::cluster::doc::unix_ms(std::time::SystemTime::now());
+    let until = doc.leases["agents-3"];
+    assert!(
+        until > now && until <= now + 400,
+        "lease until {until}, now {now}"
+    );
+
+    // While a lives it renews, and the peers never take over.
+    let (b, c) = (
+        leasing_replica(&store, "b", term),
+        leasing_replica(&store, "c", term),
+    );
+    let (tb, tc) = (b.handle.takeovers(), c.handle.takeovers());
+    tokio::time::sleep(term * 3).await;
+    let doc = stored_doc(&store);
+    assert_eq!(doc.drivers["agents-3"], "a", "a still drives");
+    assert!(doc.leases["agents-3"] > until, "renewed");
+    assert_eq!((*tb.borrow(), *tc.borrow()), (0, 0));
+
+    // a dies: one of b and c takes over after the expiry, within a few polls.
+    let held_until = stored_doc(&store).leases["agents-3"];
+    drop(a);
+    let started = Instant::now();
+    let driver = tokio::time::timeout(term + LIMIT, async {
+        loop {
+            let doc = stored_doc(&store);
+            if doc.drivers["agents-3"] != "a" {
+                return doc;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("taken over within the bound");
+    let taken_ms = crate::control_plane::cluster::doc::unix_ms(std::time::SystemTime::now());
+    eprintln!(
+        "lease: taken over by {} {} ms after a died, {} ms after its expiry",
+        driver.drivers["agents-3"],
+        started.elapsed().as_millis(),
+        taken_ms.saturating_sub(held_until)
+    );
+    assert!(taken_ms >= held_until, "never before the expiry");
+    assert!(
+        started.elapsed() <= term + Duration::from_secs(2),
+        "within the term plus 2 s"
+    );
+    // Give the loser its reads: exactly one replica took it over.
+    tokio::time::sleep(term).await;
+    let winner = stored_doc(&store).drivers["agents-3"].clone();
+    assert_eq!(
+        winner, driver.drivers["agents-3"],
+        "the lease stayed with the winner"
+    );
+    let counts = (*tb.borrow(), *tc.borrow());
+    assert!(counts == (1, 0) || counts == (0, 1), "takeovers {counts:?}");
+    let (new, other) = if winner == "b" { (&b, &c) } else { (&c, &b) };
+    // The new driver's manager is handed the record; the other gets none.
+    assert_eq!(new.handle.rollouts().await.expect("answered").len(), 1);
+    assert!(other.handle.rollouts().await.expect("answered").is_empty());
+    // The record is where a left it: step 75 measuring, 5 passed.
+    let r = &new.handle.rollouts().await.expect("answered")[0];
+    assert_eq!(r.steps.len(), 2);
+    assert_eq!(new.split("agents"), split(25, 75));
+
+    // Fencing: a (back, or only cut off) may no longer step it.
+    let a = leasing_replica(&store, "a", term);
+    a.wait("a read", |v, _| v.reachable).await;
+    match a.handle.change(step_75()).await {
+        Err(Refusal::Conflict { path, message }) => {
+            assert_eq!(path, "lease");
+            assert!(message.contains(&winner), "{message}");
+        }
+        other => panic!("a stepped a rollout it no longer drives: {other:?}"),
+    }
+}
+
+/// Store writes in a steady state of 100 TTL-registered agents, each sending a
+/// heartbeat every third of its TTL to one of two replicas in turn (the issue's
+/// 5 s heartbeat with a 15 s TTL, run 2.5 times faster: 2 s and 6 s, so that a
+/// minute takes 24 s; every bound in the coalescing is a share of the TTL, so
+/// the count per TTL is the same). Heartbeats keep their schedule whatever a
+/// write costs. Measurement, run by hand:
+/// `cargo test --lib -- --ignored store_writes_of_100_agents --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a 30 s measurement"]
+async fn store_writes_of_100_agents_heartbeating_to_alternate_replicas() {
+    store_writes_of_100_agents(true).await;
+}
+
+/// [`store_writes_of_100_agents_heartbeating_to_alternate_replicas`] with every
+/// agent's heartbeats going to one replica (half the agents to each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a 30 s measurement"]
+async fn store_writes_of_100_agents_heartbeating_to_one_replica_each() {
+    store_writes_of_100_agents(false).await;
+}
+
+async fn store_writes_of_100_agents(alternate: bool) {
+    const AGENTS: u16 = 100;
+    let (ttl, ttl_s, every) = ("6s", 6.0, Duration::from_secs(2));
+    let scaled_minute = Duration::from_secs(24);
+    let store = MemoryStore::new();
+    let (a, b) = (replica(&store, "a", FAST), replica(&store, "b", FAST));
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let addr = |i: u16| format!("127.0.0.1:{}", 20_000 + i);
+    for i in 0..AGENTS {
+        a.handle
+            .change(register(&addr(i), Some(ttl)))
+            .await
+            .expect("registered");
+    }
+    // Heartbeats spread evenly over the period, alternating replicas.
+    let gap = every / u32::from(AGENTS);
+    let epoch = Instant::now();
+    let beat = |round: u64| {
+        let (a, b) = (&a, &b);
+        async move {
+            for i in 0..AGENTS {
+                let slot =
+                    u32::try_from(round).expect("few rounds") * u32::from(AGENTS) + u32::from(i);
+                tokio::time::sleep_until(epoch + gap * slot).await;
+                let turn = if alternate { round } else { 0 };
+                let r = if (u64::from(i) + turn) % 2 == 0 { a } else { b };
+                r.handle
+                    .change(register(&addr(i), Some(ttl)))
+                    .await
+                    .expect("heartbeat");
+            }
+        }
+    };
+    // Two warm-up periods, then count over a scaled minute.
+    for round in 0..2 {
+        beat(round).await;
+    }
+    let (before, started) = (store.writes(), Instant::now());
+    let mut round = 2;
+    while started.elapsed() < scaled_minute {
+        beat(round).await;
+        round += 1;
+    }
+    let writes = store.writes() - before;
+    // Real time is 2.5 times the scaled time.
+    let per_minute = writes as f64 * scaled_minute.as_secs_f64() / started.elapsed().as_secs_f64();
+    eprintln!(
+        "store writes (alternate replicas: {alternate}): {writes} in {:.1} s with {AGENTS} agents (TTL {ttl}, heartbeat every {every:?}): \
+         {per_minute:.1} per minute at TTL 15 s / heartbeat 5 s; {} heartbeats sent",
+        started.elapsed().as_secs_f64(),
+        (round - 2) * u64::from(AGENTS)
+    );
+    // The bound: at most about two writes per TTL per agent, fewer when they
+    // coincide: here under a tenth of the heartbeats.
+    let ttls = started.elapsed().as_secs_f64() / ttl_s;
+    let heartbeats = (round - 2) * u64::from(AGENTS);
+    assert!(
+        writes as f64 <= 2.0 * ttls * f64::from(AGENTS) && writes * 10 < heartbeats,
+        "{writes} writes in {ttls:.1} TTLs, {heartbeats} heartbeats"
+    );
+    // Every agent is still registered on both replicas.
+    for r in [&a, &b] {
+        let state = r.handle.state().await.expect("state");
+        let green = state
+            .pools
+            .iter()
+            .find(|p| p.name == "green")
+            .expect("green");
+        assert!(
+            green.backends.len() >= usize::from(AGENTS),
+            "{}",
+            green.backends.len()
+        );
+    }
+}
+
+/// [`leasing_replica`] with its own rollout manager.
+fn driving_replica(
+    store: &MemoryStore,
+    id: &str,
+    term: Duration,
+) -> (Replica, crate::control_plane::rollout::RolloutHandle) {
+    let r = leasing_replica(store, id, term);
+    let (manager, rollouts) = crate::control_plane::rollout::Manager::with_poll(
+        r.handle.clone(),
+        r.shared.clone(),
+        Duration::from_millis(20),
+    );
+    tokio::spawn(manager.run(r.cancel.clone()));
+    (r, rollouts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_whose_driver_dies_is_finished_by_another_replica_from_the_recorded_step() {
+    use crate::control_plane::rollout::{Phase, RolloutRequest, Verdict};
+    let term = Duration::from_millis(400);
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", term);
+    let (b, b_rollouts) = driving_replica(&store, "b", term);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let req: RolloutRequest = serde_json::from_str(
+        r#"{"route": "agents", "to": "green", "steps": [25, 50, 100],
+            "step_interval": "1s", "min_requests": 0}"#,
+    )
+    .expect("a request");
+    let started = a_rollouts.start(req).await.expect("started on a");
+    assert_eq!(started.steps.len(), 1);
+    // b routes a's first step, and does not drive it.
+    b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
+        .await;
+    assert!(
+        b_rollouts.get(&started.id).await.is_err(),
+        "b drives nothing yet"
+    );
+
+    // a dies during its first step.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = Instant::now();
+    drop(a);
+    drop(a_rollouts);
+
+    // b takes the lease over and finishes the rollout.
+    let mut changes = b_rollouts.changes();
+    let done = tokio::time::timeout(LIMIT + Duration::from_secs(5), async {
+        loop {
+            if let Ok(r) = b_rollouts.get(&started.id).await {
+                if !r.phase.is_active() {
+                    return r;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+        }
+    })
+    .await
+    .expect("finished by b within the bound");
+    eprintln!(
+        "takeover: rollout finished by b {} ms after a died",
+        killed.elapsed().as_millis()
+    );
+    assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
+    let weights: Vec<u32> = done.steps.iter().map(|s| s.weight).collect();
+    assert_eq!(weights, vec![25, 50, 100], "no step skipped, none twice");
+    assert_eq!(done.resumed, 1, "resumed once, by b");
+    let judged = done
+        .steps
+        .iter()
+        .filter(|s| s.verdict == Verdict::Passed)
+        .count();
+    assert_eq!(judged, 2, "steps 25 and 50 each judged once: {done:?}");
+    assert_eq!(b.split("agents"), split(0, 100));
+    let doc = stored_doc(&store);
+    assert_eq!(doc.drivers.get(&started.id).map(String::as_str), Some("b"));
+    assert!(doc.leases.is_empty(), "a finished rollout holds no lease");
+}
