@@ -288,6 +288,7 @@ impl Proxy {
                         client_upgrade.map(|on| (on, &route.upgrades)),
                         set_cookie,
                         route.timeouts.idle,
+                        grpc,
                         &mut trail,
                     )
                 }
@@ -678,7 +679,8 @@ impl Proxy {
 
     /// Turns a backend's response into the client's.
     /// `client_upgrade` is there when the request asked for an upgrade its route
-    /// allows (with the route's `upgrades`).
+    /// allows (with the route's `upgrades`); `grpc` when it is a gRPC call.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         answer: Answer,
@@ -686,6 +688,7 @@ impl Proxy {
         client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        grpc: bool,
         trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (resp, fields) = match answer {
@@ -708,7 +711,10 @@ impl Proxy {
             Answer::H2(resp, lease) => {
                 let (mut parts, recv) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut parts.headers, false);
-                let body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
+                let mut body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
+                if grpc {
+                    body.end_grpc_with_status();
+                }
                 return Ok(upstream_response(parts, body, None, set_cookie));
             }
         };

@@ -22,6 +22,9 @@ use tokio::process::{Child, Command};
 
 use crate::support::{TestGateway, WAIT};
 
+mod bad_upstreams;
+mod raw_h2;
+
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
 
 /// Whether `what` can run here: true if so; false (with a notice) outside CI;

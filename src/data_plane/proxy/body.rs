@@ -92,7 +92,21 @@ pin_project! {
         idle: Option<Pin<Box<Sleep>>>,
         // The access-log line, when the log is on.
         log: PendingLine,
+        // A gRPC call's body: a failure after the head ends it with a gRPC
+        // status in trailers (the client cannot read a reset as one).
+        grpc: GrpcEnd,
     }
+}
+
+/// How a gRPC call's response body ends when the backend breaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrpcEnd {
+    /// Not a gRPC call: the error goes to the client's connection as it is.
+    NotGrpc,
+    /// A gRPC call still streaming.
+    Streaming,
+    /// The gateway ended it with its own status trailers: nothing follows.
+    Ended,
 }
 
 impl UpstreamBody {
@@ -131,11 +145,19 @@ impl UpstreamBody {
             idle_timeout,
             idle: None,
             log: PendingLine::default(),
+            grpc: GrpcEnd::NotGrpc,
         };
         if body.inner.is_end_stream() {
             release(&mut body.guard, &mut body.inner);
         }
         body
+    }
+
+    /// This body answers a gRPC call: if the backend breaks it after the head,
+    /// the client gets `grpc-status` 14 in trailers naming the cause, instead
+    /// of a reset stream.
+    pub(crate) fn end_grpc_with_status(&mut self) {
+        self.grpc = GrpcEnd::Streaming;
     }
 
     /// The connection is not pooled again after this body (its framing was suspect).
@@ -210,6 +232,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if *this.grpc == GrpcEnd::Ended {
+            return Poll::Ready(None);
+        }
         match poll_source(this.inner, this.guard, cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -231,7 +256,7 @@ impl Body for UpstreamBody {
                     tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(Err(err)))
+                Poll::Ready(Some(grpc_end(this.grpc, err)))
             }
             Poll::Ready(None) => {
                 release(this.guard, this.inner);
@@ -249,13 +274,14 @@ impl Body for UpstreamBody {
                     guard.backend().count_broken_stream();
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))
+                let err = IdleTimeout(*this.idle_timeout).into();
+                Poll::Ready(Some(grpc_end(this.grpc, err)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.grpc == GrpcEnd::Ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -268,6 +294,16 @@ impl Body for UpstreamBody {
             },
         }
     }
+}
+
+/// What a broken body gives the client: the error (its stream is reset), or
+/// for a gRPC call still streaming, the gateway's status trailers.
+fn grpc_end(grpc: &mut GrpcEnd, err: BoxError) -> Result<Frame<Bytes>, BoxError> {
+    if *grpc != GrpcEnd::Streaming {
+        return Err(err);
+    }
+    *grpc = GrpcEnd::Ended;
+    Ok(Frame::trailers(super::grpc::cut_short_trailers(&*err)))
 }
 
 pin_project! {
