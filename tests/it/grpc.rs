@@ -23,6 +23,7 @@ use tokio::process::{Child, Command};
 use crate::support::{TestGateway, WAIT};
 
 mod bad_upstreams;
+mod long_stream;
 mod raw_h2;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
