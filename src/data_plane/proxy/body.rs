@@ -94,7 +94,7 @@ pin_project! {
         log: PendingLine,
         // A gRPC call's body: a failure after the head ends it with a gRPC
         // status in trailers (the client cannot read a reset as one).
-        grpc: GrpcEnd,
+        grpc_end: GrpcEnd,
     }
 }
 
@@ -145,7 +145,7 @@ impl UpstreamBody {
             idle_timeout,
             idle: None,
             log: PendingLine::default(),
-            grpc: GrpcEnd::NotGrpc,
+            grpc_end: GrpcEnd::NotGrpc,
         };
         if body.inner.is_end_stream() {
             release(&mut body.guard, &mut body.inner);
@@ -157,7 +157,7 @@ impl UpstreamBody {
     /// the client gets `grpc-status` 14 in trailers naming the cause, instead
     /// of a reset stream.
     pub(crate) fn end_grpc_with_status(&mut self) {
-        self.grpc = GrpcEnd::Streaming;
+        self.grpc_end = GrpcEnd::Streaming;
     }
 
     /// The connection is not pooled again after this body (its framing was suspect).
@@ -232,7 +232,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        if *this.grpc == GrpcEnd::Ended {
+        if *this.grpc_end == GrpcEnd::Ended {
             return Poll::Ready(None);
         }
         match poll_source(this.inner, this.guard, cx) {
@@ -256,7 +256,7 @@ impl Body for UpstreamBody {
                     tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(grpc_end(this.grpc, err)))
+                Poll::Ready(Some(broken_end(this.grpc_end, err)))
             }
             Poll::Ready(None) => {
                 release(this.guard, this.inner);
@@ -275,13 +275,13 @@ impl Body for UpstreamBody {
                 }
                 this.log.finish(false);
                 let err = IdleTimeout(*this.idle_timeout).into();
-                Poll::Ready(Some(grpc_end(this.grpc, err)))
+                Poll::Ready(Some(broken_end(this.grpc_end, err)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.grpc == GrpcEnd::Ended || self.inner.is_end_stream()
+        self.grpc_end == GrpcEnd::Ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -298,7 +298,7 @@ impl Body for UpstreamBody {
 
 /// What a broken body gives the client: the error (its stream is reset), or
 /// for a gRPC call still streaming, the gateway's status trailers.
-fn grpc_end(grpc: &mut GrpcEnd, err: BoxError) -> Result<Frame<Bytes>, BoxError> {
+fn broken_end(grpc: &mut GrpcEnd, err: BoxError) -> Result<Frame<Bytes>, BoxError> {
     if *grpc != GrpcEnd::Streaming {
         return Err(err);
     }

@@ -444,7 +444,13 @@ async fn http1_only() -> (SocketAddr, CancellationToken) {
 async fn an_http1_only_backend_in_an_h2c_pool_is_named_as_such() {
     let (h1, _stop) = http1_only().await;
     let good = RawH2::start(Misdeed::None).await;
-    let gw = TestGateway::start(&config(h1, good.addr, "h2c")).await;
+    // Passive ejection after two failures in a row: the backend's state shows it.
+    let text = config(h1, good.addr, "h2c").replacen(
+        "[[pools]]\nname = \"good\"",
+        "[pools.outlier]\nconsecutive_failures = 2\nmax_ejected_percent = 100\nbase_ejection = \"60s\"\n[[pools]]\nname = \"good\"",
+        1,
+    );
+    let gw = TestGateway::start(&text).await;
     let (first, driver) = start_call(gw.addr, "/good/stream", Kind::Get).await;
     let grpc = call(gw.addr, "/bad/grpc", Kind::Grpc).await;
     let plain = call(gw.addr, "/bad/plain", Kind::Get).await;
@@ -452,4 +458,10 @@ async fn an_http1_only_backend_in_an_h2c_pool_is_named_as_such() {
     assert_grpc_unavailable(&grpc, "upstream_not_h2");
     assert!(grpc.field("grpc-message").contains("HTTP/2"), "{grpc:?}");
     assert_502(&plain, "upstream_not_h2");
+    assert!(
+        bad_backend(&gw).state.is_ejected(),
+        "a failure of the backend's"
+    );
+    let after = call(gw.addr, "/bad/grpc", Kind::Grpc).await;
+    assert_grpc_unavailable(&after, "no_healthy_backend");
 }
