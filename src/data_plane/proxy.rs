@@ -310,6 +310,7 @@ impl Proxy {
                         client_upgrade.map(|on| (on, &route.upgrades)),
                         set_cookie,
                         route.timeouts.idle,
+                        grpc,
                         &mut trail,
                     )
                 }
@@ -722,7 +723,8 @@ impl Proxy {
 
     /// Turns a backend's response into the client's.
     /// `client_upgrade` is there when the request asked for an upgrade its route
-    /// allows (with the route's `upgrades`).
+    /// allows (with the route's `upgrades`); `grpc` when it is a gRPC call.
+    #[allow(clippy::too_many_arguments)]
     fn respond(
         &self,
         answer: Answer,
@@ -730,6 +732,7 @@ impl Proxy {
         client_upgrade: Option<(OnUpgrade, &Upgrades)>,
         set_cookie: Option<HeaderValue>,
         idle: Duration,
+        grpc: bool,
         trail: &mut Trail<'_>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let (resp, fields) = match answer {
@@ -755,6 +758,9 @@ impl Proxy {
                 let mut body = UpstreamBody::h2(H2Body::new(recv, lease), guard, idle);
                 if let Some(watch) = watch {
                     body.watch_grpc(watch);
+                }
+                if grpc {
+                    body.end_grpc_with_status();
                 }
                 return Ok(upstream_response(parts, body, None, set_cookie));
             }

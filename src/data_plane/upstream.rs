@@ -67,6 +67,21 @@ pub enum ConnectError {
     /// common protocol).
     #[error("TLS handshake with the backend failed: {0}")]
     Tls(#[source] std::io::Error),
+    /// An `h2c`/`h2` pool's backend did not answer the HTTP/2 preface with
+    /// HTTP/2 (an HTTP/1.1-only server, most often).
+    #[error("the backend does not speak HTTP/2: {0}")]
+    NotH2(#[source] NotH2),
+}
+
+/// What a backend of an `h2c`/`h2` pool did instead of sending its SETTINGS.
+#[derive(Debug, thiserror::Error)]
+pub enum NotH2 {
+    /// It closed the connection after the preface.
+    #[error("it closed the connection without sending SETTINGS")]
+    Closed,
+    /// It sent something that is not HTTP/2.
+    #[error("its answer to the preface is not HTTP/2 ({0})")]
+    Garbled(#[source] ::h2::Error),
 }
 
 /// What broke an exchange on a backend connection, whichever HTTP client drove

@@ -11,6 +11,8 @@ it is killed. Usage: server.py [PORT [NAME]] [--fail-percent N] [--fail-code COD
 - ServerStream: the request is a decimal count n; answers n messages `msg-<i>`.
 - ClientStream: answers `<count>:<total bytes>` of the messages it got.
 - Bidi: echoes every message as it comes, prefixed `echo:`.
+- Tagged: a bidi echo that prefixes every message with the server's name and
+  `:`, so a client can tell which backend answered each one.
 - Fail: aborts NOT_FOUND before any message (a trailers-only response) with
   trailing metadata `detail-bin`.
 - Slow: sleeps the request's decimal milliseconds, then echoes.
@@ -121,6 +123,11 @@ def bidi(request_iterator, context):
         yield b"echo:" + msg
 
 
+def tagged(request_iterator, context):
+    for msg in request_iterator:
+        yield NAME.encode() + b":" + msg
+
+
 def fail(request, context):
     context.set_trailing_metadata((("detail-bin", b"\x00\x01\xfe\xff"),))
     context.abort(grpc.StatusCode.NOT_FOUND, "no such thing: " + request.decode())
@@ -163,6 +170,7 @@ HANDLERS = {
     "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
     "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
     "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+    "Tagged": grpc.stream_stream_rpc_method_handler(tagged),
     "Fail": grpc.unary_unary_rpc_method_handler(fail),
     "Slow": grpc.unary_unary_rpc_method_handler(slow),
     "Unavailable": grpc.unary_unary_rpc_method_handler(unavailable),

@@ -24,7 +24,10 @@ use tokio::process::{Child, Command};
 
 use crate::support::{TestGateway, WAIT};
 
+mod bad_upstreams;
 mod control;
+mod long_stream;
+mod raw_h2;
 
 const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/grpc");
 

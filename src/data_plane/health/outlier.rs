@@ -55,6 +55,7 @@ impl Outcome {
             ProxyError::Connect(_)
             | ProxyError::ConnectTimeout
             | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamNotH2(_)
             | ProxyError::ResponseTimeout
             | ProxyError::Upstream(_) => Some(Outcome::Failure),
             ProxyError::NotSent(_)

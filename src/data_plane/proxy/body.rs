@@ -97,7 +97,21 @@ pin_project! {
         log: PendingLine,
         // A gRPC call whose status comes in the trailers: judged as they pass.
         grpc: Option<Box<Watch>>,
+        // A gRPC call's body: a failure after the head ends it with a gRPC
+        // status in trailers (the client cannot read a reset as one).
+        grpc_end: GrpcEnd,
     }
+}
+
+/// How a gRPC call's response body ends when the backend breaks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GrpcEnd {
+    /// Not a gRPC call: the error goes to the client's connection as it is.
+    NotGrpc,
+    /// A gRPC call still streaming.
+    Streaming,
+    /// The gateway ended it with its own status trailers: nothing follows.
+    Ended,
 }
 
 impl UpstreamBody {
@@ -137,6 +151,7 @@ impl UpstreamBody {
             idle: None,
             log: PendingLine::default(),
             grpc: None,
+            grpc_end: GrpcEnd::NotGrpc,
         };
         if body.inner.is_end_stream() {
             release(&mut body.guard, &mut body.inner);
@@ -152,6 +167,13 @@ impl UpstreamBody {
         } else {
             self.grpc = Some(watch);
         }
+    }
+
+    /// This body answers a gRPC call: if the backend breaks it after the head,
+    /// the client gets `grpc-status` 14 in trailers naming the cause, instead
+    /// of a reset stream.
+    pub(crate) fn end_grpc_with_status(&mut self) {
+        self.grpc_end = GrpcEnd::Streaming;
     }
 
     /// The connection is not pooled again after this body (its framing was suspect).
@@ -226,6 +248,9 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if *this.grpc_end == GrpcEnd::Ended {
+            return Poll::Ready(None);
+        }
         match poll_source(this.inner, this.guard, cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -254,10 +279,10 @@ impl Body for UpstreamBody {
                     tracing::debug!(backend = %guard.backend().addr(), %err, "response body cut short");
                 }
                 if let Some(watch) = this.grpc.as_mut() {
-                    watch.broken();
+                    watch.broken(*this.grpc_end == GrpcEnd::Streaming);
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(Err(err)))
+                Poll::Ready(Some(broken_end(this.grpc_end, err)))
             }
             Poll::Ready(None) => {
                 release(this.guard, this.inner);
@@ -278,16 +303,17 @@ impl Body for UpstreamBody {
                     guard.backend().count_broken_stream();
                 }
                 if let Some(watch) = this.grpc.as_mut() {
-                    watch.broken();
+                    watch.broken(*this.grpc_end == GrpcEnd::Streaming);
                 }
                 this.log.finish(false);
-                Poll::Ready(Some(Err(IdleTimeout(*this.idle_timeout).into())))
+                let err = IdleTimeout(*this.idle_timeout).into();
+                Poll::Ready(Some(broken_end(this.grpc_end, err)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.grpc_end == GrpcEnd::Ended || self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -300,6 +326,16 @@ impl Body for UpstreamBody {
             },
         }
     }
+}
+
+/// What a broken body gives the client: the error (its stream is reset), or
+/// for a gRPC call still streaming, the gateway's status trailers.
+fn broken_end(grpc: &mut GrpcEnd, err: BoxError) -> Result<Frame<Bytes>, BoxError> {
+    if *grpc != GrpcEnd::Streaming {
+        return Err(err);
+    }
+    *grpc = GrpcEnd::Ended;
+    Ok(Frame::trailers(super::grpc::cut_short_trailers(&*err)))
 }
 
 pin_project! {

@@ -9,7 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ClientFault, ResponseBody};
 use super::framing::Malformed;
-use crate::data_plane::upstream::{ConnectError, WireError};
+use crate::data_plane::upstream::{ConnectError, NotH2, WireError};
 
 /// Name of the response header that carries [`ProxyError::cause`].
 pub(crate) const ERROR_HEADER: &str = "sluicegate-error";
@@ -45,6 +45,10 @@ pub enum ProxyError {
     /// or not for the name, no common protocol): the request was not sent.
     #[error("TLS handshake with the backend failed: {0}")]
     UpstreamTls(#[source] std::io::Error),
+    /// An `h2c`/`h2` pool's backend does not speak HTTP/2 (it answered the
+    /// preface with something else): the request was not sent.
+    #[error("the backend does not speak HTTP/2: {0}")]
+    UpstreamNotH2(#[source] NotH2),
     /// The backend connection failed before the request was written (a pooled
     /// keep-alive connection the backend had just closed, or a new one whose
     /// request head could not be written): safe to retry.
@@ -87,6 +91,7 @@ impl ProxyError {
             ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
+            | ProxyError::UpstreamNotH2(_)
             | ProxyError::NotSent(_)
             | ProxyError::Upstream(_)
             | ProxyError::BadUpgrade => StatusCode::BAD_GATEWAY,
@@ -114,6 +119,7 @@ impl ProxyError {
             ProxyError::Connect(_) => "connect_failed",
             ProxyError::ConnectTimeout => "connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_failed",
+            ProxyError::UpstreamNotH2(_) => "upstream_not_h2",
             ProxyError::NotSent(_) => "connection_closed",
             ProxyError::Upstream(_) => "backend_failed",
             ProxyError::ResponseTimeout => "response_timeout",
@@ -134,6 +140,7 @@ impl ProxyError {
             ProxyError::Connect(_)
                 | ProxyError::ConnectTimeout
                 | ProxyError::UpstreamTls(_)
+                | ProxyError::UpstreamNotH2(_)
                 | ProxyError::NotSent(_)
         )
     }
@@ -220,6 +227,7 @@ impl From<ConnectError> for ProxyError {
             ConnectError::Io(err) => ProxyError::Connect(err),
             ConnectError::TimedOut => ProxyError::ConnectTimeout,
             ConnectError::Tls(err) => ProxyError::UpstreamTls(err),
+            ConnectError::NotH2(err) => ProxyError::UpstreamNotH2(err),
         }
     }
 }
@@ -259,6 +267,11 @@ mod tests {
                 ProxyError::from(ConnectError::Tls(io())),
                 502,
                 "upstream_tls_failed",
+            ),
+            (
+                ProxyError::from(ConnectError::NotH2(NotH2::Closed)),
+                502,
+                "upstream_not_h2",
             ),
             (ProxyError::BodyTooLarge { limit: 1 }, 413, "body_too_large"),
             (

@@ -268,12 +268,19 @@ impl Watch {
     }
 
     /// The body broke (reset, connection lost, idle timeout, backend removed).
-    pub(crate) fn broken(&mut self) {
+    /// `told` is true when the client is told so with `grpc-status` 14 in
+    /// trailers (the body's `end_grpc_with_status`): the call then counts as the
+    /// UNAVAILABLE the client sees, else as no status.
+    pub(crate) fn broken(&mut self, told: bool) {
         if self.judged {
             return;
         }
         self.judged = true;
-        self.count(OTHER);
+        self.count(if told {
+            Code::Unavailable.index()
+        } else {
+            OTHER
+        });
         if let Some(spec) = &self.pool.policy().outlier {
             self.pool.record(
                 spec,
@@ -334,6 +341,7 @@ pub fn code_of(err: &ProxyError) -> Code {
         | ProxyError::PauseQueueFull(_)
         | ProxyError::Connect(_)
         | ProxyError::UpstreamTls(_)
+        | ProxyError::UpstreamNotH2(_)
         | ProxyError::NotSent(_)
         | ProxyError::Upstream(_)
         | ProxyError::BadUpgrade => Code::Unavailable,
@@ -347,26 +355,58 @@ pub fn error_response(
     cause: &'static str,
     status: StatusCode,
 ) -> Response<ResponseBody> {
-    let mut message = String::with_capacity(96);
-    message.push_str("sluicegate-error=");
-    message.push_str(cause);
-    message.push_str(": ");
-    message.push_str(describe(cause));
-    message.push_str(" (HTTP ");
-    message.push_str(status.as_str());
-    message.push(')');
     let mut resp = Response::new(ResponseBody::empty());
     let headers = resp.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
+    set_status(headers, code, cause, describe(cause), status);
+    resp
+}
+
+/// The trailers that end a gRPC call whose response the backend broke after
+/// its head (reset, connection lost, silent past the route's `idle`):
+/// `grpc-status` 14 and a message naming `backend_failed` and what happened.
+/// A reset would reach the client as an opaque INTERNAL or CANCELLED.
+pub(crate) fn cut_short_trailers(err: &(dyn std::error::Error + 'static)) -> HeaderMap {
+    let mut what = String::with_capacity(96);
+    what.push_str("the backend's response was cut short: ");
+    what.push_str(&err.to_string());
+    let mut trailers = HeaderMap::with_capacity(3);
+    let cause = "backend_failed";
+    set_status(
+        &mut trailers,
+        Code::Unavailable,
+        cause,
+        &what,
+        StatusCode::BAD_GATEWAY,
+    );
+    trailers
+}
+
+/// `grpc-status`, `grpc-message` (`sluicegate-error=<cause>: <what> (HTTP
+/// <status>)`) and the `sluicegate-error` field.
+fn set_status(
+    headers: &mut HeaderMap,
+    code: Code,
+    cause: &'static str,
+    what: &str,
+    status: StatusCode,
+) {
+    let mut message = String::with_capacity(64 + what.len());
+    message.push_str("sluicegate-error=");
+    message.push_str(cause);
+    message.push_str(": ");
+    message.push_str(what);
+    message.push_str(" (HTTP ");
+    message.push_str(status.as_str());
+    message.push(')');
     headers.insert(GRPC_STATUS, HeaderValue::from_static(code.value()));
     if let Ok(value) = HeaderValue::from_str(&percent_encode(&message)) {
         headers.insert(GRPC_MESSAGE, value);
     }
     headers.insert(ERROR_HEADER, HeaderValue::from_static(cause));
-    resp
 }
 
 /// A few words on a cause, for people reading `grpc-message`.
@@ -377,6 +417,9 @@ fn describe(cause: &str) -> &'static str {
         "connect_failed" => "connecting to the backend failed",
         "connect_timeout" => "connecting to the backend timed out",
         "upstream_tls_failed" => "the TLS handshake with the backend failed",
+        "upstream_not_h2" => {
+            "the backend does not speak HTTP/2 (its pool says protocol = \"h2c\" or \"h2\")"
+        }
         "connection_closed" => "the backend connection closed before the call was sent",
         "backend_failed" => "the backend failed while answering",
         "response_timeout" => {
@@ -573,7 +616,7 @@ mod tests {
         w.trailers(&HeaderMap::new());
         // Judged once: the end of the body after its trailers adds nothing.
         w.ended();
-        w.broken();
+        w.broken(true);
         assert!(
             !backend.state.is_eligible(),
             "third failure in a row ejects"

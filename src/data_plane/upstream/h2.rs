@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{BoxError, RequestBody};
-use super::ConnectError;
+use super::{ConnectError, NotH2};
 use crate::control_plane::config::spec::H2Spec;
 use crate::data_plane::tls::upstream::UpstreamTls;
 
@@ -115,9 +115,11 @@ pub(crate) enum H2SendError {
     Failed(#[from] h2::Error),
 }
 
-/// Whether `err` says the backend never processed the stream (RFC 9113 §8.7).
+/// Whether `err` says the backend never processed the stream (RFC 9113 §8.7):
+/// only the backend's own word (`REFUSED_STREAM`, a GOAWAY) says so; a reset
+/// h2 made on the gateway's side is no proof that the backend left it alone.
 pub(crate) fn unprocessed(err: &h2::Error) -> bool {
-    err.reason() == Some(Reason::REFUSED_STREAM) || (err.is_go_away() && err.is_remote())
+    err.is_remote() && (err.reason() == Some(Reason::REFUSED_STREAM) || err.is_go_away())
 }
 
 /// The multiplexed HTTP/2 connections to one backend.
@@ -395,15 +397,31 @@ impl H2Pool {
             Ok(Ok(true)) => Ok(conn),
             Ok(_) => {
                 conn.drain();
-                Err(ConnectError::Io(std::io::Error::other(
-                    "the HTTP/2 connection failed before the backend's SETTINGS (does it speak HTTP/2?)",
-                )))
+                // The connection's own error says why (it is over: at once).
+                let why = tokio::time::timeout_at(deadline, conn.send.clone().ready())
+                    .await
+                    .ok()
+                    .and_then(Result::err);
+                Err(before_settings(why))
             }
             Err(_) => {
                 conn.drain();
                 Err(ConnectError::TimedOut)
             }
         }
+    }
+}
+
+/// Why a new connection failed before the backend's SETTINGS, which an
+/// HTTP/2 server sends first (RFC 9113 §3.4): an answer the gateway could not
+/// read as HTTP/2 (an HTTP/1.1 server's `400` reads as an oversized frame), or
+/// the connection closed after the preface (hyper's HTTP/1 server does that).
+fn before_settings(why: Option<h2::Error>) -> ConnectError {
+    match why {
+        Some(err) if err.is_library() && err.is_go_away() => {
+            ConnectError::NotH2(NotH2::Garbled(err))
+        }
+        _ => ConnectError::NotH2(NotH2::Closed),
     }
 }
 
