@@ -21,6 +21,7 @@ mod health;
 mod limits;
 mod listen;
 mod log;
+mod mirror;
 mod pool;
 mod protect;
 mod route;
@@ -32,7 +33,8 @@ pub use api::{
     validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
     ApiMaintenance, ApiPause,
 };
-pub use discovery::{pool_name, weight};
+pub use discovery::{pool_name, route_name, weight};
+pub use mirror::{mirror_percent, validate_mirror};
 pub use pool::protocol_value;
 pub(super) use values::key_path;
 pub use values::too_long;
