@@ -280,17 +280,30 @@ impl Job {
         } = self;
         let started = Instant::now();
         let mut answered = None;
-        let sent =
-            tokio::time::timeout(timeout, exchange(&pool, key, head, timeout, &mut answered));
-        let ended = sent.await;
+        let ended = {
+            let sent =
+                tokio::time::timeout(timeout, exchange(&pool, key, head, timeout, &mut answered));
+            // A cut copy ends at once: its connection may be stuck on a mirror
+            // that stopped reading, and would not poll the body to learn it.
+            let cut_now = async {
+                match &cut {
+                    Some(cut) => cut.cut().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                ended = sent => Some(ended),
+                () = cut_now => None,
+            }
+        };
         let cut_reason = cut.as_ref().and_then(|c| c.reason());
         let outcome = match (answered, ended) {
             // An answer counts even when discarding its body ran out of time.
             (Some((status, _)), _) => Outcome::Answered(status),
-            (None, Err(_)) => Outcome::Timeout,
-            (None, Ok(Err(Failed::NoBackend))) => Outcome::NoBackend,
-            (None, Ok(Err(Failed::Connect))) => Outcome::Error,
-            (None, Ok(Err(Failed::Wire) | Ok(()))) => match cut_reason {
+            (None, Some(Err(_))) => Outcome::Timeout,
+            (None, Some(Ok(Err(Failed::NoBackend)))) => Outcome::NoBackend,
+            (None, Some(Ok(Err(Failed::Connect)))) => Outcome::Error,
+            (None, None | Some(Ok(Err(Failed::Wire) | Ok(())))) => match cut_reason {
                 Some(CutReason::TooLarge) => Outcome::TooLarge,
                 Some(CutReason::Lagged) => Outcome::Lagged,
                 Some(CutReason::Abandoned) => Outcome::Abandoned,

@@ -55,6 +55,8 @@ pub(crate) const DIRECTION_DOWN: &str = "down";
 
 /// `mirror_requests_total{pool,outcome}`: mirrored copies, by what became of them.
 pub(crate) const MIRROR_REQUESTS: &str = "sluicegate_mirror_requests_total";
+/// `mirror_inflight`: mirrored copies in flight, gateway-wide.
+pub(crate) const MIRROR_INFLIGHT: &str = "sluicegate_mirror_inflight";
 /// `mirror_request_duration_seconds{pool}`: a copy's send to its answer's head.
 pub(crate) const MIRROR_DURATION: &str = "sluicegate_mirror_request_duration_seconds";
 
@@ -167,6 +169,7 @@ pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
     (MIRROR_REQUESTS, Kind::Counter, "Copies of requests sent to a route's mirror pool (shadow traffic), by outcome: the mirror's status class (1xx..5xx), error, timeout or no_backend; or why no copy (or only part of one) went: dropped (the cap of copies in flight), too_large (the body passed the mirror's max_body), lagged (the mirror was slower than the primary), abandoned (the client's body failed). The primary's answer is never affected."),
     (MIRROR_DURATION, Kind::Histogram, "Time from a mirrored copy's start to its answer's head, per mirror pool (answered copies only; the copy's timeout bounds it)."),
+    (MIRROR_INFLIGHT, Kind::Gauge, "Mirrored copies in flight now, gateway-wide (at most 256; beyond, copies are dropped). Sampled at scrape."),
     (TASK_EXITS, Kind::Counter, "Background tasks (controller, rollout_manager, discovery, probes, admin, reload, metrics_upkeep) that ended while the gateway ran; /readyz answers 503 naming them."),
 ];
 
@@ -206,7 +209,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 21);
+        assert_eq!(HELP.len(), 22);
     }
 
     #[test]

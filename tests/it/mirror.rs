@@ -134,7 +134,28 @@ async fn mirrored(gw: &LiveGateway, pool: &str, outcome: &str) -> u64 {
         .sum()
 }
 
-/// Waits (bounded by `limit`) until `done` holds for the metric.
+/// Waits (bounded) until no mirrored copy is in flight (`sluicegate_mirror_inflight`).
+async fn until_no_copies(gw: &LiveGateway) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = gw.api(Method::GET, "/metrics", None).await;
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        let inflight = text
+            .lines()
+            .find_map(|l| l.strip_prefix("sluicegate_mirror_inflight "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if inflight == Some(0.0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "copies in flight: {inflight:?} after {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (bounded by `limit`) until the metric reaches `n`.
 async fn until_mirrored(gw: &LiveGateway, pool: &str, outcome: &str, n: u64, limit: Duration) {
     let deadline = Instant::now() + limit;
     loop {
@@ -244,6 +265,9 @@ async fn a_hanging_absent_or_failing_mirror_changes_no_primary_answer() {
     let mut rss_max = rss_start;
     for _round in 0..2 {
         set_mirror(&gw, None).await;
+        // The hanging copies of the previous phase end first (their 5 s timeout):
+        // the phase without a mirror is measured without them.
+        until_no_copies(&gw).await;
         let from = Instant::now();
         load.wait_answers(from, PHASE, Duration::from_secs(60))
             .await;
@@ -259,9 +283,14 @@ async fn a_hanging_absent_or_failing_mirror_changes_no_primary_answer() {
         with_hang.push((from, Instant::now()));
         rss_max = rss_max.max(rss_kib().0);
     }
-    // The cap of copies in flight was reached: more copies were dropped than sent.
+    // The cap of copies in flight was reached: the copies beyond it were
+    // dropped and counted.
     until_mirrored(&gw, "hang", "dropped", 1, WAIT).await;
 
+    // The hanging copies hold every slot until their timeout: the next mirrors
+    // start once they ended.
+    set_mirror(&gw, None).await;
+    until_no_copies(&gw).await;
     set_mirror(&gw, Some(r#"{"pool": "absent", "percent": 100}"#)).await;
     let from = Instant::now();
     load.wait_answers(from, PHASE / 2, Duration::from_secs(60))
@@ -541,4 +570,63 @@ async fn api_set_and_clear_persist_across_a_restart() {
     );
     gw.reload(&without_green).await;
     assert!(gw.state().await.routes[0].mirror.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_that_stops_reading_is_cut_and_the_primary_upload_goes_on() {
+    let blue = agents("blue", "v1", 1).await;
+    let hang = hanging().await;
+    // A bound far above the body: only the mirror's lag can cut the copy.
+    let mirror = r#"mirror = { pool = "hang", percent = 100, max_body = "1GiB", timeout = "60s" }"#;
+    let body = pools_text(&backends(&blue), &[("hang", hang)], mirror);
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    // Far more than the loopback socket buffers the copy's connection can fill.
+    const LEN: usize = 64 << 20;
+    let started = Instant::now();
+    let r = post(gw.addr, LEN).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json()["body_bytes"],
+        LEN,
+        "the primary got the whole body"
+    );
+    until_mirrored(&gw, "hang", "lagged", 1, WAIT).await;
+    // The same upload with the mirror set to 0 % (an override), for comparison.
+    set_mirror(&gw, Some(r#"{"pool": "hang", "percent": 0}"#)).await;
+    let started = Instant::now();
+    let r = post(gw.addr, LEN).await;
+    let alone = started.elapsed();
+    assert_eq!(r.status, 200);
+    println!(
+        "mirror lag: a {} MiB POST with a mirror that never reads: primary 200 in {took:?} \
+         (copy cut as lagged); the same POST with the mirror at 0 %: {alone:?}",
+        LEN >> 20
+    );
+}
+
+#[tokio::test]
+async fn copies_go_to_an_h2c_mirror_pool() {
+    let blue = agents("blue", "v1", 1).await;
+    let shadow = agents("shadow", "v2", 1).await;
+    let body = format!(
+        "[[pools]]\nname = \"blue\"\nbackends = {}\n\
+         [[pools]]\nname = \"shadow\"\nprotocol = \"h2c\"\nbackends = {}\n\
+         [[routes]]\nname = \"agents\"\nsplit = [{{ pool = \"blue\", weight = 1 }}]\n\
+         mirror = {{ pool = \"shadow\", percent = 100 }}\n",
+        backends(&blue),
+        backends(&shadow)
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    for i in 0..20 {
+        let r = if i % 4 == 0 {
+            post(gw.addr, 1000).await
+        } else {
+            crate::support::get(gw.addr, "/", &[]).await
+        };
+        assert_eq!(r.status, 200);
+        assert_eq!(r.agent(), "blue-1");
+    }
+    until_mirrored(&gw, "shadow", "2xx", 20, WAIT).await;
+    assert_eq!(shadow[0].requests(), 20);
 }

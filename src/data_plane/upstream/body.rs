@@ -97,9 +97,14 @@ impl RequestBody {
 /// these (shared with the primary's frames) and nothing more.
 pub(crate) const TEE_FRAMES: usize = 8;
 
-/// Why a mirror's copy of a body was let go (0: it was not).
+/// Why a mirror's copy of a body was let go (0: it was not), and the signal
+/// that it was: a copy whose connection is stuck (a mirror that stopped reading)
+/// would never poll its body again to learn it.
 #[derive(Debug, Default)]
-pub(crate) struct Cut(AtomicU8);
+pub(crate) struct Cut {
+    reason: AtomicU8,
+    signal: Notify,
+}
 
 /// [`Cut`]'s values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,14 +125,24 @@ impl Cut {
             CutReason::Abandoned => 3,
         };
         // The first reason stays.
-        let _ = self
-            .0
-            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire);
+        let first = self
+            .reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            // A permit if the copy does not wait yet.
+            self.signal.notify_one();
+        }
+    }
+
+    /// Returns once the copy was let go.
+    pub(crate) async fn cut(&self) {
+        self.signal.notified().await;
     }
 
     /// Why the copy was cut, if it was.
     pub(crate) fn reason(&self) -> Option<CutReason> {
-        match self.0.load(Ordering::Acquire) {
+        match self.reason.load(Ordering::Acquire) {
             1 => Some(CutReason::TooLarge),
             2 => Some(CutReason::Lagged),
             3 => Some(CutReason::Abandoned),
@@ -485,4 +500,64 @@ pub(crate) fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Frame<Bytes> {
+        Frame::data(Bytes::from(vec![b'x'; n]))
+    }
+
+    async fn next(body: &mut MirrorBody) -> Option<Result<Frame<Bytes>, BoxError>> {
+        std::future::poll_fn(|cx| body.poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_tee_passes_frames_and_the_end_of_a_body_within_the_bound() {
+        let (mut tee, mut body) = Tee::new(10);
+        assert!(tee.offer(&data(4)));
+        assert!(tee.offer(&data(6)));
+        tee.end();
+        for len in [4, 6] {
+            let frame = next(&mut body).await.expect("frame").expect("data");
+            assert_eq!(frame.data_ref().map(Bytes::len), Some(len));
+        }
+        assert!(next(&mut body).await.is_none(), "a clean end");
+        assert_eq!(body.cut().reason(), None);
+    }
+
+    #[tokio::test]
+    async fn a_tee_lets_go_past_the_bound_and_the_copy_ends_in_an_error() {
+        let (mut tee, mut body) = Tee::new(10);
+        assert!(tee.offer(&data(10)));
+        assert!(!tee.offer(&data(1)));
+        drop(tee);
+        assert!(next(&mut body).await.expect("frame").is_ok());
+        assert!(next(&mut body).await.expect("an error").is_err());
+        assert_eq!(body.cut().reason(), Some(CutReason::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_tee_never_waits_for_a_copy_that_does_not_read() {
+        let (mut tee, body) = Tee::new(u64::MAX);
+        for _ in 0..TEE_FRAMES {
+            assert!(tee.offer(&data(1)));
+        }
+        // The channel is full: the next frame lets the copy go at once.
+        assert!(!tee.offer(&data(1)));
+        drop(tee);
+        assert_eq!(body.cut().reason(), Some(CutReason::Lagged));
+    }
+
+    #[tokio::test]
+    async fn a_tee_dropped_before_the_end_cuts_the_copy() {
+        let (mut tee, mut body) = Tee::new(100);
+        assert!(tee.offer(&data(1)));
+        drop(tee);
+        assert!(next(&mut body).await.expect("frame").is_ok());
+        assert!(next(&mut body).await.expect("an error").is_err());
+        assert_eq!(body.cut().reason(), Some(CutReason::Abandoned));
+    }
 }
