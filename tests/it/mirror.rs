@@ -630,3 +630,62 @@ async fn copies_go_to_an_h2c_mirror_pool() {
     until_mirrored(&gw, "shadow", "2xx", 20, WAIT).await;
     assert_eq!(shadow[0].requests(), 20);
 }
+
+#[tokio::test]
+async fn ctl_mirror_sets_shows_and_resets_through_the_binary() {
+    use crate::admin_cli::{cli, text};
+    let blue = agents("blue", "v1", 1).await;
+    let (green, _) = recorder(200).await;
+    let body = pools_text(&backends(&blue), &[("green", green)], "");
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let url = format!("http://{}", gw.admin);
+    let run = |args: &[&str]| {
+        let mut all = vec!["ctl", "--admin", url.as_str()];
+        all.extend_from_slice(args);
+        let all: Vec<String> = all.into_iter().map(str::to_owned).collect();
+        async move {
+            let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+            cli(&refs, &[]).await
+        }
+    };
+    let out = run(&[
+        "mirror",
+        "agents",
+        "--to",
+        "green",
+        "--percent",
+        "10",
+        "--timeout",
+        "2s",
+    ])
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(
+        said.contains("mirrors 10% of its requests to pool green"),
+        "{said}"
+    );
+    let out = run(&["status"]).await;
+    let said = text(&out.stdout);
+    assert!(said.contains("MIRROR 10% -> green (api)"), "{said}");
+    let out = run(&["mirror", "agents", "--to", "green", "--percent", "101"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("percent"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["mirror", "agents", "--reset"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("no mirror"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(&["status"]).await;
+    assert!(
+        !text(&out.stdout).contains("MIRROR"),
+        "{}",
+        text(&out.stdout)
+    );
+}
