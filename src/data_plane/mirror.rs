@@ -1,13 +1,13 @@
 //! Shadow traffic: a copy of a sampled share of a route's requests goes to the
 //! route's mirror pool, fire and forget.
 //!
-//! The request path decides in [`Mirror::start`] (a few atomics; nothing at all
+//! The request path decides in `Mirror::start` (a few atomics; nothing at all
 //! on a route without a mirror): whether this request is one of the sampled,
 //! whether its declared body fits the mirror's `max_body`, and whether one of the
 //! gateway-wide [`MAX_INFLIGHT`] slots is free. Then it copies the head, spawns
 //! the copy's task and goes on with the primary, which never waits for the copy.
 //! A body is teed frame by frame as it goes to the primary
-//! ([`crate::data_plane::upstream::body::Tee`]): never buffered, never waited on;
+//! (`upstream::body::Tee`): never buffered, never waited on;
 //! the copy is cut when it passes `max_body` or falls behind.
 //!
 //! The copy's task picks a backend of the mirror pool (the pool's balancer and
@@ -19,7 +19,7 @@
 //! backend's in-flight count sees the copy while it runs.
 //!
 //! What a copy can cost the primary is bounded: one slot of [`MAX_INFLIGHT`], the
-//! copied head, and at most [`TEE_FRAMES`] frames (shared with the primary's, not
+//! copied head, and at most `TEE_FRAMES` (8) frames (shared with the primary's, not
 //! copied) in its channel; a mirror that is missing, down, slow or hanging holds
 //! its slot until its `timeout`, and beyond the cap new copies are dropped and
 //! counted.
@@ -34,8 +34,6 @@ use tokio::time::Instant;
 
 use crate::control_plane::config::spec::MirrorSpec;
 use crate::data_plane::snapshot::{Pool, Tried};
-#[cfg(doc)]
-use crate::data_plane::upstream::body::TEE_FRAMES;
 use crate::data_plane::upstream::body::{Cut, CutReason, RequestBody, Tee};
 use crate::data_plane::upstream::h2 as up_h2;
 use crate::metrics::{MirrorMetrics, Registrar};

@@ -182,7 +182,7 @@ impl MirrorMetrics {
         }
     }
 
-    /// Counts one copy with outcome `index` (into [`names::MIRROR_OUTCOMES`]);
+    /// Counts one copy with outcome `index` (into `names::MIRROR_OUTCOMES`);
     /// `answered_in` is the time to the answer's head, when it answered.
     pub fn record(&self, index: usize, answered_in: Option<Duration>) {
         let Some(slot) = self.outcomes.get(index) else {
