@@ -87,6 +87,7 @@ fn spec_with_routes(n: usize) -> Spec {
             limits: Default::default(),
             pause: None,
             maintenance: None,
+            mirror: None,
         })
         .collect();
     routes.push(RouteSpec {
@@ -108,6 +109,7 @@ fn spec_with_routes(n: usize) -> Spec {
         limits: Default::default(),
         pause: None,
         maintenance: None,
+        mirror: None,
     });
     Spec {
         listen: ListenSpec {

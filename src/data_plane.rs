@@ -17,6 +17,7 @@ pub mod health;
 pub mod http1;
 pub mod limits;
 pub mod log_limit;
+pub mod mirror;
 pub(crate) mod pool_stats;
 pub mod proxy;
 pub mod route;

@@ -45,7 +45,7 @@ use metrics_util::MetricKindMask;
 use tokio_util::sync::CancellationToken;
 
 pub use gauges::ConnectionGuard;
-pub use handles::{BackendMetrics, ClassCounters, PairMetrics, Registrar};
+pub use handles::{BackendMetrics, ClassCounters, MirrorMetrics, PairMetrics, Registrar};
 use names::Kind;
 
 use crate::data_plane::snapshot::Snapshot;
@@ -96,6 +96,11 @@ impl Exporter {
         let recorder = PrometheusBuilder::new()
             .set_buckets_for_metric(
                 Matcher::Full(names::REQUEST_DURATION.to_owned()),
+                names::DURATION_BUCKETS,
+            )
+            .map_err(|e| MetricsError::Build(e.to_string()))?
+            .set_buckets_for_metric(
+                Matcher::Full(names::MIRROR_DURATION.to_owned()),
                 names::DURATION_BUCKETS,
             )
             .map_err(|e| MetricsError::Build(e.to_string()))?

@@ -99,6 +99,8 @@ pub struct DiscoveredBackend {
     pub health_path: Option<Arc<str>>,
     /// `sluicegate.protocol`, if given.
     pub protocol: Option<crate::control_plane::config::spec::Protocol>,
+    /// `sluicegate.mirror.*`, if given: the pool mirrors that route.
+    pub mirror: Option<labels::MirrorLabel>,
     /// The network whose IP `addr` is.
     pub network: Arc<str>,
 }

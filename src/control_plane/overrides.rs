@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, MaintenanceSpec, PauseSpec, PoolName, RouteName, Source, Spec, SplitSpec,
+    BackendSpec, MaintenanceSpec, MirrorSpec, PauseSpec, PoolName, RouteName, Source, Spec,
+    SplitSpec,
 };
 use crate::control_plane::rollout_record::Rollout;
 
@@ -57,6 +58,9 @@ pub struct Overrides {
     pauses: BTreeMap<RouteName, PauseSpec>,
     /// Routes in maintenance (`ctl maintenance`).
     maintenance: BTreeMap<RouteName, MaintenanceSpec>,
+    /// Mirrors set through the API (`ctl mirror`); they win over the file's and
+    /// the labels' (percent 0 stops theirs).
+    mirrors: BTreeMap<RouteName, MirrorSpec>,
 }
 
 /// An override that no longer applies, and why (logged, shown by `plan`).
@@ -83,6 +87,23 @@ impl Overrides {
             && self.rollouts.is_empty()
             && self.pauses.is_empty()
             && self.maintenance.is_empty()
+            && self.mirrors.is_empty()
+    }
+
+    /// Mirrors set through the API.
+    pub fn mirrors(&self) -> &BTreeMap<RouteName, MirrorSpec> {
+        &self.mirrors
+    }
+
+    /// Sets `route`'s mirror (the caller checked the route and the pool exist).
+    pub fn set_mirror(&mut self, route: RouteName, mirror: MirrorSpec) {
+        self.mirrors.insert(route, mirror);
+    }
+
+    /// Removes `route`'s mirror override (back to the file's or the labels');
+    /// false when there was none.
+    pub fn clear_mirror(&mut self, route: &RouteName) -> bool {
+        self.mirrors.remove(route).is_some()
     }
 
     /// Paused routes.
@@ -302,6 +323,19 @@ impl Overrides {
             });
         }
 
+        self.mirrors.retain(|route, m| {
+            let what = format!("mirror of route {route}");
+            let why = if !file.routes.iter().any(|f| &f.name == route) {
+                "the route is no longer in the file".to_owned()
+            } else if pool_of(&m.pool).is_none() {
+                format!("pool {} is no longer in the file", m.pool)
+            } else {
+                return true;
+            };
+            dropped.push(Dropped { what, why });
+            false
+        });
+
         let backends = &self.backends;
         self.drains.retain(|key| {
             let (pool, addr) = key;
@@ -328,6 +362,9 @@ impl Overrides {
             }
             route.pause = self.pauses.get(&route.name).cloned();
             route.maintenance = self.maintenance.get(&route.name).cloned();
+            if let Some(mirror) = self.mirrors.get(&route.name) {
+                route.mirror = Some(mirror.clone());
+            }
         }
         for pool in &mut spec.pools {
             let registered = self.backends.iter().filter(|((p, _), _)| *p == pool.name);

@@ -11,7 +11,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::control_plane::config::spec::{BackendSpec, PoolSpec, RouteSpec, Spec, SplitSpec};
+use crate::control_plane::config::spec::{
+    BackendSpec, MirrorSpec, PoolSpec, RouteSpec, Spec, SplitSpec,
+};
 use crate::control_plane::overrides::Overrides;
 
 /// The whole plan.
@@ -183,6 +185,10 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<PlanItem> {
                     let detail = format!("{} → {}", show(&o.split), show(&r.split));
                     push(Op::Change, format!("split {}", r.name), detail);
                 }
+                if o.mirror != r.mirror {
+                    let detail = format!("{} → {}", show_mirror(&o.mirror), show_mirror(&r.mirror));
+                    push(Op::Change, format!("mirror {}", r.name), detail);
+                }
                 let what = route_changes(o, r);
                 if !what.is_empty() {
                     push(Op::Change, format!("route {}", r.name), what.join(", "));
@@ -209,6 +215,20 @@ pub fn diff(old: &Spec, new: &Spec) -> Vec<PlanItem> {
         }
     }
     out
+}
+
+/// `green 10% (max_body 1048576, timeout 10s)`, or `none`.
+fn show_mirror(m: &Option<MirrorSpec>) -> String {
+    match m {
+        None => "none".into(),
+        Some(m) => format!(
+            "{} {}% (max_body {}, timeout {})",
+            m.pool,
+            m.percent,
+            m.max_body,
+            humantime::format_duration(m.timeout)
+        ),
+    }
 }
 
 fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {

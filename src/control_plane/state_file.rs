@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::control_plane::config::raw::RawDuration;
+use crate::control_plane::config::raw::{RawDuration, RawMirror, RawSize};
 use crate::control_plane::config::spec::{PoolName, RouteName, Spec};
 use crate::control_plane::config::validate::{
-    validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
-    ApiMaintenance, ApiPause,
+    validate_backend, validate_maintenance, validate_mirror, validate_pause, validate_split,
+    ApiBackend, ApiMaintenance, ApiPause,
 };
 use crate::control_plane::overrides::{Dropped, Overrides};
 use crate::control_plane::rollout_record::Rollout;
@@ -54,6 +54,21 @@ pub(crate) struct Persisted {
     /// Routes in maintenance (written only when there is one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<PersistedMaintenance>,
+    /// Mirrors set through the API (written only when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<PersistedMirror>,
+}
+
+/// A route's mirror, as `PUT …/mirror` took it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedMirror {
+    pub route: String,
+    pub pool: String,
+    pub percent: i64,
+    /// Bytes.
+    pub max_body: i64,
+    pub timeout: String,
 }
 
 /// A paused route, as `POST …/pause` took it.
@@ -181,6 +196,17 @@ impl Persisted {
                     route: route.to_string(),
                     message: m.message.clone(),
                     retry_after: i64::from(m.retry_after),
+                })
+                .collect(),
+            mirrors: overrides
+                .mirrors()
+                .iter()
+                .map(|(route, m)| PersistedMirror {
+                    route: route.to_string(),
+                    pool: m.pool.to_string(),
+                    percent: i64::from(m.percent),
+                    max_body: i64::try_from(m.max_body).unwrap_or(i64::MAX),
+                    timeout: humantime::format_duration(m.timeout).to_string(),
                 })
                 .collect(),
         }
@@ -326,6 +352,22 @@ pub(crate) fn restore(
             Ok(spec) => overrides.set_maintenance(RouteName(m.route.as_str().into()), spec),
             Err(errors) => skipped.push(Dropped {
                 what: format!("maintenance of route {}", m.route),
+                why: errors.to_string().replace('\n', "; "),
+            }),
+        }
+    }
+    let pools: Vec<&str> = file.pools.iter().map(|p| p.name.as_str()).collect();
+    for m in &persisted.mirrors {
+        let raw = RawMirror {
+            pool: Some(m.pool.clone()),
+            percent: Some(m.percent),
+            max_body: Some(RawSize::Bytes(m.max_body)),
+            timeout: Some(RawDuration(m.timeout.clone())),
+        };
+        match validate_mirror(&raw, &pools) {
+            Ok(spec) => overrides.set_mirror(RouteName(m.route.as_str().into()), spec),
+            Err(errors) => skipped.push(Dropped {
+                what: format!("mirror of route {}", m.route),
                 why: errors.to_string().replace('\n', "; "),
             }),
         }

@@ -520,8 +520,23 @@ impl Proxy {
         }
         // Whichever client sends it: a bodiless head can be sent again.
         let replayable = route.retries > 0 && plain && is_idempotent(&parts.method);
-        let (body, upload) =
+        // A copy for the route's mirror (never of an upgrade): started here, on
+        // its own task; the body, if any, is teed as it goes to the primary.
+        let tee = match &route.mirror {
+            Some(mirror) if !upgrade && mirror.sample() => {
+                mirror.start(&parts, !bodiless, client.addr.ip(), |fields| {
+                    if !forwarding_in_map {
+                        forwarding.apply(fields);
+                    }
+                })
+            }
+            _ => None,
+        };
+        let (mut body, upload) =
             RequestBody::client(body, route.max_request_body, route.timeouts.client_body);
+        if let Some(tee) = tee {
+            body.tee(tee);
+        }
         let req = Request::from_parts(parts, body);
         let plan = Prepared {
             route,
@@ -1137,7 +1152,7 @@ async fn send_h2(
                 ))
             }
         };
-        let head = h2_head(&parts, pool.scheme(), backend.addr);
+        let head = up_h2::head(&parts, pool.scheme(), backend.addr);
         let end = http_body::Body::is_end_stream(&body);
         opens += 1;
         let (answer, stream) = match up_h2::open(&lease, head, end).await {
@@ -1268,45 +1283,6 @@ async fn wait_h2(
             }
         }
     }
-}
-
-/// The head of an HTTP/2 request to a backend: the absolute target (`:scheme`,
-/// `:authority` from Host, else the backend's address), the fields without Host
-/// and any transfer coding (HTTP/2 frames bodies itself).
-fn h2_head(parts: &http::request::Parts, scheme: &'static str, addr: SocketAddr) -> Request<()> {
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let from_host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
-    let build = |authority: http::uri::Authority| {
-        Uri::builder()
-            .scheme(scheme)
-            .authority(authority)
-            .path_and_query(path.clone())
-            .build()
-    };
-    let uri = from_host
-        .and_then(|a| build(a).ok())
-        .or_else(|| {
-            http::uri::Authority::try_from(addr.to_string())
-                .ok()
-                .and_then(|a| build(a).ok())
-        })
-        .unwrap_or_else(|| Uri::from(path.clone()));
-    let mut head = Request::new(());
-    *head.method_mut() = parts.method.clone();
-    *head.uri_mut() = uri;
-    *head.version_mut() = Version::HTTP_2;
-    let mut fields = parts.headers.clone();
-    fields.remove(header::HOST);
-    fields.remove(header::TRANSFER_ENCODING);
-    *head.headers_mut() = fields;
-    head
 }
 
 /// The request's host: the URI authority (HTTP/2, absolute-form), else the Host

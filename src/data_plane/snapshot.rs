@@ -27,6 +27,7 @@ use crate::data_plane::gate::{Gate, MaintenancePage, Pause};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
 use crate::data_plane::limits::rate::RateTable;
 use crate::data_plane::limits::Refusals;
+use crate::data_plane::mirror::{Mirror, Slots};
 use crate::data_plane::route::{self, RequestView, RouteIndex};
 use crate::data_plane::sessions::SessionTable;
 use crate::data_plane::split::{cookie_value, Split};
@@ -49,6 +50,8 @@ pub struct Snapshot {
     /// Whether any route has a [`Gate`] (paused or in maintenance): only then
     /// does a request look for one.
     gated: bool,
+    /// Mirrored copies in flight, gateway-wide (passed from snapshot to snapshot).
+    mirror_slots: Arc<Slots>,
 }
 
 /// A route as the request path sees it.
@@ -73,6 +76,9 @@ pub struct Route {
     pub rate: Option<Arc<RateTable>>,
     /// Paused or in maintenance (admin overrides; see `gate`).
     pub gate: Option<Gate>,
+    /// Shadow traffic to another pool (see `mirror`); `None` when the route has
+    /// none or copies 0 %.
+    pub mirror: Option<Mirror>,
 }
 
 /// A pool as the request path sees it.
@@ -195,6 +201,8 @@ impl Snapshot {
         let routes_before: HashMap<&RouteName, &Route> = previous
             .map(|s| s.routes.iter().map(|r| (&r.name, r)).collect())
             .unwrap_or_default();
+        // Copies in flight are counted gateway-wide, across snapshots.
+        let mirror_slots = previous.map_or_else(Arc::default, |s| Arc::clone(&s.mirror_slots));
         let order = route::precedence_order(spec.routes.iter().map(|r| &r.matcher));
         let index = RouteIndex::build(order.iter().map(|&i| &spec.routes[i].matcher));
         let routes = order
@@ -214,8 +222,18 @@ impl Snapshot {
                     .and_then(|s| s.learn.as_ref())
                     .map(|learn| sessions_for(&r.name, learn));
                 let gate = gate_of(r, previous, spec.maintenance.html.as_deref());
+                let mirror = r.mirror.as_ref().filter(|m| m.percent > 0).and_then(|m| {
+                    let pool = by_name.get(&m.pool)?;
+                    Some(Mirror::new(
+                        m,
+                        Arc::clone(pool),
+                        Arc::clone(&mirror_slots),
+                        reg,
+                    ))
+                });
                 Route {
                     gate,
+                    mirror,
                     name: r.name.clone(),
                     matcher: r.matcher.clone(),
                     split: Split::new(split, sticky.and_then(|s| s.cookie.clone()))
@@ -242,6 +260,7 @@ impl Snapshot {
         let gated = routes.iter().any(|r| r.gate.is_some());
         Snapshot {
             gated,
+            mirror_slots,
             routes,
             index,
             pools: pools.into(),
@@ -260,6 +279,11 @@ impl Snapshot {
             route::matches_beyond_host(&routes[i].matcher, req)
         })?;
         routes.get(i)
+    }
+
+    /// Mirrored copies in flight now, gateway-wide.
+    pub fn mirror_inflight(&self) -> usize {
+        self.mirror_slots.inflight()
     }
 
     /// Whether any route is paused or in maintenance.

@@ -62,6 +62,7 @@ pub(super) fn sample(snapshot: &Snapshot, recording: &Recording) {
     metrics::gauge!(names::BUILD_INFO, label::VERSION => env!("CARGO_PKG_VERSION")).set(1.0);
     let open = recording.open_connections.load(Ordering::Relaxed);
     metrics::gauge!(names::ACTIVE_CONNECTIONS).set(open as f64);
+    metrics::gauge!(names::MIRROR_INFLIGHT).set(snapshot.mirror_inflight() as f64);
     for pool in snapshot.pools() {
         let pool_name = pool.name.as_str().to_owned();
         for backend in pool.backends() {

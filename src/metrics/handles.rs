@@ -186,6 +186,54 @@ impl ClassCounters {
     }
 }
 
+/// The series of one mirror pool: a counter per outcome (registered on first
+/// use) and the answers' duration histogram (registered at once, so a silent
+/// mirror shows at 0).
+#[derive(Debug)]
+pub struct MirrorMetrics {
+    reg: Registrar,
+    pool: SharedString,
+    outcomes: [OnceLock<Counter>; names::MIRROR_OUTCOMES.len()],
+    duration: Histogram,
+}
+
+impl MirrorMetrics {
+    /// Handles for the mirror pool `pool`.
+    pub fn new(reg: Registrar, pool: &Arc<str>) -> Self {
+        let pool: SharedString = Arc::clone(pool).into();
+        let duration = reg.histogram(names::MIRROR_DURATION, || vec![lbl(label::POOL, &pool)]);
+        MirrorMetrics {
+            reg,
+            pool,
+            outcomes: Default::default(),
+            duration,
+        }
+    }
+
+    /// Counts one copy with outcome `index` (into `names::MIRROR_OUTCOMES`);
+    /// `answered_in` is the time to the answer's head, when it answered.
+    pub fn record(&self, index: usize, answered_in: Option<Duration>) {
+        let Some(slot) = self.outcomes.get(index) else {
+            return;
+        };
+        let counter = slot.get_or_init(|| {
+            self.reg.counter(names::MIRROR_REQUESTS, || {
+                vec![
+                    lbl(label::POOL, &self.pool),
+                    metrics::Label::from_static_parts(
+                        label::OUTCOME,
+                        names::MIRROR_OUTCOMES[index],
+                    ),
+                ]
+            })
+        });
+        counter.increment(1);
+        if let Some(d) = answered_in {
+            self.duration.record(d.as_secs_f64());
+        }
+    }
+}
+
 /// Handles of one (route, pool) pair; `pool` is "" when no pool was chosen and both
 /// are "" for requests no route matched.
 #[derive(Debug)]

@@ -56,6 +56,36 @@ pub(crate) const DIRECTION_UP: &str = "up";
 /// `direction` of [`TUNNEL_BYTES`]: backend to client.
 pub(crate) const DIRECTION_DOWN: &str = "down";
 
+/// `mirror_requests_total{pool,outcome}`: mirrored copies, by what became of them.
+pub(crate) const MIRROR_REQUESTS: &str = "sluicegate_mirror_requests_total";
+/// `mirror_inflight`: mirrored copies in flight, gateway-wide.
+pub(crate) const MIRROR_INFLIGHT: &str = "sluicegate_mirror_inflight";
+/// `mirror_request_duration_seconds{pool}`: a copy's send to its answer's head.
+pub(crate) const MIRROR_DURATION: &str = "sluicegate_mirror_request_duration_seconds";
+
+/// The values of `mirror_requests_total`'s `outcome` label: the mirror answered
+/// (its status class), or why it did not (`error`: connect or transport failure;
+/// `timeout`: the mirror's timeout ran out first; `no_backend`: the mirror pool
+/// had no eligible backend), or why no copy went (`dropped`: the gateway-wide cap
+/// of copies in flight was reached; `too_large`: the body passed `max_body`, and
+/// a copy already streaming was cut; `lagged`: the mirror took the body slower
+/// than the primary, and the copy was cut; `abandoned`: the client's body failed
+/// or the primary stopped reading it).
+pub(crate) const MIRROR_OUTCOMES: [&str; 12] = [
+    "1xx",
+    "2xx",
+    "3xx",
+    "4xx",
+    "5xx",
+    "error",
+    "timeout",
+    "no_backend",
+    "dropped",
+    "too_large",
+    "lagged",
+    "abandoned",
+];
+
 /// The values of `rollout_state`'s `state` label (`rollout_record::Phase::as_str`).
 pub(crate) const ROLLOUT_STATES: [&str; 5] =
     ["running", "paused", "succeeded", "rolled_back", "aborted"];
@@ -86,6 +116,8 @@ pub(crate) mod label {
     pub(crate) const KIND: &str = "kind";
     /// A gRPC status code: one of [`super::GRPC_CODES`].
     pub(crate) const GRPC_CODE: &str = "grpc_code";
+    /// What became of a mirrored copy ([`super::MIRROR_OUTCOMES`]).
+    pub(crate) const OUTCOME: &str = "outcome";
 }
 
 /// Ejection reason: passive outlier detection on real traffic.
@@ -149,6 +181,9 @@ pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),
     (GRPC_REQUESTS, Kind::Counter, "gRPC calls ended, by route, pool, backend (as requests_total) and grpc_code: the grpc-status the client got (0-16; other: outside them, or the call ended without one). Counted when the status is known: the response head (trailers-only answers, the gateway's own errors, a non-gRPC HTTP error mapped as gRPC clients map it) or the trailers after the messages; a call the client cancelled mid-stream counts as 1."),
+    (MIRROR_REQUESTS, Kind::Counter, "Copies of requests sent to a route's mirror pool (shadow traffic), by outcome: the mirror's status class (1xx..5xx), error, timeout or no_backend; or why no copy (or only part of one) went: dropped (the cap of copies in flight), too_large (the body passed the mirror's max_body), lagged (the mirror was slower than the primary), abandoned (the client's body failed). The primary's answer is never affected."),
+    (MIRROR_DURATION, Kind::Histogram, "Time from a mirrored copy's start to its answer's head, per mirror pool (answered copies only; the copy's timeout bounds it)."),
+    (MIRROR_INFLIGHT, Kind::Gauge, "Mirrored copies in flight now, gateway-wide (at most 256; beyond, copies are dropped). Sampled at scrape."),
     (TASK_EXITS, Kind::Counter, "Background tasks (controller, rollout_manager, discovery, probes, admin, reload, metrics_upkeep) that ended while the gateway ran; /readyz answers 503 naming them."),
 ];
 
@@ -188,7 +223,7 @@ mod tests {
             assert!(!help.is_empty());
             assert!(HELP[..i].iter().all(|(n, _, _)| n != name), "{name} twice");
         }
-        assert_eq!(HELP.len(), 20);
+        assert_eq!(HELP.len(), 23);
     }
 
     #[test]

@@ -167,6 +167,16 @@ pub fn render(spec: &Spec) -> String {
             }
             None => out.push_str(", max_request_body unlimited"),
         }
+        if let Some(m) = &r.mirror {
+            let _ = write!(
+                out,
+                "\n     mirror: {}% to {} (bodies up to {} bytes, {} per copy)",
+                m.percent,
+                m.pool,
+                m.max_body,
+                humantime::format_duration(m.timeout)
+            );
+        }
         out.push('\n');
     }
 
@@ -395,10 +405,15 @@ split = [{ pool = "blue", weight = 1 }]
 name = "canary"
 match = { headers = { "x-canary" = "always" } }
 split = [{ pool = "blue", weight = 1 }]
+mirror = { pool = "blue", percent = 5 }
 "#,
         )
         .unwrap();
         let text = render(&spec);
+        assert!(
+            text.contains("mirror: 5% to blue (bodies up to 1048576 bytes, 10s per copy)"),
+            "{text}"
+        );
         let canary = text.find("1. canary").expect(&text);
         let default = text.find("2. default").expect(&text);
         assert!(canary < default);

@@ -118,6 +118,57 @@ pub async fn pause(
     }
 }
 
+/// What `ctl mirror ROUTE --to POOL --percent N` sends.
+#[derive(Debug, Clone)]
+pub struct MirrorArgs {
+    pub pool: String,
+    pub percent: i64,
+    pub max_body: Option<String>,
+    pub timeout: Option<String>,
+}
+
+/// `ctl mirror ROUTE --to POOL --percent N [--max-body S] [--timeout D]`
+/// (`Some`) or `ctl mirror ROUTE --reset` (back to the file's or labels' mirror).
+pub async fn mirror(
+    client: &AdminClient,
+    route: &str,
+    mirror: Option<MirrorArgs>,
+) -> Result<String, CtlError> {
+    let path = format!("/api/v1/routes/{}/mirror", client::segment(route));
+    let answer: Value = match mirror {
+        Some(m) => {
+            let mut body = serde_json::json!({ "pool": m.pool, "percent": m.percent });
+            if let Some(size) = m.max_body {
+                body["max_body"] = match size.parse::<i64>() {
+                    Ok(n) => n.into(),
+                    Err(_) => size.into(),
+                };
+            }
+            if let Some(t) = m.timeout {
+                body["timeout"] = t.into();
+            }
+            let body = body.to_string().into_bytes();
+            client
+                .json(Method::PUT, &path, Some(("application/json", body)))
+                .await?
+        }
+        None => client.json(Method::DELETE, &path, None).await?,
+    };
+    let m = &answer["mirror"];
+    Ok(if m.is_null() {
+        format!("route {route}: no mirror\n")
+    } else {
+        format!(
+            "route {route}: mirrors {}% of its requests to pool {} (bodies up to {} bytes, {} per copy; source {})\n",
+            m["percent"],
+            m["pool"].as_str().unwrap_or("?"),
+            m["max_body"],
+            m["timeout"].as_str().unwrap_or("?"),
+            m["source"].as_str().unwrap_or("?")
+        )
+    })
+}
+
 /// `ctl maintenance ROUTE [--message T] [--retry-after S]` (`Some`) or `--off`.
 pub async fn maintenance(
     client: &AdminClient,
@@ -235,6 +286,14 @@ pub fn render_status(view: &StateView) -> String {
         }
         if let Some(p) = &r.paused {
             source.push_str(&format!("  PAUSED (max {}, queue {})", p.max, p.max_queued));
+        }
+        if let Some(m) = &r.mirror {
+            source.push_str(&format!(
+                "  MIRROR {}% -> {} ({})",
+                m.percent,
+                m.pool,
+                m.source.as_str()
+            ));
         }
         routes.push(vec![r.name.clone(), show_split(&r.split), source]);
     }

@@ -17,6 +17,7 @@ mod health;
 mod limits;
 mod live;
 mod metrics;
+mod mirror;
 mod props;
 mod proxying;
 mod readiness;

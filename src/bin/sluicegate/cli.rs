@@ -173,6 +173,26 @@ pub enum CtlCommand {
     },
     /// End a route's pause: the waiting requests go on.
     Resume { route: String },
+    /// Copy a share of a route's requests to another pool (shadow traffic: the
+    /// copies' answers are discarded and counted); `--reset` removes the override.
+    Mirror {
+        route: String,
+        /// The pool the copies go to.
+        #[arg(long = "to", required_unless_present = "reset")]
+        pool: Option<String>,
+        /// Share of requests copied, 0 to 100 (0 stops a file's or labels' mirror).
+        #[arg(long, required_unless_present = "reset")]
+        percent: Option<i64>,
+        /// Larger request bodies are not mirrored (bytes or e.g. "1MiB"; default 1 MiB).
+        #[arg(long)]
+        max_body: Option<String>,
+        /// Whole life of one copy (default 10s).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Remove the override: back to the file's (or labels') mirror.
+        #[arg(long, conflicts_with_all = ["pool", "percent", "max_body", "timeout"])]
+        reset: bool,
+    },
     /// Answer a route's requests 503 with Retry-After (an HTML page for browsers,
     /// JSON for API clients); `--off` ends it.
     Maintenance {

@@ -166,6 +166,25 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                             .map(|t| t.render(&args))
                     }
                     CtlCommand::Resume { route } => ctl::pause(&client, &route, None).await,
+                    CtlCommand::Mirror {
+                        route,
+                        pool,
+                        percent,
+                        max_body,
+                        timeout,
+                        reset,
+                    } => {
+                        let args = match (reset, pool, percent) {
+                            (false, Some(pool), Some(percent)) => Some(ctl::MirrorArgs {
+                                pool,
+                                percent,
+                                max_body,
+                                timeout,
+                            }),
+                            _ => None,
+                        };
+                        ctl::mirror(&client, &route, args).await
+                    }
                     CtlCommand::Maintenance {
                         route,
                         message,

@@ -47,6 +47,10 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/state", get(state_handler))
         .route("/stats", get(super::stats::stats))
         .route("/routes/{route}/split", put(set_split).delete(clear_split))
+        .route(
+            "/routes/{route}/mirror",
+            put(set_mirror).delete(clear_mirror),
+        )
         .route("/routes/{route}/pause", post(pause))
         .route("/routes/{route}/resume", post(resume))
         .route(
@@ -388,6 +392,32 @@ async fn set_split(
 
 async fn clear_split(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
     apply(&state, Change::ClearSplit { route }).await
+}
+
+/// `{"pool": "agents-v2", "percent": 10, "max_body": "1MiB", "timeout": "10s"}`
+/// (`max_body` and `timeout` optional).
+async fn set_mirror(
+    State(state): State<AdminState>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let mirror: crate::control_plane::config::raw::RawMirror = match parse_json(&body) {
+        Ok(body) => body,
+        Err(resp) => return *resp,
+    };
+    let mirror = Some(mirror);
+    apply(&state, Change::Mirror { route, mirror }).await
+}
+
+async fn clear_mirror(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
+    apply(
+        &state,
+        Change::Mirror {
+            route,
+            mirror: None,
+        },
+    )
+    .await
 }
 
 /// `{"max": "30s", "max_queued": 1000}` (both optional; an empty body is `{}`).

@@ -453,6 +453,23 @@ pub struct RawRoute {
     pub retry_on_status: Option<Vec<i64>>,
     /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
     pub rate_limit: Option<RawRateLimit>,
+    /// `mirror = { pool, percent, max_body, timeout }`.
+    pub mirror: Option<RawMirror>,
+}
+
+/// `mirror = { pool = "…", percent = N }` of a route; also the body of
+/// `PUT /api/v1/routes/{route}/mirror`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    /// The pool the copies go to.
+    pub pool: Option<String>,
+    /// Share of requests copied, 0 to 100.
+    pub percent: Option<i64>,
+    /// Larger bodies are not mirrored (bytes or `"1MiB"`); 1 MiB when absent.
+    pub max_body: Option<RawSize>,
+    /// Whole life of one copy; 10 s when absent.
+    pub timeout: Option<RawDuration>,
 }
 
 /// `rate_limit = { … }` of a route.
@@ -588,6 +605,12 @@ impl<'de> Deserialize<'de> for RawSize {
 
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawSize, E> {
                 Ok(RawSize::Bytes(v))
+            }
+
+            // JSON (admin API bodies) hands positive integers over as u64; one
+            // beyond i64 is out of every size range, which validation reports.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawSize, E> {
+                Ok(RawSize::Bytes(i64::try_from(v).unwrap_or(i64::MAX)))
             }
         }
 

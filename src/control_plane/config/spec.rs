@@ -561,7 +561,36 @@ pub struct RouteSpec {
     pub pause: Option<PauseSpec>,
     /// Set by `ctl maintenance` (an admin override, never the file): 503 page.
     pub maintenance: Option<MaintenanceSpec>,
+    /// `mirror = { … }`: shadow copies of sampled requests (from the file, a
+    /// container's labels, or `ctl mirror`, which wins over both).
+    pub mirror: Option<MirrorSpec>,
 }
+
+/// A route's shadow traffic: a copy of `percent` % of its requests goes to
+/// `pool`, fire and forget; the copy's answer is discarded and only counted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorSpec {
+    /// The pool the copies go to.
+    pub pool: PoolName,
+    /// Share of the route's requests copied, 0 ..= 100 (0: none, a way to stop a
+    /// file's or a label's mirror with an override).
+    pub percent: u8,
+    /// Requests whose body is larger than this many bytes are not mirrored (a
+    /// copy already streaming is cut when its body passes it).
+    pub max_body: u64,
+    /// Whole life of one copy: connect, send, answer, discarding the answer's body.
+    pub timeout: Duration,
+}
+
+/// Default `max_body` of a mirror: 1 MiB.
+pub const MIRROR_MAX_BODY_DEFAULT: u64 = 1 << 20;
+/// Largest `max_body` a mirror accepts: 1 GiB (the copy streams; nothing is
+/// buffered up to it).
+pub const MIRROR_MAX_BODY_LIMIT: u64 = 1 << 30;
+/// Default `timeout` of a mirror's copy.
+pub const MIRROR_TIMEOUT_DEFAULT: Duration = Duration::from_secs(10);
+/// Longest `timeout` a mirror accepts.
+pub const MIRROR_TIMEOUT_LIMIT: Duration = Duration::from_secs(300);
 
 /// A paused route: new requests wait (at most `max_queued` of them, each at most
 /// `max`) until the pause ends; in-flight requests are not touched.

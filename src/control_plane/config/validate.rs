@@ -22,6 +22,7 @@ mod limits;
 mod listen;
 mod log;
 mod maintenance;
+mod mirror;
 mod pool;
 mod protect;
 mod route;
@@ -33,8 +34,9 @@ pub use api::{
     validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
     ApiMaintenance, ApiPause,
 };
-pub use discovery::{pool_name, weight};
+pub use discovery::{pool_name, route_name, weight};
 pub use maintenance::check_template;
+pub use mirror::{mirror_percent, validate_mirror};
 pub use pool::protocol_value;
 pub(super) use values::key_path;
 pub use values::too_long;

@@ -173,6 +173,22 @@ pub struct RouteView {
     /// Set while the route is in maintenance (`ctl maintenance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceView>,
+    /// The route's mirror (shadow traffic), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorView>,
+}
+
+/// A route's mirror as the state shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorView {
+    pub pool: String,
+    pub percent: u8,
+    /// Bytes; larger request bodies are not mirrored.
+    pub max_body: u64,
+    /// Whole life of one copy, e.g. `10s`.
+    pub timeout: String,
+    /// `file`, `api` (`ctl mirror`) or `docker` (a container's `mirror.*` labels).
+    pub source: Source,
 }
 
 /// A route's pause as the state shows it.
@@ -304,6 +320,23 @@ fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
                 message: m.message.clone(),
                 retry_after: m.retry_after,
             }),
+        mirror: r.mirror.as_ref().map(|m| MirrorView {
+            pool: m.pool.to_string(),
+            percent: m.percent,
+            max_body: m.max_body,
+            timeout: humantime::format_duration(m.timeout).to_string(),
+            source: if overrides.mirrors().contains_key(&r.name) {
+                Source::Api
+            } else if file
+                .routes
+                .iter()
+                .any(|f| f.name == r.name && f.mirror.as_ref() == Some(m))
+            {
+                Source::File
+            } else {
+                Source::Docker
+            },
+        }),
     }
 }
 

@@ -117,6 +117,12 @@ pub enum Change {
         route: String,
         pause: Option<crate::control_plane::config::spec::PauseSpec>,
     },
+    /// `PUT /api/v1/routes/{route}/mirror` (`Some`: checked against the running
+    /// pools) and `DELETE` (`None`: back to the file's or the labels' mirror).
+    Mirror {
+        route: String,
+        mirror: Option<crate::control_plane::config::raw::RawMirror>,
+    },
     /// `PUT /api/v1/routes/{route}/maintenance` (`Some`) and `DELETE` (`None`).
     Maintenance {
         route: String,

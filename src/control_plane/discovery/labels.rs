@@ -35,6 +35,19 @@ pub struct BackendLabels {
     /// `<prefix>.protocol`: what a pool these labels create speaks to its
     /// backends (`http1` or `h2c`: labels cannot give a pool `tls`, which `h2` needs).
     pub protocol: Option<Protocol>,
+    /// `<prefix>.mirror.route` (and `<prefix>.mirror.percent`, 100 when absent):
+    /// the container's pool is that route's mirror.
+    pub mirror: Option<MirrorLabel>,
+}
+
+/// A container's `<prefix>.mirror.*` labels: its pool receives copies of
+/// `percent` % of route `route`'s requests (shadow traffic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MirrorLabel {
+    /// The route mirrored (checked against the file when the set is merged).
+    pub route: Arc<str>,
+    /// 0 ..= 100.
+    pub percent: u8,
 }
 
 /// Why a labelled container cannot be a backend. `Display` is the log line's
@@ -184,6 +197,7 @@ pub fn parse(
             other => Some(other),
         },
     };
+    let mirror = mirror_label(labels, prefix)?;
     Ok(Some(BackendLabels {
         pool,
         port,
@@ -191,7 +205,45 @@ pub fn parse(
         network,
         health_path,
         protocol,
+        mirror,
     }))
+}
+
+/// `<prefix>.mirror.route` and `<prefix>.mirror.percent` (only with a route).
+pub fn mirror_label(
+    labels: &HashMap<String, String>,
+    prefix: &str,
+) -> Result<Option<MirrorLabel>, LabelError> {
+    let get = |name: &str| labels.get(&key(prefix, name)).map(|v| v.trim());
+    let percent_key = key(prefix, "mirror.percent");
+    let Some(route) = get("mirror.route") else {
+        return match get("mirror.percent") {
+            None => Ok(None),
+            Some(_) => Err(LabelError::Value(ConfigError {
+                path: percent_key,
+                message: format!(
+                    "names no route to mirror; add {} with the route's name",
+                    key(prefix, "mirror.route")
+                ),
+            })),
+        };
+    };
+    let route =
+        validate::route_name(route, &key(prefix, "mirror.route")).map_err(LabelError::Value)?;
+    let percent = match get("mirror.percent") {
+        None => 100,
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .and_then(validate::mirror_percent)
+            .ok_or_else(|| {
+                LabelError::Value(ConfigError {
+                    path: percent_key,
+                    message: format!("percent must be a whole number between 0 and 100, got {v:?}"),
+                })
+            })?,
+    };
+    Ok(Some(MirrorLabel { route, percent }))
 }
 
 /// The port to send to: the label's, else the single exposed TCP port

@@ -16,8 +16,9 @@ use super::{DiscoveredBackend, DiscoveredSet, Skipped, DEFAULT_HEALTH_PATH};
 use http::uri::PathAndQuery;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, ContainerRef, DockerHealth, InitialHealth, PoolHealthSpec, PoolName, PoolSpec,
-    ProbeSpec, ProjectFilter, Protocol, Source, Spec, StatusRange,
+    BackendSpec, ContainerRef, DockerHealth, InitialHealth, MirrorSpec, PoolHealthSpec, PoolName,
+    PoolSpec, ProbeSpec, ProjectFilter, Protocol, Source, Spec, StatusRange,
+    MIRROR_MAX_BODY_DEFAULT, MIRROR_TIMEOUT_DEFAULT,
 };
 
 /// Which compose projects are considered, once the gateway's own is known.
@@ -158,6 +159,7 @@ fn backend_of(
         draining,
         health_path: wanted.health_path,
         protocol: wanted.protocol,
+        mirror: wanted.mirror,
         network: Arc::from(network),
     };
     Ok(Some((wanted.pool, backend)))
@@ -237,7 +239,31 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
             pool.protocol = label.protocol;
         }
     }
+    mirror_from_labels(&mut spec, set);
     Merged { spec, created }
+}
+
+/// A route without a `mirror` in the file takes the one its mirror pool's
+/// containers ask for (`sluicegate.mirror.route`); when several pools ask for the
+/// same route, the first by pool name wins (then by container name). A label
+/// naming a route the file lacks does nothing.
+fn mirror_from_labels(spec: &mut Spec, set: &DiscoveredSet) {
+    for (pool, backends) in &set.pools {
+        for m in backends.iter().filter_map(|b| b.mirror.as_ref()) {
+            let route = spec
+                .routes
+                .iter_mut()
+                .find(|r| r.name.as_str() == &*m.route);
+            if let Some(route) = route.filter(|r| r.mirror.is_none()) {
+                route.mirror = Some(MirrorSpec {
+                    pool: pool.clone(),
+                    percent: m.percent,
+                    max_body: MIRROR_MAX_BODY_DEFAULT,
+                    timeout: MIRROR_TIMEOUT_DEFAULT,
+                });
+            }
+        }
+    }
 }
 
 fn label_pool(name: &PoolName, backends: &[DiscoveredBackend]) -> LabelPool {

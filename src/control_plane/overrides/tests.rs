@@ -213,3 +213,54 @@ fn pause_and_maintenance_merge_into_their_route_and_go_with_it() {
     o.clear_maintenance(&route("agents"));
     assert!(o.is_empty());
 }
+
+#[test]
+fn mirror_override_wins_over_the_file_and_is_dropped_with_its_pool() {
+    let with_mirror = FILE.replace(
+        "[[routes]]\nname = \"other\"",
+        "mirror = { pool = \"green\", percent = 5 }\n[[routes]]\nname = \"other\"",
+    );
+    let file = parse(&with_mirror).expect("valid");
+    let mirror_of = |spec: &Spec, r: &str| {
+        let r = spec.routes.iter().find(|x| x.name.as_str() == r);
+        r.and_then(|r| r.mirror.clone())
+            .map(|m| (m.pool.to_string(), m.percent))
+    };
+    assert_eq!(mirror_of(&file, "agents"), Some(("green".into(), 5)));
+    let mut o = Overrides::default();
+    let spec = crate::control_plane::config::spec::MirrorSpec {
+        pool: pool("blue"),
+        percent: 0,
+        max_body: 1024,
+        timeout: Duration::from_secs(1),
+    };
+    o.set_mirror(route("agents"), spec);
+    assert_eq!(
+        mirror_of(&o.merge(&file), "agents"),
+        Some(("blue".into(), 0))
+    );
+    assert_eq!(mirror_of(&o.merge(&file), "other"), None);
+    // A file without the mirror's pool drops the override, and says why.
+    let without_blue = parse(
+        r#"
+[listen]
+http = "127.0.0.1:0"
+[[pools]]
+name = "green"
+backends = [{ addr = "127.0.0.1:9011" }]
+[[routes]]
+name = "agents"
+split = [{ pool = "green", weight = 1 }]
+"#,
+    )
+    .expect("valid");
+    let dropped = o.prune(&without_blue);
+    assert!(
+        dropped
+            .iter()
+            .any(|d| d.what == "mirror of route agents" && d.why.contains("pool blue")),
+        "{dropped:?}"
+    );
+    assert!(o.mirrors().is_empty());
+    assert!(!o.clear_mirror(&route("agents")));
+}

@@ -199,3 +199,44 @@ fn discovery_setting_changes_are_noted_like_the_reload_keeps_them() {
         file.discovery.docker.is_some()
     );
 }
+
+#[test]
+fn a_file_mirror_change_is_planned_and_an_override_over_a_gone_pool_dropped() {
+    let file = parse(FILE).expect("valid");
+    let next = parse(&format!(
+        "{FILE}mirror = {{ pool = \"green\", percent = 10 }}\n"
+    ))
+    .expect("valid");
+    let p = plan(&file, &file, &Overrides::default(), &next);
+    assert_eq!(
+        lines(&p),
+        ["~ mirror agents: none → green 10% (max_body 1048576, timeout 10s)"]
+    );
+    let mut o = Overrides::default();
+    o.set_mirror(
+        RouteName(Arc::from("agents")),
+        crate::control_plane::config::spec::MirrorSpec {
+            pool: PoolName(Arc::from("green")),
+            percent: 50,
+            max_body: 1,
+            timeout: std::time::Duration::from_secs(1),
+        },
+    );
+    let running = o.merge(&file);
+    let without_green = parse(
+        &FILE
+            .replace(", { pool = \"green\", weight = 10 }", "")
+            .replace(
+                "[[pools]]\nname = \"green\"\nbackends = [{ addr = \"127.0.0.1:9011\" }]\n",
+                "",
+            ),
+    )
+    .expect("valid");
+    let p = plan(&running, &file, &o, &without_green);
+    assert!(
+        p.dropped
+            .iter()
+            .any(|d| d.contains("mirror of route agents") && d.contains("pool green")),
+        "{p}"
+    );
+}

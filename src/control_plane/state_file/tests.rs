@@ -61,6 +61,15 @@ fn sample(now: Instant) -> Overrides {
             retry_after: 600,
         },
     );
+    o.set_mirror(
+        RouteName(Arc::from("agents")),
+        crate::control_plane::config::spec::MirrorSpec {
+            pool: PoolName(Arc::from("green")),
+            percent: 25,
+            max_body: 4096,
+            timeout: Duration::from_millis(1500),
+        },
+    );
     o
 }
 
@@ -99,6 +108,7 @@ fn state_round_trips_through_the_file() {
     assert_eq!(after.rollouts().len(), 1);
     assert_eq!(after.pauses().len(), 1);
     assert_eq!(after.maintenance().len(), 1);
+    assert_eq!(after.mirrors().len(), 1);
     // Only the state file is left: the temporary one was renamed over it.
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .expect("dir")

@@ -2,10 +2,17 @@
 //! at the route's `max_request_body` and bounded by its `timeouts.client_body`,
 //! or none; and how far its upload has gone ([`Progress`]), so the
 //! response-header timer starts only once it is whole.
+//!
+//! A mirrored request's body is *teed*: each frame the primary takes is also
+//! offered ([`Tee`]) to a bounded channel its copy reads ([`MirrorBody`]); the
+//! frames are shared (`Bytes`), never copied. The tee never waits: when the
+//! channel is full (the mirror is slower than the primary) or the bytes pass the
+//! mirror's `max_body`, it lets go, and the copy's body ends with an error, so
+//! the mirror backend sees an aborted request rather than a short one.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio::time::{Instant, Sleep};
 
 /// Errors a streamed body can end with.
@@ -26,6 +33,8 @@ pub enum RequestBody {
     Client(ClientBody),
     /// No body (used to replay a bodiless request on retry).
     Empty,
+    /// A mirrored request's copy of the client's body (see [`Tee`]).
+    Mirror(MirrorBody),
 }
 
 /// A client's request body on its way upstream: ended with [`BodyTooLarge`] once
@@ -43,6 +52,8 @@ pub struct ClientBody {
     // Made the first time the client keeps the gateway waiting.
     timer: Option<Pin<Box<Sleep>>>,
     progress: Arc<Progress>,
+    /// The copy of a mirrored request, fed as frames go to the primary.
+    tee: Option<Tee>,
 }
 
 impl RequestBody {
@@ -67,10 +78,191 @@ impl RequestBody {
             idle,
             timer: None,
             progress: Arc::clone(&progress),
+            tee: None,
         };
         (RequestBody::Client(body), Some(progress))
     }
+
+    /// Feeds `tee` with the frames of the client's body as they go upstream (a
+    /// body that is not the client's has nothing to tee: `tee` is dropped, and
+    /// its copy ends as cut).
+    pub(crate) fn tee(&mut self, tee: Tee) {
+        if let RequestBody::Client(body) = self {
+            body.tee = Some(tee);
+        }
+    }
 }
+
+/// Frames a mirror's body channel holds at most: the copy's share of memory is
+/// these (shared with the primary's frames) and nothing more.
+pub(crate) const TEE_FRAMES: usize = 8;
+
+/// Why a mirror's copy of a body was let go (0: it was not), and the signal
+/// that it was: a copy whose connection is stuck (a mirror that stopped reading)
+/// would never poll its body again to learn it.
+#[derive(Debug, Default)]
+pub(crate) struct Cut {
+    reason: AtomicU8,
+    signal: Notify,
+}
+
+/// [`Cut`]'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CutReason {
+    /// More than the mirror's `max_body` arrived.
+    TooLarge,
+    /// The copy's channel was full: the mirror is slower than the primary.
+    Lagged,
+    /// The client's body failed, or the primary stopped reading it.
+    Abandoned,
+}
+
+impl Cut {
+    fn set(&self, reason: CutReason) {
+        let code = match reason {
+            CutReason::TooLarge => 1,
+            CutReason::Lagged => 2,
+            CutReason::Abandoned => 3,
+        };
+        // The first reason stays.
+        let first = self
+            .reason
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if first {
+            // A permit if the copy does not wait yet.
+            self.signal.notify_one();
+        }
+    }
+
+    /// Returns once the copy was let go.
+    pub(crate) async fn cut(&self) {
+        self.signal.notified().await;
+    }
+
+    /// Why the copy was cut, if it was.
+    pub(crate) fn reason(&self) -> Option<CutReason> {
+        match self.reason.load(Ordering::Acquire) {
+            1 => Some(CutReason::TooLarge),
+            2 => Some(CutReason::Lagged),
+            3 => Some(CutReason::Abandoned),
+            _ => None,
+        }
+    }
+}
+
+/// What goes through a tee's channel.
+#[derive(Debug)]
+enum Teed {
+    Frame(Frame<Bytes>),
+    /// The body ended cleanly: without it, a closed channel is a cut copy.
+    End,
+}
+
+/// The primary's side of a mirrored body: offers each frame, never waits.
+#[derive(Debug)]
+pub(crate) struct Tee {
+    tx: mpsc::Sender<Teed>,
+    /// Bytes the copy may still take.
+    left: u64,
+    cut: Arc<Cut>,
+    ended: bool,
+}
+
+impl Tee {
+    /// A tee for a body of at most `max_body` bytes, and the copy it feeds.
+    pub(crate) fn new(max_body: u64) -> (Tee, MirrorBody) {
+        let (tx, rx) = mpsc::channel(TEE_FRAMES);
+        let cut = Arc::new(Cut::default());
+        let tee = Tee {
+            tx,
+            left: max_body,
+            cut: Arc::clone(&cut),
+            ended: false,
+        };
+        (tee, MirrorBody { rx, cut })
+    }
+
+    /// Offers a frame; false when the copy was let go (the caller drops the tee).
+    fn offer(&mut self, frame: &Frame<Bytes>) -> bool {
+        if let Some(data) = frame.data_ref() {
+            match self.left.checked_sub(data.len() as u64) {
+                Some(left) => self.left = left,
+                None => {
+                    self.cut.set(CutReason::TooLarge);
+                    return false;
+                }
+            }
+        }
+        let copy = match frame.data_ref() {
+            Some(data) => Frame::data(data.clone()),
+            None => match frame.trailers_ref() {
+                Some(trailers) => Frame::trailers(trailers.clone()),
+                None => return true,
+            },
+        };
+        self.send(Teed::Frame(copy))
+    }
+
+    fn send(&mut self, item: Teed) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.cut.set(CutReason::Lagged);
+                false
+            }
+            // The copy is over already (timed out, or answered early).
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// The body ended cleanly.
+    fn end(mut self) {
+        self.ended = self.send(Teed::End);
+    }
+}
+
+impl Drop for Tee {
+    fn drop(&mut self) {
+        if !self.ended {
+            // Cut for a reason already set, or because the primary's body failed
+            // or was dropped before its end.
+            self.cut.set(CutReason::Abandoned);
+        }
+    }
+}
+
+/// A mirrored request's body: the frames its [`Tee`] passed on; an error when
+/// the tee let go before the end.
+#[derive(Debug)]
+pub struct MirrorBody {
+    rx: mpsc::Receiver<Teed>,
+    cut: Arc<Cut>,
+}
+
+impl MirrorBody {
+    /// Why the copy was cut, if it was (read once the copy's exchange is over).
+    pub(crate) fn cut(&self) -> Arc<Cut> {
+        Arc::clone(&self.cut)
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Teed::Frame(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Teed::End)) => {
+                self.rx.close();
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(Some(Err(MirrorCut.into()))),
+        }
+    }
+}
+
+/// A mirror's copy of a body was let go before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("the mirror's copy of the request body was cut")]
+pub(crate) struct MirrorCut;
 
 /// How far a client's body has gone upstream, shared between the body (which the
 /// upstream connection polls) and the attempt (which times the backend).
@@ -193,6 +385,7 @@ impl Body for RequestBody {
         match self.get_mut() {
             RequestBody::Client(body) => body.poll_frame(cx),
             RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Mirror(body) => body.poll_frame(cx),
         }
     }
 
@@ -207,6 +400,7 @@ impl Body for RequestBody {
                 end
             }
             RequestBody::Empty => true,
+            RequestBody::Mirror(_) => false,
         }
     }
 
@@ -214,6 +408,7 @@ impl Body for RequestBody {
         match self {
             RequestBody::Client(client) => client.body.size_hint(),
             RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Mirror(_) => SizeHint::default(),
         }
     }
 }
@@ -244,10 +439,14 @@ impl ClientBody {
         match frame {
             None => {
                 progress.finish();
+                if let Some(tee) = self.tee.take() {
+                    tee.end();
+                }
                 Poll::Ready(None)
             }
             Some(Err(err)) => {
                 progress.finish();
+                self.tee = None;
                 Poll::Ready(Some(Err(ClientBodyError::of(err).into())))
             }
             Some(Ok(frame)) => {
@@ -256,9 +455,21 @@ impl ClientBody {
                         Some(left) => *remaining = left,
                         None => {
                             progress.finish();
+                            self.tee = None;
                             let limit = *limit;
                             return Poll::Ready(Some(Err(BodyTooLarge { limit }.into())));
                         }
+                    }
+                }
+                if let Some(tee) = &mut self.tee {
+                    if !tee.offer(&frame) {
+                        self.tee = None;
+                    }
+                }
+                // A body whose last frame says so is never polled for its end.
+                if self.tee.is_some() && self.body.is_end_stream() {
+                    if let Some(tee) = self.tee.take() {
+                        tee.end();
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -289,4 +500,64 @@ pub(crate) fn body_too_large(err: &(dyn std::error::Error + 'static)) -> Option<
         cur = e.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Frame<Bytes> {
+        Frame::data(Bytes::from(vec![b'x'; n]))
+    }
+
+    async fn next(body: &mut MirrorBody) -> Option<Result<Frame<Bytes>, BoxError>> {
+        std::future::poll_fn(|cx| body.poll_frame(cx)).await
+    }
+
+    #[tokio::test]
+    async fn a_tee_passes_frames_and_the_end_of_a_body_within_the_bound() {
+        let (mut tee, mut body) = Tee::new(10);
+        assert!(tee.offer(&data(4)));
+        assert!(tee.offer(&data(6)));
+        tee.end();
+        for len in [4, 6] {
+            let frame = next(&mut body).await.expect("frame").expect("data");
+            assert_eq!(frame.data_ref().map(Bytes::len), Some(len));
+        }
+        assert!(next(&mut body).await.is_none(), "a clean end");
+        assert_eq!(body.cut().reason(), None);
+    }
+
+    #[tokio::test]
+    async fn a_tee_lets_go_past_the_bound_and_the_copy_ends_in_an_error() {
+        let (mut tee, mut body) = Tee::new(10);
+        assert!(tee.offer(&data(10)));
+        assert!(!tee.offer(&data(1)));
+        drop(tee);
+        assert!(next(&mut body).await.expect("frame").is_ok());
+        assert!(next(&mut body).await.expect("an error").is_err());
+        assert_eq!(body.cut().reason(), Some(CutReason::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn a_tee_never_waits_for_a_copy_that_does_not_read() {
+        let (mut tee, body) = Tee::new(u64::MAX);
+        for _ in 0..TEE_FRAMES {
+            assert!(tee.offer(&data(1)));
+        }
+        // The channel is full: the next frame lets the copy go at once.
+        assert!(!tee.offer(&data(1)));
+        drop(tee);
+        assert_eq!(body.cut().reason(), Some(CutReason::Lagged));
+    }
+
+    #[tokio::test]
+    async fn a_tee_dropped_before_the_end_cuts_the_copy() {
+        let (mut tee, mut body) = Tee::new(100);
+        assert!(tee.offer(&data(1)));
+        drop(tee);
+        assert!(next(&mut body).await.expect("frame").is_ok());
+        assert!(next(&mut body).await.expect("an error").is_err());
+        assert_eq!(body.cut().reason(), Some(CutReason::Abandoned));
+    }
 }

@@ -27,7 +27,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
-use http::HeaderMap;
+use http::uri::PathAndQuery;
+use http::{header, HeaderMap, Request, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
@@ -674,4 +675,47 @@ impl Body for H2Body {
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
     }
+}
+
+/// The head of an HTTP/2 request to a backend: the absolute target (`:scheme`,
+/// `:authority` from Host, else the backend's address), the fields without Host
+/// and any transfer coding (HTTP/2 frames bodies itself).
+pub(crate) fn head(
+    parts: &http::request::Parts,
+    scheme: &'static str,
+    addr: SocketAddr,
+) -> Request<()> {
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let from_host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let build = |authority: http::uri::Authority| {
+        Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path.clone())
+            .build()
+    };
+    let uri = from_host
+        .and_then(|a| build(a).ok())
+        .or_else(|| {
+            http::uri::Authority::try_from(addr.to_string())
+                .ok()
+                .and_then(|a| build(a).ok())
+        })
+        .unwrap_or_else(|| Uri::from(path.clone()));
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = uri;
+    *head.version_mut() = Version::HTTP_2;
+    let mut fields = parts.headers.clone();
+    fields.remove(header::HOST);
+    fields.remove(header::TRANSFER_ENCODING);
+    *head.headers_mut() = fields;
+    head
 }

@@ -241,16 +241,21 @@ fn project_ok(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
 }
 
-/// The split pools of `routes` that `defined` lacks, in first-use order, when
-/// their names are valid (an invalid one is left for the route check to report).
+/// The split and mirror pools of `routes` that `defined` lacks, in first-use
+/// order, when their names are valid (an invalid one is left for the route check
+/// to report).
 pub(super) fn implied_pools(routes: &[Option<toml::Table>], defined: &[&str]) -> Vec<PoolName> {
     let mut implied: Vec<PoolName> = Vec::new();
-    let split_pools = routes
-        .iter()
-        .flatten()
-        .filter_map(|route| route.get("split")?.as_array())
-        .flatten()
-        .filter_map(|entry| entry.get("pool")?.as_str());
+    let split_pools = routes.iter().flatten().flat_map(|route| {
+        let split = route
+            .get("split")
+            .and_then(toml::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.get("pool")?.as_str());
+        let mirror = route.get("mirror").and_then(|m| m.get("pool")?.as_str());
+        split.chain(mirror)
+    });
     for name in split_pools {
         let known = defined.contains(&name) || implied.iter().any(|p| p.as_str() == name);
         if !known && check_name(name, "", "pool", &mut Report::default()) {
@@ -266,6 +271,16 @@ pub fn pool_name(name: &str, path: &str) -> Result<PoolName, ConfigError> {
     let mut report = Report::default();
     if check_name(name, path, "pool", &mut report) {
         Ok(PoolName(Arc::from(name)))
+    } else {
+        Err(first(report, path))
+    }
+}
+
+/// Checks a route name given outside the file (a Docker label).
+pub fn route_name(name: &str, path: &str) -> Result<Arc<str>, ConfigError> {
+    let mut report = Report::default();
+    if check_name(name, path, "route", &mut report) {
+        Ok(Arc::from(name))
     } else {
         Err(first(report, path))
     }

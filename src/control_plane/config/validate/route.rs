@@ -12,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, Method};
 
 use super::limits::check_size;
+use super::mirror::check_mirror;
 use super::protect::{check_retry_on_status, check_route_limits};
 use super::sticky::check_sticky;
 use super::values::{check_duration, check_name, key_path};
@@ -92,6 +93,10 @@ pub(super) fn check_route(
     let upgrades = check_upgrades(raw.upgrades.as_deref(), &format!("{path}.upgrades"), report);
     let retry_on_status = check_retry_on_status(path, raw.retry_on_status.as_deref(), report);
     let limits = check_route_limits(path, &raw, report);
+    let mirror = match &raw.mirror {
+        None => Some(None),
+        Some(m) => check_mirror(m, &format!("{path}.mirror."), pools, report).map(Some),
+    };
     // Absent: the default; 0: no limit.
     let max_request_body = match &raw.max_request_body {
         None => Some(Some(DEFAULT_MAX_REQUEST_BODY)),
@@ -123,6 +128,7 @@ pub(super) fn check_route(
         limits: limits?,
         pause: None,
         maintenance: None,
+        mirror: mirror?,
     };
     name_ok.then_some(spec)
 }

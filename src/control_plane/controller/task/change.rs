@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::{Change, RolloutSplit, Task, Written};
 use crate::control_plane::config::spec::{PoolName, PoolSpec, RouteName, Source};
-use crate::control_plane::config::validate::{validate_backend, validate_split};
+use crate::control_plane::config::validate::{validate_backend, validate_mirror, validate_split};
 use crate::control_plane::controller::{state_view, Refusal};
 use crate::control_plane::events::By;
 use crate::control_plane::overrides::Overrides;
@@ -162,6 +162,24 @@ impl Task {
                     None => {
                         if next.clear_pause(&route) {
                             tracing::info!(%route, "route resumed through the admin API");
+                        }
+                    }
+                }
+                Answer::Route(route)
+            }
+            Change::Mirror { route, mirror } => {
+                let route = self.route(route)?;
+                match mirror {
+                    Some(raw) => {
+                        let pools: Vec<&str> =
+                            self.base.pools.iter().map(|p| p.name.as_str()).collect();
+                        let m = validate_mirror(raw, &pools).map_err(Refusal::Invalid)?;
+                        tracing::info!(%route, pool = %m.pool, percent = m.percent, "mirror set through the admin API");
+                        next.set_mirror(route.clone(), m);
+                    }
+                    None => {
+                        if next.clear_mirror(&route) {
+                            tracing::info!(%route, "mirror override removed: back to the file's (or labels') mirror");
                         }
                     }
                 }

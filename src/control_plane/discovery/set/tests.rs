@@ -306,3 +306,72 @@ fn backends_of<'a>(spec: &'a Spec, pool: &str) -> &'a [BackendSpec] {
         .find(|p| p.name.as_str() == pool)
         .map_or(&[], |p| p.backends.as_slice())
 }
+
+#[test]
+fn mirror_labels_give_a_route_without_a_file_mirror_its_shadow_pool() {
+    let file = crate::control_plane::config::parse(
+        r#"
+[listen]
+http = "127.0.0.1:0"
+[discovery.docker]
+[[pools]]
+name = "blue"
+backends = [{ addr = "172.20.0.2:8080" }]
+[[routes]]
+name = "r"
+split = [{ pool = "blue", weight = 1 }]
+[[routes]]
+name = "kept"
+match = { path_prefix = "/kept" }
+split = [{ pool = "blue", weight = 1 }]
+mirror = { pool = "blue", percent = 3 }
+"#,
+    )
+    .expect("valid");
+    let set = build_plain(&[
+        container(
+            "v2-1",
+            "172.20.0.4",
+            &[
+                ("sluicegate.pool", "v2"),
+                ("sluicegate.mirror.route", "r"),
+                ("sluicegate.mirror.percent", "25"),
+            ],
+        ),
+        container(
+            "v3-1",
+            "172.20.0.5",
+            &[
+                ("sluicegate.pool", "v3"),
+                ("sluicegate.mirror.route", "kept"),
+            ],
+        ),
+        container(
+            "bad-1",
+            "172.20.0.6",
+            &[
+                ("sluicegate.pool", "bad"),
+                ("sluicegate.mirror.route", "r"),
+                ("sluicegate.mirror.percent", "101"),
+            ],
+        ),
+    ]);
+    assert_eq!(set.skipped.len(), 1, "{:?}", set.skipped);
+    assert!(
+        set.skipped[0]
+            .reason
+            .to_string()
+            .contains("sluicegate.mirror.percent"),
+        "{}",
+        set.skipped[0].reason
+    );
+    let merged = merge(&file, &set);
+    let mirror = |name: &str| {
+        let r = merged.spec.routes.iter().find(|r| r.name.as_str() == name);
+        r.and_then(|r| r.mirror.clone())
+            .map(|m| (m.pool.to_string(), m.percent))
+    };
+    assert_eq!(mirror("r"), Some(("v2".into(), 25)));
+    // The file's own mirror wins over a label's.
+    assert_eq!(mirror("kept"), Some(("blue".into(), 3)));
+}

@@ -144,6 +144,8 @@ fn service_report(
             weight: wanted.weight,
             health_path: wanted.health_path.as_deref().map(str::to_owned),
             protocol: wanted.protocol.map(|p| p.as_str().to_owned()),
+            mirror_route: wanted.mirror.as_ref().map(|m| m.route.to_string()),
+            mirror_percent: wanted.mirror.as_ref().map(|m| m.percent),
             ..TaskReport::default()
         };
         let node_down =

@@ -58,6 +58,12 @@ pub struct TaskReport {
     /// `sluicegate.protocol`, as written (`http1`, `h2c`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// `sluicegate.mirror.route`: the service's pool mirrors that route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_route: Option<String>,
+    /// `sluicegate.mirror.percent` (100 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent: Option<u8>,
     pub role: TaskRole,
     /// Why it is draining, waiting or skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -133,6 +139,12 @@ impl SwarmReport {
                             .protocol
                             .as_deref()
                             .and_then(crate::control_plane::config::spec::Protocol::parse),
+                        mirror: task.mirror_route.as_deref().map(|route| {
+                            super::super::labels::MirrorLabel {
+                                route: Arc::from(route),
+                                percent: task.mirror_percent.unwrap_or(100).min(100),
+                            }
+                        }),
                         network: Arc::from(network),
                     });
             }

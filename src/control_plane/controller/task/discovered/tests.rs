@@ -59,6 +59,7 @@ fn backend(name: &str, at: &str, docker_healthy: bool) -> DiscoveredBackend {
         draining: false,
         health_path: None,
         protocol: None,
+        mirror: None,
         network: Arc::from("net"),
     }
 }

@@ -340,3 +340,32 @@ fn cost_of_an_unchanged_read_with_20_services_of_10_tasks() {
         tasks_json.len()
     );
 }
+
+#[test]
+fn mirror_labels_of_a_service_reach_its_backends_through_the_report() {
+    let mut services: Vec<Service> = parse("services.json");
+    let tasks: Vec<Task> = parse("tasks.json");
+    let nodes: Vec<Node> = parse("nodes.json");
+    let blue = services
+        .iter_mut()
+        .find(|s| s.spec.name == "shop_blue")
+        .unwrap();
+    blue.spec
+        .labels
+        .insert("sluicegate.mirror.route".into(), "agents".into());
+    blue.spec
+        .labels
+        .insert("sluicegate.mirror.percent".into(), "20".into());
+    let report = build(&services, &tasks, &[], &nodes, &CTX);
+    // Workers read the manager's report as JSON: the mirror goes with it.
+    let json = serde_json::to_string(&report).unwrap();
+    let back: SwarmReport = serde_json::from_str(&json).unwrap();
+    let set = back.set();
+    let blue = set.pool("agent-blue");
+    assert_eq!(blue.len(), 2, "{set:?}");
+    for b in blue {
+        let m = b.mirror.as_ref().expect("mirror label");
+        assert_eq!((&*m.route, m.percent), ("agents", 20));
+    }
+    assert!(set.pool("green").iter().all(|b| b.mirror.is_none()));
+}
