@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control_plane::config::spec::{H2Spec, Protocol};
 use crate::data_plane::health::{BackendHealth, HealthStatus};
+use crate::data_plane::limits::concurrency::Permits;
 use crate::data_plane::pool_stats::PoolStats;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use crate::data_plane::upstream::ConnPool;
@@ -275,6 +276,7 @@ impl BackendState {
         self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard {
             state: Arc::clone(self),
+            permits: Permits::default(),
         }
     }
 }
@@ -288,9 +290,17 @@ const DOCKER_UNHEALTHY: u8 = 2;
 #[derive(Debug)]
 pub struct InflightGuard {
     state: Arc<BackendState>,
+    /// The request's places under its route's and pool's `concurrency`, given
+    /// back with this guard (when the body or tunnel ends).
+    permits: Permits,
 }
 
 impl InflightGuard {
+    /// Keeps the request's concurrency places until this guard drops.
+    pub fn hold(&mut self, permits: Permits) {
+        self.permits = permits;
+    }
+
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.state
     }

@@ -54,6 +54,7 @@ use crate::data_plane::cold::cold;
 use crate::data_plane::gate::Gate;
 use crate::data_plane::health::hold;
 use crate::data_plane::http1::client::{self as h1, H1Body, H1Error, RawFields};
+use crate::data_plane::limits::concurrency::Permits;
 use crate::data_plane::route::{host_without_port, RequestView};
 use crate::data_plane::snapshot::{Pool, Route, Snapshot, Tried};
 use crate::data_plane::split::Pin as SessionPin;
@@ -273,25 +274,40 @@ impl Proxy {
         let mut trail = Trail::start(&snapshot, &req, client.addr);
         let answered = match self.prepare(&snapshot, req, client, &mut trail) {
             Err(err) => Err(err),
-            Ok((mut plan, req)) => match self.attempt(&mut plan, req, &mut trail).await {
-                Err(err) => Err(err),
-                Ok((answer, guard)) => {
-                    let Prepared {
-                        route,
-                        client_upgrade,
-                        set_cookie,
-                        ..
-                    } = plan;
-                    self.respond(
-                        answer,
-                        guard,
-                        client_upgrade.map(|on| (on, &route.upgrades)),
-                        set_cookie,
-                        route.timeouts.idle,
-                        &mut trail,
-                    )
+            Ok((mut plan, req)) => {
+                // Concurrency places are taken before any backend is picked (a
+                // queued request must not hold one) and ride with the answer's
+                // in-flight guard until its body or tunnel ends.
+                let permits =
+                    if plan.route.in_flight.is_none() && plan.pool.limits.concurrency.is_none() {
+                        Ok(Permits::default())
+                    } else {
+                        cold(Box::pin(admit(plan.route, &plan.pool))).await
+                    };
+                match permits {
+                    Err(err) => Err(err),
+                    Ok(permits) => match self.attempt(&mut plan, req, &mut trail).await {
+                        Err(err) => Err(err),
+                        Ok((answer, mut guard)) => {
+                            guard.hold(permits);
+                            let Prepared {
+                                route,
+                                client_upgrade,
+                                set_cookie,
+                                ..
+                            } = plan;
+                            self.respond(
+                                answer,
+                                guard,
+                                client_upgrade.map(|on| (on, &route.upgrades)),
+                                set_cookie,
+                                route.timeouts.idle,
+                                &mut trail,
+                            )
+                        }
+                    },
                 }
-            },
+            }
         };
         match answered {
             Ok(mut resp) => {
@@ -794,6 +810,33 @@ fn rate_limited(route: &Route, wait: Duration) -> ProxyError {
     ProxyError::RateLimited {
         retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
     }
+}
+
+/// The request's places under its route's and its pool's `concurrency` (the
+/// route's first: a request its route refuses never waits on the pool's
+/// queue); a refusal is counted against the route.
+async fn admit(route: &Route, pool: &Pool) -> Result<Permits, ProxyError> {
+    use crate::data_plane::limits::Kind;
+    let mut permits = Permits::default();
+    if let Some(limit) = &route.in_flight {
+        match limit.admit().await {
+            Ok(permit) => permits.route = Some(permit),
+            Err(refused) => {
+                route.refusals.count(Kind::InFlight);
+                return Err(ProxyError::OverInFlight(refused));
+            }
+        }
+    }
+    if pool.limits.concurrency.is_some() {
+        match pool.health().in_flight().admit().await {
+            Ok(permit) => permits.pool = Some(permit),
+            Err(refused) => {
+                route.refusals.count(Kind::PoolInFlight);
+                return Err(ProxyError::OverInFlight(refused));
+            }
+        }
+    }
+    Ok(permits)
 }
 
 /// Whether the pool's retry budget (if it has one) allows one more retry now;

@@ -25,6 +25,7 @@ use crate::data_plane::backend::{Backend, BackendState};
 use crate::data_plane::balance::{key_hash, Balancer};
 use crate::data_plane::gate::{Gate, MaintenancePage, Pause};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
+use crate::data_plane::limits::concurrency::InFlight;
 use crate::data_plane::limits::rate::RateTable;
 use crate::data_plane::limits::Refusals;
 use crate::data_plane::route::{self, RequestView, RouteIndex};
@@ -71,6 +72,9 @@ pub struct Route {
     pub refusals: Arc<Refusals>,
     /// The `rate_limit` buckets (kept across snapshots while the settings stay).
     pub rate: Option<Arc<RateTable>>,
+    /// The `concurrency` count (kept across snapshots by route name; a reload
+    /// applies new settings to it).
+    pub in_flight: Option<Arc<InFlight>>,
     /// Paused or in maintenance (admin overrides; see `gate`).
     pub gate: Option<Gate>,
 }
@@ -185,6 +189,9 @@ impl Snapshot {
                 before.get(&p.name).copied(),
             );
             pool.limits = p.limits.clone();
+            pool.health()
+                .in_flight()
+                .configure(p.limits.concurrency.as_ref());
             pool.protocol = p.protocol;
             let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
@@ -235,6 +242,18 @@ impl Snapshot {
                             .and_then(|before| before.rate.as_ref())
                             .filter(|table| table.spec() == spec)
                             .map_or_else(|| Arc::new(RateTable::new(spec)), Arc::clone)
+                    }),
+                    in_flight: r.limits.concurrency.as_ref().map(|spec| {
+                        match routes_before
+                            .get(&r.name)
+                            .and_then(|b| b.in_flight.as_ref())
+                        {
+                            Some(kept) => {
+                                kept.configure(Some(spec));
+                                Arc::clone(kept)
+                            }
+                            None => Arc::new(InFlight::new(spec)),
+                        }
                     }),
                 }
             })

@@ -238,6 +238,20 @@ pub struct RawPool {
     pub hold: Option<RawHold>,
     /// `retry_budget = { percent, min_per_second }`: retries at most this share.
     pub retry_budget: Option<RawRetryBudget>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`.
+    pub concurrency: Option<RawConcurrency>,
+}
+
+/// `concurrency = { max_in_flight, queue, queue_timeout }` of a route or pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    /// Requests at once.
+    pub max_in_flight: Option<i64>,
+    /// Requests that may wait for a place; 0 when absent.
+    pub queue: Option<i64>,
+    /// Longest wait in the queue.
+    pub queue_timeout: Option<RawDuration>,
 }
 
 /// `retry_budget = { percent, min_per_second }` of a pool.
@@ -437,6 +451,8 @@ pub struct RawRoute {
     pub retry_on_status: Option<Vec<i64>>,
     /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
     pub rate_limit: Option<RawRateLimit>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`.
+    pub concurrency: Option<RawConcurrency>,
 }
 
 /// `rate_limit = { … }` of a route.

@@ -66,6 +66,7 @@ impl Outcome {
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. }
+            | ProxyError::OverInFlight(_)
             | ProxyError::ClientBody(..)
             | ProxyError::GrpcNeedsH2 { .. } => None,
         }

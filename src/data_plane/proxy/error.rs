@@ -31,6 +31,10 @@ pub enum ProxyError {
     RateLimited { retry_after: u32 },
     #[error("no backend of pool is available")]
     NoHealthyBackend,
+    /// Over the route's or the pool's `concurrency.max_in_flight`: refused at
+    /// once, or after its wait in the queue.
+    #[error("over the concurrency limit: {0}")]
+    OverInFlight(crate::data_plane::limits::concurrency::Refused),
     /// The route is paused (`ctl pause`) and the request waited its `max`.
     #[error("the route is paused and stayed paused for the pause's max wait")]
     PausedTimeout,
@@ -81,9 +85,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::NoHealthyBackend | ProxyError::PauseQueueFull(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyBackend
+            | ProxyError::PauseQueueFull(_)
+            | ProxyError::OverInFlight(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
@@ -109,6 +113,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::OverInFlight(refused) => refused.cause(),
             ProxyError::PausedTimeout => "paused_timeout",
             ProxyError::PauseQueueFull(_) => "pause_queue_full",
             ProxyError::Connect(_) => "connect_failed",
@@ -228,6 +233,7 @@ impl From<ConnectError> for ProxyError {
 mod tests {
     use super::*;
     use crate::data_plane::http1::client::H1Error;
+    use crate::data_plane::limits::concurrency::Refused;
 
     #[test]
     fn every_cause_maps_to_the_documented_status() {
@@ -235,6 +241,21 @@ mod tests {
         let cases = [
             (ProxyError::NoRoute, 404, "no_route"),
             (ProxyError::NoHealthyBackend, 503, "no_healthy_backend"),
+            (
+                ProxyError::OverInFlight(Refused::Full),
+                503,
+                "in_flight_limit",
+            ),
+            (
+                ProxyError::OverInFlight(Refused::QueueFull),
+                503,
+                "in_flight_queue_full",
+            ),
+            (
+                ProxyError::OverInFlight(Refused::QueueTimeout),
+                503,
+                "in_flight_queue_timeout",
+            ),
             (ProxyError::Connect(io()), 502, "connect_failed"),
             (ProxyError::ConnectTimeout, 504, "connect_timeout"),
             (ProxyError::UpstreamTls(io()), 502, "upstream_tls_failed"),
