@@ -1,7 +1,7 @@
 //! Admin overrides and how they sit on top of the file.
 //!
 //! The file (`routes.toml`) is the base; an admin API call does not edit it but
-//! records an *override*: a route's split, a drained backend, or a backend
+//! records an *override*: a route's split or rate limit, a drained backend, or a backend
 //! registered by an agent outside Docker (optionally with a TTL that heartbeats
 //! renew). [`Overrides::merge`] lays them over a file spec to give the *effective*
 //! spec the controller publishes.
@@ -28,7 +28,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, MaintenanceSpec, PauseSpec, PoolName, RouteName, Source, Spec, SplitSpec,
+    BackendSpec, MaintenanceSpec, PauseSpec, PoolName, RateLimitSpec, RouteName, Source, Spec,
+    SplitSpec,
 };
 use crate::control_plane::rollout_record::Rollout;
 
@@ -57,6 +58,8 @@ pub struct Overrides {
     pauses: BTreeMap<RouteName, PauseSpec>,
     /// Routes in maintenance (`ctl maintenance`).
     maintenance: BTreeMap<RouteName, MaintenanceSpec>,
+    /// Rate limits set through the admin API, in place of the file's.
+    rate_limits: BTreeMap<RouteName, RateLimitSpec>,
 }
 
 /// An override that no longer applies, and why (logged, shown by `plan`).
@@ -83,6 +86,22 @@ impl Overrides {
             && self.rollouts.is_empty()
             && self.pauses.is_empty()
             && self.maintenance.is_empty()
+            && self.rate_limits.is_empty()
+    }
+
+    /// Rate limits set through the admin API, by route.
+    pub fn rate_limits(&self) -> &BTreeMap<RouteName, RateLimitSpec> {
+        &self.rate_limits
+    }
+
+    /// Sets `route`'s rate limit over the file's (the caller checked the route exists).
+    pub fn set_rate_limit(&mut self, route: RouteName, limit: RateLimitSpec) {
+        self.rate_limits.insert(route, limit);
+    }
+
+    /// Returns `route` to the file's rate limit; false when none was set.
+    pub fn clear_rate_limit(&mut self, route: &RouteName) -> bool {
+        self.rate_limits.remove(route).is_some()
     }
 
     /// Paused routes.
@@ -289,6 +308,7 @@ impl Overrides {
         for (kind, map) in [
             ("pause", &mut self.pauses as &mut dyn RouteKeyed),
             ("maintenance", &mut self.maintenance),
+            ("rate limit", &mut self.rate_limits),
         ] {
             map.retain_routes(&mut |route: &RouteName| {
                 let keep = file.routes.iter().any(|f| &f.name == route);
@@ -328,6 +348,9 @@ impl Overrides {
             }
             route.pause = self.pauses.get(&route.name).cloned();
             route.maintenance = self.maintenance.get(&route.name).cloned();
+            if let Some(limit) = self.rate_limits.get(&route.name) {
+                route.limits.rate = Some(limit.clone());
+            }
         }
         for pool in &mut spec.pools {
             let registered = self.backends.iter().filter(|((p, _), _)| *p == pool.name);

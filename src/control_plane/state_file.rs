@@ -54,6 +54,17 @@ pub(crate) struct Persisted {
     /// Routes in maintenance (written only when there is one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub maintenance: Vec<PersistedMaintenance>,
+    /// Rate limits set through the admin API (written only when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<PersistedRateLimit>,
+}
+
+/// A route's rate limit, as `PUT …/rate_limit` takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedRateLimit {
+    pub route: String,
+    pub limit: crate::control_plane::config::raw::RawRateLimit,
 }
 
 /// A paused route, as `POST …/pause` took it.
@@ -181,6 +192,14 @@ impl Persisted {
                     route: route.to_string(),
                     message: m.message.clone(),
                     retry_after: i64::from(m.retry_after),
+                })
+                .collect(),
+            rate_limits: overrides
+                .rate_limits()
+                .iter()
+                .map(|(route, limit)| PersistedRateLimit {
+                    route: route.to_string(),
+                    limit: crate::control_plane::config::validate::rate_limit_body(limit),
                 })
                 .collect(),
         }
@@ -326,6 +345,15 @@ pub(crate) fn restore(
             Ok(spec) => overrides.set_maintenance(RouteName(m.route.as_str().into()), spec),
             Err(errors) => skipped.push(Dropped {
                 what: format!("maintenance of route {}", m.route),
+                why: errors.to_string().replace('\n', "; "),
+            }),
+        }
+    }
+    for r in &persisted.rate_limits {
+        match crate::control_plane::config::validate::validate_rate_limit(&r.limit) {
+            Ok(spec) => overrides.set_rate_limit(RouteName(r.route.as_str().into()), spec),
+            Err(errors) => skipped.push(Dropped {
+                what: format!("rate limit of route {}", r.route),
                 why: errors.to_string().replace('\n', "; "),
             }),
         }

@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use sluicegate::control_plane::config::spec::Source;
 use sluicegate::data_plane::limits::Kind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::support::live::{config_text, LiveGateway};
 use crate::support::{agents, backends, get, TestGateway, WAIT};
 
 /// Three agents that all answer 503 behind a route with `retries = 2` and
@@ -329,4 +331,111 @@ async fn an_open_stream_counts_until_its_body_ends() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A rate limit set through the admin API takes over from the file's at once,
+/// shows as `source: api` in the state (and `ctl status`), survives a restart
+/// through the state file, and `DELETE` returns the route to the file's limit.
+/// A bad body is refused with the key path of each bad field.
+#[tokio::test]
+async fn a_rate_limit_set_through_the_admin_api_applies_persists_and_clears() {
+    use http::Method;
+    let a = agents("live-rate", "v1", 1).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state_file = dir.path().join("state.json");
+    let admin = format!("state_file = {:?}", state_file.display().to_string());
+    let body = format!(
+        "[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\nrate_limit = {{ rate = 1000, burst = 1000, key = \"route\" }}\n",
+        backends(&a)
+    );
+    let text = config_text(&body, "", &admin);
+    let gw = LiveGateway::start_in(dir, &text).await;
+    let path = "/api/v1/routes/all/rate_limit";
+    let bad = gw
+        .api(
+            Method::PUT,
+            path,
+            Some(r#"{"rate": 0, "burst": -1, "keys": "x"}"#),
+        )
+        .await;
+    assert_eq!(bad.status, 400, "{:?}", bad.body);
+    let bad = gw
+        .api(Method::PUT, path, Some(r#"{"rate": 0, "burst": -1}"#))
+        .await;
+    assert_eq!(bad.status, 400);
+    let text_of = |r: &crate::support::Reply| String::from_utf8_lossy(&r.body).into_owned();
+    assert!(
+        text_of(&bad).contains("rate_limit.rate"),
+        "{}",
+        text_of(&bad)
+    );
+    assert!(
+        text_of(&bad).contains("rate_limit.burst"),
+        "{}",
+        text_of(&bad)
+    );
+    let unknown = gw
+        .api(
+            Method::PUT,
+            "/api/v1/routes/nope/rate_limit",
+            Some(r#"{"rate": 1}"#),
+        )
+        .await;
+    assert_eq!(unknown.status, 404, "{:?}", unknown.body);
+
+    let set = gw
+        .api(
+            Method::PUT,
+            path,
+            Some(r#"{"rate": 0.01, "burst": 1, "key": "route"}"#),
+        )
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    assert_eq!(get(gw.addr, "/", &[]).await.status, 200);
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!((r.status.as_u16(), r.error()), (429, "rate_limited"));
+    let state = gw.state().await;
+    let limits = state
+        .route("all")
+        .and_then(|r| r.limits.clone())
+        .expect("limits shown");
+    let rate = limits.rate.expect("rate shown");
+    assert_eq!((rate.rate, rate.burst, rate.source), (0.01, 1, Source::Api));
+    assert_eq!(limits.refused.get("rate"), Some(&1));
+    let status = sluicegate::tools::ctl::render_status(&state);
+    assert!(
+        status.contains("rate 0.01/s burst 1 by route (api)"),
+        "{status}"
+    );
+    assert!(status.contains("rate 1"), "{status}");
+
+    // A restart reads the override back from the state file.
+    let (_, dir) = gw.stop().await;
+    let saved = std::fs::read_to_string(&state_file).expect("state file");
+    assert!(saved.contains("rate_limits"), "{saved}");
+    let gw = LiveGateway::start_in(dir, &text).await;
+    let state = gw.state().await;
+    let rate = state
+        .route("all")
+        .and_then(|r| r.limits.clone())
+        .and_then(|l| l.rate)
+        .expect("rate");
+    assert_eq!((rate.rate, rate.source), (0.01, Source::Api));
+
+    let cleared = gw.api(Method::DELETE, path, None).await;
+    assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+    for _ in 0..5 {
+        assert_eq!(
+            get(gw.addr, "/", &[]).await.status,
+            200,
+            "the file's limit again"
+        );
+    }
+    let state = gw.state().await;
+    let rate = state
+        .route("all")
+        .and_then(|r| r.limits.clone())
+        .and_then(|l| l.rate)
+        .expect("rate");
+    assert_eq!((rate.rate, rate.source), (1000.0, Source::File));
 }

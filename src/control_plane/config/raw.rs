@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file. `validate` deserializes its sections one by one (so that one
 /// bad pool does not hide errors in the others); this type documents the shape
@@ -455,19 +455,24 @@ pub struct RawRoute {
     pub concurrency: Option<RawConcurrency>,
 }
 
-/// `rate_limit = { … }` of a route.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `rate_limit = { … }` of a route; also the JSON body of
+/// `PUT /api/v1/routes/{route}/rate_limit` and its form in the state file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Requests a second.
     pub rate: Option<f64>,
     /// Requests at once after a pause; `rate` rounded up (at least 1) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<i64>,
     /// `"client_ip"` (the default), `"header:NAME"` or `"route"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (`"10.0.0.0/8"`, `"::1"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
     /// Buckets kept at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<i64>,
 }
 

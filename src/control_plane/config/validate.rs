@@ -29,8 +29,8 @@ mod tls;
 mod values;
 
 pub use api::{
-    validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
-    ApiMaintenance, ApiPause,
+    rate_limit_body, validate_backend, validate_maintenance, validate_pause, validate_rate_limit,
+    validate_split, ApiBackend, ApiMaintenance, ApiPause,
 };
 pub use discovery::{pool_name, weight};
 pub use pool::protocol_value;

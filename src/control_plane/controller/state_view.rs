@@ -314,7 +314,15 @@ fn route_view(
                 message: m.message.clone(),
                 retry_after: m.retry_after,
             }),
-        limits: limits::route_limits(&r.limits, Source::File, live),
+        limits: limits::route_limits(
+            &r.limits,
+            if overrides.rate_limits().contains_key(&r.name) {
+                Source::Api
+            } else {
+                Source::File
+            },
+            live,
+        ),
     }
 }
 

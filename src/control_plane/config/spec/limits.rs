@@ -118,6 +118,13 @@ pub struct IpNet {
     pub len: u8,
 }
 
+impl std::fmt::Display for IpNet {
+    /// `10.0.0.0/8`, `::1/128`: what `trusted_proxies` accepts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
 impl IpNet {
     /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {

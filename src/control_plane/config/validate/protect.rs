@@ -201,7 +201,11 @@ fn check_concurrency(
     }))
 }
 
-fn check_rate_limit(path: &str, raw: &RawRateLimit, report: &mut Report) -> Option<RateLimitSpec> {
+pub(super) fn check_rate_limit(
+    path: &str,
+    raw: &RawRateLimit,
+    report: &mut Report,
+) -> Option<RateLimitSpec> {
     let max_rate = RateLimitSpec::MAX_RATE;
     let rate = match raw.rate {
         None => {
