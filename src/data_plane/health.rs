@@ -99,6 +99,8 @@ pub struct PoolHealth {
     retry_window: crate::data_plane::limits::budget::RetryWindow,
     /// The count behind the pool's `concurrency` (no limit while it has none).
     in_flight: Arc<crate::data_plane::limits::concurrency::InFlight>,
+    /// Requests waiting for a connection under the pool's `circuit_breaker`.
+    pending: AtomicUsize,
 }
 
 impl PoolHealth {
@@ -114,6 +116,7 @@ impl PoolHealth {
             metrics: Registrar::off(),
             retry_window: crate::data_plane::limits::budget::RetryWindow::default(),
             in_flight: Arc::default(),
+            pending: AtomicUsize::new(0),
         }
     }
 
@@ -143,6 +146,11 @@ impl PoolHealth {
     /// each snapshot build applies the pool's settings).
     pub fn in_flight(&self) -> &Arc<crate::data_plane::limits::concurrency::InFlight> {
         &self.in_flight
+    }
+
+    /// Requests waiting for a connection under the pool's `circuit_breaker`.
+    pub fn pending(&self) -> &AtomicUsize {
+        &self.pending
     }
 
     /// The counts behind the pool's `retry_budget` (kept across snapshots).

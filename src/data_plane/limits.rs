@@ -30,15 +30,23 @@ pub enum Kind {
     /// A request over its pool's `concurrency.max_in_flight` (503), refused at
     /// once or after its wait in the queue.
     PoolInFlight,
+    /// A request whose backend was at its pool's
+    /// `circuit_breaker.max_connections`, with no pending allowed (503).
+    Connections,
+    /// A request refused because its pool's `circuit_breaker.max_pending`
+    /// requests already waited for a connection, or its wait timed out (503).
+    Pending,
 }
 
 impl Kind {
     /// Every kind, in label order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::RetryBudget,
         Kind::Rate,
         Kind::InFlight,
         Kind::PoolInFlight,
+        Kind::Connections,
+        Kind::Pending,
     ];
 
     /// The label value.
@@ -48,6 +56,8 @@ impl Kind {
             Kind::Rate => "rate",
             Kind::InFlight => "in_flight",
             Kind::PoolInFlight => "pool_in_flight",
+            Kind::Connections => "max_connections",
+            Kind::Pending => "max_pending",
         }
     }
 }

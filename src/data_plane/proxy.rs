@@ -582,7 +582,18 @@ impl Proxy {
             };
             let pool = &plan.pool;
             trail.attempt(backend, &route.name.0);
-            let guard = backend.state.start_request();
+            let connection = match &pool.limits.breaker {
+                None => None,
+                Some(breaker) => {
+                    match cold(Box::pin(connection_for(backend, pool, breaker, route))).await {
+                        Ok(permit) => Some(permit),
+                        // An answer kept for `retry_on_status` still goes to the client.
+                        Err(err) => return kept.ok_or(err),
+                    }
+                }
+            };
+            let mut guard = backend.state.start_request();
+            guard.hold_connection(connection);
             let started = Instant::now();
             let kind = if plan.fast && backend.state.conns().fast_path() {
                 if plan.replayable && replay.is_none() && !route.retry_on_status.is_empty() {
@@ -837,6 +848,37 @@ async fn admit(route: &Route, pool: &Pool) -> Result<Permits, ProxyError> {
         }
     }
     Ok(permits)
+}
+
+/// A connection to `backend` under its pool's circuit breaker: at once, or after
+/// waiting (bounded by the pool's `max_pending` and the route's connect timeout);
+/// a refusal is counted against the route.
+async fn connection_for(
+    backend: &Backend,
+    pool: &Pool,
+    breaker: &crate::control_plane::config::spec::BreakerSpec,
+    route: &Route,
+) -> Result<crate::data_plane::limits::concurrency::Permit, ProxyError> {
+    use crate::data_plane::limits::concurrency::Refused;
+    use crate::data_plane::limits::Kind;
+    let refused = match backend
+        .state
+        .connection_limit()
+        .admit_queued(
+            pool.health().pending(),
+            breaker.max_pending as usize,
+            route.timeouts.connect,
+        )
+        .await
+    {
+        Ok(permit) => return Ok(permit),
+        Err(refused) => refused,
+    };
+    route.refusals.count(match refused {
+        Refused::Full => Kind::Connections,
+        Refused::QueueFull | Refused::QueueTimeout => Kind::Pending,
+    });
+    Err(ProxyError::Breaker(refused))
 }
 
 /// Whether the pool's retry budget (if it has one) allows one more retry now;

@@ -17,8 +17,8 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName, PoolSpec, RouteName,
-    RouteSpec, Spec, Timeouts, Upgrades,
+    BackendSpec, ConcurrencySpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName,
+    PoolSpec, RouteName, RouteSpec, Spec, Timeouts, Upgrades,
 };
 use crate::control_plane::config::MatchSpec;
 use crate::data_plane::backend::{Backend, BackendState};
@@ -192,6 +192,16 @@ impl Snapshot {
             pool.health()
                 .in_flight()
                 .configure(p.limits.concurrency.as_ref());
+            // The breaker's cap per backend; its waiting is bounded by the pool's
+            // pending count and the route's connect timeout, not by these.
+            let cap = p.limits.breaker.map(|b| ConcurrencySpec {
+                max_in_flight: b.max_connections,
+                queue: 0,
+                queue_timeout: Duration::ZERO,
+            });
+            for b in pool.backends() {
+                b.state.connection_limit().configure(cap.as_ref());
+            }
             pool.protocol = p.protocol;
             let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));

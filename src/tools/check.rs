@@ -233,6 +233,12 @@ pub fn render(spec: &Spec) -> String {
         if let Some(c) = &p.limits.concurrency {
             limits.push(concurrency_text(c));
         }
+        if let Some(b) = &p.limits.breaker {
+            limits.push(format!(
+                "circuit_breaker max_connections {} per backend, max_pending {}",
+                b.max_connections, b.max_pending
+            ));
+        }
         if !limits.is_empty() {
             let _ = writeln!(out, "     {}", limits.join("; "));
         }

@@ -439,3 +439,45 @@ async fn a_rate_limit_set_through_the_admin_api_applies_persists_and_clears() {
         .expect("rate");
     assert_eq!((rate.rate, rate.source), (1000.0, Source::File));
 }
+
+/// A pool's circuit breaker: two backends capped at 5 connections each. Without
+/// pending, 100 requests at once see at most 5 at each backend and the rest
+/// `503 backend_connections_full`; with `max_pending = 100`, every request is
+/// served, still never more than 5 at once at either backend.
+#[tokio::test]
+async fn a_circuit_breaker_caps_connections_per_backend_and_bounds_pending() {
+    for (pending, delay_ms) in [(0u32, 500u64), (100, 100)] {
+        let ups = [
+            CountingUpstream::start(Duration::from_millis(delay_ms)).await,
+            CountingUpstream::start(Duration::from_millis(delay_ms)).await,
+        ];
+        let toml = format!(
+            "[[pools]]\nname = \"p\"\nbackends = [{{ addr = \"{}\" }}, {{ addr = \"{}\" }}]\ncircuit_breaker = {{ max_connections = 5, max_pending = {pending} }}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\ntimeouts = {{ connect = \"9s\" }}\n",
+            ups[0].addr, ups[1].addr
+        );
+        let gw = TestGateway::start(&toml).await;
+        let seen = burst(gw.addr, 100).await;
+        let peaks = [
+            ups[0].peak.load(Ordering::SeqCst),
+            ups[1].peak.load(Ordering::SeqCst),
+        ];
+        eprintln!("max_pending {pending}: answers {seen:?}, peaks at the upstreams {peaks:?}");
+        assert!(peaks.iter().all(|&p| p <= 5), "{peaks:?}");
+        let ok = seen.get(&(200, String::new())).copied().unwrap_or(0);
+        let refusals = gw.snapshot.load().routes()[0]
+            .refusals
+            .get(Kind::Connections);
+        if pending == 0 {
+            let full = seen
+                .get(&(503, "backend_connections_full".into()))
+                .copied()
+                .unwrap_or(0);
+            assert_eq!(ok + full, 100, "{seen:?}");
+            assert!(ok >= 10 && full > 0, "{seen:?}");
+            assert_eq!(refusals as usize, full);
+        } else {
+            assert_eq!(ok, 100, "{seen:?}");
+            assert_eq!(refusals, 0);
+        }
+    }
+}

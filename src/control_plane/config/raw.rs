@@ -240,6 +240,18 @@ pub struct RawPool {
     pub retry_budget: Option<RawRetryBudget>,
     /// `concurrency = { max_in_flight, queue, queue_timeout }`.
     pub concurrency: Option<RawConcurrency>,
+    /// `circuit_breaker = { max_connections, max_pending }`.
+    pub circuit_breaker: Option<RawBreaker>,
+}
+
+/// `circuit_breaker = { max_connections, max_pending }` of a pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Connections (requests) to one backend at once.
+    pub max_connections: Option<i64>,
+    /// The pool's requests that may wait for a connection; 0 when absent.
+    pub max_pending: Option<i64>,
 }
 
 /// `concurrency = { max_in_flight, queue, queue_timeout }` of a route or pool.

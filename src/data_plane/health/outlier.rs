@@ -67,6 +67,7 @@ impl Outcome {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. }
             | ProxyError::OverInFlight(_)
+            | ProxyError::Breaker(_)
             | ProxyError::ClientBody(..)
             | ProxyError::GrpcNeedsH2 { .. } => None,
         }

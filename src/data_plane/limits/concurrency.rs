@@ -59,7 +59,10 @@ pub struct InFlight {
     queue_timeout_ns: AtomicU64,
     /// Requests admitted and not yet ended.
     now: AtomicUsize,
-    /// Requests waiting for a place.
+    /// Requests in this limit's own queue (bounded by `queue`).
+    queued: AtomicUsize,
+    /// Requests waiting for a place, whichever queue bounds them (what a
+    /// release looks at to wake one).
     waiting: AtomicUsize,
     /// Wakes one waiter when a place frees (used only while someone waits).
     freed: Notify,
@@ -72,6 +75,7 @@ impl Default for InFlight {
             queue: AtomicU32::new(0),
             queue_timeout_ns: AtomicU64::new(0),
             now: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         }
@@ -95,13 +99,16 @@ impl Drop for Permit {
     }
 }
 
-/// The places a request holds: its route's and its pool's (either may be absent).
+/// The places a request holds: its route's and its pool's, and a connection
+/// under its backend's circuit breaker (any may be absent).
 #[derive(Debug, Default)]
 pub struct Permits {
     /// Under the route's `concurrency`.
     pub route: Option<Permit>,
     /// Under the pool's `concurrency`.
     pub pool: Option<Permit>,
+    /// Under the pool's `circuit_breaker.max_connections` for this backend.
+    pub connection: Option<Permit>,
 }
 
 impl InFlight {
@@ -138,6 +145,11 @@ impl InFlight {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// The limit in force (0: none).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     /// A place if one is free now.
     #[inline]
     pub fn try_admit(self: &Arc<Self>) -> Option<Permit> {
@@ -163,19 +175,33 @@ impl InFlight {
 
     /// A place now, or after a wait in the queue (when configured and not full).
     pub async fn admit(self: &Arc<Self>) -> Result<Permit, Refused> {
+        let queue = self.queue.load(Ordering::Relaxed) as usize;
+        let timeout = Duration::from_nanos(self.queue_timeout_ns.load(Ordering::Relaxed));
+        self.admit_queued(&self.queued, queue, timeout).await
+    }
+
+    /// A place now, or after a wait of at most `timeout` while fewer than
+    /// `max_queued` wait in `queue` (a queue shared by several limits: a pool's
+    /// pending requests over its backends' connection limits).
+    pub async fn admit_queued(
+        self: &Arc<Self>,
+        queue: &AtomicUsize,
+        max_queued: usize,
+        timeout: Duration,
+    ) -> Result<Permit, Refused> {
         if let Some(permit) = self.try_admit() {
             return Ok(permit);
         }
-        let queue = self.queue.load(Ordering::Relaxed) as usize;
-        if queue == 0 {
+        if max_queued == 0 {
             return Err(Refused::Full);
         }
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        if queue.fetch_add(1, Ordering::SeqCst) >= max_queued {
+            queue.fetch_sub(1, Ordering::SeqCst);
             return Err(Refused::QueueFull);
         }
+        let _leave_queue = Leave(queue);
+        self.waiting.fetch_add(1, Ordering::SeqCst);
         let _leave = Leave(&self.waiting);
-        let timeout = Duration::from_nanos(self.queue_timeout_ns.load(Ordering::Relaxed));
         let deadline = crate::clock::later(Instant::now(), timeout);
         loop {
             let notified = self.freed.notified();

@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ClientFault, ResponseBody};
 use super::framing::Malformed;
+use crate::data_plane::limits::concurrency::Refused;
 use crate::data_plane::upstream::{ConnectError, WireError};
 
 /// Name of the response header that carries [`ProxyError::cause`].
@@ -35,6 +36,11 @@ pub enum ProxyError {
     /// once, or after its wait in the queue.
     #[error("over the concurrency limit: {0}")]
     OverInFlight(crate::data_plane::limits::concurrency::Refused),
+    /// Refused by the pool's circuit breaker: the backend is at
+    /// `max_connections` and no request may wait, or `max_pending` already
+    /// wait, or the wait for a connection passed the connect timeout.
+    #[error("the pool's circuit breaker refused a connection: {0}")]
+    Breaker(crate::data_plane::limits::concurrency::Refused),
     /// The route is paused (`ctl pause`) and the request waited its `max`.
     #[error("the route is paused and stayed paused for the pause's max wait")]
     PausedTimeout,
@@ -87,7 +93,8 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoHealthyBackend
             | ProxyError::PauseQueueFull(_)
-            | ProxyError::OverInFlight(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::OverInFlight(_)
+            | ProxyError::Breaker(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
@@ -114,6 +121,9 @@ impl ProxyError {
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
             ProxyError::OverInFlight(refused) => refused.cause(),
+            ProxyError::Breaker(Refused::Full) => "backend_connections_full",
+            ProxyError::Breaker(Refused::QueueFull) => "pool_pending_full",
+            ProxyError::Breaker(Refused::QueueTimeout) => "pool_pending_timeout",
             ProxyError::PausedTimeout => "paused_timeout",
             ProxyError::PauseQueueFull(_) => "pause_queue_full",
             ProxyError::Connect(_) => "connect_failed",
@@ -233,7 +243,6 @@ impl From<ConnectError> for ProxyError {
 mod tests {
     use super::*;
     use crate::data_plane::http1::client::H1Error;
-    use crate::data_plane::limits::concurrency::Refused;
 
     #[test]
     fn every_cause_maps_to_the_documented_status() {
@@ -255,6 +264,21 @@ mod tests {
                 ProxyError::OverInFlight(Refused::QueueTimeout),
                 503,
                 "in_flight_queue_timeout",
+            ),
+            (
+                ProxyError::Breaker(Refused::Full),
+                503,
+                "backend_connections_full",
+            ),
+            (
+                ProxyError::Breaker(Refused::QueueFull),
+                503,
+                "pool_pending_full",
+            ),
+            (
+                ProxyError::Breaker(Refused::QueueTimeout),
+                503,
+                "pool_pending_timeout",
             ),
             (ProxyError::Connect(io()), 502, "connect_failed"),
             (ProxyError::ConnectTimeout, 504, "connect_timeout"),

@@ -147,7 +147,8 @@ pub fn code_of(err: &ProxyError) -> Code {
         ProxyError::ResponseTimeout | ProxyError::ConnectTimeout => Code::DeadlineExceeded,
         ProxyError::BodyTooLarge { .. }
         | ProxyError::RateLimited { .. }
-        | ProxyError::OverInFlight(_) => Code::ResourceExhausted,
+        | ProxyError::OverInFlight(_)
+        | ProxyError::Breaker(_) => Code::ResourceExhausted,
         ProxyError::PausedTimeout => Code::DeadlineExceeded,
         ProxyError::ClientBody(ClientFault::Aborted, _) => Code::Cancelled,
         ProxyError::ClientBody(ClientFault::TimedOut, _) => Code::DeadlineExceeded,
@@ -208,6 +209,9 @@ fn describe(cause: &str) -> &'static str {
         }
         "in_flight_limit" | "in_flight_queue_full" | "in_flight_queue_timeout" => {
             "the route or pool is at its concurrency limit"
+        }
+        "backend_connections_full" | "pool_pending_full" | "pool_pending_timeout" => {
+            "the pool's circuit breaker refused a connection"
         }
         "body_too_large" => "the request is larger than the route's max_request_body",
         "grpc_needs_http2" => "gRPC needs HTTP/2 from the client to the gateway",

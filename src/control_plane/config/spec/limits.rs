@@ -14,6 +14,21 @@ pub struct PoolLimitsSpec {
     /// `concurrency = { max_in_flight, queue, queue_timeout }`: requests (with
     /// their streams and tunnels) at once across the pool's backends.
     pub concurrency: Option<ConcurrencySpec>,
+    /// `circuit_breaker = { max_connections, max_pending }`.
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// A pool's circuit breaker: at most `max_connections` connections (requests) to
+/// each backend at once; a request whose backend is at the cap waits for one
+/// (pending) while fewer than `max_pending` of the pool's requests do, for up to
+/// the route's `timeouts.connect`, else gets a 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSpec {
+    /// Connections to one backend at once (HTTP/1.1: one per request in flight;
+    /// HTTP/2: streams). 1..=[`ConcurrencySpec::MAX_IN_FLIGHT`].
+    pub max_connections: u32,
+    /// The pool's requests waiting for a connection (0: none wait).
+    pub max_pending: u32,
 }
 
 /// A bound on requests at once (`concurrency = { … }` of a route or a pool): a

@@ -9,10 +9,10 @@ use http::HeaderName;
 use super::values::check_duration;
 use super::Report;
 use crate::control_plane::config::raw::{
-    RawConcurrency, RawPool, RawRateLimit, RawRetryBudget, RawRoute,
+    RawBreaker, RawConcurrency, RawPool, RawRateLimit, RawRetryBudget, RawRoute,
 };
 use crate::control_plane::config::spec::{
-    ConcurrencySpec, IpNet, PoolLimitsSpec, RateKey, RateLimitSpec, RetryBudgetSpec,
+    BreakerSpec, ConcurrencySpec, IpNet, PoolLimitsSpec, RateKey, RateLimitSpec, RetryBudgetSpec,
     RouteLimitsSpec,
 };
 
@@ -30,9 +30,55 @@ pub(super) fn check_pool_limits(
         Some(b) => check_retry_budget(&format!("{path}.retry_budget"), b, report).map(Some),
     };
     let concurrency = check_concurrency(path, raw.concurrency.as_ref(), report);
+    let breaker = match &raw.circuit_breaker {
+        None => Some(None),
+        Some(b) => check_breaker(&format!("{path}.circuit_breaker"), b, report).map(Some),
+    };
     Some(PoolLimitsSpec {
         retry_budget: retry_budget?,
         concurrency: concurrency?,
+        breaker: breaker?,
+    })
+}
+
+fn check_breaker(path: &str, raw: &RawBreaker, report: &mut Report) -> Option<BreakerSpec> {
+    let max = ConcurrencySpec::MAX_IN_FLIGHT;
+    let max_connections = match raw.max_connections {
+        None => {
+            report.add(
+                format!("{path}.max_connections"),
+                "max_connections is required: connections to one backend at once, e.g. max_connections = 100",
+            );
+            None
+        }
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => {
+                report.add(
+                    format!("{path}.max_connections"),
+                    format!("must be between 1 and {max}, got {n}"),
+                );
+                None
+            }
+        },
+    };
+    let max_queue = ConcurrencySpec::MAX_QUEUE;
+    let pending = raw.max_pending.unwrap_or(0);
+    let max_pending = match u32::try_from(pending) {
+        Ok(n) if n <= max_queue => Some(n),
+        _ => {
+            report.add(
+                format!("{path}.max_pending"),
+                format!(
+                    "must be between 0 (no waiting: 503 at once) and {max_queue}, got {pending}"
+                ),
+            );
+            None
+        }
+    };
+    Some(BreakerSpec {
+        max_connections: max_connections?,
+        max_pending: max_pending?,
     })
 }
 

@@ -517,3 +517,40 @@ fn concurrency_fields_are_checked_with_their_paths() {
     );
     assert_one(&pool, "pools[0].concurrency.max_in_flight", "got 0");
 }
+
+#[test]
+fn circuit_breaker_fields_are_checked_with_their_paths() {
+    let pool = |breaker: &str| {
+        format!(
+            "{LISTEN}\n[[pools]]\nname = \"agent-blue\"\nbackends = []\ncircuit_breaker = {breaker}\n{ROUTE}"
+        )
+    };
+    let spec =
+        crate::control_plane::config::parse(&pool("{ max_connections = 8 }")).expect("valid");
+    let b = spec.pools[0].limits.breaker.expect("a breaker");
+    assert_eq!((b.max_connections, b.max_pending), (8, 0));
+    for (breaker, path, fragment) in [
+        (
+            "{ max_pending = 3 }",
+            "pools[0].circuit_breaker.max_connections",
+            "max_connections is required",
+        ),
+        (
+            "{ max_connections = 0 }",
+            "pools[0].circuit_breaker.max_connections",
+            "got 0",
+        ),
+        (
+            "{ max_connections = 1, max_pending = -2 }",
+            "pools[0].circuit_breaker.max_pending",
+            "got -2",
+        ),
+        (
+            "{ max_connections = 1, pending = 2 }",
+            "pools[0].circuit_breaker.pending",
+            "unknown key `pending`",
+        ),
+    ] {
+        assert_one(&pool(breaker), path, fragment);
+    }
+}
