@@ -481,3 +481,45 @@ async fn a_circuit_breaker_caps_connections_per_backend_and_bounds_pending() {
         }
     }
 }
+
+/// An open WebSocket tunnel holds its place under `max_in_flight = 1`: a plain
+/// request is refused while it is open and admitted once it is closed.
+#[tokio::test]
+async fn an_open_tunnel_counts_until_it_closes() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let a = agents("tunnel", "v1", 1).await;
+    let toml = format!(
+        "[[pools]]\nname = \"p\"\nbackends = {}\n[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"p\", weight = 1 }}]\nconcurrency = {{ max_in_flight = 1 }}\n",
+        backends(&a)
+    );
+    let gw = TestGateway::start(&toml).await;
+    let stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let url = format!("ws://{}/ws", gw.addr);
+    let (mut ws, resp) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade");
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::Text("ping".into())).await.expect("send");
+    let back = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("echo in time");
+    assert!(matches!(back, Some(Ok(Message::Text(_)))), "{back:?}");
+    let r = get(gw.addr, "/", &[]).await;
+    assert_eq!((r.status.as_u16(), r.error()), (503, "in_flight_limit"));
+    ws.close(None).await.expect("close");
+    drop(ws);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = get(gw.addr, "/", &[]).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the tunnel's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
