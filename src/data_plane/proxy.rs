@@ -281,7 +281,10 @@ impl Proxy {
                 let permits =
                     if plan.route.in_flight.is_none() && plan.pool.limits.concurrency.is_none() {
                         Ok(Permits::default())
+                    } else if let Some(permits) = admit_now(plan.route, &plan.pool) {
+                        Ok(permits)
                     } else {
+                        // Full, or a queue to wait in: rare, and boxed like `hold`.
                         cold(Box::pin(admit(plan.route, &plan.pool))).await
                     };
                 match permits {
@@ -584,13 +587,17 @@ impl Proxy {
             trail.attempt(backend, &route.name.0);
             let connection = match &pool.limits.breaker {
                 None => None,
-                Some(breaker) => {
-                    match cold(Box::pin(connection_for(backend, pool, breaker, route))).await {
-                        Ok(permit) => Some(permit),
-                        // An answer kept for `retry_on_status` still goes to the client.
-                        Err(err) => return kept.ok_or(err),
+                Some(breaker) => match backend.state.connection_limit().try_admit() {
+                    Some(permit) => Some(permit),
+                    // At the cap: wait (bounded) or be refused; rare, and boxed.
+                    None => {
+                        match cold(Box::pin(connection_for(backend, pool, breaker, route))).await {
+                            Ok(permit) => Some(permit),
+                            // An answer kept for `retry_on_status` still goes to the client.
+                            Err(err) => return kept.ok_or(err),
+                        }
                     }
-                }
+                },
             };
             let mut guard = backend.state.start_request();
             guard.hold_connection(connection);
@@ -821,6 +828,21 @@ fn rate_limited(route: &Route, wait: Duration) -> ProxyError {
     ProxyError::RateLimited {
         retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
     }
+}
+
+/// The request's places under its route's and its pool's `concurrency` when
+/// both are free now, with no future to allocate; `None` when either is full
+/// (what was taken is given back: [`admit`] starts again, waiting where it may).
+#[inline]
+fn admit_now(route: &Route, pool: &Pool) -> Option<Permits> {
+    let mut permits = Permits::default();
+    if let Some(limit) = &route.in_flight {
+        permits.route = Some(limit.try_admit()?);
+    }
+    if pool.limits.concurrency.is_some() {
+        permits.pool = Some(pool.health().in_flight().try_admit()?);
+    }
+    Some(permits)
 }
 
 /// The request's places under its route's and its pool's `concurrency` (the
