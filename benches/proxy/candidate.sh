@@ -32,6 +32,8 @@
 #                               and one compare-and-swap per request, never a 429)
 #   BENCH_CONCURRENCY=off|on    on: every route gets concurrency = { max_in_flight = 1000000 }
 #                               (one compare-and-swap in, one atomic sub out)
+#   BENCH_BREAKER=off|on        on: every pool gets circuit_breaker = { max_connections = 1000000 }
+#                               (the same per backend, per attempt)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 listen=${BENCH_LISTEN:-127.0.0.1:8080}
@@ -46,6 +48,12 @@ metrics=${BENCH_METRICS:-on}
 access_log=${BENCH_ACCESS_LOG:-off}
 log_format=${BENCH_LOG_FORMAT:-json}
 route_limits=""
+pool_limits=""
+case ${BENCH_BREAKER:-off} in
+    on) pool_limits=$'circuit_breaker = { max_connections = 1000000 }\n' ;;
+    off) ;;
+    *) echo "BENCH_BREAKER must be on or off, not '$BENCH_BREAKER'" >&2; exit 2 ;;
+esac
 case ${BENCH_RATE_LIMIT:-off} in
     on) route_limits+=$'rate_limit = { rate = 1000000, burst = 1000000, key = "client_ip" }\n' ;;
     off) ;;
@@ -87,7 +95,7 @@ TOML
 name = "bench"
 balance = "$balance"
 backends = [$backends]
-
+$pool_limits
 [[routes]]
 name = "all"
 split = [{ pool = "bench", weight = 1 }]
@@ -101,7 +109,7 @@ TOML
 name = "$pool"
 balance = "$balance"
 backends = [$backends]
-
+$pool_limits
 [pools.health]
 path = "/"
 interval = "1s"
