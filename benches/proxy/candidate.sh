@@ -25,6 +25,15 @@
 #                               one line per request to the script's log file
 #   BENCH_LOG_FORMAT=json|text  format of those lines (default json)
 # e.g. --candidate 'env BENCH_METRICS=off benches/proxy/candidate.sh'
+#
+# Limit switches (docs/limits.md; to measure what a limit costs when it never binds):
+#   BENCH_RATE_LIMIT=off|on     on: every route gets rate_limit = { rate = 1000000,
+#                               burst = 1000000, key = "client_ip" } (one bucket lookup
+#                               and one compare-and-swap per request, never a 429)
+#   BENCH_CONCURRENCY=off|on    on: every route gets concurrency = { max_in_flight = 1000000 }
+#                               (one compare-and-swap in, one atomic sub out)
+#   BENCH_BREAKER=off|on        on: every pool gets circuit_breaker = { max_connections = 1000000 }
+#                               (the same per backend, per attempt)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 listen=${BENCH_LISTEN:-127.0.0.1:8080}
@@ -38,6 +47,23 @@ esac
 metrics=${BENCH_METRICS:-on}
 access_log=${BENCH_ACCESS_LOG:-off}
 log_format=${BENCH_LOG_FORMAT:-json}
+route_limits=""
+pool_limits=""
+case ${BENCH_BREAKER:-off} in
+    on) pool_limits=$'circuit_breaker = { max_connections = 1000000 }\n' ;;
+    off) ;;
+    *) echo "BENCH_BREAKER must be on or off, not '$BENCH_BREAKER'" >&2; exit 2 ;;
+esac
+case ${BENCH_RATE_LIMIT:-off} in
+    on) route_limits+=$'rate_limit = { rate = 1000000, burst = 1000000, key = "client_ip" }\n' ;;
+    off) ;;
+    *) echo "BENCH_RATE_LIMIT must be on or off, not '$BENCH_RATE_LIMIT'" >&2; exit 2 ;;
+esac
+case ${BENCH_CONCURRENCY:-off} in
+    on) route_limits+=$'concurrency = { max_in_flight = 1000000 }\n' ;;
+    off) ;;
+    *) echo "BENCH_CONCURRENCY must be on or off, not '$BENCH_CONCURRENCY'" >&2; exit 2 ;;
+esac
 
 dir=$(mktemp -d /tmp/sluicegate-bench.XXXXXX)
 cfg="$dir/routes.toml"
@@ -69,10 +95,11 @@ TOML
 name = "bench"
 balance = "$balance"
 backends = [$backends]
-
+$pool_limits
 [[routes]]
 name = "all"
 split = [{ pool = "bench", weight = 1 }]
+$route_limits
 TOML
     else
         for pool in blue green; do
@@ -82,7 +109,7 @@ TOML
 name = "$pool"
 balance = "$balance"
 backends = [$backends]
-
+$pool_limits
 [pools.health]
 path = "/"
 interval = "1s"
@@ -99,12 +126,14 @@ TOML
 name = "testers"
 match = { path_prefix = "/", headers = { "x-canary" = "always" } }
 split = [{ pool = "green", weight = 1 }]
+$route_limits
 
 [[routes]]
 name = "all"
 match = { path_prefix = "/" }
 split = [{ pool = "blue", weight = 90 }, { pool = "green", weight = 10 }]
 retries = 2
+$route_limits
 TOML
     fi
 } > "$cfg"

@@ -1,7 +1,7 @@
 //! Admin overrides and how they sit on top of the file.
 //!
 //! The file (`routes.toml`) is the base; an admin API call does not edit it but
-//! records an *override*: a route's split, a drained backend, or a backend
+//! records an *override*: a route's split or rate limit, a drained backend, or a backend
 //! registered by an agent outside Docker (optionally with a TTL that heartbeats
 //! renew). [`Overrides::merge`] lays them over a file spec to give the *effective*
 //! spec the controller publishes.
@@ -28,8 +28,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, MaintenanceSpec, MirrorSpec, PauseSpec, PoolName, RouteName, Source, Spec,
-    SplitSpec,
+    BackendSpec, MaintenanceSpec, MirrorSpec, PauseSpec, PoolName, RateLimitSpec, RouteName,
+    Source, Spec, SplitSpec,
 };
 use crate::control_plane::rollout_record::Rollout;
 
@@ -61,6 +61,8 @@ pub struct Overrides {
     /// Mirrors set through the API (`ctl mirror`); they win over the file's and
     /// the labels' (percent 0 stops theirs).
     mirrors: BTreeMap<RouteName, MirrorSpec>,
+    /// Rate limits set through the admin API, in place of the file's.
+    rate_limits: BTreeMap<RouteName, RateLimitSpec>,
 }
 
 /// An override that no longer applies, and why (logged, shown by `plan`).
@@ -88,6 +90,7 @@ impl Overrides {
             && self.pauses.is_empty()
             && self.maintenance.is_empty()
             && self.mirrors.is_empty()
+            && self.rate_limits.is_empty()
     }
 
     /// Mirrors set through the API.
@@ -104,6 +107,21 @@ impl Overrides {
     /// false when there was none.
     pub fn clear_mirror(&mut self, route: &RouteName) -> bool {
         self.mirrors.remove(route).is_some()
+    }
+
+    /// Rate limits set through the admin API, by route.
+    pub fn rate_limits(&self) -> &BTreeMap<RouteName, RateLimitSpec> {
+        &self.rate_limits
+    }
+
+    /// Sets `route`'s rate limit over the file's (the caller checked the route exists).
+    pub fn set_rate_limit(&mut self, route: RouteName, limit: RateLimitSpec) {
+        self.rate_limits.insert(route, limit);
+    }
+
+    /// Returns `route` to the file's rate limit; false when none was set.
+    pub fn clear_rate_limit(&mut self, route: &RouteName) -> bool {
+        self.rate_limits.remove(route).is_some()
     }
 
     /// Paused routes.
@@ -310,6 +328,7 @@ impl Overrides {
         for (kind, map) in [
             ("pause", &mut self.pauses as &mut dyn RouteKeyed),
             ("maintenance", &mut self.maintenance),
+            ("rate limit", &mut self.rate_limits),
         ] {
             map.retain_routes(&mut |route: &RouteName| {
                 let keep = file.routes.iter().any(|f| &f.name == route);
@@ -364,6 +383,9 @@ impl Overrides {
             route.maintenance = self.maintenance.get(&route.name).cloned();
             if let Some(mirror) = self.mirrors.get(&route.name) {
                 route.mirror = Some(mirror.clone());
+            }
+            if let Some(limit) = self.rate_limits.get(&route.name) {
+                route.limits.rate = Some(limit.clone());
             }
         }
         for pool in &mut spec.pools {

@@ -254,6 +254,12 @@ fn route_changes(old: &RouteSpec, new: &RouteSpec) -> Vec<&'static str> {
     if old.retry_on_status != new.retry_on_status {
         what.push("retry_on_status");
     }
+    if old.limits.rate != new.limits.rate {
+        what.push("rate_limit");
+    }
+    if old.limits.concurrency != new.limits.concurrency {
+        what.push("concurrency");
+    }
     what
 }
 
@@ -273,10 +279,19 @@ fn pool_changes(old: &PoolSpec, new: &PoolSpec, push: &mut impl FnMut(Op, String
         );
     }
     if old.limits != new.limits {
+        let (o, n) = (&old.limits, &new.limits);
+        let which: Vec<&str> = [
+            (o.retry_budget != n.retry_budget, "retry_budget"),
+            (o.concurrency != n.concurrency, "concurrency"),
+            (o.breaker != n.breaker, "circuit_breaker"),
+        ]
+        .into_iter()
+        .filter_map(|(changed, name)| changed.then_some(name))
+        .collect();
         push(
             Op::Change,
             format!("pool {}", new.name),
-            "limits changed (retry_budget)".into(),
+            format!("limits changed ({})", which.join(", ")),
         );
     }
     for b in &old.backends {

@@ -57,6 +57,9 @@ pub(crate) struct Persisted {
     /// Mirrors set through the API (written only when there is one).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<PersistedMirror>,
+    /// Rate limits set through the admin API (written only when there is one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rate_limits: Vec<PersistedRateLimit>,
 }
 
 /// A route's mirror, as `PUT …/mirror` took it.
@@ -69,6 +72,14 @@ pub(crate) struct PersistedMirror {
     /// Bytes.
     pub max_body: i64,
     pub timeout: String,
+}
+
+/// A route's rate limit, as `PUT …/rate_limit` takes it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PersistedRateLimit {
+    pub route: String,
+    pub limit: crate::control_plane::config::raw::RawRateLimit,
 }
 
 /// A paused route, as `POST …/pause` took it.
@@ -207,6 +218,14 @@ impl Persisted {
                     percent: i64::from(m.percent),
                     max_body: i64::try_from(m.max_body).unwrap_or(i64::MAX),
                     timeout: humantime::format_duration(m.timeout).to_string(),
+                })
+                .collect(),
+            rate_limits: overrides
+                .rate_limits()
+                .iter()
+                .map(|(route, limit)| PersistedRateLimit {
+                    route: route.to_string(),
+                    limit: crate::control_plane::config::validate::rate_limit_body(limit),
                 })
                 .collect(),
         }
@@ -368,6 +387,15 @@ pub(crate) fn restore(
             Ok(spec) => overrides.set_mirror(RouteName(m.route.as_str().into()), spec),
             Err(errors) => skipped.push(Dropped {
                 what: format!("mirror of route {}", m.route),
+                why: errors.to_string().replace('\n', "; "),
+            }),
+        }
+    }
+    for r in &persisted.rate_limits {
+        match crate::control_plane::config::validate::validate_rate_limit(&r.limit) {
+            Ok(spec) => overrides.set_rate_limit(RouteName(r.route.as_str().into()), spec),
+            Err(errors) => skipped.push(Dropped {
+                what: format!("rate limit of route {}", r.route),
                 why: errors.to_string().replace('\n', "; "),
             }),
         }

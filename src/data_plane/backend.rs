@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::control_plane::config::spec::{H2Spec, Protocol};
 use crate::data_plane::health::{BackendHealth, HealthStatus};
+use crate::data_plane::limits::concurrency::Permits;
 use crate::data_plane::pool_stats::PoolStats;
 use crate::data_plane::tls::upstream::UpstreamTls;
 use crate::data_plane::upstream::ConnPool;
@@ -64,6 +65,8 @@ pub struct BackendState {
     /// next one when they would be the same (registering them is most of what a
     /// rebuild of a large fleet costs with metrics on).
     metrics: ArcSwapOption<BackendMetrics>,
+    /// The pool's `circuit_breaker.max_connections` for this backend.
+    connection_limit: Arc<crate::data_plane::limits::concurrency::InFlight>,
 }
 
 impl BackendState {
@@ -96,6 +99,7 @@ impl BackendState {
             health: BackendHealth::new(),
             ewma: PeakEwma::new(),
             conns: ConnPool::with_protocol(addr, closed.clone(), tls, protocol, h2),
+            connection_limit: Arc::default(),
             closed,
             metrics: ArcSwapOption::empty(),
         }
@@ -266,6 +270,12 @@ impl BackendState {
         self.broken_streams.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Connections (requests) to this backend under its pool's
+    /// `circuit_breaker.max_connections` (no limit while the pool has none).
+    pub fn connection_limit(&self) -> &Arc<crate::data_plane::limits::concurrency::InFlight> {
+        &self.connection_limit
+    }
+
     /// Counts one unit of load until the returned guard is dropped.
     ///
     /// The guard is meant to live as long as the response body (or tunnel), so a
@@ -275,6 +285,7 @@ impl BackendState {
         self.requests.fetch_add(1, Ordering::Relaxed);
         InflightGuard {
             state: Arc::clone(self),
+            permits: Permits::default(),
         }
     }
 }
@@ -288,9 +299,26 @@ const DOCKER_UNHEALTHY: u8 = 2;
 #[derive(Debug)]
 pub struct InflightGuard {
     state: Arc<BackendState>,
+    /// The request's places under its route's and pool's `concurrency`, given
+    /// back with this guard (when the body or tunnel ends).
+    permits: Permits,
 }
 
 impl InflightGuard {
+    /// Keeps the request's route and pool places until this guard drops.
+    pub fn hold(&mut self, permits: Permits) {
+        self.permits.route = permits.route;
+        self.permits.pool = permits.pool;
+    }
+
+    /// Keeps the attempt's connection under the pool's circuit breaker.
+    pub fn hold_connection(
+        &mut self,
+        permit: Option<crate::data_plane::limits::concurrency::Permit>,
+    ) {
+        self.permits.connection = permit;
+    }
+
     pub fn backend(&self) -> &Arc<BackendState> {
         &self.state
     }

@@ -33,6 +33,7 @@ pub(crate) mod supervisor;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::{broadcast, Notify};
 use tokio::time::Instant;
@@ -99,6 +100,10 @@ pub struct PoolHealth {
     metrics: Registrar,
     /// Requests and retries of the last seconds, for the pool's `retry_budget`.
     retry_window: crate::data_plane::limits::budget::RetryWindow,
+    /// The count behind the pool's `concurrency` (no limit while it has none).
+    in_flight: Arc<crate::data_plane::limits::concurrency::InFlight>,
+    /// Requests waiting for a connection under the pool's `circuit_breaker`.
+    pending: AtomicUsize,
 }
 
 impl PoolHealth {
@@ -113,6 +118,8 @@ impl PoolHealth {
             traffic: PoolStats::new(),
             metrics: Registrar::off(),
             retry_window: crate::data_plane::limits::budget::RetryWindow::default(),
+            in_flight: Arc::default(),
+            pending: AtomicUsize::new(0),
         }
     }
 
@@ -136,6 +143,17 @@ impl PoolHealth {
     /// snapshots like the rest of this runtime.
     pub fn traffic(&self) -> &PoolStats {
         &self.traffic
+    }
+
+    /// Requests in flight under the pool's `concurrency` (kept across snapshots;
+    /// each snapshot build applies the pool's settings).
+    pub fn in_flight(&self) -> &Arc<crate::data_plane::limits::concurrency::InFlight> {
+        &self.in_flight
+    }
+
+    /// Requests waiting for a connection under the pool's `circuit_breaker`.
+    pub fn pending(&self) -> &AtomicUsize {
+        &self.pending
     }
 
     /// The counts behind the pool's `retry_budget` (kept across snapshots).

@@ -54,6 +54,7 @@ use crate::data_plane::cold::cold;
 use crate::data_plane::gate::Gate;
 use crate::data_plane::health::hold;
 use crate::data_plane::http1::client::{self as h1, H1Body, H1Error, RawFields};
+use crate::data_plane::limits::concurrency::Permits;
 use crate::data_plane::route::{host_without_port, RequestView};
 use crate::data_plane::snapshot::{Pool, Route, Snapshot, Tried};
 use crate::data_plane::split::Pin as SessionPin;
@@ -295,26 +296,44 @@ impl Proxy {
         }
         let answered = match self.prepare(&snapshot, req, client, &mut trail) {
             Err(err) => Err(err),
-            Ok((mut plan, req)) => match self.attempt(&mut plan, req, &mut trail).await {
-                Err(err) => Err(err),
-                Ok((answer, guard)) => {
-                    let Prepared {
-                        route,
-                        client_upgrade,
-                        set_cookie,
-                        ..
-                    } = plan;
-                    self.respond(
-                        answer,
-                        guard,
-                        client_upgrade.map(|on| (on, &route.upgrades)),
-                        set_cookie,
-                        route.timeouts.idle,
-                        grpc,
-                        &mut trail,
-                    )
+            Ok((mut plan, req)) => {
+                // Concurrency places are taken before any backend is picked (a
+                // queued request must not hold one) and ride with the answer's
+                // in-flight guard until its body or tunnel ends.
+                let permits =
+                    if plan.route.in_flight.is_none() && plan.pool.limits.concurrency.is_none() {
+                        Ok(Permits::default())
+                    } else if let Some(permits) = admit_now(plan.route, &plan.pool) {
+                        Ok(permits)
+                    } else {
+                        // Full, or a queue to wait in: rare, and boxed like `hold`.
+                        cold(Box::pin(admit(plan.route, &plan.pool))).await
+                    };
+                match permits {
+                    Err(err) => Err(err),
+                    Ok(permits) => match self.attempt(&mut plan, req, &mut trail).await {
+                        Err(err) => Err(err),
+                        Ok((answer, mut guard)) => {
+                            guard.hold(permits);
+                            let Prepared {
+                                route,
+                                client_upgrade,
+                                set_cookie,
+                                ..
+                            } = plan;
+                            self.respond(
+                                answer,
+                                guard,
+                                client_upgrade.map(|on| (on, &route.upgrades)),
+                                set_cookie,
+                                route.timeouts.idle,
+                                grpc,
+                                &mut trail,
+                            )
+                        }
+                    },
                 }
-            },
+            }
         };
         match answered {
             Ok(mut resp) => {
@@ -612,7 +631,22 @@ impl Proxy {
             };
             let pool = &plan.pool;
             trail.attempt(backend, &route.name.0);
-            let guard = backend.state.start_request();
+            let connection = match &pool.limits.breaker {
+                None => None,
+                Some(breaker) => match backend.state.connection_limit().try_admit() {
+                    Some(permit) => Some(permit),
+                    // At the cap: wait (bounded) or be refused; rare, and boxed.
+                    None => {
+                        match cold(Box::pin(connection_for(backend, pool, breaker, route))).await {
+                            Ok(permit) => Some(permit),
+                            // An answer kept for `retry_on_status` still goes to the client.
+                            Err(err) => return kept.ok_or(err),
+                        }
+                    }
+                },
+            };
+            let mut guard = backend.state.start_request();
+            guard.hold_connection(connection);
             let started = Instant::now();
             let kind = if plan.fast && backend.state.conns().fast_path() {
                 if plan.replayable && replay.is_none() && !route.retry_on_status.is_empty() {
@@ -862,6 +896,79 @@ fn rate_limited(route: &Route, wait: Duration) -> ProxyError {
     ProxyError::RateLimited {
         retry_after: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
     }
+}
+
+/// The request's places under its route's and its pool's `concurrency` when
+/// both are free now, with no future to allocate; `None` when either is full
+/// (what was taken is given back: [`admit`] starts again, waiting where it may).
+#[inline]
+fn admit_now(route: &Route, pool: &Pool) -> Option<Permits> {
+    let mut permits = Permits::default();
+    if let Some(limit) = &route.in_flight {
+        permits.route = Some(limit.try_admit()?);
+    }
+    if pool.limits.concurrency.is_some() {
+        permits.pool = Some(pool.health().in_flight().try_admit()?);
+    }
+    Some(permits)
+}
+
+/// The request's places under its route's and its pool's `concurrency` (the
+/// route's first: a request its route refuses never waits on the pool's
+/// queue); a refusal is counted against the route.
+async fn admit(route: &Route, pool: &Pool) -> Result<Permits, ProxyError> {
+    use crate::data_plane::limits::Kind;
+    let mut permits = Permits::default();
+    if let Some(limit) = &route.in_flight {
+        match limit.admit().await {
+            Ok(permit) => permits.route = Some(permit),
+            Err(refused) => {
+                route.refusals.count(Kind::InFlight);
+                return Err(ProxyError::OverInFlight(refused));
+            }
+        }
+    }
+    if pool.limits.concurrency.is_some() {
+        match pool.health().in_flight().admit().await {
+            Ok(permit) => permits.pool = Some(permit),
+            Err(refused) => {
+                route.refusals.count(Kind::PoolInFlight);
+                return Err(ProxyError::OverInFlight(refused));
+            }
+        }
+    }
+    Ok(permits)
+}
+
+/// A connection to `backend` under its pool's circuit breaker: at once, or after
+/// waiting (bounded by the pool's `max_pending` and the route's connect timeout);
+/// a refusal is counted against the route.
+async fn connection_for(
+    backend: &Backend,
+    pool: &Pool,
+    breaker: &crate::control_plane::config::spec::BreakerSpec,
+    route: &Route,
+) -> Result<crate::data_plane::limits::concurrency::Permit, ProxyError> {
+    use crate::data_plane::limits::concurrency::Refused;
+    use crate::data_plane::limits::Kind;
+    let refused = match backend
+        .state
+        .connection_limit()
+        .admit_queued(
+            pool.health().pending(),
+            breaker.max_pending as usize,
+            route.timeouts.connect,
+        )
+        .await
+    {
+        Ok(permit) => return Ok(permit),
+        Err(refused) => refused,
+    };
+    route.refusals.count(match refused {
+        Refused::Full => Kind::Connections,
+        Refused::QueueFull | Refused::QueueTimeout => Kind::Pending,
+    });
+    Err(ProxyError::Breaker(refused))
 }
 
 /// Whether the pool's retry budget (if it has one) allows one more retry now;

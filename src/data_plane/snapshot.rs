@@ -17,14 +17,15 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{
-    BackendSpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName, PoolSpec, RouteName,
-    RouteSpec, Spec, Timeouts, Upgrades,
+    BackendSpec, ConcurrencySpec, HashKey, LearnSpec, PoolHealthSpec, PoolLimitsSpec, PoolName,
+    PoolSpec, RouteName, RouteSpec, Spec, Timeouts, Upgrades,
 };
 use crate::control_plane::config::MatchSpec;
 use crate::data_plane::backend::{Backend, BackendState};
 use crate::data_plane::balance::{key_hash, Balancer};
 use crate::data_plane::gate::{Gate, MaintenancePage, Pause};
 use crate::data_plane::health::{PoolHealth, FULL_RAMP};
+use crate::data_plane::limits::concurrency::InFlight;
 use crate::data_plane::limits::rate::RateTable;
 use crate::data_plane::limits::Refusals;
 use crate::data_plane::mirror::{Mirror, Slots};
@@ -74,6 +75,9 @@ pub struct Route {
     pub refusals: Arc<Refusals>,
     /// The `rate_limit` buckets (kept across snapshots while the settings stay).
     pub rate: Option<Arc<RateTable>>,
+    /// The `concurrency` count (kept across snapshots by route name; a reload
+    /// applies new settings to it).
+    pub in_flight: Option<Arc<InFlight>>,
     /// Paused or in maintenance (admin overrides; see `gate`).
     pub gate: Option<Gate>,
     /// Shadow traffic to another pool (see `mirror`); `None` when the route has
@@ -191,6 +195,19 @@ impl Snapshot {
                 before.get(&p.name).copied(),
             );
             pool.limits = p.limits.clone();
+            pool.health()
+                .in_flight()
+                .configure(p.limits.concurrency.as_ref());
+            // The breaker's cap per backend; its waiting is bounded by the pool's
+            // pending count and the route's connect timeout, not by these.
+            let cap = p.limits.breaker.map(|b| ConcurrencySpec {
+                max_in_flight: b.max_connections,
+                queue: 0,
+                queue_timeout: Duration::ZERO,
+            });
+            for b in pool.backends() {
+                b.state.connection_limit().configure(cap.as_ref());
+            }
             pool.protocol = p.protocol;
             let pool = Arc::new(pool);
             by_name.insert(&p.name, Arc::clone(&pool));
@@ -253,6 +270,18 @@ impl Snapshot {
                             .and_then(|before| before.rate.as_ref())
                             .filter(|table| table.spec() == spec)
                             .map_or_else(|| Arc::new(RateTable::new(spec)), Arc::clone)
+                    }),
+                    in_flight: r.limits.concurrency.as_ref().map(|spec| {
+                        match routes_before
+                            .get(&r.name)
+                            .and_then(|b| b.in_flight.as_ref())
+                        {
+                            Some(kept) => {
+                                kept.configure(Some(spec));
+                                Arc::clone(kept)
+                            }
+                            None => Arc::new(InFlight::new(spec)),
+                        }
                     }),
                 }
             })

@@ -176,7 +176,7 @@ pub(crate) const HELP: &[(&str, Kind, &str)] = &[
     (BUILD_INFO, Kind::Gauge, "Always 1; the version label says which build runs."),
     (TUNNEL_BYTES, Kind::Counter, "Bytes carried by upgrade tunnels (WebSocket), counted when each tunnel closes; direction up is client to backend."),
     (ACCESS_LOG_DROPPED, Kind::Counter, "Access-log lines dropped because the log writer could not keep up (the request path never waits for it)."),
-    (LIMITED, Kind::Counter, "Requests a route's limits refused, by kind: rate (429 rate_limited), retry_budget (a retry the pool's budget did not allow; not made). Sampled at scrape from the route's counts."),
+    (LIMITED, Kind::Counter, "Requests a route's limits refused, by kind: rate (429 rate_limited), retry_budget (a retry the pool's budget did not allow; not made), in_flight (503, the route's concurrency limit), pool_in_flight (503, the pool's concurrency limit), max_connections and max_pending (503, the pool's circuit breaker). Sampled at scrape from the route's counts."),
     (ROLLOUT_STEP, Kind::Gauge, "Percentage of the route's traffic on the target pool of its latest rollout (0 after a rollback)."),
     (ROLLOUT_STATE, Kind::Gauge, "1 for the phase of the route's latest rollout (running, paused, succeeded, rolled_back, aborted), 0 for the others."),
     (ROLLOUTS, Kind::Counter, "Rollouts ended, by result: succeeded, rolled_back (gate or health) or aborted (operator)."),

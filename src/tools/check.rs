@@ -8,7 +8,8 @@
 use std::fmt::Write;
 
 use crate::control_plane::config::spec::{
-    Balance, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, Spec, UpstreamVerify,
+    Balance, ConcurrencySpec, HashKey, HostMatch, PoolHealthSpec, ProjectFilter, RateKey, Spec,
+    UpstreamVerify,
 };
 use crate::data_plane::route::precedence_order;
 
@@ -177,6 +178,24 @@ pub fn render(spec: &Spec) -> String {
                 humantime::format_duration(m.timeout)
             );
         }
+        if let Some(rate) = &r.limits.rate {
+            let key = match &rate.key {
+                RateKey::ClientIp { trusted } if trusted.is_empty() => "client_ip".to_owned(),
+                RateKey::ClientIp { trusted } => {
+                    format!("client_ip ({} trusted proxies)", trusted.len())
+                }
+                RateKey::Header(name) => format!("header:{name}"),
+                RateKey::Route => "route".to_owned(),
+            };
+            let _ = write!(
+                out,
+                ", rate_limit {}/s burst {} by {key} (max_keys {})",
+                rate.rate, rate.burst, rate.max_keys
+            );
+        }
+        if let Some(c) = &r.limits.concurrency {
+            let _ = write!(out, ", {}", concurrency_text(c));
+        }
         out.push('\n');
     }
 
@@ -214,8 +233,41 @@ pub fn render(spec: &Spec) -> String {
             let _ = writeln!(out, "     {}  weight {}{backup}", b.addr, b.weight);
         }
         render_health(&mut out, &p.health);
+        let mut limits = Vec::new();
+        if let Some(b) = &p.limits.retry_budget {
+            limits.push(format!(
+                "retry_budget {}% + {}/s",
+                b.percent, b.min_per_second
+            ));
+        }
+        if let Some(c) = &p.limits.concurrency {
+            limits.push(concurrency_text(c));
+        }
+        if let Some(b) = &p.limits.breaker {
+            limits.push(format!(
+                "circuit_breaker max_connections {} per backend, max_pending {}",
+                b.max_connections, b.max_pending
+            ));
+        }
+        if !limits.is_empty() {
+            let _ = writeln!(out, "     {}", limits.join("; "));
+        }
     }
     out
+}
+
+/// `concurrency` as `check` shows it.
+fn concurrency_text(c: &ConcurrencySpec) -> String {
+    if c.queue == 0 {
+        format!("max_in_flight {} (no queue)", c.max_in_flight)
+    } else {
+        format!(
+            "max_in_flight {}, queue {} for up to {}",
+            c.max_in_flight,
+            c.queue,
+            humantime::format_duration(c.queue_timeout)
+        )
+    }
 }
 
 /// Renders what Docker discovery found (`sluicegate discover`).

@@ -299,6 +299,10 @@ pub fn render_status(view: &StateView) -> String {
     }
     out.push_str(&table(&routes));
     out.push('\n');
+    if let Some(limits) = render_limits(view) {
+        out.push_str(&limits);
+        out.push('\n');
+    }
     let mut pools = vec![row(&[
         "POOL", "BACKEND", "WEIGHT", "SOURCE", "HEALTH", "DRAINING", "INFLIGHT",
     ])];
@@ -364,6 +368,59 @@ pub fn render_status(view: &StateView) -> String {
         render_cluster(&mut out, c);
     }
     out
+}
+
+/// The limits table of `ctl status`: each route's and pool's limits in force with
+/// live counts, and what each route's limits refused; `None` when nothing is limited.
+fn render_limits(view: &StateView) -> Option<String> {
+    let in_flight = |f: &crate::control_plane::controller::state_view::InFlightView| {
+        let mut text = format!("in_flight {}/{}", f.in_flight, f.max_in_flight);
+        if f.queue > 0 {
+            text.push_str(&format!(" queue {}/{}", f.waiting, f.queue));
+        }
+        text
+    };
+    let mut rows = vec![row(&["LIMITS OF", "IN FORCE", "REFUSED"])];
+    for r in &view.routes {
+        let Some(l) = &r.limits else { continue };
+        let mut force = Vec::new();
+        if let Some(rate) = &l.rate {
+            force.push(format!(
+                "rate {}/s burst {} by {} ({})",
+                rate.rate,
+                rate.burst,
+                rate.key,
+                rate.source.as_str()
+            ));
+        }
+        if let Some(f) = &l.in_flight {
+            force.push(in_flight(f));
+        }
+        let refused: Vec<String> = l.refused.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        rows.push(vec![
+            format!("route {}", r.name),
+            if force.is_empty() {
+                "-".into()
+            } else {
+                force.join(", ")
+            },
+            if refused.is_empty() {
+                "-".into()
+            } else {
+                refused.join(", ")
+            },
+        ]);
+    }
+    for p in &view.pools {
+        if let Some(f) = &p.in_flight {
+            rows.push(vec![
+                format!("pool {}", p.name),
+                in_flight(f),
+                "(counted per route: pool_in_flight)".into(),
+            ]);
+        }
+    }
+    (rows.len() > 1).then(|| table(&rows))
 }
 
 /// The `[cluster]` lines of `ctl status`.

@@ -58,6 +58,10 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
             put(maintenance_on).delete(maintenance_off),
         )
         .route(
+            "/routes/{route}/rate_limit",
+            put(rate_limit_set).delete(rate_limit_clear),
+        )
+        .route(
             "/pools/{pool}/backends",
             post(register).delete(deregister_body),
         )
@@ -460,6 +464,32 @@ async fn maintenance_on(
         }
         Err(errors) => config_errors(StatusCode::BAD_REQUEST, &errors),
     }
+}
+
+/// `{"rate": 10, "burst": 20, "key": "client_ip", "trusted_proxies": […],
+/// "max_keys": 100000}`: the keys of `rate_limit` in `routes.toml`, checked by the
+/// same rules (errors at `rate_limit.<key>`).
+async fn rate_limit_set(
+    State(state): State<AdminState>,
+    Path(route): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: crate::control_plane::config::raw::RawRateLimit = match parse_optional_json(&body) {
+        Ok(body) => body,
+        Err(resp) => return *resp,
+    };
+    match crate::control_plane::config::validate::validate_rate_limit(&body) {
+        Ok(limit) => {
+            let limit = Some(limit);
+            apply(&state, Change::RateLimit { route, limit }).await
+        }
+        Err(errors) => config_errors(StatusCode::BAD_REQUEST, &errors),
+    }
+}
+
+async fn rate_limit_clear(State(state): State<AdminState>, Path(route): Path<String>) -> Response {
+    let limit = None;
+    apply(&state, Change::RateLimit { route, limit }).await
 }
 
 async fn maintenance_off(State(state): State<AdminState>, Path(route): Path<String>) -> Response {

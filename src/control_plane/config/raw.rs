@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole file. `validate` deserializes its sections one by one (so that one
 /// bad pool does not hide errors in the others); this type documents the shape
@@ -250,6 +250,32 @@ pub struct RawPool {
     pub hold: Option<RawHold>,
     /// `retry_budget = { percent, min_per_second }`: retries at most this share.
     pub retry_budget: Option<RawRetryBudget>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`.
+    pub concurrency: Option<RawConcurrency>,
+    /// `circuit_breaker = { max_connections, max_pending }`.
+    pub circuit_breaker: Option<RawBreaker>,
+}
+
+/// `circuit_breaker = { max_connections, max_pending }` of a pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Connections (requests) to one backend at once.
+    pub max_connections: Option<i64>,
+    /// The pool's requests that may wait for a connection; 0 when absent.
+    pub max_pending: Option<i64>,
+}
+
+/// `concurrency = { max_in_flight, queue, queue_timeout }` of a route or pool.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConcurrency {
+    /// Requests at once.
+    pub max_in_flight: Option<i64>,
+    /// Requests that may wait for a place; 0 when absent.
+    pub queue: Option<i64>,
+    /// Longest wait in the queue.
+    pub queue_timeout: Option<RawDuration>,
 }
 
 /// `retry_budget = { percent, min_per_second }` of a pool.
@@ -453,6 +479,8 @@ pub struct RawRoute {
     pub retry_on_status: Option<Vec<i64>>,
     /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
     pub rate_limit: Option<RawRateLimit>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`.
+    pub concurrency: Option<RawConcurrency>,
     /// `mirror = { pool, percent, max_body, timeout }`.
     pub mirror: Option<RawMirror>,
 }
@@ -472,19 +500,24 @@ pub struct RawMirror {
     pub timeout: Option<RawDuration>,
 }
 
-/// `rate_limit = { … }` of a route.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `rate_limit = { … }` of a route; also the JSON body of
+/// `PUT /api/v1/routes/{route}/rate_limit` and its form in the state file.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Requests a second.
     pub rate: Option<f64>,
     /// Requests at once after a pause; `rate` rounded up (at least 1) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<i64>,
     /// `"client_ip"` (the default), `"header:NAME"` or `"route"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (`"10.0.0.0/8"`, `"::1"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
     /// Buckets kept at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_keys: Option<i64>,
 }
 

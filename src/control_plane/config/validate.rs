@@ -31,8 +31,8 @@ mod tls;
 mod values;
 
 pub use api::{
-    validate_backend, validate_maintenance, validate_pause, validate_split, ApiBackend,
-    ApiMaintenance, ApiPause,
+    rate_limit_body, validate_backend, validate_maintenance, validate_pause, validate_rate_limit,
+    validate_split, ApiBackend, ApiMaintenance, ApiPause,
 };
 pub use discovery::{pool_name, route_name, weight};
 pub use maintenance::check_template;

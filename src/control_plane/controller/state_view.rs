@@ -28,7 +28,11 @@ use crate::control_plane::config::spec::{
 use crate::control_plane::discovery::{DiscoveredSet, DiscoveryStatus};
 use crate::control_plane::overrides::{BackendKey, Overrides};
 use crate::data_plane::backend::BackendState;
-use crate::data_plane::snapshot::Snapshot;
+use crate::data_plane::snapshot::{Route, Snapshot};
+
+mod limits;
+
+pub use limits::{InFlightView, RateView, RouteLimitsView};
 
 /// The whole state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -173,6 +177,9 @@ pub struct RouteView {
     /// Set while the route is in maintenance (`ctl maintenance`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<MaintenanceView>,
+    /// Its rate and concurrency limits and what they refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<RouteLimitsView>,
     /// The route's mirror (shadow traffic), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<MirrorView>,
@@ -230,6 +237,9 @@ pub struct PoolView {
     /// `protocol` of the pool: `http1`, `h2c` or `h2`.
     #[serde(default = "http1")]
     pub protocol: String,
+    /// Its `concurrency`, with the live count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<InFlightView>,
     pub backends: Vec<BackendView>,
 }
 
@@ -286,8 +296,13 @@ impl StateView {
     }
 }
 
-/// `r` of the effective spec as the state shows it.
-fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
+/// `r` of the effective spec as the state shows it, with its `live` counts.
+fn route_view(
+    r: &RouteSpec,
+    file: &Spec,
+    overrides: &Overrides,
+    live: Option<&Route>,
+) -> RouteView {
     let overridden = overrides.splits().contains_key(&r.name);
     let file_split = file
         .routes
@@ -337,6 +352,15 @@ fn route_view(r: &RouteSpec, file: &Spec, overrides: &Overrides) -> RouteView {
                 Source::Docker
             },
         }),
+        limits: limits::route_limits(
+            &r.limits,
+            if overrides.rate_limits().contains_key(&r.name) {
+                Source::Api
+            } else {
+                Source::File
+            },
+            live,
+        ),
     }
 }
 
@@ -368,11 +392,13 @@ impl StateParts {
         docker: Option<DockerView>,
     ) -> StateParts {
         let snapshot = controller.shared().load_full();
+        let live: HashMap<&RouteName, &Route> =
+            snapshot.routes().iter().map(|r| (&r.name, r)).collect();
         let routes = snapshot
             .spec()
             .routes
             .iter()
-            .map(|r| route_view(r, file, overrides))
+            .map(|r| route_view(r, file, overrides, live.get(&r.name).copied()))
             .collect();
         let expires = overrides
             .backends()
@@ -419,6 +445,9 @@ impl StateParts {
                     name: p.name.to_string(),
                     balance: balance_name(&p.balance),
                     protocol: p.protocol.as_str().to_owned(),
+                    in_flight: p.limits.concurrency.as_ref().map(|c| {
+                        InFlightView::of(c, live.map(|l| l.health().in_flight().as_ref()))
+                    }),
                     backends: p
                         .backends
                         .iter()
@@ -492,7 +521,10 @@ pub fn route_of(
         .routes
         .iter()
         .find(|r| r.name == *route)
-        .map(|r| route_view(r, file, overrides))
+        .map(|r| {
+            let live = snapshot.routes().iter().find(|l| l.name == r.name);
+            route_view(r, file, overrides, live)
+        })
 }
 
 /// A backend as the state shows it, built for that backend alone (as

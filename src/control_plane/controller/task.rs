@@ -128,6 +128,12 @@ pub enum Change {
         route: String,
         maintenance: Option<crate::control_plane::config::spec::MaintenanceSpec>,
     },
+    /// `PUT /api/v1/routes/{route}/rate_limit` (`Some`) and `DELETE` (`None`:
+    /// back to the file's).
+    RateLimit {
+        route: String,
+        limit: Option<crate::control_plane::config::spec::RateLimitSpec>,
+    },
     /// The rollout manager: set the route's split (or not) and record the rollout
     /// that explains it, persisted together. With `expect`, refused unless the
     /// route's split is still exactly that (a rollout's start).

@@ -240,3 +240,26 @@ fn a_file_mirror_change_is_planned_and_an_override_over_a_gone_pool_dropped() {
         "{p}"
     );
 }
+
+#[test]
+fn limit_changes_are_named() {
+    let file = parse(FILE).expect("valid");
+    let next = parse(
+        &FILE
+            .replace(
+                "split = [{ pool = \"blue\", weight = 90 }",
+                "concurrency = { max_in_flight = 10 }\nrate_limit = { rate = 5 }\nsplit = [{ pool = \"blue\", weight = 90 }",
+            )
+            .replace(
+                "name = \"green\"\n",
+                "name = \"green\"\ncircuit_breaker = { max_connections = 4 }\n",
+            ),
+    )
+    .expect("valid");
+    let text = plan(&file, &file, &Overrides::default(), &next).to_string();
+    assert!(
+        text.contains("rate_limit") && text.contains("concurrency"),
+        "{text}"
+    );
+    assert!(text.contains("limits changed (circuit_breaker)"), "{text}");
+}

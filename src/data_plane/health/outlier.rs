@@ -67,6 +67,8 @@ impl Outcome {
             | ProxyError::Malformed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::RateLimited { .. }
+            | ProxyError::OverInFlight(_)
+            | ProxyError::Breaker(_)
             | ProxyError::ClientBody(..)
             | ProxyError::GrpcNeedsH2 { .. } => None,
         }

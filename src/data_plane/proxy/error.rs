@@ -9,6 +9,7 @@ use http::{HeaderValue, Response, StatusCode};
 
 use super::body::{ClientFault, ResponseBody};
 use super::framing::Malformed;
+use crate::data_plane::limits::concurrency::Refused;
 use crate::data_plane::upstream::{ConnectError, NotH2, WireError};
 
 /// Name of the response header that carries [`ProxyError::cause`].
@@ -31,6 +32,15 @@ pub enum ProxyError {
     RateLimited { retry_after: u32 },
     #[error("no backend of pool is available")]
     NoHealthyBackend,
+    /// Over the route's or the pool's `concurrency.max_in_flight`: refused at
+    /// once, or after its wait in the queue.
+    #[error("over the concurrency limit: {0}")]
+    OverInFlight(crate::data_plane::limits::concurrency::Refused),
+    /// Refused by the pool's circuit breaker: the backend is at
+    /// `max_connections` and no request may wait, or `max_pending` already
+    /// wait, or the wait for a connection passed the connect timeout.
+    #[error("the pool's circuit breaker refused a connection: {0}")]
+    Breaker(crate::data_plane::limits::concurrency::Refused),
     /// The route is paused (`ctl pause`) and the request waited its `max`.
     #[error("the route is paused and stayed paused for the pause's max wait")]
     PausedTimeout,
@@ -85,9 +95,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ProxyError::NoHealthyBackend | ProxyError::PauseQueueFull(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyBackend
+            | ProxyError::PauseQueueFull(_)
+            | ProxyError::OverInFlight(_)
+            | ProxyError::Breaker(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::PausedTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::UpstreamTls(_)
@@ -114,6 +125,10 @@ impl ProxyError {
             ProxyError::NoRoute => "no_route",
             ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::NoHealthyBackend => "no_healthy_backend",
+            ProxyError::OverInFlight(refused) => refused.cause(),
+            ProxyError::Breaker(Refused::Full) => "backend_connections_full",
+            ProxyError::Breaker(Refused::QueueFull) => "pool_pending_full",
+            ProxyError::Breaker(Refused::QueueTimeout) => "pool_pending_timeout",
             ProxyError::PausedTimeout => "paused_timeout",
             ProxyError::PauseQueueFull(_) => "pause_queue_full",
             ProxyError::Connect(_) => "connect_failed",
@@ -243,6 +258,36 @@ mod tests {
         let cases = [
             (ProxyError::NoRoute, 404, "no_route"),
             (ProxyError::NoHealthyBackend, 503, "no_healthy_backend"),
+            (
+                ProxyError::OverInFlight(Refused::Full),
+                503,
+                "in_flight_limit",
+            ),
+            (
+                ProxyError::OverInFlight(Refused::QueueFull),
+                503,
+                "in_flight_queue_full",
+            ),
+            (
+                ProxyError::OverInFlight(Refused::QueueTimeout),
+                503,
+                "in_flight_queue_timeout",
+            ),
+            (
+                ProxyError::Breaker(Refused::Full),
+                503,
+                "backend_connections_full",
+            ),
+            (
+                ProxyError::Breaker(Refused::QueueFull),
+                503,
+                "pool_pending_full",
+            ),
+            (
+                ProxyError::Breaker(Refused::QueueTimeout),
+                503,
+                "pool_pending_timeout",
+            ),
             (ProxyError::Connect(io()), 502, "connect_failed"),
             (ProxyError::ConnectTimeout, 504, "connect_timeout"),
             (ProxyError::UpstreamTls(io()), 502, "upstream_tls_failed"),

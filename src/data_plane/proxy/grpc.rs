@@ -330,7 +330,10 @@ pub fn code_of(err: &ProxyError) -> Code {
     match err {
         ProxyError::NoRoute => Code::Unimplemented,
         ProxyError::ResponseTimeout | ProxyError::ConnectTimeout => Code::DeadlineExceeded,
-        ProxyError::BodyTooLarge { .. } | ProxyError::RateLimited { .. } => Code::ResourceExhausted,
+        ProxyError::BodyTooLarge { .. }
+        | ProxyError::RateLimited { .. }
+        | ProxyError::OverInFlight(_)
+        | ProxyError::Breaker(_) => Code::ResourceExhausted,
         ProxyError::PausedTimeout => Code::DeadlineExceeded,
         ProxyError::ClientBody(ClientFault::Aborted, _) => Code::Cancelled,
         ProxyError::ClientBody(ClientFault::TimedOut, _) => Code::DeadlineExceeded,
@@ -424,6 +427,12 @@ fn describe(cause: &str) -> &'static str {
         "backend_failed" => "the backend failed while answering",
         "response_timeout" => {
             "the backend sent no response head in time (or the call's deadline passed)"
+        }
+        "in_flight_limit" | "in_flight_queue_full" | "in_flight_queue_timeout" => {
+            "the route or pool is at its concurrency limit"
+        }
+        "backend_connections_full" | "pool_pending_full" | "pool_pending_timeout" => {
+            "the pool's circuit breaker refused a connection"
         }
         "body_too_large" => "the request is larger than the route's max_request_body",
         "grpc_needs_http2" => "gRPC needs HTTP/2 from the client to the gateway",

@@ -1,6 +1,6 @@
 //! The validated protection settings of pools and routes: the retry budget and
-//! the per-pool circuit breaker of a pool; the rate limit and concurrency limit
-//! of a route. The runtime that applies them lives in `crate::data_plane::limits`.
+//! the concurrency limit of a pool; the rate limit and concurrency limit of a
+//! route. The runtime that applies them lives in `crate::data_plane::limits`.
 //!
 //! Every part is optional; the default of each is "no limit", the behaviour of
 //! a file without the keys.
@@ -11,6 +11,47 @@ pub struct PoolLimitsSpec {
     /// `retry_budget = { percent, min_per_second }`; `None`: retries are bounded
     /// only by each route's `retries`.
     pub retry_budget: Option<RetryBudgetSpec>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`: requests (with
+    /// their streams and tunnels) at once across the pool's backends.
+    pub concurrency: Option<ConcurrencySpec>,
+    /// `circuit_breaker = { max_connections, max_pending }`.
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// A pool's circuit breaker: at most `max_connections` connections (requests) to
+/// each backend at once; a request whose backend is at the cap waits for one
+/// (pending) while fewer than `max_pending` of the pool's requests do, for up to
+/// the route's `timeouts.connect`, else gets a 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BreakerSpec {
+    /// Connections to one backend at once (HTTP/1.1: one per request in flight;
+    /// HTTP/2: streams). 1..=[`ConcurrencySpec::MAX_IN_FLIGHT`].
+    pub max_connections: u32,
+    /// The pool's requests waiting for a connection (0: none wait).
+    pub max_pending: u32,
+}
+
+/// A bound on requests at once (`concurrency = { … }` of a route or a pool): a
+/// request counts from its admission until its response body or tunnel ends.
+/// One over `max_in_flight` waits in a queue of at most `queue` requests for up
+/// to `queue_timeout`, else gets a 503.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConcurrencySpec {
+    /// Requests at once (1..=[`ConcurrencySpec::MAX_IN_FLIGHT`]).
+    pub max_in_flight: u32,
+    /// Requests that may wait for a place (0: none wait; 503 at once).
+    pub queue: u32,
+    /// Longest wait in the queue.
+    pub queue_timeout: std::time::Duration,
+}
+
+impl ConcurrencySpec {
+    /// Largest `max_in_flight` accepted.
+    pub const MAX_IN_FLIGHT: u32 = 1_000_000;
+    /// Largest `queue` accepted.
+    pub const MAX_QUEUE: u32 = 100_000;
+    /// Default `queue_timeout`.
+    pub const DEFAULT_QUEUE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 }
 
 /// Retries allowed to a pool: at most `percent` % of the requests it received
@@ -40,6 +81,8 @@ impl RetryBudgetSpec {
 pub struct RouteLimitsSpec {
     /// `rate_limit = { rate, burst, key, trusted_proxies, max_keys }`.
     pub rate: Option<RateLimitSpec>,
+    /// `concurrency = { max_in_flight, queue, queue_timeout }`.
+    pub concurrency: Option<ConcurrencySpec>,
 }
 
 /// A token bucket per key: `rate` requests a second on average, `burst` at once.
@@ -88,6 +131,13 @@ pub struct IpNet {
     pub addr: std::net::IpAddr,
     /// Prefix length.
     pub len: u8,
+}
+
+impl std::fmt::Display for IpNet {
+    /// `10.0.0.0/8`, `::1/128`: what `trusted_proxies` accepts.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
 }
 
 impl IpNet {

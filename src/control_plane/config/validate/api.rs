@@ -177,6 +177,40 @@ pub fn validate_backend(
     }
 }
 
+/// Checks the body of `PUT /api/v1/routes/{route}/rate_limit` (the keys of a
+/// route's `rate_limit` in `routes.toml`, reported under `rate_limit.…`).
+pub fn validate_rate_limit(
+    body: &crate::control_plane::config::raw::RawRateLimit,
+) -> Result<crate::control_plane::config::spec::RateLimitSpec, ConfigErrors> {
+    let mut report = Report::default();
+    match super::protect::check_rate_limit("rate_limit", body, &mut report) {
+        Some(spec) if report.errors.is_empty() => Ok(spec),
+        _ => Err(ConfigErrors(report.errors)),
+    }
+}
+
+/// A rate limit back in the form the API and the state file take.
+pub fn rate_limit_body(
+    spec: &crate::control_plane::config::spec::RateLimitSpec,
+) -> crate::control_plane::config::raw::RawRateLimit {
+    use crate::control_plane::config::spec::RateKey;
+    let (key, trusted) = match &spec.key {
+        RateKey::ClientIp { trusted } => (
+            "client_ip".to_owned(),
+            (!trusted.is_empty()).then(|| trusted.iter().map(ToString::to_string).collect()),
+        ),
+        RateKey::Header(name) => (format!("header:{name}"), None),
+        RateKey::Route => ("route".to_owned(), None),
+    };
+    crate::control_plane::config::raw::RawRateLimit {
+        rate: Some(spec.rate),
+        burst: Some(i64::from(spec.burst)),
+        key: Some(key),
+        trusted_proxies: trusted,
+        max_keys: i64::try_from(spec.max_keys).ok(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,21 +1,25 @@
 //! Checks of the protection settings (`docs/limits.md`): a pool's
-//! `retry_budget`, a route's `retry_on_status` and `rate_limit`. Each reports at its key path and
+//! `retry_budget`, a route's `retry_on_status` and `rate_limit`, the `concurrency` of both. Each reports at its key path and
 //! returns `None` on error.
 
 use std::net::IpAddr;
 
 use http::HeaderName;
 
+use super::values::check_duration;
 use super::Report;
-use crate::control_plane::config::raw::{RawPool, RawRateLimit, RawRetryBudget, RawRoute};
+use crate::control_plane::config::raw::{
+    RawBreaker, RawConcurrency, RawPool, RawRateLimit, RawRetryBudget, RawRoute,
+};
 use crate::control_plane::config::spec::{
-    IpNet, PoolLimitsSpec, RateKey, RateLimitSpec, RetryBudgetSpec, RouteLimitsSpec,
+    BreakerSpec, ConcurrencySpec, IpNet, PoolLimitsSpec, RateKey, RateLimitSpec, RetryBudgetSpec,
+    RouteLimitsSpec,
 };
 
 /// Most statuses in `retry_on_status`.
 const MAX_RETRY_STATUSES: usize = 16;
 
-/// `retry_budget` of pool `path` (`pools[i]`).
+/// `retry_budget` and `concurrency` of pool `path` (`pools[i]`).
 pub(super) fn check_pool_limits(
     path: &str,
     raw: &RawPool,
@@ -25,8 +29,56 @@ pub(super) fn check_pool_limits(
         None => Some(None),
         Some(b) => check_retry_budget(&format!("{path}.retry_budget"), b, report).map(Some),
     };
+    let concurrency = check_concurrency(path, raw.concurrency.as_ref(), report);
+    let breaker = match &raw.circuit_breaker {
+        None => Some(None),
+        Some(b) => check_breaker(&format!("{path}.circuit_breaker"), b, report).map(Some),
+    };
     Some(PoolLimitsSpec {
         retry_budget: retry_budget?,
+        concurrency: concurrency?,
+        breaker: breaker?,
+    })
+}
+
+fn check_breaker(path: &str, raw: &RawBreaker, report: &mut Report) -> Option<BreakerSpec> {
+    let max = ConcurrencySpec::MAX_IN_FLIGHT;
+    let max_connections = match raw.max_connections {
+        None => {
+            report.add(
+                format!("{path}.max_connections"),
+                "max_connections is required: connections to one backend at once, e.g. max_connections = 100",
+            );
+            None
+        }
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => {
+                report.add(
+                    format!("{path}.max_connections"),
+                    format!("must be between 1 and {max}, got {n}"),
+                );
+                None
+            }
+        },
+    };
+    let max_queue = ConcurrencySpec::MAX_QUEUE;
+    let pending = raw.max_pending.unwrap_or(0);
+    let max_pending = match u32::try_from(pending) {
+        Ok(n) if n <= max_queue => Some(n),
+        _ => {
+            report.add(
+                format!("{path}.max_pending"),
+                format!(
+                    "must be between 0 (no waiting: 503 at once) and {max_queue}, got {pending}"
+                ),
+            );
+            None
+        }
+    };
+    Some(BreakerSpec {
+        max_connections: max_connections?,
+        max_pending: max_pending?,
     })
 }
 
@@ -116,7 +168,7 @@ pub(super) fn check_retry_on_status(
     ok.then(|| statuses.into_boxed_slice())
 }
 
-/// `rate_limit` of route `path` (`routes[i]`).
+/// `rate_limit` and `concurrency` of route `path` (`routes[i]`).
 pub(super) fn check_route_limits(
     path: &str,
     raw: &RawRoute,
@@ -126,10 +178,80 @@ pub(super) fn check_route_limits(
         None => Some(None),
         Some(r) => check_rate_limit(&format!("{path}.rate_limit"), r, report).map(Some),
     };
-    Some(RouteLimitsSpec { rate: rate? })
+    let concurrency = check_concurrency(path, raw.concurrency.as_ref(), report);
+    Some(RouteLimitsSpec {
+        rate: rate?,
+        concurrency: concurrency?,
+    })
 }
 
-fn check_rate_limit(path: &str, raw: &RawRateLimit, report: &mut Report) -> Option<RateLimitSpec> {
+/// `concurrency = { max_in_flight, queue, queue_timeout }` of route or pool `path`.
+fn check_concurrency(
+    path: &str,
+    raw: Option<&RawConcurrency>,
+    report: &mut Report,
+) -> Option<Option<ConcurrencySpec>> {
+    let Some(raw) = raw else {
+        return Some(None);
+    };
+    let path = format!("{path}.concurrency");
+    let max = ConcurrencySpec::MAX_IN_FLIGHT;
+    let max_in_flight = match raw.max_in_flight {
+        None => {
+            report.add(
+                format!("{path}.max_in_flight"),
+                "max_in_flight is required: requests at once, e.g. max_in_flight = 100",
+            );
+            None
+        }
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if (1..=max).contains(&n) => Some(n),
+            _ => {
+                report.add(
+                    format!("{path}.max_in_flight"),
+                    format!("must be between 1 and {max}, got {n}"),
+                );
+                None
+            }
+        },
+    };
+    let max_queue = ConcurrencySpec::MAX_QUEUE;
+    let queue = match u32::try_from(raw.queue.unwrap_or(0)) {
+        Ok(n) if n <= max_queue => Some(n),
+        _ => {
+            report.add(
+                format!("{path}.queue"),
+                format!(
+                    "must be between 0 (no waiting: 503 at once) and {max_queue}, got {}",
+                    raw.queue.unwrap_or(0)
+                ),
+            );
+            None
+        }
+    };
+    let queue_timeout = match &raw.queue_timeout {
+        None => Some(ConcurrencySpec::DEFAULT_QUEUE_TIMEOUT),
+        Some(d) => check_duration(d, &format!("{path}.queue_timeout"), report),
+    };
+    if raw.queue_timeout.is_some() && queue == Some(0) {
+        report.add(
+            format!("{path}.queue_timeout"),
+            "queue_timeout needs a queue; set queue = N or remove queue_timeout",
+        );
+        return None;
+    }
+    Some(Some(ConcurrencySpec {
+        max_in_flight: max_in_flight?,
+        queue: queue?,
+        queue_timeout: queue_timeout?,
+    }))
+}
+
+pub(super) fn check_rate_limit(
+    path: &str,
+    raw: &RawRateLimit,
+    report: &mut Report,
+) -> Option<RateLimitSpec> {
     let max_rate = RateLimitSpec::MAX_RATE;
     let rate = match raw.rate {
         None => {

@@ -200,6 +200,21 @@ impl Task {
                 }
                 Answer::Route(route)
             }
+            Change::RateLimit { route, limit } => {
+                let route = self.route(route)?;
+                match limit {
+                    Some(limit) => {
+                        tracing::info!(%route, rate = limit.rate, burst = limit.burst, "rate limit set through the admin API");
+                        next.set_rate_limit(route.clone(), limit.clone());
+                    }
+                    None => {
+                        if next.clear_rate_limit(&route) {
+                            tracing::info!(%route, "rate limit back to the file's");
+                        }
+                    }
+                }
+                Answer::Route(route)
+            }
             Change::Rollout {
                 record,
                 split,

@@ -457,3 +457,100 @@ fn rate_limit_fields_are_checked_with_their_paths() {
         assert_one(&route(limit), path, fragment);
     }
 }
+
+#[test]
+fn concurrency_fields_are_checked_with_their_paths() {
+    let route = |limit: &str| {
+        with_route(&format!(
+            "split = [{{ pool = \"agent-blue\", weight = 1 }}]\nconcurrency = {limit}"
+        ))
+    };
+    let spec =
+        crate::control_plane::config::parse(&route("{ max_in_flight = 20 }")).expect("valid");
+    let c = spec.routes[0].limits.concurrency.expect("a limit");
+    assert_eq!(
+        (c.max_in_flight, c.queue, c.queue_timeout),
+        (20, 0, std::time::Duration::from_secs(1))
+    );
+    for (limit, path, fragment) in [
+        (
+            "{ queue = 5 }",
+            "routes[0].concurrency.max_in_flight",
+            "max_in_flight is required",
+        ),
+        (
+            "{ max_in_flight = 0 }",
+            "routes[0].concurrency.max_in_flight",
+            "between 1 and 1000000, got 0",
+        ),
+        (
+            "{ max_in_flight = 1, queue = -1 }",
+            "routes[0].concurrency.queue",
+            "got -1",
+        ),
+        (
+            "{ max_in_flight = 1, queue = 200000 }",
+            "routes[0].concurrency.queue",
+            "got 200000",
+        ),
+        (
+            "{ max_in_flight = 1, queue = 1, queue_timeout = \"soon\" }",
+            "routes[0].concurrency.queue_timeout",
+            "not a duration",
+        ),
+        (
+            "{ max_in_flight = 1, queue_timeout = \"1s\" }",
+            "routes[0].concurrency.queue_timeout",
+            "needs a queue",
+        ),
+        (
+            "{ max_inflight = 1 }",
+            "routes[0].concurrency.max_inflight",
+            "unknown key `max_inflight`",
+        ),
+    ] {
+        assert_one(&route(limit), path, fragment);
+    }
+    // The same keys on a pool, at the pool's path.
+    let pool = format!(
+        "{LISTEN}\n[[pools]]\nname = \"agent-blue\"\nbackends = []\nconcurrency = {{ max_in_flight = 0 }}\n{ROUTE}"
+    );
+    assert_one(&pool, "pools[0].concurrency.max_in_flight", "got 0");
+}
+
+#[test]
+fn circuit_breaker_fields_are_checked_with_their_paths() {
+    let pool = |breaker: &str| {
+        format!(
+            "{LISTEN}\n[[pools]]\nname = \"agent-blue\"\nbackends = []\ncircuit_breaker = {breaker}\n{ROUTE}"
+        )
+    };
+    let spec =
+        crate::control_plane::config::parse(&pool("{ max_connections = 8 }")).expect("valid");
+    let b = spec.pools[0].limits.breaker.expect("a breaker");
+    assert_eq!((b.max_connections, b.max_pending), (8, 0));
+    for (breaker, path, fragment) in [
+        (
+            "{ max_pending = 3 }",
+            "pools[0].circuit_breaker.max_connections",
+            "max_connections is required",
+        ),
+        (
+            "{ max_connections = 0 }",
+            "pools[0].circuit_breaker.max_connections",
+            "got 0",
+        ),
+        (
+            "{ max_connections = 1, max_pending = -2 }",
+            "pools[0].circuit_breaker.max_pending",
+            "got -2",
+        ),
+        (
+            "{ max_connections = 1, pending = 2 }",
+            "pools[0].circuit_breaker.pending",
+            "unknown key `pending`",
+        ),
+    ] {
+        assert_one(&pool(breaker), path, fragment);
+    }
+}
