@@ -174,7 +174,7 @@ impl DrainAction {
 #[derive(Clone, Debug)]
 pub enum Written {
     /// A split or rollout write: the route (`None` only if it vanished meanwhile).
-    Route(Option<RouteView>),
+    Route(Option<Box<RouteView>>),
     /// A drain, undrain or registration: the backend, and its pool.
     Backend {
         pool: PoolName,

@@ -313,12 +313,10 @@ impl Task {
 
     fn answer(&self, answer: Answer) -> Written {
         match answer {
-            Answer::Route(route) => Written::Route(state_view::route_of(
-                &self.controller,
-                &self.file,
-                &self.overrides,
-                &route,
-            )),
+            Answer::Route(route) => Written::Route(
+                state_view::route_of(&self.controller, &self.file, &self.overrides, &route)
+                    .map(Box::new),
+            ),
             Answer::Backend(pool, addr) => {
                 let backend =
                     state_view::backend_of(&self.controller, &self.overrides, &pool, addr);
