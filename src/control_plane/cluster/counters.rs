@@ -71,6 +71,9 @@ pub(crate) fn boot() -> u64 {
 pub(crate) struct PeerRead {
     pub(crate) addr: String,
     pub(crate) result: Result<ReplicaCounters, String>,
+    /// False when `addr` is a `peers` URL whose name resolved to nothing: no
+    /// replica is known behind it (a stopped container's name, a DNS failure).
+    pub(crate) resolved: bool,
 }
 
 /// The other replicas' counters, read all at once.
@@ -106,6 +109,7 @@ impl PeerSource for HttpPeers {
                     Err(e) => out.push(PeerRead {
                         addr: url.to_string(),
                         result: Err(format!("cannot resolve: {e}")),
+                        resolved: false,
                     }),
                 }
             }
@@ -121,6 +125,7 @@ impl PeerSource for HttpPeers {
                 PeerRead {
                     addr: addr.to_string(),
                     result,
+                    resolved: true,
                 }
             });
             out.extend(

@@ -13,7 +13,10 @@
 //!   did not: the step waits for it (the gate looks again every poll) up to the
 //!   rollout's `max_wait`, then the policy decides on the traffic it has;
 //! - a peer first read after the step's start (down or not yet resolvable then):
-//!   it is counted from that first read only, and the record says so.
+//!   it is counted from that first read only, and the record says so;
+//! - a `peers` name that resolves to nothing: no replica is known behind it (a
+//!   stopped container's name), so it is named but not waited for. A replica
+//!   read earlier in the step and not found now is waited for (first point).
 //!
 //! A peer that restarted (another `boot`, or counters that went down) since its
 //! first read is counted from zero: all of its new process's traffic came after
@@ -46,6 +49,8 @@ pub(super) struct PeerWindow {
     pub(super) missing: Vec<String>,
     /// Peers counted only from a read after the step's start.
     late: BTreeMap<String, u64>,
+    /// `peers` names that resolved to nothing at the latest read.
+    unresolved: Vec<String>,
     /// Peers whose traffic the latest figures hold.
     pub(super) counted: usize,
     /// Whether the start read was done.
@@ -61,6 +66,7 @@ impl PeerWindow {
         self.target = Window::default();
         self.baseline = Window::default();
         self.missing.clear();
+        self.unresolved.clear();
         self.counted = 0;
         let mut seen = BTreeSet::new();
         for read in reads {
@@ -69,6 +75,12 @@ impl PeerWindow {
                     self.addr_of.insert(read.addr, c.replica.clone());
                     seen.insert(c.replica.clone());
                     self.count(&c, to, from, first, at_ms);
+                }
+                Err(e) if !read.resolved => {
+                    self.unresolved.push(format!(
+                        "{}: {e} (no replica known there: not waited for)",
+                        read.addr
+                    ));
                 }
                 Err(e) => {
                     let name = match self.addr_of.get(&read.addr) {
@@ -125,7 +137,12 @@ impl PeerWindow {
         let late = self.late.iter().map(|(id, ms)| {
             format!("{id}: counted from {ms} ms into the step (not readable at its start)")
         });
-        self.missing.iter().cloned().chain(late).collect()
+        self.missing
+            .iter()
+            .chain(&self.unresolved)
+            .cloned()
+            .chain(late)
+            .collect()
     }
 }
 
@@ -144,6 +161,7 @@ mod tests {
                 boot,
                 pools: BTreeMap::from([("green".to_owned(), stats.sample())]),
             }),
+            resolved: true,
         }
     }
 
@@ -171,6 +189,7 @@ mod tests {
             vec![PeerRead {
                 addr: "10.0.0.1:9901".into(),
                 result: Err("timed out".into()),
+                resolved: true,
             }],
             "green",
             &[],
@@ -226,6 +245,28 @@ mod tests {
         assert_eq!(
             w.notes(),
             vec!["ddd: counted from 900 ms into the step (not readable at its start)".to_owned()]
+        );
+        // A name that resolves to nothing is named, not waited for.
+        w.absorb(
+            vec![
+                counters("b", 2, &new),
+                counters("cc", 7, &old),
+                counters("ddd", 3, &d),
+                PeerRead {
+                    addr: "http://gw-9:9901".into(),
+                    result: Err("cannot resolve: no such host".into()),
+                    resolved: false,
+                },
+            ],
+            "green",
+            &[],
+            1000,
+        );
+        assert!(w.missing.is_empty(), "{:?}", w.missing);
+        assert!(
+            w.notes()[0].starts_with("http://gw-9:9901: cannot resolve"),
+            "{:?}",
+            w.notes()
         );
     }
 }

@@ -37,6 +37,7 @@ impl PeerSource for InProcess {
             vec![PeerRead {
                 addr: "10.0.9.2:9901".to_owned(),
                 result,
+                resolved: true,
             }]
         })
     }
