@@ -29,7 +29,8 @@ use crate::data_plane::snapshot::Snapshot;
 
 /// Where a replica answers its pool counters.
 pub(crate) const COUNTERS_PATH: &str = "/api/v1/cluster/counters";
-/// Bound on each peer's read (all peers are read at once).
+/// Bound on each name's resolution and on each peer's read (all peers are
+/// read at once).
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// `GET /api/v1/cluster/counters`: one replica's cumulative pool counters.
@@ -104,7 +105,12 @@ impl PeerSource for HttpPeers {
             let mut addrs = Vec::new();
             let mut out = Vec::new();
             for url in &self.peers {
-                match tokio::net::lookup_host((&*url.host, url.port)).await {
+                // Bounded like the reads: the rollout manager waits for them.
+                let lookup = tokio::net::lookup_host((&*url.host, url.port));
+                let found = tokio::time::timeout(TIMEOUT, lookup)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
+                match found {
                     Ok(found) => addrs.extend(found),
                     Err(e) => out.push(PeerRead {
                         addr: url.to_string(),
