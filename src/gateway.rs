@@ -417,7 +417,7 @@ impl Gateway {
         let Gateway {
             task,
             control,
-            manager,
+            mut manager,
             rollouts,
             listeners,
             cert_watcher,
@@ -468,6 +468,12 @@ impl Gateway {
         let first_read = cluster.map(|run| {
             let (tx, rx) = cluster::poll::channel();
             let peers = (!run.peers.is_empty()).then(|| {
+                // The rollout gate sums the peers' traffic (`cluster::counters`).
+                manager.sum_peers(cluster::counters::HttpPeers::new(
+                    run.peers.clone(),
+                    run.token.clone(),
+                    run.identity.id.clone(),
+                ));
                 let (peers_tx, peers_rx) = watch::channel(Vec::new());
                 let read = cluster::peers::run(run.peers, run.token, peers_tx, stop());
                 tasks.spawn(watch.spawn(watched::name::CLUSTER_PEERS, read, stop()));

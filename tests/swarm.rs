@@ -22,6 +22,7 @@ mod swarm {
     pub mod traffic;
 
     mod api_loss;
+    mod bad_canary;
     mod cost;
     mod driver_loss;
     mod node_loss;

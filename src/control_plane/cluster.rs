@@ -16,6 +16,7 @@
 //! This module owns the store interface, the document and the poller; it does not
 //! decide what a write means (the controller task does).
 
+pub(crate) mod counters;
 pub(crate) mod doc;
 pub(crate) mod lease;
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub(crate) mod driver;
 pub(crate) mod engine;
 pub(crate) mod gate;
 mod measure;
+mod peers;
 pub(crate) mod persist;
 pub mod request;
 

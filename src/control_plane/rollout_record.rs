@@ -148,6 +148,18 @@ pub struct StepRecord {
     /// Why it failed, or a note (waiting for traffic, passed on low traffic).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `[cluster].peers`: how many replicas' traffic the figures sum (the
+    /// driver's included); 0 when only the driver's own was measured.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replicas: u32,
+    /// Peers whose traffic is not (wholly) in the figures, each with why: one
+    /// that could not be read, or was counted only from a later read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Why a rollout ended: which metric, its value and the bound, in words too.

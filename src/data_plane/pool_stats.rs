@@ -106,7 +106,11 @@ impl PoolStats {
 }
 
 /// The counters of a pool at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Serialized for the replicas' counters endpoint (`GET /api/v1/cluster/counters`):
+/// `latency` as `[bucket, count]` pairs; a bucket past the histogram is ignored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sample {
     requests: u64,
     errors: u64,

@@ -24,7 +24,7 @@ use super::traffic::{describe_failures, failures, Load};
 const STEP: &str = "6s";
 
 /// `POST path` with a JSON body on an admin API (a published port).
-async fn post(g: &Gateway, path: &str, body: &str) -> Result<(u16, String), String> {
+pub(super) async fn post(g: &Gateway, path: &str, body: &str) -> Result<(u16, String), String> {
     let fut = async {
         let stream = TcpStream::connect(g.admin)
             .await

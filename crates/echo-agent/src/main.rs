@@ -43,6 +43,18 @@ struct Args {
     /// `kill` event at once). 0 stops at once, dropping open connections.
     #[arg(long, env = "AGENT_STOP_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
     stop_delay: Duration,
+    /// Answer 500 to this share (0 to 1) of the requests, spread evenly, from
+    /// the start (as `POST /control/fail?status=500&ratio=R`): a bad canary.
+    #[arg(long, env = "AGENT_FAIL_RATIO", value_parser = ratio)]
+    fail_ratio: Option<f64>,
+}
+
+/// A share between 0 and 1.
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!("{text:?} is not a share between 0 and 1")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,6 +103,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let agent = echo_agent::spawn(listener, config.clone());
         if args.start_unhealthy {
             agent.set_healthy(false);
+        }
+        if let Some(r) = args.fail_ratio {
+            agent.set_failing_ratio(500, r);
         }
         println!(
             "echo_agent {} {} listening on {}",
@@ -165,5 +180,22 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     #[cfg(not(unix))]
     {
         tokio::signal::ctrl_c().await.context("waiting for ctrl-c")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fail_ratio_is_a_share_between_0_and_1() {
+        assert_eq!(ratio("0.05"), Ok(0.05));
+        assert_eq!(ratio("1"), Ok(1.0));
+        assert!(ratio("1.5").is_err());
+        assert!(ratio("-0.1").is_err());
+        assert!(ratio("five").is_err());
+        let args = Args::try_parse_from(["echo_agent", "--fail-ratio", "0.25"]).expect("parses");
+        assert_eq!(args.fail_ratio, Some(0.25));
+        assert!(Args::try_parse_from(["echo_agent", "--fail-ratio", "2"]).is_err());
     }
 }

@@ -74,7 +74,8 @@ pub(super) fn router(state: AdminState, hosts: HostPolicy) -> Router {
         .route("/plan", post(plan))
         .route("/events", get(super::events::events))
         .route("/discovery/swarm", get(swarm_export))
-        .route("/cluster/replica", get(cluster_replica));
+        .route("/cluster/replica", get(cluster_replica))
+        .route("/cluster/counters", get(cluster_counters));
     let api = super::deploys::routes(super::rollouts::routes(api)).route_layer(
         middleware::from_fn_with_state(state.clone(), auth::require_token),
     );
@@ -337,6 +338,24 @@ async fn swarm_export(State(state): State<AdminState>) -> Response {
 async fn cluster_replica(State(state): State<AdminState>) -> Response {
     match state.control.replica() {
         Some(me) => Json(me).into_response(),
+        None => error_response(
+            StatusCode::NOT_FOUND,
+            "this gateway has no [cluster] table",
+            "cluster",
+        ),
+    }
+}
+
+/// `GET /api/v1/cluster/counters`: this replica's cumulative counters of every
+/// pool (what the replica driving a rollout sums into its gate); 404 without
+/// `[cluster]`.
+async fn cluster_counters(State(state): State<AdminState>) -> Response {
+    match state.control.replica() {
+        Some(me) => {
+            let snapshot = state.metrics.snapshot.load();
+            Json(crate::control_plane::cluster::counters::ReplicaCounters::of(me.id, &snapshot))
+                .into_response()
+        }
         None => error_response(
             StatusCode::NOT_FOUND,
             "this gateway has no [cluster] table",

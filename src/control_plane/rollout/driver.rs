@@ -23,6 +23,7 @@ use super::gate::{judge, target_health, Judgement};
 use super::measure::{fill, fresh, Measure};
 use super::request::split_at;
 use super::{export_metrics, unix_ms, Action, Phase, Reason, Rollout, Verdict};
+use crate::control_plane::cluster::counters::PeerSource;
 use crate::control_plane::controller::task::{Change, ControlHandle, RolloutSplit};
 use crate::control_plane::controller::Refusal;
 use crate::control_plane::controller::SharedSnapshot;
@@ -32,6 +33,8 @@ use crate::control_plane::controller::SharedSnapshot;
 pub(crate) struct Ctx<'a> {
     pub control: &'a ControlHandle,
     pub snapshot: &'a SharedSnapshot,
+    /// The other replicas' counters (`[cluster].peers`), summed into the gate's.
+    pub peers: Option<&'a dyn PeerSource>,
 }
 
 /// One rollout and its measuring state.
@@ -74,7 +77,7 @@ impl Driver {
         let mut record = self.record.clone();
         if let (Some(m), Some(step)) = (&self.measure, record.steps.last_mut()) {
             let (target, baseline) = m.windows(ctx, &self.record);
-            fill(step, &target, &baseline, m.started.elapsed());
+            fill(step, m, &target, &baseline, m.started.elapsed());
         }
         record
     }
@@ -110,6 +113,9 @@ impl Driver {
         tracing::info!(rollout = %next.id, route = %next.spec.route, to = %next.spec.to, weight, "rollout step live");
         self.record = next;
         self.measure = judged.then(|| Measure::start(ctx, &self.record, self.step_len()));
+        if let Some(m) = &mut self.measure {
+            m.read_peers(ctx, &self.record).await;
+        }
         export_metrics(ctx.snapshot.load().metrics(), &self.record, !judged);
         Ok(())
     }
@@ -132,18 +138,36 @@ impl Driver {
         let Some(m) = &mut self.measure else {
             return false;
         };
-        if self.record.phase != Phase::Running || now < m.judge_at {
+        if self.record.phase != Phase::Running {
             return false;
         }
+        if !m.peers.started {
+            // Measuring again (resume, restart, takeover): the peers' windows
+            // start at this first look.
+            m.read_peers(ctx, &self.record).await;
+        }
+        if now < m.judge_at {
+            return false;
+        }
+        m.read_peers(ctx, &self.record).await;
         let elapsed = now.saturating_duration_since(m.started);
         let (target, baseline) = m.windows(ctx, &self.record);
         let waited_out = elapsed >= self.record.spec.max_wait;
-        let judgement = judge(&self.record.spec, &target, &baseline, elapsed, waited_out);
+        let judgement = if m.peers.missing.is_empty() || waited_out {
+            judge(&self.record.spec, &target, &baseline, elapsed, waited_out)
+        } else {
+            // Judging without a peer's traffic could pass a canary whose errors
+            // land on that peer: wait for it, up to `max_wait`.
+            Judgement::Wait(format!(
+                "waiting up to max_wait for peers: {}",
+                m.peers.missing.join("; ")
+            ))
+        };
         if matches!(judgement, Judgement::Wait(_)) {
             m.judge_at = crate::clock::later(now, poll);
         }
         if let Some(step) = self.record.steps.last_mut() {
-            fill(step, &target, &baseline, elapsed);
+            fill(step, m, &target, &baseline, elapsed);
         }
         match judgement {
             Judgement::Wait(note) => {

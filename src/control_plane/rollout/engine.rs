@@ -12,6 +12,7 @@
 //! just stops: the persisted records say where each rollout was.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use super::driver::{Ctx, Driver};
 use super::request::{check, RolloutRequest};
 use super::{unix_ms, Action, Phase, Rollout};
+use crate::control_plane::cluster::counters::PeerSource;
 use crate::control_plane::controller::task::ControlHandle;
 use crate::control_plane::controller::{Refusal, SharedSnapshot, Stopped};
 
@@ -113,6 +115,8 @@ pub struct Manager {
     totals: Totals,
     changes: watch::Sender<u64>,
     poll: Duration,
+    /// The other replicas' counters (`[cluster].peers`), for the gate.
+    peers: Option<Arc<dyn PeerSource>>,
 }
 
 impl std::fmt::Debug for Command {
@@ -143,12 +147,19 @@ impl Manager {
             totals: Totals::default(),
             changes,
             poll,
+            peers: None,
         };
         let handle = RolloutHandle {
             tx,
             changes: changes_rx,
         };
         (manager, handle)
+    }
+
+    /// Sums the traffic of the replicas `peers` reads into every step's gate
+    /// (`[cluster].peers`).
+    pub(crate) fn sum_peers(&mut self, peers: Arc<dyn PeerSource>) {
+        self.peers = Some(peers);
     }
 
     /// Restores persisted rollouts, then serves commands and clocks until
@@ -189,6 +200,7 @@ impl Manager {
         Ctx {
             control: &self.control,
             snapshot: &self.snapshot,
+            peers: self.peers.as_deref(),
         }
     }
 
@@ -216,6 +228,7 @@ impl Manager {
                 Ctx {
                     control: &self.control,
                     snapshot: &self.snapshot,
+                    peers: self.peers.as_deref(),
                 },
                 self.poll,
             );
@@ -306,6 +319,7 @@ impl Manager {
         let ctx = Ctx {
             control: &self.control,
             snapshot: &self.snapshot,
+            peers: self.peers.as_deref(),
         };
         let driver = self.drivers.get_mut(id).ok_or_else(|| not_found(id))?;
         let ended = driver.act(ctx, action).await.map_err(|phase| {

@@ -241,6 +241,19 @@ pub fn render(r: &Rollout) -> String {
         ]);
     }
     out.push_str(&table(&rows));
+    for (i, step) in r.steps.iter().enumerate() {
+        if step.replicas > 0 {
+            let _ = writeln!(
+                out,
+                "step {}: figures summed over {} replicas",
+                i + 1,
+                step.replicas
+            );
+        }
+        for peer in &step.peers {
+            let _ = writeln!(out, "step {}: peer not counted: {peer}", i + 1);
+        }
+    }
     if let Some(reason) = &r.reason {
         let _ = writeln!(out, "\n{}: {}", reason.metric, reason.message);
     }
@@ -287,6 +300,22 @@ mod tests {
             ["1", "5%", "30.0s", "1500", "75", "5.00%", "20.5ms", "0.00%", "failed"]
         );
         assert!(text.ends_with("error_rate: error rate 5.00% (75 of 1500 requests to green) > max_error_rate 1.00%\n"), "{text}");
+    }
+
+    #[test]
+    fn the_step_table_names_the_replicas_summed_and_the_peers_not_counted() {
+        let steps = r#"{"weight": 25, "started_ms": 1, "elapsed_ms": 12000, "requests": 900,
+            "errors": 0, "error_rate": 0.0, "verdict": "passed", "replicas": 2,
+            "peers": ["gw-3 (10.0.1.7:9901): connection refused"]}"#;
+        let text = render(&rollout("running", steps, ""));
+        assert!(
+            text.contains("step 1: figures summed over 2 replicas\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("step 1: peer not counted: gw-3 (10.0.1.7:9901): connection refused\n"),
+            "{text}"
+        );
     }
 
     fn rollout(phase: &str, steps: &str, reason: &str) -> Rollout {

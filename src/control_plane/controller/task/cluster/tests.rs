@@ -734,3 +734,5 @@ async fn a_rollout_whose_driver_dies_is_finished_by_another_replica_from_the_rec
     assert_eq!(doc.drivers.get(&started.id).map(String::as_str), Some("b"));
     assert!(doc.leases.is_empty(), "a finished rollout holds no lease");
 }
+
+mod gate_sum;
