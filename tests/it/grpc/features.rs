@@ -162,6 +162,34 @@ async fn fetch(
     resp.expect("answered in time")
 }
 
+/// Opens `/slow` streams through the gateway until one lands on `backend`
+/// (named `name`; round robin over two backends: the first or second call);
+/// its response head and the feed of the rest of its body.
+async fn open_slow(
+    client: &mut hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    backend: &mut H2Backend,
+    name: &str,
+) -> (Response<hyper::body::Incoming>, mpsc::Sender<Bytes>) {
+    for _ in 0..4 {
+        let req = Request::get("http://test.local/slow")
+            .body(Empty::new())
+            .expect("request");
+        let resp = tokio::time::timeout(WAIT, client.send_request(req))
+            .await
+            .expect("head in time")
+            .expect("response");
+        if resp.headers()["x-agent"] == name {
+            let feed = tokio::time::timeout(WAIT, backend.slow.recv())
+                .await
+                .expect("in time")
+                .expect("the slow answer's feed");
+            return (resp, feed);
+        }
+        // Another backend's slow answer: dropping it resets its stream.
+    }
+    panic!("no stream landed on {name}");
+}
+
 /// Polls the admin state (bounded by [`WAIT`]) until backend `addr` of `pool`
 /// satisfies `done`; returns its `last_probe`.
 async fn until_backend(
@@ -247,30 +275,8 @@ async fn a_drained_h2_backend_finishes_its_stream_and_gets_no_new_ones() {
         route_to("p")
     );
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
-    // Open a stream on `a` (round robin: one of two calls lands there).
     let mut client = h2_client(gw.addr).await;
-    let mut open = None;
-    for _ in 0..4 {
-        let req = Request::get("http://test.local/slow")
-            .body(Empty::new())
-            .expect("request");
-        let resp = tokio::time::timeout(WAIT, client.send_request(req))
-            .await
-            .expect("head in time")
-            .expect("response");
-        if resp.headers()["x-agent"] == "h2-a" {
-            open = Some(resp);
-            break;
-        }
-        // `b`'s slow answer: ended by dropping its sender, which `b` keeps
-        // in its channel; read the rest of `b`'s answers anyway.
-        drop(resp);
-    }
-    let resp = open.expect("a stream on h2-a");
-    let feed = tokio::time::timeout(WAIT, a.slow.recv())
-        .await
-        .expect("in time")
-        .expect("the slow answer's feed");
+    let (resp, feed) = open_slow(&mut client, &mut a, "h2-a").await;
     let drained = gw
         .api(
             Method::POST,
@@ -298,4 +304,69 @@ async fn a_drained_h2_backend_finishes_its_stream_and_gets_no_new_ones() {
         .to_bytes();
     assert_eq!(&body[..], b"h2-a\nrest\n");
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_a_removed_h2_backend_runs_until_stream_close_delay() {
+    let mut a = h2_backend("h2-a").await;
+    let b = h2_backend("h2-b").await;
+    let text = |backends: &[SocketAddr]| {
+        let body = format!("{}{}", h2c_pool("p", "h2c", backends), route_to("p"));
+        config_text(&body, "stream_close_delay = \"400ms\"", "")
+    };
+    let gw = LiveGateway::start(&text(&[a.addr, b.addr])).await;
+    let mut client = h2_client(gw.addr).await;
+    let (resp, feed) = open_slow(&mut client, &mut a, "h2-a").await;
+    let mut body = resp.into_body();
+    let first = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("in time");
+    assert!(matches!(first, Some(Ok(_))), "{first:?}");
+
+    // `a` leaves the file: nothing is cut at the reload...
+    gw.reload(&text(&[b.addr])).await;
+    let removed_at = tokio::time::Instant::now();
+    feed.send(Bytes::from_static(b"after the reload\n"))
+        .await
+        .expect("the stream is still open upstream");
+    let frame = tokio::time::timeout(WAIT, body.frame())
+        .await
+        .expect("in time")
+        .expect("a frame")
+        .expect("not an error");
+    assert_eq!(
+        frame.into_data().expect("data").as_ref(),
+        b"after the reload\n"
+    );
+    // ...new requests go to `b`...
+    for _ in 0..4 {
+        let (status, agent, _) = fetch(&mut client, "/x", None).await;
+        assert_eq!((status, agent.as_str()), (200, "h2-b"));
+    }
+    assert_eq!(gw.counters().streams_closed, 0);
+    // ...and after the delay the stream is closed, counted, and `a`'s side of
+    // it is gone (its connection closed).
+    let c = gw.wait_counters(|c| c.streams_closed == 1).await;
+    assert_eq!(c.streams_closed, 1);
+    assert!(
+        removed_at.elapsed() >= std::time::Duration::from_millis(350),
+        "closed too early"
+    );
+    tokio::time::timeout(WAIT, feed.closed())
+        .await
+        .expect("the backend's stream ended after the delay");
+    let rest = tokio::time::timeout(WAIT, async {
+        loop {
+            match body.frame().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the client's stream ended after the delay");
+    assert!(
+        matches!(rest, Some(Err(_))),
+        "a cut stream, not a clean end: {rest:?}"
+    );
 }
