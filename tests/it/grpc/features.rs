@@ -370,3 +370,31 @@ async fn a_stream_on_a_removed_h2_backend_runs_until_stream_close_delay() {
         "a cut stream, not a clean end: {rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_access_log_has_a_line_for_an_h2_upstream_request() {
+    let a = h2_backend("h2-a").await;
+    let to: &[(&str, &str)] = &[("x-to", "al")];
+    let (lines, replies) = crate::access_log::run_with_log_in_pool(
+        "access = \"stdout\"",
+        "protocol = \"h2c\"",
+        a.addr,
+        &[("/over-h2", to)],
+    )
+    .await;
+    assert_eq!(replies[0].status, 200);
+    assert_eq!(replies[0].agent(), "h2-a", "answered by the h2 backend");
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    let line: serde_json::Value = serde_json::from_str(&lines[0]).expect("JSON");
+    assert_eq!(line["path"], "/over-h2");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["pool"], "al");
+    assert_eq!(line["backend"], a.addr.to_string());
+    assert_eq!(line["error"], "");
+    assert_eq!(line["complete"], true);
+    assert_eq!(line["bytes"], replies[0].body.len());
+    assert!(
+        line["upstream_ms"].as_f64().is_some_and(|u| u > 0.0),
+        "{line}"
+    );
+}
