@@ -266,6 +266,34 @@ async fn a_cookie_keyed_session_stays_on_its_h2_backend() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_keeps_a_client_on_its_h2_pool() {
+    let a = h2_backend("h2-a").await;
+    let b = h2_backend("h2-b").await;
+    let body = format!(
+        "{}{}[[routes]]\nname = \"all\"\nsplit = [{{ pool = \"a\", weight = 50 }}, {{ pool = \"b\", weight = 50 }}]\nsticky = {{ cookie = \"sg_pool\" }}\n",
+        h2c_pool("a", "h2c", &[a.addr]),
+        h2c_pool("b", "h2c", &[b.addr]),
+    );
+    let gw = LiveGateway::start(&config_text(&body, "", "")).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..8 {
+        // A new client each time: the split picks its pool, the cookie keeps it.
+        let first = crate::support::get(gw.addr, "/x", &[]).await;
+        let cookie = first.headers["set-cookie"].to_str().expect("ASCII");
+        let pair = cookie.split(';').next().expect("a pair").to_owned();
+        let agent = first.agent().to_owned();
+        assert!(agent.starts_with("h2-"), "{first:?}");
+        let mut client = h2_client(gw.addr).await;
+        for _ in 0..5 {
+            let (status, again, _) = fetch(&mut client, "/x", Some(&pair)).await;
+            assert_eq!((status, again.as_str()), (200, agent.as_str()), "{pair}");
+        }
+        seen.insert(agent);
+    }
+    assert!(!seen.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_h2_backend_finishes_its_stream_and_gets_no_new_ones() {
     let mut a = h2_backend("h2-a").await;
     let b = h2_backend("h2-b").await;
