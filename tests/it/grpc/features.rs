@@ -223,10 +223,12 @@ const PROBE: &str = "[pools.health]\npath = \"/health\"\ninterval = \"200ms\"\nt
 async fn http_probes_of_an_h2c_pool_speak_http2_and_name_an_http1_backend() {
     let good = h2_backend("h2-a").await;
     let (h1, _h1_stop) = http1_only().await;
+    let grpc_probe = "[pools.health]\ngrpc = true\ninterval = \"200ms\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1\n";
     let body = format!(
-        "{}{PROBE}{}{PROBE}{}",
+        "{}{PROBE}{}{PROBE}{}{grpc_probe}{}",
         h2c_pool("a", "h2c", &[good.addr]),
         h2c_pool("b", "h2c", &[h1]),
+        h2c_pool("c", "h2c", &[h1]),
         route_to("a"),
     );
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
@@ -234,6 +236,9 @@ async fn http_probes_of_an_h2c_pool_speak_http2_and_name_an_http1_backend() {
     let last = until_backend(&gw, "a", good.addr, |h, l| h && !l.is_empty()).await;
     assert_eq!(last, "pass: HTTP 200");
     let last = until_backend(&gw, "b", h1, |h, l| !h && !l.is_empty()).await;
+    assert!(last.contains("does not speak HTTP/2"), "{last}");
+    // The gRPC health check of such a backend says the same.
+    let last = until_backend(&gw, "c", h1, |h, l| !h && !l.is_empty()).await;
     assert!(last.contains("does not speak HTTP/2"), "{last}");
     let mut client = h2_client(gw.addr).await;
     let (status, agent, _) = fetch(&mut client, "/x", None).await;
