@@ -1,9 +1,12 @@
 //! A fast h2c upstream for the gRPC benchmark (`benches/grpc/compare.sh`): the
 //! same backend behind sluicegate and nginx's `grpc_pass`.
 //!
-//! `h2_upstream [PORT [MAX_STREAMS]]` (defaults: 0, any free port; 1000 streams
-//! per connection) listens on 127.0.0.1, prints `PORT <n>` and answers every
-//! request over HTTP/2 without TLS:
+//! `h2_upstream [PORT [MAX_STREAMS [LISTENERS]]]` (defaults: 0, any free port;
+//! 1000 streams per connection; 1 listener) listens on 127.0.0.1, prints
+//! `PORT <n>` (one line per listener: with LISTENERS > 1 and PORT 0, each on a
+//! free port, so one process stands for many backends, as
+//! `benches/grpc/idle_h2.sh` needs) and answers every request over HTTP/2
+//! without TLS:
 //!
 //! - `/stream/<bytes>`: that many bytes of body (64 KiB DATA frames, by the
 //!   client's flow control), then `grpc-status: 0`: a long download;
@@ -29,16 +32,33 @@ fn main() -> std::io::Result<()> {
         .nth(2)
         .map(|p| p.parse().expect("MAX_STREAMS is a number"))
         .unwrap_or(1000);
+    let listeners: usize = std::env::args()
+        .nth(3)
+        .map(|p| p.parse().expect("LISTENERS is a number"))
+        .unwrap_or(1);
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
-        .block_on(serve(port, max_streams))
+        .block_on(async {
+            let mut bound = Vec::with_capacity(listeners);
+            for _ in 0..listeners.max(1) {
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+                println!("PORT {}", listener.local_addr()?.port());
+                bound.push(listener);
+            }
+            std::io::Write::flush(&mut std::io::stdout())?;
+            let mut served = tokio::task::JoinSet::new();
+            for listener in bound {
+                served.spawn(serve(listener, max_streams));
+            }
+            match served.join_next().await {
+                Some(Ok(ended)) => ended,
+                _ => Ok(()),
+            }
+        })
 }
 
-async fn serve(port: u16, max_streams: u32) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("PORT {}", listener.local_addr()?.port());
-    std::io::Write::flush(&mut std::io::stdout())?;
+async fn serve(listener: tokio::net::TcpListener, max_streams: u32) -> std::io::Result<()> {
     loop {
         let (tcp, _) = listener.accept().await?;
         let _ = tcp.set_nodelay(true);

@@ -19,6 +19,17 @@ async fn run_with_log(
     backend: SocketAddr,
     traffic: &[(&str, &[(&str, &str)])],
 ) -> (Vec<String>, Vec<Reply>) {
+    run_with_log_in_pool(log, "", backend, traffic).await
+}
+
+/// [`run_with_log`] with `pool_extra` (lines such as `protocol = "h2c"`) in
+/// the pool `al` of `backend`.
+pub(crate) async fn run_with_log_in_pool(
+    log: &str,
+    pool_extra: &str,
+    backend: SocketAddr,
+    traffic: &[(&str, &[(&str, &str)])],
+) -> (Vec<String>, Vec<Reply>) {
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         l.local_addr().expect("addr")
@@ -32,6 +43,7 @@ http = "{addr}"
 {log}
 [[pools]]
 name = "al"
+{pool_extra}
 backends = [{{ addr = "{backend}" }}]
 [[routes]]
 name = "al-r"

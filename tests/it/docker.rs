@@ -322,6 +322,7 @@ mod cutover;
 mod deploy;
 mod example;
 mod front;
+mod h2c;
 mod network;
 mod reconnect;
 mod scale;

@@ -26,6 +26,7 @@ use crate::support::{TestGateway, WAIT};
 
 mod bad_upstreams;
 mod control;
+mod features;
 mod long_stream;
 mod raw_h2;
 

@@ -23,6 +23,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use super::state::ProbeOutcome;
 use crate::data_plane::backend::BackendState;
 use crate::data_plane::upstream::h2 as up_h2;
+use crate::data_plane::upstream::ConnectError;
 
 /// The method the check calls.
 const PATH: &str = "/grpc.health.v1.Health/Check";
@@ -177,11 +178,16 @@ impl Check {
     }
 }
 
-/// Opens a stream for the check; a stream the backend did not process (its
-/// connection going away) goes once more, on another connection.
-async fn open(
+/// Opens a stream for `head` (`end` when it has no body) on `pool`, leasing a
+/// connection within `timeout`; a stream the backend did not process (its
+/// connection going away) goes once more, on another connection. A backend
+/// that does not answer the HTTP/2 preface with HTTP/2 is
+/// [`ProbeOutcome::NotH2`]. HTTP probes of HTTP/2 pools use it too.
+pub(super) async fn open(
     pool: &up_h2::H2Pool,
-    check: &Check,
+    head: impl Fn() -> Request<()>,
+    end: bool,
+    timeout: Duration,
 ) -> Result<
     (
         up_h2::Lease,
@@ -191,11 +197,11 @@ async fn open(
     ProbeOutcome,
 > {
     for _ in 0..2 {
-        let lease = pool
-            .lease(check.timeout)
-            .await
-            .map_err(|_| ProbeOutcome::ConnectFailed)?;
-        match up_h2::open(&lease, check.head(pool.scheme()), false).await {
+        let lease = pool.lease(timeout).await.map_err(|err| match err {
+            ConnectError::NotH2(_) => ProbeOutcome::NotH2,
+            _ => ProbeOutcome::ConnectFailed,
+        })?;
+        match up_h2::open(&lease, head(), end).await {
             Ok((answer, stream)) => return Ok((lease, answer, stream)),
             Err(_) => pool.retire(&lease),
         }
@@ -209,7 +215,8 @@ pub(crate) async fn check(state: Arc<BackendState>, check: Check) -> ProbeOutcom
         // Validation asks for an HTTP/2 pool; a backend without one cannot answer.
         return ProbeOutcome::ConnectFailed;
     };
-    let (lease, answer, mut stream) = match open(pool, &check).await {
+    let head = || check.head(pool.scheme());
+    let (lease, answer, mut stream) = match open(pool, head, false, check.timeout).await {
         Ok(opened) => opened,
         Err(outcome) => return outcome,
     };

@@ -9,9 +9,12 @@
 //! HTTP/1.1 connection per probe (it also proves the backend still accepts new
 //! connections), inside TLS for a pool with `tls = { … }` (the same client settings
 //! as its traffic: a backend whose certificate fails verification fails its probe),
-//! `Connection: close`, only the status is looked at. A pool with `grpc = true`
-//! is probed by `grpc::check` instead: a `grpc.health.v1.Health/Check` call on
-//! the pool's own HTTP/2 connections.
+//! `Connection: close`, only the status is looked at. An `h2c`/`h2` pool is
+//! probed in HTTP/2 instead, by [`http2_probe`]: `GET path` as one stream on the
+//! pool's own connections (so an HTTP/1.1-only backend configured as HTTP/2
+//! fails its probe, [`ProbeOutcome::NotH2`], as its traffic does). A pool with
+//! `grpc = true` is probed by `grpc::check`: a `grpc.health.v1.Health/Check`
+//! call on the pool's own HTTP/2 connections.
 //!
 //! The state machine, per backend:
 //! - a pass (status within `expect_status`; for a gRPC check, SERVING):
@@ -30,7 +33,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, USER_AGENT};
-use http::{HeaderValue, Request, Uri};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Uri, Version};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -239,6 +243,44 @@ pub(crate) async fn http_probe(
                 ProbeOutcome::ConnectFailed
             }
         },
+    }
+}
+
+/// One HTTP probe of `state`'s backend in HTTP/2: `GET path` naming
+/// `authority`, one stream on its `h2c`/`h2` pool's connections (a connection
+/// is opened within `timeout` when none is open). Only the status is looked at;
+/// the answer's body is not read (dropping it resets the stream).
+pub(crate) async fn http2_probe(
+    state: Arc<BackendState>,
+    path: PathAndQuery,
+    authority: Authority,
+    timeout: Duration,
+) -> ProbeOutcome {
+    let Some(pool) = state.conns().h2() else {
+        // The supervisor picks this probe for HTTP/2 pools only.
+        return ProbeOutcome::ConnectFailed;
+    };
+    let head = || {
+        let uri = Uri::builder()
+            .scheme(pool.scheme())
+            .authority(authority.clone())
+            .path_and_query(path.clone())
+            .build()
+            .unwrap_or_else(|_| Uri::from(path.clone()));
+        let mut head = Request::new(());
+        *head.uri_mut() = uri;
+        *head.version_mut() = Version::HTTP_2;
+        head.headers_mut()
+            .insert(USER_AGENT, HeaderValue::from_static("sluicegate-health"));
+        head
+    };
+    let (_lease, answer, _stream) = match super::grpc::open(pool, head, true, timeout).await {
+        Ok(opened) => opened,
+        Err(outcome) => return outcome,
+    };
+    match answer.await {
+        Ok(resp) => ProbeOutcome::Status(resp.status().as_u16()),
+        Err(_) => ProbeOutcome::Broken,
     }
 }
 

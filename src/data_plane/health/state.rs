@@ -79,6 +79,9 @@ pub enum ProbeOutcome {
     /// A gRPC health check's answer was not a well-formed one (no
     /// `grpc-status`, a message that does not decode, not `application/grpc`).
     GrpcMalformed,
+    /// A probe on an `h2c`/`h2` pool's connections found a backend that does
+    /// not answer the HTTP/2 preface with HTTP/2 (an HTTP/1.1-only server).
+    NotH2,
 }
 
 impl ProbeOutcome {
@@ -113,6 +116,10 @@ impl ProbeOutcome {
             }
             ProbeOutcome::GrpcMalformed => {
                 "not a gRPC health answer (no grpc-status, or a message that does not decode)"
+                    .to_owned()
+            }
+            ProbeOutcome::NotH2 => {
+                "the backend does not speak HTTP/2 (its answer to the HTTP/2 preface is not HTTP/2)"
                     .to_owned()
             }
         }
@@ -333,6 +340,7 @@ fn pack_outcome(outcome: ProbeOutcome, passed: bool) -> u32 {
         ProbeOutcome::GrpcServing(n) => (5, u16::from(n)),
         ProbeOutcome::GrpcStatus(n) => (6, u16::from(n)),
         ProbeOutcome::GrpcMalformed => (7, 0),
+        ProbeOutcome::NotH2 => (8, 0),
     };
     u32::from(code) | (kind << 16) | (u32::from(passed) << 20)
 }
@@ -347,6 +355,7 @@ fn unpack_outcome(packed: u32) -> Option<(ProbeOutcome, bool)> {
         5 => ProbeOutcome::GrpcServing(u8::try_from(code).unwrap_or(u8::MAX)),
         6 => ProbeOutcome::GrpcStatus(u8::try_from(code).unwrap_or(u8::MAX)),
         7 => ProbeOutcome::GrpcMalformed,
+        8 => ProbeOutcome::NotH2,
         _ => return None,
     };
     Some((outcome, packed & (1 << 20) != 0))
@@ -389,6 +398,7 @@ mod tests {
             (ProbeOutcome::GrpcServing(2), false),
             (ProbeOutcome::GrpcStatus(12), false),
             (ProbeOutcome::GrpcMalformed, false),
+            (ProbeOutcome::NotH2, false),
         ] {
             h.store_last_probe(outcome, passed);
             let last = h.last_probe().expect("stored");

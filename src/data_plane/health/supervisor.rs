@@ -171,7 +171,24 @@ impl HealthSupervisor {
         };
         let addr = target.state.addr();
         let host = probe::host_header(&target.spec, addr);
+        let authority = || {
+            host.as_ref()
+                .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+                .or_else(|| Authority::try_from(addr.to_string()).ok())
+                .unwrap_or_else(|| Authority::from_static("localhost"))
+        };
+        let h2 = target.state.conns().h2().is_some();
         let probe = match &target.spec.grpc {
+            // An HTTP/2 pool is probed on its own connections, in HTTP/2.
+            None if h2 => {
+                let path = target.spec.path.clone();
+                let (authority, timeout) = (authority(), target.spec.timeout);
+                let state = Arc::clone(&target.state);
+                let prober = move || {
+                    probe::http2_probe(Arc::clone(&state), path.clone(), authority.clone(), timeout)
+                };
+                runtime.spawn(probe::run(target, first, cancel.clone(), prober))
+            }
             None => {
                 let path = Uri::from(target.spec.path.clone());
                 // The backend's own TLS client side: a pool whose `tls` changes gets new
@@ -182,11 +199,7 @@ impl HealthSupervisor {
                 runtime.spawn(probe::run(target, first, cancel.clone(), prober))
             }
             Some(spec) => {
-                let authority = host
-                    .and_then(|h| Authority::try_from(h.as_bytes()).ok())
-                    .or_else(|| Authority::try_from(addr.to_string()).ok())
-                    .unwrap_or_else(|| Authority::from_static("localhost"));
-                let check = grpc::Check::new(&spec.service, authority, target.spec.timeout);
+                let check = grpc::Check::new(&spec.service, authority(), target.spec.timeout);
                 let state = Arc::clone(&target.state);
                 let prober = move || grpc::check(Arc::clone(&state), check.clone());
                 runtime.spawn(probe::run(target, first, cancel.clone(), prober))
