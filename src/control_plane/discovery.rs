@@ -101,6 +101,8 @@ pub struct DiscoveredBackend {
     pub protocol: Option<crate::control_plane::config::spec::Protocol>,
     /// `sluicegate.mirror.*`, if given: the pool mirrors that route.
     pub mirror: Option<labels::MirrorLabel>,
+    /// `sluicegate.rate_limit.*`, if given: a rate limit for that route.
+    pub rate_limit: Option<labels::RateLimitLabel>,
     /// The network whose IP `addr` is.
     pub network: Arc<str>,
 }

@@ -356,6 +356,14 @@ fn route_view(
             &r.limits,
             if overrides.rate_limits().contains_key(&r.name) {
                 Source::Api
+            } else if r.limits.rate.is_some()
+                && file
+                    .routes
+                    .iter()
+                    .any(|f| f.name == r.name && f.limits.rate.is_none())
+            {
+                // Not the file's, not the API's: a container's labels.
+                Source::Docker
             } else {
                 Source::File
             },

@@ -38,6 +38,73 @@ pub struct BackendLabels {
     /// `<prefix>.mirror.route` (and `<prefix>.mirror.percent`, 100 when absent):
     /// the container's pool is that route's mirror.
     pub mirror: Option<MirrorLabel>,
+    /// `<prefix>.rate_limit.route` with `.rate` (and optional `.burst`, `.key`):
+    /// a rate limit for that route, when the file gives it none.
+    pub rate_limit: Option<RateLimitLabel>,
+}
+
+/// A container's `<prefix>.rate_limit.*` labels: a token-bucket limit on route
+/// `route`, for a route whose file entry sets no `rate_limit` (the file and the
+/// admin API win). The values are kept as written, already checked by the file's
+/// rules, so that a Swarm manager can relay them to workers as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimitLabel {
+    /// The route limited (checked against the file when the set is merged).
+    pub route: Arc<str>,
+    /// `.rate`: requests a second.
+    pub rate: Arc<str>,
+    /// `.burst`: requests at once after a pause.
+    pub burst: Option<Arc<str>>,
+    /// `.key`: `client_ip` (the default), `route` or `header:NAME`.
+    pub key: Option<Arc<str>>,
+}
+
+impl RateLimitLabel {
+    /// The limit these labels ask for, checked by the file's rules; errors name
+    /// the label keys under `prefix`.
+    pub fn spec(
+        &self,
+        prefix: &str,
+    ) -> Result<crate::control_plane::config::spec::RateLimitSpec, LabelError> {
+        let number = |name: &str, v: &str| -> Result<f64, LabelError> {
+            v.parse::<f64>().map_err(|_| {
+                LabelError::Value(ConfigError {
+                    path: key(prefix, name),
+                    message: format!("must be a number, got {v:?}"),
+                })
+            })
+        };
+        let rate = number("rate_limit.rate", &self.rate)?;
+        let burst = match &self.burst {
+            None => None,
+            Some(b) => Some(b.parse::<i64>().map_err(|_| {
+                LabelError::Value(ConfigError {
+                    path: key(prefix, "rate_limit.burst"),
+                    message: format!("must be a whole number, got {b:?}"),
+                })
+            })?),
+        };
+        let raw = crate::control_plane::config::raw::RawRateLimit {
+            rate: Some(rate),
+            burst,
+            key: self.key.as_deref().map(str::to_owned),
+            trusted_proxies: None,
+            max_keys: None,
+        };
+        validate::validate_rate_limit(&raw).map_err(|errors| {
+            let first = errors.0.into_iter().next();
+            LabelError::Value(match first {
+                Some(e) => ConfigError {
+                    path: key(prefix, &e.path),
+                    message: e.message,
+                },
+                None => ConfigError {
+                    path: key(prefix, "rate_limit"),
+                    message: "is not a valid rate limit".to_owned(),
+                },
+            })
+        })
+    }
 }
 
 /// A container's `<prefix>.mirror.*` labels: its pool receives copies of
@@ -198,6 +265,7 @@ pub fn parse(
         },
     };
     let mirror = mirror_label(labels, prefix)?;
+    let rate_limit = rate_limit_label(labels, prefix)?;
     Ok(Some(BackendLabels {
         pool,
         port,
@@ -206,7 +274,48 @@ pub fn parse(
         health_path,
         protocol,
         mirror,
+        rate_limit,
     }))
+}
+
+/// `<prefix>.rate_limit.route` with `.rate`, `.burst` and `.key` (the others
+/// only with a route).
+pub fn rate_limit_label(
+    labels: &HashMap<String, String>,
+    prefix: &str,
+) -> Result<Option<RateLimitLabel>, LabelError> {
+    let get = |name: &str| labels.get(&key(prefix, name)).map(|v| v.trim());
+    let Some(route) = get("rate_limit.route") else {
+        return match ["rate_limit.rate", "rate_limit.burst", "rate_limit.key"]
+            .into_iter()
+            .find(|name| get(name).is_some())
+        {
+            None => Ok(None),
+            Some(name) => Err(LabelError::Value(ConfigError {
+                path: key(prefix, name),
+                message: format!(
+                    "names no route to limit; add {} with the route's name",
+                    key(prefix, "rate_limit.route")
+                ),
+            })),
+        };
+    };
+    let route =
+        validate::route_name(route, &key(prefix, "rate_limit.route")).map_err(LabelError::Value)?;
+    let Some(rate) = get("rate_limit.rate") else {
+        return Err(LabelError::Value(ConfigError {
+            path: key(prefix, "rate_limit.rate"),
+            message: "is required with rate_limit.route: requests a second, e.g. 10".to_owned(),
+        }));
+    };
+    let label = RateLimitLabel {
+        route,
+        rate: Arc::from(rate),
+        burst: get("rate_limit.burst").map(Arc::from),
+        key: get("rate_limit.key").map(Arc::from),
+    };
+    label.spec(prefix)?;
+    Ok(Some(label))
 }
 
 /// `<prefix>.mirror.route` and `<prefix>.mirror.percent` (only with a route).

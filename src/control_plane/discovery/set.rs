@@ -160,6 +160,7 @@ fn backend_of(
         health_path: wanted.health_path,
         protocol: wanted.protocol,
         mirror: wanted.mirror,
+        rate_limit: wanted.rate_limit,
         network: Arc::from(network),
     };
     Ok(Some((wanted.pool, backend)))
@@ -240,6 +241,7 @@ pub fn merge(file: &Spec, set: &DiscoveredSet) -> Merged {
         }
     }
     mirror_from_labels(&mut spec, set);
+    rate_limits_from_labels(&mut spec, set);
     Merged { spec, created }
 }
 
@@ -261,6 +263,27 @@ fn mirror_from_labels(spec: &mut Spec, set: &DiscoveredSet) {
                     max_body: MIRROR_MAX_BODY_DEFAULT,
                     timeout: MIRROR_TIMEOUT_DEFAULT,
                 });
+            }
+        }
+    }
+}
+
+/// A route without a `rate_limit` in the file takes the one a container's
+/// `sluicegate.rate_limit.*` labels ask for; when several containers ask for the
+/// same route, the first by pool name wins (then by container). A label naming a
+/// route the file lacks does nothing. The admin API's override applies over this.
+fn rate_limits_from_labels(spec: &mut Spec, set: &DiscoveredSet) {
+    for backends in set.pools.values() {
+        for label in backends.iter().filter_map(|b| b.rate_limit.as_ref()) {
+            let route = spec
+                .routes
+                .iter_mut()
+                .find(|r| r.name.as_str() == &*label.route);
+            if let Some(route) = route.filter(|r| r.limits.rate.is_none()) {
+                // Checked when the labels were read; the prefix only names errors.
+                if let Ok(limit) = label.spec("labels") {
+                    route.limits.rate = Some(limit);
+                }
             }
         }
     }

@@ -375,3 +375,100 @@ mirror = { pool = "blue", percent = 3 }
     // The file's own mirror wins over a label's.
     assert_eq!(mirror("kept"), Some(("blue".into(), 3)));
 }
+
+#[test]
+fn rate_limit_labels_limit_a_route_without_a_file_limit() {
+    let file = crate::control_plane::config::parse(
+        r#"
+[listen]
+http = "127.0.0.1:0"
+[discovery.docker]
+[[pools]]
+name = "blue"
+backends = [{ addr = "172.20.0.2:8080" }]
+[[routes]]
+name = "r"
+split = [{ pool = "blue", weight = 1 }]
+[[routes]]
+name = "kept"
+match = { path_prefix = "/kept" }
+split = [{ pool = "blue", weight = 1 }]
+rate_limit = { rate = 3 }
+"#,
+    )
+    .expect("valid");
+    let set = build_plain(&[
+        container(
+            "v2-1",
+            "172.20.0.4",
+            &[
+                ("sluicegate.pool", "v2"),
+                ("sluicegate.rate_limit.route", "r"),
+                ("sluicegate.rate_limit.rate", "25"),
+                ("sluicegate.rate_limit.burst", "50"),
+                ("sluicegate.rate_limit.key", "header:x-api-key"),
+            ],
+        ),
+        container(
+            "v3-1",
+            "172.20.0.5",
+            &[
+                ("sluicegate.pool", "v3"),
+                ("sluicegate.rate_limit.route", "kept"),
+                ("sluicegate.rate_limit.rate", "1000"),
+            ],
+        ),
+        container(
+            "bad-1",
+            "172.20.0.6",
+            &[
+                ("sluicegate.pool", "bad"),
+                ("sluicegate.rate_limit.route", "r"),
+                ("sluicegate.rate_limit.rate", "-1"),
+            ],
+        ),
+        container(
+            "bad-2",
+            "172.20.0.7",
+            &[
+                ("sluicegate.pool", "bad"),
+                ("sluicegate.rate_limit.rate", "5"),
+            ],
+        ),
+        container(
+            "bad-3",
+            "172.20.0.8",
+            &[
+                ("sluicegate.pool", "bad"),
+                ("sluicegate.rate_limit.route", "r"),
+                ("sluicegate.rate_limit.rate", "5"),
+                ("sluicegate.rate_limit.burst", "many"),
+            ],
+        ),
+    ]);
+    let reasons: Vec<String> = set.skipped.iter().map(|s| s.reason.to_string()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("sluicegate.rate_limit.rate"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("sluicegate.rate_limit.rate") && reasons[1].contains("names no route"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].contains("sluicegate.rate_limit.burst"),
+        "{reasons:?}"
+    );
+    let merged = merge(&file, &set);
+    let limit = |name: &str| {
+        let r = merged.spec.routes.iter().find(|r| r.name.as_str() == name);
+        r.and_then(|r| r.limits.rate.clone())
+            .map(|l| (l.rate, l.burst, format!("{:?}", l.key)))
+    };
+    let (rate, burst, key) = limit("r").expect("the labels' limit");
+    assert_eq!((rate, burst), (25.0, 50));
+    assert!(key.contains("x-api-key"), "{key}");
+    // The file's own limit wins over a label's.
+    assert_eq!(limit("kept").map(|l| (l.0, l.1)), Some((3.0, 3)));
+}

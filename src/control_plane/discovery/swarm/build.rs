@@ -146,6 +146,15 @@ fn service_report(
             protocol: wanted.protocol.map(|p| p.as_str().to_owned()),
             mirror_route: wanted.mirror.as_ref().map(|m| m.route.to_string()),
             mirror_percent: wanted.mirror.as_ref().map(|m| m.percent),
+            rate_limit: wanted
+                .rate_limit
+                .as_ref()
+                .map(|r| super::report::RateLimitReport {
+                    route: r.route.to_string(),
+                    rate: r.rate.to_string(),
+                    burst: r.burst.as_deref().map(str::to_owned),
+                    key: r.key.as_deref().map(str::to_owned),
+                }),
             ..TaskReport::default()
         };
         let node_down =

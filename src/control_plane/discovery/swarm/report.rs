@@ -35,6 +35,19 @@ pub struct ServiceReport {
     pub tasks: Vec<TaskReport>,
 }
 
+/// A service's `sluicegate.rate_limit.*` labels, as written (checked by the
+/// manager; a worker applies them only if they pass the same checks).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitReport {
+    pub route: String,
+    pub rate: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
 /// One task and what discovery made of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskReport {
@@ -64,6 +77,9 @@ pub struct TaskReport {
     /// `sluicegate.mirror.percent` (100 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u8>,
+    /// `sluicegate.rate_limit.*`: a rate limit for a route, as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitReport>,
     pub role: TaskRole,
     /// Why it is draining, waiting or skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +159,14 @@ impl SwarmReport {
                             super::super::labels::MirrorLabel {
                                 route: Arc::from(route),
                                 percent: task.mirror_percent.unwrap_or(100).min(100),
+                            }
+                        }),
+                        rate_limit: task.rate_limit.as_ref().map(|r| {
+                            super::super::labels::RateLimitLabel {
+                                route: Arc::from(r.route.as_str()),
+                                rate: Arc::from(r.rate.as_str()),
+                                burst: r.burst.as_deref().map(Arc::from),
+                                key: r.key.as_deref().map(Arc::from),
                             }
                         }),
                         network: Arc::from(network),

@@ -60,6 +60,7 @@ fn backend(name: &str, at: &str, docker_healthy: bool) -> DiscoveredBackend {
         health_path: None,
         protocol: None,
         mirror: None,
+        rate_limit: None,
         network: Arc::from("net"),
     }
 }
