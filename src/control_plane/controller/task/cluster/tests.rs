@@ -735,4 +735,5 @@ async fn a_rollout_whose_driver_dies_is_finished_by_another_replica_from_the_rec
     assert!(doc.leases.is_empty(), "a finished rollout holds no lease");
 }
 
+mod any_replica;
 mod gate_sum;
