@@ -144,3 +144,24 @@ async fn a_pause_and_a_resume_sent_to_the_replica_not_driving_take_effect() {
         Some("a")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_promote_sent_to_the_replica_not_driving_finishes_the_rollout_on_both() {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let started = a_rollouts.start(request()).await.expect("started on a");
+    b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
+        .await;
+    let promoted = b_rollouts
+        .act(&started.id, Action::Promote)
+        .await
+        .expect("promote through b");
+    assert_eq!(promoted.phase, Phase::Succeeded, "{promoted:?}");
+    assert_eq!(b.split("agents"), split(0, 100));
+    a.wait("a at 100", |_, r| r.split("agents") == split(0, 100))
+        .await;
+    phase_of(&a_rollouts, &started.id, Phase::Succeeded).await;
+}
