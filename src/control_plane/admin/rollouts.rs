@@ -8,6 +8,10 @@
 //!   verdict (the step in force with its figures as of now);
 //! - `POST /api/v1/rollouts/{id}/pause|resume|promote|abort`.
 //!
+//! With `[cluster]` the last two work through any replica: one that does not
+//! drive the rollout answers `GET` from the shared record, and takes the
+//! rollout's lease before an action (see `controller::task::cluster`).
+//!
 //! Errors are `{error, path}` like the rest of the admin API: 400 for bad values
 //! (every one, with its key path), 404 for an unknown route or rollout, 409 when
 //! another rollout runs on the route or this one has ended, 503 when shutting down.

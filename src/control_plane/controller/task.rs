@@ -90,6 +90,26 @@ pub enum Update {
     Rollouts {
         reply: oneshot::Sender<Vec<Rollout>>,
     },
+    /// Who drives rollout `id` (with `[cluster]`); with `take`, this replica
+    /// takes its lease from the replica holding it (an admin action on the
+    /// rollout was received here).
+    RolloutClaim {
+        id: String,
+        take: bool,
+        reply: oneshot::Sender<Result<Claimed, Refusal>>,
+    },
+}
+
+/// The answer to [`ControlHandle::claim_rollout`].
+#[derive(Debug)]
+pub enum Claimed {
+    /// This replica's rollout manager answers for it (no `[cluster]`, this
+    /// replica drives it, or the shared document does not know it).
+    Local,
+    /// Another replica drives it (or it has ended there): the shared record.
+    Shared(Box<Rollout>),
+    /// This replica took the lease from another replica: the record to drive on.
+    Taken(Box<Rollout>),
 }
 
 /// An admin write, as received (validated by the task against the running config).
@@ -243,6 +263,18 @@ impl ControlHandle {
         let (reply, answer) = oneshot::channel();
         self.send(Update::Rollouts { reply }).await?;
         answer.await.ok()
+    }
+
+    /// Who drives rollout `id`; with `take`, this replica takes over its lease
+    /// if another replica holds it (see [`Claimed`]).
+    pub async fn claim_rollout(&self, id: &str, take: bool) -> Result<Claimed, Refusal> {
+        let closed = || Refusal::Closed(Stopped::Controller);
+        let (reply, answer) = oneshot::channel();
+        let id = id.to_owned();
+        self.send(Update::RolloutClaim { id, take, reply })
+            .await
+            .ok_or_else(closed)?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// This replica (ID, node, state version served) with `[cluster]`, else `None`;
@@ -451,6 +483,12 @@ impl Task {
                 }
             }
             Update::Rollouts { reply } => self.answer_rollouts(reply),
+            Update::RolloutClaim { id, take, reply } => {
+                let claimed = self.claim_rollout(&id, take).await;
+                if reply.send(claimed).is_err() {
+                    tracing::debug!("rollout claim answered after its caller went away");
+                }
+            }
         }
     }
 

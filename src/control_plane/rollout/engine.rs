@@ -24,7 +24,7 @@ use super::driver::{Ctx, Driver};
 use super::request::{check, RolloutRequest};
 use super::{unix_ms, Action, Phase, Rollout};
 use crate::control_plane::cluster::counters::PeerSource;
-use crate::control_plane::controller::task::ControlHandle;
+use crate::control_plane::controller::task::{Claimed, ControlHandle};
 use crate::control_plane::controller::{Refusal, SharedSnapshot, Stopped};
 
 /// How often a running rollout looks at its target's health (and, while a step
@@ -207,7 +207,7 @@ impl Manager {
     async fn handle(&mut self, command: Command) {
         let answered = match command {
             Command::Start(req, reply) => reply.send(self.start(*req).await).is_ok(),
-            Command::Get(id, reply) => reply.send(self.get(&id)).is_ok(),
+            Command::Get(id, reply) => reply.send(self.get(&id).await).is_ok(),
             Command::List(reply) => reply.send(Ok(self.list())).is_ok(),
             Command::Act(id, action, reply) => reply.send(self.act(&id, action).await).is_ok(),
         };
@@ -298,7 +298,12 @@ impl Manager {
         Ok(record)
     }
 
-    fn get(&self, id: &str) -> Result<Rollout, Refusal> {
+    /// With `[cluster]`, a rollout another replica drives is answered from the
+    /// shared record (its current step's figures are the driver's to measure).
+    async fn get(&self, id: &str) -> Result<Rollout, Refusal> {
+        if let Claimed::Shared(record) = self.control.claim_rollout(id, false).await? {
+            return Ok(*record);
+        }
         self.drivers
             .get(id)
             .map(|d| d.view(self.ctx()))
@@ -315,22 +320,25 @@ impl Manager {
         }
     }
 
+    /// With `[cluster]`, an action on a rollout another replica drives makes
+    /// this replica its driver first (see `persist::take_over`), then applies it
+    /// as the driver would.
     async fn act(&mut self, id: &str, action: Action) -> Result<Rollout, Refusal> {
+        match self.control.claim_rollout(id, true).await? {
+            Claimed::Local => {}
+            Claimed::Shared(record) => return Err(ended(id, record.phase)),
+            Claimed::Taken(record) => self.take_over(*record).await?,
+        }
         let ctx = Ctx {
             control: &self.control,
             snapshot: &self.snapshot,
             peers: self.peers.as_deref(),
         };
         let driver = self.drivers.get_mut(id).ok_or_else(|| not_found(id))?;
-        let ended = driver.act(ctx, action).await.map_err(|phase| {
-            Refusal::conflict(
-                "id",
-                format!(
-                    "rollout {id} has ended ({}); start a new one",
-                    phase.as_str()
-                ),
-            )
-        })?;
+        let ended = driver
+            .act(ctx, action)
+            .await
+            .map_err(|phase| ended(id, phase))?;
         let record = driver.view(ctx);
         if ended {
             self.count(record.phase);
@@ -390,6 +398,16 @@ async fn took_over(rx: Option<&mut watch::Receiver<u64>>) -> bool {
         Some(rx) => rx.changed().await.is_ok(),
         None => std::future::pending().await,
     }
+}
+
+fn ended(id: &str, phase: Phase) -> Refusal {
+    Refusal::conflict(
+        "id",
+        format!(
+            "rollout {id} has ended ({}); start a new one",
+            phase.as_str()
+        ),
+    )
 }
 
 fn not_found(id: &str) -> Refusal {

@@ -20,7 +20,7 @@
 use super::driver::Driver;
 use super::engine::Manager;
 use super::request::split_at;
-use super::{unix_ms, OnRestart, Phase, Reason, Verdict};
+use super::{unix_ms, OnRestart, Phase, Reason, Rollout, Verdict};
 use crate::control_plane::controller::task::{Change, RolloutSplit};
 use crate::control_plane::controller::Refusal;
 
@@ -47,7 +47,7 @@ impl Manager {
             let resume = driver.record.spec.on_restart == OnRestart::Resume
                 && !driver.record.steps.is_empty();
             if resume {
-                match resume_step(self, &mut driver).await {
+                match resume_step(self, &mut driver, "gateway restarted").await {
                     Ok(()) => {
                         tracing::info!(rollout = %id, phase = driver.record.phase.as_str(), step = driver.record.current_weight(), "rollout resumed after a restart");
                     }
@@ -80,9 +80,31 @@ impl Manager {
     }
 }
 
+impl Manager {
+    /// Drives `record`, whose lease this replica just took from the replica
+    /// driving it because an admin action on it was received here: its current
+    /// step is applied again and measured again from the start, as after a
+    /// takeover (whatever its `on_restart`: nothing restarted). A driver this
+    /// replica kept from an earlier turn is replaced.
+    pub(super) async fn take_over(&mut self, record: Rollout) -> Result<(), Refusal> {
+        let mut driver = Driver::new(record);
+        if !driver.record.steps.is_empty() {
+            resume_step(
+                self,
+                &mut driver,
+                "driver moved to the replica that received an admin action",
+            )
+            .await?;
+        }
+        self.insert(driver);
+        self.changed();
+        Ok(())
+    }
+}
+
 /// Applies the current step again (with a fresh step record if it was measured)
-/// and restarts its measuring.
-async fn resume_step(manager: &Manager, driver: &mut Driver) -> Result<(), Refusal> {
+/// and restarts its measuring; `why` goes in the step's note.
+async fn resume_step(manager: &Manager, driver: &mut Driver, why: &str) -> Result<(), Refusal> {
     let mut next = driver.record.clone();
     next.resumed += 1;
     let running = next.phase == Phase::Running;
@@ -95,9 +117,9 @@ async fn resume_step(manager: &Manager, driver: &mut Driver) -> Result<(), Refus
         step.p99_ms = None;
         step.baseline_error_rate = None;
         step.note = Some(if running {
-            "gateway restarted: measured again from the start".to_owned()
+            format!("{why}: measured again from the start")
         } else {
-            "gateway restarted while paused".to_owned()
+            format!("{why} while paused")
         });
     }
     let split = split_at(&next.spec, &next.start_split, next.current_weight());

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 
 use tokio::sync::{oneshot, watch};
 
-use super::Task;
+use super::{Claimed, Task};
 use crate::control_plane::cluster::doc::{unix_ms, Clocks, ClusterDoc};
 use crate::control_plane::cluster::lease::{self, Claim};
 use crate::control_plane::cluster::poll::Observation;
@@ -237,6 +237,55 @@ impl Task {
                 tracing::debug!(%err, "rollout lease not written; the next read tries again")
             }
         }
+    }
+
+    /// Who drives rollout `id` (see [`Claimed`]). With `take`, a running or
+    /// paused rollout another replica drives becomes this replica's by a
+    /// compare-and-set of its lease (as an expired lease is taken): the
+    /// replica that drove it learns it at its next write of the rollout, which
+    /// is refused (fencing), and stops driving it.
+    pub(super) async fn claim_rollout(&mut self, id: &str, take: bool) -> Result<Claimed, Refusal> {
+        for _ in 0..MAX_TRIES {
+            if self.cluster.as_ref().is_some_and(|l| l.version.is_none()) {
+                self.refresh().await?;
+            }
+            let Some(link) = self.cluster.as_ref() else {
+                return Ok(Claimed::Local);
+            };
+            let me = link.feed.identity.id.as_str();
+            let driver = link.doc.as_ref().and_then(|d| d.drivers.get(id));
+            if driver.is_none_or(|d| d == me) {
+                return Ok(Claimed::Local);
+            }
+            let Some(record) = self
+                .overrides
+                .rollouts()
+                .values()
+                .find(|r| r.id == id)
+                .cloned()
+            else {
+                return Ok(Claimed::Local);
+            };
+            if !take || !record.phase.is_active() {
+                return Ok(Claimed::Shared(Box::new(record)));
+            }
+            let ids = [id.to_owned()];
+            let next = self.overrides.clone();
+            match self
+                .commit_shared(next, By::Cluster, Leasing::Take(&ids))
+                .await?
+            {
+                Written::Done => {
+                    tracing::info!(rollout = %id, "an action on this rollout was received here: this replica drives it now");
+                    return Ok(Claimed::Taken(Box::new(record)));
+                }
+                Written::Stale => self.refresh().await?,
+            }
+        }
+        Err(Refusal::conflict(
+            "cluster",
+            format!("rollout {id}: the cluster store kept changing while this replica took its lease ({MAX_TRIES} tries); try again"),
+        ))
     }
 
     fn lost(&mut self, err: &StoreError, at: SystemTime) {
