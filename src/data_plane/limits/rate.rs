@@ -296,12 +296,11 @@ mod tests {
             "table {} KiB; RSS before {before:?} KiB, after 1M keys {filled:?} KiB, after 2M keys {twice:?} KiB",
             t.memory_bytes() / 1024
         );
+        // The bound is the table's own size, fixed at construction. The process's
+        // RSS is printed, not asserted: the other tests of this process allocate
+        // concurrently (an RSS assertion here failed once that way).
         assert_eq!(t.memory_bytes(), (1 << 20) * 16);
-        if let (Some(a), Some(b)) = (filled, twice) {
-            // A second million keys adds nothing (slack for the allocator and
-            // other tests' threads).
-            assert!(b.saturating_sub(a) < 4 * 1024, "{a} KiB → {b} KiB");
-        }
+        assert_eq!(t.capacity(), 1 << 20, "a second million keys grew nothing");
     }
 
     #[test]
