@@ -285,23 +285,16 @@ pub fn rate_limit_label(
     prefix: &str,
 ) -> Result<Option<RateLimitLabel>, LabelError> {
     let get = |name: &str| labels.get(&key(prefix, name)).map(|v| v.trim());
-    let Some(route) = get("rate_limit.route") else {
-        return match ["rate_limit.rate", "rate_limit.burst", "rate_limit.key"]
-            .into_iter()
-            .find(|name| get(name).is_some())
-        {
-            None => Ok(None),
-            Some(name) => Err(LabelError::Value(ConfigError {
-                path: key(prefix, name),
-                message: format!(
-                    "names no route to limit; add {} with the route's name",
-                    key(prefix, "rate_limit.route")
-                ),
-            })),
-        };
+    let Some(route) = group_route(
+        labels,
+        prefix,
+        "rate_limit",
+        &["rate", "burst", "key"],
+        "to limit",
+    )?
+    else {
+        return Ok(None);
     };
-    let route =
-        validate::route_name(route, &key(prefix, "rate_limit.route")).map_err(LabelError::Value)?;
     let Some(rate) = get("rate_limit.rate") else {
         return Err(LabelError::Value(ConfigError {
             path: key(prefix, "rate_limit.rate"),
@@ -325,20 +318,9 @@ pub fn mirror_label(
 ) -> Result<Option<MirrorLabel>, LabelError> {
     let get = |name: &str| labels.get(&key(prefix, name)).map(|v| v.trim());
     let percent_key = key(prefix, "mirror.percent");
-    let Some(route) = get("mirror.route") else {
-        return match get("mirror.percent") {
-            None => Ok(None),
-            Some(_) => Err(LabelError::Value(ConfigError {
-                path: percent_key,
-                message: format!(
-                    "names no route to mirror; add {} with the route's name",
-                    key(prefix, "mirror.route")
-                ),
-            })),
-        };
+    let Some(route) = group_route(labels, prefix, "mirror", &["percent"], "to mirror")? else {
+        return Ok(None);
     };
-    let route =
-        validate::route_name(route, &key(prefix, "mirror.route")).map_err(LabelError::Value)?;
     let percent = match get("mirror.percent") {
         None => 100,
         Some(v) => v
@@ -353,6 +335,36 @@ pub fn mirror_label(
             })?,
     };
     Ok(Some(MirrorLabel { route, percent }))
+}
+
+/// The route a `<prefix>.<group>.*` label group applies to (`<group>.route`,
+/// checked as a route name). `None` when the group is absent; an error naming the
+/// first of the group's `others` keys given without a route ("names no route
+/// `purpose`").
+fn group_route(
+    labels: &HashMap<String, String>,
+    prefix: &str,
+    group: &str,
+    others: &[&str],
+    purpose: &str,
+) -> Result<Option<Arc<str>>, LabelError> {
+    let route_key = key(prefix, &format!("{group}.route"));
+    match labels.get(&route_key).map(|v| v.trim()) {
+        Some(route) => validate::route_name(route, &route_key)
+            .map(Some)
+            .map_err(LabelError::Value),
+        None => match others
+            .iter()
+            .map(|name| key(prefix, &format!("{group}.{name}")))
+            .find(|k| labels.contains_key(k))
+        {
+            None => Ok(None),
+            Some(path) => Err(LabelError::Value(ConfigError {
+                path,
+                message: format!("names no route {purpose}; add {route_key} with the route's name"),
+            })),
+        },
+    }
 }
 
 /// The port to send to: the label's, else the single exposed TCP port
