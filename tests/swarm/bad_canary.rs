@@ -11,9 +11,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::{cluster, notice};
-use super::driver_loss::post;
-use super::gateway::{Engine, Gateway};
-use super::replicas::{routes_toml, split_of};
+use super::driver_loss::{post, three_replicas};
+use super::replicas::split_of;
 use super::traffic::Load;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,22 +41,7 @@ async fn a_bad_canary_is_rolled_back_at_step_1_on_every_replicas_traffic() {
     blue.wait_running(2, Duration::from_secs(60)).await;
     green.wait_running(2, Duration::from_secs(60)).await;
     store.wait_running(1, Duration::from_secs(60)).await;
-    let peers = (1..=3)
-        .map(|i| format!("\"http://{}:9901\"", c.name(&format!("bc-gw{i}"))))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = routes_toml(&c.net, &prefix, &store.name, &peers);
-    let mut replicas = Vec::new();
-    for (i, on_node2) in [(1, false), (2, false), (3, true)] {
-        let g = Gateway::start(c, &format!("bc-gw{i}"), &config, Engine::Manager, on_node2).await;
-        replicas.push(g);
-    }
-    for g in &replicas {
-        g.wait_eligible("blue", Duration::from_secs(15), |e| e.len() == 2)
-            .await;
-        g.wait_eligible("green", Duration::from_secs(15), |e| e.len() == 2)
-            .await;
-    }
+    let replicas = three_replicas(c, "bc", &prefix, &store.name).await;
     let loads: Vec<Load> = replicas.iter().map(|g| Load::start(g.http)).collect();
     let begun = Instant::now();
     for l in &loads {

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::cluster::{cluster, docker, notice};
+use super::cluster::{cluster, docker, notice, Cluster};
 use super::gateway::{Engine, Gateway};
 use super::replicas::{routes_toml, split_of};
 use super::traffic::{describe_failures, failures, Load};
@@ -83,6 +83,41 @@ fn recorded_green(r: &serde_json::Value) -> Option<u32> {
     u32::try_from(w).ok()
 }
 
+/// Three gateway replicas of one cluster store (two on node 1, one on node 2),
+/// named `<tag>-gw1..3` and each other's `[cluster].peers`, each seeing both
+/// agent pools (`blue`, `green`, two tasks each) eligible.
+pub(super) async fn three_replicas(
+    c: &Cluster,
+    tag: &str,
+    prefix: &str,
+    store: &str,
+) -> Vec<Gateway> {
+    let peers = (1..=3)
+        .map(|i| format!("\"http://{}:9901\"", c.name(&format!("{tag}-gw{i}"))))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = routes_toml(&c.net, prefix, store, &peers);
+    let mut replicas = Vec::new();
+    for (i, on_node2) in [(1, false), (2, false), (3, true)] {
+        let g = Gateway::start(
+            c,
+            &format!("{tag}-gw{i}"),
+            &config,
+            Engine::Manager,
+            on_node2,
+        )
+        .await;
+        replicas.push(g);
+    }
+    for g in &replicas {
+        g.wait_eligible("blue", Duration::from_secs(15), |e| e.len() == 2)
+            .await;
+        g.wait_eligible("green", Duration::from_secs(15), |e| e.len() == 2)
+            .await;
+    }
+    replicas
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a 2-node swarm: scripts/swarm/two-node.sh run cargo test --test swarm -- --ignored --test-threads=1"]
 async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
@@ -97,22 +132,7 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
     blue.wait_running(2, Duration::from_secs(60)).await;
     green.wait_running(2, Duration::from_secs(60)).await;
     store.wait_running(1, Duration::from_secs(60)).await;
-    let peers = (1..=3)
-        .map(|i| format!("\"http://{}:9901\"", c.name(&format!("drv-gw{i}"))))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = routes_toml(&c.net, &prefix, &store.name, &peers);
-    let mut replicas = Vec::new();
-    for (i, on_node2) in [(1, false), (2, false), (3, true)] {
-        let g = Gateway::start(c, &format!("drv-gw{i}"), &config, Engine::Manager, on_node2).await;
-        replicas.push(g);
-    }
-    for g in &replicas {
-        g.wait_eligible("blue", Duration::from_secs(15), |e| e.len() == 2)
-            .await;
-        g.wait_eligible("green", Duration::from_secs(15), |e| e.len() == 2)
-            .await;
-    }
+    let replicas = three_replicas(c, "drv", &prefix, &store.name).await;
     let driver_id = replicas[1].state_json().await["cluster"]["replica"]
         .as_str()
         .expect("replica id")
