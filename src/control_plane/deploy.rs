@@ -20,7 +20,7 @@
 //!
 //! Owns the deploy records and their tasks; splits change only through the
 //! controller (`Change::SetSplit`) or the rollout manager. Records are kept in
-//! memory (the last [`HISTORY`]), not in the state file: what a deploy changed
+//! memory (the last `HISTORY` of them), not in the state file: what a deploy changed
 //! (the split override, the rollout) is persisted by those that made the change.
 
 mod run;
