@@ -210,13 +210,15 @@ impl Answer {
         }
     }
 
-    /// Hands the answer's head to a route that learns sessions.
+    /// Hands the answer's head to a route that learns sessions (which may
+    /// rewrite its session id: such routes never use the raw-field client).
     #[cold]
-    fn learn(&self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
+    fn learn(&mut self, split: &crate::data_plane::split::Split, pin: SessionPin, pool: &PoolName) {
         match self {
-            Answer::Hyper(resp, _) => split.learn(pin, resp.headers(), pool),
-            Answer::H2(resp, ..) => split.learn(pin, resp.headers(), pool),
+            Answer::Hyper(resp, _) => split.answered(pin, resp.headers_mut(), pool),
+            Answer::H2(resp, ..) => split.answered(pin, resp.headers_mut(), pool),
             Answer::Http1(_, fields) => {
+                debug_assert!(!split.prefixes_sessions(), "a prefixing route went raw");
                 split.learn(
                     pin,
                     &crate::data_plane::http1::fields::end_to_end_map(fields),
@@ -224,6 +226,26 @@ impl Answer {
                 );
             }
         }
+    }
+}
+
+/// Removes the `<pool>~` the gateway put before the session id it gave the
+/// client (`sticky.prefix`): the agent sees the id it named.
+#[cold]
+fn strip_session_prefix(
+    fields: &mut HeaderMap,
+    split: &crate::data_plane::split::Split,
+    len: usize,
+) {
+    let Some(header) = split.sessions().map(|t| &t.settings().header) else {
+        return;
+    };
+    let stripped = fields
+        .get(header)
+        .and_then(|v| v.as_bytes().get(len..))
+        .and_then(|rest| HeaderValue::from_bytes(rest).ok());
+    if let Some(v) = stripped {
+        fields.insert(header.clone(), v);
     }
 }
 
@@ -491,6 +513,9 @@ impl Proxy {
         if parts.version == Version::HTTP_2 {
             headers::join_cookies(&mut parts.headers);
         }
+        if let Some(pin) = session.filter(|p| p.strip() > 0) {
+            strip_session_prefix(&mut parts.headers, &route.split, pin.strip());
+        }
         let named_gone = headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         if te_trailers {
             parts
@@ -530,7 +555,9 @@ impl Proxy {
         // A request with neither body nor upgrade can go on a gateway-driven
         // connection (`http1::client`), which leaves it whole for a retry.
         let plain = bodiless && !upgrade;
-        let fast = plain && self.http1_fast_path && !h2_pool;
+        // A route that prefixes session ids rewrites its answers' fields, which
+        // that path passes on raw.
+        let fast = plain && self.http1_fast_path && !h2_pool && !route.split.prefixes_sessions();
         // That path writes the forwarding fields beside the others as it writes the
         // head; only hyper's client needs them in the map (set before its first use).
         let forwarding_in_map = !fast;

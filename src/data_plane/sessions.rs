@@ -30,7 +30,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue};
 use tokio::time::Instant;
 
 use crate::control_plane::config::spec::{LearnSpec, PoolName};
@@ -88,8 +88,14 @@ impl SessionTable {
     /// The key of the session a request or response names in the learned header.
     #[inline]
     pub fn key_of(&self, headers: &HeaderMap) -> Option<SessionKey> {
-        let value = headers.get(&self.settings.header)?;
+        let value = self.value_of(headers)?;
         Some(SessionKey(stable_hash(value.as_bytes())))
+    }
+
+    /// The learned header's value in `headers`, if any.
+    #[inline]
+    pub fn value_of<'h>(&self, headers: &'h HeaderMap) -> Option<&'h HeaderValue> {
+        headers.get(&self.settings.header)
     }
 
     /// The pool `key` is pinned to, if it is known and was seen within `idle`
@@ -197,6 +203,7 @@ mod tests {
             header: HeaderName::from_static("mcp-session-id"),
             idle,
             max_sessions: max,
+            prefix: false,
         })
     }
 

@@ -6,9 +6,12 @@
 //! a learned session header, a request naming a session goes to the pool its value
 //! pins it to ([`pin`]: a function of the value and the weights, the same on every
 //! replica; growing a pool's share only moves sessions onto it). A session the
-//! agent named in the answer to a request without one stays where it was created
-//! while that pool carries weight, on the replica that saw it (`sessions`, taught
-//! by [`Split::learn`]).
+//! agent named in the answer to a request without one was created on the pool
+//! that answered, which the value may not pin it to: with `prefix`, the id goes
+//! to the client as `<pool>~<id>` and comes back stripped to `<id>` on its way to
+//! the pool it names (while that pool carries weight), so every replica agrees;
+//! without it, the replica that saw the answer remembers it (`sessions`, taught by
+//! [`Split::answered`]).
 //!
 //! This module does not pick a backend inside the pool (see `balance`).
 
@@ -59,7 +62,22 @@ pub struct Choice<'a> {
 pub struct Pin {
     /// The session the request named, if any.
     key: Option<SessionKey>,
+    /// With `prefix`: the length of the `<pool>~` the request's id starts with,
+    /// which the agent must not see (0: none).
+    strip: usize,
 }
+
+impl Pin {
+    /// The bytes of the session header's value to remove before the request goes
+    /// upstream: a `<pool>~` prefix the gateway added (0: none).
+    pub fn strip(&self) -> usize {
+        self.strip
+    }
+}
+
+/// What separates the pool from the agent's id in a prefixed session id. Not a
+/// character pool names may contain, so the first one ends the pool.
+const PREFIX_END: u8 = b'~';
 
 impl Split {
     /// Builds a split; `sticky_cookie` is the cookie name of `sticky = { cookie }`.
@@ -111,26 +129,13 @@ impl Split {
     pub fn pick(&self, headers: &HeaderMap) -> Option<Choice<'_>> {
         let mut session = None;
         if let Some(table) = &self.sessions {
-            let key = table.key_of(headers);
-            if let Some(k) = key {
-                // A session the agent created here (the cache), else where its key
-                // pins it on every replica.
-                let e = match table.lookup(k).map(|pool| self.carrying(&pool)) {
-                    Some(Some(e)) => e,
-                    Some(None) => {
-                        // Its pool lost its weight: from now on the key decides.
-                        table.forget(k);
-                        self.pinned(k)?
-                    }
-                    None => self.pinned(k)?,
-                };
-                return Some(Choice {
-                    pool: &e.pool,
-                    set_cookie: None,
-                    session: Some(Pin { key }),
-                });
+            if let Some(value) = table.value_of(headers) {
+                return self.pick_session(table, value.as_bytes());
             }
-            session = Some(Pin { key: None });
+            session = Some(Pin {
+                key: None,
+                strip: 0,
+            });
         }
         if let Some(name) = &self.sticky_cookie {
             if let Some(wanted) = cookie_value(headers, name) {
@@ -155,9 +160,97 @@ impl Split {
         })
     }
 
-    /// After `pool` answered a request picked with `pin`: remembers a session the
-    /// answer names that the request did not (the agent created it on `pool`).
-    /// Sessions the request named are pinned by their key and need no memory.
+    /// A request naming a session (the header's `value`): to the pool a
+    /// `<pool>~` prefix names while it carries weight; else to where the agent
+    /// created it on this replica (the cache); else where the value pins it on
+    /// every replica.
+    fn pick_session(&self, table: &SessionTable, value: &[u8]) -> Option<Choice<'_>> {
+        let key = SessionKey(pin::stable_hash(value));
+        let mut strip = 0;
+        if table.settings().prefix {
+            if let Some((named, len)) = self.prefixed(value) {
+                strip = len;
+                if named.weight > 0 {
+                    return Some(Choice {
+                        pool: &named.pool,
+                        set_cookie: None,
+                        session: Some(Pin {
+                            key: Some(key),
+                            strip,
+                        }),
+                    });
+                }
+                // Its pool lost its weight (a rollback): the value decides, as
+                // on every replica; the agent there will not know the session.
+            }
+        }
+        let e = match table.lookup(key).map(|pool| self.carrying(&pool)) {
+            Some(Some(e)) => e,
+            Some(None) => {
+                // Its pool lost its weight: from now on the key decides.
+                table.forget(key);
+                self.pinned(key)?
+            }
+            None => self.pinned(key)?,
+        };
+        Some(Choice {
+            pool: &e.pool,
+            set_cookie: None,
+            session: Some(Pin {
+                key: Some(key),
+                strip,
+            }),
+        })
+    }
+
+    /// The entry a `<pool>~<id>` value names and the prefix's length, when the
+    /// value starts with one of this split's pools and the separator.
+    fn prefixed(&self, value: &[u8]) -> Option<(&SplitEntry, usize)> {
+        let end = value.iter().position(|b| *b == PREFIX_END)?;
+        let name = value.get(..end)?;
+        let e = self
+            .entries
+            .iter()
+            .find(|e| e.pool.name.as_str().as_bytes() == name)?;
+        Some((e, end + 1))
+    }
+
+    /// Whether answers on this route have their session id rewritten
+    /// (`sticky.prefix`): they must come in a form whose fields can be changed.
+    pub fn prefixes_sessions(&self) -> bool {
+        self.sessions.as_ref().is_some_and(|t| t.settings().prefix)
+    }
+
+    /// After `pool` answered a request picked with `pin`. With `prefix`: the
+    /// session id the answer names goes to the client as `<pool>~<id>`, wherever
+    /// it came from (an agent echoing the id it was sent gets the same prefix
+    /// back). Without: remembers a session the answer names that the request did
+    /// not (the agent created it on `pool`); sessions the request named are
+    /// pinned by their key and need no memory.
+    pub fn answered(&self, pin: Pin, response: &mut HeaderMap, pool: &PoolName) {
+        let Some(table) = &self.sessions else {
+            return;
+        };
+        if table.settings().prefix {
+            let header = &table.settings().header;
+            if let Some(value) = response.get(header) {
+                let mut tagged = Vec::with_capacity(pool.as_str().len() + 1 + value.len());
+                tagged.extend_from_slice(pool.as_str().as_bytes());
+                tagged.push(PREFIX_END);
+                tagged.extend_from_slice(value.as_bytes());
+                // Pool names and the separator are visible ASCII: the value stays
+                // a valid field value.
+                if let Ok(tagged) = HeaderValue::from_bytes(&tagged) {
+                    response.insert(header.clone(), tagged);
+                }
+            }
+            return;
+        }
+        self.learn(pin, response, pool);
+    }
+
+    /// [`Split::answered`] without `prefix`, from an answer whose fields stay as
+    /// they came (the gateway's HTTP/1 client, never used on prefixing routes).
     pub fn learn(&self, pin: Pin, response: &HeaderMap, pool: &PoolName) {
         let Some(table) = &self.sessions else {
             return;
@@ -214,6 +307,7 @@ pub(crate) fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control_plane::config::spec::LearnSpec;
     use crate::data_plane::snapshot::Pool;
 
     fn split(weights: &[u32], sticky: bool) -> Split {
@@ -288,12 +382,109 @@ mod tests {
         h
     }
 
-    fn learn_spec() -> crate::control_plane::config::spec::LearnSpec {
-        crate::control_plane::config::spec::LearnSpec {
+    fn learn_spec() -> LearnSpec {
+        LearnSpec {
             header: http::HeaderName::from_static("mcp-session-id"),
             idle: std::time::Duration::from_secs(60),
             max_sessions: 1000,
+            prefix: false,
         }
+    }
+
+    fn prefixing() -> Arc<SessionTable> {
+        Arc::new(SessionTable::new(&LearnSpec {
+            prefix: true,
+            ..learn_spec()
+        }))
+    }
+
+    /// What the client gets for an answer from `pool` naming session `id`.
+    fn tagged(s: &Split, pin: Pin, id: &str, pool: &PoolName) -> String {
+        let mut answer = session(id);
+        s.answered(pin, &mut answer, pool);
+        answer["mcp-session-id"].to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn prefixed_agent_named_sessions_agree_on_every_replica_through_a_rollout() {
+        fastrand::seed(17);
+        // Replica A sees the agent name 300 sessions at 95/5; replicas B and C,
+        // with tables of their own that never learn anything, get every later
+        // request.
+        let (ta, tb, tc) = (prefixing(), prefixing(), prefixing());
+        let a = learning(&[95, 5], &ta);
+        let mut sessions = Vec::new();
+        for i in 0..300 {
+            let c = a.pick(&HeaderMap::new()).unwrap();
+            let pool = c.pool.name.clone();
+            let id = tagged(&a, c.session.unwrap(), &format!("agent-{i}"), &pool);
+            assert_eq!(id, format!("{pool}~agent-{i}"));
+            sessions.push((id, pool));
+        }
+        assert!(
+            sessions.iter().any(|(_, p)| p.as_str() == "p1"),
+            "some on green"
+        );
+        for weights in [[95, 5], [75, 25], [50, 50]] {
+            for t in [&tb, &tc] {
+                let s = learning(&weights, t);
+                for (id, pool) in &sessions {
+                    let c = s.pick(&session(id)).unwrap();
+                    assert_eq!(&c.pool.name, pool, "{id} bounced at {weights:?}");
+                    let pin = c.session.unwrap();
+                    // The agent sees its own id; an echo of it goes back prefixed.
+                    let agent_sees = &id.as_bytes()[pin.strip()..];
+                    assert_eq!(agent_sees, id.split_once('~').unwrap().1.as_bytes());
+                    let echo = std::str::from_utf8(agent_sees).unwrap();
+                    assert_eq!(&tagged(&s, pin, echo, &c.pool.name), id);
+                }
+            }
+        }
+        assert!(
+            ta.is_empty() && tb.is_empty() && tc.is_empty(),
+            "no table used"
+        );
+        // Rollback: green's sessions go to blue on every replica (stripped, so
+        // blue's agent sees an id it does not know and the client starts again).
+        let back = learning(&[100, 0], &tb);
+        for (id, _) in &sessions {
+            let c = back.pick(&session(id)).unwrap();
+            assert_eq!(c.pool.name.as_str(), "p0");
+            assert_eq!(c.session.unwrap().strip(), 3);
+        }
+    }
+
+    #[test]
+    fn only_a_known_pool_and_the_separator_make_a_prefix() {
+        let t = prefixing();
+        let s = learning(&[50, 50], &t);
+        for (id, strip) in [
+            ("p1~x", 3),
+            ("p1~", 3),
+            ("p1~a~b", 3),
+            ("p7~x", 0),
+            ("p1x", 0),
+            ("~p1", 0),
+            ("client-chosen", 0),
+        ] {
+            let c = s.pick(&session(id)).unwrap();
+            assert_eq!(c.session.unwrap().strip(), strip, "{id}");
+            if strip > 0 {
+                assert_eq!(c.pool.name.as_str(), "p1", "{id}");
+            }
+        }
+        // Without `prefix`, a value that looks prefixed is just a value.
+        let plain = learning(&[50, 50], &Arc::new(SessionTable::new(&learn_spec())));
+        assert_eq!(
+            plain
+                .pick(&session("p1~x"))
+                .unwrap()
+                .session
+                .unwrap()
+                .strip(),
+            0
+        );
+        assert!(!plain.prefixes_sessions() && s.prefixes_sessions());
     }
 
     fn pool_of(s: &Split, h: &HeaderMap) -> String {

@@ -156,10 +156,15 @@ pub fn render(spec: &Spec) -> String {
         if let Some(learn) = r.sticky.as_ref().and_then(|s| s.learn.as_ref()) {
             let _ = write!(
                 out,
-                ", sessions by {} (idle {}, max {})",
+                ", sessions by {} (idle {}, max {}{})",
                 learn.header,
                 humantime::format_duration(learn.idle),
-                learn.max_sessions
+                learn.max_sessions,
+                if learn.prefix {
+                    ", agent-named ids prefixed with their pool"
+                } else {
+                    ""
+                }
             );
         }
         match r.max_request_body {

@@ -583,7 +583,7 @@ pub struct RawSplit {
     pub weight: i64,
 }
 
-/// `sticky = { cookie = "…" }` or `sticky = { learn_header = "…", idle, max_sessions }`.
+/// `sticky = { cookie = "…" }` or `sticky = { learn_header = "…", idle, max_sessions, prefix }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSticky {
@@ -595,6 +595,9 @@ pub struct RawSticky {
     pub idle: Option<RawDuration>,
     /// Most learned sessions kept for the route.
     pub max_sessions: Option<i64>,
+    /// Prefix the session ids the agent names with its pool (`green~<id>`) on the
+    /// way out and strip it on the way in; absent: on exactly with `[cluster]`.
+    pub prefix: Option<bool>,
 }
 
 /// `timeouts = { connect, response_header, idle, client_body }`.

@@ -701,7 +701,7 @@ pub struct StickySpec {
     pub learn: Option<LearnSpec>,
 }
 
-/// `sticky = { learn_header = "mcp-session-id", idle = "30m", max_sessions = 100000 }`.
+/// `sticky = { learn_header = "mcp-session-id", idle = "30m", max_sessions = 100000, prefix = true }`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LearnSpec {
     /// The session header, learned from responses and read from requests.
@@ -710,6 +710,10 @@ pub struct LearnSpec {
     pub idle: Duration,
     /// Most sessions remembered per route; the least recently seen go first.
     pub max_sessions: usize,
+    /// The session ids the agent names go out prefixed with the pool that
+    /// answered (`green~<id>`) and come back stripped of it, so any replica (and
+    /// this one after a restart) sends the session where it was created.
+    pub prefix: bool,
 }
 
 /// `timeouts = { connect, response_header, idle }`.

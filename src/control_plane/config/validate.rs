@@ -183,13 +183,14 @@ pub fn validate(mut doc: toml::Table) -> Result<Spec, ConfigErrors> {
         pool_specs.extend(implied.iter().cloned().map(PoolSpec::empty));
     }
     let route_names = names_of(&route_tables);
+    let clustered = matches!(cluster, Some(Some(_)));
     let mut route_specs = Vec::new();
     for (i, table) in route_tables.into_iter().enumerate() {
         let path = format!("routes[{i}]");
         check_unique(&route_names, i, "route", "routes", &mut report);
         let Some(table) = table else { continue };
         if let Some(spec) = shape::<RawRoute>(table, &path, &mut report)
-            .and_then(|raw| check_route(&path, raw, &defined, &mut report))
+            .and_then(|raw| check_route(&path, raw, &defined, clustered, &mut report))
         {
             route_specs.push(spec);
         }

@@ -2,7 +2,8 @@
 //! started at 95/5 keep their version through steps 25 and 50 (0 bounces) while
 //! new sessions follow the weights; when the rollout ends with blue at 0, blue's
 //! sessions move to green and stay there. Two gateways sharing nothing send
-//! client-named sessions to the same version, and a growing canary keeps its own.
+//! client-named sessions to the same version, and a growing canary keeps its own;
+//! with `prefix`, sessions the agent names agree on both as well.
 
 use http::Method;
 use sluicegate::testing::control_plane::rollout::{Phase, Rollout};
@@ -230,6 +231,93 @@ sticky = {{ learn_header = "{SESSION}" }}
     for id in &ids {
         for gw in [&a, &b] {
             assert_eq!(version(&get(gw.addr, "/mcp", &[(SESSION, id)]).await), "v1");
+        }
+    }
+}
+
+/// The `mcp-session-id` the agent saw, from its echo of the request.
+fn agent_saw(r: &Reply) -> Option<String> {
+    r.json()["headers"][SESSION].as_str().map(str::to_owned)
+}
+
+/// Two gateways that share nothing, with `prefix = true`: 200 sessions the
+/// *agent* names (as an MCP server answers `initialize`), each started on
+/// either gateway, come back to the version that created them through either
+/// gateway while green's share goes 5 → 25 → 50 (the id the client holds is
+/// `<pool>~<id>`; the agent only ever sees its own id). When green drops to 0
+/// its sessions go to blue on both gateways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_agree_on_sessions_the_agent_names_with_prefix() {
+    let blue = agents("blue", "v1", 2).await;
+    let green = agents("green", "v2", 2).await;
+    let body = format!(
+        r#"
+[[pools]]
+name = "blue"
+backends = {}
+[[pools]]
+name = "green"
+backends = {}
+[[routes]]
+name = "agents"
+split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
+sticky = {{ learn_header = "{SESSION}", prefix = true }}
+"#,
+        backends(&blue),
+        backends(&green)
+    );
+    let text = config_text(&body, "", "");
+    let gws = [
+        LiveGateway::start(&text).await,
+        LiveGateway::start(&text).await,
+    ];
+    // (id the client holds, the agent's own id, version that created it)
+    let mut sessions: Vec<(String, String, String)> = Vec::new();
+    for (blue_w, green_w) in [(95, 5), (75, 25), (50, 50)] {
+        for gw in &gws {
+            set_split(gw, blue_w, green_w).await;
+        }
+        // New sessions at this share, started on alternating gateways.
+        for i in 0..100 {
+            let r = get(gws[i % 2].addr, "/mcp", &[]).await;
+            let v = version(&r);
+            let held = r.headers[SESSION].to_str().expect("ascii").to_owned();
+            let (pool, own) = held.split_once('~').expect("a prefixed id");
+            assert_eq!(pool, if v == "v2" { "green" } else { "blue" }, "{held}");
+            assert!(own.starts_with(pool), "the agent's own id: {held}");
+            sessions.push((held.clone(), own.to_owned(), v));
+        }
+        let (mut bounced, mut unknown_to_agent, mut green_n) = (0, 0, 0);
+        for (i, (held, own, v)) in sessions.iter().enumerate() {
+            for gw in [&gws[i % 2], &gws[(i + 1) % 2]] {
+                let r = get(gw.addr, "/mcp", &[(SESSION, held)]).await;
+                bounced += usize::from(version(&r) != *v);
+                unknown_to_agent += usize::from(agent_saw(&r).as_deref() != Some(own));
+                // An agent echoing the id gets it back to the client prefixed.
+                assert!(!r.headers.contains_key(SESSION) || r.headers[SESSION] == held.as_str());
+            }
+            green_n += usize::from(v == "v2");
+        }
+        eprintln!(
+            "pinning, 2 gateways, prefix: {blue_w}/{green_w}: {} agent-named sessions ({green_n} on green), \
+             each asked through both: {bounced} bounces, {unknown_to_agent} ids the agent did not see as its own",
+            sessions.len()
+        );
+        assert_eq!(bounced, 0, "sessions changed version at {blue_w}/{green_w}");
+        assert_eq!(unknown_to_agent, 0, "the agent saw a prefixed id");
+    }
+    assert!(
+        sessions.iter().any(|(_, _, v)| v == "v2"),
+        "some sessions were created on green"
+    );
+    for gw in &gws {
+        set_split(gw, 100, 0).await;
+    }
+    for (held, own, _) in &sessions {
+        for gw in &gws {
+            let r = get(gw.addr, "/mcp", &[(SESSION, held)]).await;
+            assert_eq!(version(&r), "v1", "{held} after green dropped to 0");
+            assert_eq!(agent_saw(&r).as_deref(), Some(own.as_str()));
         }
     }
 }

@@ -39,17 +39,24 @@ const MAX_CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most entries in `upgrades`.
 const MAX_UPGRADES: usize = 16;
 
-/// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool names.
+/// Checks and converts route `path` (`routes[i]`); `pools` are the defined pool
+/// names; `clustered`: the file has `[cluster]` (defaults that depend on it).
 pub(super) fn check_route(
     path: &str,
     raw: RawRoute,
     pools: &[&str],
+    clustered: bool,
     report: &mut Report,
 ) -> Option<RouteSpec> {
     let name_ok = check_name(&raw.name, &format!("{path}.name"), "route", report);
     let matcher = check_match(&raw.matcher, &format!("{path}.match"), report);
     let split = check_split(path, &raw, pools, report);
-    let sticky = check_sticky(raw.sticky.as_ref(), &format!("{path}.sticky"), report);
+    let sticky = check_sticky(
+        raw.sticky.as_ref(),
+        &format!("{path}.sticky"),
+        clustered,
+        report,
+    );
     let retries = match raw.retries.unwrap_or(0) {
         n @ 0..=MAX_RETRIES => u32::try_from(n).ok(),
         n => {

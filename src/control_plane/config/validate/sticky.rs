@@ -1,5 +1,5 @@
 //! Checks of a route's `sticky` table: the pool cookie and/or a learned session
-//! header (`learn_header`, with `idle` and `max_sessions`).
+//! header (`learn_header`, with `idle`, `max_sessions` and `prefix`).
 
 use http::HeaderName;
 
@@ -26,11 +26,13 @@ const NOT_A_SESSION: &[&str] = &[
     "keep-alive",
 ];
 
-/// Checks `sticky`; `path` is the route's `routes[i].sticky`. `Some(None)` when
-/// the route has no `sticky`, `None` after an error.
+/// Checks `sticky`; `path` is the route's `routes[i].sticky`; `clustered`: the
+/// file has `[cluster]`, which turns `prefix` on unless it is written. `Some(None)`
+/// when the route has no `sticky`, `None` after an error.
 pub(super) fn check_sticky(
     raw: Option<&RawSticky>,
     path: &str,
+    clustered: bool,
     report: &mut Report,
 ) -> Option<Option<StickySpec>> {
     let Some(raw) = raw else {
@@ -49,11 +51,12 @@ pub(super) fn check_sticky(
         other => other.as_deref().map(Into::into),
     };
     let learn = match &raw.learn_header {
-        Some(name) => check_learn(raw, name, path, report),
+        Some(name) => check_learn(raw, name, path, clustered, report),
         None => {
             for (key, given) in [
                 ("idle", raw.idle.is_some()),
                 ("max_sessions", raw.max_sessions.is_some()),
+                ("prefix", raw.prefix.is_some()),
             ] {
                 if given {
                     report.add(
@@ -77,11 +80,12 @@ pub(super) fn check_sticky(
     ok.then_some(Some(StickySpec { cookie, learn }))
 }
 
-/// `learn_header` with its `idle` and `max_sessions`.
+/// `learn_header` with its `idle`, `max_sessions` and `prefix`.
 fn check_learn(
     raw: &RawSticky,
     name: &str,
     path: &str,
+    clustered: bool,
     report: &mut Report,
 ) -> Option<Option<LearnSpec>> {
     let header = match HeaderName::from_bytes(name.as_bytes()) {
@@ -120,5 +124,8 @@ fn check_learn(
         header: header?,
         idle: idle?,
         max_sessions: max_sessions?,
+        // Without it, only the replica that saw the agent name a session knows
+        // where it was created: with several replicas the prefix is the default.
+        prefix: raw.prefix.unwrap_or(clustered),
     }))
 }

@@ -253,7 +253,44 @@ fn sticky_learn_header_with_defaults_and_limits() {
     assert_one(
         &route(r#"learn = "x""#),
         "routes[0].sticky.learn",
-        "accepted keys: cookie, learn_header, idle, max_sessions",
+        "accepted keys: cookie, learn_header, idle, max_sessions, prefix",
+    );
+    assert_one(
+        &route(r#"cookie = "c", prefix = true"#),
+        "routes[0].sticky.prefix",
+        "add learn_header",
+    );
+}
+
+#[test]
+fn sticky_prefix_is_on_by_default_exactly_with_a_cluster() {
+    let route = |sticky: &str, cluster: &str| {
+        format!(
+            "{}{cluster}",
+            with_route(&format!(
+                "sticky = {{ {sticky} }}\nsplit = [{{ pool = \"agent-blue\", weight = 1 }}]"
+            ))
+        )
+    };
+    let prefix = |text: String| {
+        crate::control_plane::config::parse(&text).unwrap().routes[0]
+            .sticky
+            .clone()
+            .and_then(|s| s.learn)
+            .map(|l| l.prefix)
+    };
+    let cluster = "\n[cluster]\nstore = \"swarm\"\nservice = \"gw\"\n";
+    let learn = r#"learn_header = "mcp-session-id""#;
+    assert_eq!(prefix(route(learn, "")), Some(false));
+    assert_eq!(prefix(route(learn, cluster)), Some(true));
+    let off = r#"learn_header = "mcp-session-id", prefix = false"#;
+    assert_eq!(prefix(route(off, cluster)), Some(false));
+    let on = r#"learn_header = "mcp-session-id", prefix = true"#;
+    assert_eq!(prefix(route(on, "")), Some(true));
+    assert_one(
+        &route(r#"learn_header = "s", prefix = "yes""#, ""),
+        "routes[0].sticky.prefix",
+        "",
     );
 }
 
