@@ -77,7 +77,9 @@ impl RolloutHandle {
         self.ask(|reply| Command::Get(id.to_owned(), reply)).await
     }
 
-    /// Every known rollout (running first, then the latest finished) and totals.
+    /// Every known rollout (running first, then the latest finished) and totals;
+    /// with `[cluster]`, also those other replicas drive or drove (their shared
+    /// records).
     pub async fn list(&self) -> Result<RolloutList, Refusal> {
         self.ask(Command::List).await
     }
@@ -208,7 +210,7 @@ impl Manager {
         let answered = match command {
             Command::Start(req, reply) => reply.send(self.start(*req).await).is_ok(),
             Command::Get(id, reply) => reply.send(self.get(&id).await).is_ok(),
-            Command::List(reply) => reply.send(Ok(self.list())).is_ok(),
+            Command::List(reply) => reply.send(self.list().await).is_ok(),
             Command::Act(id, action, reply) => reply.send(self.act(&id, action).await).is_ok(),
         };
         if !answered {
@@ -310,14 +312,24 @@ impl Manager {
             .ok_or_else(|| not_found(id))
     }
 
-    fn list(&self) -> RolloutList {
-        let mut rollouts: Vec<Rollout> =
-            self.drivers.values().map(|d| d.view(self.ctx())).collect();
+    /// With `[cluster]`, the rollouts other replicas drive (or drove) are listed
+    /// too, from the shared records, each once: a shared record stands in for
+    /// this manager's view of the same ID (a rollout another replica took over),
+    /// as [`get`](Self::get) answers it. The totals stay this replica's.
+    async fn list(&self) -> Result<RolloutList, Refusal> {
+        let shared = self.control.shared_rollouts().await?;
+        let mut rollouts: Vec<Rollout> = self
+            .drivers
+            .values()
+            .filter(|d| !shared.iter().any(|r| r.id == d.record.id))
+            .map(|d| d.view(self.ctx()))
+            .collect();
+        rollouts.extend(shared);
         rollouts.sort_by_key(|r| (!r.phase.is_active(), std::cmp::Reverse(r.started_ms)));
-        RolloutList {
+        Ok(RolloutList {
             rollouts,
             totals: self.totals,
-        }
+        })
     }
 
     /// With `[cluster]`, an action on a rollout another replica drives makes
