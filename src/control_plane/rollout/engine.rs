@@ -272,7 +272,10 @@ impl Manager {
             .await
             .ok_or(Refusal::Closed(Stopped::Controller))?;
         let checked = check(&req, &state)?;
-        let id = self.next_id(&req.route);
+        // With `[cluster]`, the route's latest rollout may be another replica's:
+        // its ID must not be taken again (its driver still holds it).
+        let shared = self.control.shared_rollouts().await?;
+        let id = self.next_id(&req.route, &shared);
         let expect = checked.start_split.clone();
         let mut driver = Driver::new(Rollout {
             id: id.clone(),
@@ -377,12 +380,14 @@ impl Manager {
         }
     }
 
-    /// `{route}-{n}`, n one more than any known for the route.
-    fn next_id(&self, route: &str) -> String {
+    /// `{route}-{n}`, n one more than any known for the route, here or in
+    /// `shared` (the records other replicas drive or drove).
+    fn next_id(&self, route: &str, shared: &[Rollout]) -> String {
         let prefix = format!("{route}-");
         let n = self
             .drivers
             .keys()
+            .chain(shared.iter().map(|r| &r.id))
             .filter_map(|id| id.strip_prefix(&prefix)?.parse::<u64>().ok())
             .max()
             .unwrap_or(0);

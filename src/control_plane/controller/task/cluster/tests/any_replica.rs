@@ -307,3 +307,54 @@ async fn a_rollout_taken_over_is_listed_once_by_its_former_driver_as_the_shared_
     list_is(&a_rollouts, "a", &want).await;
     list_is(&b_rollouts, "b", &want).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_rollout_of_a_route_starts_through_the_other_replica_under_a_new_id() {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let first = a_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on a");
+    a_rollouts
+        .act(&first.id, Action::Abort)
+        .await
+        .expect("abort on a");
+    b.wait("b rolled back", |_, r| r.split("agents") == split(100, 0))
+        .await;
+    list_is(
+        &b_rollouts,
+        "b",
+        &[(first.id.as_str(), "agents", Phase::Aborted)],
+    )
+    .await;
+
+    // b never drove the route's first rollout, but knows its ID from the shared
+    // record: the second gets the next one (the first's is still a's).
+    let second = b_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on b");
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.phase, Phase::Running);
+    // The document keeps the route's latest record: b lists the second only, a
+    // both (its own first as it ended).
+    list_is(
+        &b_rollouts,
+        "b",
+        &[(second.id.as_str(), "agents", Phase::Running)],
+    )
+    .await;
+    list_is(
+        &a_rollouts,
+        "a",
+        &[
+            (second.id.as_str(), "agents", Phase::Running),
+            (first.id.as_str(), "agents", Phase::Aborted),
+        ],
+    )
+    .await;
+}
