@@ -98,6 +98,12 @@ pub enum Update {
         take: bool,
         reply: oneshot::Sender<Result<Claimed, Refusal>>,
     },
+    /// The shared rollout records another replica drives or drove (with
+    /// `[cluster]`; none without): the rollout list shows them beside this
+    /// replica's own.
+    SharedRollouts {
+        reply: oneshot::Sender<Result<Vec<Rollout>, Refusal>>,
+    },
 }
 
 /// The answer to [`ControlHandle::claim_rollout`].
@@ -272,6 +278,18 @@ impl ControlHandle {
         let (reply, answer) = oneshot::channel();
         let id = id.to_owned();
         self.send(Update::RolloutClaim { id, take, reply })
+            .await
+            .ok_or_else(closed)?;
+        answer.await.map_err(|_| closed())?
+    }
+
+    /// The shared rollout records another replica drives or drove, as
+    /// [`claim_rollout`](Self::claim_rollout) would answer them
+    /// ([`Claimed::Shared`]); empty without `[cluster]`.
+    pub async fn shared_rollouts(&self) -> Result<Vec<Rollout>, Refusal> {
+        let closed = || Refusal::Closed(Stopped::Controller);
+        let (reply, answer) = oneshot::channel();
+        self.send(Update::SharedRollouts { reply })
             .await
             .ok_or_else(closed)?;
         answer.await.map_err(|_| closed())?
@@ -487,6 +505,12 @@ impl Task {
                 let claimed = self.claim_rollout(&id, take).await;
                 if reply.send(claimed).is_err() {
                     tracing::debug!("rollout claim answered after its caller went away");
+                }
+            }
+            Update::SharedRollouts { reply } => {
+                let shared = self.shared_rollouts().await;
+                if reply.send(shared).is_err() {
+                    tracing::debug!("shared rollouts answered after their caller went away");
                 }
             }
         }

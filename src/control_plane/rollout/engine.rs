@@ -77,7 +77,9 @@ impl RolloutHandle {
         self.ask(|reply| Command::Get(id.to_owned(), reply)).await
     }
 
-    /// Every known rollout (running first, then the latest finished) and totals.
+    /// Every known rollout (running first, then the latest finished) and totals;
+    /// with `[cluster]`, also those other replicas drive or drove (their shared
+    /// records).
     pub async fn list(&self) -> Result<RolloutList, Refusal> {
         self.ask(Command::List).await
     }
@@ -208,7 +210,7 @@ impl Manager {
         let answered = match command {
             Command::Start(req, reply) => reply.send(self.start(*req).await).is_ok(),
             Command::Get(id, reply) => reply.send(self.get(&id).await).is_ok(),
-            Command::List(reply) => reply.send(Ok(self.list())).is_ok(),
+            Command::List(reply) => reply.send(self.list().await).is_ok(),
             Command::Act(id, action, reply) => reply.send(self.act(&id, action).await).is_ok(),
         };
         if !answered {
@@ -270,7 +272,10 @@ impl Manager {
             .await
             .ok_or(Refusal::Closed(Stopped::Controller))?;
         let checked = check(&req, &state)?;
-        let id = self.next_id(&req.route);
+        // With `[cluster]`, the route's latest rollout may be another replica's:
+        // its ID must not be taken again (its driver still holds it).
+        let shared = self.control.shared_rollouts().await?;
+        let id = self.next_id(&req.route, &shared);
         let expect = checked.start_split.clone();
         let mut driver = Driver::new(Rollout {
             id: id.clone(),
@@ -310,14 +315,24 @@ impl Manager {
             .ok_or_else(|| not_found(id))
     }
 
-    fn list(&self) -> RolloutList {
-        let mut rollouts: Vec<Rollout> =
-            self.drivers.values().map(|d| d.view(self.ctx())).collect();
+    /// With `[cluster]`, the rollouts other replicas drive (or drove) are listed
+    /// too, from the shared records, each once: a shared record stands in for
+    /// this manager's view of the same ID (a rollout another replica took over),
+    /// as [`get`](Self::get) answers it. The totals stay this replica's.
+    async fn list(&self) -> Result<RolloutList, Refusal> {
+        let shared = self.control.shared_rollouts().await?;
+        let mut rollouts: Vec<Rollout> = self
+            .drivers
+            .values()
+            .filter(|d| !shared.iter().any(|r| r.id == d.record.id))
+            .map(|d| d.view(self.ctx()))
+            .collect();
+        rollouts.extend(shared);
         rollouts.sort_by_key(|r| (!r.phase.is_active(), std::cmp::Reverse(r.started_ms)));
-        RolloutList {
+        Ok(RolloutList {
             rollouts,
             totals: self.totals,
-        }
+        })
     }
 
     /// With `[cluster]`, an action on a rollout another replica drives makes
@@ -365,12 +380,14 @@ impl Manager {
         }
     }
 
-    /// `{route}-{n}`, n one more than any known for the route.
-    fn next_id(&self, route: &str) -> String {
+    /// `{route}-{n}`, n one more than any known for the route, here or in
+    /// `shared` (the records other replicas drive or drove).
+    fn next_id(&self, route: &str, shared: &[Rollout]) -> String {
         let prefix = format!("{route}-");
         let n = self
             .drivers
             .keys()
+            .chain(shared.iter().map(|r| &r.id))
             .filter_map(|id| id.strip_prefix(&prefix)?.parse::<u64>().ok())
             .max()
             .unwrap_or(0);

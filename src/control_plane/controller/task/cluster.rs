@@ -252,9 +252,7 @@ impl Task {
             let Some(link) = self.cluster.as_ref() else {
                 return Ok(Claimed::Local);
             };
-            let me = link.feed.identity.id.as_str();
-            let driver = link.doc.as_ref().and_then(|d| d.drivers.get(id));
-            if driver.is_none_or(|d| d == me) {
+            if other_driver(link, id).is_none() {
                 return Ok(Claimed::Local);
             }
             let Some(record) = self
@@ -286,6 +284,26 @@ impl Task {
             "cluster",
             format!("rollout {id}: the cluster store kept changing while this replica took its lease ({MAX_TRIES} tries); try again"),
         ))
+    }
+
+    /// The shared rollout records another replica drives or drove: those
+    /// [`claim_rollout`](Self::claim_rollout) answers [`Claimed::Shared`] for
+    /// (or takes over). None without `[cluster]`; records the document names no
+    /// driver for are this replica's manager's, as there.
+    pub(super) async fn shared_rollouts(&mut self) -> Result<Vec<Rollout>, Refusal> {
+        if self.cluster.as_ref().is_some_and(|l| l.version.is_none()) {
+            self.refresh().await?;
+        }
+        let Some(link) = self.cluster.as_ref() else {
+            return Ok(Vec::new());
+        };
+        Ok(self
+            .overrides
+            .rollouts()
+            .values()
+            .filter(|r| other_driver(link, &r.id).is_some())
+            .cloned()
+            .collect())
     }
 
     fn lost(&mut self, err: &StoreError, at: SystemTime) {
@@ -556,6 +574,14 @@ impl Task {
                 .collect(),
         })
     }
+}
+
+/// The replica the shared document names as rollout `id`'s driver, unless it
+/// is this one (or the document names none).
+fn other_driver<'a>(link: &'a Link, id: &str) -> Option<&'a str> {
+    let me = link.feed.identity.id.as_str();
+    let driver = link.doc.as_ref()?.drivers.get(id)?;
+    (driver != me).then_some(driver.as_str())
 }
 
 fn unavailable(err: &StoreError) -> Refusal {

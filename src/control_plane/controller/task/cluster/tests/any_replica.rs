@@ -2,7 +2,8 @@
 //! manager, share a [`MemoryStore`]; a rollout started on one is read, paused,
 //! resumed and aborted through the other. The receiving replica takes the
 //! rollout's lease and applies the action as its driver; the replica that drove
-//! it answers from the shared record and is fenced off its next step.
+//! it answers from the shared record and is fenced off its next step. The list
+//! through either replica shows both replicas' rollouts, each once.
 
 use std::time::Duration;
 
@@ -164,4 +165,196 @@ async fn a_promote_sent_to_the_replica_not_driving_finishes_the_rollout_on_both(
     a.wait("a at 100", |_, r| r.split("agents") == split(0, 100))
         .await;
     phase_of(&a_rollouts, &started.id, Phase::Succeeded).await;
+}
+
+/// A rollout on `route` whose first step outlasts the test: it moves only by
+/// the actions sent to it.
+fn slow_request(route: &str) -> RolloutRequest {
+    serde_json::from_value(serde_json::json!({
+        "route": route, "to": "green", "steps": [25, 50, 100],
+        "step_interval": "10m", "min_requests": 0,
+    }))
+    .expect("a request")
+}
+
+/// `(id, route, phase)` of each listed rollout, in the list's order.
+fn rows(list: &[Rollout]) -> Vec<(String, String, Phase)> {
+    list.iter()
+        .map(|r| (r.id.clone(), r.spec.route.clone(), r.phase))
+        .collect()
+}
+
+/// Waits, bounded, until `rollouts`' list is `want` (`(id, route, phase)` in order).
+async fn list_is(rollouts: &RolloutHandle, who: &str, want: &[(&str, &str, Phase)]) {
+    let want: Vec<(String, String, Phase)> = want
+        .iter()
+        .map(|(id, route, phase)| ((*id).to_owned(), (*route).to_owned(), *phase))
+        .collect();
+    let mut changes = rollouts.changes();
+    let mut last = Vec::new();
+    let listed = tokio::time::timeout(LIMIT, async {
+        loop {
+            last = rows(&rollouts.list().await.expect("a list").rollouts);
+            if last == want {
+                return;
+            }
+            // Another replica's writes reach this one by its poller, which bumps
+            // no change here: look again shortly.
+            let _ = tokio::time::timeout(Duration::from_millis(20), changes.changed()).await;
+        }
+    })
+    .await;
+    assert!(
+        listed.is_ok(),
+        "{who}'s list not {want:?} within {LIMIT:?}; last {last:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
+    use crate::control_plane::rollout::unix_ms;
+
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let on_a = a_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on a");
+    b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
+        .await;
+    let agents = on_a.id.as_str();
+
+    // b lists a's rollout from the shared record, without driving it.
+    list_is(&b_rollouts, "b", &[(agents, "agents", Phase::Running)]).await;
+    let seen = b_rollouts.list().await.expect("b lists").rollouts;
+    assert_eq!(seen[0].current_weight(), 25);
+    assert_eq!(seen[0].started_ms, on_a.started_ms);
+
+    // Start times are in milliseconds: b's rollout starts strictly later, so
+    // that the order below is the start order.
+    while unix_ms() <= on_a.started_ms {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let on_b = b_rollouts
+        .start(slow_request("other"))
+        .await
+        .expect("started on b");
+    let other = on_b.id.as_str();
+    // Both running: newest first, each once, on both replicas.
+    let running = [
+        (other, "other", Phase::Running),
+        (agents, "agents", Phase::Running),
+    ];
+    list_is(&a_rollouts, "a", &running).await;
+    list_is(&b_rollouts, "b", &running).await;
+
+    // b's ends (the newer): the running one comes first.
+    let aborted = b_rollouts
+        .act(other, Action::Abort)
+        .await
+        .expect("abort on b");
+    assert_eq!(aborted.phase, Phase::Aborted);
+    let active_first = [
+        (agents, "agents", Phase::Running),
+        (other, "other", Phase::Aborted),
+    ];
+    list_is(&a_rollouts, "a", &active_first).await;
+    list_is(&b_rollouts, "b", &active_first).await;
+
+    // a's ends too: both still listed with their final phase, newest first.
+    let promoted = a_rollouts
+        .act(agents, Action::Promote)
+        .await
+        .expect("promote on a");
+    assert_eq!(promoted.phase, Phase::Succeeded);
+    let ended = [
+        (other, "other", Phase::Aborted),
+        (agents, "agents", Phase::Succeeded),
+    ];
+    list_is(&a_rollouts, "a", &ended).await;
+    list_is(&b_rollouts, "b", &ended).await;
+    let doc = stored_doc(&store);
+    assert_eq!(doc.drivers.get(agents).map(String::as_str), Some("a"));
+    assert_eq!(doc.drivers.get(other).map(String::as_str), Some("b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_taken_over_is_listed_once_by_its_former_driver_as_the_shared_record() {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let started = a_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on a");
+    b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
+        .await;
+
+    // Pause through b: b drives it now. a's manager still holds its own view
+    // (running: its next step, which would be fenced, is minutes away), but
+    // lists the shared record in its place, as its GET answers.
+    let paused = b_rollouts
+        .act(&started.id, Action::Pause)
+        .await
+        .expect("pause through b");
+    assert_eq!(paused.phase, Phase::Paused);
+    let want = [(started.id.as_str(), "agents", Phase::Paused)];
+    list_is(&a_rollouts, "a", &want).await;
+    list_is(&b_rollouts, "b", &want).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_rollout_of_a_route_starts_through_the_other_replica_under_a_new_id() {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let first = a_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on a");
+    a_rollouts
+        .act(&first.id, Action::Abort)
+        .await
+        .expect("abort on a");
+    b.wait("b rolled back", |_, r| r.split("agents") == split(100, 0))
+        .await;
+    list_is(
+        &b_rollouts,
+        "b",
+        &[(first.id.as_str(), "agents", Phase::Aborted)],
+    )
+    .await;
+
+    // b never drove the route's first rollout, but knows its ID from the shared
+    // record: the second gets the next one (the first's is still a's).
+    let second = b_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on b");
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.phase, Phase::Running);
+    // The document keeps the route's latest record: b lists the second only, a
+    // both (its own first as it ended).
+    list_is(
+        &b_rollouts,
+        "b",
+        &[(second.id.as_str(), "agents", Phase::Running)],
+    )
+    .await;
+    list_is(
+        &a_rollouts,
+        "a",
+        &[
+            (second.id.as_str(), "agents", Phase::Running),
+            (first.id.as_str(), "agents", Phase::Aborted),
+        ],
+    )
+    .await;
 }
