@@ -21,6 +21,7 @@ mod swarm {
     pub mod gateway;
     pub mod traffic;
 
+    mod any_replica;
     mod api_loss;
     mod bad_canary;
     mod cost;
