@@ -251,17 +251,26 @@ impl Manager {
     }
 
     async fn start(&mut self, req: RolloutRequest) -> Result<Rollout, Refusal> {
-        if let Some(d) = self
+        // With `[cluster]`, the route's rollouts are the shared records of those
+        // other replicas drive (an active one there refuses this start as a local
+        // one would) and this manager's own; a local view of a rollout another
+        // replica took over is stale and gives way to its shared record.
+        let shared = self.control.shared_rollouts().await?;
+        let mine = self
             .drivers
             .values()
-            .find(|d| d.record.phase.is_active() && d.record.spec.route == req.route)
+            .filter(|d| !d.handed_over && !shared.iter().any(|r| r.id == d.record.id))
+            .map(|d| &d.record);
+        if let Some(r) = mine
+            .chain(shared.iter())
+            .find(|r| r.phase.is_active() && r.spec.route == req.route)
         {
             return Err(Refusal::conflict(
                 "route",
                 format!(
                     "rollout {} is {} on route {}; one rollout per route at a time",
-                    d.record.id,
-                    d.record.phase.as_str(),
+                    r.id,
+                    r.phase.as_str(),
                     req.route
                 ),
             ));
@@ -272,9 +281,8 @@ impl Manager {
             .await
             .ok_or(Refusal::Closed(Stopped::Controller))?;
         let checked = check(&req, &state)?;
-        // With `[cluster]`, the route's latest rollout may be another replica's:
-        // its ID must not be taken again (its driver still holds it).
-        let shared = self.control.shared_rollouts().await?;
+        // The route's latest rollout may be another replica's: its ID must not
+        // be taken again (its driver still holds it).
         let id = self.next_id(&req.route, &shared);
         let expect = checked.start_split.clone();
         let mut driver = Driver::new(Rollout {

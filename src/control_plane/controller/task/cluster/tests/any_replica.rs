@@ -358,3 +358,56 @@ async fn the_next_rollout_of_a_route_starts_through_the_other_replica_under_a_ne
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_rollout_per_route_holds_across_replicas_and_a_taken_over_one_blocks_nothing() {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    let first = a_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect("started on a");
+    b.wait("b at the first step", |_, r| {
+        r.split("agents") != split(100, 0)
+    })
+    .await;
+    // b never drove it, yet refuses a second rollout of the route while it runs.
+    let err = b_rollouts
+        .start(slow_request("agents"))
+        .await
+        .expect_err("one rollout per route");
+    assert!(
+        matches!(&err, Refusal::Conflict { message, .. } if message.contains(&first.id)),
+        "{err:?}"
+    );
+    // b takes it over (pause) and ends it (promote); a's own view of it is stale
+    // (its driver sleeps until its step ends) and must not refuse the next one.
+    b_rollouts
+        .act(&first.id, Action::Pause)
+        .await
+        .expect("pause through b");
+    let done = b_rollouts
+        .act(&first.id, Action::Promote)
+        .await
+        .expect("promote through b");
+    assert_eq!(done.phase, Phase::Succeeded, "{done:?}");
+    a.wait("a at 100 % green", |_, r| {
+        r.split("agents") == split(0, 100)
+    })
+    .await;
+    let second = a_rollouts
+        .start(
+            serde_json::from_str(
+                r#"{"route": "agents", "to": "blue", "steps": [50, 100],
+                    "step_interval": "60s", "min_requests": 0}"#,
+            )
+            .expect("a request"),
+        )
+        .await
+        .expect("a starts the route's next rollout");
+    assert_ne!(second.id, first.id);
+    assert_eq!(second.phase, Phase::Running);
+}
