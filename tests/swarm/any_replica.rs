@@ -12,10 +12,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::{cluster, notice};
-use super::driver_loss::{post, three_replicas};
+use super::driver_loss::{blue_green_store, post, three_replicas};
 use super::gateway::Gateway;
-use super::replicas::split_of;
-use super::traffic::{describe_failures, failures, Load};
+use super::replicas::all_route;
+use super::traffic::{stop_all, Load};
 
 /// Long enough that no step ends by itself while the test acts.
 const STEP: &str = "60s";
@@ -30,20 +30,25 @@ async fn act(g: &Gateway, id: &str, action: &str) -> String {
     r["phase"].as_str().expect("phase").to_owned()
 }
 
-/// How long until every replica routes `want` (blue, green); bounded.
-async fn all_route(replicas: &[Gateway], want: (u32, u32), what: &str) -> Duration {
-    let from = Instant::now();
-    for g in replicas {
-        while split_of(g).await != Some(want) {
-            assert!(
-                from.elapsed() < Duration::from_secs(5),
-                "{}: {want:?} not routed after {what}",
-                g.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    from.elapsed()
+/// How long until every replica routes `want` (blue, green), from now; bounded.
+async fn all_route_now(replicas: &[Gateway], want: (u32, u32)) -> Duration {
+    all_route(replicas, want, Instant::now(), Duration::from_secs(5)).await
+}
+
+/// Starts a rollout of route `agents` to `to` through `g`: its ID.
+async fn start(g: &Gateway, to: &str) -> String {
+    let (status, body) = post(
+        g,
+        "/api/v1/rollouts",
+        &format!(
+            r#"{{"route": "agents", "to": "{to}", "steps": [10, 50, 100], "step_interval": "{STEP}", "min_requests": 0}}"#
+        ),
+    )
+    .await
+    .expect("rollout answered");
+    assert_eq!(status, 201, "{}: {body}", g.name);
+    let started: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    started["id"].as_str().expect("id").to_owned()
 }
 
 /// The phases rollout `id` has in `g`'s list (one entry expected).
@@ -88,13 +93,7 @@ async fn rollout_actions_through_any_replica_reach_every_replica() {
         return;
     };
     let prefix = format!("sgs{}any", c.id);
-    let pool = |p: &str| vec![format!("{prefix}.pool={p}"), format!("{prefix}.port=8080")];
-    let blue = c.agent_service("any-blue", 2, &pool("blue"), &[]).await;
-    let green = c.agent_service("any-green", 2, &pool("green"), &[]).await;
-    let store = c.agent_service("any-store", 1, &[], &[]).await;
-    blue.wait_running(2, Duration::from_secs(60)).await;
-    green.wait_running(2, Duration::from_secs(60)).await;
-    store.wait_running(1, Duration::from_secs(60)).await;
+    let (_blue, _green, store) = blue_green_store(c, "any", &prefix, &[]).await;
     let r = three_replicas(c, "any", &prefix, &store.name).await;
 
     let loads: Vec<Load> = r.iter().map(|g| Load::start(g.http)).collect();
@@ -105,19 +104,8 @@ async fn rollout_actions_through_any_replica_reach_every_replica() {
     let mut seen = Vec::new();
 
     // A rollout to green through replica 1.
-    let (status, body) = post(
-        &r[0],
-        "/api/v1/rollouts",
-        &format!(
-            r#"{{"route": "agents", "to": "green", "steps": [10, 50, 100], "step_interval": "{STEP}", "min_requests": 0}}"#
-        ),
-    )
-    .await
-    .expect("rollout answered");
-    assert_eq!(status, 201, "{body}");
-    let first: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let id = first["id"].as_str().expect("id").to_owned();
-    seen.push(("start via 1", all_route(&r, (90, 10), "start").await));
+    let id = start(&r[0], "green").await;
+    seen.push(("start via 1", all_route_now(&r, (90, 10)).await));
     all_list(&r, &id, "running").await;
 
     assert_eq!(act(&r[2], &id, "pause").await, "paused");
@@ -125,42 +113,18 @@ async fn rollout_actions_through_any_replica_reach_every_replica() {
     assert_eq!(act(&r[1], &id, "resume").await, "running");
     all_list(&r, &id, "running").await;
     assert_eq!(act(&r[2], &id, "promote").await, "succeeded");
-    seen.push(("promote via 3", all_route(&r, (0, 100), "promote").await));
+    seen.push(("promote via 3", all_route_now(&r, (0, 100)).await));
     all_list(&r, &id, "succeeded").await;
 
     // Back to blue through replica 2, aborted through replica 1.
-    let (status, body) = post(
-        &r[1],
-        "/api/v1/rollouts",
-        &format!(
-            r#"{{"route": "agents", "to": "blue", "steps": [10, 50, 100], "step_interval": "{STEP}", "min_requests": 0}}"#
-        ),
-    )
-    .await
-    .expect("rollout answered");
-    assert_eq!(status, 201, "{body}");
-    let second: serde_json::Value = serde_json::from_str(&body).expect("JSON");
-    let id2 = second["id"].as_str().expect("id").to_owned();
+    let id2 = start(&r[1], "blue").await;
     assert_ne!(id2, id, "a new rollout of the route gets a new ID");
-    seen.push(("start via 2", all_route(&r, (10, 90), "second start").await));
+    seen.push(("start via 2", all_route_now(&r, (10, 90)).await));
     assert_eq!(act(&r[0], &id2, "abort").await, "aborted");
-    seen.push(("abort via 1", all_route(&r, (0, 100), "abort").await));
+    seen.push(("abort via 1", all_route_now(&r, (0, 100)).await));
     all_list(&r, &id2, "aborted").await;
 
-    let mut requests = 0;
-    let mut failed = Vec::new();
-    for (i, l) in loads.into_iter().enumerate() {
-        let records = l.stop().await;
-        requests += records.len();
-        let (g, p) = failures(&records);
-        if g + p > 0 {
-            failed.push(format!(
-                "replica {}: {:?}",
-                i + 1,
-                describe_failures(&records, 5)
-            ));
-        }
-    }
+    let (requests, failed) = stop_all(loads.into_iter().map(Some).collect()).await;
     notice(&format!(
         "swarm rollout actions through any replica: pause via 3, resume via 2, promote via 3, \
          a second rollout started via 2 aborted via 1; every replica routing the outcome after: {seen:?}; \

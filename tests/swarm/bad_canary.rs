@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::{cluster, notice};
-use super::driver_loss::{post, three_replicas};
+use super::driver_loss::{blue_green_store, post, three_replicas};
 use super::replicas::split_of;
 use super::traffic::Load;
 
@@ -22,25 +22,13 @@ async fn a_bad_canary_is_rolled_back_at_step_1_on_every_replicas_traffic() {
         return;
     };
     let prefix = format!("sgs{}bc", c.id);
-    let pool = |p: &str| vec![format!("{prefix}.pool={p}"), format!("{prefix}.port=8080")];
-    let blue = c.agent_service("bc-blue", 2, &pool("blue"), &[]).await;
-    let green = c
-        .agent_service(
-            "bc-green",
-            2,
-            &pool("green"),
-            &[
-                "--env",
-                "AGENT_FAIL_RATIO=0.05",
-                "--env",
-                "AGENT_VERSION=v2",
-            ],
-        )
-        .await;
-    let store = c.agent_service("bc-store", 1, &[], &[]).await;
-    blue.wait_running(2, Duration::from_secs(60)).await;
-    green.wait_running(2, Duration::from_secs(60)).await;
-    store.wait_running(1, Duration::from_secs(60)).await;
+    let green_fails = [
+        "--env",
+        "AGENT_FAIL_RATIO=0.05",
+        "--env",
+        "AGENT_VERSION=v2",
+    ];
+    let (_blue, _green, store) = blue_green_store(c, "bc", &prefix, &green_fails).await;
     let replicas = three_replicas(c, "bc", &prefix, &store.name).await;
     let loads: Vec<Load> = replicas.iter().map(|g| Load::start(g.http)).collect();
     let begun = Instant::now();

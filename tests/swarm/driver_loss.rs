@@ -15,10 +15,10 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::cluster::{cluster, docker, notice, Cluster};
+use super::cluster::{cluster, docker, notice, Cluster, Service};
 use super::gateway::{Engine, Gateway};
 use super::replicas::{routes_toml, split_of};
-use super::traffic::{describe_failures, failures, Load};
+use super::traffic::{describe_failures, failures, stop_all, Load};
 
 /// The rollout's step interval; step 2 is killed about 2 s in.
 const STEP: &str = "6s";
@@ -83,6 +83,31 @@ fn recorded_green(r: &serde_json::Value) -> Option<u32> {
     u32::try_from(w).ok()
 }
 
+/// The services of a three-replica scenario, named `<tag>-blue`, `<tag>-green`
+/// and `<tag>-store`: two agent tasks each in pools `blue` and `green` (labels
+/// under `prefix`; `green_extra` goes to green's `service create`), and one
+/// unlabelled task whose service label holds the shared state. Returns once all
+/// run; dropping one removes its service.
+pub(super) async fn blue_green_store(
+    c: &Cluster,
+    tag: &str,
+    prefix: &str,
+    green_extra: &[&str],
+) -> (Service, Service, Service) {
+    let pool = |p: &str| vec![format!("{prefix}.pool={p}"), format!("{prefix}.port=8080")];
+    let blue = c
+        .agent_service(&format!("{tag}-blue"), 2, &pool("blue"), &[])
+        .await;
+    let green = c
+        .agent_service(&format!("{tag}-green"), 2, &pool("green"), green_extra)
+        .await;
+    let store = c.agent_service(&format!("{tag}-store"), 1, &[], &[]).await;
+    blue.wait_running(2, Duration::from_secs(60)).await;
+    green.wait_running(2, Duration::from_secs(60)).await;
+    store.wait_running(1, Duration::from_secs(60)).await;
+    (blue, green, store)
+}
+
 /// Three gateway replicas of one cluster store (two on node 1, one on node 2),
 /// named `<tag>-gw1..3` and each other's `[cluster].peers`, each seeing both
 /// agent pools (`blue`, `green`, two tasks each) eligible.
@@ -125,13 +150,7 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         return;
     };
     let prefix = format!("sgs{}drv", c.id);
-    let pool = |p: &str| vec![format!("{prefix}.pool={p}"), format!("{prefix}.port=8080")];
-    let blue = c.agent_service("drv-blue", 2, &pool("blue"), &[]).await;
-    let green = c.agent_service("drv-green", 2, &pool("green"), &[]).await;
-    let store = c.agent_service("drv-store", 1, &[], &[]).await;
-    blue.wait_running(2, Duration::from_secs(60)).await;
-    green.wait_running(2, Duration::from_secs(60)).await;
-    store.wait_running(1, Duration::from_secs(60)).await;
+    let (_blue, _green, store) = blue_green_store(c, "drv", &prefix, &[]).await;
     let replicas = three_replicas(c, "drv", &prefix, &store.name).await;
     let driver_id = replicas[1].state_json().await["cluster"]["replica"]
         .as_str()
@@ -220,21 +239,7 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         tokio::time::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed())).await;
     };
     let poll_every = begun.elapsed() / polls.max(1);
-    let mut requests = 0;
-    let mut failed = Vec::new();
-    for (i, l) in loads.into_iter().enumerate() {
-        let Some(l) = l else { continue };
-        let records = l.stop().await;
-        requests += records.len();
-        let (g, p) = failures(&records);
-        if g + p > 0 {
-            failed.push(format!(
-                "replica {}: {:?}",
-                i + 1,
-                describe_failures(&records, 5)
-            ));
-        }
-    }
+    let (mut requests, mut failed) = stop_all(loads).await;
     let before_kill = killed_load.expect("replica 2 was killed");
     requests += before_kill.len();
     let (g, p) = failures(&before_kill);

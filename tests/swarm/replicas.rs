@@ -31,6 +31,26 @@ const WITHIN: Duration = Duration::from_secs(1);
 /// Requests per replica for its measured shares.
 const SHARE_REQUESTS: usize = 1000;
 
+/// Waits (bounded) until every replica routes `want`; how long from `from`.
+pub(super) async fn all_route(
+    replicas: &[Gateway],
+    want: (u32, u32),
+    from: Instant,
+    limit: Duration,
+) -> Duration {
+    for g in replicas {
+        while split_of(g).await != Some(want) {
+            assert!(
+                from.elapsed() < limit,
+                "{}: {want:?} not routed within {limit:?}",
+                g.name
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    from.elapsed()
+}
+
 pub(super) fn routes_toml(net: &str, prefix: &str, store: &str, peers: &str) -> String {
     format!(
         r#"[listen]

@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::cluster::{cluster, notice};
+use super::driver_loss::blue_green_store;
 use super::gateway::{Engine, Gateway, SocketProxy};
-use super::replicas::{put, routes_toml, split_of};
-use super::traffic::{describe_failures, failures, Load};
+use super::replicas::{all_route, put, routes_toml, split_of};
+use super::traffic::{stop_all, Load};
 
 const OUTAGE: Duration = Duration::from_secs(5);
 const CONVERGE: Duration = Duration::from_secs(2);
@@ -28,26 +29,6 @@ async fn set_split(g: &Gateway, blue: u32, green: u32) -> Result<(u16, String), 
     .await
 }
 
-/// Waits (bounded) until every replica routes `want`; how long from `from`.
-async fn all_route(
-    replicas: &[Gateway],
-    want: (u32, u32),
-    from: Instant,
-    limit: Duration,
-) -> Duration {
-    for g in replicas {
-        while split_of(g).await != Some(want) {
-            assert!(
-                from.elapsed() < limit,
-                "{}: {want:?} not routed within {limit:?}",
-                g.name
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-    from.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a 2-node swarm: scripts/swarm/two-node.sh run cargo test --test swarm -- --ignored --test-threads=1"]
 async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within_2s() {
@@ -55,13 +36,7 @@ async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within
         return;
     };
     let prefix = format!("sgs{}sto", c.id);
-    let pool = |p: &str| vec![format!("{prefix}.pool={p}"), format!("{prefix}.port=8080")];
-    let blue = c.agent_service("sto-blue", 2, &pool("blue"), &[]).await;
-    let green = c.agent_service("sto-green", 2, &pool("green"), &[]).await;
-    let store = c.agent_service("sto-store", 1, &[], &[]).await;
-    blue.wait_running(2, Duration::from_secs(60)).await;
-    green.wait_running(2, Duration::from_secs(60)).await;
-    store.wait_running(1, Duration::from_secs(60)).await;
+    let (_blue, _green, store) = blue_green_store(c, "sto", &prefix, &[]).await;
     let peers = (1..=3)
         .map(|i| format!("\"http://{}:9901\"", c.name(&format!("sto-gw{i}"))))
         .collect::<Vec<_>>()
@@ -135,20 +110,7 @@ async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within
     let written = back.elapsed();
     let converged = all_route(&replicas, (70, 30), back, Duration::from_secs(10)).await;
 
-    let mut requests = 0;
-    let mut failed = Vec::new();
-    for (i, l) in loads.into_iter().enumerate() {
-        let records = l.stop().await;
-        requests += records.len();
-        let (g, p) = failures(&records);
-        if g + p > 0 {
-            failed.push(format!(
-                "replica {}: {:?}",
-                i + 1,
-                describe_failures(&records, 5)
-            ));
-        }
-    }
+    let (requests, failed) = stop_all(loads.into_iter().map(Some).collect()).await;
     notice(&format!(
         "swarm store loss: engine (the store) cut for {OUTAGE:?} for 3 replicas (2 on node 1, 1 on node 2); \
          a split meanwhile answered {during} ({answer}); (reachable, stale) per replica during: {stale:?}; \

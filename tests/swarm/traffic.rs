@@ -21,6 +21,27 @@ pub mod load;
 
 pub use load::{describe_failures, failures, Load, Record};
 
+/// Stops one load per replica (replica `i + 1` at index `i`; `None`: stopped
+/// before): the requests they sent and, per replica with any, its failures.
+pub async fn stop_all(loads: Vec<Option<Load>>) -> (usize, Vec<String>) {
+    let mut requests = 0;
+    let mut failed = Vec::new();
+    for (i, l) in loads.into_iter().enumerate() {
+        let Some(l) = l else { continue };
+        let records = l.stop().await;
+        requests += records.len();
+        let (g, p) = failures(&records);
+        if g + p > 0 {
+            failed.push(format!(
+                "replica {}: {:?}",
+                i + 1,
+                describe_failures(&records, 5)
+            ));
+        }
+    }
+    (requests, failed)
+}
+
 /// Events per stream and the pause between them: a stream lasts about half a second.
 const SSE_EVENTS: u64 = 10;
 const SSE_INTERVAL_MS: u64 = 50;

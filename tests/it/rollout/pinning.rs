@@ -9,6 +9,8 @@ use http::Method;
 use sluicegate::testing::control_plane::rollout::{Phase, Rollout};
 
 use crate::support::live::{config_text, LiveGateway};
+use sluicegate_echo_agent::EchoHandle;
+
 use crate::support::{agents, backends, get, Reply, WAIT};
 
 const SESSION: &str = "mcp-session-id";
@@ -20,6 +22,31 @@ fn version(r: &Reply) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned()
+}
+
+/// Pools `blue` and `green` of `blue_agents` and `green_agents`, and route
+/// `agents` over them at 95/5 with `sticky = { <sticky> }`.
+fn blue_green_route(
+    blue_agents: &[EchoHandle],
+    green_agents: &[EchoHandle],
+    sticky: &str,
+) -> String {
+    format!(
+        r#"
+[[pools]]
+name = "blue"
+backends = {}
+[[pools]]
+name = "green"
+backends = {}
+[[routes]]
+name = "agents"
+split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
+sticky = {{ {sticky} }}
+"#,
+        backends(blue_agents),
+        backends(green_agents)
+    )
 }
 
 /// Starts `n` sessions (the agent names each); returns (id, version).
@@ -81,21 +108,10 @@ async fn wait_steps(gw: &LiveGateway, id: &str, steps: usize) {
 async fn sessions_keep_their_version_through_the_steps_and_new_ones_follow_the_weights() {
     let blue = agents("blue", "v1", 2).await;
     let green = agents("green", "v2", 2).await;
-    let body = format!(
-        r#"
-[[pools]]
-name = "blue"
-backends = {}
-[[pools]]
-name = "green"
-backends = {}
-[[routes]]
-name = "agents"
-split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
-sticky = {{ learn_header = "{SESSION}", idle = "30m", max_sessions = 100000 }}
-"#,
-        backends(&blue),
-        backends(&green)
+    let body = blue_green_route(
+        &blue,
+        &green,
+        &format!(r#"learn_header = "{SESSION}", idle = "30m", max_sessions = 100000"#),
     );
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
     let old = start_sessions(&gw, 200).await;
@@ -172,22 +188,7 @@ async fn set_split(gw: &LiveGateway, blue: u32, green: u32) {
 async fn two_gateways_pin_sessions_alike_and_growth_never_leaves_the_canary() {
     let blue = agents("blue", "v1", 2).await;
     let green = agents("green", "v2", 2).await;
-    let body = format!(
-        r#"
-[[pools]]
-name = "blue"
-backends = {}
-[[pools]]
-name = "green"
-backends = {}
-[[routes]]
-name = "agents"
-split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
-sticky = {{ learn_header = "{SESSION}" }}
-"#,
-        backends(&blue),
-        backends(&green)
-    );
+    let body = blue_green_route(&blue, &green, &format!(r#"learn_header = "{SESSION}""#));
     let text = config_text(&body, "", "");
     let (a, b) = (
         LiveGateway::start(&text).await,
@@ -250,21 +251,10 @@ fn agent_saw(r: &Reply) -> Option<String> {
 async fn two_gateways_agree_on_sessions_the_agent_names_with_prefix() {
     let blue = agents("blue", "v1", 2).await;
     let green = agents("green", "v2", 2).await;
-    let body = format!(
-        r#"
-[[pools]]
-name = "blue"
-backends = {}
-[[pools]]
-name = "green"
-backends = {}
-[[routes]]
-name = "agents"
-split = [{{ pool = "blue", weight = 95 }}, {{ pool = "green", weight = 5 }}]
-sticky = {{ learn_header = "{SESSION}", prefix = true }}
-"#,
-        backends(&blue),
-        backends(&green)
+    let body = blue_green_route(
+        &blue,
+        &green,
+        &format!(r#"learn_header = "{SESSION}", prefix = true"#),
     );
     let text = config_text(&body, "", "");
     let gws = [

@@ -7,13 +7,28 @@
 
 use std::time::Duration;
 
-use super::{driving_replica, split, stored_doc, LIMIT};
+use super::{driving_replica, split, stored_doc, Replica, LIMIT};
 use crate::control_plane::cluster::memory::MemoryStore;
 use crate::control_plane::controller::Refusal;
 use crate::control_plane::rollout::{Action, Phase, Rollout, RolloutHandle, RolloutRequest};
 
 /// A long lease, so that no takeover here comes from an expiry.
 const TERM: Duration = Duration::from_secs(30);
+
+/// Two replicas `a` and `b` with rollout managers over one in-memory store,
+/// each having read it once.
+async fn two_replicas() -> (
+    MemoryStore,
+    (Replica, RolloutHandle),
+    (Replica, RolloutHandle),
+) {
+    let store = MemoryStore::new();
+    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
+    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    (store, (a, a_rollouts), (b, b_rollouts))
+}
 
 fn request() -> RolloutRequest {
     serde_json::from_str(
@@ -42,11 +57,7 @@ async fn phase_of(rollouts: &RolloutHandle, id: &str, phase: Phase) -> Rollout {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_sent_to_the_replica_not_driving_rolls_back_on_both() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (store, (a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let started = a_rollouts.start(request()).await.expect("started on a");
     b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
         .await;
@@ -90,11 +101,7 @@ async fn an_abort_sent_to_the_replica_not_driving_rolls_back_on_both() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_and_a_resume_sent_to_the_replica_not_driving_take_effect() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (store, (a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let started = a_rollouts.start(request()).await.expect("started on a");
     b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
         .await;
@@ -148,11 +155,7 @@ async fn a_pause_and_a_resume_sent_to_the_replica_not_driving_take_effect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_promote_sent_to_the_replica_not_driving_finishes_the_rollout_on_both() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (_store, (a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let started = a_rollouts.start(request()).await.expect("started on a");
     b.wait("b at step 25", |_, r| r.split("agents") == split(75, 25))
         .await;
@@ -214,11 +217,7 @@ async fn list_is(rollouts: &RolloutHandle, who: &str, want: &[(&str, &str, Phase
 async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
     use crate::control_plane::rollout::unix_ms;
 
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (store, (_a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let on_a = a_rollouts
         .start(slow_request("agents"))
         .await
@@ -283,11 +282,7 @@ async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_taken_over_is_listed_once_by_its_former_driver_as_the_shared_record() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (_store, (_a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let started = a_rollouts
         .start(slow_request("agents"))
         .await
@@ -310,11 +305,7 @@ async fn a_rollout_taken_over_is_listed_once_by_its_former_driver_as_the_shared_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_next_rollout_of_a_route_starts_through_the_other_replica_under_a_new_id() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (_store, (_a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let first = a_rollouts
         .start(slow_request("agents"))
         .await
@@ -361,11 +352,7 @@ async fn the_next_rollout_of_a_route_starts_through_the_other_replica_under_a_ne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_rollout_per_route_holds_across_replicas_and_a_taken_over_one_blocks_nothing() {
-    let store = MemoryStore::new();
-    let (a, a_rollouts) = driving_replica(&store, "a", TERM);
-    let (b, b_rollouts) = driving_replica(&store, "b", TERM);
-    a.wait("a read", |v, _| v.reachable).await;
-    b.wait("b read", |v, _| v.reachable).await;
+    let (_store, (a, a_rollouts), (b, b_rollouts)) = two_replicas().await;
     let first = a_rollouts
         .start(slow_request("agents"))
         .await
