@@ -1,11 +1,12 @@
 //! Rollout actions through any replica: three gateway replicas sharing
-//! `[cluster]` (two on node 1, one on node 2) under GET + POST load on each. A
+//! `[cluster]` (two on node 1, one on node 2) under GET + POST + SSE load on each. A
 //! rollout started through replica 1 is paused through replica 3 (node 2),
 //! resumed through replica 2 and promoted through replica 3; a second one,
 //! started through replica 2, is aborted through replica 1. Each action is
 //! answered by the replica that got it (which takes the rollout's lease), every
 //! replica routes its outcome within 1 s, every replica's `GET /api/v1/rollouts`
-//! lists the rollout once with the phase the action left, and no request fails.
+//! lists the rollout once with the phase the action left, and no request or
+//! SSE stream fails.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use super::cluster::{cluster, notice};
 use super::driver_loss::{blue_green_store, post, three_replicas};
 use super::gateway::Gateway;
 use super::replicas::all_route;
-use super::traffic::{stop_all, Load};
+use super::traffic::{Clients, Tally};
 
 /// Long enough that no step ends by itself while the test acts.
 const STEP: &str = "60s";
@@ -96,10 +97,9 @@ async fn rollout_actions_through_any_replica_reach_every_replica() {
     let (_blue, _green, store) = blue_green_store(c, "any", &prefix, &[]).await;
     let r = three_replicas(c, "any", &prefix, &store.name).await;
 
-    let loads: Vec<Load> = r.iter().map(|g| Load::start(g.http)).collect();
-    let begun = Instant::now();
-    for l in &loads {
-        l.wait_answers(begun, 50, Duration::from_secs(30)).await;
+    let mut clients = Vec::new();
+    for g in &r {
+        clients.push(Some(Clients::start(g.http).await));
     }
     let mut seen = Vec::new();
 
@@ -124,14 +124,16 @@ async fn rollout_actions_through_any_replica_reach_every_replica() {
     seen.push(("abort via 1", all_route_now(&r, (0, 100)).await));
     all_list(&r, &id2, "aborted").await;
 
-    let (requests, failed) = stop_all(loads.into_iter().map(Some).collect()).await;
+    let mut tally = Tally::default();
+    tally.stop_all(clients).await;
     notice(&format!(
         "swarm rollout actions through any replica: pause via 3, resume via 2, promote via 3, \
          a second rollout started via 2 aborted via 1; every replica routing the outcome after: {seen:?}; \
-         {requests} requests on 3 replicas, failed: {failed:?}"
+         {} requests and {} SSE streams on 3 replicas, failed: {:?}",
+        tally.requests, tally.streams, tally.failed
     ));
     for (what, took) in &seen {
         assert!(*took <= Duration::from_secs(1), "{what}: {took:?}");
     }
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(tally.failed.is_empty(), "failed: {:?}", tally.failed);
 }

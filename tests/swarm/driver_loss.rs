@@ -1,5 +1,5 @@
 //! Driver lost mid-rollout: three gateway replicas sharing `[cluster]` (two on
-//! node 1, one on node 2) under GET + POST load on each; a rollout 5 → 25 → 50 →
+//! node 1, one on node 2) under GET + POST + SSE load on each; a rollout 5 → 25 → 50 →
 //! 100 is started through replica 2 (on node 1), which is killed (SIGKILL)
 //! during step 2. Another replica must take its lease over and finish the
 //! rollout from the recorded step (steps [5, 25, 50, 100], none twice), with no
@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::cluster::{cluster, docker, notice, Cluster, Service};
 use super::gateway::{Engine, Gateway};
 use super::replicas::{routes_toml, split_of};
-use super::traffic::{describe_failures, failures, stop_all, Load};
+use super::traffic::{Clients, Tally};
 
 /// The rollout's step interval; step 2 is killed about 2 s in.
 const STEP: &str = "6s";
@@ -157,11 +157,11 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         .expect("replica id")
         .to_owned();
 
-    let loads: Vec<Load> = replicas.iter().map(|g| Load::start(g.http)).collect();
-    let begun = Instant::now();
-    for l in &loads {
-        l.wait_answers(begun, 50, Duration::from_secs(30)).await;
+    let mut clients = Vec::new();
+    for g in &replicas {
+        clients.push(Some(Clients::start(g.http).await));
     }
+    let begun = Instant::now();
     let (status, body) = post(
         &replicas[1],
         "/api/v1/rollouts",
@@ -177,10 +177,9 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
 
     // Watch every replica against the recorded step every ~100 ms until the
     // rollout ends (bounded); kill replica 2 about 2 s into step 2.
-    let mut loads: Vec<Option<Load>> = loads.into_iter().map(Some).collect();
     let mut killed: Option<Instant> = None;
     let mut kill_at: Option<Instant> = None;
-    let mut killed_load = None;
+    let mut tally = Tally::default();
     let mut since: [Option<Instant>; 3] = [None; 3];
     let mut longest = Duration::ZERO;
     let (mut polls, mut taken_over) = (0u32, None);
@@ -223,8 +222,8 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         }
         if killed.is_none() && kill_at.is_some_and(|at| Instant::now() >= at) {
             // Its clients stop first (a front door would stop sending to it).
-            let records = loads[1].take().expect("replica 2's load").stop().await;
-            killed_load = Some(records);
+            let (records, streams) = clients[1].take().expect("replica 2's clients").stop().await;
+            tally.add(2, &records, &streams);
             docker(&["kill", &replicas[1].name]).await;
             killed = Some(Instant::now());
         }
@@ -239,16 +238,8 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         tokio::time::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed())).await;
     };
     let poll_every = begun.elapsed() / polls.max(1);
-    let (mut requests, mut failed) = stop_all(loads).await;
-    let before_kill = killed_load.expect("replica 2 was killed");
-    requests += before_kill.len();
-    let (g, p) = failures(&before_kill);
-    if g + p > 0 {
-        failed.push(format!(
-            "replica 2 before its kill: {:?}",
-            describe_failures(&before_kill, 5)
-        ));
-    }
+    assert!(killed.is_some(), "replica 2 was killed");
+    tally.stop_all(clients).await;
     let weights: Vec<u64> = finished["steps"]
         .as_array()
         .expect("steps")
@@ -257,11 +248,14 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         .collect();
     notice(&format!(
         "swarm driver loss: rollout {id} started on replica 2, killed in step 2; lease taken over {:?} after the kill; \
-         ended {} with steps {weights:?}, resumed {}; {requests} requests on 3 replicas, failed: {failed:?}; \
+         ended {} with steps {weights:?}, resumed {}; {} requests and {} SSE streams on 3 replicas, failed: {:?}; \
          longest disagreement of a replica's split with the recorded step: {longest:?} (polled every {poll_every:?})",
         taken_over,
         finished["phase"],
-        finished["resumed"]
+        finished["resumed"],
+        tally.requests,
+        tally.streams,
+        tally.failed
     ));
     assert_eq!(finished["phase"], "succeeded", "{finished}");
     assert_eq!(weights, vec![5, 25, 50, 100], "no step twice, none skipped");
@@ -271,5 +265,5 @@ async fn a_rollout_whose_driver_is_killed_is_finished_by_another_replica() {
         taken_over.is_some_and(|t| t <= Duration::from_secs(5 + 2)),
         "taken over within the lease's term plus 2 s: {taken_over:?}"
     );
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(tally.failed.is_empty(), "failed: {:?}", tally.failed);
 }

@@ -1,7 +1,7 @@
 //! The store lost for 5 s: three gateway replicas sharing `[cluster]` (two on
 //! node 1, one on node 2) reach the manager's engine — the store — through one
 //! socket proxy the test switches off for 5 s (connections cut and refused).
-//! Under GET + POST load on every replica nothing may fail; an admin write
+//! Under GET + POST + SSE load on every replica nothing may fail; an admin write
 //! meanwhile must answer 503 and change nothing; after the engine is back, a
 //! write through replica 2 is tried every 100 ms and every replica must route
 //! it within 2 s of the engine's return.
@@ -14,7 +14,7 @@ use super::cluster::{cluster, notice};
 use super::driver_loss::blue_green_store;
 use super::gateway::{Engine, Gateway, SocketProxy};
 use super::replicas::{all_route, put, routes_toml, split_of};
-use super::traffic::{stop_all, Load};
+use super::traffic::{Clients, Tally};
 
 const OUTAGE: Duration = Duration::from_secs(5);
 const CONVERGE: Duration = Duration::from_secs(2);
@@ -65,10 +65,9 @@ async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within
     assert_eq!(status, 200, "{body}");
     all_route(&replicas, (90, 10), Instant::now(), Duration::from_secs(5)).await;
 
-    let loads: Vec<Load> = replicas.iter().map(|g| Load::start(g.http)).collect();
-    let begun = Instant::now();
-    for l in &loads {
-        l.wait_answers(begun, 50, Duration::from_secs(30)).await;
+    let mut clients = Vec::new();
+    for g in &replicas {
+        clients.push(Some(Clients::start(g.http).await));
     }
 
     // The engine goes away for 5 s.
@@ -110,13 +109,17 @@ async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within
     let written = back.elapsed();
     let converged = all_route(&replicas, (70, 30), back, Duration::from_secs(10)).await;
 
-    let (requests, failed) = stop_all(loads.into_iter().map(Some).collect()).await;
+    let mut tally = Tally::default();
+    tally.stop_all(clients).await;
     notice(&format!(
         "swarm store loss: engine (the store) cut for {OUTAGE:?} for 3 replicas (2 on node 1, 1 on node 2); \
          a split meanwhile answered {during} ({answer}); (reachable, stale) per replica during: {stale:?}; \
          splits during: {unchanged:?}; after the engine came back, a split through replica 2 was taken after \
          {written:?} ({tries} tries) and routed by every replica {converged:?} after the return; \
-         {requests} requests, failed: {failed:?}"
+         {} requests and {} SSE streams, failed: {:?}",
+        tally.requests,
+        tally.streams,
+        tally.failed
     ));
     assert_eq!(during, 503, "{answer}");
     assert!(
@@ -127,7 +130,7 @@ async fn the_store_lost_for_5s_fails_nothing_refuses_writes_and_converges_within
         stale.iter().all(|(r, s)| *r == false && *s == true),
         "every replica says the state may be stale: {stale:?}"
     );
-    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    assert!(tally.failed.is_empty(), "failed: {:?}", tally.failed);
     assert!(
         converged <= CONVERGE,
         "converged {converged:?} after the engine came back"

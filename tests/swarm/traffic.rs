@@ -21,25 +21,70 @@ pub mod load;
 
 pub use load::{describe_failures, failures, Load, Record};
 
-/// Stops one load per replica (replica `i + 1` at index `i`; `None`: stopped
-/// before): the requests they sent and, per replica with any, its failures.
-pub async fn stop_all(loads: Vec<Option<Load>>) -> (usize, Vec<String>) {
-    let mut requests = 0;
-    let mut failed = Vec::new();
-    for (i, l) in loads.into_iter().enumerate() {
-        let Some(l) = l else { continue };
-        let records = l.stop().await;
-        requests += records.len();
-        let (g, p) = failures(&records);
-        if g + p > 0 {
-            failed.push(format!(
-                "replica {}: {:?}",
-                i + 1,
-                describe_failures(&records, 5)
+/// One replica's clients: the bounded GET+POST loop and one SSE client.
+pub struct Clients {
+    pub load: Load,
+    sse: Sse,
+}
+
+impl Clients {
+    /// Starts both against the gateway's published port `gateway`, and waits
+    /// (bounded) until the loop has 50 answers.
+    pub async fn start(gateway: SocketAddr) -> Clients {
+        let clients = Clients {
+            load: Load::start(gateway),
+            sse: Sse::start(gateway),
+        };
+        clients
+            .load
+            .wait_answers(Instant::now(), 50, Duration::from_secs(30))
+            .await;
+        clients
+    }
+
+    /// Stops both: the loop's records and the SSE streams.
+    pub async fn stop(self) -> (Vec<Record>, Vec<Stream>) {
+        (self.load.stop().await, self.sse.stop().await)
+    }
+}
+
+/// What the clients of several replicas sent and how much of it failed.
+#[derive(Debug, Default)]
+pub struct Tally {
+    /// GET and POST requests.
+    pub requests: usize,
+    /// SSE streams (each a bounded number of events).
+    pub streams: usize,
+    /// Per replica with any failure, what failed.
+    pub failed: Vec<String>,
+}
+
+impl Tally {
+    /// Adds replica `n`'s records and streams.
+    pub fn add(&mut self, n: usize, records: &[Record], streams: &[Stream]) {
+        self.requests += records.len();
+        self.streams += streams.len();
+        let (g, p) = failures(records);
+        let cut: Vec<&Stream> = streams.iter().filter(|s| !s.ok).collect();
+        if g + p + cut.len() > 0 {
+            self.failed.push(format!(
+                "replica {n}: {:?}; streams: {:?}",
+                describe_failures(records, 5),
+                cut.iter().take(5).map(|s| &s.error).collect::<Vec<_>>()
             ));
         }
     }
-    (requests, failed)
+
+    /// Stops the clients of every replica (replica `i + 1` at index `i`; `None`:
+    /// stopped before, tallied by the caller) and adds what they sent.
+    pub async fn stop_all(&mut self, clients: Vec<Option<Clients>>) {
+        for (i, c) in clients.into_iter().enumerate() {
+            if let Some(c) = c {
+                let (records, streams) = c.stop().await;
+                self.add(i + 1, &records, &streams);
+            }
+        }
+    }
 }
 
 /// Events per stream and the pause between them: a stream lasts about half a second.
