@@ -385,6 +385,8 @@ async fn one_rollout_per_route_holds_across_replicas_and_a_taken_over_one_blocks
         r.split("agents") == split(0, 100)
     })
     .await;
+    // a answers for it as it ended, not as its stale driver last saw it.
+    phase_of(&a_rollouts, &first.id, Phase::Succeeded).await;
     let second = a_rollouts
         .start(
             serde_json::from_str(
