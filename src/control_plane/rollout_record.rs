@@ -31,7 +31,9 @@ pub struct Rollout {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<u64>,
-    /// Gateway restarts this rollout resumed across.
+    /// Times another gateway process picked this rollout up and went on: a
+    /// restart of its driver, or (with `[cluster]`) another replica taking it
+    /// over, by lease expiry or by receiving an admin action.
     #[serde(default)]
     pub resumed: u32,
 }

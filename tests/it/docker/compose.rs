@@ -1,5 +1,9 @@
 //! docker-compose for the tests: whether it is installed, a scalable echo
-//! service in the test scope, and `down` on drop.
+//! service in the test scope, `examples/compose` as a test's project, and
+//! `down` on drop.
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::support::docker::{notice, Scope};
 
@@ -90,4 +94,82 @@ impl Drop for ComposeDown {
             eprintln!("docker test cleanup: {} down failed: {out:?}", self.compose);
         }
     }
+}
+
+/// `examples/compose/docker-compose.yml` as one test's compose project: the
+/// example and an override adding the run's labels (so the exit reaper finds
+/// what it made), with the variables the files interpolate given to every
+/// command and to the `down` on drop alike.
+pub struct ExampleProject {
+    compose: String,
+    /// The project name (`-p`): containers are `<name>_<service>_1`.
+    pub name: String,
+    files: [String; 2],
+    env: Vec<(String, String)>,
+    // Dropped in this order: `down` needs the override file, which goes with
+    // the directory.
+    _down: ComposeDown,
+    _dir: tempfile::TempDir,
+}
+
+impl ExampleProject {
+    /// The project `scope` runs the example as, with `env` (e.g.
+    /// `SLUICEGATE_TAG`, `SLUICEGATE_PORT`, `DOCKER_GID`).
+    pub fn new(compose: &str, scope: &Scope, env: &[(&str, String)]) -> ExampleProject {
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/compose/docker-compose.yml");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let extra = dir.path().join("labels.yml");
+        std::fs::write(&extra, override_file(&scope.run_label())).expect("write override");
+        let name = scope.name.replace('-', "");
+        let files = [
+            example.to_string_lossy().into_owned(),
+            extra.to_string_lossy().into_owned(),
+        ];
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let mut down = ComposeDown::new(compose, &name, &[&files[0], &files[1]]);
+        for (k, v) in &env {
+            down = down.env(k, v);
+        }
+        ExampleProject {
+            compose: compose.to_owned(),
+            name,
+            files,
+            env,
+            _down: down,
+            _dir: dir,
+        }
+    }
+
+    /// `docker-compose <args>` in the project, bounded at 120 s; panics with its
+    /// output unless it succeeds. Its standard output.
+    pub async fn run(&self, args: &[&str]) -> String {
+        let mut cmd = tokio::process::Command::new(&self.compose);
+        cmd.args(["-p", &self.name, "-f", &self.files[0], "-f", &self.files[1]])
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("compose within 120 s")
+            .expect("compose runs");
+        assert!(
+            out.status.success(),
+            "compose {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// The run's labels on every service and the default network.
+fn override_file(run_label: &str) -> String {
+    let labels = format!("    labels:\n      - \"{run_label}\"\n");
+    format!(
+        "version: \"2.4\"\nservices:\n  gateway:\n{labels}  agent-blue:\n{labels}  agent-green:\n{labels}networks:\n  default:\n{labels}"
+    )
 }

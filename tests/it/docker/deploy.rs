@@ -5,13 +5,11 @@
 //! healthy, switches, waits for the drain; the old service is removed right
 //! after the command returns. Not one request of the load fails.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::compose::{compose_available, ComposeDown};
-use super::example::override_file;
+use super::compose::{compose_available, ExampleProject};
 use super::front::SERIAL;
 use super::SLOW;
 use crate::support::docker::{cmd, notice};
@@ -27,48 +25,21 @@ async fn ctl_deploy_in_the_compose_example_then_removing_the_old_service_fails_n
         panic!("building the gateway image: {e}");
     }
     let _serial = SERIAL.lock().await;
-    let example =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/compose/docker-compose.yml");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let extra = dir.path().join("labels.yml");
-    std::fs::write(&extra, override_file(&scope.run_label())).expect("write override");
-    let project = scope.name.replace('-', "");
-    let port = 0; // Docker picks a free host port; read back below.
     let gid = cmd("stat", &["-c", "%g", "/var/run/docker.sock"]).await;
-    let files = [
-        example.to_string_lossy().into_owned(),
-        extra.to_string_lossy().into_owned(),
-    ];
-    let _down = ComposeDown::new(&compose, &project, &[&files[0], &files[1]])
-        .env("SLUICEGATE_TAG", &scope.run.tag())
-        .env("SLUICEGATE_PORT", &port.to_string())
-        .env("DOCKER_GID", gid.trim());
-    let run = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(&compose);
-        cmd.args(["-p", &project, "-f", &files[0], "-f", &files[1]])
-            .args(args)
-            .env("SLUICEGATE_TAG", scope.run.tag())
-            .env("SLUICEGATE_PORT", port.to_string())
-            .env("DOCKER_GID", gid.trim());
-        let shown = args.join(" ");
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-                .await
-                .expect("compose within 120 s")
-                .expect("compose runs");
-            assert!(
-                out.status.success(),
-                "compose {shown}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    };
+    // Port 0: Docker picks a free host port; read back below.
+    let project = ExampleProject::new(
+        &compose,
+        &scope,
+        &[
+            ("SLUICEGATE_TAG", scope.run.tag()),
+            ("SLUICEGATE_PORT", "0".to_owned()),
+            ("DOCKER_GID", gid.trim().to_owned()),
+        ],
+    );
 
     // Version 1 only: the gateway (which waits for agent-blue to be healthy).
-    run(&["up", "-d", "gateway"]).await;
-    let gateway = format!("{project}_gateway_1");
+    project.run(&["up", "-d", "gateway"]).await;
+    let gateway = format!("{}_gateway_1", project.name);
     let deadline = Instant::now() + SLOW;
     loop {
         let health = cmd(
@@ -96,28 +67,31 @@ async fn ctl_deploy_in_the_compose_example_then_removing_the_old_service_fails_n
 
     // Version 2 comes up (Docker health `starting` first: `deploy` waits).
     let t0 = Instant::now();
-    run(&["up", "-d", "--no-recreate", "agent-green"]).await;
+    project
+        .run(&["up", "-d", "--no-recreate", "agent-green"])
+        .await;
     let up_green = t0.elapsed();
-    let out = run(&[
-        "exec",
-        "-T",
-        "gateway",
-        "sluicegate",
-        "ctl",
-        "deploy",
-        "agents",
-        "--to",
-        "agent-green",
-        "--wait-healthy",
-        "60s",
-        "--drain-timeout",
-        "30s",
-    ])
-    .await;
+    let out = project
+        .run(&[
+            "exec",
+            "-T",
+            "gateway",
+            "sluicegate",
+            "ctl",
+            "deploy",
+            "agents",
+            "--to",
+            "agent-green",
+            "--wait-healthy",
+            "60s",
+            "--drain-timeout",
+            "30s",
+        ])
+        .await;
     let deployed = t0.elapsed();
     assert!(out.contains("drained at"), "{out}");
     // The old service goes at once, as a CI script would remove it.
-    run(&["rm", "-s", "-f", "agent-blue"]).await;
+    project.run(&["rm", "-s", "-f", "agent-blue"]).await;
     let removed = t0.elapsed();
 
     let after = Instant::now();

@@ -11,19 +11,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::compose::{compose_available, ComposeDown};
+use super::compose::{compose_available, ExampleProject};
 use super::front::SERIAL;
 use super::SLOW;
 use crate::support::docker::{cmd, notice};
 use crate::support::get;
-
-/// The run's labels on every service and the default network.
-pub(super) fn override_file(run_label: &str) -> String {
-    let labels = format!("    labels:\n      - \"{run_label}\"\n");
-    format!(
-        "version: \"2.4\"\nservices:\n  gateway:\n{labels}  agent-blue:\n{labels}  agent-green:\n{labels}networks:\n  default:\n{labels}"
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_example_serves_and_flips_with_ctl() {
@@ -36,47 +28,21 @@ async fn the_compose_example_serves_and_flips_with_ctl() {
         Err(e) => panic!("building the gateway image: {e}"),
     };
     let _serial = SERIAL.lock().await;
-    let example =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/compose/docker-compose.yml");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let extra = dir.path().join("labels.yml");
-    std::fs::write(&extra, override_file(&scope.run_label())).expect("write override");
-    let project = scope.name.replace('-', "");
-    // Host port 0: Docker picks a free one when it publishes; read back below.
-    let port = 0;
     let gid = cmd("stat", &["-c", "%g", "/var/run/docker.sock"]).await;
-    let files = [
-        example.to_string_lossy().into_owned(),
-        extra.to_string_lossy().into_owned(),
-    ];
-    let _down = ComposeDown::new(&compose, &project, &[&files[0], &files[1]])
-        .env("SLUICEGATE_TAG", &scope.run.tag())
-        .env("SLUICEGATE_PORT", &port.to_string());
-    let run = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(&compose);
-        cmd.args(["-p", &project, "-f", &files[0], "-f", &files[1]])
-            .args(args)
-            .env("SLUICEGATE_TAG", scope.run.tag())
-            .env("SLUICEGATE_PORT", port.to_string())
-            .env("DOCKER_GID", gid.trim());
-        let shown = args.join(" ");
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-                .await
-                .expect("compose within 120 s")
-                .expect("compose runs");
-            assert!(
-                out.status.success(),
-                "compose {shown}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    };
+    // Host port 0: Docker picks a free one when it publishes; read back below.
+    let project = ExampleProject::new(
+        &compose,
+        &scope,
+        &[
+            ("SLUICEGATE_TAG", scope.run.tag()),
+            ("SLUICEGATE_PORT", "0".to_owned()),
+            ("DOCKER_GID", gid.trim().to_owned()),
+        ],
+    );
 
     let started = Instant::now();
-    run(&["up", "-d"]).await;
-    let gateway = format!("{project}_gateway_1");
+    project.run(&["up", "-d"]).await;
+    let gateway = format!("{}_gateway_1", project.name);
     let deadline = Instant::now() + SLOW;
     loop {
         let health = cmd(
@@ -111,24 +77,27 @@ async fn the_compose_example_serves_and_flips_with_ctl() {
         (200, Some("v1"))
     );
 
-    let status = run(&["exec", "-T", "gateway", "sluicegate", "ctl", "status"]).await;
+    let status = project
+        .run(&["exec", "-T", "gateway", "sluicegate", "ctl", "status"])
+        .await;
     assert!(
-        status.contains(&format!("docker ({project}_agent-blue_1)")),
+        status.contains(&format!("docker ({}_agent-blue_1)", project.name)),
         "{status}"
     );
     assert!(status.contains("docker: connected"), "{status}");
-    run(&[
-        "exec",
-        "-T",
-        "gateway",
-        "sluicegate",
-        "ctl",
-        "split",
-        "agents",
-        "agent-blue=0",
-        "agent-green=100",
-    ])
-    .await;
+    project
+        .run(&[
+            "exec",
+            "-T",
+            "gateway",
+            "sluicegate",
+            "ctl",
+            "split",
+            "agents",
+            "agent-blue=0",
+            "agent-green=100",
+        ])
+        .await;
     let reply = get(addr, "/hello", &[]).await;
     assert_eq!(
         (
@@ -190,13 +159,6 @@ async fn the_compose_gateway_that_cannot_read_the_socket_says_why_and_is_not_hea
         panic!("building the gateway image: {e}");
     }
     let _serial = SERIAL.lock().await;
-    let example =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/compose/docker-compose.yml");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let extra = dir.path().join("labels.yml");
-    std::fs::write(&extra, override_file(&scope.run_label())).expect("write override");
-    let project = scope.name.replace('-', "");
-    let port = 0; // Docker picks a free host port; nothing is sent to it.
     let socket_gid: u32 = cmd("stat", &["-c", "%g", "/var/run/docker.sock"])
         .await
         .trim()
@@ -204,37 +166,18 @@ async fn the_compose_gateway_that_cannot_read_the_socket_says_why_and_is_not_hea
         .expect("a gid");
     // Any group but the socket's: what a stale or guessed DOCKER_GID gives.
     let wrong_gid = if socket_gid == 4242 { 4243 } else { 4242 };
-    let files = [
-        example.to_string_lossy().into_owned(),
-        extra.to_string_lossy().into_owned(),
-    ];
-    let _down = ComposeDown::new(&compose, &project, &[&files[0], &files[1]])
-        .env("SLUICEGATE_TAG", &scope.run.tag())
-        .env("SLUICEGATE_PORT", &port.to_string())
-        .env("DOCKER_GID", &wrong_gid.to_string());
-    let run = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new(&compose);
-        cmd.args(["-p", &project, "-f", &files[0], "-f", &files[1]])
-            .args(args)
-            .env("SLUICEGATE_TAG", scope.run.tag())
-            .env("SLUICEGATE_PORT", port.to_string())
-            .env("DOCKER_GID", wrong_gid.to_string());
-        let shown = args.join(" ");
-        async move {
-            let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
-                .await
-                .expect("compose within 120 s")
-                .expect("compose runs");
-            assert!(
-                out.status.success(),
-                "compose {shown}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-    };
-    run(&["up", "-d"]).await;
-    let gateway = format!("{project}_gateway_1");
+    // Port 0: Docker picks a free host port; nothing is sent to it.
+    let project = ExampleProject::new(
+        &compose,
+        &scope,
+        &[
+            ("SLUICEGATE_TAG", scope.run.tag()),
+            ("SLUICEGATE_PORT", "0".to_owned()),
+            ("DOCKER_GID", wrong_gid.to_string()),
+        ],
+    );
+    project.run(&["up", "-d"]).await;
+    let gateway = format!("{}_gateway_1", project.name);
 
     // The reason, in one line of the gateway's log.
     let deadline = Instant::now() + SLOW;
@@ -294,7 +237,9 @@ async fn the_compose_gateway_that_cannot_read_the_socket_says_why_and_is_not_hea
         "health check output: {probe}"
     );
 
-    let status = run(&["exec", "-T", "gateway", "sluicegate", "ctl", "status"]).await;
+    let status = project
+        .run(&["exec", "-T", "gateway", "sluicegate", "ctl", "status"])
+        .await;
     assert!(
         status.contains("docker: DISCONNECTED (permission denied on the Docker socket"),
         "{status}"
