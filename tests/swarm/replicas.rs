@@ -4,7 +4,8 @@
 //! label of one Swarm service through a manager's engine. A split written through
 //! replica 1 must be routed by every replica within 1 s; 50 writes give the
 //! propagation figures. The service whose label holds the state runs tasks: they
-//! must not restart for any of those writes.
+//! must not restart for any of those writes. Then replica 2 is replaced by a new
+//! process, and after it every replica: a new one routes the last split.
 //!
 //! The replicas are plain containers, not tasks of the service they write (the
 //! harness reaches each through its own published port); the store does not
@@ -339,4 +340,19 @@ async fn a_split_through_one_replica_is_routed_by_every_replica_within_a_second(
             "every replica serves the last write: {r}"
         );
     }
+
+    // Restarts: replica 2's process is replaced (removed, and a new container
+    // with the same file started), then every replica is; a new process serves
+    // the shared state from its first read of the store.
+    drop(replicas.remove(1));
+    let again = Gateway::start(c, "rep-gw2b", &config, Engine::Manager, false).await;
+    let one = seen_after(&again, last, Instant::now(), Duration::from_secs(10)).await;
+    drop(replicas);
+    drop(again);
+    let fresh = Gateway::start(c, "rep-gw4", &config, Engine::Manager, true).await;
+    let all = seen_after(&fresh, last, Instant::now(), Duration::from_secs(10)).await;
+    notice(&format!(
+        "swarm replicas: after replacing replica 2, the new one routed the last split {last:?} {one:?} \
+         after it was ready; after removing every replica, a new one (node 2) {all:?} after it was ready"
+    ));
 }

@@ -17,7 +17,7 @@ use crate::control_plane::cluster::{poll, ClusterStore, Identity};
 use crate::control_plane::config::raw::RawDuration;
 use crate::control_plane::config::validate::ApiBackend;
 use crate::control_plane::controller::state_view::ClusterView;
-use crate::control_plane::controller::task::{Change, ControlHandle, Task};
+use crate::control_plane::controller::task::{Change, ControlHandle, DrainAction, Task};
 use crate::control_plane::controller::{Refusal, SharedSnapshot};
 
 const FILE: &str = r#"
@@ -372,6 +372,72 @@ async fn heartbeats_are_coalesced_and_reach_the_other_replica() {
         (55_000..=60_000).contains(&left),
         "b's expiry is a's: {left} ms"
     );
+}
+
+/// What a replica serves of the writes `survive_restarts` makes: the split of
+/// `agents`, whether blue's backend drains, and green's registered backend.
+async fn served(r: &Replica) -> (Vec<(String, u32)>, bool, bool) {
+    let state = r.handle.state().await.expect("state");
+    let pool = |name: &str| {
+        state
+            .pools
+            .iter()
+            .find(|p| p.name == name)
+            .map(|p| p.backends.clone())
+            .unwrap_or_default()
+    };
+    let draining = pool("blue")
+        .iter()
+        .any(|b| b.addr == "127.0.0.1:9001" && b.draining);
+    let registered = pool("green").iter().any(|b| b.addr == "127.0.0.1:9100");
+    (r.split("agents"), draining, registered)
+}
+
+#[tokio::test]
+async fn the_shared_state_survives_the_restart_of_one_replica_and_of_all() {
+    let store = MemoryStore::new();
+    let (a, b) = (replica(&store, "a", FAST), replica(&store, "b", FAST));
+    a.wait("a read", |v, _| v.reachable).await;
+    b.wait("b read", |v, _| v.reachable).await;
+    // A split through a, a drain and a registration through b.
+    a.set_split("agents", 60, 40).await.expect("split");
+    b.handle
+        .change(Change::Drain {
+            pool: "blue".to_owned(),
+            addr: "127.0.0.1:9001".to_owned(),
+            action: DrainAction::Drain,
+        })
+        .await
+        .expect("drain");
+    b.handle
+        .change(register("127.0.0.1:9100", Some("10m")))
+        .await
+        .expect("register");
+    let want = (split(60, 40), true, true);
+    a.wait("a has all three", |v, _| v.serving == 3).await;
+    assert_eq!(served(&a).await, want);
+
+    // One replica restarts (a new process with the same file): it serves the
+    // shared state from its first read, not the file's.
+    drop(a);
+    let a = replica(&store, "a2", FAST);
+    a.wait("restarted a read", |v, _| v.serving == 3).await;
+    assert_eq!(served(&a).await, want, "after one restart");
+
+    // All of them restart.
+    drop((a, b));
+    let (c, d) = (replica(&store, "c", FAST), replica(&store, "d", FAST));
+    for r in [&c, &d] {
+        r.wait("a fresh replica read", |v, _| v.serving == 3).await;
+        assert_eq!(served(r).await, want, "after every replica restarted");
+    }
+    // And the next write goes on from the stored sequence, nothing lost.
+    let before = stored_doc(&store).seq;
+    d.set_split("agents", 50, 50).await.expect("split after");
+    c.wait("c routes 50/50", |_, r| r.split("agents") == split(50, 50))
+        .await;
+    assert_eq!(stored_doc(&store).seq, before + 1);
+    assert!(served(&c).await.1, "the drain is kept");
 }
 
 /// A rollout of route `agents` to green, at its second step (running).
