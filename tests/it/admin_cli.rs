@@ -186,12 +186,28 @@ async fn token_missing_or_wrong_is_401_and_right_token_works() {
         1,
         "refused PUT changed the split"
     );
-    for open in ["/healthz", "/readyz"] {
-        assert_eq!(
-            api(gw.admin, Method::GET, open, None, None).await.status,
-            200,
-            "{open}"
+    // Open without a token. `/readyz` turns 200 once the first probes are in,
+    // which may be after the `serving` line `run` waits for: polled, bounded.
+    assert_eq!(
+        api(gw.admin, Method::GET, "/healthz", None, None)
+            .await
+            .status,
+        200
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = api(gw.admin, Method::GET, "/readyz", None, None)
+            .await
+            .status;
+        assert_ne!(status, 401, "/readyz asks for no token");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/readyz still {status} after {WAIT:?}"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
     let url = format!("http://{}", gw.admin);
