@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::support::docker::{notice, Scope};
+use crate::support::docker::{cmd, notice, Scope};
 
 /// `docker-compose` (v1) if installed; panics in CI when it is missing.
 pub fn compose_available(test: &str) -> Option<String> {
@@ -163,6 +163,40 @@ impl ExampleProject {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl ExampleProject {
+    /// The gateway's container.
+    pub fn gateway(&self) -> String {
+        format!("{}_gateway_1", self.name)
+    }
+
+    /// Waits, at most `limit`, until Docker calls the gateway healthy (its
+    /// HEALTHCHECK); then the host address its port 8080 is published on.
+    pub async fn healthy_gateway(&self, limit: Duration) -> std::net::SocketAddr {
+        let gateway = self.gateway();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let health = cmd(
+                "docker",
+                &["inspect", "-f", "{{.State.Health.Status}}", &gateway],
+            )
+            .await;
+            if health.trim() == "healthy" {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway container is {health:?}, not healthy"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let published = cmd("docker", &["port", &gateway, "8080/tcp"]).await;
+        published
+            .lines()
+            .find_map(|line| line.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no published address for 8080/tcp: {published:?}"))
     }
 }
 

@@ -5,8 +5,6 @@
 //! healthy, switches, waits for the drain; the old service is removed right
 //! after the command returns. Not one request of the load fails.
 
-use std::time::Duration;
-
 use tokio::time::Instant;
 
 use super::compose::{compose_available, ExampleProject};
@@ -39,28 +37,7 @@ async fn ctl_deploy_in_the_compose_example_then_removing_the_old_service_fails_n
 
     // Version 1 only: the gateway (which waits for agent-blue to be healthy).
     project.run(&["up", "-d", "gateway"]).await;
-    let gateway = format!("{}_gateway_1", project.name);
-    let deadline = Instant::now() + SLOW;
-    loop {
-        let health = cmd(
-            "docker",
-            &["inspect", "-f", "{{.State.Health.Status}}", &gateway],
-        )
-        .await;
-        if health.trim() == "healthy" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway container is {health:?}, not healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    let published = cmd("docker", &["port", &gateway, "8080/tcp"]).await;
-    let addr: std::net::SocketAddr = published
-        .lines()
-        .find_map(|line| line.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published address for 8080/tcp: {published:?}"));
+    let addr = project.healthy_gateway(SLOW).await;
 
     let load = Load::start(addr);
     load.wait_answers(Instant::now(), 100, SLOW).await;

@@ -42,32 +42,11 @@ async fn the_compose_example_serves_and_flips_with_ctl() {
 
     let started = Instant::now();
     project.run(&["up", "-d"]).await;
-    let gateway = format!("{}_gateway_1", project.name);
-    let deadline = Instant::now() + SLOW;
-    loop {
-        let health = cmd(
-            "docker",
-            &["inspect", "-f", "{{.State.Health.Status}}", &gateway],
-        )
-        .await;
-        if health.trim() == "healthy" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gateway container is {health:?}, not healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let addr = project.healthy_gateway(SLOW).await;
     notice(&format!(
         "compose example ({image}): gateway healthy {:.1?} after `up -d`",
         started.elapsed()
     ));
-    let published = cmd("docker", &["port", &gateway, "8080/tcp"]).await;
-    let addr: std::net::SocketAddr = published
-        .lines()
-        .find_map(|line| line.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no published address for 8080/tcp: {published:?}"));
     let reply = get(addr, "/hello", &[]).await;
     assert_eq!(
         (
@@ -177,7 +156,7 @@ async fn the_compose_gateway_that_cannot_read_the_socket_says_why_and_is_not_hea
         ],
     );
     project.run(&["up", "-d"]).await;
-    let gateway = format!("{}_gateway_1", project.name);
+    let gateway = project.gateway();
 
     // The reason, in one line of the gateway's log.
     let deadline = Instant::now() + SLOW;
