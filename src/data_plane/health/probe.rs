@@ -22,7 +22,12 @@
 //!   `unhealthy` after `rise` passes in a row;
 //! - a failure (other status, connect error, timeout) counts unless the backend is
 //!   younger than `start_period` and never passed (Docker's semantics); `fall` counted
-//!   failures in a row turn it unhealthy.
+//!   failures in a row turn it unhealthy;
+//! - while a backend is `unknown` (it never passed, so it has no traffic), a failed
+//!   probe is tried again every 250 ms until its next regular probe; only a pass of
+//!   those is recorded, so `fall` still counts one failure per interval (Docker's
+//!   `start_interval`): a container discovered a moment before its process listens
+//!   gets traffic a moment after, not an interval after.
 //!
 //! Starting, stopping and counting the tasks is the supervisor's job.
 
@@ -51,6 +56,10 @@ use crate::data_plane::tls::upstream::UpstreamTls;
 /// The first probe of a backend is delayed by a random share of this (or of the
 /// interval, if shorter).
 const MAX_FIRST_DELAY: Duration = Duration::from_secs(1);
+
+/// How soon a failed probe of a backend that never passed is tried again (while
+/// that comes before its next regular probe).
+const STARTING_RETRY: Duration = Duration::from_millis(250);
 
 /// How far apart, on average, the first probes of backends that appear together
 /// after start-up are spread.
@@ -97,15 +106,21 @@ pub(crate) struct Recorded {
     pub change: Option<(HealthStatus, HealthStatus)>,
 }
 
+/// Whether `outcome` is a pass (a status within `expect_status`; for a gRPC
+/// check, SERVING).
+fn passes(spec: &ProbeSpec, outcome: ProbeOutcome) -> bool {
+    match (outcome, &spec.grpc) {
+        (ProbeOutcome::Status(code), None) => spec.expect_status.contains(code),
+        (ProbeOutcome::GrpcServing(status), Some(_)) => status == ProbeOutcome::SERVING,
+        _ => false,
+    }
+}
+
 /// Applies one probe outcome to `health` (the rise/fall state machine).
 pub(crate) fn record(health: &BackendHealth, spec: &ProbeSpec, outcome: ProbeOutcome) -> Recorded {
     use std::sync::atomic::Ordering::Relaxed;
 
-    let passed = match (outcome, &spec.grpc) {
-        (ProbeOutcome::Status(code), None) => spec.expect_status.contains(code),
-        (ProbeOutcome::GrpcServing(status), Some(_)) => status == ProbeOutcome::SERVING,
-        _ => false,
-    };
+    let passed = passes(spec, outcome);
     health.store_last_probe(outcome, passed);
     let status = health.status();
     let mut change = None;
@@ -171,11 +186,11 @@ pub(crate) async fn run<P, F>(
     // A slow probe (up to `timeout` < `interval`) must not cause a burst after it.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
+        let ticked = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            _ = ticks.tick() => {}
-        }
+            at = ticks.tick() => at,
+        };
         let outcome = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
@@ -183,7 +198,25 @@ pub(crate) async fn run<P, F>(
                 outcome.unwrap_or(ProbeOutcome::TimedOut)
             }
         };
-        let recorded = record(target.state.health(), spec, outcome);
+        let mut recorded = record(target.state.health(), spec, outcome);
+        let mut outcome = outcome;
+        if !recorded.passed && target.state.health().status() == HealthStatus::Unknown {
+            // Never passed, so no traffic yet (typically a container whose
+            // process has not bound its port when it was discovered): tried again
+            // every `STARTING_RETRY` until the next tick, as Docker's
+            // `start_interval` does. Only a pass is recorded: the failures `fall`
+            // counts stay one per interval.
+            let next_tick = crate::clock::later(ticked, spec.interval);
+            let retried = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return,
+                passed = retry_until_pass(spec, next_tick, &mut probe) => passed,
+            };
+            if let Some(pass) = retried {
+                outcome = pass;
+                recorded = record(target.state.health(), spec, pass);
+            }
+        }
         if let Some((from, to)) = recorded.change {
             tracing::info!(
                 pool = %target.pool.name(),
@@ -197,6 +230,32 @@ pub(crate) async fn run<P, F>(
         }
         if recorded.passed {
             target.pool.wake_held();
+        }
+    }
+}
+
+/// Probes every [`STARTING_RETRY`] while a retry still ends before `next_tick`;
+/// the first passing outcome, or `None` (failures are not kept).
+async fn retry_until_pass<P, F>(
+    spec: &ProbeSpec,
+    next_tick: Instant,
+    probe: &mut P,
+) -> Option<ProbeOutcome>
+where
+    P: FnMut() -> F,
+    F: Future<Output = ProbeOutcome>,
+{
+    loop {
+        let at = crate::clock::later(Instant::now(), STARTING_RETRY);
+        if crate::clock::later(at, spec.timeout) >= next_tick {
+            return None;
+        }
+        tokio::time::sleep_until(at).await;
+        let outcome = tokio::time::timeout(spec.timeout, probe())
+            .await
+            .unwrap_or(ProbeOutcome::TimedOut);
+        if passes(spec, outcome) {
+            return Some(outcome);
         }
     }
 }

@@ -277,3 +277,95 @@ async fn hanging_probes_time_out_and_transitions_are_published() {
     task.await
         .expect("a probe in progress is abandoned on cancel");
 }
+
+/// Probes with the default 2 s interval of a backend that listens only from
+/// `ready` on (fails before): the instants of the probes until `n`, and the
+/// backend's status changes.
+async fn starting_backend(
+    ready: Duration,
+    fall: u32,
+    n: usize,
+) -> (Vec<Duration>, Vec<HealthChange>) {
+    let mut s = spec(1, fall, Duration::ZERO);
+    s.interval = ProbeSpec::DEFAULT_INTERVAL;
+    s.timeout = Duration::from_millis(100);
+    let (target, mut events) = target(s);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(run(
+        target,
+        FirstProbe::Newcomer { batch: 1 },
+        cancel.clone(),
+        move || {
+            let at = Instant::now() - start;
+            let _ = tx.send(at);
+            async move {
+                if at >= ready {
+                    PASS
+                } else {
+                    FAIL
+                }
+            }
+        },
+    ));
+    let mut at = Vec::new();
+    for _ in 0..n {
+        at.push(rx.recv().await.expect("probe"));
+    }
+    cancel.cancel();
+    task.await.expect("the loop ends on cancel");
+    let mut changes = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        changes.push(e.change);
+    }
+    (at, changes)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backend_that_never_passed_is_retried_quickly_and_passes_within_a_retry() {
+    // Listening 300 ms after it was discovered: the first probe fails, the
+    // retries at 250 and 500 ms find it, not the next regular probe at 2 s.
+    let (at, changes) = starting_backend(Duration::from_millis(300), 3, 4).await;
+    assert!(at[0] <= Duration::from_millis(1), "{at:?}");
+    assert_eq!(at[1] - at[0], STARTING_RETRY);
+    assert_eq!(at[2] - at[1], STARTING_RETRY);
+    assert_eq!(
+        changes,
+        [HealthChange::Status {
+            from: HealthStatus::Unknown,
+            to: HealthStatus::Healthy
+        }],
+        "healthy at the retry that passed"
+    );
+    // Healthy: back to the regular interval from the first tick.
+    assert_eq!(at[3] - at[0], ProbeSpec::DEFAULT_INTERVAL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_of_a_backend_that_never_passed_do_not_count_towards_fall() {
+    // Never listening, fall 2: the retries between regular probes fail too, but
+    // it turns unhealthy at the second regular probe (2 s), as without them.
+    let (at, changes) = starting_backend(Duration::from_secs(3600), 2, 20).await;
+    let regular: Vec<&Duration> = at.iter().filter(|d| d.as_millis() % 2000 <= 1).collect();
+    assert!(regular.len() >= 2, "{at:?}");
+    assert_eq!(
+        changes,
+        [HealthChange::Status {
+            from: HealthStatus::Unknown,
+            to: HealthStatus::Unhealthy
+        }]
+    );
+    // Retries stop once it is unhealthy (from 2 s on: one probe per interval),
+    // and they stay clear of the next regular probe before that.
+    let before: Vec<&Duration> = at.iter().filter(|d| **d < Duration::from_secs(2)).collect();
+    assert!(before.len() > 2 && before.len() <= 8, "{at:?}");
+    let after: Vec<Duration> = at
+        .iter()
+        .copied()
+        .filter(|d| *d >= Duration::from_secs(2))
+        .collect();
+    for pair in after.windows(2) {
+        assert_eq!(pair[1] - pair[0], ProbeSpec::DEFAULT_INTERVAL, "{at:?}");
+    }
+}
