@@ -57,6 +57,12 @@ impl Drop for Replica {
 }
 
 fn replica(store: &MemoryStore, id: &str, every: Duration) -> Replica {
+    replica_with(store, id, every, None)
+}
+
+/// A replica reading `store` every `every`, its rollout leases lasting `term`
+/// (the default term when `None`).
+fn replica_with(store: &MemoryStore, id: &str, every: Duration, term: Option<Duration>) -> Replica {
     let spec = crate::control_plane::config::parse(FILE).expect("valid");
     let (mut task, handle, shared) = Task::new(spec, None, crate::metrics::Registrar::off());
     let store: Arc<dyn ClusterStore> = Arc::new(store.clone());
@@ -70,6 +76,9 @@ fn replica(store: &MemoryStore, id: &str, every: Duration) -> Replica {
         },
         peers: None,
     });
+    if let (Some(term), Some(link)) = (term, task.cluster.as_mut()) {
+        link.lease_term = term;
+    }
     let cancel = CancellationToken::new();
     tokio::spawn(poll::run(store, every, tx, cancel.clone()));
     tokio::spawn(task.run(cancel.clone()));
@@ -502,30 +511,7 @@ async fn only_the_replica_driving_a_rollout_resumes_it() {
 
 /// A replica whose rollout leases last `term`.
 fn leasing_replica(store: &MemoryStore, id: &str, term: Duration) -> Replica {
-    let spec = crate::control_plane::config::parse(FILE).expect("valid");
-    let (mut task, handle, shared) = Task::new(spec, None, crate::metrics::Registrar::off());
-    let store: Arc<dyn ClusterStore> = Arc::new(store.clone());
-    let (tx, rx) = poll::channel();
-    task.attach_cluster(ClusterFeed {
-        store: Arc::clone(&store),
-        observed: rx,
-        identity: Identity {
-            id: id.to_owned(),
-            node: "n1".to_owned(),
-        },
-        peers: None,
-    });
-    if let Some(link) = task.cluster.as_mut() {
-        link.lease_term = term;
-    }
-    let cancel = CancellationToken::new();
-    tokio::spawn(poll::run(store, FAST, tx, cancel.clone()));
-    tokio::spawn(task.run(cancel.clone()));
-    Replica {
-        handle,
-        shared,
-        cancel,
-    }
+    replica_with(store, id, FAST, Some(term))
 }
 
 fn step_75() -> Change {

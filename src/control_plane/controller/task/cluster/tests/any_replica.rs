@@ -187,6 +187,12 @@ fn rows(list: &[Rollout]) -> Vec<(String, String, Phase)> {
         .collect()
 }
 
+/// Replicas `a` and `b` both list exactly `want` (bounded wait each).
+async fn both_list(a: &RolloutHandle, b: &RolloutHandle, want: &[(&str, &str, Phase)]) {
+    list_is(a, "a", want).await;
+    list_is(b, "b", want).await;
+}
+
 /// Waits, bounded, until `rollouts`' list is `want` (`(id, route, phase)` in order).
 async fn list_is(rollouts: &RolloutHandle, who: &str, want: &[(&str, &str, Phase)]) {
     let want: Vec<(String, String, Phase)> = want
@@ -247,8 +253,7 @@ async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
         (other, "other", Phase::Running),
         (agents, "agents", Phase::Running),
     ];
-    list_is(&a_rollouts, "a", &running).await;
-    list_is(&b_rollouts, "b", &running).await;
+    both_list(&a_rollouts, &b_rollouts, &running).await;
 
     // b's ends (the newer): the running one comes first.
     let aborted = b_rollouts
@@ -260,8 +265,7 @@ async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
         (agents, "agents", Phase::Running),
         (other, "other", Phase::Aborted),
     ];
-    list_is(&a_rollouts, "a", &active_first).await;
-    list_is(&b_rollouts, "b", &active_first).await;
+    both_list(&a_rollouts, &b_rollouts, &active_first).await;
 
     // a's ends too: both still listed with their final phase, newest first.
     let promoted = a_rollouts
@@ -273,8 +277,7 @@ async fn the_list_through_either_replica_shows_both_replicas_rollouts_once() {
         (other, "other", Phase::Aborted),
         (agents, "agents", Phase::Succeeded),
     ];
-    list_is(&a_rollouts, "a", &ended).await;
-    list_is(&b_rollouts, "b", &ended).await;
+    both_list(&a_rollouts, &b_rollouts, &ended).await;
     let doc = stored_doc(&store);
     assert_eq!(doc.drivers.get(agents).map(String::as_str), Some("a"));
     assert_eq!(doc.drivers.get(other).map(String::as_str), Some("b"));
@@ -299,8 +302,7 @@ async fn a_rollout_taken_over_is_listed_once_by_its_former_driver_as_the_shared_
         .expect("pause through b");
     assert_eq!(paused.phase, Phase::Paused);
     let want = [(started.id.as_str(), "agents", Phase::Paused)];
-    list_is(&a_rollouts, "a", &want).await;
-    list_is(&b_rollouts, "b", &want).await;
+    both_list(&a_rollouts, &b_rollouts, &want).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
