@@ -205,6 +205,18 @@ impl Case {
         Case { bad, good, gw }
     }
 
+    /// One gRPC call and one plain call to the bad backend, beside a healthy
+    /// stream to the good one.
+    async fn bad_grpc_and_plain(&self) -> (Outcome, Outcome) {
+        self.beside_a_healthy_stream(async {
+            (
+                call(self.gw.addr, "/bad/grpc", Kind::Grpc).await,
+                call(self.gw.addr, "/bad/plain", Kind::Plain).await,
+            )
+        })
+        .await
+    }
+
     /// Runs `calls` while a healthy stream to the good backend is open, then
     /// checks that stream.
     async fn beside_a_healthy_stream<F, T>(&self, calls: F) -> T
@@ -239,14 +251,7 @@ fn assert_502(out: &Outcome, cause: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_frames_fail_the_call_and_not_the_other_backends_stream() {
     let case = Case::start(Misdeed::BadHpack).await;
-    let (grpc, plain) = case
-        .beside_a_healthy_stream(async {
-            (
-                call(case.gw.addr, "/bad/grpc", Kind::Grpc).await,
-                call(case.gw.addr, "/bad/plain", Kind::Plain).await,
-            )
-        })
-        .await;
+    let (grpc, plain) = case.bad_grpc_and_plain().await;
     assert_grpc_unavailable(&grpc, "backend_failed");
     assert_502(&plain, "backend_failed");
     // Each call broke its connection: one per call, none sent twice.
@@ -259,14 +264,7 @@ async fn invalid_frames_fail_the_call_and_not_the_other_backends_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reset_before_the_head_is_a_clear_error_and_not_sent_again() {
     let case = Case::start(Misdeed::ResetBeforeHead).await;
-    let (grpc, plain) = case
-        .beside_a_healthy_stream(async {
-            (
-                call(case.gw.addr, "/bad/grpc", Kind::Grpc).await,
-                call(case.gw.addr, "/bad/plain", Kind::Plain).await,
-            )
-        })
-        .await;
+    let (grpc, plain) = case.bad_grpc_and_plain().await;
     assert_grpc_unavailable(&grpc, "backend_failed");
     assert_502(&plain, "backend_failed");
     assert_eq!(
@@ -394,14 +392,7 @@ async fn a_graceful_goaway_mid_stream_lets_the_stream_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abrupt_goaway_mid_stream_ends_the_call_with_a_status() {
     let case = Case::start(Misdeed::GoawayAbrupt).await;
-    let (grpc, plain) = case
-        .beside_a_healthy_stream(async {
-            (
-                call(case.gw.addr, "/bad/grpc", Kind::Grpc).await,
-                call(case.gw.addr, "/bad/plain", Kind::Plain).await,
-            )
-        })
-        .await;
+    let (grpc, plain) = case.bad_grpc_and_plain().await;
     assert_eq!(grpc.data, grpc_frame(b"first").to_vec(), "{grpc:?}");
     assert_grpc_unavailable(&grpc, "backend_failed");
     assert_eq!(plain.status, 200, "{plain:?}");
