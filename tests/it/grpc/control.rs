@@ -144,10 +144,17 @@ async fn grpc_status_in_trailers_after_a_message_ejects_and_is_counted_by_code()
     assert!(backend.ejected, "{backend:?}");
 }
 
-/// Opens a bidirectional call through `gw`, takes its first answer, then
-/// cancels it (`RST_STREAM CANCEL`, then the connection goes) with its request
-/// body still open.
-async fn cancel_a_stream(gw: SocketAddr) {
+/// A bidirectional `test.Echo/Bidi` call through `gw` on a connection of its
+/// own, its request body left open, once its first message (`ping`) came back
+/// echoed: the connection's task, the client, and both halves of the stream.
+async fn open_bidi(
+    gw: SocketAddr,
+) -> (
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+    h2::client::SendRequest<Bytes>,
+    h2::SendStream<Bytes>,
+    h2::RecvStream,
+) {
     let tcp = TcpStream::connect(gw).await.expect("connect");
     let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
     let conn = tokio::spawn(conn);
@@ -170,6 +177,14 @@ async fn cancel_a_stream(gw: SocketAddr) {
         .expect("a message")
         .expect("data");
     assert_eq!(&first[..], &grpc_frame(b"echo:ping")[..]);
+    (conn, client, up, down)
+}
+
+/// Opens a bidirectional call through `gw`, takes its first answer, then
+/// cancels it (`RST_STREAM CANCEL`, then the connection goes) with its request
+/// body still open.
+async fn cancel_a_stream(gw: SocketAddr) {
+    let (conn, client, mut up, down) = open_bidi(gw).await;
     up.send_reset(h2::Reason::CANCEL);
     drop((up, down, client));
     conn.abort();
@@ -403,28 +418,7 @@ async fn least_conn_counts_the_open_streams_of_an_h2_pool() {
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
     // A bidirectional call left open: one stream on one backend, its request
     // body not ended.
-    let tcp = TcpStream::connect(gw.addr).await.expect("connect");
-    let (client, conn) = h2::client::handshake(tcp).await.expect("handshake");
-    tokio::spawn(conn);
-    let mut client = client.ready().await.expect("ready");
-    let req = Request::post("http://test.local/test.Echo/Bidi")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .expect("request");
-    let (answer, mut up) = client.send_request(req, false).expect("stream");
-    up.send_data(grpc_frame(b"ping"), false).expect("send");
-    let resp = tokio::time::timeout(WAIT, answer)
-        .await
-        .expect("in time")
-        .expect("answer");
-    let mut down = resp.into_body();
-    let first = tokio::time::timeout(WAIT, down.data())
-        .await
-        .expect("in time")
-        .expect("a message")
-        .expect("data");
-    assert_eq!(&first[..], &grpc_frame(b"echo:ping")[..]);
+    let (_conn, _client, mut up, mut down) = open_bidi(gw.addr).await;
     let state = gw.state().await;
     let inflight = |addr: SocketAddr| {
         state
