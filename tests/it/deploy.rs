@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sluicegate::ctl::deploy::{deploy, DeployArgs};
 use sluicegate::ctl::{AdminClient, CtlError};
+use sluicegate_echo_agent::EchoHandle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -99,23 +100,28 @@ fn old_pool_inflight(state: &sluicegate::state_view::StateView) -> u32 {
         .sum()
 }
 
-#[tokio::test]
-async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
-    let blue = agents("blue", "v1", 2).await;
-    let green = agents("green", "v2", 2).await;
-    // A port nothing listens on: the `dead` pool never passes a probe.
+/// Pools `blue`, `green` (of these agents) and `dead` (a port nothing listens
+/// on, probed every 100 ms: it never passes), and route `agents` at 100/0.
+pub(super) async fn blue_green_dead(blue: &[EchoHandle], green: &[EchoHandle]) -> String {
     let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let dead = closed.local_addr().expect("addr");
     drop(closed);
-    let body = format!(
+    format!(
         "[[pools]]\nname = \"blue\"\nbackends = {}\n[[pools]]\nname = \"green\"\nbackends = {}\n\
          [[pools]]\nname = \"dead\"\nbackends = [{{ addr = \"{dead}\" }}]\n\
          [pools.health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
          [[routes]]\nname = \"agents\"\n\
          split = [{{ pool = \"blue\", weight = 100 }}, {{ pool = \"green\", weight = 0 }}]\n",
-        backends(&blue),
-        backends(&green)
-    );
+        backends(blue),
+        backends(green)
+    )
+}
+
+#[tokio::test]
+async fn deploy_under_load_drains_the_old_pool_and_fails_nothing() {
+    let blue = agents("blue", "v1", 2).await;
+    let green = agents("green", "v2", 2).await;
+    let body = blue_green_dead(&blue, &green).await;
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
     let client =
         AdminClient::new(&gw.admin.to_string(), None, Duration::from_secs(5)).expect("client");

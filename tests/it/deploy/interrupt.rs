@@ -12,13 +12,13 @@ use http::{Method, Request};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::admin_cli::BIN;
 use crate::live::split_of;
 use crate::support::live::{config_text, LiveGateway};
-use crate::support::{agents, backends, WAIT};
+use crate::support::{agents, WAIT};
 
 /// Starts `ctl deploy agents --to POOL ARGS` against `gw`.
 fn ctl_deploy(gw: &LiveGateway, to: &str, args: &[&str]) -> Child {
@@ -83,18 +83,7 @@ async fn last_deploy(gw: &LiveGateway) -> serde_json::Value {
 async fn ctrl_c_in_each_phase_leaves_a_consistent_state_and_says_which() {
     let blue = agents("blue", "v1", 1).await;
     let green = agents("green", "v2", 1).await;
-    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let dead = closed.local_addr().expect("addr");
-    drop(closed);
-    let body = format!(
-        "[[pools]]\nname = \"blue\"\nbackends = {}\n[[pools]]\nname = \"green\"\nbackends = {}\n\
-         [[pools]]\nname = \"dead\"\nbackends = [{{ addr = \"{dead}\" }}]\n\
-         [pools.health]\ninterval = \"100ms\"\ntimeout = \"80ms\"\nrise = 1\nfall = 1\n\
-         [[routes]]\nname = \"agents\"\n\
-         split = [{{ pool = \"blue\", weight = 100 }}, {{ pool = \"green\", weight = 0 }}]\n",
-        backends(&blue),
-        backends(&green)
-    );
+    let body = super::blue_green_dead(&blue, &green).await;
     let gw = LiveGateway::start(&config_text(&body, "", "")).await;
     let before = [("blue".to_owned(), 100), ("green".to_owned(), 0)];
 
